@@ -1,0 +1,8 @@
+//! App API keys: who may call `/v1`, with which scopes. Keys are created and revoked from the
+//! command line; only their hashes are stored.
+
+pub mod http;
+mod model;
+pub mod service;
+
+pub use model::{Scope, Scopes, UnknownScope, hash_key, parse_key_id};

@@ -1,0 +1,147 @@
+//! `AppState`, router assembly and the tower layers every request passes through.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::clock::Clock;
+use crate::error::{ApiError, ErrorBody};
+use crate::store::Store;
+use crate::{api_keys, middleware, users};
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self { body_limit_bytes: 64 * 1024, request_timeout: Duration::from_secs(30) }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Countersign",
+        description = "Number-matching MFA push server. Authenticate with `Authorization: Bearer <app API key>`."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The `/v1` routes together with their OpenAPI description.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api_keys::http::routes())
+        .merge(users::http::routes())
+}
+
+/// The OpenAPI document for every `/v1` route, as served at `/v1/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
+
+/// Builds the whole service. Tests call this with their own state.
+pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
+    let (api, openapi) = api_routes().split_for_parts();
+    let openapi_json: Arc<str> = Arc::from(openapi.to_json().unwrap_or_else(|_| "{}".to_owned()));
+    Router::new()
+        .merge(api)
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let body = Arc::clone(&openapi_json);
+                async move { ([(header::CONTENT_TYPE, "application/json")], body.to_string()) }
+            }),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn_with_state(limits.request_timeout, middleware::timeout))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+}
+
+/// Auth: none. The process is up and serving.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Auth: none. The database answers and the schema is current.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.check_ready().await {
+        Ok(()) => {
+            Json(json!({ "status": "ready", "database": state.store.engine().to_string() })).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "not ready");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", error.to_string()).into_response()
+        }
+    }
+}
+
+/// Auth: none (expose it on an internal network only). Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(handle) = &state.metrics else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "no metrics recorder is installed",
+        )
+        .into_response();
+    };
+    let pool = state.store.pool_stats();
+    let engine = state.store.engine().to_string();
+    metrics::gauge!("countersign_db_pool_connections", "engine" => engine.clone()).set(f64::from(pool.size));
+    metrics::gauge!("countersign_db_pool_idle_connections", "engine" => engine).set(pool.idle as f64);
+    handle.run_upkeep();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /v1/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
+}

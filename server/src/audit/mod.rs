@@ -1,0 +1,161 @@
+//! The audit trail: append-only, hash-chained events written in the same transaction as the
+//! change they record (see `store`), and the verifier behind `countersign audit verify`.
+//!
+//! This module owns what an event says and how the chain is checked; it never writes events
+//! itself — a change and its event are one store operation.
+
+pub mod chain;
+pub mod key;
+
+use std::fmt;
+
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::clock::unix_micros;
+use crate::store::{Store, StoreError};
+use chain::{ChainBreak, ChainVerifier, HeadSealer};
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The operator, through the `countersign` command line.
+    Cli,
+    /// An application, through its API key.
+    App { id: crate::ids::AppId, name: String },
+    /// The server itself (expiry, workers).
+    System,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Cli => f.write_str("cli"),
+            Actor::App { id, .. } => write!(f, "app:{id}"),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}
+
+/// What happened; the stable dotted names are what SIEM rules match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    AppCreated,
+    AppRevoked,
+    UserCreated,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::AppCreated => "app.created",
+            Action::AppRevoked => "app.revoked",
+            Action::UserCreated => "user.created",
+        }
+    }
+}
+
+/// One event to append. Details never carry secrets, numbers or tokens.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub occurred_at: OffsetDateTime,
+    pub actor: Actor,
+    pub action: Action,
+    pub subject: String,
+    pub details: Value,
+}
+
+impl AuditEvent {
+    pub fn new(
+        occurred_at: OffsetDateTime,
+        actor: Actor,
+        action: Action,
+        subject: impl Into<String>,
+    ) -> Self {
+        Self { occurred_at, actor, action, subject: subject.into(), details: Value::Null }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// The event as stored and hashed; every engine stores exactly these strings.
+    pub fn to_row(&self) -> EventRow {
+        let mut details = self.details.clone();
+        if let (Actor::App { name, .. }, Value::Object(map)) = (&self.actor, &mut details) {
+            map.entry("app_name").or_insert_with(|| Value::String(name.clone()));
+        }
+        EventRow {
+            occurred_at_micros: unix_micros(self.occurred_at),
+            actor: self.actor.to_string(),
+            action: self.action.as_str().to_owned(),
+            subject: self.subject.clone(),
+            details: details.to_string(),
+        }
+    }
+}
+
+/// The stored text of an event, before it gets its sequence number and hashes.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub occurred_at_micros: i64,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub details: String,
+}
+
+impl EventRow {
+    pub fn content(&self, seq: i64) -> chain::EventContent<'_> {
+        chain::EventContent {
+            seq,
+            occurred_at_micros: self.occurred_at_micros,
+            actor: &self.actor,
+            action: &self.action,
+            subject: &self.subject,
+            details: &self.details,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("audit chain broken at sequence number {seq}: {0}", seq = .0.seq())]
+    Broken(ChainBreak),
+    #[error("could not read the audit trail")]
+    Store(#[from] StoreError),
+}
+
+/// Events read per round trip while verifying.
+const VERIFY_PAGE: u32 = 1_000;
+
+/// Walks the whole chain and checks it against the sealed head. Returns the number of events.
+///
+/// The head is read first and the walk stops there, so events appended while verifying are not
+/// mistaken for tampering; rows beyond the head are only reported if they are still beyond the
+/// head when the walk ends.
+pub async fn verify(store: &dyn Store, sealer: &HeadSealer) -> Result<i64, VerifyError> {
+    let head = store.audit_head().await?;
+    let mut verifier = ChainVerifier::default();
+    let mut after = 0;
+    loop {
+        let page = store.audit_events(after, head.seq, VERIFY_PAGE).await?;
+        for event in &page {
+            verifier.check(event).map_err(VerifyError::Broken)?;
+        }
+        match page.last() {
+            Some(last) if page.len() == VERIFY_PAGE as usize => after = last.seq,
+            _ => break,
+        }
+    }
+    let count = verifier.finish(&head, sealer).map_err(VerifyError::Broken)?;
+    let max_seq = store.audit_max_seq().await?;
+    if max_seq > head.seq {
+        let current = store.audit_head().await?;
+        if max_seq > current.seq {
+            return Err(VerifyError::Broken(ChainBreak::BeyondHead { seq: current.seq + 1 }));
+        }
+    }
+    Ok(count)
+}

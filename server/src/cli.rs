@@ -1,0 +1,219 @@
+//! The `countersign` command line.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a CLI talks to its terminal
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+
+use crate::api_keys::{Scopes, service as api_keys};
+use crate::app::{AppState, HttpLimits, build_app};
+use crate::audit::{Actor, VerifyError};
+use crate::clock::SystemClock;
+use crate::config::{Config, LogFormat, Settings};
+use crate::store::{self, Store};
+
+/// Countersign: number-matching MFA push server.
+///
+/// Configuration comes from an optional TOML file (--config) and COUNTERSIGN_* environment
+/// variables (nested keys with `__`, e.g. COUNTERSIGN_DATABASE__URL); DATABASE_URL works too.
+/// With nothing set, it listens on 127.0.0.1:8080 and keeps its data in ./data/ (SQLite).
+#[derive(Debug, Parser)]
+#[command(name = "countersign", version, about, long_about)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server (applies pending database migrations first).
+    Serve {
+        /// Log format; overrides `log_format` in the configuration.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage the applications allowed to call the REST API.
+    #[command(subcommand)]
+    Apps(AppsCommand),
+    /// Check the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AppsCommand {
+    /// Register an app and print its API key. The key is shown once and only its hash is
+    /// stored: keep it in the app's secret store.
+    Create {
+        /// Unique name: letters, digits, '.', '_', '-'.
+        #[arg(long)]
+        name: String,
+        /// Space- or comma-separated scopes: users:read users:write challenges:read
+        /// challenges:write fatigue:read fatigue:write.
+        #[arg(long, required = true, num_args = 1..)]
+        scopes: Vec<String>,
+    },
+    /// Revoke an app's key at once; requests with it are refused from then on.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
+    /// List apps and their scopes (never keys).
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain and check it against the sealed head. Exits 0 if intact, 1 naming
+    /// the first broken sequence number if not.
+    Verify,
+}
+
+/// Exit codes: 0 success, 1 the audit chain is broken, 2 the command could not run.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Config::load(cli.config.as_deref())?.validate()?;
+    match cli.command {
+        Command::Serve { log_format } => serve(settings, log_format).await,
+        Command::Migrate => {
+            let store = open_store(&settings).await?;
+            eprintln!("migrations applied ({})", store.engine());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apps(command) => apps(&settings, command).await,
+        Command::Audit(AuditCommand::Verify) => audit_verify(&settings).await,
+    }
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let sealer = crate::audit::key::load_sealer(settings)?;
+    let store =
+        store::connect(&settings.database_url, settings.max_connections, sealer).await.map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "cannot open database {}",
+                store::redact_url(settings.database_url.expose_secret())
+            ))
+        })?;
+    store.migrate().await?;
+    Ok(Arc::from(store))
+}
+
+async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init_tracing(log_format.unwrap_or(settings.log_format));
+    let store = open_store(&settings).await?;
+    if store.engine() == store::Engine::Sqlite {
+        tracing::info!("embedded SQLite database: run a single instance; use PostgreSQL to run several");
+    }
+    let state = AppState { store, clock: Arc::new(SystemClock), metrics: crate::telemetry::prometheus() };
+    let limits =
+        HttpLimits { body_limit_bytes: settings.body_limit_bytes, request_timeout: settings.request_timeout };
+    let app = build_app(state, limits);
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    let address = listener.local_addr()?;
+    tracing::info!(database = %store::redact_url(settings.database_url.expose_secret()), "listening on http://{address}");
+
+    let shutting_down = Arc::new(tokio::sync::Notify::new());
+    let notify = Arc::clone(&shutting_down);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        notify.notify_one();
+    });
+    let grace = settings.shutdown_grace;
+    tokio::select! {
+        result = server => result?,
+        () = async { shutting_down.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; exiting with requests in flight");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+async fn apps(settings: &Settings, command: AppsCommand) -> anyhow::Result<ExitCode> {
+    let store = open_store(settings).await?;
+    let clock = SystemClock;
+    match command {
+        AppsCommand::Create { name, scopes } => {
+            let scopes: Scopes = scopes.join(" ").parse()?;
+            let (app, key) = api_keys::create_app(store.as_ref(), &clock, Actor::Cli, &name, scopes).await?;
+            eprintln!("created app `{}` ({}) with scopes: {}", app.name, app.id, app.scopes);
+            eprintln!("its API key follows; it is shown only this once:");
+            println!("{}", key.expose_secret());
+        }
+        AppsCommand::Revoke { name } => {
+            let app = api_keys::revoke_app(store.as_ref(), &clock, Actor::Cli, &name).await?;
+            eprintln!("revoked app `{}` ({})", app.name, app.id);
+        }
+        AppsCommand::List => {
+            for app in store.list_apps().await? {
+                let status = if app.revoked_at.is_some() { "revoked" } else { "active" };
+                println!("{}\t{}\t{}\t{}", app.name, app.id, status, app.scopes);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_verify(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let sealer = crate::audit::key::load_sealer(settings)?;
+    let store = open_store(settings).await?;
+    match crate::audit::verify(store.as_ref(), &sealer).await {
+        Ok(count) => {
+            println!("audit chain intact: {count} events");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(VerifyError::Broken(broken)) => {
+            println!("audit chain broken at sequence number {}: {broken}", broken.seq());
+            Ok(ExitCode::from(1))
+        }
+        Err(VerifyError::Store(error)) => Err(error.into()),
+    }
+}

@@ -1,0 +1,326 @@
+//! Configuration: an optional TOML file, then `COUNTERSIGN_*` environment variables (nested keys
+//! with `__`, e.g. `COUNTERSIGN_DATABASE__URL`), validated once at start.
+//!
+//! Unknown keys stop the server with the key's name, so a misspelt setting is never silently
+//! ignored. Some keys are refused on purpose, with the reason: Countersign has no way to exempt
+//! a network or place from MFA and no weak factors (Microsoft's post-Lapsus$ advice).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Value};
+use figment::{Figment, Provider};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Where the embedded database and generated keys live when nothing else is configured.
+pub const DEFAULT_DATA_DIR: &str = "data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const ENV_PREFIX: &str = "COUNTERSIGN_";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// `human` (default) or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Directory for the embedded SQLite database and the generated audit key.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite:PATH` or `postgres://…`; default `sqlite:<data_dir>/countersign.db`.
+    /// `DATABASE_URL` is honoured too.
+    pub url: Option<SecretString>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: None, max_connections: default_max_connections() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest accepted request body.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+    /// Longest a request may take before it is answered with `503 timeout`.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// How long shutdown waits for in-flight requests.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: default_body_limit(),
+            request_timeout_secs: default_request_timeout(),
+            shutdown_grace_secs: default_shutdown_grace(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Base64 key (≥ 32 bytes) that seals the audit chain head. Every instance sharing a
+    /// database must use the same key. Prefer `key_file` or the environment over the file.
+    pub key: Option<SecretString>,
+    /// File holding the key (base64). With SQLite and nothing configured,
+    /// `<data_dir>/audit.key` is created on first start.
+    pub key_file: Option<PathBuf>,
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_owned()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+fn default_max_connections() -> u32 {
+    10
+}
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_shutdown_grace() -> u64 {
+    30
+}
+
+/// A configuration that cannot be used, with the key at fault and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration key `{key}` is refused: {reason}")]
+    Forbidden { key: String, reason: &'static str },
+    #[error("configuration key `{key}` is invalid: {problem}")]
+    Invalid { key: &'static str, problem: String },
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+/// Settings that Countersign refuses to have, and why. Matched on the last part of any key.
+const FORBIDDEN_KEYS: &[(&str, &str)] = &[
+    (
+        "trusted_networks",
+        "Countersign has no MFA exemption by network: a stolen password used from inside the network is exactly the Lapsus$ pattern",
+    ),
+    ("trusted_ips", "Countersign has no MFA exemption by IP address"),
+    ("trusted_locations", "Countersign has no MFA exemption by location"),
+    ("mfa_bypass", "there is no way to bypass MFA"),
+    ("bypass", "there is no way to bypass MFA"),
+    ("skip_mfa", "there is no way to bypass MFA"),
+    ("sms", "SMS codes are a weak factor (SIM swap, interception) and are not offered"),
+    ("voice", "voice calls are a weak factor and are not offered"),
+    ("email_otp", "e-mail codes are a weak factor (mailbox takeover) and are not offered"),
+    (
+        "approve_only_push",
+        "approve/deny push without number matching invites push-bombing and is not offered",
+    ),
+    ("number_matching", "number matching is always on and cannot be turned off"),
+];
+
+impl Config {
+    /// Reads the optional file, then the environment. A file named explicitly must exist.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let figment = figment
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        refuse_forbidden(&figment)?;
+        figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    /// Checks every value against its bounds and resolves derived settings.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let listen: SocketAddr = self.listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen",
+            problem: format!("`{}` is not an address like 127.0.0.1:8080", self.listen),
+        })?;
+        let database_url = match self.database.url {
+            Some(url) => url,
+            None => SecretString::from(format!("sqlite:{}", self.data_dir.join("countersign.db").display())),
+        };
+        let url = database_url.expose_secret();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "database.url",
+                problem: "must start with sqlite: or postgres://".to_owned(),
+            });
+        }
+        bounded("database.max_connections", self.database.max_connections as u64, 1, 1_000)?;
+        bounded("http.body_limit_bytes", self.http.body_limit_bytes as u64, 1_024, 10 * 1024 * 1024)?;
+        bounded("http.request_timeout_secs", self.http.request_timeout_secs, 1, 300)?;
+        bounded("http.shutdown_grace_secs", self.http.shutdown_grace_secs, 0, 600)?;
+        if self.audit.key.is_some() && self.audit.key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "audit.key",
+                problem: "set either audit.key or audit.key_file, not both".to_owned(),
+            });
+        }
+        Ok(Settings {
+            listen,
+            log_format: self.log_format,
+            data_dir: self.data_dir,
+            database_url,
+            max_connections: self.database.max_connections,
+            body_limit_bytes: self.http.body_limit_bytes,
+            request_timeout: std::time::Duration::from_secs(self.http.request_timeout_secs),
+            shutdown_grace: std::time::Duration::from_secs(self.http.shutdown_grace_secs),
+            audit_key: self.audit.key,
+            audit_key_file: self.audit.key_file,
+        })
+    }
+}
+
+/// Validated settings the rest of the server uses.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+    pub data_dir: PathBuf,
+    pub database_url: SecretString,
+    pub max_connections: u32,
+    pub body_limit_bytes: usize,
+    pub request_timeout: std::time::Duration,
+    pub shutdown_grace: std::time::Duration,
+    pub audit_key: Option<SecretString>,
+    pub audit_key_file: Option<PathBuf>,
+}
+
+impl Settings {
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.expose_secret().starts_with("sqlite:")
+    }
+}
+
+fn bounded(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid { key, problem: format!("must be between {min} and {max} (got {value})") })
+    }
+}
+
+fn refuse_forbidden(figment: &Figment) -> Result<(), ConfigError> {
+    let data = figment.data().map_err(|e| ConfigError::Load(Box::new(e)))?;
+    for dict in data.values() {
+        if let Some((key, reason)) = find_forbidden(dict, "") {
+            return Err(ConfigError::Forbidden { key, reason });
+        }
+    }
+    Ok(())
+}
+
+fn find_forbidden(dict: &Dict, prefix: &str) -> Option<(String, &'static str)> {
+    for (key, value) in dict {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let name = key.to_ascii_lowercase();
+        if let Some((_, reason)) = FORBIDDEN_KEYS.iter().find(|(forbidden, _)| *forbidden == name) {
+            return Some((path, reason));
+        }
+        if let Value::Dict(_, inner) = value
+            && let Some(found) = find_forbidden(inner, &path)
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_toml(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path))
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        // Only meaningful where the environment sets nothing of ours.
+        let env_overrides = std::env::vars().any(|(k, _)| k.starts_with(ENV_PREFIX) || k == "DATABASE_URL");
+        let settings = Config::load(None).unwrap().validate().unwrap();
+        if !env_overrides {
+            assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
+            assert!(settings.is_sqlite());
+            assert_eq!(settings.body_limit_bytes, 64 * 1024);
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_toml("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err().to_string();
+        assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn forbidden_keys_explain_why() {
+        let err = load_toml("[policy]\ntrusted_networks = [\"10.0.0.0/8\"]\n").unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Forbidden { ref key, .. } if key == "policy.trusted_networks"),
+            "{err}"
+        );
+        let err = load_toml("sms = true\n").unwrap_err().to_string();
+        assert!(err.contains("weak factor"), "{err}");
+    }
+
+    #[test]
+    fn out_of_bounds_values_are_refused() {
+        let err = load_toml("[http]\nbody_limit_bytes = 10\n").unwrap().validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "http.body_limit_bytes", .. }), "{err}");
+        let err = load_toml("listen = \"nowhere\"\n").unwrap().validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "listen", .. }), "{err}");
+        let err = load_toml("[database]\nurl = \"mysql://x\"\n").unwrap().validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "database.url", .. }), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        assert!(matches!(
+            Config::load(Some(Path::new("/nonexistent/c.toml"))),
+            Err(ConfigError::MissingFile(_))
+        ));
+    }
+}

@@ -1,0 +1,124 @@
+//! The one place where failures become HTTP responses.
+//!
+//! Every error body is `{"error": "<stable_snake_case_code>", "message": "…", "request_id": "…"}`.
+//! Codes are a contract with clients and tests; messages are for people. Internal failures are
+//! logged here, once, with their cause chain, and reach the client only as `internal_error`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::api_keys::service::{AppAdminError, AuthError};
+use crate::store::StoreError;
+
+tokio::task_local! {
+    /// The id of the request being served, set by the request-id middleware.
+    pub static REQUEST_ID: String;
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `invalid_json`.
+    pub error: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Quote this when reporting a problem; it is in the server's logs.
+    pub request_id: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    www_authenticate: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), www_authenticate: None }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    }
+
+    /// An unexpected failure: logged with its cause chain, opaque to the client.
+    pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut chain = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            chain.push_str(": ");
+            chain.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        tracing::error!(error = %chain, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error; quote the request id when reporting it",
+        )
+    }
+
+    fn unauthorized(code: &'static str, message: String) -> Self {
+        Self { www_authenticate: Some("Bearer"), ..Self::new(StatusCode::UNAUTHORIZED, code, message) }
+    }
+}
+
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: self.code, message: self.message, request_id: current_request_id() };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(challenge) = self.www_authenticate {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// Conflicts and absences are mapped by each capability into its own error first; a store
+    /// error that reaches the edge unmapped is a server fault.
+    fn from(error: StoreError) -> Self {
+        ApiError::internal(&error)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        let message = error.to_string();
+        match error {
+            AuthError::Missing => ApiError::unauthorized("missing_api_key", message),
+            AuthError::Malformed => ApiError::unauthorized("malformed_api_key", message),
+            AuthError::Invalid => ApiError::unauthorized("invalid_api_key", message),
+            AuthError::Revoked => ApiError::unauthorized("api_key_revoked", message),
+            AuthError::InsufficientScope(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", message)
+            }
+            AuthError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<AppAdminError> for ApiError {
+    fn from(error: AppAdminError) -> Self {
+        let message = error.to_string();
+        match error {
+            AppAdminError::InvalidName | AppAdminError::NoScopes => ApiError::invalid_request(message),
+            AppAdminError::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "app_name_taken", message),
+            AppAdminError::NotFound(_) => ApiError::not_found(message),
+            AppAdminError::Random => ApiError::internal(&error),
+            AppAdminError::Store(e) => e.into(),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Countersign: a self-hosted number-matching MFA server.
+//!
+//! Where a request goes:
+//!
+//! | module      | owns                                                                   |
+//! |-------------|------------------------------------------------------------------------|
+//! | [`cli`]     | the `countersign` command: `serve`, `migrate`, `apps`, `audit`          |
+//! | [`config`]  | typed configuration (file + `COUNTERSIGN_*`), validated at start         |
+//! | [`app`]     | `AppState`, router assembly, tower layers, health/ready/metrics/OpenAPI |
+//! | [`middleware`] | request ids, access log, HTTP metrics, timeout, panic guard          |
+//! | [`error`]   | `ApiError`: the one mapping from failures to HTTP status + JSON body    |
+//! | [`extract`] | JSON/path extractors whose rejections are `ApiError`s                   |
+//! | [`api_keys`]| app API keys and scopes: the `Authorization: Bearer` extractor          |
+//! | [`users`]   | provisioning users (`/v1/users`)                                        |
+//! | [`audit`]   | the hash-chained audit trail and its verifier                           |
+//! | [`store`]   | `trait Store` and its SQLite and PostgreSQL implementations (all SQL)   |
+//! | [`clock`]   | injected time                                                           |
+//!
+//! Each capability keeps its pure rules (`model.rs`) apart from orchestration (`service.rs`)
+//! and axum glue (`http.rs`). Only `store` knows SQL; only `http.rs` files know axum.
+
+pub mod api_keys;
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod ids;
+pub mod middleware;
+pub mod store;
+pub mod telemetry;
+pub mod users;

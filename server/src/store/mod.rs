@@ -1,0 +1,238 @@
+//! The storage boundary. Services talk to `dyn Store`; only this module knows SQL.
+//!
+//! Methods are shaped like operations, not tables: each state change runs in one transaction
+//! together with the audit event that records it, so a change whose audit event cannot be written
+//! does not happen. Two implementations, chosen once at start-up: [`sqlite::SqliteStore`] (the
+//! embedded default, single instance) and [`postgres::PgStore`] (production, many instances).
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+
+use crate::api_keys::Scopes;
+use crate::audit::AuditEvent;
+use crate::audit::chain::{HeadSealer, StoredEvent, StoredHead};
+use crate::ids::{AppId, UserId};
+
+/// Which database engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        })
+    }
+}
+
+/// A uniqueness rule the database refused to break, named by what it protects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    AppName,
+    Username,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("conflict: {0:?} already exists")]
+    Conflict(Conflict),
+    #[error("record not found")]
+    NotFound,
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("database schema is not up to date: {0}")]
+    NotMigrated(String),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+}
+
+/// Connection pool figures for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRecord {
+    pub id: AppId,
+    pub name: String,
+    pub key_id: String,
+    pub key_hash: Vec<u8>,
+    pub scopes: Scopes,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub is_privileged: bool,
+    pub created_at: OffsetDateTime,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    fn engine(&self) -> Engine;
+
+    /// Figures for the pool gauges.
+    fn pool_stats(&self) -> PoolStats;
+
+    /// Applies the embedded migrations (idempotent; serialised across instances).
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// The database answers and every embedded migration has been applied.
+    async fn check_ready(&self) -> Result<(), StoreError>;
+
+    async fn create_app(&self, app: AppRecord, audit: AuditEvent) -> Result<AppRecord, StoreError>;
+
+    /// Marks an active app revoked; `NotFound` if there is no such app or it is already revoked.
+    async fn revoke_app(
+        &self,
+        id: AppId,
+        at: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<AppRecord, StoreError>;
+
+    async fn app_by_key_id(&self, key_id: &str) -> Result<Option<AppRecord>, StoreError>;
+
+    async fn app_by_name(&self, name: &str) -> Result<Option<AppRecord>, StoreError>;
+
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError>;
+
+    async fn create_user(&self, user: UserRecord, audit: AuditEvent) -> Result<UserRecord, StoreError>;
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// The sealed head of the audit chain.
+    async fn audit_head(&self) -> Result<StoredHead, StoreError>;
+
+    /// Audit events with `after < seq <= up_to`, in sequence order, at most `limit`.
+    async fn audit_events(&self, after: i64, up_to: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The highest stored sequence number (0 when empty).
+    async fn audit_max_seq(&self) -> Result<i64, StoreError>;
+}
+
+/// Opens the store a database URL names: `sqlite:` or `postgres(ql)://`.
+pub async fn connect(
+    url: &SecretString,
+    max_connections: u32,
+    sealer: HeadSealer,
+) -> Result<Box<dyn Store>, StoreError> {
+    let raw = url.expose_secret();
+    if raw.starts_with("sqlite:") {
+        Ok(Box::new(sqlite::SqliteStore::connect(raw, max_connections, sealer).await?))
+    } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PgStore::connect(raw, max_connections, sealer).await?))
+    } else {
+        Err(StoreError::InvalidUrl("expected sqlite:PATH or postgres://USER@HOST/DB".to_owned()))
+    }
+}
+
+/// The URL with any password replaced, safe to log.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
+            format!("{}{}{}", &url[..scheme_end + 3], masked, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Checks that every embedded migration is recorded as applied.
+fn check_migrations_applied(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> Result<(), StoreError> {
+    let missing: Vec<String> = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() || !m.migration_type.is_down_migration())
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| m.version.to_string())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::NotMigrated(format!("pending migrations: {}", missing.join(", "))))
+    }
+}
+
+fn hash32(bytes: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, expected 32", bytes.len())))
+}
+
+/// Maps a unique violation to the rule it protects, by constraint name (PostgreSQL) or by the
+/// `table.column` SQLite names in its message.
+fn map_unique_violation(error: sqlx::Error) -> StoreError {
+    const RULES: &[(&str, &str, Conflict)] = &[
+        ("apps_name_key", "apps.name", Conflict::AppName),
+        ("users_username_key", "users.username", Conflict::Username),
+    ];
+    if let sqlx::Error::Database(db) = &error
+        && db.is_unique_violation()
+    {
+        let message = db.message();
+        if let Some((_, _, conflict)) = RULES
+            .iter()
+            .find(|(constraint, column, _)| db.constraint() == Some(constraint) || message.ends_with(column))
+        {
+            return StoreError::Conflict(*conflict);
+        }
+    }
+    StoreError::Database(error)
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Database(error)
+    }
+}
+
+/// The next link of the audit chain, ready to write: the event's hashes and the new head seal.
+struct Link {
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+    head_mac: Vec<u8>,
+}
+
+/// Chains an event onto the head that the appending transaction just locked. Shared by both
+/// engines so the chain is computed one way only.
+fn next_link(
+    sealer: &HeadSealer,
+    row: &crate::audit::EventRow,
+    seq: i64,
+    head_hash: &[u8],
+) -> Result<Link, StoreError> {
+    let prev_hash = hash32(head_hash, "audit head hash")?;
+    let hash = crate::audit::chain::event_hash(&row.content(seq), &prev_hash);
+    Ok(Link { prev_hash, hash, head_mac: sealer.seal(seq, &hash) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(redact_url("postgres://cs:hunter2@db:5432/cs"), "postgres://cs:***@db:5432/cs");
+        assert_eq!(redact_url("postgres://cs@db/cs"), "postgres://cs@db/cs");
+        assert_eq!(redact_url("sqlite:data/countersign.db"), "sqlite:data/countersign.db");
+    }
+}

@@ -1,0 +1,116 @@
+//! `/v1/users`: provisioning users from an app.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::service::{self, NewUser, UserError};
+use crate::api_keys::Scope;
+use crate::api_keys::service::AuthenticatedApp;
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath};
+use crate::ids::UserId;
+use crate::store::UserRecord;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_user)).routes(routes!(get_user))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    /// 1-128 characters of letters, digits and `. _ @ + -`; compared case-insensitively.
+    pub username: String,
+    pub display_name: Option<String>,
+    /// Privileged users (admins, executives) may be held to stronger factors.
+    #[serde(default)]
+    pub privileged: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub privileged: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<UserRecord> for UserView {
+    fn from(user: UserRecord) -> Self {
+        Self {
+            id: user.id,
+            username: user.username,
+            display_name: user.display_name,
+            privileged: user.is_privileged,
+            created_at: user.created_at,
+        }
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(error: UserError) -> Self {
+        match error {
+            UserError::Input(e) => ApiError::invalid_request(e.to_string()),
+            UserError::Exists => ApiError::new(StatusCode::CONFLICT, "user_exists", error.to_string()),
+            UserError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "user_not_found", error.to_string()),
+            UserError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Auth: app API key, scope `users:write`. Provisions a user (audited).
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    security(("api_key" = ["users:write"])),
+    request_body = CreateUserRequest,
+    responses(
+        (status = 201, description = "Created", body = UserView),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 403, description = "Key lacks users:write", body = ErrorBody),
+        (status = 409, description = "Username taken", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+    )
+)]
+async fn create_user(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    ApiJson(body): ApiJson<CreateUserRequest>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    app.require(Scope::UsersWrite)?;
+    let new =
+        NewUser { username: body.username, display_name: body.display_name, is_privileged: body.privileged };
+    let user = service::create_user(state.store.as_ref(), state.clock.as_ref(), app.actor(), new).await?;
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+/// Auth: app API key, scope `users:read`.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{username}",
+    tag = "users",
+    security(("api_key" = ["users:read"])),
+    params(("username" = String, Path, description = "Username (case-insensitive)")),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 404, description = "No such user", body = ErrorBody),
+    )
+)]
+async fn get_user(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    ApiPath(username): ApiPath<String>,
+) -> Result<Json<UserView>, ApiError> {
+    app.require(Scope::UsersRead)?;
+    let user = service::find_user(state.store.as_ref(), &username).await?;
+    Ok(Json(user.into()))
+}

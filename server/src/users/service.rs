@@ -1,0 +1,62 @@
+//! Provisioning and looking up users.
+
+use serde_json::json;
+
+use super::model::{self, UserInputError};
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::clock::Clock;
+use crate::ids::UserId;
+use crate::store::{Conflict, Store, StoreError, UserRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error(transparent)]
+    Input(#[from] UserInputError),
+    #[error("a user with that username already exists")]
+    Exists,
+    #[error("no such user")]
+    NotFound,
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub display_name: Option<String>,
+    pub is_privileged: bool,
+}
+
+pub async fn create_user(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    actor: Actor,
+    new: NewUser,
+) -> Result<UserRecord, UserError> {
+    let username = model::normalize_username(&new.username)?;
+    if let Some(name) = &new.display_name {
+        model::validate_display_name(name)?;
+    }
+    let now = clock.now();
+    let user = UserRecord {
+        id: UserId::random(),
+        username,
+        display_name: new.display_name,
+        is_privileged: new.is_privileged,
+        created_at: now,
+    };
+    let event = AuditEvent::new(now, actor, Action::UserCreated, format!("user:{}", user.id))
+        .with_details(json!({ "username": user.username, "privileged": user.is_privileged }));
+    store.create_user(user, event).await.map_err(|e| match e {
+        StoreError::Conflict(Conflict::Username) => UserError::Exists,
+        other => UserError::Store(other),
+    })
+}
+
+pub async fn find_user(store: &dyn Store, username: &str) -> Result<UserRecord, UserError> {
+    // An impossible username cannot exist: answer as for any unknown user.
+    let Ok(username) = model::normalize_username(username) else {
+        return Err(UserError::NotFound);
+    };
+    store.user_by_username(&username).await.map_err(UserError::Store)?.ok_or(UserError::NotFound)
+}

@@ -1,0 +1,292 @@
+//! Test harness shared by the store contract suite and the end-to-end tests: throwaway
+//! databases on both engines, and the real `countersign` binary on a loopback port.
+//!
+//! PostgreSQL comes from `CS_TEST_POSTGRES_URL`, which `scripts/test` sets after starting a
+//! throwaway server from the installed binaries. Without it, PostgreSQL tests fail loudly:
+//! they are never skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use base64::Engine as _;
+use sqlx::Connection;
+
+/// The environment variable naming the PostgreSQL server tests may create databases on.
+pub const POSTGRES_URL_VAR: &str = "CS_TEST_POSTGRES_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// The admin URL of the test PostgreSQL server, or a panic that says how to get one.
+pub fn postgres_admin_url() -> String {
+    std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{POSTGRES_URL_VAR} is not set. PostgreSQL tests are never skipped: run ./scripts/test, \
+             which starts a throwaway PostgreSQL from the installed server binaries, or point \
+             {POSTGRES_URL_VAR} at a server where this user may CREATE DATABASE."
+        )
+    })
+}
+
+/// A database of its own for one test; SQLite files live in a temp dir removed on drop.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub url: String,
+    pub engine: Engine,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn new(engine: Engine) -> Self {
+        match engine {
+            Engine::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite:{}", dir.path().join("countersign.db").display());
+                Self { url, engine, _dir: Some(dir) }
+            }
+            Engine::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("cs_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_URL_VAR}: {e}"));
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let base = admin.split('?').next().unwrap();
+                let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+                Self { url, engine, _dir: None }
+            }
+        }
+    }
+}
+
+/// 32 random bytes, base64: an audit key for a test server.
+pub fn random_audit_key() -> String {
+    let bytes: Vec<u8> =
+        uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).copied().collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Path of a binary built by this workspace (`cargo test --workspace` builds them first).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build --workspace --bins` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// The real `countersign` binary serving on a loopback port, with its own data dir and
+/// database. Killed on drop.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pub base_url: String,
+    pub database: Arc<TestDatabase>,
+    env: Vec<(String, String)>,
+    logs: Arc<Mutex<String>>,
+    _data_dir: Arc<tempfile::TempDir>,
+}
+
+/// Environment for the binary: only what the test chooses, nothing inherited of ours.
+fn clean_command(program: &PathBuf, env: &[(String, String)]) -> Command {
+    let mut command = Command::new(program);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("COUNTERSIGN_") || key == "DATABASE_URL" || key == POSTGRES_URL_VAR {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    command
+}
+
+impl Server {
+    pub async fn start(engine: Engine) -> Self {
+        Self::start_with(Arc::new(TestDatabase::new(engine).await), random_audit_key(), &[]).await
+    }
+
+    /// Starts a server on an existing database (e.g. a second instance) with extra env.
+    pub async fn start_with(
+        database: Arc<TestDatabase>,
+        audit_key: String,
+        extra_env: &[(&str, &str)],
+    ) -> Self {
+        let data_dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut env = vec![
+            ("COUNTERSIGN_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("COUNTERSIGN_DATA_DIR".to_owned(), data_dir.path().display().to_string()),
+            ("COUNTERSIGN_DATABASE__URL".to_owned(), database.url.clone()),
+            ("COUNTERSIGN_AUDIT__KEY".to_owned(), audit_key),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ];
+        env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let mut child = clean_command(&binary("countersign"), &env)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (found, listening) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let logs = Arc::clone(&logs);
+            let found = found.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let address = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                        let _ = found.send(address);
+                    }
+                    logs.lock().unwrap().push_str(&(line + "\n"));
+                }
+            });
+        }
+        let address = tokio::task::spawn_blocking(move || listening.recv_timeout(Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .unwrap_or_else(|_| panic!("server did not start; its output:\n{}", logs.lock().unwrap()));
+        Self { child, base_url: format!("http://{address}"), database, env, logs, _data_dir: data_dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Everything the server printed so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Runs a `countersign` command against this server's database and configuration.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run_cli(&self.env, args)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success(), "kill failed");
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not exit within 10 s of SIGTERM; output:\n{}", self.logs());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the `countersign` binary with exactly this environment.
+pub fn run_cli(env: &[(String, String)], args: &[&str]) -> Output {
+    clean_command(&binary("countersign"), env).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+/// Creates an app through the CLI and returns its API key.
+pub fn create_app(server: &Server, name: &str, scopes: &str) -> String {
+    let output = server.cli(&["apps", "create", "--name", name, "--scopes", scopes]);
+    assert!(output.status.success(), "apps create failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// An HTTP client for loopback tests.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// Runs SQL directly against a test database, as an operator or an attacker with database
+/// access would (bypassing the server).
+pub async fn exec_sql(db: &TestDatabase, sql: &str) -> Result<(), sqlx::Error> {
+    let statement = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()));
+    match db.engine {
+        Engine::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await?;
+            statement.execute(&mut conn).await.map(drop)
+        }
+        Engine::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+            statement.execute(&mut conn).await.map(drop)
+        }
+    }
+}
+
+/// The SQL that lifts the append-only guard on `audit_events`, per engine: the first thing an
+/// attacker with database access does.
+pub fn drop_audit_guard_sql(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Sqlite => "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete;",
+        Engine::Postgres => "DROP TRIGGER audit_events_no_update_delete ON audit_events;",
+    }
+}
+
+/// The SQL that makes every audit insert fail, per engine (a full disk, a broken replica).
+pub fn break_audit_writes_sql(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Sqlite => "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit storage unavailable'); END;",
+        Engine::Postgres => "CREATE FUNCTION fail_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit storage unavailable'; END $$;
+             CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION fail_audit();",
+    }
+}
+
+/// One way of tampering with the audit trail, and the sequence number verification must name.
+#[derive(Debug, Clone, Copy)]
+pub enum Tamper {
+    Modify,
+    Delete,
+    Insert,
+    Reorder,
+    Truncate,
+}
+
+impl Tamper {
+    pub const ALL: [Tamper; 5] =
+        [Tamper::Modify, Tamper::Delete, Tamper::Insert, Tamper::Reorder, Tamper::Truncate];
+
+    /// SQL that tampers around event 3 of a chain of at least 5 events (same SQL on both
+    /// engines once the guard is dropped).
+    pub fn sql(self) -> &'static str {
+        match self {
+            Tamper::Modify => "UPDATE audit_events SET details = '{\"tampered\":true}' WHERE seq = 3",
+            Tamper::Delete => "DELETE FROM audit_events WHERE seq = 3",
+            Tamper::Insert => "UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 3;
+                 UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1003;
+                 INSERT INTO audit_events SELECT 3, occurred_at, actor, action, subject, details, prev_hash, hash
+                     FROM audit_events WHERE seq = 2;",
+            Tamper::Reorder => "UPDATE audit_events SET seq = 1000003 WHERE seq = 3;
+                 UPDATE audit_events SET seq = 3 WHERE seq = 4;
+                 UPDATE audit_events SET seq = 4 WHERE seq = 1000003;",
+            Tamper::Truncate => "DELETE FROM audit_events WHERE seq >= 4",
+        }
+    }
+
+    /// The first sequence number verification must report.
+    pub fn first_broken_seq(self) -> i64 {
+        match self {
+            Tamper::Truncate => 4,
+            _ => 3,
+        }
+    }
+}
