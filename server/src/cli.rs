@@ -40,6 +40,9 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Validate the configuration (file and environment) and print the effective settings,
+    /// secrets masked. Exits 2 naming the key at fault.
+    CheckConfig,
     /// Manage the applications allowed to call the REST API.
     #[command(subcommand)]
     Apps(AppsCommand),
@@ -103,6 +106,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             let store = open_store(&settings).await?;
             eprintln!("migrations applied ({})", store.engine());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig => {
+            crate::audit::key::check_configured(&settings)?;
+            println!("listen = {}", settings.listen);
+            println!("database = {}", store::redact_url(settings.database_url.expose_secret()));
+            println!("data_dir = {}", settings.data_dir.display());
+            println!(
+                "audit key = {}",
+                if settings.audit_key.is_some() { "set (masked)" } else { "from file" }
+            );
+            println!(
+                "body limit = {} bytes, request timeout = {:?}",
+                settings.body_limit_bytes, settings.request_timeout
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Apps(command) => apps(&settings, command).await,

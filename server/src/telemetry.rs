@@ -18,7 +18,9 @@ pub fn init_tracing(format: LogFormat) {
     // Fails only if a subscriber is already installed, which is fine (tests).
     let _ = match format {
         LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => {
+            builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+        }
     };
 }
 

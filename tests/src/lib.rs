@@ -102,7 +102,7 @@ pub struct Server {
 }
 
 /// Environment for the binary: only what the test chooses, nothing inherited of ours.
-fn clean_command(program: &PathBuf, env: &[(String, String)]) -> Command {
+pub fn clean_command(program: &PathBuf, env: &[(String, String)]) -> Command {
     let mut command = Command::new(program);
     for (key, _) in std::env::vars() {
         if key.starts_with("COUNTERSIGN_") || key == "DATABASE_URL" || key == POSTGRES_URL_VAR {
@@ -124,6 +124,16 @@ impl Server {
         audit_key: String,
         extra_env: &[(&str, &str)],
     ) -> Self {
+        Self::start_custom(database, audit_key, extra_env, &[]).await
+    }
+
+    /// Like [`Server::start_with`], with extra arguments after `serve`.
+    pub async fn start_custom(
+        database: Arc<TestDatabase>,
+        audit_key: String,
+        extra_env: &[(&str, &str)],
+        serve_args: &[&str],
+    ) -> Self {
         let data_dir = Arc::new(tempfile::tempdir().unwrap());
         let mut env = vec![
             ("COUNTERSIGN_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
@@ -133,35 +143,10 @@ impl Server {
             ("RUST_LOG".to_owned(), "info".to_owned()),
         ];
         env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let mut child = clean_command(&binary("countersign"), &env)
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (found, listening) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let logs = Arc::clone(&logs);
-            let found = found.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
-                        let address = rest.split_whitespace().next().unwrap_or_default().to_owned();
-                        let _ = found.send(address);
-                    }
-                    logs.lock().unwrap().push_str(&(line + "\n"));
-                }
-            });
-        }
-        let address = tokio::task::spawn_blocking(move || listening.recv_timeout(Duration::from_secs(60)))
-            .await
-            .unwrap()
-            .unwrap_or_else(|_| panic!("server did not start; its output:\n{}", logs.lock().unwrap()));
-        Self { child, base_url: format!("http://{address}"), database, env, logs, _data_dir: data_dir }
+        let mut command = clean_command(&binary("countersign"), &env);
+        command.arg("serve").args(serve_args);
+        let (child, base_url, logs) = spawn_and_wait_for_address(command).await;
+        Self { child, base_url, database, env, logs, _data_dir: data_dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -190,6 +175,44 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("server did not exit within 10 s of SIGTERM; output:\n{}", self.logs());
+    }
+}
+
+/// Spawns a `countersign serve` command, collects its output, and waits for the address it
+/// announces ("listening on http://…").
+pub async fn spawn_and_wait_for_address(mut command: Command) -> (Child, String, Arc<Mutex<String>>) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let logs = Arc::new(Mutex::new(String::new()));
+    let (found, listening) = mpsc::channel();
+    let streams: [Box<dyn std::io::Read + Send>; 2] =
+        [Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
+    for stream in streams {
+        let logs = Arc::clone(&logs);
+        let found = found.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let address: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
+                        .collect();
+                    let _ = found.send(address);
+                }
+                logs.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+    }
+    drop(found);
+    let waited =
+        tokio::task::spawn_blocking(move || listening.recv_timeout(Duration::from_secs(60))).await.unwrap();
+    match waited {
+        Ok(address) => (child, format!("http://{address}"), logs),
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            std::thread::sleep(Duration::from_millis(100));
+            panic!("server did not start (exit: {status:?}); its output:\n{}", logs.lock().unwrap())
+        }
     }
 }
 

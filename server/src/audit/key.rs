@@ -48,6 +48,17 @@ pub fn load_sealer(settings: &Settings) -> Result<HeadSealer, AuditKeyError> {
     Err(AuditKeyError::Required)
 }
 
+/// Checks the key settings without creating anything: an explicit key must decode; with
+/// PostgreSQL one of `audit.key` / `audit.key_file` must be set.
+pub fn check_configured(settings: &Settings) -> Result<(), AuditKeyError> {
+    match (&settings.audit_key, &settings.audit_key_file) {
+        (Some(key), _) => decode(key.expose_secret(), "audit.key").map(drop),
+        (None, Some(path)) => read_key_file(path).map(drop),
+        (None, None) if settings.is_sqlite() => Ok(()),
+        (None, None) => Err(AuditKeyError::Required),
+    }
+}
+
 fn read_key_file(path: &Path) -> Result<HeadSealer, AuditKeyError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| AuditKeyError::Io { path: path.to_owned(), source })?;

@@ -1,0 +1,231 @@
+//! End-to-end: the real `countersign` binary, its CLI and its HTTP API over loopback, on SQLite
+//! and on PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Output;
+use std::sync::Arc;
+
+use countersign_e2e::{
+    Engine, Server, Tamper, TestDatabase, binary, clean_command, create_app, drop_audit_guard_sql, exec_sql,
+    http, random_audit_key, run_cli, spawn_and_wait_for_address,
+};
+use serde_json::{Value, json};
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The README's first command: `countersign serve` in an empty directory, nothing configured.
+#[tokio::test]
+async fn serves_with_no_setup_on_embedded_sqlite() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut command =
+        clean_command(&binary("countersign"), &[("COUNTERSIGN_LISTEN".into(), "127.0.0.1:0".into())]);
+    command.arg("serve").current_dir(cwd.path());
+    let (mut child, base_url, logs) = spawn_and_wait_for_address(command).await;
+    let health: Value = http().get(format!("{base_url}/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready: Value = http().get(format!("{base_url}/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["database"], "sqlite");
+    assert!(cwd.path().join("data/countersign.db").is_file(), "the database is created under ./data");
+    assert!(cwd.path().join("data/audit.key").is_file(), "the audit key is generated beside it");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!logs.lock().unwrap().contains("audit.key ="), "no secrets in logs");
+}
+
+async fn lifecycle(engine: Engine) {
+    let mut server = Server::start(engine).await;
+    let client = http();
+    let key = create_app(&server, "portal", "users:read users:write");
+    assert!(key.starts_with("csk_"), "{key}");
+    assert!(!server.logs().contains(&key), "the key never reaches the logs");
+
+    let me: Value =
+        client.get(server.url("/v1/whoami")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["name"], "portal");
+
+    let created = client
+        .post(server.url("/v1/users"))
+        .bearer_auth(&key)
+        .json(&json!({"username": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let fetched = client.get(server.url("/v1/users/ALICE")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+
+    let ready: Value = client.get(server.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["database"], if engine == Engine::Sqlite { "sqlite" } else { "postgres" });
+    let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("route=\"/v1/users\""), "{metrics}");
+    assert!(!metrics.contains("alice"), "no user names in metrics");
+
+    let listed = server.cli(&["apps", "list"]);
+    assert!(stdout(&listed).contains("portal") && stdout(&listed).contains("active"), "{}", stdout(&listed));
+    assert!(!stdout(&listed).contains(&key));
+    let revoked = server.cli(&["apps", "revoke", "--name", "portal"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let refused = client.get(server.url("/v1/whoami")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "api_key_revoked");
+
+    let verified = server.cli(&["audit", "verify"]);
+    assert_eq!(verified.status.code(), Some(0), "{}{}", stdout(&verified), stderr(&verified));
+    assert!(stdout(&verified).contains("intact: 3 events"), "{}", stdout(&verified));
+
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM is a clean shutdown: {status:?}\n{}", server.logs());
+    assert!(server.logs().contains("stopped"), "{}", server.logs());
+}
+
+#[tokio::test]
+async fn lifecycle_on_sqlite() {
+    lifecycle(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn lifecycle_on_postgres() {
+    lifecycle(Engine::Postgres).await;
+}
+
+/// `countersign audit verify` names the first broken sequence number for every kind of
+/// tampering by someone with database access.
+async fn audit_verify_cli_names_each_tampering(engine: Engine) {
+    for tamper in Tamper::ALL {
+        let db = TestDatabase::new(engine).await;
+        let data_dir = tempfile::tempdir().unwrap();
+        let env = vec![
+            ("COUNTERSIGN_DATABASE__URL".to_owned(), db.url.clone()),
+            ("COUNTERSIGN_AUDIT__KEY".to_owned(), random_audit_key()),
+            ("COUNTERSIGN_DATA_DIR".to_owned(), data_dir.path().display().to_string()),
+        ];
+        for i in 0..5 {
+            let created =
+                run_cli(&env, &["apps", "create", "--name", &format!("app{i}"), "--scopes", "users:read"]);
+            assert!(created.status.success(), "{}", stderr(&created));
+        }
+        let intact = run_cli(&env, &["audit", "verify"]);
+        assert_eq!(intact.status.code(), Some(0), "{}", stdout(&intact));
+
+        exec_sql(&db, drop_audit_guard_sql(engine)).await.unwrap();
+        exec_sql(&db, tamper.sql()).await.unwrap();
+        let broken = run_cli(&env, &["audit", "verify"]);
+        assert_eq!(
+            broken.status.code(),
+            Some(1),
+            "{tamper:?} on {engine:?}: {}{}",
+            stdout(&broken),
+            stderr(&broken)
+        );
+        let expected = format!("sequence number {}", tamper.first_broken_seq());
+        assert!(stdout(&broken).contains(&expected), "{tamper:?} on {engine:?}: {}", stdout(&broken));
+    }
+}
+
+#[tokio::test]
+async fn audit_verify_cli_on_sqlite() {
+    audit_verify_cli_names_each_tampering(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn audit_verify_cli_on_postgres() {
+    audit_verify_cli_names_each_tampering(Engine::Postgres).await;
+}
+
+/// Misconfiguration stops the server at start with the key at fault.
+#[tokio::test]
+async fn bad_configuration_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = vec![("COUNTERSIGN_DATA_DIR".to_owned(), dir.path().display().to_string())];
+    let with = |extra: &[(&str, &str)]| {
+        let mut env = base.clone();
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        env
+    };
+
+    let file = dir.path().join("countersign.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\n[http]\nbody_limit = 10\n").unwrap();
+    let out = run_cli(&base, &["--config", file.to_str().unwrap(), "serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("body_limit"), "{}", stderr(&out));
+
+    std::fs::write(&file, "[policy]\ntrusted_networks = [\"10.0.0.0/8\"]\n").unwrap();
+    let out = run_cli(&base, &["--config", file.to_str().unwrap(), "serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("policy.trusted_networks") && stderr(&out).contains("no MFA exemption"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run_cli(&with(&[("COUNTERSIGN_SMS__PROVIDER", "twilio")]), &["serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("sms") && stderr(&out).contains("weak factor"), "{}", stderr(&out));
+
+    let out = run_cli(&with(&[("COUNTERSIGN_LISTN", "127.0.0.1:0")]), &["serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("listn"), "{}", stderr(&out));
+
+    let out = run_cli(&with(&[("COUNTERSIGN_HTTP__REQUEST_TIMEOUT_SECS", "0")]), &["serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("http.request_timeout_secs"), "{}", stderr(&out));
+
+    let out = run_cli(&with(&[("DATABASE_URL", "postgres://cs:hunter2@127.0.0.1:1/cs")]), &["serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("audit.key"), "PostgreSQL needs a shared audit key: {}", stderr(&out));
+    assert!(!stderr(&out).contains("hunter2"), "passwords are never printed: {}", stderr(&out));
+
+    let out = run_cli(&base, &["--config", "/nonexistent/countersign.toml", "serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}
+
+/// An unreachable database is reported with the URL's password masked.
+#[tokio::test]
+async fn unreachable_database_is_reported_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("COUNTERSIGN_DATA_DIR".to_owned(), dir.path().display().to_string()),
+        ("COUNTERSIGN_DATABASE__URL".to_owned(), "postgres://cs:hunter2@127.0.0.1:1/cs".to_owned()),
+        ("COUNTERSIGN_AUDIT__KEY".to_owned(), random_audit_key()),
+    ];
+    let out = run_cli(&env, &["migrate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("postgres://cs:***@127.0.0.1:1/cs"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let db = Arc::new(TestDatabase::new(Engine::Sqlite).await);
+    let server = Server::start_custom(db, random_audit_key(), &[], &["--log-format", "json"]).await;
+    http().get(server.url("/healthz")).send().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let logs = server.logs();
+    let request_line = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|entry| entry["message"] == "request" && entry["span"]["route"] == "/healthz");
+    let entry = request_line.unwrap_or_else(|| panic!("no JSON request log line in:\n{logs}"));
+    assert_eq!(entry["status"], 200);
+    assert!(entry["span"]["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{entry}");
+    assert!(entry.get("spans").is_none(), "one span object per line is enough: {entry}");
+}
+
+#[test]
+fn help_explains_every_command() {
+    let out = run_cli(&[], &["--help"]);
+    let text = stdout(&out);
+    for command in ["serve", "migrate", "apps", "audit"] {
+        assert!(text.contains(command), "{text}");
+    }
+    let out = run_cli(&[], &["apps", "create", "--help"]);
+    assert!(stdout(&out).contains("shown once"), "{}", stdout(&out));
+}
