@@ -5,6 +5,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml clippy.toml ./
 COPY server server
 COPY mobile-protocol mobile-protocol
+COPY authenticator authenticator
 COPY tests tests
 COPY migrations migrations
 RUN cargo build --release --locked --bin countersign

@@ -21,6 +21,8 @@ pub enum ErrorCode {
     RequestExpired,
     /// 401: the device was revoked (by the user, an admin or a factor reset); re-enroll.
     DeviceRevoked,
+    /// 403: the user already has a device and this enrollment was not issued for a second one.
+    EnrollmentNotAllowed,
     /// 404: no enrollment with this activation code.
     ActivationCodeInvalid,
     /// 404: no such challenge for this device's user.
@@ -49,12 +51,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::InvalidRequest,
         Self::UnsupportedProtocolVersion,
         Self::SignatureInvalid,
         Self::RequestExpired,
         Self::DeviceRevoked,
+        Self::EnrollmentNotAllowed,
         Self::ActivationCodeInvalid,
         Self::ChallengeNotFound,
         Self::RequestReplayed,
@@ -77,6 +80,7 @@ impl ErrorCode {
             Self::SignatureInvalid => "signature_invalid",
             Self::RequestExpired => "request_expired",
             Self::DeviceRevoked => "device_revoked",
+            Self::EnrollmentNotAllowed => "enrollment_not_allowed",
             Self::ActivationCodeInvalid => "activation_code_invalid",
             Self::ChallengeNotFound => "challenge_not_found",
             Self::RequestReplayed => "request_replayed",
@@ -97,6 +101,7 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest | Self::UnsupportedProtocolVersion => 400,
             Self::SignatureInvalid | Self::RequestExpired | Self::DeviceRevoked => 401,
+            Self::EnrollmentNotAllowed => 403,
             Self::ActivationCodeInvalid | Self::ChallengeNotFound => 404,
             Self::RequestReplayed
             | Self::FactorAlreadyBound

@@ -16,9 +16,12 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::clock::Clock;
+use crate::devices::server_key::{ServerKeyError, ServerSigningKey};
+use crate::devices::service::{DeviceService, DeviceSettings};
 use crate::error::{ApiError, ErrorBody};
+use crate::secrets::MasterKey;
 use crate::store::Store;
-use crate::{api_keys, middleware, users};
+use crate::{api_keys, devices, middleware, users};
 
 /// Everything a handler may need; cheap to clone.
 #[derive(Clone, Debug)]
@@ -26,6 +29,29 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Option<PrometheusHandle>,
+    pub devices: Arc<DeviceService>,
+}
+
+impl AppState {
+    /// Wires the capabilities together; loads (or creates) the server's device-signing key.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        master: Arc<MasterKey>,
+        device_settings: DeviceSettings,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Self, ServerKeyError> {
+        let server_key =
+            Arc::new(ServerSigningKey::load_or_create(store.as_ref(), &master, clock.as_ref()).await?);
+        let devices = Arc::new(DeviceService::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            master,
+            server_key,
+            device_settings,
+        ));
+        Ok(Self { store, clock, metrics, devices })
+    }
 }
 
 /// Limits applied to every request.
@@ -66,6 +92,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api_keys::http::routes())
         .merge(users::http::routes())
+        .merge(devices::http::routes())
 }
 
 /// The OpenAPI document for every `/v1` route, as served at `/v1/openapi.json`.
@@ -79,6 +106,7 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
     let openapi_json: Arc<str> = Arc::from(openapi.to_json().unwrap_or_else(|_| "{}".to_owned()));
     Router::new()
         .merge(api)
+        .merge(devices::http::device_routes())
         .route(
             "/v1/openapi.json",
             get(move || {

@@ -13,7 +13,10 @@ use crate::app::{AppState, HttpLimits, build_app};
 use crate::audit::{Actor, VerifyError};
 use crate::clock::SystemClock;
 use crate::config::{Config, LogFormat, Settings};
+use crate::devices::service::DeviceSettings;
+use crate::secrets::MasterKey;
 use crate::store::{self, Store};
+use countersign_mobile_protocol::ServerUrl;
 
 /// Countersign: number-matching MFA push server.
 ///
@@ -109,13 +112,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig => {
-            crate::audit::key::check_configured(&settings)?;
+            crate::secrets::check_configured(&settings)?;
             println!("listen = {}", settings.listen);
             println!("database = {}", store::redact_url(settings.database_url.expose_secret()));
             println!("data_dir = {}", settings.data_dir.display());
+            match &settings.public_url {
+                Some(url) => println!("public_url = {}", url.as_str()),
+                None => println!("public_url = http://<listen address> (loopback only)"),
+            }
             println!(
-                "audit key = {}",
-                if settings.audit_key.is_some() { "set (masked)" } else { "from file" }
+                "master key = {}",
+                if settings.master_key.is_some() { "set (masked)" } else { "from file" }
             );
             println!(
                 "body limit = {} bytes, request timeout = {:?}",
@@ -129,7 +136,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    let sealer = crate::audit::key::load_sealer(settings)?;
+    let master = crate::secrets::load_master_key(settings)?;
+    open_store_with(settings, &master).await
+}
+
+async fn open_store_with(settings: &Settings, master: &MasterKey) -> anyhow::Result<Arc<dyn Store>> {
+    let sealer = master.audit_sealer();
     let store =
         store::connect(&settings.database_url, settings.max_connections, sealer).await.map_err(|e| {
             anyhow::Error::new(e).context(format!(
@@ -143,16 +155,29 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 
 async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
     crate::telemetry::init_tracing(log_format.unwrap_or(settings.log_format));
-    let store = open_store(&settings).await?;
+    let master = Arc::new(crate::secrets::load_master_key(&settings)?);
+    let store = open_store_with(&settings, &master).await?;
     if store.engine() == store::Engine::Sqlite {
         tracing::info!("embedded SQLite database: run a single instance; use PostgreSQL to run several");
     }
-    let state = AppState { store, clock: Arc::new(SystemClock), metrics: crate::telemetry::prometheus() };
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    let address = listener.local_addr()?;
+    // With no public_url configured (loopback only), phones reach the port actually bound.
+    let public_url = match &settings.public_url {
+        Some(url) => url.clone(),
+        None => ServerUrl::parse(&format!("http://{address}"))?,
+    };
+    let device_settings = DeviceSettings {
+        public_url,
+        max_clock_skew_secs: settings.max_clock_skew_secs,
+        enrollment_ttl: settings.enrollment_ttl,
+    };
+    let state =
+        AppState::new(store, Arc::new(SystemClock), master, device_settings, crate::telemetry::prometheus())
+            .await?;
     let limits =
         HttpLimits { body_limit_bytes: settings.body_limit_bytes, request_timeout: settings.request_timeout };
     let app = build_app(state, limits);
-    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-    let address = listener.local_addr()?;
     tracing::info!(database = %store::redact_url(settings.database_url.expose_secret()), "listening on http://{address}");
 
     let shutting_down = Arc::new(tokio::sync::Notify::new());
@@ -221,8 +246,9 @@ async fn apps(settings: &Settings, command: AppsCommand) -> anyhow::Result<ExitC
 }
 
 async fn audit_verify(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let sealer = crate::audit::key::load_sealer(settings)?;
-    let store = open_store(settings).await?;
+    let master = crate::secrets::load_master_key(settings)?;
+    let sealer = master.audit_sealer();
+    let store = open_store_with(settings, &master).await?;
     match crate::audit::verify(store.as_ref(), &sealer).await {
         Ok(count) => {
             println!("audit chain intact: {count} events");

@@ -35,8 +35,42 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    /// The URL phones use to reach this server (`https://mfa.example.com`); it goes into
+    /// enrollment QR codes and phones bind their keys to it. Defaults to `http://<listen>` when
+    /// listening on loopback.
+    pub public_url: Option<String>,
+    /// Base64 root secret (≥ 32 bytes) every server key is derived from. Every instance sharing
+    /// a database must use the same one. Prefer `master_key_file` or the environment.
+    pub master_key: Option<SecretString>,
+    /// File holding the master key (base64). With SQLite and nothing configured,
+    /// `<data_dir>/master.key` is created on first start.
+    pub master_key_file: Option<PathBuf>,
     #[serde(default)]
-    pub audit: AuditConfig,
+    pub devices: DevicesConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesConfig {
+    /// How far a signed device request's timestamp may be from the server clock.
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew_secs: u64,
+    /// Lifetime of activation codes (at most 600 s).
+    #[serde(default = "default_enrollment_ttl")]
+    pub enrollment_ttl_secs: u64,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        Self { max_clock_skew_secs: default_max_clock_skew(), enrollment_ttl_secs: default_enrollment_ttl() }
+    }
+}
+
+fn default_max_clock_skew() -> u64 {
+    300
+}
+fn default_enrollment_ttl() -> u64 {
+    600
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -85,17 +119,6 @@ impl Default for HttpConfig {
             shutdown_grace_secs: default_shutdown_grace(),
         }
     }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditConfig {
-    /// Base64 key (≥ 32 bytes) that seals the audit chain head. Every instance sharing a
-    /// database must use the same key. Prefer `key_file` or the environment over the file.
-    pub key: Option<SecretString>,
-    /// File holding the key (base64). With SQLite and nothing configured,
-    /// `<data_dir>/audit.key` is created on first start.
-    pub key_file: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -190,12 +213,34 @@ impl Config {
         bounded("http.body_limit_bytes", self.http.body_limit_bytes as u64, 1_024, 10 * 1024 * 1024)?;
         bounded("http.request_timeout_secs", self.http.request_timeout_secs, 1, 300)?;
         bounded("http.shutdown_grace_secs", self.http.shutdown_grace_secs, 0, 600)?;
-        if self.audit.key.is_some() && self.audit.key_file.is_some() {
+        bounded("devices.max_clock_skew_secs", self.devices.max_clock_skew_secs, 30, 900)?;
+        bounded("devices.enrollment_ttl_secs", self.devices.enrollment_ttl_secs, 60, 600)?;
+        if self.master_key.is_some() && self.master_key_file.is_some() {
             return Err(ConfigError::Invalid {
-                key: "audit.key",
-                problem: "set either audit.key or audit.key_file, not both".to_owned(),
+                key: "master_key",
+                problem: "set either master_key or master_key_file, not both".to_owned(),
             });
         }
+        let public_url = match self.public_url {
+            Some(url) => Some(countersign_mobile_protocol::ServerUrl::parse(&url).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "public_url",
+                    problem: format!(
+                        "{e} (expected https://host[:port][/path], lower case, no trailing slash)"
+                    ),
+                }
+            })?),
+            // Derived from the bound address at start-up (the port may be 0 until then).
+            None if listen.ip().is_loopback() => None,
+            None => {
+                return Err(ConfigError::Invalid {
+                    key: "public_url",
+                    problem: format!(
+                        "required when listening on {listen}: phones must know the https:// address they reach this server at"
+                    ),
+                });
+            }
+        };
         Ok(Settings {
             listen,
             log_format: self.log_format,
@@ -205,8 +250,11 @@ impl Config {
             body_limit_bytes: self.http.body_limit_bytes,
             request_timeout: std::time::Duration::from_secs(self.http.request_timeout_secs),
             shutdown_grace: std::time::Duration::from_secs(self.http.shutdown_grace_secs),
-            audit_key: self.audit.key,
-            audit_key_file: self.audit.key_file,
+            public_url,
+            master_key: self.master_key,
+            master_key_file: self.master_key_file,
+            max_clock_skew_secs: self.devices.max_clock_skew_secs,
+            enrollment_ttl: time::Duration::seconds(self.devices.enrollment_ttl_secs as i64),
         })
     }
 }
@@ -222,8 +270,12 @@ pub struct Settings {
     pub body_limit_bytes: usize,
     pub request_timeout: std::time::Duration,
     pub shutdown_grace: std::time::Duration,
-    pub audit_key: Option<SecretString>,
-    pub audit_key_file: Option<PathBuf>,
+    /// `None`: `http://<bound address>`, allowed only on loopback.
+    pub public_url: Option<countersign_mobile_protocol::ServerUrl>,
+    pub master_key: Option<SecretString>,
+    pub master_key_file: Option<PathBuf>,
+    pub max_clock_skew_secs: u64,
+    pub enrollment_ttl: time::Duration,
 }
 
 impl Settings {

@@ -36,3 +36,11 @@ uuid_id!(
     /// A user who can be asked for a second factor.
     UserId
 );
+uuid_id!(
+    /// An enrolled phone (or the reference authenticator).
+    DeviceId
+);
+uuid_id!(
+    /// A pending or used enrollment (activation code).
+    EnrollmentId
+);

@@ -12,7 +12,9 @@
 //! | [`extract`] | JSON/path extractors whose rejections are `ApiError`s                   |
 //! | [`api_keys`]| app API keys and scopes: the `Authorization: Bearer` extractor          |
 //! | [`users`]   | provisioning users (`/v1/users`)                                        |
+//! | [`devices`] | enrollment, signed device requests, revocation (`/device/v1`, PROTOCOL.md) |
 //! | [`audit`]   | the hash-chained audit trail and its verifier                           |
+//! | [`secrets`] | the master key, keys derived from it, encryption of stored secrets      |
 //! | [`store`]   | `trait Store` and its SQLite and PostgreSQL implementations (all SQL)   |
 //! | [`clock`]   | injected time                                                           |
 //!
@@ -25,10 +27,12 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod devices;
 pub mod error;
 pub mod extract;
 pub mod ids;
 pub mod middleware;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod users;

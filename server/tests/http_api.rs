@@ -2,112 +2,20 @@
 //! `oneshot` requests. Bad input must get a precise 4xx JSON error and change nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use common::{TestApp, assert_error};
 use countersign::api_keys::service as api_keys;
-use countersign::app::{AppState, HttpLimits, build_app};
+use countersign::app::HttpLimits;
 use countersign::audit::Actor;
-use countersign::audit::chain::HeadSealer;
-use countersign::clock::SystemClock;
-use countersign::store::{self, Store};
-use countersign_e2e::{Engine, TestDatabase};
 use http_body_util::BodyExt;
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tower::ServiceExt;
-
-struct TestApp {
-    router: Router,
-    store: Arc<dyn Store>,
-    _db: TestDatabase,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
-
-impl TestApp {
-    async fn new() -> Self {
-        Self::with_limits(HttpLimits::default()).await
-    }
-
-    async fn with_limits(limits: HttpLimits) -> Self {
-        let db = TestDatabase::new(Engine::Sqlite).await;
-        let store: Arc<dyn Store> = Arc::from(
-            store::connect(&SecretString::from(db.url.clone()), 4, HeadSealer::new(&[9; 32])).await.unwrap(),
-        );
-        store.migrate().await.unwrap();
-        let state = AppState {
-            store: Arc::clone(&store),
-            clock: Arc::new(SystemClock),
-            metrics: countersign::telemetry::prometheus(),
-        };
-        Self { router: build_app(state, limits), store, _db: db }
-    }
-
-    async fn key(&self, name: &str, scopes: &str) -> String {
-        let (_, key) = api_keys::create_app(
-            self.store.as_ref(),
-            &SystemClock,
-            Actor::Cli,
-            name,
-            scopes.parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        key.expose_secret().to_owned()
-    }
-
-    async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Reply { status, headers, body }
-    }
-
-    async fn get(&self, path: &str, key: Option<&str>) -> Reply {
-        let mut request = Request::get(path);
-        if let Some(key) = key {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
-        }
-        self.send(request.body(Body::empty()).unwrap()).await
-    }
-
-    async fn post_raw(
-        &self,
-        path: &str,
-        key: &str,
-        content_type: Option<&str>,
-        body: impl Into<Body>,
-    ) -> Reply {
-        let mut request = Request::post(path).header(header::AUTHORIZATION, format!("Bearer {key}"));
-        if let Some(content_type) = content_type {
-            request = request.header(header::CONTENT_TYPE, content_type);
-        }
-        self.send(request.body(body.into()).unwrap()).await
-    }
-
-    async fn post_json(&self, path: &str, key: &str, body: Value) -> Reply {
-        self.post_raw(path, key, Some("application/json"), body.to_string()).await
-    }
-}
-
-fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(reply.status, status, "{:?}", reply.body);
-    assert_eq!(reply.body["error"], code, "{:?}", reply.body);
-    assert!(reply.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{:?}", reply.body);
-    let request_id = reply.headers.get("x-request-id").unwrap().to_str().unwrap();
-    assert_eq!(reply.body["request_id"], request_id, "the body quotes the request id the header carries");
-}
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -173,7 +81,7 @@ async fn api_keys_are_required_and_checked() {
     assert_eq!(me.body["name"], "portal");
     assert_eq!(me.body["scopes"], json!(["users:read"]));
 
-    api_keys::revoke_app(app.store.as_ref(), &SystemClock, Actor::Cli, "portal").await.unwrap();
+    api_keys::revoke_app(app.store.as_ref(), app.clock.as_ref(), Actor::Cli, "portal").await.unwrap();
     assert_error(&app.get("/v1/whoami", Some(&key)).await, StatusCode::UNAUTHORIZED, "api_key_revoked");
 }
 

@@ -12,6 +12,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+pub mod device;
+
 use base64::Engine as _;
 use sqlx::Connection;
 
@@ -69,8 +71,8 @@ impl TestDatabase {
     }
 }
 
-/// 32 random bytes, base64: an audit key for a test server.
-pub fn random_audit_key() -> String {
+/// 32 random bytes, base64: a master key for a test server.
+pub fn random_master_key() -> String {
     let bytes: Vec<u8> =
         uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).copied().collect();
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -115,22 +117,22 @@ pub fn clean_command(program: &PathBuf, env: &[(String, String)]) -> Command {
 
 impl Server {
     pub async fn start(engine: Engine) -> Self {
-        Self::start_with(Arc::new(TestDatabase::new(engine).await), random_audit_key(), &[]).await
+        Self::start_with(Arc::new(TestDatabase::new(engine).await), random_master_key(), &[]).await
     }
 
     /// Starts a server on an existing database (e.g. a second instance) with extra env.
     pub async fn start_with(
         database: Arc<TestDatabase>,
-        audit_key: String,
+        master_key: String,
         extra_env: &[(&str, &str)],
     ) -> Self {
-        Self::start_custom(database, audit_key, extra_env, &[]).await
+        Self::start_custom(database, master_key, extra_env, &[]).await
     }
 
     /// Like [`Server::start_with`], with extra arguments after `serve`.
     pub async fn start_custom(
         database: Arc<TestDatabase>,
-        audit_key: String,
+        master_key: String,
         extra_env: &[(&str, &str)],
         serve_args: &[&str],
     ) -> Self {
@@ -139,7 +141,7 @@ impl Server {
             ("COUNTERSIGN_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
             ("COUNTERSIGN_DATA_DIR".to_owned(), data_dir.path().display().to_string()),
             ("COUNTERSIGN_DATABASE__URL".to_owned(), database.url.clone()),
-            ("COUNTERSIGN_AUDIT__KEY".to_owned(), audit_key),
+            ("COUNTERSIGN_MASTER_KEY".to_owned(), master_key),
             ("RUST_LOG".to_owned(), "info".to_owned()),
         ];
         env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use countersign_e2e::{
     Engine, Server, Tamper, TestDatabase, binary, clean_command, create_app, drop_audit_guard_sql, exec_sql,
-    http, random_audit_key, run_cli, spawn_and_wait_for_address,
+    http, random_master_key, run_cli, spawn_and_wait_for_address,
 };
 use serde_json::{Value, json};
 
@@ -32,10 +32,11 @@ async fn serves_with_no_setup_on_embedded_sqlite() {
     let ready: Value = http().get(format!("{base_url}/readyz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["database"], "sqlite");
     assert!(cwd.path().join("data/countersign.db").is_file(), "the database is created under ./data");
-    assert!(cwd.path().join("data/audit.key").is_file(), "the audit key is generated beside it");
+    assert!(cwd.path().join("data/master.key").is_file(), "the master key is generated beside it");
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!logs.lock().unwrap().contains("audit.key ="), "no secrets in logs");
+    let key = std::fs::read_to_string(cwd.path().join("data/master.key")).unwrap();
+    assert!(!logs.lock().unwrap().contains(key.trim()), "no secrets in logs");
 }
 
 async fn lifecycle(engine: Engine) {
@@ -103,7 +104,7 @@ async fn audit_verify_cli_names_each_tampering(engine: Engine) {
         let data_dir = tempfile::tempdir().unwrap();
         let env = vec![
             ("COUNTERSIGN_DATABASE__URL".to_owned(), db.url.clone()),
-            ("COUNTERSIGN_AUDIT__KEY".to_owned(), random_audit_key()),
+            ("COUNTERSIGN_MASTER_KEY".to_owned(), random_master_key()),
             ("COUNTERSIGN_DATA_DIR".to_owned(), data_dir.path().display().to_string()),
         ];
         for i in 0..5 {
@@ -179,7 +180,7 @@ async fn bad_configuration_refuses_to_start() {
 
     let out = run_cli(&with(&[("DATABASE_URL", "postgres://cs:hunter2@127.0.0.1:1/cs")]), &["serve"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("audit.key"), "PostgreSQL needs a shared audit key: {}", stderr(&out));
+    assert!(stderr(&out).contains("master_key"), "PostgreSQL needs a shared master key: {}", stderr(&out));
     assert!(!stderr(&out).contains("hunter2"), "passwords are never printed: {}", stderr(&out));
 
     let out = run_cli(&base, &["--config", "/nonexistent/countersign.toml", "serve"]);
@@ -194,7 +195,7 @@ async fn unreachable_database_is_reported_without_its_password() {
     let env = vec![
         ("COUNTERSIGN_DATA_DIR".to_owned(), dir.path().display().to_string()),
         ("COUNTERSIGN_DATABASE__URL".to_owned(), "postgres://cs:hunter2@127.0.0.1:1/cs".to_owned()),
-        ("COUNTERSIGN_AUDIT__KEY".to_owned(), random_audit_key()),
+        ("COUNTERSIGN_MASTER_KEY".to_owned(), random_master_key()),
     ];
     let out = run_cli(&env, &["migrate"]);
     assert_eq!(out.status.code(), Some(2));
@@ -205,7 +206,7 @@ async fn unreachable_database_is_reported_without_its_password() {
 #[tokio::test]
 async fn json_logs_are_one_object_per_line() {
     let db = Arc::new(TestDatabase::new(Engine::Sqlite).await);
-    let server = Server::start_custom(db, random_audit_key(), &[], &["--log-format", "json"]).await;
+    let server = Server::start_custom(db, random_master_key(), &[], &["--log-format", "json"]).await;
     http().get(server.url("/healthz")).send().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let logs = server.logs();

@@ -12,15 +12,19 @@ fn repo_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name)
 }
 
-/// Resolves `${VAR:?message}` / `${VAR}` with a stand-in value, as compose would with the
-/// operator's environment.
+/// Resolves `${VAR:?message}` / `${VAR}` with a stand-in value and `${VAR:-default}` with its
+/// default, as compose would with the operator's environment.
 fn substitute(value: &str, stand_in: &str) -> String {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let end = rest[start..].find('}').unwrap() + start;
-        out.push_str(stand_in);
+        let expression = &rest[start + 2..end];
+        match expression.split_once(":-") {
+            Some((_, default)) => out.push_str(default),
+            None => out.push_str(stand_in),
+        }
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
@@ -39,14 +43,14 @@ fn compose_has_postgres_two_instances_and_a_proxy() {
     let nginx = std::fs::read_to_string(repo_file("deploy/nginx.conf")).unwrap();
     assert!(nginx.contains("countersign-a:8080") && nginx.contains("countersign-b:8080"));
 
-    let stand_in_key = countersign_e2e::random_audit_key();
+    let stand_in_key = countersign_e2e::random_master_key();
     for name in ["countersign-a", "countersign-b"] {
         let environment = doc["services"][name]["environment"].as_mapping().unwrap();
         let env: Vec<(String, String)> = environment
             .iter()
             .map(|(k, v)| {
                 let key = k.as_str().unwrap().to_owned();
-                let stand_in = if key == "COUNTERSIGN_AUDIT__KEY" { stand_in_key.as_str() } else { "pw" };
+                let stand_in = if key == "COUNTERSIGN_MASTER_KEY" { stand_in_key.as_str() } else { "pw" };
                 (key, substitute(v.as_str().unwrap(), stand_in))
             })
             .collect();
@@ -75,7 +79,7 @@ fn dockerfile_builds_the_binary_with_the_workspace_toolchain() {
         "Dockerfile's Rust differs from rust-version"
     );
     assert!(dockerfile.contains("--bin countersign") && dockerfile.contains("USER countersign"));
-    for dir in ["server", "mobile-protocol", "tests", "migrations"] {
+    for dir in ["server", "mobile-protocol", "authenticator", "tests", "migrations"] {
         assert!(dockerfile.contains(&format!("COPY {dir} {dir}")), "Dockerfile does not copy {dir}/");
     }
 }

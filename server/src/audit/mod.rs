@@ -5,7 +5,6 @@
 //! itself — a change and its event are one store operation.
 
 pub mod chain;
-pub mod key;
 
 use std::fmt;
 
@@ -23,6 +22,8 @@ pub enum Actor {
     Cli,
     /// An application, through its API key.
     App { id: crate::ids::AppId, name: String },
+    /// A phone, through its device key.
+    Device { id: crate::ids::DeviceId },
     /// The server itself (expiry, workers).
     System,
 }
@@ -32,6 +33,7 @@ impl fmt::Display for Actor {
         match self {
             Actor::Cli => f.write_str("cli"),
             Actor::App { id, .. } => write!(f, "app:{id}"),
+            Actor::Device { id } => write!(f, "device:{id}"),
             Actor::System => f.write_str("system"),
         }
     }
@@ -43,6 +45,16 @@ pub enum Action {
     AppCreated,
     AppRevoked,
     UserCreated,
+    UserDeleted,
+    EnrollmentCreated,
+    DeviceEnrolled,
+    /// A key or push token bound to another user was offered again (factor sharing).
+    FactorBindingRefused,
+    /// A known device's request was refused: bad signature, replay, or revoked.
+    DeviceRequestRefused,
+    DeviceRevoked,
+    DeviceUnenrolled,
+    PushTokenUpdated,
 }
 
 impl Action {
@@ -51,6 +63,14 @@ impl Action {
             Action::AppCreated => "app.created",
             Action::AppRevoked => "app.revoked",
             Action::UserCreated => "user.created",
+            Action::UserDeleted => "user.deleted",
+            Action::EnrollmentCreated => "enrollment.created",
+            Action::DeviceEnrolled => "device.enrolled",
+            Action::FactorBindingRefused => "device.factor_refused",
+            Action::DeviceRequestRefused => "device.request_refused",
+            Action::DeviceRevoked => "device.revoked",
+            Action::DeviceUnenrolled => "device.unenrolled",
+            Action::PushTokenUpdated => "device.push_token_updated",
         }
     }
 }

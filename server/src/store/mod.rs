@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use crate::api_keys::Scopes;
 use crate::audit::AuditEvent;
 use crate::audit::chain::{HeadSealer, StoredEvent, StoredHead};
-use crate::ids::{AppId, UserId};
+use crate::ids::{AppId, DeviceId, EnrollmentId, UserId};
 
 /// Which database engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,12 @@ impl fmt::Display for Engine {
 pub enum Conflict {
     AppName,
     Username,
+    /// The public key is already bound to a device (of any user).
+    DeviceKey,
+    /// The push token is already bound to another active device.
+    PushToken,
+    /// The user already has an active device and the enrollment was not issued for a second one.
+    SecondDevice,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +93,69 @@ pub struct UserRecord {
     pub created_at: OffsetDateTime,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentRecord {
+    pub id: EnrollmentId,
+    pub user_id: UserId,
+    /// SHA-256 of the activation code: finds the row without storing the code.
+    pub code_hash: Vec<u8>,
+    /// The code sealed under the master key, so the QR code can be shown again; cleared on use.
+    pub code_sealed: Option<Vec<u8>>,
+    pub is_second_device: bool,
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub used_at: Option<OffsetDateTime>,
+    pub device_id: Option<DeviceId>,
+}
+
+/// A device's push registration as stored: provider `apns` | `fcm` | `none`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPush {
+    pub provider: String,
+    pub token: Option<String>,
+    pub environment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub id: DeviceId,
+    pub user_id: UserId,
+    /// Uncompressed SEC1 P-256 point.
+    pub public_key: Vec<u8>,
+    pub push: StoredPush,
+    pub name: String,
+    pub platform: String,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Highest challenge-response counter accepted so far.
+    pub last_counter: i64,
+}
+
+impl DeviceRecord {
+    pub fn is_active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
+/// A security notice for one device, e.g. "a new device was enrolled on your account".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeRecord {
+    pub id: i64,
+    pub device_id: DeviceId,
+    pub kind: String,
+    pub details: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// The server's device-signing key: public half and the PKCS#8 sealed under the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerKeyRecord {
+    pub public_key: Vec<u8>,
+    pub sealed_pkcs8: Vec<u8>,
+    pub created_at: OffsetDateTime,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
     fn engine(&self) -> Engine;
@@ -118,7 +187,82 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     async fn create_user(&self, user: UserRecord, audit: AuditEvent) -> Result<UserRecord, StoreError>;
 
+    /// An active (not deleted) user.
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Deletes a user: revokes every device, voids pending enrollments and frees the username
+    /// (the id and the audit trail stay). Returns how many devices were revoked.
+    async fn delete_user(&self, id: UserId, at: OffsetDateTime, audit: AuditEvent)
+    -> Result<u64, StoreError>;
+
+    async fn create_enrollment(
+        &self,
+        enrollment: EnrollmentRecord,
+        audit: AuditEvent,
+    ) -> Result<EnrollmentRecord, StoreError>;
+
+    async fn enrollment_by_id(&self, id: EnrollmentId) -> Result<Option<EnrollmentRecord>, StoreError>;
+
+    async fn enrollment_by_code_hash(&self, code_hash: &[u8])
+    -> Result<Option<EnrollmentRecord>, StoreError>;
+
+    /// Uses an enrollment and creates its device, in one transaction with `notice` written for
+    /// the user's other active devices. `NotFound` if the enrollment was used or expired
+    /// meanwhile (compare-and-set); `Conflict` for a bound key or push token, or a first-device
+    /// enrollment when the user already has a device.
+    async fn enroll_device(
+        &self,
+        enrollment: &EnrollmentRecord,
+        device: DeviceRecord,
+        notice: (&str, String),
+        audit: AuditEvent,
+    ) -> Result<DeviceRecord, StoreError>;
+
+    async fn device_by_id(&self, id: DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
+
+    async fn devices_for_user(&self, user: UserId) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// The user whose device holds this public key (active or revoked).
+    async fn public_key_owner(&self, public_key: &[u8]) -> Result<Option<UserId>, StoreError>;
+
+    /// The user whose active device holds this push token.
+    async fn push_token_owner(&self, provider: &str, token: &str) -> Result<Option<UserId>, StoreError>;
+
+    /// Revokes an active device; `NotFound` if there is none with that id.
+    async fn revoke_device(
+        &self,
+        id: DeviceId,
+        at: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<DeviceRecord, StoreError>;
+
+    /// Replaces an active device's push registration.
+    async fn update_push(&self, id: DeviceId, push: StoredPush, audit: AuditEvent) -> Result<(), StoreError>;
+
+    /// Remembers a signed request's nonce until `expires_at`; `false` if it was already seen.
+    async fn remember_request_nonce(
+        &self,
+        device: DeviceId,
+        nonce: &[u8],
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Notices for a device created at or after `since`, oldest first.
+    async fn device_notices(
+        &self,
+        device: DeviceId,
+        since: OffsetDateTime,
+    ) -> Result<Vec<NoticeRecord>, StoreError>;
+
+    /// Appends an audit event that records no state change (a refused attempt).
+    async fn record_audit(&self, audit: AuditEvent) -> Result<(), StoreError>;
+
+    async fn server_key(&self) -> Result<Option<ServerKeyRecord>, StoreError>;
+
+    /// Stores `key` unless a key exists already; returns the stored key (the first one wins, so
+    /// instances starting together agree).
+    async fn insert_server_key(&self, key: ServerKeyRecord) -> Result<ServerKeyRecord, StoreError>;
 
     /// The sealed head of the audit chain.
     async fn audit_head(&self) -> Result<StoredHead, StoreError>;
@@ -184,6 +328,8 @@ fn map_unique_violation(error: sqlx::Error) -> StoreError {
     const RULES: &[(&str, &str, Conflict)] = &[
         ("apps_name_key", "apps.name", Conflict::AppName),
         ("users_username_key", "users.username", Conflict::Username),
+        ("devices_public_key_key", "devices.public_key", Conflict::DeviceKey),
+        ("devices_push_token_active_key", "devices.push_token", Conflict::PushToken),
     ];
     if let sqlx::Error::Database(db) = &error
         && db.is_unique_violation()

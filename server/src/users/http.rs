@@ -18,7 +18,7 @@ use crate::ids::UserId;
 use crate::store::UserRecord;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_user)).routes(routes!(get_user))
+    OpenApiRouter::new().routes(routes!(create_user)).routes(routes!(get_user, delete_user))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -113,4 +113,27 @@ async fn get_user(
     app.require(Scope::UsersRead)?;
     let user = service::find_user(state.store.as_ref(), &username).await?;
     Ok(Json(user.into()))
+}
+
+/// Auth: app API key, scope `users:write`. Deletes the user: revokes every device and pending
+/// enrollment at once (audited); the username becomes free.
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{username}",
+    tag = "users",
+    security(("api_key" = ["users:write"])),
+    params(("username" = String, Path, description = "Username (case-insensitive)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such user", body = ErrorBody),
+    )
+)]
+async fn delete_user(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    ApiPath(username): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    app.require(Scope::UsersWrite)?;
+    service::delete_user(state.store.as_ref(), state.clock.as_ref(), app.actor(), &username).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

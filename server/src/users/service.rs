@@ -60,3 +60,21 @@ pub async fn find_user(store: &dyn Store, username: &str) -> Result<UserRecord, 
     };
     store.user_by_username(&username).await.map_err(UserError::Store)?.ok_or(UserError::NotFound)
 }
+
+/// Deletes a user: every device revoked, pending enrollments voided, username freed; the id and
+/// the audit trail remain.
+pub async fn delete_user(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    actor: Actor,
+    username: &str,
+) -> Result<u64, UserError> {
+    let user = find_user(store, username).await?;
+    let now = clock.now();
+    let event = AuditEvent::new(now, actor, Action::UserDeleted, format!("user:{}", user.id))
+        .with_details(json!({ "username": user.username }));
+    store.delete_user(user.id, now, event).await.map_err(|e| match e {
+        StoreError::NotFound => UserError::NotFound,
+        other => UserError::Store(other),
+    })
+}

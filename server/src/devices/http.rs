@@ -1,0 +1,371 @@
+//! Device routes: the REST side for apps (`/v1/users/{username}/enrollments`, `/devices`) and
+//! the phone side (`/device/v1/...`, PROTOCOL.md). Phone-side errors use the protocol's codes.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, OriginalUri, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use countersign_mobile_protocol::limits::MAX_DEVICE_REQUEST_BODY_LEN;
+use countersign_mobile_protocol::{EnrollmentRequest, ErrorCode, PendingChallenges, PushRegistration};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::service::{DeviceError, unix_seconds};
+use crate::api_keys::Scope;
+use crate::api_keys::service::AuthenticatedApp;
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath};
+use crate::ids::{DeviceId, EnrollmentId, UserId};
+use crate::store::DeviceRecord;
+
+impl From<DeviceError> for ApiError {
+    fn from(error: DeviceError) -> Self {
+        let message = error.to_string();
+        let protocol = |code: ErrorCode| {
+            let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            ApiError::new(status, code.as_str(), message.clone())
+        };
+        match error {
+            DeviceError::Protocol(e) => match e.error_code() {
+                ErrorCode::InternalError => ApiError::internal(&e),
+                code => protocol(code),
+            },
+            DeviceError::UserNotFound => ApiError::new(StatusCode::NOT_FOUND, "user_not_found", message),
+            DeviceError::SecondDeviceRequiresIntent => {
+                ApiError::new(StatusCode::CONFLICT, "second_device_requires_intent", message)
+            }
+            DeviceError::EnrollmentNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "enrollment_not_found", message)
+            }
+            DeviceError::EnrollmentGone => ApiError::new(StatusCode::GONE, "enrollment_gone", message),
+            DeviceError::DeviceNotFound => ApiError::new(StatusCode::NOT_FOUND, "device_not_found", message),
+            DeviceError::ActivationCodeInvalid => protocol(ErrorCode::ActivationCodeInvalid),
+            DeviceError::ActivationCodeExpired => protocol(ErrorCode::ActivationCodeExpired),
+            DeviceError::ActivationCodeUsed => protocol(ErrorCode::ActivationCodeUsed),
+            DeviceError::FactorAlreadyBound => protocol(ErrorCode::FactorAlreadyBound),
+            DeviceError::EnrollmentNotAllowed => protocol(ErrorCode::EnrollmentNotAllowed),
+            DeviceError::SignatureInvalid => protocol(ErrorCode::SignatureInvalid),
+            DeviceError::RequestReplayed => protocol(ErrorCode::RequestReplayed),
+            DeviceError::DeviceRevoked => protocol(ErrorCode::DeviceRevoked),
+            DeviceError::Internal(_) => ApiError::internal(&error),
+            DeviceError::Store(e) => e.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phone side: /device/v1
+
+pub fn device_routes() -> Router<AppState> {
+    Router::new()
+        .route("/device/v1/enroll", post(enroll))
+        .route("/device/v1/challenges", get(pending_challenges))
+        .route("/device/v1/notices", get(notices))
+        .route("/device/v1/push-token", put(update_push_token))
+        .route("/device/v1", delete(unenroll))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_DEVICE_REQUEST_BODY_LEN))
+}
+
+/// The raw body of a device request (signatures cover its exact bytes), with protocol errors.
+#[derive(Debug)]
+pub struct DeviceBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for DeviceBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state).await.map(DeviceBody).map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::PayloadTooLarge.as_str(),
+                    "body larger than 16 KiB",
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest.as_str(),
+                    rejection.body_text(),
+                )
+            }
+        })
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest.as_str(),
+            format!("invalid body: {e}"),
+        )
+    })
+}
+
+/// Verifies the signed-request headers over this exact request.
+async fn signed_device(
+    state: &AppState,
+    method: &Method,
+    uri: &OriginalUri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<DeviceRecord, ApiError> {
+    let path_and_query = uri.0.path_and_query().map_or("/", |p| p.as_str());
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Ok(state.devices.authenticate(method.as_str(), path_and_query, header, body).await?)
+}
+
+/// Auth: proof of possession + activation code (PROTOCOL.md §6.1).
+async fn enroll(State(state): State<AppState>, DeviceBody(body): DeviceBody) -> Result<Response, ApiError> {
+    let request: EnrollmentRequest = parse_json(&body)?;
+    let response = state.devices.enroll(request).await?;
+    Ok((StatusCode::CREATED, Json(response)).into_response())
+}
+
+/// Auth: signed device request. Pending challenges for this device's user (§6.2).
+async fn pending_challenges(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    DeviceBody(body): DeviceBody,
+) -> Result<Json<PendingChallenges>, ApiError> {
+    let _device = signed_device(&state, &method, &uri, &headers, &body).await?;
+    // Challenges are issued by the challenges capability; until one is pending the list is empty.
+    Ok(Json(PendingChallenges { challenges: Vec::new() }))
+}
+
+#[derive(Debug, Serialize)]
+struct NoticeView {
+    id: i64,
+    kind: String,
+    created_at: u64,
+    details: serde_json::Value,
+}
+
+/// Auth: signed device request. Security notices for this device (§6.7).
+async fn notices(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    DeviceBody(body): DeviceBody,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let device = signed_device(&state, &method, &uri, &headers, &body).await?;
+    let notices: Vec<NoticeView> = state
+        .devices
+        .notices(&device)
+        .await?
+        .into_iter()
+        .map(|n| NoticeView {
+            id: n.id,
+            kind: n.kind,
+            created_at: unix_seconds(n.created_at),
+            details: serde_json::from_str(&n.details).unwrap_or(serde_json::Value::Null),
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "notices": notices })))
+}
+
+/// Auth: signed device request. Replaces the push registration (§6.5).
+async fn update_push_token(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    DeviceBody(body): DeviceBody,
+) -> Result<StatusCode, ApiError> {
+    let device = signed_device(&state, &method, &uri, &headers, &body).await?;
+    let push: PushRegistration = parse_json(&body)?;
+    state.devices.update_push(&device, push).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Auth: signed device request. The device revokes itself (§6.6).
+async fn unenroll(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    DeviceBody(body): DeviceBody,
+) -> Result<StatusCode, ApiError> {
+    let device = signed_device(&state, &method, &uri, &headers, &body).await?;
+    state.devices.unenroll(&device).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// App side: /v1/users/{username}/enrollments and /devices
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_enrollment))
+        .routes(routes!(enrollment_qr))
+        .routes(routes!(list_devices))
+        .routes(routes!(revoke_device))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollmentRequest {
+    /// Required (and audited) when the user already has an active device.
+    #[serde(default)]
+    pub second_device: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EnrollmentView {
+    pub id: EnrollmentId,
+    pub user_id: UserId,
+    /// Single use; give it only to the user it is for.
+    pub activation_code: String,
+    /// `countersign://enroll?…`: what the QR code holds.
+    pub activation_uri: String,
+    /// The QR code as SVG (same API key needed).
+    pub qr_svg_url: String,
+    pub second_device: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+}
+
+/// Auth: app API key, scope `users:write`. Issues a single-use activation code (≤ 10 min).
+#[utoipa::path(
+    post,
+    path = "/v1/users/{username}/enrollments",
+    tag = "devices",
+    security(("api_key" = ["users:write"])),
+    params(("username" = String, Path)),
+    request_body(content = CreateEnrollmentRequest, description = "`{}` for a first device"),
+    responses(
+        (status = 201, description = "Created", body = EnrollmentView),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "User already has a device and second_device is not set", body = ErrorBody),
+    )
+)]
+async fn create_enrollment(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    ApiPath(username): ApiPath<String>,
+    ApiJson(body): ApiJson<CreateEnrollmentRequest>,
+) -> Result<(StatusCode, Json<EnrollmentView>), ApiError> {
+    app.require(Scope::UsersWrite)?;
+    let created = state.devices.create_enrollment(app.actor(), &username, body.second_device).await?;
+    let record = &created.record;
+    let username = crate::users::model::normalize_username(&username).unwrap_or(username);
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollmentView {
+            id: record.id,
+            user_id: record.user_id,
+            activation_code: created.activation_code.expose_secret().to_owned(),
+            activation_uri: created.activation_uri.expose_secret().to_owned(),
+            qr_svg_url: format!("/v1/users/{username}/enrollments/{}/qr.svg", record.id),
+            second_device: record.is_second_device,
+            expires_at: record.expires_at,
+        }),
+    ))
+}
+
+/// Auth: app API key, scope `users:write` (the QR code holds a live activation code).
+#[utoipa::path(
+    get,
+    path = "/v1/users/{username}/enrollments/{id}/qr.svg",
+    tag = "devices",
+    security(("api_key" = ["users:write"])),
+    params(("username" = String, Path), ("id" = String, Path)),
+    responses(
+        (status = 200, description = "QR code of the activation URI", content_type = "image/svg+xml"),
+        (status = 404, description = "No such enrollment", body = ErrorBody),
+        (status = 410, description = "Used or expired", body = ErrorBody),
+    )
+)]
+async fn enrollment_qr(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    ApiPath((username, id)): ApiPath<(String, uuid::Uuid)>,
+) -> Result<Response, ApiError> {
+    app.require(Scope::UsersWrite)?;
+    let uri = state.devices.enrollment_uri(&username, EnrollmentId(id)).await?;
+    let code = qrcode::QrCode::new(uri.expose_secret().as_bytes()).map_err(|e| ApiError::internal(&e))?;
+    let svg = code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(256, 256).build();
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], svg).into_response())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeviceView {
+    pub id: DeviceId,
+    pub name: String,
+    pub platform: String,
+    /// `apns`, `fcm` or `none`.
+    pub push_provider: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl From<DeviceRecord> for DeviceView {
+    fn from(d: DeviceRecord) -> Self {
+        Self {
+            id: d.id,
+            name: d.name,
+            platform: d.platform,
+            push_provider: d.push.provider,
+            created_at: d.created_at,
+            revoked_at: d.revoked_at,
+        }
+    }
+}
+
+/// Auth: app API key, scope `users:read`. The user's devices, revoked ones included.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{username}/devices",
+    tag = "devices",
+    security(("api_key" = ["users:read"])),
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, description = "Devices", body = [DeviceView]),
+        (status = 404, description = "No such user", body = ErrorBody),
+    )
+)]
+async fn list_devices(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    ApiPath(username): ApiPath<String>,
+) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    app.require(Scope::UsersRead)?;
+    let devices = state.devices.list_devices(&username).await?;
+    Ok(Json(devices.into_iter().map(DeviceView::from).collect()))
+}
+
+/// Auth: app API key, scope `users:write`. Revokes a device at once (audited).
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{username}/devices/{device_id}",
+    tag = "devices",
+    security(("api_key" = ["users:write"])),
+    params(("username" = String, Path), ("device_id" = String, Path)),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such active device for this user", body = ErrorBody),
+    )
+)]
+async fn revoke_device(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    ApiPath((username, device_id)): ApiPath<(String, uuid::Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    app.require(Scope::UsersWrite)?;
+    state.devices.revoke_device(app.actor(), &username, DeviceId(device_id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

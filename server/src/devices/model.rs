@@ -1,0 +1,113 @@
+//! Device rules without I/O: activation codes, enrollment state, push registrations as stored.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use countersign_mobile_protocol::{ApnsEnvironment, PushRegistration, PushToken};
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+use crate::store::{EnrollmentRecord, StoredPush};
+
+/// 128 random bits, base64url: unguessable within its ten minutes even without rate limits.
+const ACTIVATION_CODE_BYTES: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the system random number generator failed")]
+pub struct RandomFailure;
+
+/// A fresh activation code and the hash it is found by.
+pub fn new_activation_code() -> Result<(SecretString, [u8; 32]), RandomFailure> {
+    let mut bytes = [0u8; ACTIVATION_CODE_BYTES];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| RandomFailure)?;
+    let code = URL_SAFE_NO_PAD.encode(bytes);
+    let hash = hash_activation_code(&code);
+    Ok((SecretString::from(code), hash))
+}
+
+pub fn hash_activation_code(code: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, code.as_bytes()).as_ref());
+    out
+}
+
+/// What an enrollment can still be used for at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollmentState {
+    Usable,
+    Used,
+    Expired,
+}
+
+pub fn enrollment_state(enrollment: &EnrollmentRecord, now: OffsetDateTime) -> EnrollmentState {
+    if enrollment.used_at.is_some() {
+        EnrollmentState::Used
+    } else if enrollment.expires_at <= now {
+        EnrollmentState::Expired
+    } else {
+        EnrollmentState::Usable
+    }
+}
+
+pub fn to_stored(push: &PushRegistration) -> StoredPush {
+    let environment = match push {
+        PushRegistration::Apns { environment, .. } => Some(environment.as_str().to_owned()),
+        PushRegistration::Fcm { .. } | PushRegistration::None => None,
+    };
+    StoredPush {
+        provider: push.provider().as_str().to_owned(),
+        token: push.token().map(|t| t.as_str().to_owned()),
+        environment,
+    }
+}
+
+/// The stored registration as the protocol type; `None` for a row the protocol would refuse.
+pub fn from_stored(push: &StoredPush) -> Option<PushRegistration> {
+    let token = || push.token.as_deref().and_then(|t| PushToken::new(t).ok());
+    match push.provider.as_str() {
+        "apns" => {
+            let environment = match push.environment.as_deref()? {
+                "production" => ApnsEnvironment::Production,
+                "sandbox" => ApnsEnvironment::Sandbox,
+                _ => return None,
+            };
+            Some(PushRegistration::Apns { token: token()?, environment })
+        }
+        "fcm" => Some(PushRegistration::Fcm { token: token()? }),
+        "none" => Some(PushRegistration::None),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn activation_codes_are_unique_and_fit_the_protocol_alphabet() {
+        let (a, hash_a) = new_activation_code().unwrap();
+        let (b, _) = new_activation_code().unwrap();
+        assert_ne!(a.expose_secret(), b.expose_secret());
+        assert_eq!(hash_activation_code(a.expose_secret()), hash_a);
+        assert!(countersign_mobile_protocol::ActivationCode::new(a.expose_secret()).is_ok());
+        assert_eq!(a.expose_secret().len(), 22);
+    }
+
+    #[test]
+    fn push_registrations_round_trip_through_storage() {
+        for push in [
+            PushRegistration::None,
+            PushRegistration::Fcm { token: PushToken::new("fcm-token").unwrap() },
+            PushRegistration::Apns {
+                token: PushToken::new("a1b2").unwrap(),
+                environment: ApnsEnvironment::Sandbox,
+            },
+        ] {
+            assert_eq!(from_stored(&to_stored(&push)), Some(push));
+        }
+        let broken = StoredPush { provider: "sms".into(), token: None, environment: None };
+        assert_eq!(from_stored(&broken), None);
+    }
+}

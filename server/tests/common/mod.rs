@@ -1,0 +1,166 @@
+//! In-process test app shared by the server's integration tests: the real router and
+//! middleware over a real SQLite file (or PostgreSQL), driven with `oneshot` requests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use countersign::api_keys::service as api_keys;
+use countersign::app::{AppState, HttpLimits, build_app};
+use countersign::audit::Actor;
+use countersign::clock::{Clock, ManualClock};
+use countersign::devices::service::DeviceSettings;
+use countersign::secrets::MasterKey;
+use countersign::store::{self, Store};
+use countersign_e2e::{Engine, TestDatabase};
+use countersign_mobile_protocol::ServerUrl;
+use http_body_util::BodyExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use time::macros::datetime;
+use tower::ServiceExt;
+
+pub const PUBLIC_URL: &str = "http://127.0.0.1:8080";
+
+pub struct TestApp {
+    pub router: Router,
+    pub store: Arc<dyn Store>,
+    pub state: AppState,
+    pub clock: Arc<ManualClock>,
+    pub master: Arc<MasterKey>,
+    pub db: TestDatabase,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::build(Engine::Sqlite, HttpLimits::default()).await
+    }
+
+    pub async fn with_limits(limits: HttpLimits) -> Self {
+        Self::build(Engine::Sqlite, limits).await
+    }
+
+    pub async fn build(engine: Engine, limits: HttpLimits) -> Self {
+        let db = TestDatabase::new(engine).await;
+        let master = Arc::new(MasterKey::from_bytes(&[9; 32]));
+        let store: Arc<dyn Store> = Arc::from(
+            store::connect(&SecretString::from(db.url.clone()), 8, master.audit_sealer()).await.unwrap(),
+        );
+        store.migrate().await.unwrap();
+        let clock = Arc::new(ManualClock::new(datetime!(2026-11-28 09:00:00 UTC)));
+        let settings = DeviceSettings {
+            public_url: ServerUrl::parse(PUBLIC_URL).unwrap(),
+            max_clock_skew_secs: 300,
+            enrollment_ttl: time::Duration::minutes(10),
+        };
+        let dyn_clock: Arc<dyn Clock> = clock.clone();
+        let state = AppState::new(
+            Arc::clone(&store),
+            dyn_clock,
+            Arc::clone(&master),
+            settings,
+            countersign::telemetry::prometheus(),
+        )
+        .await
+        .unwrap();
+        Self { router: build_app(state.clone(), limits), store, state, clock, master, db }
+    }
+
+    pub fn now_unix(&self) -> u64 {
+        self.clock.now().unix_timestamp() as u64
+    }
+
+    pub async fn key(&self, name: &str, scopes: &str) -> String {
+        let (_, key) = api_keys::create_app(
+            self.store.as_ref(),
+            self.clock.as_ref(),
+            Actor::Cli,
+            name,
+            scopes.parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        key.expose_secret().to_owned()
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> Reply {
+        let mut request = Request::get(path);
+        if let Some(key) = key {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> Reply {
+        let request = Request::delete(path).header(header::AUTHORIZATION, format!("Bearer {key}"));
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        key: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Reply {
+        let mut request = Request::post(path).header(header::AUTHORIZATION, format!("Bearer {key}"));
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        self.send(request.body(body.into()).unwrap()).await
+    }
+
+    pub async fn post_json(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.post_raw(path, key, Some("application/json"), body.to_string()).await
+    }
+
+    /// An unauthenticated JSON request (the device side authenticates by signature).
+    pub async fn device_post(&self, path: &str, body: &[u8]) -> Reply {
+        let request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+        self.send(request.body(Body::from(body.to_vec())).unwrap()).await
+    }
+
+    /// A request carrying a device's signed-request headers.
+    pub async fn signed(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        headers: &[(&'static str, String)],
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        if !body.is_empty() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        self.send(request.body(Body::from(body.to_vec())).unwrap()).await
+    }
+}
+
+pub fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(reply.status, status, "{:?}", reply.body);
+    assert_eq!(reply.body["error"], code, "{:?}", reply.body);
+    assert!(reply.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{:?}", reply.body);
+    let request_id = reply.headers.get("x-request-id").unwrap().to_str().unwrap();
+    assert_eq!(reply.body["request_id"], request_id, "the body quotes the request id the header carries");
+}

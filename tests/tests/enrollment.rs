@@ -1,0 +1,114 @@
+//! End-to-end: the real `countersign` server and the real `countersign-authenticator`, on
+//! SQLite and PostgreSQL — provision, enroll from the activation URI, list, revoke, refused.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Command, Output, Stdio};
+
+use countersign_e2e::{Engine, Server, binary, create_app, http};
+use serde_json::{Value, json};
+
+fn authenticator(state: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(binary("countersign-authenticator"))
+        .env_remove("COUNTERSIGN_AUTHENTICATOR_STATE")
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_owned()
+}
+
+async fn enroll_list_revoke(engine: Engine) {
+    let server = Server::start(engine).await;
+    let key = create_app(&server, "idp", "users:read users:write");
+    let client = http();
+    let created = client
+        .post(server.url("/v1/users"))
+        .bearer_auth(&key)
+        .json(&json!({"username": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let enrollment: Value = client
+        .post(server.url("/v1/users/alice/enrollments"))
+        .bearer_auth(&key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uri = enrollment["activation_uri"].as_str().unwrap();
+    assert!(uri.starts_with("countersign://enroll?v=1&server="), "{uri}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("phone.json");
+    let enrolled = authenticator(&state, &["enroll", uri, "--yes", "--name", "Alice's test phone"]);
+    assert!(enrolled.status.success(), "{}", text(&enrolled.stderr));
+    let device_id = text(&enrolled.stdout);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "the key file is private"
+        );
+    }
+
+    let devices: Value = client
+        .get(server.url("/v1/users/alice/devices"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(devices[0]["id"], device_id.as_str());
+    assert_eq!(devices[0]["name"], "Alice's test phone");
+
+    let pending = authenticator(&state, &["pending", "--json"]);
+    assert!(pending.status.success(), "{}", text(&pending.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&pending.stdout).unwrap(), json!([]));
+
+    // The used code cannot enroll a second phone.
+    let other = dir.path().join("other.json");
+    let reused = authenticator(&other, &["enroll", uri, "--yes"]);
+    assert_eq!(reused.status.code(), Some(1));
+    assert!(text(&reused.stderr).starts_with("error: activation_code_used"), "{}", text(&reused.stderr));
+
+    let revoked = client
+        .delete(server.url(&format!("/v1/users/alice/devices/{device_id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    let refused = authenticator(&state, &["pending"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stdout));
+    assert!(text(&refused.stderr).starts_with("error: device_revoked"), "{}", text(&refused.stderr));
+
+    let verified = server.cli(&["audit", "verify"]);
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+    assert!(
+        !server.logs().contains(enrollment["activation_code"].as_str().unwrap()),
+        "no activation code in logs"
+    );
+}
+
+#[tokio::test]
+async fn enroll_list_revoke_on_sqlite() {
+    enroll_list_revoke(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn enroll_list_revoke_on_postgres() {
+    enroll_list_revoke(Engine::Postgres).await;
+}
