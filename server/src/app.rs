@@ -15,13 +15,14 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::challenges::service::{ChallengeService, ChallengeSettings};
 use crate::clock::Clock;
 use crate::devices::server_key::{ServerKeyError, ServerSigningKey};
 use crate::devices::service::{DeviceService, DeviceSettings};
 use crate::error::{ApiError, ErrorBody};
 use crate::secrets::MasterKey;
 use crate::store::Store;
-use crate::{api_keys, devices, middleware, users};
+use crate::{api_keys, challenges, devices, middleware, users};
 
 /// Everything a handler may need; cheap to clone.
 #[derive(Clone, Debug)]
@@ -30,6 +31,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub metrics: Option<PrometheusHandle>,
     pub devices: Arc<DeviceService>,
+    pub challenges: Arc<ChallengeService>,
 }
 
 impl AppState {
@@ -39,6 +41,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         master: Arc<MasterKey>,
         device_settings: DeviceSettings,
+        challenge_settings: ChallengeSettings,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, ServerKeyError> {
         let server_key =
@@ -46,11 +49,18 @@ impl AppState {
         let devices = Arc::new(DeviceService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
-            master,
+            Arc::clone(&master),
             server_key,
             device_settings,
         ));
-        Ok(Self { store, clock, metrics, devices })
+        let challenges = Arc::new(ChallengeService::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            master,
+            Arc::clone(&devices),
+            challenge_settings,
+        ));
+        Ok(Self { store, clock, metrics, devices, challenges })
     }
 }
 
@@ -93,6 +103,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(api_keys::http::routes())
         .merge(users::http::routes())
         .merge(devices::http::routes())
+        .merge(challenges::http::routes())
 }
 
 /// The OpenAPI document for every `/v1` route, as served at `/v1/openapi.json`.
@@ -107,6 +118,7 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
     Router::new()
         .merge(api)
         .merge(devices::http::device_routes())
+        .merge(challenges::http::device_routes())
         .route(
             "/v1/openapi.json",
             get(move || {

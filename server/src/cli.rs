@@ -11,9 +11,12 @@ use secrecy::ExposeSecret;
 use crate::api_keys::{Scopes, service as api_keys};
 use crate::app::{AppState, HttpLimits, build_app};
 use crate::audit::{Actor, VerifyError};
+use crate::challenges::service::ChallengeSettings;
+use crate::challenges::worker::Worker;
 use crate::clock::SystemClock;
 use crate::config::{Config, LogFormat, Settings};
 use crate::devices::service::DeviceSettings;
+use crate::push::PushSender;
 use crate::secrets::MasterKey;
 use crate::store::{self, Store};
 use countersign_mobile_protocol::ServerUrl;
@@ -172,9 +175,30 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
         max_clock_skew_secs: settings.max_clock_skew_secs,
         enrollment_ttl: settings.enrollment_ttl,
     };
-    let state =
-        AppState::new(store, Arc::new(SystemClock), master, device_settings, crate::telemetry::prometheus())
-            .await?;
+    let challenge_settings = ChallengeSettings {
+        ttl: settings.challenge_ttl,
+        number_digits: settings.number_digits,
+        ..ChallengeSettings::default()
+    };
+    let state = AppState::new(
+        store,
+        Arc::new(SystemClock),
+        master,
+        device_settings,
+        challenge_settings,
+        crate::telemetry::prometheus(),
+    )
+    .await?;
+    let providers: Arc<dyn PushSender> = Arc::new(settings.push.build()?);
+    let waiters = Arc::clone(&state.challenges.waiters);
+    state.store.watch_challenges(Arc::new(move |id| waiters.notify(id))).await?;
+    Arc::new(Worker::new(
+        Arc::clone(&state.store),
+        Arc::clone(&state.clock),
+        Arc::clone(&state.challenges),
+        providers,
+    ))
+    .spawn();
     let limits =
         HttpLimits { body_limit_bytes: settings.body_limit_bytes, request_timeout: settings.request_timeout };
     let app = build_app(state, limits);

@@ -47,6 +47,36 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     #[serde(default)]
     pub devices: DevicesConfig,
+    #[serde(default)]
+    pub challenges: ChallengesConfig,
+    /// Push providers (`[push.apns]`, `[push.fcm]`); without them phones pull.
+    #[serde(default)]
+    pub push: crate::push::PushConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengesConfig {
+    /// How long a challenge may be answered (at most 300 s).
+    #[serde(default = "default_challenge_ttl")]
+    pub ttl_secs: u64,
+    /// Digits of the number shown on the login screen (2-6). With one attempt per challenge a
+    /// guess succeeds with probability 10^-digits.
+    #[serde(default = "default_number_digits")]
+    pub number_digits: u8,
+}
+
+impl Default for ChallengesConfig {
+    fn default() -> Self {
+        Self { ttl_secs: default_challenge_ttl(), number_digits: default_number_digits() }
+    }
+}
+
+fn default_challenge_ttl() -> u64 {
+    60
+}
+fn default_number_digits() -> u8 {
+    3
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +243,8 @@ impl Config {
         bounded("http.body_limit_bytes", self.http.body_limit_bytes as u64, 1_024, 10 * 1024 * 1024)?;
         bounded("http.request_timeout_secs", self.http.request_timeout_secs, 1, 300)?;
         bounded("http.shutdown_grace_secs", self.http.shutdown_grace_secs, 0, 600)?;
+        bounded("challenges.ttl_secs", self.challenges.ttl_secs, 10, 300)?;
+        bounded("challenges.number_digits", u64::from(self.challenges.number_digits), 2, 6)?;
         bounded("devices.max_clock_skew_secs", self.devices.max_clock_skew_secs, 30, 900)?;
         bounded("devices.enrollment_ttl_secs", self.devices.enrollment_ttl_secs, 60, 600)?;
         if self.master_key.is_some() && self.master_key_file.is_some() {
@@ -254,6 +286,9 @@ impl Config {
             master_key: self.master_key,
             master_key_file: self.master_key_file,
             max_clock_skew_secs: self.devices.max_clock_skew_secs,
+            challenge_ttl: time::Duration::seconds(self.challenges.ttl_secs as i64),
+            push: self.push,
+            number_digits: self.challenges.number_digits,
             enrollment_ttl: time::Duration::seconds(self.devices.enrollment_ttl_secs as i64),
         })
     }
@@ -276,6 +311,9 @@ pub struct Settings {
     pub master_key_file: Option<PathBuf>,
     pub max_clock_skew_secs: u64,
     pub enrollment_ttl: time::Duration,
+    pub challenge_ttl: time::Duration,
+    pub number_digits: u8,
+    pub push: crate::push::PushConfig,
 }
 
 impl Settings {

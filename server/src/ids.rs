@@ -44,3 +44,7 @@ uuid_id!(
     /// A pending or used enrollment (activation code).
     EnrollmentId
 );
+uuid_id!(
+    /// A number-matching challenge.
+    ChallengeId
+);

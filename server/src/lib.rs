@@ -24,6 +24,7 @@
 pub mod api_keys;
 pub mod app;
 pub mod audit;
+pub mod challenges;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod error;
 pub mod extract;
 pub mod ids;
 pub mod middleware;
+pub mod push;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;

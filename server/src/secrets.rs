@@ -64,7 +64,8 @@ impl MasterKey {
         Self { prk: salt.extract(bytes) }
     }
 
-    fn derive(&self, label: &[u8]) -> [u8; 32] {
+    /// A 32-byte key for `label`; each label yields an unrelated key.
+    pub fn derive_key(&self, label: &[u8]) -> [u8; 32] {
         let mut out = [0u8; 32];
         let info = [label];
         // 32 bytes is always a valid HKDF-SHA256 output length, so these cannot fail.
@@ -76,11 +77,11 @@ impl MasterKey {
 
     /// The key that seals the audit chain head.
     pub fn audit_sealer(&self) -> HeadSealer {
-        HeadSealer::new(&self.derive(AUDIT_SEAL_LABEL))
+        HeadSealer::new(&self.derive_key(AUDIT_SEAL_LABEL))
     }
 
     fn storage_key(&self) -> LessSafeKey {
-        let bytes = self.derive(STORAGE_AEAD_LABEL);
+        let bytes = self.derive_key(STORAGE_AEAD_LABEL);
         // AES-256 takes exactly 32 bytes.
         LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &bytes).unwrap_or_else(|_| unreachable_key()))
     }

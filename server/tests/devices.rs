@@ -5,12 +5,14 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{PUBLIC_URL, TestApp, assert_error};
+use common::{
+    PUBLIC_URL, TestApp, activation_uri, assert_error, audit_actions, enroll, enrolled_device, signed_get,
+};
 use countersign::app::HttpLimits;
 use countersign_e2e::Engine;
 use countersign_e2e::device::TestDevice;
 use countersign_mobile_protocol::{
-    ActivationCode, EnrollmentResponse, EnrollmentUri, PublicKey, PushRegistration, PushToken, ServerUrl,
+    ActivationCode, EnrollmentUri, PublicKey, PushRegistration, PushToken, ServerUrl,
 };
 use serde_json::{Value, json};
 
@@ -20,53 +22,6 @@ async fn app(engine: Engine) -> (TestApp, String) {
     let app = TestApp::build(engine, HttpLimits::default()).await;
     let key = app.key("idp", "users:read users:write").await;
     (app, key)
-}
-
-/// Provisions `username` (if new) and returns a fresh activation URI for them.
-async fn activation_uri(app: &TestApp, key: &str, username: &str, second_device: bool) -> Value {
-    let created = app.post_json("/v1/users", key, json!({ "username": username })).await;
-    assert!(
-        created.status == StatusCode::CREATED || created.status == StatusCode::CONFLICT,
-        "{:?}",
-        created.body
-    );
-    let path = format!("/v1/users/{username}/enrollments");
-    let reply = app.post_json(&path, key, json!({ "second_device": second_device })).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
-    reply.body
-}
-
-async fn enroll(app: &TestApp, device: &mut TestDevice, uri: &str, push: PushRegistration) -> common::Reply {
-    let body = serde_json::to_vec(&device.enrollment(uri, push)).unwrap();
-    let reply = app.device_post("/device/v1/enroll", &body).await;
-    if reply.status == StatusCode::CREATED {
-        device.enrolled = Some(serde_json::from_value::<EnrollmentResponse>(reply.body.clone()).unwrap());
-    }
-    reply
-}
-
-async fn enrolled_device(app: &TestApp, key: &str, username: &str, push: PushRegistration) -> TestDevice {
-    let mut device = TestDevice::new();
-    let enrollment = activation_uri(app, key, username, false).await;
-    let reply = enroll(app, &mut device, enrollment["activation_uri"].as_str().unwrap(), push).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
-    device
-}
-
-async fn signed_get(app: &TestApp, device: &TestDevice, path: &str) -> common::Reply {
-    let headers = device.sign_request("GET", path, b"", app.now_unix());
-    app.signed("GET", path, b"", &headers).await
-}
-
-async fn audit_actions(app: &TestApp) -> Vec<(String, Value)> {
-    let head = app.store.audit_head().await.unwrap();
-    app.store
-        .audit_events(0, head.seq, 10_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.action, serde_json::from_str(&e.details).unwrap()))
-        .collect()
 }
 
 fn fcm(token: &str) -> PushRegistration {

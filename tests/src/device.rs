@@ -90,6 +90,19 @@ impl TestDevice {
         details.verify(&enrolled.server_public_key, &enrolled.server_id, &enrolled.device_id).unwrap()
     }
 
+    /// A signed answer with a chosen counter (to replay an old one).
+    pub fn answer_with_counter(
+        &self,
+        details: &countersign_mobile_protocol::ChallengeDetails,
+        decision: Decision,
+        number: &str,
+        counter: u64,
+    ) -> ChallengeResponse {
+        ChallengeAnswer::new(details, decision, number, self.device_id(), counter)
+            .sign(&self.key_pair, &self.rng)
+            .unwrap()
+    }
+
     /// A signed answer to a challenge, with the next counter.
     pub fn answer(
         &mut self,

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 pub mod device;
+pub mod fake_push;
 
 use base64::Engine as _;
 use sqlx::Connection;

@@ -55,6 +55,12 @@ pub enum Action {
     DeviceRevoked,
     DeviceUnenrolled,
     PushTokenUpdated,
+    /// A challenge entered this state (created = pending).
+    Challenge(crate::challenges::model::ChallengeState),
+    /// An app tried to redeem a challenge that is not redeemable (e.g. a second time).
+    ChallengeRedeemRefused,
+    /// The push provider reported a device's token dead; it was disabled.
+    PushTokenDisabled,
 }
 
 impl Action {
@@ -71,6 +77,21 @@ impl Action {
             Action::DeviceRevoked => "device.revoked",
             Action::DeviceUnenrolled => "device.unenrolled",
             Action::PushTokenUpdated => "device.push_token_updated",
+            Action::PushTokenDisabled => "device.push_token_disabled",
+            Action::ChallengeRedeemRefused => "challenge.redeem_refused",
+            Action::Challenge(state) => {
+                use crate::challenges::model::ChallengeState::*;
+                match state {
+                    Pending => "challenge.created",
+                    Approved => "challenge.approved",
+                    Denied => "challenge.denied",
+                    DeniedWrongNumber => "challenge.denied_wrong_number",
+                    Reported => "challenge.reported",
+                    Expired => "challenge.expired",
+                    Cancelled => "challenge.cancelled",
+                    Redeemed => "challenge.redeemed",
+                }
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use countersign_mobile_protocol::limits::MAX_DEVICE_REQUEST_BODY_LEN;
-use countersign_mobile_protocol::{EnrollmentRequest, ErrorCode, PendingChallenges, PushRegistration};
+use countersign_mobile_protocol::{EnrollmentRequest, ErrorCode, PushRegistration};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -65,7 +65,6 @@ impl From<DeviceError> for ApiError {
 pub fn device_routes() -> Router<AppState> {
     Router::new()
         .route("/device/v1/enroll", post(enroll))
-        .route("/device/v1/challenges", get(pending_challenges))
         .route("/device/v1/notices", get(notices))
         .route("/device/v1/push-token", put(update_push_token))
         .route("/device/v1", delete(unenroll))
@@ -98,7 +97,7 @@ impl<S: Send + Sync> FromRequest<S> for DeviceBody {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -109,7 +108,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 }
 
 /// Verifies the signed-request headers over this exact request.
-async fn signed_device(
+pub async fn signed_device(
     state: &AppState,
     method: &Method,
     uri: &OriginalUri,
@@ -126,19 +125,6 @@ async fn enroll(State(state): State<AppState>, DeviceBody(body): DeviceBody) -> 
     let request: EnrollmentRequest = parse_json(&body)?;
     let response = state.devices.enroll(request).await?;
     Ok((StatusCode::CREATED, Json(response)).into_response())
-}
-
-/// Auth: signed device request. Pending challenges for this device's user (§6.2).
-async fn pending_challenges(
-    State(state): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    DeviceBody(body): DeviceBody,
-) -> Result<Json<PendingChallenges>, ApiError> {
-    let _device = signed_device(&state, &method, &uri, &headers, &body).await?;
-    // Challenges are issued by the challenges capability; until one is pending the list is empty.
-    Ok(Json(PendingChallenges { challenges: Vec::new() }))
 }
 
 #[derive(Debug, Serialize)]

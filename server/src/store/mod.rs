@@ -17,7 +17,8 @@ use time::OffsetDateTime;
 use crate::api_keys::Scopes;
 use crate::audit::AuditEvent;
 use crate::audit::chain::{HeadSealer, StoredEvent, StoredHead};
-use crate::ids::{AppId, DeviceId, EnrollmentId, UserId};
+use crate::challenges::model::ChallengeState;
+use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
 
 /// Which database engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,19 @@ pub enum Conflict {
     PushToken,
     /// The user already has an active device and the enrollment was not issued for a second one.
     SecondDevice,
+    /// The app already used this idempotency key.
+    IdempotencyKey,
+}
+
+/// A compare-and-set found the row in another state than the operation requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// The response counter is not above the device's last accepted one.
+    CounterNotIncreasing,
+    /// The device was revoked.
+    DeviceInactive,
+    /// The challenge is no longer pending (or has expired).
+    ChallengeNotPending,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +68,8 @@ pub enum StoreError {
     Conflict(Conflict),
     #[error("record not found")]
     NotFound,
+    #[error("precondition failed: {0:?}")]
+    PreconditionFailed(Precondition),
     #[error("database error")]
     Database(#[source] sqlx::Error),
     #[error("migration failed")]
@@ -155,6 +171,69 @@ pub struct ServerKeyRecord {
     pub sealed_pkcs8: Vec<u8>,
     pub created_at: OffsetDateTime,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRecord {
+    pub id: ChallengeId,
+    pub app_id: AppId,
+    pub user_id: UserId,
+    pub state: ChallengeState,
+    pub number_tag: Vec<u8>,
+    pub number_sealed: Vec<u8>,
+    pub number_digits: i16,
+    pub server_nonce: Vec<u8>,
+    pub app_name: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub location: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub decided_at: Option<OffsetDateTime>,
+    pub decided_by_device: Option<DeviceId>,
+    pub redeemed_at: Option<OffsetDateTime>,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<Vec<u8>>,
+    pub is_silent: bool,
+}
+
+/// App-initiated or timed transitions; each is one conditional UPDATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeTransition {
+    /// `approved → redeemed`, by the app that created it, while the approval is fresh.
+    Redeem { app_id: AppId, decided_after: OffsetDateTime },
+    /// `pending → cancelled`, by the app that created it.
+    Cancel { app_id: AppId },
+    /// `pending → expired`, once `expires_at` has passed.
+    Expire,
+}
+
+/// A claimed push delivery: where to send what, until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushJob {
+    pub id: i64,
+    pub challenge_id: ChallengeId,
+    pub device_id: DeviceId,
+    pub attempts: i32,
+    pub push: StoredPush,
+    pub expires_at: OffsetDateTime,
+}
+
+/// How a push job ends, or when it is tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushJobResult {
+    Sent,
+    Retry {
+        at: OffsetDateTime,
+        error: String,
+    },
+    /// Gave up: permanent failure, or the challenge is over.
+    Failed {
+        error: String,
+    },
+}
+
+/// Callback building the audit event of each challenge a bulk operation changes.
+pub type ChallengeEvent<'a> = &'a (dyn Fn(&ChallengeRecord) -> AuditEvent + Send + Sync);
 
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
@@ -258,6 +337,91 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Appends an audit event that records no state change (a refused attempt).
     async fn record_audit(&self, audit: AuditEvent) -> Result<(), StoreError>;
 
+    /// Creates a challenge and its push jobs; the user's other pending challenges are
+    /// cancelled in the same transaction (one audit event each, from `superseded`).
+    async fn create_challenge(
+        &self,
+        challenge: ChallengeRecord,
+        push_devices: &[DeviceId],
+        audit: AuditEvent,
+        superseded: ChallengeEvent<'_>,
+    ) -> Result<ChallengeRecord, StoreError>;
+
+    async fn challenge_by_id(&self, id: ChallengeId) -> Result<Option<ChallengeRecord>, StoreError>;
+
+    async fn challenge_by_idempotency_key(
+        &self,
+        app: AppId,
+        key: &str,
+    ) -> Result<Option<ChallengeRecord>, StoreError>;
+
+    /// The user's pending, unexpired challenges, oldest first.
+    async fn pending_challenges(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ChallengeRecord>, StoreError>;
+
+    /// Number tags of the user's most recent challenges.
+    async fn recent_number_tags(&self, user: UserId, limit: u32) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// A device's answer: advances the device counter and moves `pending → to`, both by
+    /// compare-and-set in one transaction with the audit event.
+    async fn decide_challenge(
+        &self,
+        id: ChallengeId,
+        device: DeviceId,
+        counter: i64,
+        to: ChallengeState,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<ChallengeRecord, StoreError>;
+
+    /// Applies an app or timer transition; `NotFound` if the challenge is not in the required
+    /// state (or not the app's).
+    async fn transition_challenge(
+        &self,
+        id: ChallengeId,
+        transition: ChallengeTransition,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<ChallengeRecord, StoreError>;
+
+    /// Expires up to `limit` pending challenges past their expiry (skipping rows another
+    /// instance is handling).
+    async fn expire_due_challenges(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        event: ChallengeEvent<'_>,
+    ) -> Result<Vec<ChallengeRecord>, StoreError>;
+
+    /// Calls `on_change` with the id of every challenge that changes state on any instance
+    /// sharing the database, until the process ends. A hint only: callers re-read the row.
+    /// Single-instance engines return at once (in-process notification is enough).
+    async fn watch_challenges(
+        &self,
+        on_change: std::sync::Arc<dyn Fn(ChallengeId) + Send + Sync>,
+    ) -> Result<(), StoreError>;
+
+    /// Leases due push jobs for `lease` (another worker takes them over if this one dies).
+    async fn claim_push_jobs(
+        &self,
+        now: OffsetDateTime,
+        lease: time::Duration,
+        limit: u32,
+    ) -> Result<Vec<PushJob>, StoreError>;
+
+    async fn finish_push_job(
+        &self,
+        id: i64,
+        result: PushJobResult,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// The provider says this token is dead: the device falls back to pulling.
+    async fn disable_push_token(&self, device: DeviceId, audit: AuditEvent) -> Result<(), StoreError>;
+
     async fn server_key(&self) -> Result<Option<ServerKeyRecord>, StoreError>;
 
     /// Stores `key` unless a key exists already; returns the stored key (the first one wins, so
@@ -330,6 +494,7 @@ fn map_unique_violation(error: sqlx::Error) -> StoreError {
         ("users_username_key", "users.username", Conflict::Username),
         ("devices_public_key_key", "devices.public_key", Conflict::DeviceKey),
         ("devices_push_token_active_key", "devices.push_token", Conflict::PushToken),
+        ("challenges_idempotency_key", "challenges.idempotency_key", Conflict::IdempotencyKey),
     ];
     if let sqlx::Error::Database(db) = &error
         && db.is_unique_violation()

@@ -9,13 +9,15 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AppRecord, Conflict, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PoolStats, ServerKeyRecord,
-    Store, StoreError, StoredPush, UserRecord, check_migrations_applied, map_unique_violation, next_link,
+    AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict, DeviceRecord, Engine,
+    EnrollmentRecord, NoticeRecord, PoolStats, Precondition, PushJob, PushJobResult, ServerKeyRecord, Store,
+    StoreError, StoredPush, UserRecord, check_migrations_applied, map_unique_violation, next_link,
 };
 use crate::audit::AuditEvent;
 use crate::audit::chain::{HeadSealer, StoredEvent, StoredHead};
+use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
-use crate::ids::{AppId, DeviceId, EnrollmentId, UserId};
+use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -130,6 +132,43 @@ fn device_from_row(row: &sqlx::postgres::PgRow) -> Result<DeviceRecord, StoreErr
         revoked_at: row.try_get("revoked_at")?,
         last_counter: row.try_get("last_counter")?,
     })
+}
+
+fn challenge_from_row(row: &sqlx::postgres::PgRow) -> Result<ChallengeRecord, StoreError> {
+    let state: String = row.try_get("state")?;
+    Ok(ChallengeRecord {
+        id: ChallengeId(row.try_get("id")?),
+        app_id: AppId(row.try_get("app_id")?),
+        user_id: UserId(row.try_get("user_id")?),
+        state: state.parse().map_err(StoreError::Corrupt)?,
+        number_tag: row.try_get("number_tag")?,
+        number_sealed: row.try_get("number_sealed")?,
+        number_digits: row.try_get("number_digits")?,
+        server_nonce: row.try_get("server_nonce")?,
+        app_name: row.try_get("app_name")?,
+        ip: row.try_get("ip")?,
+        user_agent: row.try_get("user_agent")?,
+        location: row.try_get("location")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        decided_at: row.try_get("decided_at")?,
+        decided_by_device: row.try_get::<Option<Uuid>, _>("decided_by_device")?.map(DeviceId),
+        redeemed_at: row.try_get("redeemed_at")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        request_hash: row.try_get("request_hash")?,
+        is_silent: row.try_get("is_silent")?,
+    })
+}
+
+const CHALLENGE_COLUMNS: &str = "id, app_id, user_id, state, number_tag, number_sealed, number_digits, server_nonce, app_name, ip, user_agent, location, created_at, expires_at, decided_at, decided_by_device, redeemed_at, idempotency_key, request_hash, is_silent";
+
+/// Tells every instance that a challenge changed; delivered when the transaction commits.
+async fn notify_change(conn: &mut PgConnection, id: ChallengeId) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify('countersign_challenges', $1)")
+        .bind(id.0.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 const ENROLLMENT_COLUMNS: &str = "id, user_id, code_hash, code_sealed, is_second_device, created_by, created_at, expires_at, used_at, device_id";
@@ -541,6 +580,341 @@ impl Store for PgStore {
     async fn record_audit(&self, audit: AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         self.append_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_challenge(
+        &self,
+        c: ChallengeRecord,
+        push_devices: &[DeviceId],
+        audit: AuditEvent,
+        superseded: ChallengeEvent<'_>,
+    ) -> Result<ChallengeRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE challenges SET state = 'cancelled', decided_at = $2
+             WHERE user_id = $1 AND state = 'pending' RETURNING {CHALLENGE_COLUMNS}"
+        ));
+        let cancelled = sqlx::query(sql).bind(c.user_id.0).bind(c.created_at).fetch_all(&mut *tx).await?;
+        for row in &cancelled {
+            let old = challenge_from_row(row)?;
+            self.append_audit(&mut tx, &superseded(&old)).await?;
+            notify_change(&mut tx, old.id).await?;
+        }
+        let sql = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO challenges ({CHALLENGE_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+        ));
+        sqlx::query(sql)
+            .bind(c.id.0)
+            .bind(c.app_id.0)
+            .bind(c.user_id.0)
+            .bind(c.state.as_str())
+            .bind(&c.number_tag)
+            .bind(&c.number_sealed)
+            .bind(c.number_digits)
+            .bind(&c.server_nonce)
+            .bind(&c.app_name)
+            .bind(&c.ip)
+            .bind(&c.user_agent)
+            .bind(&c.location)
+            .bind(c.created_at)
+            .bind(c.expires_at)
+            .bind(c.decided_at)
+            .bind(c.decided_by_device.map(|d| d.0))
+            .bind(c.redeemed_at)
+            .bind(&c.idempotency_key)
+            .bind(&c.request_hash)
+            .bind(c.is_silent)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_unique_violation)?;
+        for device in push_devices {
+            sqlx::query(
+                "INSERT INTO push_outbox (challenge_id, device_id, state, next_attempt_at, updated_at)
+                 VALUES ($1, $2, 'queued', $3, $3)",
+            )
+            .bind(c.id.0)
+            .bind(device.0)
+            .bind(c.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        self.append_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(c)
+    }
+
+    async fn challenge_by_id(&self, id: ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = $1"));
+        sqlx::query(sql)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(challenge_from_row)
+            .transpose()
+    }
+
+    async fn challenge_by_idempotency_key(
+        &self,
+        app: AppId,
+        key: &str,
+    ) -> Result<Option<ChallengeRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE app_id = $1 AND idempotency_key = $2"
+        ));
+        sqlx::query(sql)
+            .bind(app.0)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(challenge_from_row)
+            .transpose()
+    }
+
+    async fn pending_challenges(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ChallengeRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges
+             WHERE user_id = $1 AND state = 'pending' AND expires_at > $2 ORDER BY created_at, id"
+        ));
+        sqlx::query(sql)
+            .bind(user.0)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(challenge_from_row)
+            .collect()
+    }
+
+    async fn recent_number_tags(&self, user: UserId, limit: u32) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT number_tag FROM challenges WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2",
+        )
+        .bind(user.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn decide_challenge(
+        &self,
+        id: ChallengeId,
+        device: DeviceId,
+        counter: i64,
+        to: ChallengeState,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<ChallengeRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let advanced = sqlx::query(
+            "UPDATE devices SET last_counter = $2 WHERE id = $1 AND revoked_at IS NULL AND last_counter < $2
+             RETURNING id",
+        )
+        .bind(device.0)
+        .bind(counter)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if advanced.is_none() {
+            let revoked: Option<Option<OffsetDateTime>> =
+                sqlx::query_scalar("SELECT revoked_at FROM devices WHERE id = $1")
+                    .bind(device.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Err(StoreError::PreconditionFailed(match revoked {
+                Some(None) => Precondition::CounterNotIncreasing,
+                _ => Precondition::DeviceInactive,
+            }));
+        }
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE challenges SET state = $2, decided_at = $3, decided_by_device = $4
+             WHERE id = $1 AND state = 'pending' AND expires_at > $3 RETURNING {CHALLENGE_COLUMNS}"
+        ));
+        let row = sqlx::query(sql)
+            .bind(id.0)
+            .bind(to.as_str())
+            .bind(now)
+            .bind(device.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::PreconditionFailed(Precondition::ChallengeNotPending))?;
+        let challenge = challenge_from_row(&row)?;
+        self.append_audit(&mut tx, &audit).await?;
+        notify_change(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(challenge)
+    }
+
+    async fn transition_challenge(
+        &self,
+        id: ChallengeId,
+        transition: ChallengeTransition,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<ChallengeRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let query = match transition {
+            ChallengeTransition::Redeem { app_id, decided_after } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE challenges SET state = 'redeemed', redeemed_at = $2
+                 WHERE id = $1 AND app_id = $3 AND state = 'approved' AND decided_at > $4 RETURNING {CHALLENGE_COLUMNS}"
+            )))
+            .bind(id.0)
+            .bind(now)
+            .bind(app_id.0)
+            .bind(decided_after),
+            ChallengeTransition::Cancel { app_id } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE challenges SET state = 'cancelled', decided_at = $2
+                 WHERE id = $1 AND app_id = $3 AND state = 'pending' RETURNING {CHALLENGE_COLUMNS}"
+            )))
+            .bind(id.0)
+            .bind(now)
+            .bind(app_id.0),
+            ChallengeTransition::Expire => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE challenges SET state = 'expired', decided_at = expires_at
+                 WHERE id = $1 AND state = 'pending' AND expires_at <= $2 RETURNING {CHALLENGE_COLUMNS}"
+            )))
+            .bind(id.0)
+            .bind(now),
+        };
+        let row = query.fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound)?;
+        let challenge = challenge_from_row(&row)?;
+        self.append_audit(&mut tx, &audit).await?;
+        notify_change(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(challenge)
+    }
+
+    async fn expire_due_challenges(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        event: ChallengeEvent<'_>,
+    ) -> Result<Vec<ChallengeRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE challenges SET state = 'expired', decided_at = expires_at
+             WHERE id IN (SELECT id FROM challenges WHERE state = 'pending' AND expires_at <= $1
+                          ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING {CHALLENGE_COLUMNS}"
+        ));
+        let rows = sqlx::query(sql).bind(now).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
+        let mut expired = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let challenge = challenge_from_row(row)?;
+            self.append_audit(&mut tx, &event(&challenge)).await?;
+            notify_change(&mut tx, challenge.id).await?;
+            expired.push(challenge);
+        }
+        tx.commit().await?;
+        Ok(expired)
+    }
+
+    async fn watch_challenges(
+        &self,
+        on_change: std::sync::Arc<dyn Fn(ChallengeId) + Send + Sync>,
+    ) -> Result<(), StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen("countersign_challenges").await?;
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(notification) => {
+                        if let Ok(id) = Uuid::parse_str(notification.payload()) {
+                            on_change(ChallengeId(id));
+                        }
+                    }
+                    // PgListener reconnects by itself on the next recv; waiters re-check
+                    // periodically, so a notification lost meanwhile only costs latency.
+                    Err(error) => {
+                        tracing::warn!(%error, "challenge notification listener error; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn claim_push_jobs(
+        &self,
+        now: OffsetDateTime,
+        lease: time::Duration,
+        limit: u32,
+    ) -> Result<Vec<PushJob>, StoreError> {
+        let rows = sqlx::query(
+            "WITH claimed AS (
+                 UPDATE push_outbox SET next_attempt_at = $2, attempts = attempts + 1, updated_at = $1
+                 WHERE id IN (SELECT id FROM push_outbox WHERE state = 'queued' AND next_attempt_at <= $1
+                              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, challenge_id, device_id, attempts)
+             SELECT claimed.id, claimed.challenge_id, claimed.device_id, claimed.attempts,
+                    d.push_provider, d.push_token, d.push_environment, c.expires_at
+             FROM claimed JOIN devices d ON d.id = claimed.device_id JOIN challenges c ON c.id = claimed.challenge_id",
+        )
+        .bind(now)
+        .bind(now + lease)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PushJob {
+                    id: row.try_get("id")?,
+                    challenge_id: ChallengeId(row.try_get("challenge_id")?),
+                    device_id: DeviceId(row.try_get("device_id")?),
+                    attempts: row.try_get("attempts")?,
+                    push: StoredPush {
+                        provider: row.try_get("push_provider")?,
+                        token: row.try_get("push_token")?,
+                        environment: row.try_get("push_environment")?,
+                    },
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_push_job(
+        &self,
+        id: i64,
+        result: PushJobResult,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (state, next, error) = match result {
+            PushJobResult::Sent => ("sent", now, None),
+            PushJobResult::Retry { at, error } => ("queued", at, Some(error)),
+            PushJobResult::Failed { error } => ("failed", now, Some(error)),
+        };
+        sqlx::query("UPDATE push_outbox SET state = $2, next_attempt_at = $3, last_error = $4, updated_at = $5 WHERE id = $1")
+            .bind(id)
+            .bind(state)
+            .bind(next)
+            .bind(error)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn disable_push_token(&self, device: DeviceId, audit: AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE devices SET push_provider = 'none', push_token = NULL, push_environment = NULL
+             WHERE id = $1 AND push_provider <> 'none'",
+        )
+        .bind(device.0)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 1 {
+            self.append_audit(&mut tx, &audit).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

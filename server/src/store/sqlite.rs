@@ -16,13 +16,15 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AppRecord, Conflict, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PoolStats, ServerKeyRecord,
-    Store, StoreError, StoredPush, UserRecord, check_migrations_applied, map_unique_violation, next_link,
+    AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict, DeviceRecord, Engine,
+    EnrollmentRecord, NoticeRecord, PoolStats, Precondition, PushJob, PushJobResult, ServerKeyRecord, Store,
+    StoreError, StoredPush, UserRecord, check_migrations_applied, map_unique_violation, next_link,
 };
 use crate::audit::AuditEvent;
 use crate::audit::chain::{HeadSealer, StoredEvent, StoredHead};
+use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
-use crate::ids::{AppId, DeviceId, EnrollmentId, UserId};
+use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -155,6 +157,37 @@ fn device_from_row(row: &SqliteRow) -> Result<DeviceRecord, StoreError> {
         last_counter: row.try_get("last_counter")?,
     })
 }
+
+fn challenge_from_row(row: &SqliteRow) -> Result<ChallengeRecord, StoreError> {
+    let state: String = row.try_get("state")?;
+    let decided_by: Option<String> = row.try_get("decided_by_device")?;
+    Ok(ChallengeRecord {
+        id: ChallengeId(uuid_at(row, "id")?),
+        app_id: AppId(uuid_at(row, "app_id")?),
+        user_id: UserId(uuid_at(row, "user_id")?),
+        state: state.parse().map_err(StoreError::Corrupt)?,
+        number_tag: row.try_get("number_tag")?,
+        number_sealed: row.try_get("number_sealed")?,
+        number_digits: row.try_get("number_digits")?,
+        server_nonce: row.try_get("server_nonce")?,
+        app_name: row.try_get("app_name")?,
+        ip: row.try_get("ip")?,
+        user_agent: row.try_get("user_agent")?,
+        location: row.try_get("location")?,
+        created_at: time_at(row, "created_at")?,
+        expires_at: time_at(row, "expires_at")?,
+        decided_at: optional_time_at(row, "decided_at")?,
+        decided_by_device: decided_by
+            .map(|id| parse_uuid(&id, "decided_by_device").map(DeviceId))
+            .transpose()?,
+        redeemed_at: optional_time_at(row, "redeemed_at")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        request_hash: row.try_get("request_hash")?,
+        is_silent: row.try_get("is_silent")?,
+    })
+}
+
+const CHALLENGE_COLUMNS: &str = "id, app_id, user_id, state, number_tag, number_sealed, number_digits, server_nonce, app_name, ip, user_agent, location, created_at, expires_at, decided_at, decided_by_device, redeemed_at, idempotency_key, request_hash, is_silent";
 
 const ENROLLMENT_COLUMNS: &str = "id, user_id, code_hash, code_sealed, is_second_device, created_by, created_at, expires_at, used_at, device_id";
 const DEVICE_COLUMNS: &str = "id, user_id, public_key, push_provider, push_token, push_environment, name, platform, created_at, revoked_at, last_counter";
@@ -594,6 +627,330 @@ impl Store for SqliteStore {
     async fn record_audit(&self, audit: AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         self.append_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_challenge(
+        &self,
+        c: ChallengeRecord,
+        push_devices: &[DeviceId],
+        audit: AuditEvent,
+        superseded: ChallengeEvent<'_>,
+    ) -> Result<ChallengeRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE challenges SET state = 'cancelled', decided_at = ?2
+             WHERE user_id = ?1 AND state = 'pending' RETURNING {CHALLENGE_COLUMNS}"
+        ));
+        let cancelled = sqlx::query(sql)
+            .bind(c.user_id.0.to_string())
+            .bind(unix_micros(c.created_at))
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &cancelled {
+            let old = challenge_from_row(row)?;
+            self.append_audit(&mut tx, &superseded(&old)).await?;
+        }
+        let sql = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO challenges ({CHALLENGE_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+        ));
+        sqlx::query(sql)
+            .bind(c.id.0.to_string())
+            .bind(c.app_id.0.to_string())
+            .bind(c.user_id.0.to_string())
+            .bind(c.state.as_str())
+            .bind(&c.number_tag)
+            .bind(&c.number_sealed)
+            .bind(c.number_digits)
+            .bind(&c.server_nonce)
+            .bind(&c.app_name)
+            .bind(&c.ip)
+            .bind(&c.user_agent)
+            .bind(&c.location)
+            .bind(unix_micros(c.created_at))
+            .bind(unix_micros(c.expires_at))
+            .bind(c.decided_at.map(unix_micros))
+            .bind(c.decided_by_device.map(|d| d.0.to_string()))
+            .bind(c.redeemed_at.map(unix_micros))
+            .bind(&c.idempotency_key)
+            .bind(&c.request_hash)
+            .bind(c.is_silent)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_unique_violation)?;
+        for device in push_devices {
+            sqlx::query(
+                "INSERT INTO push_outbox (challenge_id, device_id, state, next_attempt_at, updated_at)
+                 VALUES (?1, ?2, 'queued', ?3, ?3)",
+            )
+            .bind(c.id.0.to_string())
+            .bind(device.0.to_string())
+            .bind(unix_micros(c.created_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        self.append_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(c)
+    }
+
+    async fn challenge_by_id(&self, id: ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = ?1"));
+        sqlx::query(sql)
+            .bind(id.0.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(challenge_from_row)
+            .transpose()
+    }
+
+    async fn challenge_by_idempotency_key(
+        &self,
+        app: AppId,
+        key: &str,
+    ) -> Result<Option<ChallengeRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE app_id = ?1 AND idempotency_key = ?2"
+        ));
+        sqlx::query(sql)
+            .bind(app.0.to_string())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(challenge_from_row)
+            .transpose()
+    }
+
+    async fn pending_challenges(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ChallengeRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges
+             WHERE user_id = ?1 AND state = 'pending' AND expires_at > ?2 ORDER BY created_at, id"
+        ));
+        sqlx::query(sql)
+            .bind(user.0.to_string())
+            .bind(unix_micros(now))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(challenge_from_row)
+            .collect()
+    }
+
+    async fn recent_number_tags(&self, user: UserId, limit: u32) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT number_tag FROM challenges WHERE user_id = ?1 ORDER BY created_at DESC LIMIT ?2",
+        )
+        .bind(user.0.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn decide_challenge(
+        &self,
+        id: ChallengeId,
+        device: DeviceId,
+        counter: i64,
+        to: ChallengeState,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<ChallengeRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let advanced = sqlx::query(
+            "UPDATE devices SET last_counter = ?2 WHERE id = ?1 AND revoked_at IS NULL AND last_counter < ?2
+             RETURNING id",
+        )
+        .bind(device.0.to_string())
+        .bind(counter)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if advanced.is_none() {
+            let revoked: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT revoked_at FROM devices WHERE id = ?1")
+                    .bind(device.0.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Err(StoreError::PreconditionFailed(match revoked {
+                Some(None) => Precondition::CounterNotIncreasing,
+                _ => Precondition::DeviceInactive,
+            }));
+        }
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE challenges SET state = ?2, decided_at = ?3, decided_by_device = ?4
+             WHERE id = ?1 AND state = 'pending' AND expires_at > ?3 RETURNING {CHALLENGE_COLUMNS}"
+        ));
+        let row = sqlx::query(sql)
+            .bind(id.0.to_string())
+            .bind(to.as_str())
+            .bind(unix_micros(now))
+            .bind(device.0.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::PreconditionFailed(Precondition::ChallengeNotPending))?;
+        let challenge = challenge_from_row(&row)?;
+        self.append_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(challenge)
+    }
+
+    async fn transition_challenge(
+        &self,
+        id: ChallengeId,
+        transition: ChallengeTransition,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<ChallengeRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let query = match transition {
+            ChallengeTransition::Redeem { app_id, decided_after } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE challenges SET state = 'redeemed', redeemed_at = ?2
+                 WHERE id = ?1 AND app_id = ?3 AND state = 'approved' AND decided_at > ?4 RETURNING {CHALLENGE_COLUMNS}"
+            )))
+            .bind(id.0.to_string())
+            .bind(unix_micros(now))
+            .bind(app_id.0.to_string())
+            .bind(unix_micros(decided_after)),
+            ChallengeTransition::Cancel { app_id } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE challenges SET state = 'cancelled', decided_at = ?2
+                 WHERE id = ?1 AND app_id = ?3 AND state = 'pending' RETURNING {CHALLENGE_COLUMNS}"
+            )))
+            .bind(id.0.to_string())
+            .bind(unix_micros(now))
+            .bind(app_id.0.to_string()),
+            ChallengeTransition::Expire => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE challenges SET state = 'expired', decided_at = expires_at
+                 WHERE id = ?1 AND state = 'pending' AND expires_at <= ?2 RETURNING {CHALLENGE_COLUMNS}"
+            )))
+            .bind(id.0.to_string())
+            .bind(unix_micros(now)),
+        };
+        let row = query.fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound)?;
+        let challenge = challenge_from_row(&row)?;
+        self.append_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(challenge)
+    }
+
+    async fn expire_due_challenges(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        event: ChallengeEvent<'_>,
+    ) -> Result<Vec<ChallengeRecord>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE challenges SET state = 'expired', decided_at = expires_at
+             WHERE id IN (SELECT id FROM challenges WHERE state = 'pending' AND expires_at <= ?1
+                          ORDER BY expires_at LIMIT ?2)
+             RETURNING {CHALLENGE_COLUMNS}"
+        ));
+        let rows = sqlx::query(sql).bind(unix_micros(now)).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
+        let mut expired = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let challenge = challenge_from_row(row)?;
+            self.append_audit(&mut tx, &event(&challenge)).await?;
+            expired.push(challenge);
+        }
+        tx.commit().await?;
+        Ok(expired)
+    }
+
+    async fn watch_challenges(
+        &self,
+        _on_change: std::sync::Arc<dyn Fn(ChallengeId) + Send + Sync>,
+    ) -> Result<(), StoreError> {
+        // One instance per SQLite file: the in-process notification already reaches every waiter.
+        Ok(())
+    }
+
+    async fn claim_push_jobs(
+        &self,
+        now: OffsetDateTime,
+        lease: time::Duration,
+        limit: u32,
+    ) -> Result<Vec<PushJob>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE push_outbox SET next_attempt_at = ?2, attempts = attempts + 1, updated_at = ?1
+             WHERE id IN (SELECT id FROM push_outbox WHERE state = 'queued' AND next_attempt_at <= ?1
+                          ORDER BY next_attempt_at LIMIT ?3)
+             RETURNING id",
+        )
+        .bind(unix_micros(now))
+        .bind(unix_micros(now + lease))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query(
+                "SELECT o.id, o.challenge_id, o.device_id, o.attempts, d.push_provider, d.push_token,
+                        d.push_environment, c.expires_at
+                 FROM push_outbox o JOIN devices d ON d.id = o.device_id JOIN challenges c ON c.id = o.challenge_id
+                 WHERE o.id = ?1",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            jobs.push(PushJob {
+                id: row.try_get("id")?,
+                challenge_id: ChallengeId(uuid_at(&row, "challenge_id")?),
+                device_id: DeviceId(uuid_at(&row, "device_id")?),
+                attempts: row.try_get("attempts")?,
+                push: StoredPush {
+                    provider: row.try_get("push_provider")?,
+                    token: row.try_get("push_token")?,
+                    environment: row.try_get("push_environment")?,
+                },
+                expires_at: time_at(&row, "expires_at")?,
+            });
+        }
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    async fn finish_push_job(
+        &self,
+        id: i64,
+        result: PushJobResult,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (state, next, error) = match result {
+            PushJobResult::Sent => ("sent", now, None),
+            PushJobResult::Retry { at, error } => ("queued", at, Some(error)),
+            PushJobResult::Failed { error } => ("failed", now, Some(error)),
+        };
+        sqlx::query("UPDATE push_outbox SET state = ?2, next_attempt_at = ?3, last_error = ?4, updated_at = ?5 WHERE id = ?1")
+            .bind(id)
+            .bind(state)
+            .bind(unix_micros(next))
+            .bind(error)
+            .bind(unix_micros(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn disable_push_token(&self, device: DeviceId, audit: AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE devices SET push_provider = 'none', push_token = NULL, push_environment = NULL
+             WHERE id = ?1 AND push_provider <> 'none'",
+        )
+        .bind(device.0.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 1 {
+            self.append_audit(&mut tx, &audit).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

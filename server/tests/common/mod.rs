@@ -67,6 +67,7 @@ impl TestApp {
             dyn_clock,
             Arc::clone(&master),
             settings,
+            countersign::challenges::service::ChallengeSettings::default(),
             countersign::telemetry::prometheus(),
         )
         .await
@@ -163,4 +164,62 @@ pub fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
     assert!(reply.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{:?}", reply.body);
     let request_id = reply.headers.get("x-request-id").unwrap().to_str().unwrap();
     assert_eq!(reply.body["request_id"], request_id, "the body quotes the request id the header carries");
+}
+
+/// Provisions `username` (if new) and returns a fresh enrollment (with `activation_uri`).
+pub async fn activation_uri(app: &TestApp, key: &str, username: &str, second_device: bool) -> Value {
+    let created = app.post_json("/v1/users", key, serde_json::json!({ "username": username })).await;
+    assert!(
+        created.status == StatusCode::CREATED || created.status == StatusCode::CONFLICT,
+        "{:?}",
+        created.body
+    );
+    let path = format!("/v1/users/{username}/enrollments");
+    let reply = app.post_json(&path, key, serde_json::json!({ "second_device": second_device })).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    reply.body
+}
+
+pub async fn enroll(
+    app: &TestApp,
+    device: &mut countersign_e2e::device::TestDevice,
+    uri: &str,
+    push: countersign_mobile_protocol::PushRegistration,
+) -> Reply {
+    let body = serde_json::to_vec(&device.enrollment(uri, push)).unwrap();
+    let reply = app.device_post("/device/v1/enroll", &body).await;
+    if reply.status == StatusCode::CREATED {
+        device.enrolled = Some(serde_json::from_value(reply.body.clone()).unwrap());
+    }
+    reply
+}
+
+pub async fn enrolled_device(
+    app: &TestApp,
+    key: &str,
+    username: &str,
+    push: countersign_mobile_protocol::PushRegistration,
+) -> countersign_e2e::device::TestDevice {
+    let mut device = countersign_e2e::device::TestDevice::new();
+    let enrollment = activation_uri(app, key, username, false).await;
+    let reply = enroll(app, &mut device, enrollment["activation_uri"].as_str().unwrap(), push).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    device
+}
+
+pub async fn signed_get(app: &TestApp, device: &countersign_e2e::device::TestDevice, path: &str) -> Reply {
+    let headers = device.sign_request("GET", path, b"", app.now_unix());
+    app.signed("GET", path, b"", &headers).await
+}
+
+/// Every audit event so far, as (action, details).
+pub async fn audit_actions(app: &TestApp) -> Vec<(String, Value)> {
+    let head = app.store.audit_head().await.unwrap();
+    app.store
+        .audit_events(0, head.seq, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.action, serde_json::from_str(&e.details).unwrap()))
+        .collect()
 }

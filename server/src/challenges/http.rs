@@ -1,0 +1,355 @@
+//! Challenge routes: `/v1/challenges` for apps, `/device/v1/challenges/...` for phones.
+
+use axum::extract::{OriginalUri, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use countersign_mobile_protocol::{
+    ChallengeResponse, ChallengeResponseResult, ErrorCode, PendingChallenges, SignedChallengeDetails,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::model::ChallengeState;
+use super::service::{ChallengeContext, ChallengeError};
+use crate::api_keys::Scope;
+use crate::api_keys::service::AuthenticatedApp;
+use crate::app::AppState;
+use crate::devices::http::{DeviceBody, parse_json, signed_device};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath};
+use crate::ids::{ChallengeId, DeviceId};
+use crate::store::{ChallengeRecord, DeviceRecord};
+
+impl From<ChallengeError> for ApiError {
+    fn from(error: ChallengeError) -> Self {
+        let message = error.to_string();
+        let protocol = |code: ErrorCode| {
+            let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            ApiError::new(status, code.as_str(), message.clone())
+        };
+        match error {
+            ChallengeError::InvalidInput(_) => ApiError::invalid_request(message),
+            ChallengeError::IdempotencyKeyReused => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", message)
+            }
+            ChallengeError::NoDevice => ApiError::new(StatusCode::CONFLICT, "no_enrolled_device", message),
+            ChallengeError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "challenge_not_found", message),
+            ChallengeError::InvalidWait(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_wait", message),
+            ChallengeError::AlreadyRedeemed => {
+                ApiError::new(StatusCode::CONFLICT, "already_redeemed", message)
+            }
+            ChallengeError::NotApproved(_) => {
+                ApiError::new(StatusCode::CONFLICT, "challenge_not_approved", message)
+            }
+            ChallengeError::ApprovalStale => ApiError::new(StatusCode::CONFLICT, "approval_stale", message),
+            ChallengeError::NotPending(_) => {
+                ApiError::new(StatusCode::CONFLICT, "challenge_not_pending", message)
+            }
+            ChallengeError::Protocol(e) => match e.error_code() {
+                ErrorCode::InternalError => ApiError::internal(&e),
+                code => protocol(code),
+            },
+            ChallengeError::SignatureInvalid => protocol(ErrorCode::SignatureInvalid),
+            ChallengeError::ChallengeNotFound => protocol(ErrorCode::ChallengeNotFound),
+            ChallengeError::ChallengeNotPending => protocol(ErrorCode::ChallengeNotPending),
+            ChallengeError::ChallengeExpired => protocol(ErrorCode::ChallengeExpired),
+            ChallengeError::CounterNotIncreasing => protocol(ErrorCode::CounterNotIncreasing),
+            ChallengeError::DeviceRevoked => protocol(ErrorCode::DeviceRevoked),
+            ChallengeError::Internal(_) => ApiError::internal(&error),
+            ChallengeError::Store(e) => e.into(),
+        }
+    }
+}
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_challenge))
+        .routes(routes!(get_challenge))
+        .routes(routes!(redeem_challenge))
+        .routes(routes!(cancel_challenge))
+        .routes(routes!(user_factors))
+}
+
+pub fn device_routes() -> Router<AppState> {
+    Router::new()
+        .route("/device/v1/challenges", get(pending_for_device))
+        .route("/device/v1/challenges/{id}", get(details_for_device))
+        .route("/device/v1/challenges/{id}/response", post(respond))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            countersign_mobile_protocol::limits::MAX_DEVICE_REQUEST_BODY_LEN,
+        ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChallengeRequest {
+    pub username: String,
+    #[serde(default)]
+    pub context: ChallengeContext,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedChallengeView {
+    pub id: ChallengeId,
+    /// Show this on the login screen. It is never sent to the phone, never logged.
+    pub number: String,
+    pub number_digits: i16,
+    pub state: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ChallengeView {
+    pub id: ChallengeId,
+    /// pending, approved, denied, denied_wrong_number, reported, expired, cancelled, redeemed.
+    pub state: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub decided_at: Option<OffsetDateTime>,
+    pub decided_by_device: Option<DeviceId>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub redeemed_at: Option<OffsetDateTime>,
+}
+
+impl From<ChallengeRecord> for ChallengeView {
+    fn from(c: ChallengeRecord) -> Self {
+        Self {
+            id: c.id,
+            state: c.state.as_str().to_owned(),
+            created_at: c.created_at,
+            expires_at: c.expires_at,
+            decided_at: c.decided_at.filter(|_| c.state != ChallengeState::Pending),
+            decided_by_device: c.decided_by_device,
+            redeemed_at: c.redeemed_at,
+        }
+    }
+}
+
+/// Auth: app API key, scope `challenges:write`. Starts a number-matching challenge.
+#[utoipa::path(
+    post,
+    path = "/v1/challenges",
+    tag = "challenges",
+    security(("api_key" = ["challenges:write"])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: same key + same body → same challenge")),
+    request_body = CreateChallengeRequest,
+    responses(
+        (status = 201, description = "Created; show `number` on the login screen", body = CreatedChallengeView),
+        (status = 409, description = "No enrolled device (also for unknown users)", body = ErrorBody),
+        (status = 422, description = "Invalid context, or Idempotency-Key reused with another body", body = ErrorBody),
+    )
+)]
+async fn create_challenge(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateChallengeRequest>,
+) -> Result<(StatusCode, Json<CreatedChallengeView>), ApiError> {
+    app.require(Scope::ChallengesWrite)?;
+    let key = match headers.get("idempotency-key") {
+        Some(value) => {
+            Some(value.to_str().map_err(|_| ApiError::invalid_request("Idempotency-Key must be ASCII"))?)
+        }
+        None => None,
+    };
+    let created = state.challenges.create(&app, &body.username, body.context, key).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedChallengeView {
+            id: created.record.id,
+            number: created.number,
+            number_digits: created.record.number_digits,
+            state: created.record.state.as_str().to_owned(),
+            expires_at: created.record.expires_at,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Long-poll: wait up to this many seconds (0-30) for the challenge to leave `pending`.
+    pub wait: Option<u64>,
+}
+
+/// Auth: app API key, scope `challenges:read` or `challenges:write`; only the creating app.
+#[utoipa::path(
+    get,
+    path = "/v1/challenges/{id}",
+    tag = "challenges",
+    security(("api_key" = ["challenges:read"])),
+    params(("id" = String, Path), WaitQuery),
+    responses(
+        (status = 200, description = "Current state", body = ChallengeView),
+        (status = 400, description = "wait out of range", body = ErrorBody),
+        (status = 404, description = "No such challenge for this app", body = ErrorBody),
+    )
+)]
+async fn get_challenge(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    ApiPath(id): ApiPath<uuid::Uuid>,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ChallengeView>, ApiError> {
+    if app.require(Scope::ChallengesRead).is_err() {
+        app.require(Scope::ChallengesWrite)?;
+    }
+    let Query(query) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_wait", e.body_text()))?;
+    let challenge = state.challenges.status(&app, ChallengeId(id), query.wait.unwrap_or(0)).await?;
+    Ok(Json(challenge.into()))
+}
+
+/// Auth: app API key, scope `challenges:write`. Consumes an approval exactly once.
+#[utoipa::path(
+    post,
+    path = "/v1/challenges/{id}/redeem",
+    tag = "challenges",
+    security(("api_key" = ["challenges:write"])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Redeemed: the second factor is proven", body = ChallengeView),
+        (status = 409, description = "Not approved, already redeemed (audited) or stale", body = ErrorBody),
+        (status = 404, description = "No such challenge for this app", body = ErrorBody),
+    )
+)]
+async fn redeem_challenge(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    ApiPath(id): ApiPath<uuid::Uuid>,
+) -> Result<Json<ChallengeView>, ApiError> {
+    app.require(Scope::ChallengesWrite)?;
+    Ok(Json(state.challenges.redeem(&app, ChallengeId(id)).await?.into()))
+}
+
+/// Auth: app API key, scope `challenges:write`. Cancels a pending challenge.
+#[utoipa::path(
+    post,
+    path = "/v1/challenges/{id}/cancel",
+    tag = "challenges",
+    security(("api_key" = ["challenges:write"])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Cancelled", body = ChallengeView),
+        (status = 409, description = "Not pending", body = ErrorBody),
+    )
+)]
+async fn cancel_challenge(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    ApiPath(id): ApiPath<uuid::Uuid>,
+) -> Result<Json<ChallengeView>, ApiError> {
+    app.require(Scope::ChallengesWrite)?;
+    Ok(Json(state.challenges.cancel(&app, ChallengeId(id)).await?.into()))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FactorView {
+    /// `push` (number matching) or `passkey`.
+    pub factor: String,
+    pub available: bool,
+    /// Why not, when unavailable.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FactorsView {
+    pub username: String,
+    pub factors: Vec<FactorView>,
+    /// True when the user has no usable factor and must enroll.
+    pub enrollment_required: bool,
+}
+
+/// Auth: app API key, scope `users:read`. Pre-auth: which factors the user can use right now.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{username}/factors",
+    tag = "challenges",
+    security(("api_key" = ["users:read"])),
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, description = "Factors", body = FactorsView),
+        (status = 404, description = "No such user", body = ErrorBody),
+    )
+)]
+async fn user_factors(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    ApiPath(username): ApiPath<String>,
+) -> Result<Json<FactorsView>, ApiError> {
+    app.require(Scope::UsersRead)?;
+    let devices = state.devices.list_devices(&username).await?;
+    let active = devices.iter().filter(|d| d.is_active()).count();
+    let push = FactorView {
+        factor: "push".into(),
+        available: active > 0,
+        reason: (active == 0).then(|| "no enrolled device: create an enrollment".to_owned()),
+    };
+    let passkey = FactorView {
+        factor: "passkey".into(),
+        available: false,
+        reason: Some("no passkey registered".into()),
+    };
+    let username = crate::users::model::normalize_username(&username).unwrap_or(username);
+    Ok(Json(FactorsView { username, enrollment_required: active == 0, factors: vec![push, passkey] }))
+}
+
+async fn device_for(
+    state: &AppState,
+    method: &Method,
+    uri: &OriginalUri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<DeviceRecord, ApiError> {
+    signed_device(state, method, uri, headers, body).await
+}
+
+/// Auth: signed device request. Pending challenges for this device's user (PROTOCOL.md §6.2).
+async fn pending_for_device(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    DeviceBody(body): DeviceBody,
+) -> Result<Json<PendingChallenges>, ApiError> {
+    let device = device_for(&state, &method, &uri, &headers, &body).await?;
+    Ok(Json(state.challenges.pending_for_device(&device).await?))
+}
+
+/// Auth: signed device request. One challenge's signed details (§6.3).
+async fn details_for_device(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    DeviceBody(body): DeviceBody,
+) -> Result<Json<SignedChallengeDetails>, ApiError> {
+    let device = device_for(&state, &method, &uri, &headers, &body).await?;
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::from(ChallengeError::ChallengeNotFound))?;
+    Ok(Json(state.challenges.details_for_device(&device, ChallengeId(id)).await?))
+}
+
+/// Auth: the response's own device signature (§6.4).
+async fn respond(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    DeviceBody(body): DeviceBody,
+) -> Result<Json<ChallengeResponseResult>, ApiError> {
+    let response: ChallengeResponse = parse_json(&body)?;
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::from(ChallengeError::ChallengeNotFound))?;
+    let outcome = state.challenges.respond(ChallengeId(id), response).await?;
+    Ok(Json(ChallengeResponseResult { outcome }))
+}

@@ -1,0 +1,646 @@
+//! Orchestration of challenges: creation (with idempotency and superseding), long-poll status,
+//! redemption, cancellation, and the device side (details, signed responses).
+//!
+//! The number exists in the clear only in the creation response. Device responses are verified
+//! (signature, user, device state) before any state changes; the change itself is one
+//! compare-and-set in the store.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use countersign_mobile_protocol::{
+    ChallengeDetails, ChallengeOutcome, ChallengeResponse, Decision, Nonce, PendingChallenges, ProtocolError,
+    PublicKey, SignedChallengeDetails, limits, sanitize_display_text,
+};
+use ring::digest;
+use ring::rand::SecureRandom;
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+
+use super::model::{self, ChallengeState, NumberTagger};
+use super::waiters::Waiters;
+use crate::api_keys::service::AuthenticatedApp;
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::clock::Clock;
+use crate::devices::service::{DeviceService, unix_seconds};
+use crate::ids::{ChallengeId, DeviceId};
+use crate::secrets::MasterKey;
+use crate::store::{
+    ChallengeRecord, ChallengeTransition, Conflict, DeviceRecord, Precondition, Store, StoreError,
+};
+
+/// Tunables, validated by `config`.
+#[derive(Debug, Clone)]
+pub struct ChallengeSettings {
+    pub ttl: Duration,
+    pub number_digits: u8,
+    /// How long after approval the app may redeem it.
+    pub redeem_window: Duration,
+    /// Longest long-poll.
+    pub max_wait: StdDuration,
+}
+
+impl Default for ChallengeSettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::seconds(60),
+            number_digits: 3,
+            redeem_window: Duration::seconds(120),
+            max_wait: StdDuration::from_secs(30),
+        }
+    }
+}
+
+/// How many of a user's recent numbers a new one must differ from.
+const RECENT_NUMBERS: u32 = 5;
+/// Waiters re-read the row at least this often, in case a wake-up was lost.
+const RECHECK: StdDuration = StdDuration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChallengeError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("the same Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    /// Unknown users and users without a device get the same answer: no enumeration.
+    #[error("the user has no enrolled device that can answer a challenge")]
+    NoDevice,
+    #[error("no such challenge")]
+    NotFound,
+    #[error("wait must be between 0 and {0} seconds")]
+    InvalidWait(u64),
+    #[error("the challenge was already redeemed")]
+    AlreadyRedeemed,
+    #[error("the challenge is {0}, not approved")]
+    NotApproved(ChallengeState),
+    #[error("the approval is too old to redeem")]
+    ApprovalStale,
+    #[error("the challenge is {0}, not pending")]
+    NotPending(ChallengeState),
+    // Device side, with protocol codes.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("signature does not verify")]
+    SignatureInvalid,
+    #[error("no such challenge for this device")]
+    ChallengeNotFound,
+    #[error("the challenge is no longer pending")]
+    ChallengeNotPending,
+    #[error("the challenge has expired")]
+    ChallengeExpired,
+    #[error("the counter is not above the last accepted one")]
+    CounterNotIncreasing,
+    #[error("the device has been revoked")]
+    DeviceRevoked,
+    #[error("internal failure: {0}")]
+    Internal(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the app sends to start a challenge.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeContext {
+    /// The sign-in's client IP, as the app saw it.
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// Shown on the phone; defaults to the calling app's name.
+    pub app_name: Option<String>,
+    /// Approximate place ("Berlin, DE"), if the app knows it.
+    pub location: Option<String>,
+}
+
+/// A created challenge with its number, which only the app ever sees.
+#[derive(Debug)]
+pub struct CreatedChallenge {
+    pub record: ChallengeRecord,
+    pub number: String,
+}
+
+#[derive(Debug)]
+pub struct ChallengeService {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    master: Arc<MasterKey>,
+    tagger: NumberTagger,
+    devices: Arc<DeviceService>,
+    pub waiters: Arc<Waiters>,
+    push_wakeup: Arc<tokio::sync::Notify>,
+    settings: ChallengeSettings,
+}
+
+fn sealing_context(id: ChallengeId) -> Vec<u8> {
+    format!("countersign/v1/challenge-number/{id}").into_bytes()
+}
+
+impl ChallengeService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        master: Arc<MasterKey>,
+        devices: Arc<DeviceService>,
+        settings: ChallengeSettings,
+    ) -> Self {
+        let tagger = NumberTagger::new(&master.derive_key(b"countersign/v1/number-tag"));
+        Self {
+            store,
+            clock,
+            master,
+            tagger,
+            devices,
+            waiters: Arc::new(Waiters::default()),
+            push_wakeup: Arc::new(tokio::sync::Notify::new()),
+            settings,
+        }
+    }
+
+    /// Notified whenever a challenge queues pushes, so the worker sends them at once.
+    pub fn push_wakeup(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.push_wakeup)
+    }
+
+    pub fn settings(&self) -> &ChallengeSettings {
+        &self.settings
+    }
+
+    /// `POST /v1/challenges`.
+    pub async fn create(
+        &self,
+        app: &AuthenticatedApp,
+        username: &str,
+        context: ChallengeContext,
+        idempotency_key: Option<&str>,
+    ) -> Result<CreatedChallenge, ChallengeError> {
+        let context = clean_context(context, &app.name)?;
+        let normalized = crate::users::model::normalize_username(username).ok();
+        let request_hash = request_hash(normalized.as_deref().unwrap_or(username), &context);
+        if let Some(key) = idempotency_key {
+            if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ChallengeError::InvalidInput(
+                    "Idempotency-Key must be 1-128 visible ASCII characters".into(),
+                ));
+            }
+            if let Some(existing) = self.store.challenge_by_idempotency_key(app.id, key).await? {
+                return self.replay(existing, &request_hash);
+            }
+        }
+        // Unknown and device-less users take the same path and answer the same way.
+        let user = match &normalized {
+            Some(name) => self.store.user_by_username(name).await?,
+            None => None,
+        };
+        let user_id = user.as_ref().map_or_else(|| crate::ids::UserId(uuid::Uuid::nil()), |u| u.id);
+        let devices: Vec<DeviceRecord> =
+            self.store.devices_for_user(user_id).await?.into_iter().filter(DeviceRecord::is_active).collect();
+        let Some(user) = user.filter(|_| !devices.is_empty()) else {
+            return Err(ChallengeError::NoDevice);
+        };
+
+        let recent = self.store.recent_number_tags(user.id, RECENT_NUMBERS).await?;
+        let rng = model::rng();
+        let number = model::draw_number(self.settings.number_digits, &rng, |candidate| {
+            recent.iter().any(|tag| self.tagger.matches(&user.id.0, candidate, tag))
+        })
+        .map_err(|e| ChallengeError::Internal(e.to_string()))?;
+        let mut nonce = [0u8; 32];
+        rng.fill(&mut nonce)
+            .map_err(|_| ChallengeError::Internal("random number generator failed".into()))?;
+        let id = ChallengeId::random();
+        let now = self.clock.now();
+        let record = ChallengeRecord {
+            id,
+            app_id: app.id,
+            user_id: user.id,
+            state: ChallengeState::Pending,
+            number_tag: self.tagger.tag(&user.id.0, &number),
+            number_sealed: self
+                .master
+                .encrypt(&sealing_context(id), number.as_bytes())
+                .map_err(|e| ChallengeError::Internal(e.to_string()))?,
+            number_digits: i16::from(self.settings.number_digits),
+            server_nonce: nonce.to_vec(),
+            app_name: context.app_name,
+            ip: context.ip,
+            user_agent: context.user_agent,
+            location: context.location,
+            created_at: now,
+            expires_at: now + self.settings.ttl,
+            decided_at: None,
+            decided_by_device: None,
+            redeemed_at: None,
+            idempotency_key: idempotency_key.map(str::to_owned),
+            request_hash: Some(request_hash.to_vec()),
+            is_silent: false,
+        };
+        let push_devices: Vec<DeviceId> =
+            devices.iter().filter(|d| d.push.provider != "none").map(|d| d.id).collect();
+        let event = AuditEvent::new(
+            now,
+            app.actor(),
+            Action::Challenge(ChallengeState::Pending),
+            format!("user:{}", user.id),
+        )
+        .with_details(json!({
+            "challenge_id": id,
+            "username": user.username,
+            "ip": record.ip,
+            "user_agent": record.user_agent,
+            "app_name": record.app_name,
+            "location": record.location,
+            "push_devices": push_devices.len(),
+        }));
+        let superseded_ids = Mutex::new(Vec::new());
+        let superseded = |old: &ChallengeRecord| {
+            superseded_ids.lock().unwrap_or_else(|p| p.into_inner()).push(old.id);
+            AuditEvent::new(
+                now,
+                Actor::System,
+                Action::Challenge(ChallengeState::Cancelled),
+                format!("user:{}", old.user_id),
+            )
+            .with_details(json!({ "challenge_id": old.id, "reason": "superseded", "superseded_by": id }))
+        };
+        let created = match self.store.create_challenge(record, &push_devices, event, &superseded).await {
+            Ok(created) => created,
+            Err(StoreError::Conflict(Conflict::IdempotencyKey)) => {
+                // A concurrent retry with the same key won the insert.
+                let key = idempotency_key.unwrap_or_default();
+                let existing = self
+                    .store
+                    .challenge_by_idempotency_key(app.id, key)
+                    .await?
+                    .ok_or(ChallengeError::NotFound)?;
+                return self.replay(existing, &request_hash);
+            }
+            Err(other) => return Err(other.into()),
+        };
+        for old in superseded_ids.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            self.waiters.notify(old);
+        }
+        if !push_devices.is_empty() {
+            self.push_wakeup.notify_one();
+        }
+        metrics::counter!("countersign_challenges_created_total").increment(1);
+        Ok(CreatedChallenge { record: created, number })
+    }
+
+    /// Answers an idempotent retry exactly as the first request was answered.
+    fn replay(
+        &self,
+        existing: ChallengeRecord,
+        request_hash: &[u8; 32],
+    ) -> Result<CreatedChallenge, ChallengeError> {
+        if existing.request_hash.as_deref() != Some(request_hash.as_slice()) {
+            return Err(ChallengeError::IdempotencyKeyReused);
+        }
+        let number = self
+            .master
+            .decrypt(&sealing_context(existing.id), &existing.number_sealed)
+            .map_err(|e| ChallengeError::Internal(e.to_string()))?;
+        let number =
+            String::from_utf8(number).map_err(|_| ChallengeError::Internal("sealed number".into()))?;
+        Ok(CreatedChallenge { record: existing, number })
+    }
+
+    /// The app's own challenge, expired on read if its time is up.
+    async fn load_for_app(
+        &self,
+        app: &AuthenticatedApp,
+        id: ChallengeId,
+    ) -> Result<ChallengeRecord, ChallengeError> {
+        let challenge = self
+            .store
+            .challenge_by_id(id)
+            .await?
+            .filter(|c| c.app_id == app.id)
+            .ok_or(ChallengeError::NotFound)?;
+        self.expire_if_due(challenge).await
+    }
+
+    async fn expire_if_due(&self, challenge: ChallengeRecord) -> Result<ChallengeRecord, ChallengeError> {
+        let now = self.clock.now();
+        if challenge.state != ChallengeState::Pending || challenge.expires_at > now {
+            return Ok(challenge);
+        }
+        let event = expired_event(&challenge, now);
+        match self.store.transition_challenge(challenge.id, ChallengeTransition::Expire, now, event).await {
+            Ok(expired) => {
+                self.waiters.notify(expired.id);
+                Ok(expired)
+            }
+            // Someone else moved it first: read what they wrote.
+            Err(StoreError::NotFound) => {
+                self.store.challenge_by_id(challenge.id).await?.ok_or(ChallengeError::NotFound)
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// `GET /v1/challenges/{id}?wait=N`: returns once the challenge leaves `pending` or after
+    /// `wait` seconds.
+    pub async fn status(
+        &self,
+        app: &AuthenticatedApp,
+        id: ChallengeId,
+        wait: u64,
+    ) -> Result<ChallengeRecord, ChallengeError> {
+        if wait > self.settings.max_wait.as_secs() {
+            return Err(ChallengeError::InvalidWait(self.settings.max_wait.as_secs()));
+        }
+        let deadline = tokio::time::Instant::now() + StdDuration::from_secs(wait);
+        let waiter = self.waiters.register(id);
+        loop {
+            // Arm the wake-up before reading, so a decision between read and wait is not missed.
+            let notified = waiter.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let challenge = self.load_for_app(app, id).await?;
+            let now = tokio::time::Instant::now();
+            if challenge.state != ChallengeState::Pending || now >= deadline {
+                return Ok(challenge);
+            }
+            let until_expiry = (challenge.expires_at - self.clock.now()).unsigned_abs();
+            let nap = RECHECK.min(deadline - now).min(until_expiry + StdDuration::from_millis(5));
+            let _ = tokio::time::timeout(nap, notified).await;
+        }
+    }
+
+    /// `POST /v1/challenges/{id}/redeem`: consumes an approval exactly once.
+    pub async fn redeem(
+        &self,
+        app: &AuthenticatedApp,
+        id: ChallengeId,
+    ) -> Result<ChallengeRecord, ChallengeError> {
+        let now = self.clock.now();
+        let transition =
+            ChallengeTransition::Redeem { app_id: app.id, decided_after: now - self.settings.redeem_window };
+        let event = AuditEvent::new(
+            now,
+            app.actor(),
+            Action::Challenge(ChallengeState::Redeemed),
+            format!("challenge:{id}"),
+        )
+        .with_details(json!({ "challenge_id": id }));
+        match self.store.transition_challenge(id, transition, now, event).await {
+            Ok(redeemed) => Ok(redeemed),
+            Err(StoreError::NotFound) => {
+                let challenge = self.load_for_app(app, id).await?;
+                let refusal = match challenge.state {
+                    ChallengeState::Redeemed => ChallengeError::AlreadyRedeemed,
+                    ChallengeState::Approved => ChallengeError::ApprovalStale,
+                    other => ChallengeError::NotApproved(other),
+                };
+                // A second redeem is what a replayed session looks like: record it.
+                let event = AuditEvent::new(now, app.actor(), Action::ChallengeRedeemRefused, format!("user:{}", challenge.user_id))
+                    .with_details(json!({ "challenge_id": id, "state": challenge.state.as_str(), "reason": refusal.to_string() }));
+                self.store.record_audit(event).await?;
+                Err(refusal)
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// `POST /v1/challenges/{id}/cancel`.
+    pub async fn cancel(
+        &self,
+        app: &AuthenticatedApp,
+        id: ChallengeId,
+    ) -> Result<ChallengeRecord, ChallengeError> {
+        let now = self.clock.now();
+        let event = AuditEvent::new(
+            now,
+            app.actor(),
+            Action::Challenge(ChallengeState::Cancelled),
+            format!("challenge:{id}"),
+        )
+        .with_details(json!({ "challenge_id": id, "reason": "cancelled_by_app" }));
+        match self
+            .store
+            .transition_challenge(id, ChallengeTransition::Cancel { app_id: app.id }, now, event)
+            .await
+        {
+            Ok(cancelled) => {
+                self.waiters.notify(id);
+                Ok(cancelled)
+            }
+            Err(StoreError::NotFound) => {
+                Err(ChallengeError::NotPending(self.load_for_app(app, id).await?.state))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Details signed for one device; never the number.
+    fn signed_details(
+        &self,
+        challenge: &ChallengeRecord,
+        device: &DeviceRecord,
+    ) -> Result<SignedChallengeDetails, ChallengeError> {
+        let details = ChallengeDetails {
+            challenge_id: countersign_mobile_protocol::ChallengeId::new(challenge.id.to_string())?,
+            server_nonce: Nonce::from_bytes(&challenge.server_nonce)?,
+            app_name: challenge.app_name.clone(),
+            ip: challenge.ip.clone(),
+            user_agent: challenge.user_agent.clone(),
+            location: challenge.location.clone(),
+            created_at: unix_seconds(challenge.created_at),
+            expires_at: unix_seconds(challenge.expires_at),
+        };
+        let device_id = countersign_mobile_protocol::DeviceId::new(device.id.to_string())?;
+        let key = self.devices.server_key();
+        Ok(details.sign(
+            &self.devices.server_id().map_err(|e| ChallengeError::Internal(e.to_string()))?,
+            &device_id,
+            key.key_pair(),
+            key.rng(),
+        )?)
+    }
+
+    /// `GET /device/v1/challenges`: the pull path that works with no push provider at all.
+    pub async fn pending_for_device(
+        &self,
+        device: &DeviceRecord,
+    ) -> Result<PendingChallenges, ChallengeError> {
+        let pending = self.store.pending_challenges(device.user_id, self.clock.now()).await?;
+        let challenges = pending.iter().map(|c| self.signed_details(c, device)).collect::<Result<_, _>>()?;
+        Ok(PendingChallenges { challenges })
+    }
+
+    /// `GET /device/v1/challenges/{id}`.
+    pub async fn details_for_device(
+        &self,
+        device: &DeviceRecord,
+        id: ChallengeId,
+    ) -> Result<SignedChallengeDetails, ChallengeError> {
+        let challenge = self
+            .store
+            .challenge_by_id(id)
+            .await?
+            .filter(|c| c.user_id == device.user_id)
+            .ok_or(ChallengeError::ChallengeNotFound)?;
+        let challenge = self.expire_if_due(challenge).await?;
+        match challenge.state {
+            ChallengeState::Pending => self.signed_details(&challenge, device),
+            ChallengeState::Expired => Err(ChallengeError::ChallengeExpired),
+            _ => Err(ChallengeError::ChallengeNotPending),
+        }
+    }
+
+    /// `POST /device/v1/challenges/{id}/response`: verify everything, then one compare-and-set.
+    pub async fn respond(
+        &self,
+        id: ChallengeId,
+        response: ChallengeResponse,
+    ) -> Result<ChallengeOutcome, ChallengeError> {
+        let answer_device = uuid::Uuid::parse_str(response.answer.device_id.as_str())
+            .map_err(|_| ChallengeError::SignatureInvalid)?;
+        let device = self
+            .store
+            .device_by_id(DeviceId(answer_device))
+            .await?
+            .ok_or(ChallengeError::SignatureInvalid)?;
+        let challenge = self.store.challenge_by_id(id).await?.ok_or(ChallengeError::ChallengeNotFound)?;
+        let key =
+            PublicKey::from_sec1(&device.public_key).map_err(|e| ChallengeError::Internal(e.to_string()))?;
+        let path_id = countersign_mobile_protocol::ChallengeId::new(id.to_string())?;
+        let nonce = Nonce::from_bytes(&challenge.server_nonce)?;
+        let answer = response.verify(&key, &path_id, &nonce).map_err(|e| match e {
+            ProtocolError::SignatureInvalid | ProtocolError::SignatureMalformed { .. } => {
+                ChallengeError::SignatureInvalid
+            }
+            other => ChallengeError::Protocol(other),
+        })?;
+        // Another user's challenge looks like no challenge at all.
+        if challenge.user_id != device.user_id {
+            return Err(ChallengeError::ChallengeNotFound);
+        }
+        if !device.is_active() {
+            return Err(ChallengeError::DeviceRevoked);
+        }
+        let is_number_correct = match answer.decision {
+            Decision::Approve => {
+                let digits = usize::try_from(challenge.number_digits).unwrap_or(0);
+                if answer.number.len() != digits || !answer.number.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ChallengeError::Protocol(ProtocolError::InvalidField {
+                        field: "number",
+                        reason: "must have exactly the digits shown on the login screen",
+                    }));
+                }
+                self.tagger.matches(&challenge.user_id.0, &answer.number, &challenge.number_tag)
+            }
+            Decision::Deny | Decision::Report => false,
+        };
+        let to = model::outcome(answer.decision, is_number_correct);
+        let counter = i64::try_from(answer.counter).map_err(|_| ChallengeError::CounterNotIncreasing)?;
+        let now = self.clock.now();
+        let event = AuditEvent::new(
+            now,
+            Actor::Device { id: device.id },
+            Action::Challenge(to),
+            format!("user:{}", challenge.user_id),
+        )
+        .with_details(json!({
+            "challenge_id": id,
+            "device_id": device.id,
+            "counter": counter,
+            "seconds_to_decide": (now - challenge.created_at).as_seconds_f64(),
+        }));
+        match self.store.decide_challenge(id, device.id, counter, to, now, event).await {
+            Ok(_) => {
+                self.waiters.notify(id);
+                metrics::counter!("countersign_challenge_decisions_total", "outcome" => to.as_str())
+                    .increment(1);
+                Ok(match to {
+                    ChallengeState::Approved => ChallengeOutcome::Approved,
+                    ChallengeState::DeniedWrongNumber => ChallengeOutcome::DeniedWrongNumber,
+                    ChallengeState::Reported => ChallengeOutcome::Reported,
+                    _ => ChallengeOutcome::Denied,
+                })
+            }
+            Err(StoreError::PreconditionFailed(Precondition::CounterNotIncreasing)) => {
+                Err(ChallengeError::CounterNotIncreasing)
+            }
+            Err(StoreError::PreconditionFailed(Precondition::DeviceInactive)) => {
+                Err(ChallengeError::DeviceRevoked)
+            }
+            Err(StoreError::PreconditionFailed(Precondition::ChallengeNotPending)) => {
+                let current =
+                    self.store.challenge_by_id(id).await?.ok_or(ChallengeError::ChallengeNotFound)?;
+                let current = self.expire_if_due(current).await?;
+                Err(if current.state == ChallengeState::Expired {
+                    ChallengeError::ChallengeExpired
+                } else {
+                    ChallengeError::ChallengeNotPending
+                })
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Expires overdue challenges (run periodically by the worker); returns how many.
+    pub async fn expire_due(&self, limit: u32) -> Result<usize, ChallengeError> {
+        let now = self.clock.now();
+        let event = |c: &ChallengeRecord| expired_event(c, now);
+        let expired = self.store.expire_due_challenges(now, limit, &event).await?;
+        for challenge in &expired {
+            self.waiters.notify(challenge.id);
+        }
+        Ok(expired.len())
+    }
+}
+
+fn expired_event(challenge: &ChallengeRecord, now: OffsetDateTime) -> AuditEvent {
+    AuditEvent::new(
+        now,
+        Actor::System,
+        Action::Challenge(ChallengeState::Expired),
+        format!("user:{}", challenge.user_id),
+    )
+    .with_details(json!({ "challenge_id": challenge.id }))
+}
+
+/// Validated, display-safe context (the phone shows it; it is signed as display text).
+struct CleanContext {
+    ip: String,
+    user_agent: String,
+    app_name: String,
+    location: Option<String>,
+}
+
+fn clean_context(context: ChallengeContext, app_name: &str) -> Result<CleanContext, ChallengeError> {
+    let ip = match context.ip {
+        Some(ip) => ip
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| {
+                ChallengeError::InvalidInput(format!("context.ip `{}` is not an IP address", truncate(&ip)))
+            })?
+            .to_string(),
+        None => String::new(),
+    };
+    let app_name =
+        sanitize_display_text(context.app_name.as_deref().unwrap_or(app_name), limits::MAX_APP_NAME_LEN);
+    if app_name.is_empty() {
+        return Err(ChallengeError::InvalidInput("context.app_name must not be empty".into()));
+    }
+    let user_agent =
+        sanitize_display_text(context.user_agent.as_deref().unwrap_or(""), limits::MAX_USER_AGENT_LEN);
+    let location = context
+        .location
+        .map(|l| sanitize_display_text(&l, limits::MAX_LOCATION_LEN))
+        .filter(|l| !l.is_empty());
+    Ok(CleanContext { ip, user_agent, app_name, location })
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// What identifies "the same request" for idempotency: the user and the cleaned context.
+fn request_hash(username: &str, context: &CleanContext) -> [u8; 32] {
+    let canonical =
+        json!([username, context.ip, context.user_agent, context.app_name, context.location]).to_string();
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref());
+    out
+}
