@@ -316,3 +316,23 @@ impl Tamper {
         }
     }
 }
+
+/// Wall-clock unix seconds, for talking to a real server that uses the real clock.
+#[allow(clippy::disallowed_methods)] // tests against the real binary share its clock
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `seconds`.
+pub async fn eventually<T>(seconds: u64, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
