@@ -66,6 +66,21 @@ impl ApiError {
         )
     }
 
+    /// A device-protocol error: the stable code and the status PROTOCOL.md gives it.
+    pub fn protocol(code: countersign_mobile_protocol::ErrorCode, message: impl Into<String>) -> Self {
+        match code {
+            countersign_mobile_protocol::ErrorCode::InternalError => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error; quote the request id when reporting it",
+            ),
+            code => {
+                let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+                Self::new(status, code.as_str(), message)
+            }
+        }
+    }
+
     fn unauthorized(code: &'static str, message: String) -> Self {
         Self { www_authenticate: Some("Bearer"), ..Self::new(StatusCode::UNAUTHORIZED, code, message) }
     }
@@ -83,6 +98,15 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         response
+    }
+}
+
+impl From<countersign_mobile_protocol::ProtocolError> for ApiError {
+    fn from(error: countersign_mobile_protocol::ProtocolError) -> Self {
+        match error.error_code() {
+            countersign_mobile_protocol::ErrorCode::InternalError => ApiError::internal(&error),
+            code => ApiError::protocol(code, error.to_string()),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! state the attack in their doc comment.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -418,17 +419,6 @@ async fn factors_report_push(engine: Engine) {
     s.app.post_json("/v1/users", &s.key, json!({ "username": "bob" })).await;
     let bob = s.app.get("/v1/users/bob/factors", Some(&s.key)).await;
     assert_eq!(bob.body["enrollment_required"], true);
-}
-
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Engine::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Engine::Postgres).await } )*
-        }
-    };
 }
 
 on_both_engines!(

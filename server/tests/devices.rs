@@ -2,6 +2,7 @@
 //! test's doc comment states the attack.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[macro_use]
 mod common;
 
 use axum::http::StatusCode;
@@ -468,17 +469,6 @@ async fn activation_codes_are_not_stored_in_clear(engine: Engine) {
         "nor in the audit trail"
     );
     let _ = PublicKey::from_sec1(app.state.devices.server_key().public_key().as_bytes()).unwrap();
-}
-
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Engine::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Engine::Postgres).await } )*
-        }
-    };
 }
 
 on_both_engines!(

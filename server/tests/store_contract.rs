@@ -2,6 +2,9 @@
 //! The store contract: every test runs on SQLite and on PostgreSQL, each on a fresh database.
 //! The two engines must be indistinguishable to the services above them.
 
+#[macro_use]
+mod common;
+
 use std::sync::Arc;
 
 use countersign::api_keys::service::{self as api_keys, AppAdminError, AuthError};
@@ -193,17 +196,6 @@ async fn forged_head_is_detected(engine: Engine) {
     exec_sql(&f.db, "UPDATE audit_head SET seq = 5").await.unwrap();
     assert!(audit::verify(f.store.as_ref(), &other_key).await.is_err(), "a different key does not verify");
     assert_eq!(audit::verify(f.store.as_ref(), &f.sealer).await.unwrap(), 5);
-}
-
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Engine::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Engine::Postgres).await } )*
-        }
-    };
 }
 
 on_both_engines!(

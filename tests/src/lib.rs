@@ -336,3 +336,24 @@ pub async fn eventually<T>(seconds: u64, mut check: impl FnMut() -> Option<T>) -
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs the real `countersign-authenticator` with its state in `state`.
+pub fn authenticator(state: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(binary("countersign-authenticator"))
+        .env_remove("COUNTERSIGN_AUTHENTICATOR_STATE")
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A command's stdout and stderr, trimmed.
+pub fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).trim().to_owned()
+}

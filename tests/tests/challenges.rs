@@ -4,13 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use countersign_e2e::device::TestDevice;
 use countersign_e2e::fake_push::{ApnsReply, ApnsTestKey, FakeApns, FakeFcm, FcmTestAccount};
 use countersign_e2e::{
-    Engine, Server, TestDatabase, binary, create_app, eventually, http, random_master_key, unix_now,
+    Engine, Server, TestDatabase, authenticator, create_app, eventually, http, random_master_key, stderr_of,
+    stdout_of, unix_now,
 };
 use countersign_mobile_protocol::{Decision, PendingChallenges, PushRegistration};
 use serde_json::{Value, json};
@@ -18,25 +18,6 @@ use serde_json::{Value, json};
 const TOPIC: &str = "com.example.countersign";
 const ALICE_APNS: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
 const BOB_FCM: &str = "fcm-registration-token-for-bob";
-
-fn authenticator(state: &Path, args: &[&str]) -> Output {
-    Command::new(binary("countersign-authenticator"))
-        .env_remove("COUNTERSIGN_AUTHENTICATOR_STATE")
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).trim().to_owned()
-}
 
 struct World {
     server: Server,
@@ -103,7 +84,7 @@ impl World {
             state,
             &["enroll", enrollment["activation_uri"].as_str().unwrap(), "--yes", "--push", push],
         );
-        assert!(enrolled.status.success(), "{}", err(&enrolled));
+        assert!(enrolled.status.success(), "{}", stderr_of(&enrolled));
     }
 
     async fn start(&self, username: &str) -> (String, String) {
@@ -157,11 +138,11 @@ async fn full_flows(engine: Engine) {
     let text = payload.to_string();
     assert!(!text.contains("alice") && !text.contains("203.0.113.9") && !text.contains("portal"), "{text}");
     let pending = authenticator(&w.alice, &["pending", "--json"]);
-    let listed: Value = serde_json::from_str(&out(&pending)).unwrap();
+    let listed: Value = serde_json::from_str(&stdout_of(&pending)).unwrap();
     assert_eq!(listed[0]["id"], id.as_str());
-    assert!(!out(&pending).contains(&format!("\"{number}\"")));
+    assert!(!stdout_of(&pending).contains(&format!("\"{number}\"")));
     let approved = authenticator(&w.alice, &["approve", &id, "--number", &number]);
-    assert_eq!(out(&approved), "approved", "{}", err(&approved));
+    assert_eq!(stdout_of(&approved), "approved", "{}", stderr_of(&approved));
     assert_eq!(w.state_of(&id).await, "approved");
     let (status, body) = w.post(&format!("/v1/challenges/{id}/redeem")).await;
     assert_eq!((status, body["state"].as_str()), (200, Some("redeemed")));
@@ -170,11 +151,11 @@ async fn full_flows(engine: Engine) {
 
     // Deny and wrong number.
     let (id, _) = w.start("alice").await;
-    assert_eq!(out(&authenticator(&w.alice, &["deny", &id])), "denied");
+    assert_eq!(stdout_of(&authenticator(&w.alice, &["deny", &id])), "denied");
     assert_eq!(w.state_of(&id).await, "denied");
     let (id, number) = w.start("alice").await;
     assert_eq!(
-        out(&authenticator(&w.alice, &["approve", &id, "--number", &wrong(&number)])),
+        stdout_of(&authenticator(&w.alice, &["approve", &id, "--number", &wrong(&number)])),
         "denied_wrong_number"
     );
     let retry = authenticator(&w.alice, &["approve", &id, "--number", &number]);
@@ -186,7 +167,7 @@ async fn full_flows(engine: Engine) {
     let (status, body) = w.post(&format!("/v1/challenges/{id}/cancel")).await;
     assert_eq!((status, body["state"].as_str()), (200, Some("cancelled")));
     let late = authenticator(&w.alice, &["approve", &id, "--number", &number]);
-    assert!(err(&late).starts_with("error: challenge_not_pending"), "{}", err(&late));
+    assert!(stderr_of(&late).starts_with("error: challenge_not_pending"), "{}", stderr_of(&late));
 
     // FCM for Bob: data-only id, ttl = time left.
     let (id, number) = w.start("bob").await;
@@ -199,7 +180,7 @@ async fn full_flows(engine: Engine) {
         (Some(BOB_FCM), Some(id.as_str()))
     );
     assert!(message["android"]["ttl"].as_str().unwrap().ends_with('s'));
-    assert_eq!(out(&authenticator(&w.bob, &["approve", &id, "--number", &number])), "approved");
+    assert_eq!(stdout_of(&authenticator(&w.bob, &["approve", &id, "--number", &number])), "approved");
 
     // APNs says the token is dead: the device falls back to pulling, and approval still works.
     w.apns.set_reply(ALICE_APNS, ApnsReply::Unregistered);
@@ -210,22 +191,22 @@ async fn full_flows(engine: Engine) {
     })
     .await;
     assert!(disabled.is_some(), "APNs 410 must disable the token");
-    assert_eq!(out(&authenticator(&w.alice, &["approve", &id, "--number", &number])), "approved");
+    assert_eq!(stdout_of(&authenticator(&w.alice, &["approve", &id, "--number", &number])), "approved");
 
     // FCM down: no push can be delivered, the pull path still approves.
     w.fcm.stop();
     let (id, number) = w.start("bob").await;
-    assert_eq!(out(&authenticator(&w.bob, &["approve", &id, "--number", &number])), "approved");
+    assert_eq!(stdout_of(&authenticator(&w.bob, &["approve", &id, "--number", &number])), "approved");
 
     // Expiry (TTL is 10 s here).
     let (id, number) = w.start("bob").await;
     tokio::time::sleep(std::time::Duration::from_secs(11)).await;
     let expired = authenticator(&w.bob, &["approve", &id, "--number", &number]);
-    assert!(err(&expired).starts_with("error: challenge_expired"), "{}", err(&expired));
+    assert!(stderr_of(&expired).starts_with("error: challenge_expired"), "{}", stderr_of(&expired));
     assert_eq!(w.state_of(&id).await, "expired");
 
     let verified = w.server.cli(&["audit", "verify"]);
-    assert!(verified.status.success(), "{}", out(&verified));
+    assert!(verified.status.success(), "{}", stdout_of(&verified));
     let logs = w.server.logs();
     assert!(!logs.contains(ALICE_APNS) && !logs.contains(BOB_FCM), "push tokens never reach the logs");
 }
@@ -378,5 +359,5 @@ async fn two_instances_race_on_one_postgres() {
         assert_eq!(transitions, 1, "round {round}: exactly one transition event");
     }
     let verified = a.cli(&["audit", "verify"]);
-    assert!(verified.status.success(), "{}", out(&verified));
+    assert!(verified.status.success(), "{}", stdout_of(&verified));
 }

@@ -2,21 +2,8 @@
 //! SQLite and PostgreSQL — provision, enroll from the activation URI, list, revoke, refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Output, Stdio};
-
-use countersign_e2e::{Engine, Server, binary, create_app, http};
+use countersign_e2e::{Engine, Server, authenticator, create_app, http};
 use serde_json::{Value, json};
-
-fn authenticator(state: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(binary("countersign-authenticator"))
-        .env_remove("COUNTERSIGN_AUTHENTICATOR_STATE")
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).trim().to_owned()

@@ -26,10 +26,7 @@ use crate::store::{ChallengeRecord, DeviceRecord};
 impl From<ChallengeError> for ApiError {
     fn from(error: ChallengeError) -> Self {
         let message = error.to_string();
-        let protocol = |code: ErrorCode| {
-            let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            ApiError::new(status, code.as_str(), message.clone())
-        };
+        let protocol = |code: ErrorCode| ApiError::protocol(code, message.clone());
         match error {
             ChallengeError::InvalidInput(_) => ApiError::invalid_request(message),
             ChallengeError::IdempotencyKeyReused => {
@@ -48,10 +45,7 @@ impl From<ChallengeError> for ApiError {
             ChallengeError::NotPending(_) => {
                 ApiError::new(StatusCode::CONFLICT, "challenge_not_pending", message)
             }
-            ChallengeError::Protocol(e) => match e.error_code() {
-                ErrorCode::InternalError => ApiError::internal(&e),
-                code => protocol(code),
-            },
+            ChallengeError::Protocol(e) => e.into(),
             ChallengeError::SignatureInvalid => protocol(ErrorCode::SignatureInvalid),
             ChallengeError::ChallengeNotFound => protocol(ErrorCode::ChallengeNotFound),
             ChallengeError::ChallengeNotPending => protocol(ErrorCode::ChallengeNotPending),

@@ -27,15 +27,9 @@ use crate::store::DeviceRecord;
 impl From<DeviceError> for ApiError {
     fn from(error: DeviceError) -> Self {
         let message = error.to_string();
-        let protocol = |code: ErrorCode| {
-            let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            ApiError::new(status, code.as_str(), message.clone())
-        };
+        let protocol = |code: ErrorCode| ApiError::protocol(code, message.clone());
         match error {
-            DeviceError::Protocol(e) => match e.error_code() {
-                ErrorCode::InternalError => ApiError::internal(&e),
-                code => protocol(code),
-            },
+            DeviceError::Protocol(e) => e.into(),
             DeviceError::UserNotFound => ApiError::new(StatusCode::NOT_FOUND, "user_not_found", message),
             DeviceError::SecondDeviceRequiresIntent => {
                 ApiError::new(StatusCode::CONFLICT, "second_device_requires_intent", message)

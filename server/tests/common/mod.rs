@@ -1,8 +1,20 @@
 //! In-process test app shared by the server's integration tests: the real router and
 //! middleware over a real SQLite file (or PostgreSQL), driven with `oneshot` requests.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, unused_macros, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
+
+/// Runs each named `async fn(Engine)` as two tests: `sqlite::name` and `postgres::name`.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Engine::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Engine::Postgres).await } )*
+        }
+    };
+}
 
 use axum::Router;
 use axum::body::Body;
