@@ -22,7 +22,7 @@ use crate::devices::service::{DeviceService, DeviceSettings};
 use crate::error::{ApiError, ErrorBody};
 use crate::secrets::MasterKey;
 use crate::store::Store;
-use crate::{api_keys, challenges, devices, middleware, users};
+use crate::{api_keys, challenges, devices, fatigue, middleware, users};
 
 /// Everything a handler may need; cheap to clone.
 #[derive(Clone, Debug)]
@@ -104,6 +104,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(users::http::routes())
         .merge(devices::http::routes())
         .merge(challenges::http::routes())
+        .merge(fatigue::http::routes())
 }
 
 /// The OpenAPI document for every `/v1` route, as served at `/v1/openapi.json`.

@@ -55,6 +55,9 @@ enum Command {
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Load-test a running server: N concurrent full flows with simulated phones; prints
+    /// flows/s and latency percentiles. Exits 1 if any flow failed.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +138,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Apps(command) => apps(&settings, command).await,
         Command::Audit(AuditCommand::Verify) => audit_verify(&settings).await,
+        // A client of a running server: it uses none of the settings.
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 
@@ -178,6 +183,7 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
     let challenge_settings = ChallengeSettings {
         ttl: settings.challenge_ttl,
         number_digits: settings.number_digits,
+        policy: settings.fatigue.clone(),
         ..ChallengeSettings::default()
     };
     let state = AppState::new(

@@ -49,6 +49,8 @@ pub struct Config {
     pub devices: DevicesConfig,
     #[serde(default)]
     pub challenges: ChallengesConfig,
+    #[serde(default)]
+    pub fatigue: FatigueConfig,
     /// Push providers (`[push.apns]`, `[push.fcm]`); without them phones pull.
     #[serde(default)]
     pub push: crate::push::PushConfig,
@@ -69,6 +71,53 @@ pub struct ChallengesConfig {
 impl Default for ChallengesConfig {
     fn default() -> Self {
         Self { ttl_secs: default_challenge_ttl(), number_digits: default_number_digits() }
+    }
+}
+
+/// `[fatigue]`: the push budget and escalation ladder. Every value is bounded: a budget can't be
+/// raised past what keeps push-bombing pointless, and the lock can't come later than NIST's 100.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FatigueConfig {
+    pub push_budget: u32,
+    pub budget_window_secs: u64,
+    pub failures_before_freeze: i32,
+    pub freeze_secs: u64,
+    pub max_freeze_secs: u64,
+    pub hard_lock_after: i32,
+}
+
+impl Default for FatigueConfig {
+    fn default() -> Self {
+        let policy = crate::fatigue::model::Policy::default();
+        Self {
+            push_budget: policy.push_budget,
+            budget_window_secs: policy.budget_window.whole_seconds() as u64,
+            failures_before_freeze: policy.failures_before_freeze,
+            freeze_secs: policy.freeze.whole_seconds() as u64,
+            max_freeze_secs: policy.max_freeze.whole_seconds() as u64,
+            hard_lock_after: policy.hard_lock_after,
+        }
+    }
+}
+
+impl FatigueConfig {
+    fn policy(&self) -> Result<crate::fatigue::model::Policy, ConfigError> {
+        bounded("fatigue.push_budget", u64::from(self.push_budget), 1, 10)?;
+        bounded("fatigue.budget_window_secs", self.budget_window_secs, 60, 86_400)?;
+        bounded("fatigue.failures_before_freeze", self.failures_before_freeze as u64, 1, 10)?;
+        bounded("fatigue.freeze_secs", self.freeze_secs, 60, 86_400)?;
+        bounded("fatigue.max_freeze_secs", self.max_freeze_secs, self.freeze_secs, 7 * 86_400)?;
+        bounded("fatigue.hard_lock_after", self.hard_lock_after as u64, 10, 100)?;
+        Ok(crate::fatigue::model::Policy {
+            push_budget: self.push_budget,
+            budget_window: time::Duration::seconds(self.budget_window_secs as i64),
+            failures_before_freeze: self.failures_before_freeze,
+            freeze: time::Duration::seconds(self.freeze_secs as i64),
+            max_freeze: time::Duration::seconds(self.max_freeze_secs as i64),
+            hard_lock_after: self.hard_lock_after,
+            ..crate::fatigue::model::Policy::default()
+        })
     }
 }
 
@@ -288,6 +337,7 @@ impl Config {
             max_clock_skew_secs: self.devices.max_clock_skew_secs,
             challenge_ttl: time::Duration::seconds(self.challenges.ttl_secs as i64),
             push: self.push,
+            fatigue: self.fatigue.policy()?,
             number_digits: self.challenges.number_digits,
             enrollment_ttl: time::Duration::seconds(self.devices.enrollment_ttl_secs as i64),
         })
@@ -314,6 +364,7 @@ pub struct Settings {
     pub challenge_ttl: time::Duration,
     pub number_digits: u8,
     pub push: crate::push::PushConfig,
+    pub fatigue: crate::fatigue::model::Policy,
 }
 
 impl Settings {
@@ -404,6 +455,18 @@ mod tests {
         assert!(matches!(err, ConfigError::Invalid { key: "listen", .. }), "{err}");
         let err = load_toml("[database]\nurl = \"mysql://x\"\n").unwrap().validate().unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { key: "database.url", .. }), "{err}");
+    }
+
+    #[test]
+    fn fatigue_settings_are_bounded() {
+        let err = load_toml("[fatigue]\npush_budget = 50\n").unwrap().validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "fatigue.push_budget", .. }), "{err}");
+        let err = load_toml("[fatigue]\nhard_lock_after = 1000\n").unwrap().validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "fatigue.hard_lock_after", .. }), "{err}");
+        let err = load_toml("[challenges]\nnumber_digits = 1\n").unwrap().validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "challenges.number_digits", .. }), "{err}");
+        let ok = load_toml("[fatigue]\npush_budget = 3\n").unwrap().validate().unwrap();
+        assert_eq!(ok.fatigue.push_budget, 3);
     }
 
     #[test]

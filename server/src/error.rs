@@ -34,11 +34,12 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     www_authenticate: Option<&'static str>,
+    retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), www_authenticate: None }
+        Self { status, code, message: message.into(), www_authenticate: None, retry_after_secs: None }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -81,6 +82,12 @@ impl ApiError {
         }
     }
 
+    /// Adds `Retry-After` (seconds) to the response.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_secs = Some(seconds);
+        self
+    }
+
     fn unauthorized(code: &'static str, message: String) -> Self {
         Self { www_authenticate: Some("Bearer"), ..Self::new(StatusCode::UNAUTHORIZED, code, message) }
     }
@@ -96,6 +103,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, Json(body)).into_response();
         if let Some(challenge) = self.www_authenticate {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let Some(seconds) = self.retry_after_secs {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

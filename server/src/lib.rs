@@ -17,6 +17,7 @@
 //! | [`secrets`] | the master key, keys derived from it, encryption of stored secrets      |
 //! | [`store`]   | `trait Store` and its SQLite and PostgreSQL implementations (all SQL)   |
 //! | [`clock`]   | injected time                                                           |
+//! | [`bench`]   | `countersign bench`: the load generator (full flows with simulated phones) |
 //!
 //! Each capability keeps its pure rules (`model.rs`) apart from orchestration (`service.rs`)
 //! and axum glue (`http.rs`). Only `store` knows SQL; only `http.rs` files know axum.
@@ -24,6 +25,7 @@
 pub mod api_keys;
 pub mod app;
 pub mod audit;
+pub mod bench;
 pub mod challenges;
 pub mod cli;
 pub mod clock;
@@ -31,6 +33,7 @@ pub mod config;
 pub mod devices;
 pub mod error;
 pub mod extract;
+pub mod fatigue;
 pub mod ids;
 pub mod middleware;
 pub mod push;

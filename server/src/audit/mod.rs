@@ -61,6 +61,10 @@ pub enum Action {
     ChallengeRedeemRefused,
     /// The push provider reported a device's token dead; it was disabled.
     PushTokenDisabled,
+    /// A prompt was refused by the fatigue defence (budget, freeze, lock).
+    PromptRefused,
+    /// An admin or app lifted a user's push freeze or lock.
+    PushUnfrozen,
 }
 
 impl Action {
@@ -78,6 +82,8 @@ impl Action {
             Action::DeviceUnenrolled => "device.unenrolled",
             Action::PushTokenUpdated => "device.push_token_updated",
             Action::PushTokenDisabled => "device.push_token_disabled",
+            Action::PromptRefused => "fatigue.prompt_refused",
+            Action::PushUnfrozen => "fatigue.unfrozen",
             Action::ChallengeRedeemRefused => "challenge.redeem_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;

@@ -33,6 +33,21 @@ impl From<ChallengeError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", message)
             }
             ChallengeError::NoDevice => ApiError::new(StatusCode::CONFLICT, "no_enrolled_device", message),
+            ChallengeError::PushFrozen { until, .. } => {
+                let message = match until {
+                    Some(until) => format!(
+                        "{message}; frozen until {}",
+                        until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+                    ),
+                    None => format!("{message}; frozen until a stronger factor or an admin unfreezes it"),
+                };
+                ApiError::new(StatusCode::LOCKED, "push_frozen", message)
+            }
+            ChallengeError::PushLocked => ApiError::new(StatusCode::LOCKED, "push_locked", message),
+            ChallengeError::PushRateLimited { retry_after_secs } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "push_rate_limited", message)
+                    .with_retry_after(retry_after_secs)
+            }
             ChallengeError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "challenge_not_found", message),
             ChallengeError::InvalidWait(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_wait", message),
             ChallengeError::AlreadyRedeemed => {
@@ -286,11 +301,28 @@ async fn user_factors(
     app.require(Scope::UsersRead)?;
     let devices = state.devices.list_devices(&username).await?;
     let active = devices.iter().filter(|d| d.is_active()).count();
-    let push = FactorView {
-        factor: "push".into(),
-        available: active > 0,
-        reason: (active == 0).then(|| "no enrolled device: create an enrollment".to_owned()),
+    let user = crate::users::service::find_user(state.store.as_ref(), &username).await?;
+    let standing = crate::fatigue::http::standing(&state.store.push_state(user.id).await?, state.clock.now());
+    let reason = if active == 0 {
+        Some("no enrolled device: create an enrollment".to_owned())
+    } else if standing.push != "available" {
+        Some(match standing.frozen_until {
+            Some(until) => format!(
+                "push {} until {} ({}); use a passkey",
+                standing.push,
+                until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                standing.reason.clone().unwrap_or_default()
+            ),
+            None => format!(
+                "push {} ({}); use a passkey or ask an admin",
+                standing.push,
+                standing.reason.clone().unwrap_or_default()
+            ),
+        })
+    } else {
+        None
     };
+    let push = FactorView { factor: "push".into(), available: reason.is_none(), reason };
     let passkey = FactorView {
         factor: "passkey".into(),
         available: false,

@@ -25,6 +25,7 @@ use crate::clock::Clock;
 use crate::devices::service::{DeviceService, unix_seconds};
 use crate::ids::{ChallengeId, DeviceId};
 use crate::secrets::MasterKey;
+use crate::store::DeviceDecision;
 use crate::store::{
     ChallengeRecord, ChallengeTransition, Conflict, DeviceRecord, Precondition, Store, StoreError,
 };
@@ -38,6 +39,8 @@ pub struct ChallengeSettings {
     pub redeem_window: Duration,
     /// Longest long-poll.
     pub max_wait: StdDuration,
+    /// Push budget and escalation ladder.
+    pub policy: crate::fatigue::model::Policy,
 }
 
 impl Default for ChallengeSettings {
@@ -47,6 +50,7 @@ impl Default for ChallengeSettings {
             number_digits: 3,
             redeem_window: Duration::seconds(120),
             max_wait: StdDuration::from_secs(30),
+            policy: crate::fatigue::model::Policy::default(),
         }
     }
 }
@@ -65,6 +69,12 @@ pub enum ChallengeError {
     /// Unknown users and users without a device get the same answer: no enumeration.
     #[error("the user has no enrolled device that can answer a challenge")]
     NoDevice,
+    #[error("push is frozen for this user ({reason}); use a stronger factor (passkey) or ask an admin")]
+    PushFrozen { until: Option<OffsetDateTime>, reason: String },
+    #[error("push is locked for this user after too many failures; only an admin can lift it")]
+    PushLocked,
+    #[error("too many prompts for this user; retry later")]
+    PushRateLimited { retry_after_secs: u64 },
     #[error("no such challenge")]
     NotFound,
     #[error("wait must be between 0 and {0} seconds")]
@@ -261,8 +271,13 @@ impl ChallengeService {
             )
             .with_details(json!({ "challenge_id": old.id, "reason": "superseded", "superseded_by": id }))
         };
-        let created = match self.store.create_challenge(record, &push_devices, event, &superseded).await {
+        let created = match self
+            .store
+            .create_challenge(record, &push_devices, event, &superseded, &self.settings.policy)
+            .await
+        {
             Ok(created) => created,
+            Err(StoreError::Refused(refusal)) => return Err(self.refused(app, &user, refusal, now).await?),
             Err(StoreError::Conflict(Conflict::IdempotencyKey)) => {
                 // A concurrent retry with the same key won the insert.
                 let key = idempotency_key.unwrap_or_default();
@@ -283,6 +298,39 @@ impl ChallengeService {
         }
         metrics::counter!("countersign_challenges_created_total").increment(1);
         Ok(CreatedChallenge { record: created, number })
+    }
+
+    /// Records a refused prompt (the bombing attempt itself is evidence) and says why.
+    async fn refused(
+        &self,
+        app: &AuthenticatedApp,
+        user: &crate::store::UserRecord,
+        refusal: crate::store::Refusal,
+        now: OffsetDateTime,
+    ) -> Result<ChallengeError, ChallengeError> {
+        use crate::fatigue::model::Availability;
+        let (error, kind) = match refusal {
+            crate::store::Refusal::BudgetExhausted { retry_at } => (
+                ChallengeError::PushRateLimited {
+                    retry_after_secs: (retry_at - now).whole_seconds().max(1) as u64,
+                },
+                "budget_exhausted",
+            ),
+            crate::store::Refusal::PushUnavailable(Availability::HardLocked) => {
+                (ChallengeError::PushLocked, "hard_locked")
+            }
+            crate::store::Refusal::PushUnavailable(Availability::Frozen { until, reason }) => {
+                (ChallengeError::PushFrozen { until, reason }, "frozen")
+            }
+            crate::store::Refusal::PushUnavailable(Availability::Available) => {
+                return Err(ChallengeError::Internal("refused while available".into()));
+            }
+        };
+        metrics::counter!("countersign_prompts_refused_total", "reason" => kind).increment(1);
+        let event = AuditEvent::new(now, app.actor(), Action::PromptRefused, format!("user:{}", user.id))
+            .with_details(json!({ "username": user.username, "reason": kind, "detail": error.to_string() }));
+        self.store.record_audit(event).await?;
+        Ok(error)
     }
 
     /// Answers an idempotent retry exactly as the first request was answered.
@@ -324,7 +372,17 @@ impl ChallengeService {
             return Ok(challenge);
         }
         let event = expired_event(&challenge, now);
-        match self.store.transition_challenge(challenge.id, ChallengeTransition::Expire, now, event).await {
+        match self
+            .store
+            .transition_challenge(
+                challenge.id,
+                ChallengeTransition::Expire,
+                now,
+                event,
+                &self.settings.policy,
+            )
+            .await
+        {
             Ok(expired) => {
                 self.waiters.notify(expired.id);
                 Ok(expired)
@@ -382,7 +440,7 @@ impl ChallengeService {
             format!("challenge:{id}"),
         )
         .with_details(json!({ "challenge_id": id }));
-        match self.store.transition_challenge(id, transition, now, event).await {
+        match self.store.transition_challenge(id, transition, now, event, &self.settings.policy).await {
             Ok(redeemed) => Ok(redeemed),
             Err(StoreError::NotFound) => {
                 let challenge = self.load_for_app(app, id).await?;
@@ -417,7 +475,13 @@ impl ChallengeService {
         .with_details(json!({ "challenge_id": id, "reason": "cancelled_by_app" }));
         match self
             .store
-            .transition_challenge(id, ChallengeTransition::Cancel { app_id: app.id }, now, event)
+            .transition_challenge(
+                id,
+                ChallengeTransition::Cancel { app_id: app.id },
+                now,
+                event,
+                &self.settings.policy,
+            )
             .await
         {
             Ok(cancelled) => {
@@ -546,7 +610,16 @@ impl ChallengeService {
             "counter": counter,
             "seconds_to_decide": (now - challenge.created_at).as_seconds_f64(),
         }));
-        match self.store.decide_challenge(id, device.id, counter, to, now, event).await {
+        match self
+            .store
+            .decide_challenge(
+                DeviceDecision { challenge: id, device: device.id, counter, to },
+                now,
+                event,
+                &self.settings.policy,
+            )
+            .await
+        {
             Ok(_) => {
                 self.waiters.notify(id);
                 metrics::counter!("countersign_challenge_decisions_total", "outcome" => to.as_str())
@@ -582,7 +655,7 @@ impl ChallengeService {
     pub async fn expire_due(&self, limit: u32) -> Result<usize, ChallengeError> {
         let now = self.clock.now();
         let event = |c: &ChallengeRecord| expired_event(c, now);
-        let expired = self.store.expire_due_challenges(now, limit, &event).await?;
+        let expired = self.store.expire_due_challenges(now, limit, &event, &self.settings.policy).await?;
         for challenge in &expired {
             self.waiters.notify(challenge.id);
         }

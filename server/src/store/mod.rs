@@ -18,6 +18,7 @@ use crate::api_keys::Scopes;
 use crate::audit::AuditEvent;
 use crate::audit::chain::{HeadSealer, StoredEvent, StoredHead};
 use crate::challenges::model::ChallengeState;
+use crate::fatigue::model::{Policy, PushEvent, PushState};
 use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
 
 /// Which database engine a store runs on.
@@ -51,6 +52,15 @@ pub enum Conflict {
     IdempotencyKey,
 }
 
+/// Why a new challenge was refused for the user's sake (fatigue defence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Push is frozen or locked for this user.
+    PushUnavailable(crate::fatigue::model::Availability),
+    /// The user's push budget is spent until `retry_at`.
+    BudgetExhausted { retry_at: OffsetDateTime },
+}
+
 /// A compare-and-set found the row in another state than the operation requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precondition {
@@ -70,6 +80,8 @@ pub enum StoreError {
     NotFound,
     #[error("precondition failed: {0:?}")]
     PreconditionFailed(Precondition),
+    #[error("refused by the fatigue policy: {0:?}")]
+    Refused(Refusal),
     #[error("database error")]
     Database(#[source] sqlx::Error),
     #[error("migration failed")]
@@ -194,6 +206,16 @@ pub struct ChallengeRecord {
     pub idempotency_key: Option<String>,
     pub request_hash: Option<Vec<u8>>,
     pub is_silent: bool,
+}
+
+/// A device's verified answer, to apply by compare-and-set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceDecision {
+    pub challenge: ChallengeId,
+    pub device: DeviceId,
+    /// Must exceed the device's last accepted counter.
+    pub counter: i64,
+    pub to: ChallengeState,
 }
 
 /// App-initiated or timed transitions; each is one conditional UPDATE.
@@ -345,6 +367,7 @@ pub trait Store: Send + Sync + fmt::Debug {
         push_devices: &[DeviceId],
         audit: AuditEvent,
         superseded: ChallengeEvent<'_>,
+        policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError>;
 
     async fn challenge_by_id(&self, id: ChallengeId) -> Result<Option<ChallengeRecord>, StoreError>;
@@ -369,12 +392,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// compare-and-set in one transaction with the audit event.
     async fn decide_challenge(
         &self,
-        id: ChallengeId,
-        device: DeviceId,
-        counter: i64,
-        to: ChallengeState,
+        decision: DeviceDecision,
         now: OffsetDateTime,
         audit: AuditEvent,
+        policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError>;
 
     /// Applies an app or timer transition; `NotFound` if the challenge is not in the required
@@ -385,6 +406,7 @@ pub trait Store: Send + Sync + fmt::Debug {
         transition: ChallengeTransition,
         now: OffsetDateTime,
         audit: AuditEvent,
+        policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError>;
 
     /// Expires up to `limit` pending challenges past their expiry (skipping rows another
@@ -394,7 +416,26 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: OffsetDateTime,
         limit: u32,
         event: ChallengeEvent<'_>,
+        policy: &Policy,
     ) -> Result<Vec<ChallengeRecord>, StoreError>;
+
+    /// The user's push standing (default when nothing happened yet).
+    async fn push_state(&self, user: UserId) -> Result<PushState, StoreError>;
+
+    /// Replaces the user's push standing (an admin unfreeze), with its audit event.
+    async fn set_push_state(
+        &self,
+        user: UserId,
+        state: PushState,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Users whose standing is not clean (failures, freezes, locks), worst first.
+    async fn troubled_users(&self, limit: u32) -> Result<Vec<(UserRecord, PushState)>, StoreError>;
+
+    /// The user's most recent challenges, newest first.
+    async fn recent_challenges(&self, user: UserId, limit: u32) -> Result<Vec<ChallengeRecord>, StoreError>;
 
     /// Calls `on_change` with the id of every challenge that changes state on any instance
     /// sharing the database, until the process ends. A hint only: callers re-read the row.
@@ -484,6 +525,38 @@ fn check_migrations_applied(migrator: &sqlx::migrate::Migrator, applied: &[i64])
 
 fn hash32(bytes: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
     bytes.try_into().map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, expected 32", bytes.len())))
+}
+
+/// Checks the user's standing and budget for a new challenge (inside its transaction).
+fn gate_new_challenge(
+    state: &PushState,
+    recent: &[OffsetDateTime],
+    now: OffsetDateTime,
+    policy: &Policy,
+) -> Result<(), StoreError> {
+    match crate::fatigue::model::availability(state, now) {
+        crate::fatigue::model::Availability::Available => {}
+        unavailable => return Err(StoreError::Refused(Refusal::PushUnavailable(unavailable))),
+    }
+    let in_window: Vec<&OffsetDateTime> =
+        recent.iter().filter(|at| **at > now - policy.budget_window).collect();
+    if in_window.len() >= policy.push_budget as usize {
+        let oldest = in_window.iter().min().map_or(now, |at| **at);
+        return Err(StoreError::Refused(Refusal::BudgetExhausted {
+            retry_at: oldest + policy.budget_window,
+        }));
+    }
+    Ok(())
+}
+
+/// The ladder's new state after `to`, or `None` when `to` says nothing about the user.
+fn next_push_state(
+    state: PushState,
+    to: ChallengeState,
+    now: OffsetDateTime,
+    policy: &Policy,
+) -> Option<PushState> {
+    PushEvent::from_state(to).map(|event| crate::fatigue::model::apply(state, event, now, policy))
 }
 
 /// Maps a unique violation to the rule it protects, by constraint name (PostgreSQL) or by the

@@ -16,14 +16,16 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict, DeviceRecord, Engine,
-    EnrollmentRecord, NoticeRecord, PoolStats, Precondition, PushJob, PushJobResult, ServerKeyRecord, Store,
-    StoreError, StoredPush, UserRecord, check_migrations_applied, map_unique_violation, next_link,
+    AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict, DeviceDecision, DeviceRecord,
+    Engine, EnrollmentRecord, NoticeRecord, PoolStats, Precondition, PushJob, PushJobResult, ServerKeyRecord,
+    Store, StoreError, StoredPush, UserRecord, check_migrations_applied, gate_new_challenge,
+    map_unique_violation, next_link, next_push_state,
 };
 use crate::audit::AuditEvent;
 use crate::audit::chain::{HeadSealer, StoredEvent, StoredHead};
 use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
+use crate::fatigue::model::{Policy, PushState};
 use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -188,6 +190,76 @@ fn challenge_from_row(row: &SqliteRow) -> Result<ChallengeRecord, StoreError> {
 }
 
 const CHALLENGE_COLUMNS: &str = "id, app_id, user_id, state, number_tag, number_sealed, number_digits, server_nonce, app_name, ip, user_agent, location, created_at, expires_at, decided_at, decided_by_device, redeemed_at, idempotency_key, request_hash, is_silent";
+
+fn push_state_from_row(row: &SqliteRow) -> Result<PushState, StoreError> {
+    Ok(PushState {
+        consecutive_failures: row.try_get("consecutive_failures")?,
+        freezes: row.try_get("freezes")?,
+        frozen_until: optional_time_at(row, "frozen_until")?,
+        needs_strong_factor: row.try_get("needs_strong_factor")?,
+        needs_admin_review: row.try_get("needs_admin_review")?,
+        hard_locked: row.try_get("hard_locked")?,
+        last_wrong_number_at: optional_time_at(row, "last_wrong_number_at")?,
+        reason: row.try_get("reason")?,
+    })
+}
+
+const PUSH_STATE_COLUMNS: &str = "consecutive_failures, freezes, frozen_until, needs_strong_factor, needs_admin_review, hard_locked, last_wrong_number_at, reason";
+
+/// The user's push standing (write transactions are exclusive on SQLite).
+async fn load_push_state(conn: &mut SqliteConnection, user: UserId) -> Result<PushState, StoreError> {
+    let sql =
+        sqlx::AssertSqlSafe(format!("SELECT {PUSH_STATE_COLUMNS} FROM user_push_state WHERE user_id = ?1"));
+    let row = sqlx::query(sql).bind(user.0.to_string()).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(push_state_from_row).transpose().map(Option::unwrap_or_default)
+}
+
+async fn save_push_state(
+    conn: &mut SqliteConnection,
+    user: UserId,
+    state: &PushState,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO user_push_state (user_id, consecutive_failures, freezes, frozen_until, needs_strong_factor,
+                                      needs_admin_review, hard_locked, last_wrong_number_at, reason, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (user_id) DO UPDATE SET consecutive_failures = ?2, freezes = ?3, frozen_until = ?4,
+             needs_strong_factor = ?5, needs_admin_review = ?6, hard_locked = ?7, last_wrong_number_at = ?8,
+             reason = ?9, updated_at = ?10",
+    )
+    .bind(user.0.to_string())
+    .bind(state.consecutive_failures)
+    .bind(state.freezes)
+    .bind(state.frozen_until.map(unix_micros))
+    .bind(state.needs_strong_factor)
+    .bind(state.needs_admin_review)
+    .bind(state.hard_locked)
+    .bind(state.last_wrong_number_at.map(unix_micros))
+    .bind(&state.reason)
+    .bind(unix_micros(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves the user's ladder for a challenge that reached `to` (no-op for neutral states).
+async fn record_outcome(
+    conn: &mut SqliteConnection,
+    user: UserId,
+    to: ChallengeState,
+    now: OffsetDateTime,
+    policy: &Policy,
+) -> Result<(), StoreError> {
+    if crate::fatigue::model::PushEvent::from_state(to).is_none() {
+        return Ok(());
+    }
+    let state = load_push_state(conn, user).await?;
+    if let Some(next) = next_push_state(state, to, now, policy) {
+        save_push_state(conn, user, &next, now).await?;
+    }
+    Ok(())
+}
 
 const ENROLLMENT_COLUMNS: &str = "id, user_id, code_hash, code_sealed, is_second_device, created_by, created_at, expires_at, used_at, device_id";
 const DEVICE_COLUMNS: &str = "id, user_id, public_key, push_provider, push_token, push_environment, name, platform, created_at, revoked_at, last_counter";
@@ -637,8 +709,18 @@ impl Store for SqliteStore {
         push_devices: &[DeviceId],
         audit: AuditEvent,
         superseded: ChallengeEvent<'_>,
+        policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError> {
         let mut tx = self.begin_write().await?;
+        let state = load_push_state(&mut tx, c.user_id).await?;
+        let recent: Vec<i64> =
+            sqlx::query_scalar("SELECT created_at FROM challenges WHERE user_id = ?1 AND created_at > ?2")
+                .bind(c.user_id.0.to_string())
+                .bind(unix_micros(c.created_at - policy.budget_window))
+                .fetch_all(&mut *tx)
+                .await?;
+        let recent: Vec<OffsetDateTime> = recent.into_iter().filter_map(from_unix_micros).collect();
+        gate_new_challenge(&state, &recent, c.created_at, policy)?;
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE challenges SET state = 'cancelled', decided_at = ?2
              WHERE user_id = ?1 AND state = 'pending' RETURNING {CHALLENGE_COLUMNS}"
@@ -756,13 +838,12 @@ impl Store for SqliteStore {
 
     async fn decide_challenge(
         &self,
-        id: ChallengeId,
-        device: DeviceId,
-        counter: i64,
-        to: ChallengeState,
+        decision: DeviceDecision,
         now: OffsetDateTime,
         audit: AuditEvent,
+        policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError> {
+        let DeviceDecision { challenge: id, device, counter, to } = decision;
         let mut tx = self.begin_write().await?;
         let advanced = sqlx::query(
             "UPDATE devices SET last_counter = ?2 WHERE id = ?1 AND revoked_at IS NULL AND last_counter < ?2
@@ -796,6 +877,7 @@ impl Store for SqliteStore {
             .await?
             .ok_or(StoreError::PreconditionFailed(Precondition::ChallengeNotPending))?;
         let challenge = challenge_from_row(&row)?;
+        record_outcome(&mut tx, challenge.user_id, to, now, policy).await?;
         self.append_audit(&mut tx, &audit).await?;
         tx.commit().await?;
         Ok(challenge)
@@ -807,6 +889,7 @@ impl Store for SqliteStore {
         transition: ChallengeTransition,
         now: OffsetDateTime,
         audit: AuditEvent,
+        policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         let query = match transition {
@@ -834,6 +917,7 @@ impl Store for SqliteStore {
         };
         let row = query.fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound)?;
         let challenge = challenge_from_row(&row)?;
+        record_outcome(&mut tx, challenge.user_id, challenge.state, now, policy).await?;
         self.append_audit(&mut tx, &audit).await?;
         tx.commit().await?;
         Ok(challenge)
@@ -844,6 +928,7 @@ impl Store for SqliteStore {
         now: OffsetDateTime,
         limit: u32,
         event: ChallengeEvent<'_>,
+        policy: &Policy,
     ) -> Result<Vec<ChallengeRecord>, StoreError> {
         let mut tx = self.begin_write().await?;
         let sql = sqlx::AssertSqlSafe(format!(
@@ -856,6 +941,7 @@ impl Store for SqliteStore {
         let mut expired = Vec::with_capacity(rows.len());
         for row in &rows {
             let challenge = challenge_from_row(row)?;
+            record_outcome(&mut tx, challenge.user_id, challenge.state, now, policy).await?;
             self.append_audit(&mut tx, &event(&challenge)).await?;
             expired.push(challenge);
         }
@@ -953,6 +1039,55 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn push_state(&self, user: UserId) -> Result<PushState, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {PUSH_STATE_COLUMNS} FROM user_push_state WHERE user_id = ?1"
+        ));
+        let row = sqlx::query(sql).bind(user.0.to_string()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(push_state_from_row).transpose().map(Option::unwrap_or_default)
+    }
+
+    async fn set_push_state(
+        &self,
+        user: UserId,
+        state: PushState,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        save_push_state(&mut tx, user, &state, now).await?;
+        self.append_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn troubled_users(&self, limit: u32) -> Result<Vec<(UserRecord, PushState)>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT u.id, u.username, u.display_name, u.is_privileged, u.created_at, {PUSH_STATE_COLUMNS}
+             FROM user_push_state s JOIN users u ON u.id = s.user_id
+             WHERE u.deleted_at IS NULL AND (s.consecutive_failures > 0 OR s.frozen_until IS NOT NULL
+                   OR s.needs_strong_factor OR s.needs_admin_review OR s.hard_locked)
+             ORDER BY s.hard_locked DESC, s.needs_admin_review DESC, s.needs_strong_factor DESC,
+                      s.consecutive_failures DESC LIMIT ?1"
+        ));
+        let rows = sqlx::query(sql).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        rows.iter().map(|row| Ok((user_from_row(row)?, push_state_from_row(row)?))).collect()
+    }
+
+    async fn recent_challenges(&self, user: UserId, limit: u32) -> Result<Vec<ChallengeRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE user_id = ?1 ORDER BY created_at DESC, id LIMIT ?2"
+        ));
+        sqlx::query(sql)
+            .bind(user.0.to_string())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(challenge_from_row)
+            .collect()
     }
 
     async fn server_key(&self) -> Result<Option<ServerKeyRecord>, StoreError> {

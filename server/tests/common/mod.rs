@@ -87,6 +87,10 @@ impl TestApp {
         Self { router: build_app(state.clone(), limits), store, state, clock, master, db }
     }
 
+    pub fn clock_now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
     pub fn now_unix(&self) -> u64 {
         self.clock.now().unix_timestamp() as u64
     }

@@ -1,0 +1,14 @@
+-- Fatigue defence: per-user push state (failures, freezes, locks) shared by every instance.
+
+CREATE TABLE user_push_state (
+    user_id               UUID PRIMARY KEY REFERENCES users (id),
+    consecutive_failures  INTEGER NOT NULL DEFAULT 0,
+    freezes               INTEGER NOT NULL DEFAULT 0,
+    frozen_until          TIMESTAMPTZ,
+    needs_strong_factor   BOOLEAN NOT NULL DEFAULT FALSE,
+    needs_admin_review    BOOLEAN NOT NULL DEFAULT FALSE,
+    hard_locked           BOOLEAN NOT NULL DEFAULT FALSE,
+    last_wrong_number_at  TIMESTAMPTZ,
+    reason                TEXT,
+    updated_at            TIMESTAMPTZ NOT NULL
+);

@@ -1,0 +1,14 @@
+-- Fatigue defence: per-user push state (failures, freezes, locks).
+
+CREATE TABLE user_push_state (
+    user_id               TEXT PRIMARY KEY REFERENCES users (id),
+    consecutive_failures  INTEGER NOT NULL DEFAULT 0,
+    freezes               INTEGER NOT NULL DEFAULT 0,
+    frozen_until          INTEGER,
+    needs_strong_factor   INTEGER NOT NULL DEFAULT 0,
+    needs_admin_review    INTEGER NOT NULL DEFAULT 0,
+    hard_locked           INTEGER NOT NULL DEFAULT 0,
+    last_wrong_number_at  INTEGER,
+    reason                TEXT,
+    updated_at            INTEGER NOT NULL
+);

@@ -1,0 +1,218 @@
+//! Fatigue signals for dashboards and apps: who is under attack, a user's prompt timeline, and
+//! lifting a freeze.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::model::{self, Availability, PushState};
+use crate::api_keys::Scope;
+use crate::api_keys::service::AuthenticatedApp;
+use crate::app::AppState;
+use crate::audit::{Action, AuditEvent};
+use crate::challenges::model::ChallengeState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiPath;
+use crate::store::UserRecord;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(users_under_attack))
+        .routes(routes!(timeline))
+        .routes(routes!(unfreeze))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PushStanding {
+    /// `available`, `frozen` or `locked`.
+    pub push: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub frozen_until: Option<OffsetDateTime>,
+    pub reason: Option<String>,
+    pub consecutive_failures: i32,
+    /// Push returns only after a stronger factor or an admin.
+    pub needs_strong_factor: bool,
+    pub needs_admin_review: bool,
+}
+
+pub fn standing(state: &PushState, now: OffsetDateTime) -> PushStanding {
+    let (push, frozen_until) = match model::availability(state, now) {
+        Availability::Available => ("available", None),
+        Availability::Frozen { until, .. } => ("frozen", until),
+        Availability::HardLocked => ("locked", None),
+    };
+    PushStanding {
+        push: push.into(),
+        frozen_until,
+        reason: state.reason.clone(),
+        consecutive_failures: state.consecutive_failures,
+        needs_strong_factor: state.needs_strong_factor,
+        needs_admin_review: state.needs_admin_review,
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserUnderAttack {
+    pub username: String,
+    /// Higher is worse: failures, plus weight for freezes, reports and locks.
+    pub score: i64,
+    pub standing: PushStanding,
+}
+
+/// Auth: app API key, scope `fatigue:read`. Users whose push standing is not clean, worst first.
+#[utoipa::path(
+    get,
+    path = "/v1/fatigue/users",
+    tag = "fatigue",
+    security(("api_key" = ["fatigue:read"])),
+    responses((status = 200, description = "Users under attack", body = [UserUnderAttack]))
+)]
+async fn users_under_attack(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+) -> Result<Json<Vec<UserUnderAttack>>, ApiError> {
+    app.require(Scope::FatigueRead)?;
+    let now = state.clock.now();
+    let users = state.store.troubled_users(200).await?;
+    let mut list: Vec<UserUnderAttack> = users
+        .into_iter()
+        .map(|(user, push)| {
+            let score = i64::from(push.consecutive_failures)
+                + 10 * i64::from(push.frozen_until.is_some_and(|u| u > now))
+                + 50 * i64::from(push.needs_strong_factor)
+                + 100 * i64::from(push.needs_admin_review)
+                + 1000 * i64::from(push.hard_locked);
+            UserUnderAttack { username: user.username, score, standing: standing(&push, now) }
+        })
+        .collect();
+    list.sort_by_key(|user| std::cmp::Reverse(user.score));
+    Ok(Json(list))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TimelineEntry {
+    pub challenge_id: String,
+    pub state: String,
+    pub app_name: String,
+    pub ip: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// Seconds from prompt to answer, when answered.
+    pub seconds_to_decide: Option<f64>,
+    pub silent: bool,
+    /// Warning signs: `approved_after_failures`, `fast_approval` (< 2 s).
+    pub flags: Vec<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Timeline {
+    pub username: String,
+    pub standing: PushStanding,
+    /// Newest first.
+    pub prompts: Vec<TimelineEntry>,
+}
+
+async fn user(state: &AppState, username: &str) -> Result<UserRecord, ApiError> {
+    Ok(crate::users::service::find_user(state.store.as_ref(), username).await?)
+}
+
+/// Auth: app API key, scope `fatigue:read`. The user's recent prompts with warning flags.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{username}/timeline",
+    tag = "fatigue",
+    security(("api_key" = ["fatigue:read"])),
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, description = "Timeline", body = Timeline),
+        (status = 404, description = "No such user", body = ErrorBody),
+    )
+)]
+async fn timeline(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    ApiPath(username): ApiPath<String>,
+) -> Result<Json<Timeline>, ApiError> {
+    app.require(Scope::FatigueRead)?;
+    let user = user(&state, &username).await?;
+    let challenges = state.store.recent_challenges(user.id, 100).await?;
+    let push = state.store.push_state(user.id).await?;
+    // Walk oldest → newest to count the failures that preceded each approval.
+    let mut failures_before = 0;
+    let mut prompts: Vec<TimelineEntry> = challenges
+        .iter()
+        .rev()
+        .map(|c| {
+            let seconds = c
+                .decided_at
+                .filter(|_| c.state != ChallengeState::Pending)
+                .map(|d| (d - c.created_at).as_seconds_f64());
+            let mut flags = Vec::new();
+            match c.state {
+                ChallengeState::Approved | ChallengeState::Redeemed => {
+                    if failures_before > 0 {
+                        flags.push(format!("approved_after_failures:{failures_before}"));
+                    }
+                    if seconds.is_some_and(|s| s < 2.0) {
+                        flags.push("fast_approval".to_owned());
+                    }
+                    failures_before = 0;
+                }
+                ChallengeState::Denied
+                | ChallengeState::DeniedWrongNumber
+                | ChallengeState::Expired
+                | ChallengeState::Reported => failures_before += 1,
+                ChallengeState::Pending | ChallengeState::Cancelled => {}
+            }
+            TimelineEntry {
+                challenge_id: c.id.to_string(),
+                state: c.state.as_str().into(),
+                app_name: c.app_name.clone(),
+                ip: c.ip.clone(),
+                created_at: c.created_at,
+                seconds_to_decide: seconds,
+                silent: c.is_silent,
+                flags,
+            }
+        })
+        .collect();
+    prompts.reverse();
+    Ok(Json(Timeline { username: user.username, standing: standing(&push, state.clock.now()), prompts }))
+}
+
+/// Auth: app API key, scope `fatigue:write`. Lifts the user's push freeze or lock (audited).
+#[utoipa::path(
+    post,
+    path = "/v1/users/{username}/unfreeze",
+    tag = "fatigue",
+    security(("api_key" = ["fatigue:write"])),
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, description = "Push available again", body = PushStanding),
+        (status = 404, description = "No such user", body = ErrorBody),
+    )
+)]
+async fn unfreeze(
+    State(state): State<AppState>,
+    app: AuthenticatedApp,
+    ApiPath(username): ApiPath<String>,
+) -> Result<(StatusCode, Json<PushStanding>), ApiError> {
+    app.require(Scope::FatigueWrite)?;
+    let user = user(&state, &username).await?;
+    let before = state.store.push_state(user.id).await?;
+    let now = state.clock.now();
+    let after = model::unfreeze(before.clone());
+    let event = AuditEvent::new(now, app.actor(), Action::PushUnfrozen, format!("user:{}", user.id)).with_details(json!({
+        "username": user.username,
+        "was": { "failures": before.consecutive_failures, "reason": before.reason, "hard_locked": before.hard_locked },
+    }));
+    state.store.set_push_state(user.id, after.clone(), now, event).await?;
+    Ok((StatusCode::OK, Json(standing(&after, now))))
+}

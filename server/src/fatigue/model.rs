@@ -1,0 +1,252 @@
+//! The escalation ladder against push-bombing, as pure rules (DESIGN.md "Fatigue defence").
+//!
+//! Failures are denials, timeouts and wrong numbers since the last approval. A wrong number
+//! freezes push at once (whoever typed it cannot see the login screen); a second one within
+//! 24 h freezes it until a stronger factor or an admin; three denials or timeouts freeze it for
+//! 15 minutes, doubling with each further failure up to 24 h; 100 consecutive failures lock it
+//! (NIST SP 800-63B §5.2.2) until an admin acts. A "not me" report freezes it until an admin
+//! reviews. All of this is about push only: a stronger factor is never locked out.
+
+use time::{Duration, OffsetDateTime};
+
+/// Tunables; `config` keeps them within safe bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Prompts per user per window.
+    pub push_budget: u32,
+    pub budget_window: Duration,
+    /// Consecutive denials/timeouts before the first freeze.
+    pub failures_before_freeze: i32,
+    pub freeze: Duration,
+    pub max_freeze: Duration,
+    /// Window in which a second wrong number needs a stronger factor.
+    pub wrong_number_window: Duration,
+    pub hard_lock_after: i32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            push_budget: 5,
+            budget_window: Duration::minutes(15),
+            failures_before_freeze: 3,
+            freeze: Duration::minutes(15),
+            max_freeze: Duration::hours(24),
+            wrong_number_window: Duration::hours(24),
+            hard_lock_after: 100,
+        }
+    }
+}
+
+/// A user's push standing, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushState {
+    pub consecutive_failures: i32,
+    /// Freezes in the current failure streak: each doubles the next.
+    pub freezes: i32,
+    pub frozen_until: Option<OffsetDateTime>,
+    pub needs_strong_factor: bool,
+    pub needs_admin_review: bool,
+    pub hard_locked: bool,
+    pub last_wrong_number_at: Option<OffsetDateTime>,
+    pub reason: Option<String>,
+}
+
+/// What a decided challenge means for the ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushEvent {
+    Approved,
+    Denied,
+    TimedOut,
+    WrongNumber,
+    Reported,
+}
+
+impl PushEvent {
+    /// The ladder's reading of a challenge's final state; `None` for states that say nothing
+    /// about the user (cancelled, redeemed).
+    pub fn from_state(state: crate::challenges::model::ChallengeState) -> Option<Self> {
+        use crate::challenges::model::ChallengeState::*;
+        match state {
+            Approved => Some(Self::Approved),
+            Denied => Some(Self::Denied),
+            Expired => Some(Self::TimedOut),
+            DeniedWrongNumber => Some(Self::WrongNumber),
+            Reported => Some(Self::Reported),
+            Pending | Cancelled | Redeemed => None,
+        }
+    }
+}
+
+/// Whether push may be used now, and if not, why and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    Available,
+    /// Frozen until `until` (`None`: until a stronger factor or an admin).
+    Frozen {
+        until: Option<OffsetDateTime>,
+        reason: String,
+    },
+    HardLocked,
+}
+
+pub fn apply(mut state: PushState, event: PushEvent, now: OffsetDateTime, policy: &Policy) -> PushState {
+    match event {
+        PushEvent::Approved => {
+            state.consecutive_failures = 0;
+            state.freezes = 0;
+            return state;
+        }
+        PushEvent::Reported => {
+            state.needs_admin_review = true;
+            state.reason = Some("reported_not_me".into());
+            return state;
+        }
+        PushEvent::Denied | PushEvent::TimedOut | PushEvent::WrongNumber => {}
+    }
+    state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+    if state.consecutive_failures >= policy.hard_lock_after {
+        state.hard_locked = true;
+        state.reason = Some("too_many_failures".into());
+        return state;
+    }
+    if event == PushEvent::WrongNumber {
+        let is_repeat = state.last_wrong_number_at.is_some_and(|at| now - at < policy.wrong_number_window);
+        state.last_wrong_number_at = Some(now);
+        if is_repeat {
+            state.needs_strong_factor = true;
+            state.reason = Some("second_wrong_number".into());
+        } else {
+            freeze_for(&mut state, now, policy.freeze, "wrong_number");
+        }
+        return state;
+    }
+    if state.consecutive_failures >= policy.failures_before_freeze {
+        let doubling = 2i32.saturating_pow(u32::try_from(state.freezes.clamp(0, 16)).unwrap_or(16));
+        let length = (policy.freeze * doubling).min(policy.max_freeze);
+        freeze_for(&mut state, now, length, "consecutive_failures");
+        state.freezes = state.freezes.saturating_add(1);
+    }
+    state
+}
+
+fn freeze_for(state: &mut PushState, now: OffsetDateTime, length: Duration, reason: &str) {
+    let until = now + length;
+    state.frozen_until = Some(state.frozen_until.map_or(until, |current| current.max(until)));
+    state.reason = Some(reason.into());
+}
+
+pub fn availability(state: &PushState, now: OffsetDateTime) -> Availability {
+    if state.hard_locked {
+        return Availability::HardLocked;
+    }
+    if state.needs_admin_review || state.needs_strong_factor {
+        let reason = state.reason.clone().unwrap_or_else(|| "frozen".into());
+        return Availability::Frozen { until: None, reason };
+    }
+    match state.frozen_until {
+        Some(until) if until > now => Availability::Frozen {
+            until: Some(until),
+            reason: state.reason.clone().unwrap_or_else(|| "frozen".into()),
+        },
+        _ => Availability::Available,
+    }
+}
+
+/// Lifts every freeze and lock (an admin decision, audited by the caller).
+pub fn unfreeze(state: PushState) -> PushState {
+    PushState { last_wrong_number_at: state.last_wrong_number_at, ..PushState::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-11-28 10:00 UTC);
+
+    fn run(events: &[PushEvent]) -> PushState {
+        events.iter().fold(PushState::default(), |s, e| apply(s, *e, T0, &Policy::default()))
+    }
+
+    #[test]
+    fn three_failures_freeze_for_fifteen_minutes_then_double() {
+        let state = run(&[PushEvent::Denied, PushEvent::TimedOut]);
+        assert_eq!(availability(&state, T0), Availability::Available);
+        let state = apply(state, PushEvent::Denied, T0, &Policy::default());
+        assert_eq!(state.frozen_until, Some(T0 + Duration::minutes(15)));
+        let state = apply(state, PushEvent::Denied, T0, &Policy::default());
+        assert_eq!(state.frozen_until, Some(T0 + Duration::minutes(30)));
+        let state = apply(state, PushEvent::Denied, T0, &Policy::default());
+        assert_eq!(state.frozen_until, Some(T0 + Duration::minutes(60)));
+        assert_eq!(availability(&state, T0 + Duration::minutes(61)), Availability::Available);
+    }
+
+    #[test]
+    fn freezes_are_capped_at_a_day() {
+        let state = run(&[PushEvent::Denied; 20]);
+        assert_eq!(state.frozen_until, Some(T0 + Duration::hours(24)));
+    }
+
+    #[test]
+    fn one_wrong_number_freezes_two_need_a_stronger_factor() {
+        let state = run(&[PushEvent::WrongNumber]);
+        assert_eq!(
+            availability(&state, T0),
+            Availability::Frozen { until: Some(T0 + Duration::minutes(15)), reason: "wrong_number".into() }
+        );
+        let later = T0 + Duration::hours(2);
+        let state = apply(state, PushEvent::WrongNumber, later, &Policy::default());
+        assert_eq!(
+            availability(&state, later + Duration::days(3)),
+            Availability::Frozen { until: None, reason: "second_wrong_number".into() }
+        );
+        // A wrong number more than 24 h after the last one starts over.
+        let state = apply(
+            run(&[PushEvent::WrongNumber]),
+            PushEvent::WrongNumber,
+            T0 + Duration::hours(25),
+            &Policy::default(),
+        );
+        assert!(!state.needs_strong_factor);
+    }
+
+    #[test]
+    fn approval_resets_the_streak_and_reports_need_an_admin() {
+        let state = run(&[PushEvent::Denied, PushEvent::Denied, PushEvent::Approved, PushEvent::Denied]);
+        assert_eq!((state.consecutive_failures, availability(&state, T0)), (1, Availability::Available));
+        let state = run(&[PushEvent::Reported]);
+        assert!(matches!(
+            availability(&state, T0 + Duration::days(30)),
+            Availability::Frozen { until: None, .. }
+        ));
+        assert_eq!(availability(&unfreeze(state), T0), Availability::Available);
+    }
+
+    #[test]
+    fn a_hundred_failures_lock_push() {
+        let state = run(&[PushEvent::TimedOut; 99]);
+        assert!(!state.hard_locked);
+        let state = apply(state, PushEvent::TimedOut, T0, &Policy::default());
+        assert_eq!(availability(&state, T0 + Duration::days(365)), Availability::HardLocked);
+    }
+
+    proptest! {
+        /// Whatever happens, the ladder only tightens until an approval or an admin: a failure
+        /// never shortens a freeze or lifts a lock.
+        #[test]
+        fn failures_never_loosen_the_ladder(events in proptest::collection::vec(0u8..4, 1..60)) {
+            let mut state = PushState::default();
+            for e in events {
+                let event = [PushEvent::Denied, PushEvent::TimedOut, PushEvent::WrongNumber, PushEvent::Reported][usize::from(e)];
+                let next = apply(state.clone(), event, T0, &Policy::default());
+                prop_assert!(next.frozen_until >= state.frozen_until);
+                prop_assert!(next.hard_locked >= state.hard_locked);
+                prop_assert!(next.needs_strong_factor >= state.needs_strong_factor);
+                prop_assert!(next.needs_admin_review >= state.needs_admin_review);
+                state = next;
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Named attack tests for the fatigue defence, on SQLite and PostgreSQL. Each doc comment
+//! states the attack.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[macro_use]
+mod common;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use common::{TestApp, assert_error, audit_actions, enrolled_device, signed_get};
+use countersign::app::HttpLimits;
+use countersign_e2e::Engine;
+use countersign_e2e::device::TestDevice;
+use countersign_mobile_protocol::{Decision, PendingChallenges, PushRegistration};
+use serde_json::{Value, json};
+use time::Duration;
+
+struct Setup {
+    app: Arc<TestApp>,
+    key: String,
+    phone: TestDevice,
+}
+
+async fn setup(engine: Engine) -> Setup {
+    let app = TestApp::build(engine, HttpLimits::default()).await;
+    let key = app
+        .key("idp", "users:read users:write challenges:write challenges:read fatigue:read fatigue:write")
+        .await;
+    let phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    Setup { app: Arc::new(app), key, phone }
+}
+
+async fn prompt(s: &Setup) -> common::Reply {
+    s.app
+        .post_json(
+            "/v1/challenges",
+            &s.key,
+            json!({ "username": "alice", "context": { "ip": "198.51.100.66" } }),
+        )
+        .await
+}
+
+/// Prompts and answers one challenge as the phone; returns the outcome word.
+async fn prompt_and_answer(s: &mut Setup, decision: Decision, number: Option<&str>) -> String {
+    let created = prompt(s).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let pending: PendingChallenges =
+        serde_json::from_value(signed_get(&s.app, &s.phone, "/device/v1/challenges").await.body).unwrap();
+    let details = s.phone.verify_details(&pending.challenges[0]).clone();
+    let typed = number.map_or_else(|| created.body["number"].as_str().unwrap().to_owned(), str::to_owned);
+    let response =
+        s.phone.answer(&details, decision, if decision == Decision::Approve { &typed } else { "" });
+    let path = format!("/device/v1/challenges/{}/response", details.challenge_id.as_str());
+    s.app.device_post(&path, &serde_json::to_vec(&response).unwrap()).await.body["outcome"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn wrong(number: &str) -> String {
+    let n: u32 = number.parse().unwrap();
+    format!("{:0width$}", (n + 1) % 10u32.pow(number.len() as u32), width = number.len())
+}
+
+/// Push bombing: 20 prompts in a minute reach the phone at most 5 times, never more than one
+/// pending at once; the rest get 429 with Retry-After.
+async fn push_bombing_is_capped_by_the_budget(engine: Engine) {
+    let s = setup(engine).await;
+    let mut created = 0;
+    for _ in 0..20 {
+        let reply = prompt(&s).await;
+        match reply.status {
+            StatusCode::CREATED => created += 1,
+            _ => {
+                assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, "push_rate_limited");
+                let retry_after: u64 = reply.headers["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=900).contains(&retry_after), "{retry_after}");
+            }
+        }
+        let pending: PendingChallenges =
+            serde_json::from_value(signed_get(&s.app, &s.phone, "/device/v1/challenges").await.body).unwrap();
+        assert!(pending.challenges.len() <= 1, "never more than one pending prompt");
+        s.app.clock.advance(Duration::seconds(3));
+    }
+    assert_eq!(created, 5);
+    let refused = audit_actions(&s.app).await.iter().filter(|(a, _)| a == "fatigue.prompt_refused").count();
+    assert_eq!(refused, 15, "every refused prompt is audited");
+    // The window slides: 15 minutes after the first prompt, the budget has room again.
+    s.app.clock.advance(Duration::minutes(15));
+    assert_eq!(prompt(&s).await.status, StatusCode::CREATED);
+}
+
+/// The budget holds under parallel requests (one user, many concurrent prompts).
+async fn budget_holds_under_concurrency(engine: Engine) {
+    let s = setup(engine).await;
+    let tasks: Vec<_> = (0..24)
+        .map(|_| {
+            let app = Arc::clone(&s.app);
+            let key = s.key.clone();
+            tokio::spawn(async move {
+                app.post_json("/v1/challenges", &key, json!({ "username": "alice" })).await.status
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        let status = task.await.unwrap();
+        assert!(status == StatusCode::CREATED || status == StatusCode::TOO_MANY_REQUESTS, "{status}");
+        created += usize::from(status == StatusCode::CREATED);
+    }
+    assert_eq!(created, 5, "never more than the budget");
+}
+
+/// Three denials (a user rejecting an attacker's prompts) freeze push for 15 minutes; each
+/// further failure doubles the freeze.
+async fn three_denials_freeze_then_double(engine: Engine) {
+    let mut s = setup(engine).await;
+    for _ in 0..3 {
+        assert_eq!(prompt_and_answer(&mut s, Decision::Deny, None).await, "denied");
+    }
+    let frozen = prompt(&s).await;
+    assert_error(&frozen, StatusCode::LOCKED, "push_frozen");
+    let factors = s.app.get("/v1/users/alice/factors", Some(&s.key)).await;
+    assert_eq!(factors.body["factors"][0]["available"], false);
+    assert!(factors.body["factors"][0]["reason"].as_str().unwrap().contains("passkey"));
+
+    s.app.clock.advance(Duration::minutes(16));
+    assert_eq!(prompt_and_answer(&mut s, Decision::Deny, None).await, "denied");
+    let timeline = s.app.get("/v1/users/alice/timeline", Some(&s.key)).await;
+    let until = time::OffsetDateTime::parse(
+        timeline.body["standing"]["frozen_until"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(until - s.app.clock_now(), Duration::minutes(30), "the second freeze is twice as long");
+}
+
+/// A fatigued user types a wrong number: push freezes at once; a second wrong number within
+/// 24 h freezes it until a stronger factor or an admin.
+async fn wrong_numbers_freeze_and_escalate(engine: Engine) {
+    let mut s = setup(engine).await;
+    let created = prompt(&s).await;
+    let number = created.body["number"].as_str().unwrap().to_owned();
+    s.app
+        .post_json(
+            &format!("/v1/challenges/{}/cancel", created.body["id"].as_str().unwrap()),
+            &s.key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        prompt_and_answer(&mut s, Decision::Approve, Some(&wrong(&number))).await,
+        "denied_wrong_number"
+    );
+    assert_error(&prompt(&s).await, StatusCode::LOCKED, "push_frozen");
+    s.app.clock.advance(Duration::minutes(16));
+    let outcome = prompt_and_answer(&mut s, Decision::Approve, Some("000")).await;
+    if outcome == "approved" {
+        return; // the drawn number was 000: nothing to escalate (1 in 1000)
+    }
+    assert_eq!(outcome, "denied_wrong_number");
+    s.app.clock.advance(Duration::days(3));
+    let frozen = prompt(&s).await;
+    assert_error(&frozen, StatusCode::LOCKED, "push_frozen");
+    assert!(frozen.body["message"].as_str().unwrap().contains("stronger factor"), "{:?}", frozen.body);
+}
+
+/// A fatigued user answers every prompt with a random number: the attacker gets at most two
+/// guesses per incident, and never more than one attempt per challenge.
+async fn random_answers_get_at_most_two_guesses(engine: Engine) {
+    let mut s = setup(engine).await;
+    let mut attempts = 0;
+    for round in 0..10 {
+        let reply = prompt(&s).await;
+        if reply.status != StatusCode::CREATED {
+            assert_eq!(reply.status, StatusCode::LOCKED);
+            s.app.clock.advance(Duration::minutes(20));
+            continue;
+        }
+        let pending: PendingChallenges =
+            serde_json::from_value(signed_get(&s.app, &s.phone, "/device/v1/challenges").await.body).unwrap();
+        let details = s.phone.verify_details(&pending.challenges[0]).clone();
+        let guess = format!("{:03}", (round * 137 + 11) % 1000);
+        let guess = if guess == reply.body["number"] { wrong(&guess) } else { guess };
+        let path = format!("/device/v1/challenges/{}/response", details.challenge_id.as_str());
+        let first = s.phone.answer(&details, Decision::Approve, &guess);
+        assert_eq!(
+            s.app.device_post(&path, &serde_json::to_vec(&first).unwrap()).await.body["outcome"],
+            "denied_wrong_number"
+        );
+        attempts += 1;
+        let second = s.phone.answer(&details, Decision::Approve, reply.body["number"].as_str().unwrap());
+        assert_eq!(
+            s.app.device_post(&path, &serde_json::to_vec(&second).unwrap()).await.status,
+            StatusCode::CONFLICT,
+            "one attempt per challenge"
+        );
+        s.app.clock.advance(Duration::minutes(20));
+    }
+    assert_eq!(attempts, 2, "two guesses, then push stays frozen until a stronger factor");
+}
+
+/// "Not me": the user reports the prompt; push is quarantined until an admin reviews, and the
+/// unfreeze is audited.
+async fn not_me_quarantines_until_admin(engine: Engine) {
+    let mut s = setup(engine).await;
+    assert_eq!(prompt_and_answer(&mut s, Decision::Report, None).await, "reported");
+    s.app.clock.advance(Duration::days(7));
+    assert_error(&prompt(&s).await, StatusCode::LOCKED, "push_frozen");
+    let attacked = s.app.get("/v1/fatigue/users", Some(&s.key)).await;
+    assert_eq!(attacked.body[0]["username"], "alice");
+    assert_eq!(attacked.body[0]["standing"]["needs_admin_review"], true);
+
+    let reader = s.app.key("dashboard", "fatigue:read").await;
+    let denied = s.app.post_json("/v1/users/alice/unfreeze", &reader, json!({})).await;
+    assert_error(&denied, StatusCode::FORBIDDEN, "insufficient_scope");
+    let lifted = s.app.post_json("/v1/users/alice/unfreeze", &s.key, json!({})).await;
+    assert_eq!((lifted.status, &lifted.body["push"]), (StatusCode::OK, &json!("available")));
+    assert!(
+        audit_actions(&s.app).await.iter().any(
+            |(a, d): &(String, Value)| a == "fatigue.unfrozen" && d["was"]["reason"] == "reported_not_me"
+        )
+    );
+    assert_eq!(prompt(&s).await.status, StatusCode::CREATED);
+}
+
+/// An approval resets the streak; the timeline flags an approval that follows failures.
+async fn approval_after_denials_is_flagged(engine: Engine) {
+    let mut s = setup(engine).await;
+    for decision in [Decision::Deny, Decision::Deny, Decision::Approve] {
+        prompt_and_answer(&mut s, decision, None).await;
+        s.app.clock.advance(Duration::seconds(30));
+    }
+    let timeline = s.app.get("/v1/users/alice/timeline", Some(&s.key)).await;
+    assert_eq!(timeline.body["standing"]["consecutive_failures"], 0);
+    let flags = &timeline.body["prompts"][0]["flags"];
+    assert!(flags.as_array().unwrap().iter().any(|f| f == "approved_after_failures:2"), "{flags}");
+    assert!(flags.as_array().unwrap().iter().any(|f| f == "fast_approval"), "{flags}");
+}
+
+on_both_engines!(
+    push_bombing_is_capped_by_the_budget,
+    budget_holds_under_concurrency,
+    three_denials_freeze_then_double,
+    wrong_numbers_freeze_and_escalate,
+    random_answers_get_at_most_two_guesses,
+    not_me_quarantines_until_admin,
+    approval_after_denials_is_flagged,
+);
