@@ -12,3 +12,8 @@ CREATE TABLE user_push_state (
     reason                TEXT,
     updated_at            TIMESTAMPTZ NOT NULL
 );
+
+-- The prompt's source network (/24 or /64 of the client IP the app reported), for push-spray
+-- detection: many different users prompted from one source in a short window.
+ALTER TABLE challenges ADD COLUMN source_prefix TEXT;
+CREATE INDEX challenges_source_idx ON challenges (source_prefix, created_at) WHERE source_prefix IS NOT NULL;

@@ -12,3 +12,6 @@ CREATE TABLE user_push_state (
     reason                TEXT,
     updated_at            INTEGER NOT NULL
 );
+
+ALTER TABLE challenges ADD COLUMN source_prefix TEXT;
+CREATE INDEX challenges_source_idx ON challenges (source_prefix, created_at) WHERE source_prefix IS NOT NULL;

@@ -239,6 +239,63 @@ async fn approval_after_denials_is_flagged(engine: Engine) {
     assert!(flags.as_array().unwrap().iter().any(|f| f == "fast_approval"), "{flags}");
 }
 
+/// Push spray: one network prompts many different users (a password-spraying botnet that got
+/// lucky); past the threshold that network is throttled, other networks are not.
+async fn push_spray_from_one_network_is_throttled(engine: Engine) {
+    let s = setup(engine).await;
+    let mut phones = Vec::new();
+    for i in 0..22 {
+        phones.push(enrolled_device(&s.app, &s.key, &format!("user{i}"), PushRegistration::None).await);
+    }
+    let mut throttled_at = None;
+    for i in 0..22 {
+        let body =
+            json!({ "username": format!("user{i}"), "context": { "ip": format!("203.0.113.{}", 10 + i) } });
+        let reply = s.app.post_json("/v1/challenges", &s.key, body).await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, "source_rate_limited");
+            throttled_at.get_or_insert(i);
+        } else {
+            assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        }
+    }
+    assert_eq!(throttled_at, Some(20), "the 21st user from one /24 is refused");
+    let elsewhere = s
+        .app
+        .post_json(
+            "/v1/challenges",
+            &s.key,
+            json!({ "username": "alice", "context": { "ip": "198.51.100.1" } }),
+        )
+        .await;
+    assert_eq!(elsewhere.status, StatusCode::CREATED);
+    let silent = audit_actions(&s.app)
+        .await
+        .iter()
+        .filter(|(a, d)| a == "challenge.created" && d["silent"] == true)
+        .count();
+    assert!(silent >= 10, "a spraying source's prompts go out silently before it is throttled ({silent})");
+}
+
+/// A user under suspicion gets silent prompts: no notification, but the real user finds the
+/// request by opening the app.
+async fn suspicion_makes_prompts_silent(engine: Engine) {
+    let mut s = setup(engine).await;
+    prompt_and_answer(&mut s, Decision::Deny, None).await;
+    s.app.clock.advance(Duration::seconds(30));
+    prompt_and_answer(&mut s, Decision::Deny, None).await;
+    s.app.clock.advance(Duration::seconds(30));
+    assert_eq!(
+        prompt_and_answer(&mut s, Decision::Approve, None).await,
+        "approved",
+        "pull still works when silent"
+    );
+    let timeline = s.app.get("/v1/users/alice/timeline", Some(&s.key)).await;
+    let silent: Vec<bool> =
+        timeline.body["prompts"].as_array().unwrap().iter().map(|p| p["silent"].as_bool().unwrap()).collect();
+    assert_eq!(silent, vec![true, false, false], "newest first");
+}
+
 on_both_engines!(
     push_bombing_is_capped_by_the_budget,
     budget_holds_under_concurrency,
@@ -247,4 +304,6 @@ on_both_engines!(
     random_answers_get_at_most_two_guesses,
     not_me_quarantines_until_admin,
     approval_after_denials_is_flagged,
+    push_spray_from_one_network_is_throttled,
+    suspicion_makes_prompts_silent,
 );

@@ -44,6 +44,10 @@ impl From<ChallengeError> for ApiError {
                 ApiError::new(StatusCode::LOCKED, "push_frozen", message)
             }
             ChallengeError::PushLocked => ApiError::new(StatusCode::LOCKED, "push_locked", message),
+            ChallengeError::SourceRateLimited { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "source_rate_limited", message)
+                    .with_retry_after(60)
+            }
             ChallengeError::PushRateLimited { retry_after_secs } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "push_rate_limited", message)
                     .with_retry_after(retry_after_secs)

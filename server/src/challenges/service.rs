@@ -75,6 +75,8 @@ pub enum ChallengeError {
     PushLocked,
     #[error("too many prompts for this user; retry later")]
     PushRateLimited { retry_after_secs: u64 },
+    #[error("too many users prompted from this network ({network}); it is throttled")]
+    SourceRateLimited { network: String, users: u32 },
     #[error("no such challenge")]
     NotFound,
     #[error("wait must be between 0 and {0} seconds")]
@@ -218,6 +220,7 @@ impl ChallengeService {
             .map_err(|_| ChallengeError::Internal("random number generator failed".into()))?;
         let id = ChallengeId::random();
         let now = self.clock.now();
+        let context_ip = context.ip.clone();
         let record = ChallengeRecord {
             id,
             app_id: app.id,
@@ -242,6 +245,7 @@ impl ChallengeService {
             idempotency_key: idempotency_key.map(str::to_owned),
             request_hash: Some(request_hash.to_vec()),
             is_silent: false,
+            source_prefix: crate::fatigue::model::source_prefix(&context_ip),
         };
         let push_devices: Vec<DeviceId> =
             devices.iter().filter(|d| d.push.provider != "none").map(|d| d.id).collect();
@@ -321,6 +325,9 @@ impl ChallengeService {
             }
             crate::store::Refusal::PushUnavailable(Availability::Frozen { until, reason }) => {
                 (ChallengeError::PushFrozen { until, reason }, "frozen")
+            }
+            crate::store::Refusal::SourceThrottled { network, users } => {
+                (ChallengeError::SourceRateLimited { network, users }, "source_throttled")
             }
             crate::store::Refusal::PushUnavailable(Availability::Available) => {
                 return Err(ChallengeError::Internal("refused while available".into()));

@@ -22,6 +22,13 @@ pub struct Policy {
     /// Window in which a second wrong number needs a stronger factor.
     pub wrong_number_window: Duration,
     pub hard_lock_after: i32,
+    /// Distinct users prompted from one source network within `spray_window` before that
+    /// source is throttled. Offices share an egress address: keep this above a busy morning.
+    pub spray_users: u32,
+    pub spray_window: Duration,
+    /// Consecutive failures after which new prompts are silent (no notification; the real
+    /// user finds them by opening the app).
+    pub silent_after_failures: i32,
 }
 
 impl Default for Policy {
@@ -34,6 +41,9 @@ impl Default for Policy {
             max_freeze: Duration::hours(24),
             wrong_number_window: Duration::hours(24),
             hard_lock_after: 100,
+            spray_users: 20,
+            spray_window: Duration::minutes(1),
+            silent_after_failures: 2,
         }
     }
 }
@@ -153,6 +163,27 @@ pub fn availability(state: &PushState, now: OffsetDateTime) -> Availability {
     }
 }
 
+/// The source network of a client IP: its /24 (IPv4) or /64 (IPv6), so an attacker rotating
+/// addresses within one network is still one source.
+pub fn source_prefix(ip: &str) -> Option<String> {
+    match ip.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            Some(format!("{a}.{b}.{c}.0/24"))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+        }
+    }
+}
+
+/// Whether a new prompt for this user should be silent (no push): they are under suspicion,
+/// or the prompt comes from a source already prompting many users.
+pub fn is_silent(state: &PushState, source_users: u32, policy: &Policy) -> bool {
+    state.consecutive_failures >= policy.silent_after_failures || source_users * 2 >= policy.spray_users
+}
+
 /// Lifts every freeze and lock (an admin decision, audited by the caller).
 pub fn unfreeze(state: PushState) -> PushState {
     PushState { last_wrong_number_at: state.last_wrong_number_at, ..PushState::default() }
@@ -230,6 +261,21 @@ mod tests {
         assert!(!state.hard_locked);
         let state = apply(state, PushEvent::TimedOut, T0, &Policy::default());
         assert_eq!(availability(&state, T0 + Duration::days(365)), Availability::HardLocked);
+    }
+
+    #[test]
+    fn sources_are_networks() {
+        assert_eq!(source_prefix("203.0.113.77").as_deref(), Some("203.0.113.0/24"));
+        assert_eq!(source_prefix("2001:db8:1:2:3:4:5:6").as_deref(), Some("2001:db8:1:2::/64"));
+        assert_eq!(source_prefix(""), None);
+    }
+
+    #[test]
+    fn suspicion_makes_prompts_silent() {
+        let policy = Policy::default();
+        assert!(!is_silent(&PushState::default(), 0, &policy));
+        assert!(is_silent(&run(&[PushEvent::Denied, PushEvent::Denied]), 0, &policy));
+        assert!(is_silent(&PushState::default(), 10, &policy));
     }
 
     proptest! {

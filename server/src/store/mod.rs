@@ -59,6 +59,8 @@ pub enum Refusal {
     PushUnavailable(crate::fatigue::model::Availability),
     /// The user's push budget is spent until `retry_at`.
     BudgetExhausted { retry_at: OffsetDateTime },
+    /// The prompt's source network has prompted too many different users (push spray).
+    SourceThrottled { network: String, users: u32 },
 }
 
 /// A compare-and-set found the row in another state than the operation requires.
@@ -206,6 +208,8 @@ pub struct ChallengeRecord {
     pub idempotency_key: Option<String>,
     pub request_hash: Option<Vec<u8>>,
     pub is_silent: bool,
+    /// The client network the prompt came from (for spray detection).
+    pub source_prefix: Option<String>,
 }
 
 /// A device's verified answer, to apply by compare-and-set.
@@ -527,13 +531,15 @@ fn hash32(bytes: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
     bytes.try_into().map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, expected 32", bytes.len())))
 }
 
-/// Checks the user's standing and budget for a new challenge (inside its transaction).
+/// Checks the user's standing, budget and source for a new challenge (inside its
+/// transaction); returns whether the prompt must be silent.
 fn gate_new_challenge(
     state: &PushState,
     recent: &[OffsetDateTime],
+    source: Option<(&str, u32)>,
     now: OffsetDateTime,
     policy: &Policy,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     match crate::fatigue::model::availability(state, now) {
         crate::fatigue::model::Availability::Available => {}
         unavailable => return Err(StoreError::Refused(Refusal::PushUnavailable(unavailable))),
@@ -546,7 +552,12 @@ fn gate_new_challenge(
             retry_at: oldest + policy.budget_window,
         }));
     }
-    Ok(())
+    if let Some((network, users)) = source
+        && users >= policy.spray_users
+    {
+        return Err(StoreError::Refused(Refusal::SourceThrottled { network: network.to_owned(), users }));
+    }
+    Ok(crate::fatigue::model::is_silent(state, source.map_or(0, |(_, users)| users), policy))
 }
 
 /// The ladder's new state after `to`, or `None` when `to` says nothing about the user.

@@ -159,10 +159,11 @@ fn challenge_from_row(row: &sqlx::postgres::PgRow) -> Result<ChallengeRecord, St
         idempotency_key: row.try_get("idempotency_key")?,
         request_hash: row.try_get("request_hash")?,
         is_silent: row.try_get("is_silent")?,
+        source_prefix: row.try_get("source_prefix")?,
     })
 }
 
-const CHALLENGE_COLUMNS: &str = "id, app_id, user_id, state, number_tag, number_sealed, number_digits, server_nonce, app_name, ip, user_agent, location, created_at, expires_at, decided_at, decided_by_device, redeemed_at, idempotency_key, request_hash, is_silent";
+const CHALLENGE_COLUMNS: &str = "id, app_id, user_id, state, number_tag, number_sealed, number_digits, server_nonce, app_name, ip, user_agent, location, created_at, expires_at, decided_at, decided_by_device, redeemed_at, idempotency_key, request_hash, is_silent, source_prefix";
 
 fn push_state_from_row(row: &sqlx::postgres::PgRow) -> Result<PushState, StoreError> {
     Ok(PushState {
@@ -678,7 +679,29 @@ impl Store for PgStore {
                 .bind(c.created_at - policy.budget_window)
                 .fetch_all(&mut *tx)
                 .await?;
-        gate_new_challenge(&state, &recent, c.created_at, policy)?;
+        let source_users: Option<u32> = match &c.source_prefix {
+            Some(prefix) => {
+                let users: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(DISTINCT user_id) FROM challenges
+                     WHERE source_prefix = $1 AND created_at > $2 AND user_id <> $3",
+                )
+                .bind(prefix)
+                .bind(c.created_at - policy.spray_window)
+                .bind(c.user_id.0)
+                .fetch_one(&mut *tx)
+                .await?;
+                Some(u32::try_from(users).unwrap_or(u32::MAX))
+            }
+            None => None,
+        };
+        let source = c.source_prefix.as_deref().zip(source_users);
+        let is_silent = gate_new_challenge(&state, &recent, source, c.created_at, policy)?;
+        let c = ChallengeRecord { is_silent, ..c };
+        let mut audit = audit;
+        if let serde_json::Value::Object(details) = &mut audit.details {
+            details.insert("silent".into(), is_silent.into());
+        }
+        let push_devices: &[DeviceId] = if is_silent { &[] } else { push_devices };
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE challenges SET state = 'cancelled', decided_at = $2
              WHERE user_id = $1 AND state = 'pending' RETURNING {CHALLENGE_COLUMNS}"
@@ -691,7 +714,7 @@ impl Store for PgStore {
         }
         let sql = sqlx::AssertSqlSafe(format!(
             "INSERT INTO challenges ({CHALLENGE_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
         ));
         sqlx::query(sql)
             .bind(c.id.0)
@@ -714,6 +737,7 @@ impl Store for PgStore {
             .bind(&c.idempotency_key)
             .bind(&c.request_hash)
             .bind(c.is_silent)
+            .bind(&c.source_prefix)
             .execute(&mut *tx)
             .await
             .map_err(map_unique_violation)?;
