@@ -17,3 +17,22 @@ CREATE TABLE user_push_state (
 -- detection: many different users prompted from one source in a short window.
 ALTER TABLE challenges ADD COLUMN source_prefix TEXT;
 CREATE INDEX challenges_source_idx ON challenges (source_prefix, created_at) WHERE source_prefix IS NOT NULL;
+
+-- Security alerts (freezes, quarantines, locks, push spray), written in the transaction that
+-- causes them, and a single delivery cursor for the signed webhook (leased by one instance).
+CREATE TABLE alerts (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    details     TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE alert_cursor (
+    id               SMALLINT PRIMARY KEY CHECK (id = 1),
+    last_delivered   BIGINT NOT NULL,
+    attempts         INTEGER NOT NULL,
+    next_attempt_at  TIMESTAMPTZ,
+    lease_until      TIMESTAMPTZ,
+    last_error       TEXT
+);
+INSERT INTO alert_cursor (id, last_delivered, attempts) VALUES (1, 0, 0);

@@ -15,3 +15,20 @@ CREATE TABLE user_push_state (
 
 ALTER TABLE challenges ADD COLUMN source_prefix TEXT;
 CREATE INDEX challenges_source_idx ON challenges (source_prefix, created_at) WHERE source_prefix IS NOT NULL;
+
+CREATE TABLE alerts (
+    id          INTEGER PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    details     TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE alert_cursor (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    last_delivered   INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL,
+    next_attempt_at  INTEGER,
+    lease_until      INTEGER,
+    last_error       TEXT
+);
+INSERT INTO alert_cursor (id, last_delivered, attempts) VALUES (1, 0, 0);

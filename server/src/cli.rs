@@ -195,6 +195,14 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
         crate::telemetry::prometheus(),
     )
     .await?;
+    if let Some(webhook) = settings.alerts.webhook()? {
+        Arc::new(crate::alerts::AlertDelivery::new(
+            Arc::clone(&state.store),
+            Arc::clone(&state.clock),
+            webhook,
+        ))
+        .spawn();
+    }
     let providers: Arc<dyn PushSender> = Arc::new(settings.push.build()?);
     let waiters = Arc::clone(&state.challenges.waiters);
     state.store.watch_challenges(Arc::new(move |id| waiters.notify(id))).await?;

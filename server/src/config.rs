@@ -51,6 +51,9 @@ pub struct Config {
     pub challenges: ChallengesConfig,
     #[serde(default)]
     pub fatigue: FatigueConfig,
+    /// Signed webhook for security alerts.
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
     /// Push providers (`[push.apns]`, `[push.fcm]`); without them phones pull.
     #[serde(default)]
     pub push: crate::push::PushConfig,
@@ -338,6 +341,7 @@ impl Config {
             challenge_ttl: time::Duration::seconds(self.challenges.ttl_secs as i64),
             push: self.push,
             fatigue: self.fatigue.policy()?,
+            alerts: self.alerts,
             number_digits: self.challenges.number_digits,
             enrollment_ttl: time::Duration::seconds(self.devices.enrollment_ttl_secs as i64),
         })
@@ -365,6 +369,7 @@ pub struct Settings {
     pub number_digits: u8,
     pub push: crate::push::PushConfig,
     pub fatigue: crate::fatigue::model::Policy,
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 impl Settings {

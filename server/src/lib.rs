@@ -22,6 +22,7 @@
 //! Each capability keeps its pure rules (`model.rs`) apart from orchestration (`service.rs`)
 //! and axum glue (`http.rs`). Only `store` knows SQL; only `http.rs` files know axum.
 
+pub mod alerts;
 pub mod api_keys;
 pub mod app;
 pub mod audit;

@@ -124,6 +124,9 @@ async fn three_denials_freeze_then_double(engine: Engine) {
     let factors = s.app.get("/v1/users/alice/factors", Some(&s.key)).await;
     assert_eq!(factors.body["factors"][0]["available"], false);
     assert!(factors.body["factors"][0]["reason"].as_str().unwrap().contains("passkey"));
+    // The lockout is push-only: the passkey factor's standing does not mention it.
+    assert_eq!(factors.body["factors"][1]["factor"], "passkey");
+    assert!(!factors.body["factors"][1]["reason"].as_str().unwrap().contains("frozen"));
 
     s.app.clock.advance(Duration::minutes(16));
     assert_eq!(prompt_and_answer(&mut s, Decision::Deny, None).await, "denied");
@@ -296,6 +299,70 @@ async fn suspicion_makes_prompts_silent(engine: Engine) {
     assert_eq!(silent, vec![true, false, false], "newest first");
 }
 
+/// Alerts reach the SIEM webhook signed, in order, and are retried after failures.
+async fn alerts_reach_a_signed_webhook_with_retries(engine: Engine) {
+    use std::sync::Mutex;
+
+    let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let router = {
+        let received = Arc::clone(&received);
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let received = Arc::clone(&received);
+                async move {
+                    let signature =
+                        headers.get("countersign-signature").unwrap().to_str().unwrap().to_owned();
+                    let mut seen = received.lock().unwrap();
+                    seen.push((signature, body));
+                    // The receiver is down for the first two attempts.
+                    if seen.len() <= 2 { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let mut s = setup(engine).await;
+    assert_eq!(prompt_and_answer(&mut s, Decision::Report, None).await, "reported");
+    let secret = "a-webhook-secret-of-at-least-32-chars!";
+    let config = countersign::alerts::AlertsConfig {
+        webhook_url: Some(format!("http://{address}/hook")),
+        webhook_secret: Some(secret.into()),
+    };
+    let clock: Arc<dyn countersign::clock::Clock> = s.app.clock.clone();
+    let delivery = countersign::alerts::AlertDelivery::new(
+        Arc::clone(&s.app.store),
+        clock,
+        config.webhook().unwrap().unwrap(),
+    );
+    let mut delivered = false;
+    for _ in 0..10 {
+        if delivery.deliver_next().await.unwrap() {
+            delivered = true;
+            break;
+        }
+        s.app.clock.advance(Duration::minutes(1));
+    }
+    assert!(delivered, "delivered after the receiver recovered");
+    assert!(!delivery.deliver_next().await.unwrap(), "nothing left, nothing sent twice");
+    let seen = received.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "two failures, then success");
+    let (signature, body) = &seen[2];
+    let (t, v1) = signature.strip_prefix("t=").unwrap().split_once(",v1=").unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = hex::decode(v1).unwrap();
+    assert!(
+        ring::hmac::verify(&key, format!("{t}.{body}").as_bytes(), &tag).is_ok(),
+        "the receiver can verify it"
+    );
+    let alert: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(alert["kind"], "push_quarantined");
+    assert!(alert["subject"].as_str().unwrap().starts_with("user:"));
+}
+
 on_both_engines!(
     push_bombing_is_capped_by_the_budget,
     budget_holds_under_concurrency,
@@ -306,4 +373,5 @@ on_both_engines!(
     approval_after_denials_is_flagged,
     push_spray_from_one_network_is_throttled,
     suspicion_makes_prompts_silent,
+    alerts_reach_a_signed_webhook_with_retries,
 );

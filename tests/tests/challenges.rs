@@ -52,7 +52,11 @@ impl World {
         ];
         let db = Arc::new(TestDatabase::new(engine).await);
         let server = Server::start_with(db, random_master_key(), &env).await;
-        let key = create_app(&server, "portal", "users:read users:write challenges:write challenges:read");
+        let key = create_app(
+            &server,
+            "portal",
+            "users:read users:write challenges:write challenges:read fatigue:write",
+        );
         let alice = dir.path().join("alice.json");
         let bob = dir.path().join("bob.json");
         let world = Self { server, apns, fcm, key, alice, bob, _dir: dir };
@@ -162,6 +166,10 @@ async fn full_flows(engine: Engine) {
     assert_eq!(retry.status.code(), Some(1), "one attempt per challenge");
     assert_eq!(w.state_of(&id).await, "denied_wrong_number");
 
+    // The wrong number froze Alice's push (fatigue defence); her admin lifts it.
+    let (status, _) = w.post("/v1/users/alice/unfreeze").await;
+    assert_eq!(status, 200);
+
     // Cancel.
     let (id, number) = w.start("alice").await;
     let (status, body) = w.post(&format!("/v1/challenges/{id}/cancel")).await;
@@ -254,7 +262,8 @@ async fn two_instances_race_on_one_postgres() {
     let shared = [("COUNTERSIGN_PUBLIC_URL", "http://127.0.0.1:8443")];
     let a = Server::start_with(Arc::clone(&db), master.clone(), &shared).await;
     let b = Server::start_with(Arc::clone(&db), master, &shared).await;
-    let key = create_app(&a, "portal", "users:read users:write challenges:write challenges:read");
+    let key =
+        create_app(&a, "portal", "users:read users:write challenges:write challenges:read fatigue:write");
     let client = http();
     client
         .post(a.url("/v1/users"))
@@ -263,6 +272,12 @@ async fn two_instances_race_on_one_postgres() {
         .send()
         .await
         .unwrap();
+    // Racing denials and reports move Alice's fatigue ladder; an admin lifts it between rounds.
+    let unfreeze = || {
+        let url = b.url("/v1/users/alice/unfreeze");
+        let key = key.clone();
+        async move { assert_eq!(http().post(url).bearer_auth(key).send().await.unwrap().status(), 200) }
+    };
     let mut phones = Vec::new();
     for (i, server) in [&a, &b].into_iter().enumerate() {
         let enrollment: Value = client
@@ -284,6 +299,7 @@ async fn two_instances_race_on_one_postgres() {
     }
 
     for round in 0..3 {
+        unfreeze().await;
         let created: Value = client
             .post(a.url("/v1/challenges"))
             .bearer_auth(&key)
@@ -358,6 +374,36 @@ async fn two_instances_race_on_one_postgres() {
         .unwrap();
         assert_eq!(transitions, 1, "round {round}: exactly one transition event");
     }
+
+    unfreeze().await;
+    // The push budget holds across instances: 24 parallel prompts for one user through both
+    // instances create exactly 5 challenges (fatigue defence, DESIGN.md).
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let url = if i % 2 == 0 { a.url("/v1/challenges") } else { b.url("/v1/challenges") };
+            let key = key.clone();
+            tokio::spawn(async move {
+                http()
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&json!({ "username": "alice" }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        let status = task.await.unwrap();
+        assert!(status == 201 || status == 429, "{status}");
+        created += usize::from(status == 201);
+    }
+    // Three rounds above already used three of the five prompts in this window.
+    assert_eq!(created, 2, "never more than the budget across two instances");
+
     let verified = a.cli(&["audit", "verify"]);
     assert!(verified.status.success(), "{}", stdout_of(&verified));
 }

@@ -334,6 +334,12 @@ impl ChallengeService {
             }
         };
         metrics::counter!("countersign_prompts_refused_total", "reason" => kind).increment(1);
+        if let ChallengeError::SourceRateLimited { network, users } = &error {
+            let details = json!({ "network": network, "users_prompted": users, "app": app.name });
+            self.store
+                .raise_alert("push_spray", &format!("network:{network}"), &details.to_string(), now)
+                .await?;
+        }
         let event = AuditEvent::new(now, app.actor(), Action::PromptRefused, format!("user:{}", user.id))
             .with_details(json!({ "username": user.username, "reason": kind, "detail": error.to_string() }));
         self.store.record_audit(event).await?;

@@ -258,6 +258,23 @@ pub enum PushJobResult {
     },
 }
 
+/// A security alert, as queued for the webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRecord {
+    pub id: i64,
+    pub kind: String,
+    pub subject: String,
+    pub details: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// The webhook delivery cursor, leased by one worker at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertCursor {
+    pub last_delivered: i64,
+    pub attempts: i32,
+}
+
 /// Callback building the audit event of each challenge a bulk operation changes.
 pub type ChallengeEvent<'a> = &'a (dyn Fn(&ChallengeRecord) -> AuditEvent + Send + Sync);
 
@@ -438,6 +455,33 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Users whose standing is not clean (failures, freezes, locks), worst first.
     async fn troubled_users(&self, limit: u32) -> Result<Vec<(UserRecord, PushState)>, StoreError>;
 
+    /// Queues an alert that no state change carries (e.g. a throttled spraying source).
+    async fn raise_alert(
+        &self,
+        kind: &str,
+        subject: &str,
+        details: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Leases the webhook cursor if it is free and due; `None` if another worker holds it or a
+    /// retry is not due yet.
+    async fn lease_alert_cursor(
+        &self,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> Result<Option<AlertCursor>, StoreError>;
+
+    async fn next_alert(&self, after: i64) -> Result<Option<AlertRecord>, StoreError>;
+
+    /// Releases the lease: `delivered` moves the cursor on; otherwise a retry at `retry_at`.
+    async fn release_alert_cursor(
+        &self,
+        delivered: Option<i64>,
+        retry_at: Option<OffsetDateTime>,
+        error: Option<String>,
+    ) -> Result<(), StoreError>;
+
     /// The user's most recent challenges, newest first.
     async fn recent_challenges(&self, user: UserId, limit: u32) -> Result<Vec<ChallengeRecord>, StoreError>;
 
@@ -558,6 +602,21 @@ fn gate_new_challenge(
         return Err(StoreError::Refused(Refusal::SourceThrottled { network: network.to_owned(), users }));
     }
     Ok(crate::fatigue::model::is_silent(state, source.map_or(0, |(_, users)| users), policy))
+}
+
+/// The alert an escalation warrants: a new freeze, quarantine or lock (not a repeated one).
+fn escalation_alert(before: &PushState, after: &PushState) -> Option<&'static str> {
+    if after.hard_locked && !before.hard_locked {
+        Some("push_locked")
+    } else if after.needs_admin_review && !before.needs_admin_review {
+        Some("push_quarantined")
+    } else if after.needs_strong_factor && !before.needs_strong_factor {
+        Some("push_frozen_until_strong_factor")
+    } else if after.frozen_until > before.frozen_until {
+        Some("push_frozen")
+    } else {
+        None
+    }
 }
 
 /// The ladder's new state after `to`, or `None` when `to` says nothing about the user.

@@ -9,10 +9,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict, DeviceDecision, DeviceRecord,
-    Engine, EnrollmentRecord, NoticeRecord, PoolStats, Precondition, PushJob, PushJobResult, ServerKeyRecord,
-    Store, StoreError, StoredPush, UserRecord, check_migrations_applied, gate_new_challenge,
-    map_unique_violation, next_link, next_push_state,
+    AlertCursor, AlertRecord, AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict,
+    DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PoolStats, Precondition, PushJob,
+    PushJobResult, ServerKeyRecord, Store, StoreError, StoredPush, UserRecord, check_migrations_applied,
+    escalation_alert, gate_new_challenge, map_unique_violation, next_link, next_push_state,
 };
 use crate::audit::AuditEvent;
 use crate::audit::chain::{HeadSealer, StoredEvent, StoredHead};
@@ -230,9 +230,35 @@ async fn record_outcome(
         return Ok(());
     }
     let state = lock_push_state(conn, user).await?;
-    if let Some(next) = next_push_state(state, to, now, policy) {
+    if let Some(next) = next_push_state(state.clone(), to, now, policy) {
         save_push_state(conn, user, &next, now).await?;
+        if let Some(kind) = escalation_alert(&state, &next) {
+            let details = serde_json::json!({
+                "user_id": user,
+                "reason": next.reason,
+                "consecutive_failures": next.consecutive_failures,
+                "frozen_until": next.frozen_until.map(|t| t.unix_timestamp()),
+            });
+            insert_alert(conn, kind, &format!("user:{user}"), &details.to_string(), now).await?;
+        }
     }
+    Ok(())
+}
+
+async fn insert_alert(
+    conn: &mut PgConnection,
+    kind: &str,
+    subject: &str,
+    details: &str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO alerts (kind, subject, details, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(kind)
+        .bind(subject)
+        .bind(details)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -1082,6 +1108,83 @@ impl Store for PgStore {
             .iter()
             .map(challenge_from_row)
             .collect()
+    }
+
+    async fn raise_alert(
+        &self,
+        kind: &str,
+        subject: &str,
+        details: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert_alert(&mut conn, kind, subject, details, now).await
+    }
+
+    async fn lease_alert_cursor(
+        &self,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> Result<Option<AlertCursor>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE alert_cursor SET lease_until = $2
+             WHERE id = 1 AND (lease_until IS NULL OR lease_until < $1) AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
+             RETURNING last_delivered, attempts",
+        )
+        .bind(now)
+        .bind(now + lease)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(AlertCursor {
+                last_delivered: row.try_get("last_delivered")?,
+                attempts: row.try_get("attempts")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn next_alert(&self, after: i64) -> Result<Option<AlertRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, kind, subject, details, created_at FROM alerts WHERE id > $1 ORDER BY id LIMIT 1",
+        )
+        .bind(after)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(AlertRecord {
+                id: row.try_get("id")?,
+                kind: row.try_get("kind")?,
+                subject: row.try_get("subject")?,
+                details: row.try_get("details")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn release_alert_cursor(
+        &self,
+        delivered: Option<i64>,
+        retry_at: Option<OffsetDateTime>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        match delivered {
+            Some(id) => sqlx::query(
+                "UPDATE alert_cursor SET last_delivered = $1, attempts = 0, next_attempt_at = NULL, lease_until = NULL, last_error = NULL WHERE id = 1",
+            )
+            .bind(id)
+            .execute(&self.pool)
+            .await?,
+            None => sqlx::query(
+                "UPDATE alert_cursor SET attempts = attempts + 1, next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE id = 1",
+            )
+            .bind(retry_at)
+            .bind(error)
+            .execute(&self.pool)
+            .await?,
+        };
+        Ok(())
     }
 
     async fn server_key(&self) -> Result<Option<ServerKeyRecord>, StoreError> {
