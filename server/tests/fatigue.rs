@@ -86,6 +86,15 @@ async fn push_bombing_is_capped_by_the_budget(engine: Engine) {
     assert_eq!(created, 5);
     let refused = audit_actions(&s.app).await.iter().filter(|(a, _)| a == "fatigue.prompt_refused").count();
     assert_eq!(refused, 15, "every refused prompt is audited");
+    let timeline = s.app.get("/v1/users/alice/timeline", Some(&s.key)).await;
+    let prompts = timeline.body["prompts"].as_array().unwrap();
+    let throttled: Vec<&Value> = prompts.iter().filter(|p| p["state"] == "throttled").collect();
+    assert_eq!(
+        (prompts.len(), throttled.len()),
+        (20, 15),
+        "the timeline shows every prompt, throttled ones too"
+    );
+    assert!(throttled.iter().all(|p| p["flags"][0] == "budget_exhausted" && p["app_name"] == "idp"));
     // The window slides: 15 minutes after the first prompt, the budget has room again.
     s.app.clock.advance(Duration::minutes(15));
     assert_eq!(prompt(&s).await.status, StatusCode::CREATED);
@@ -363,6 +372,31 @@ async fn alerts_reach_a_signed_webhook_with_retries(engine: Engine) {
     assert!(alert["subject"].as_str().unwrap().starts_with("user:"));
 }
 
+/// Flooding with fresh Idempotency-Keys (each a "new" request) or with bogus usernames does
+/// not get around the budget, and bogus names reveal nothing.
+async fn cycling_idempotency_keys_and_bogus_names_stay_bounded(engine: Engine) {
+    let s = setup(engine).await;
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let request = axum::http::Request::post("/v1/challenges")
+            .header("authorization", format!("Bearer {}", s.key))
+            .header("content-type", "application/json")
+            .header("idempotency-key", format!("flood-{i}"))
+            .body(axum::body::Body::from(json!({ "username": "alice" }).to_string()))
+            .unwrap();
+        statuses.push(s.app.send(request).await.status.as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 5, "{statuses:?}");
+    let head = s.app.store.audit_head().await.unwrap().seq;
+    for i in 0..20 {
+        let reply =
+            s.app.post_json("/v1/challenges", &s.key, json!({ "username": format!("nobody{i}") })).await;
+        assert_error(&reply, StatusCode::CONFLICT, "no_enrolled_device");
+    }
+    assert_eq!(s.app.store.audit_head().await.unwrap().seq, head, "bogus users cost no writes");
+}
+
 on_both_engines!(
     push_bombing_is_capped_by_the_budget,
     budget_holds_under_concurrency,
@@ -374,4 +408,5 @@ on_both_engines!(
     push_spray_from_one_network_is_throttled,
     suspicion_makes_prompts_silent,
     alerts_reach_a_signed_webhook_with_retries,
+    cycling_idempotency_keys_and_bogus_names_stay_bounded,
 );

@@ -206,6 +206,33 @@ async fn full_flows(engine: Engine) {
     let (id, number) = w.start("bob").await;
     assert_eq!(stdout_of(&authenticator(&w.bob, &["approve", &id, "--number", &number])), "approved");
 
+    // Push bombing: 20 prompts for Carol within seconds reach her phone at most 5 times; the
+    // refusals carry Retry-After.
+    const CAROL_APNS: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+    let carol = w._dir.path().join("carol.json");
+    w.enroll("carol", &carol, &format!("apns:{CAROL_APNS}")).await;
+    let mut refused = 0;
+    for _ in 0..20 {
+        let reply = http()
+            .post(w.server.url("/v1/challenges"))
+            .bearer_auth(&w.key)
+            .json(&json!({ "username": "carol" }))
+            .send()
+            .await
+            .unwrap();
+        if reply.status() == 429 {
+            assert!(reply.headers().get("retry-after").is_some(), "429 carries Retry-After");
+            refused += 1;
+        } else {
+            assert_eq!(reply.status(), 201);
+        }
+    }
+    assert_eq!(refused, 15);
+    let to_carol = |w: &World| w.apns.requests().iter().filter(|r| r.path.ends_with(CAROL_APNS)).count();
+    eventually(10, || (to_carol(&w) >= 1).then_some(())).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(to_carol(&w) <= 5, "at most 5 pushes reached the phone: {}", to_carol(&w));
+
     // Expiry (TTL is 10 s here).
     let (id, number) = w.start("bob").await;
     tokio::time::sleep(std::time::Duration::from_secs(11)).await;

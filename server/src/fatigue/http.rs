@@ -97,7 +97,8 @@ async fn users_under_attack(
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
-    pub challenge_id: String,
+    /// Absent for prompts refused before a challenge existed (`throttled`).
+    pub challenge_id: Option<String>,
     pub state: String,
     pub app_name: String,
     pub ip: String,
@@ -107,7 +108,8 @@ pub struct TimelineEntry {
     /// Seconds from prompt to answer, when answered.
     pub seconds_to_decide: Option<f64>,
     pub silent: bool,
-    /// Warning signs: `approved_after_failures`, `fast_approval` (< 2 s).
+    /// Warning signs: `approved_after_failures:N`, `fast_approval` (< 2 s); for throttled
+    /// prompts, why (`budget_exhausted`, `frozen`, `hard_locked`, `source_throttled`).
     pub flags: Vec<String>,
 }
 
@@ -172,7 +174,7 @@ async fn timeline(
                 ChallengeState::Pending | ChallengeState::Cancelled => {}
             }
             TimelineEntry {
-                challenge_id: c.id.to_string(),
+                challenge_id: Some(c.id.to_string()),
                 state: c.state.as_str().into(),
                 app_name: c.app_name.clone(),
                 ip: c.ip.clone(),
@@ -183,7 +185,27 @@ async fn timeline(
             }
         })
         .collect();
-    prompts.reverse();
+    // Prompts the defence refused never became challenges; the audit trail has them.
+    let refused = state
+        .store
+        .audit_events_about(&format!("user:{}", user.id), Action::PromptRefused.as_str(), 100)
+        .await?;
+    for event in refused {
+        let details: serde_json::Value = serde_json::from_str(&event.details).unwrap_or_default();
+        let Some(at) = crate::clock::from_unix_micros(event.occurred_at_micros) else { continue };
+        prompts.push(TimelineEntry {
+            challenge_id: None,
+            state: "throttled".into(),
+            app_name: details["app_name"].as_str().unwrap_or_default().to_owned(),
+            ip: String::new(),
+            created_at: at,
+            seconds_to_decide: None,
+            silent: false,
+            flags: details["reason"].as_str().map(|r| vec![r.to_owned()]).unwrap_or_default(),
+        });
+    }
+    prompts.sort_by_key(|p| std::cmp::Reverse(p.created_at));
+    prompts.truncate(100);
     Ok(Json(Timeline { username: user.username, standing: standing(&push, state.clock.now()), prompts }))
 }
 

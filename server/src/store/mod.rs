@@ -523,6 +523,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Audit events with `after < seq <= up_to`, in sequence order, at most `limit`.
     async fn audit_events(&self, after: i64, up_to: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
 
+    /// The newest audit events about `subject` with `action`, newest first.
+    async fn audit_events_about(
+        &self,
+        subject: &str,
+        action: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
     /// The highest stored sequence number (0 when empty).
     async fn audit_max_seq(&self) -> Result<i64, StoreError>;
 }

@@ -240,6 +240,7 @@ async fn record_outcome(
                 "frozen_until": next.frozen_until.map(|t| t.unix_timestamp()),
             });
             insert_alert(conn, kind, &format!("user:{user}"), &details.to_string(), now).await?;
+            metrics::counter!("countersign_push_escalations_total", "kind" => kind).increment(1);
         }
     }
     Ok(())
@@ -1229,6 +1230,37 @@ impl Store for PgStore {
         )
         .bind(after)
         .bind(up_to)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredEvent {
+                    seq: row.try_get("seq")?,
+                    occurred_at_micros: unix_micros(row.try_get("occurred_at")?),
+                    actor: row.try_get("actor")?,
+                    action: row.try_get("action")?,
+                    subject: row.try_get("subject")?,
+                    details: row.try_get("details")?,
+                    prev_hash: row.try_get("prev_hash")?,
+                    hash: row.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_events_about(
+        &self,
+        subject: &str,
+        action: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, occurred_at, actor, action, subject, details, prev_hash, hash FROM audit_events
+             WHERE subject = $1 AND action = $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(subject)
+        .bind(action)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
