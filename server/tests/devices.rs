@@ -89,6 +89,10 @@ async fn replayed_device_request_is_refused(engine: Engine) {
     assert_error(&app.signed("GET", LIST, b"", &stale).await, StatusCode::UNAUTHORIZED, "request_expired");
     let future = device.sign_request("GET", LIST, b"", app.now_unix() + 301);
     assert_error(&app.signed("GET", LIST, b"", &future).await, StatusCode::UNAUTHORIZED, "request_expired");
+    // Once their windows have closed, remembered nonces are purged (timestamps refuse them).
+    app.clock.advance(time::Duration::minutes(11));
+    assert!(app.store.purge_expired_nonces(app.clock_now()).await.unwrap() >= 1);
+    assert_error(&app.signed("GET", LIST, b"", &headers).await, StatusCode::UNAUTHORIZED, "request_expired");
 }
 
 /// Requests signed with the wrong key, for another path, or with a changed body are refused;

@@ -50,6 +50,9 @@ impl Worker {
                 if let Err(error) = expiry.challenges.expire_due(EXPIRY_BATCH).await {
                     tracing::warn!(%error, "expiring challenges failed");
                 }
+                if let Err(error) = expiry.store.purge_expired_nonces(expiry.clock.now()).await {
+                    tracing::warn!(%error, "purging request nonces failed");
+                }
                 tokio::time::sleep(StdDuration::from_secs(1)).await;
             }
         });

@@ -370,6 +370,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
+    /// Deletes request nonces whose replay window has closed (timestamps alone refuse them).
+    async fn purge_expired_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
     /// Notices for a device created at or after `since`, oldest first.
     async fn device_notices(
         &self,

@@ -53,9 +53,13 @@ impl PgStore {
             .await?;
         let seq: i64 = head.try_get("seq")?;
         let link = next_link(&self.sealer, &row, seq, head.try_get::<Vec<u8>, _>("hash")?.as_slice())?;
+        // One round trip for the event and the new head: the head row stays locked (it is
+        // every append's serialisation point) for as short a time as possible.
         sqlx::query(
-            "INSERT INTO audit_events (seq, occurred_at, actor, action, subject, details, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "WITH event AS (
+                 INSERT INTO audit_events (seq, occurred_at, actor, action, subject, details, prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8))
+             UPDATE audit_head SET hash = $8, mac = $9 WHERE id = 1",
         )
         .bind(seq)
         .bind(micros_to_time(row.occurred_at_micros)?)
@@ -65,13 +69,9 @@ impl PgStore {
         .bind(&row.details)
         .bind(link.prev_hash.as_slice())
         .bind(link.hash.as_slice())
+        .bind(link.head_mac)
         .execute(&mut *conn)
         .await?;
-        sqlx::query("UPDATE audit_head SET hash = $1, mac = $2 WHERE id = 1")
-            .bind(link.hash.as_slice())
-            .bind(link.head_mac)
-            .execute(&mut *conn)
-            .await?;
         Ok(())
     }
 }
@@ -631,14 +631,10 @@ impl Store for PgStore {
         device: DeviceId,
         nonce: &[u8],
         expires_at: OffsetDateTime,
-        now: OffsetDateTime,
+        _now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM device_request_nonces WHERE device_id = $1 AND expires_at < $2")
-            .bind(device.0)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        // One autocommitted statement on the hot path; expired nonces are purged in the
+        // background (`purge_expired_nonces`).
         let inserted = sqlx::query(
             "INSERT INTO device_request_nonces (device_id, nonce, expires_at) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
@@ -646,10 +642,17 @@ impl Store for PgStore {
         .bind(device.0)
         .bind(nonce)
         .bind(expires_at)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
         Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn purge_expired_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM device_request_nonces WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn device_notices(

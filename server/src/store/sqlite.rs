@@ -677,14 +677,8 @@ impl Store for SqliteStore {
         device: DeviceId,
         nonce: &[u8],
         expires_at: OffsetDateTime,
-        now: OffsetDateTime,
+        _now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM device_request_nonces WHERE device_id = ?1 AND expires_at < ?2")
-            .bind(device.0.to_string())
-            .bind(unix_micros(now))
-            .execute(&mut *tx)
-            .await?;
         let inserted = sqlx::query(
             "INSERT INTO device_request_nonces (device_id, nonce, expires_at) VALUES (?1, ?2, ?3)
              ON CONFLICT DO NOTHING",
@@ -692,10 +686,17 @@ impl Store for SqliteStore {
         .bind(device.0.to_string())
         .bind(nonce)
         .bind(unix_micros(expires_at))
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
         Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn purge_expired_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM device_request_nonces WHERE expires_at < ?1")
+            .bind(unix_micros(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn device_notices(
