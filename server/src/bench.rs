@@ -130,6 +130,9 @@ impl Ctx {
 #[derive(Debug)]
 struct Phone {
     username: String,
+    /// The simulated client address of this user's sign-ins: users spread over many /24s, as
+    /// real traffic is, so the push-spray defence does not throttle the bench itself.
+    client_ip: String,
     key_pair: EcdsaKeyPair,
     enrolled: EnrollmentResponse,
     /// The last challenge-response counter sent; strictly increasing per device.
@@ -148,7 +151,8 @@ async fn setup(ctx: &Arc<Ctx>, run_id: &str, users: usize, batch: usize) -> anyh
         for i in first..(first + batch).min(users) {
             let ctx = Arc::clone(ctx);
             let username = format!("bench-{run_id}-{i}");
-            tasks.spawn(async move { enroll(&ctx, username).await });
+            let client_ip = format!("100.64.{}.{}", i % 256, 1 + (i / 256) % 250);
+            tasks.spawn(async move { enroll(&ctx, username, client_ip).await });
         }
         while let Some(phone) = tasks.join_next().await {
             phones.push(phone??);
@@ -158,7 +162,7 @@ async fn setup(ctx: &Arc<Ctx>, run_id: &str, users: usize, batch: usize) -> anyh
 }
 
 /// Creates `username` and an enrollment for it, then enrolls a fresh phone key as a phone would.
-async fn enroll(ctx: &Ctx, username: String) -> anyhow::Result<Phone> {
+async fn enroll(ctx: &Ctx, username: String, client_ip: String) -> anyhow::Result<Phone> {
     let what = format!("setting up user {username}");
     setup_call(ctx.app(Method::POST, "/v1/users").json(&json!({ "username": username })))
         .await
@@ -183,7 +187,7 @@ async fn enroll(ctx: &Ctx, username: String) -> anyhow::Result<Phone> {
     let url = format!("{}/device/v1/enroll", ctx.base);
     let enrolled: EnrollmentResponse =
         setup_call(ctx.client.post(url).json(&request)).await?.json().await.context(what)?;
-    Ok(Phone { username, key_pair, enrolled, counter: 0 })
+    Ok(Phone { username, client_ip, key_pair, enrolled, counter: 0 })
 }
 
 async fn setup_call(request: RequestBuilder) -> anyhow::Result<reqwest::Response> {
@@ -282,7 +286,7 @@ struct FlowTimes {
 
 async fn flow(ctx: &Arc<Ctx>, phone: &mut Phone) -> Result<FlowTimes, FlowError> {
     let start = Instant::now();
-    let body = json!({ "username": phone.username, "context": { "ip": "203.0.113.7" } });
+    let body = json!({ "username": phone.username, "context": { "ip": phone.client_ip } });
     let created: CreatedView =
         call(Step::Create, ctx.app(Method::POST, "/v1/challenges").json(&body)).await?;
     let create = start.elapsed();

@@ -218,6 +218,17 @@ async fn random_answers_get_at_most_two_guesses(engine: Engine) {
 async fn not_me_quarantines_until_admin(engine: Engine) {
     let mut s = setup(engine).await;
     assert_eq!(prompt_and_answer(&mut s, Decision::Report, None).await, "reported");
+    let pending = signed_get(&s.app, &s.phone, "/device/v1/challenges").await;
+    assert_eq!(pending.body["challenges"], json!([]), "nothing left pending");
+    let reported =
+        audit_actions(&s.app).await.into_iter().find(|(a, _)| a == "challenge.reported").unwrap().1;
+    assert_eq!(
+        (reported["ip"].as_str(), reported["app_name"].as_str()),
+        (Some("198.51.100.66"), Some("idp")),
+        "audited with its context"
+    );
+    let quarantine = s.app.store.next_alert(0).await.unwrap().unwrap();
+    assert_eq!(quarantine.kind, "push_quarantined");
     s.app.clock.advance(Duration::days(7));
     assert_error(&prompt(&s).await, StatusCode::LOCKED, "push_frozen");
     let attacked = s.app.get("/v1/fatigue/users", Some(&s.key)).await;
@@ -287,6 +298,13 @@ async fn push_spray_from_one_network_is_throttled(engine: Engine) {
         .filter(|(a, d)| a == "challenge.created" && d["silent"] == true)
         .count();
     assert!(silent >= 10, "a spraying source's prompts go out silently before it is throttled ({silent})");
+    let mut after = 0;
+    let mut kinds = Vec::new();
+    while let Some(alert) = s.app.store.next_alert(after).await.unwrap() {
+        kinds.push((alert.kind.clone(), alert.subject.clone()));
+        after = alert.id;
+    }
+    assert!(kinds.contains(&("push_spray".to_owned(), "network:203.0.113.0/24".to_owned())), "{kinds:?}");
 }
 
 /// A user under suspicion gets silent prompts: no notification, but the real user finds the

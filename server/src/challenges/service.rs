@@ -622,6 +622,9 @@ impl ChallengeService {
             "device_id": device.id,
             "counter": counter,
             "seconds_to_decide": (now - challenge.created_at).as_seconds_f64(),
+            "ip": challenge.ip,
+            "user_agent": challenge.user_agent,
+            "app_name": challenge.app_name,
         }));
         match self
             .store
