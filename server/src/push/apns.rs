@@ -12,7 +12,6 @@ use countersign_mobile_protocol::PushPayload;
 use countersign_mobile_protocol::limits::MAX_PUSH_TOKEN_LEN;
 use countersign_mobile_protocol::push::{PUSH_BODY, PUSH_TITLE};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -227,16 +226,11 @@ impl ApnsClient {
             .header("apns-priority", "10")
             .header("apns-expiration", message.expires_at.unix_timestamp().to_string())
             .json(&body);
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return outcome::from_request_error(error),
+        let transport::Rejection { status, headers, body } = match transport::send(request).await {
+            Ok(None) => return PushOutcome::Delivered,
+            Ok(Some(rejection)) => rejection,
+            Err(outcome) => return outcome,
         };
-        let status = response.status();
-        if status == StatusCode::OK {
-            return PushOutcome::Delivered;
-        }
-        let headers = response.headers().clone();
-        let body = transport::read_body(response).await;
         let reason = serde_json::from_slice::<ErrorBody>(&body).ok().and_then(|body| body.reason);
         let reason = outcome::reason_code(reason.as_deref());
         let described = format!("apns {} {reason}", status.as_u16());

@@ -295,16 +295,11 @@ impl FcmClient {
             return PushOutcome::Failed { reason: "access token is not a valid header value".to_owned() };
         };
         let request = self.fcm_http.post(&self.send_url).header(AUTHORIZATION, authorization).json(&body);
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return outcome::from_request_error(error),
+        let transport::Rejection { status, headers, body } = match transport::send(request).await {
+            Ok(None) => return PushOutcome::Delivered,
+            Ok(Some(rejection)) => rejection,
+            Err(outcome) => return outcome,
         };
-        let status = response.status();
-        if status == StatusCode::OK {
-            return PushOutcome::Delivered;
-        }
-        let headers = response.headers().clone();
-        let body = transport::read_body(response).await;
         let error = serde_json::from_slice::<GoogleErrorBody>(&body).ok().map(|body| body.error);
         let code = error.as_ref().and_then(|error| error.error_code().or(error.status.as_deref()));
         let described = format!("fcm {} {}", status.as_u16(), outcome::reason_code(code));

@@ -100,6 +100,26 @@ pub fn authorization(scheme: &str, token: &str) -> Option<reqwest::header::Heade
 
 /// Reads at most [`MAX_BODY`] bytes of a response body; a broken body reads as what arrived
 /// (for errors the status alone still decides the outcome; a cut token response fails to parse).
+/// What a provider answered when it did not accept a push.
+#[derive(Debug)]
+pub struct Rejection {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Sends one provider request: `Ok(None)` when accepted (200), `Ok(Some(_))` with the
+/// provider's refusal for the caller to interpret, `Err(_)` when it could not be sent at all.
+pub async fn send(request: reqwest::RequestBuilder) -> Result<Option<Rejection>, super::PushOutcome> {
+    let response = request.send().await.map_err(super::outcome::from_request_error)?;
+    let status = response.status();
+    if status == reqwest::StatusCode::OK {
+        return Ok(None);
+    }
+    let headers = response.headers().clone();
+    Ok(Some(Rejection { status, headers, body: read_body(response).await }))
+}
+
 pub async fn read_body(mut response: reqwest::Response) -> Vec<u8> {
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
