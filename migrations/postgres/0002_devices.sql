@@ -46,6 +46,7 @@ CREATE TABLE device_request_nonces (
     expires_at  TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (device_id, nonce)
 );
+CREATE INDEX device_request_nonces_expiry_idx ON device_request_nonces (expires_at);
 
 -- Security notices for a user's other devices ("a new device was enrolled").
 CREATE TABLE device_notices (

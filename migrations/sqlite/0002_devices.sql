@@ -41,6 +41,7 @@ CREATE TABLE device_request_nonces (
     expires_at  INTEGER NOT NULL,
     PRIMARY KEY (device_id, nonce)
 );
+CREATE INDEX device_request_nonces_expiry_idx ON device_request_nonces (expires_at);
 
 CREATE TABLE device_notices (
     id          INTEGER PRIMARY KEY,

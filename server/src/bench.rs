@@ -41,8 +41,8 @@ pub struct BenchArgs {
     /// App API key with scopes users:write challenges:write challenges:read.
     #[arg(long, env = "COUNTERSIGN_BENCH_API_KEY", hide_env_values = true)]
     api_key: String,
-    /// Users to create, each with one simulated phone; at least the concurrency [default: the
-    /// concurrency].
+    /// Users to create, each with one simulated phone; at least the concurrency [default: enough
+    /// for at most 4 flows per user, within the fatigue budget].
     #[arg(long)]
     users: Option<usize>,
     /// Flows in flight at once (one worker each).
@@ -59,7 +59,9 @@ pub struct BenchArgs {
 /// Runs the bench and prints its report. Exit 0 when every flow succeeded, 1 when some failed
 /// (the report says which step and status), 2 (as an error) when setup fails.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let users = args.users.unwrap_or(args.concurrency);
+    // The fatigue defence allows 5 prompts per user per 15 minutes: by default give every user
+    // at most 4 flows, so the bench measures the flow and not the budget.
+    let users = args.users.unwrap_or_else(|| args.concurrency.max(args.flows.div_ceil(4)));
     if args.concurrency == 0 || args.flows == 0 {
         bail!("--concurrency and --flows must be at least 1");
     }
