@@ -79,6 +79,12 @@ pub enum Command {
         #[arg(value_name = "REGISTRATION", value_parser = parse_push)]
         registration: PushRegistration,
     },
+    /// Show security notices (e.g. another device enrolled on this account).
+    Notices {
+        /// Print the JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke this device on the server, then delete the state file.
     Unenroll,
 }

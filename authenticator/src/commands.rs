@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             println!("updated");
             Ok(())
         }
+        Command::Notices { json } => notices(&file, json).await,
         Command::Unenroll => unenroll(&file).await,
     }
 }
@@ -171,6 +172,27 @@ pub async fn watch(file: &StateFile, interval: Duration, once: bool) -> Result<(
         }
         tokio::time::sleep(interval).await;
     }
+}
+
+/// `notices`: print the account's security notices. A `device_enrolled` notice the user does
+/// not recognise means someone else added a device: tell the help desk.
+pub async fn notices(file: &StateFile, json: bool) -> Result<(), Error> {
+    let notices = open_device(file)?.notices().await?;
+    if json {
+        println!("{notices}");
+        return Ok(());
+    }
+    let list = notices.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no notices");
+    }
+    for notice in list {
+        let kind = notice["kind"].as_str().unwrap_or("unknown");
+        let when = notice["created_at"].as_u64().unwrap_or(0);
+        let name = notice["details"]["device_name"].as_str().unwrap_or("");
+        println!("notice {}: {kind} at {when} {name}", notice["id"]);
+    }
+    Ok(())
 }
 
 /// `unenroll`: revoke on the server, then delete the key, as PROTOCOL.md 6.6 asks.

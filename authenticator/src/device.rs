@@ -28,6 +28,7 @@ use crate::state::PrivateKey;
 
 const ENROLL_PATH: &str = "/device/v1/enroll";
 const CHALLENGES_PATH: &str = "/device/v1/challenges";
+const NOTICES_PATH: &str = "/device/v1/notices";
 const PUSH_TOKEN_PATH: &str = "/device/v1/push-token";
 const DEVICE_PATH: &str = "/device/v1";
 
@@ -206,6 +207,14 @@ impl Device {
     pub async fn set_push(&self, registration: &PushRegistration) -> Result<(), Error> {
         self.signed(Method::Put, PUSH_TOKEN_PATH, to_json(registration)?, 204).await?;
         Ok(())
+    }
+
+    /// `GET /device/v1/notices` (signed): security notices for this device, oldest first, as the
+    /// server sent them (PROTOCOL.md 6.7; informational, not signed by the server).
+    pub async fn notices(&self) -> Result<serde_json::Value, Error> {
+        let body = self.signed(Method::Get, NOTICES_PATH, Vec::new(), 200).await?;
+        let notices: serde_json::Value = parse_json(NOTICES_PATH, &body)?;
+        Ok(notices.get("notices").cloned().unwrap_or(serde_json::Value::Array(Vec::new())))
     }
 
     /// `DELETE /device/v1` (signed): revokes this device on the server.

@@ -71,6 +71,29 @@ async fn enroll_list_revoke(engine: Engine) {
     assert_eq!(reused.status.code(), Some(1));
     assert!(text(&reused.stderr).starts_with("error: activation_code_used"), "{}", text(&reused.stderr));
 
+    // A second device needs explicit intent, and the first device is told about it.
+    let second: Value = client
+        .post(server.url("/v1/users/alice/enrollments"))
+        .bearer_auth(&key)
+        .json(&json!({ "second_device": true }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tablet = dir.path().join("tablet.json");
+    let added = authenticator(
+        &tablet,
+        &["enroll", second["activation_uri"].as_str().unwrap(), "--yes", "--name", "Alice's tablet"],
+    );
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let notices = authenticator(&state, &["notices", "--json"]);
+    assert!(notices.status.success(), "{}", text(&notices.stderr));
+    let notices: Value = serde_json::from_slice(&notices.stdout).unwrap();
+    assert_eq!(notices[0]["kind"], "device_enrolled");
+    assert_eq!(notices[0]["details"]["device_name"], "Alice's tablet");
+
     let revoked = client
         .delete(server.url(&format!("/v1/users/alice/devices/{device_id}")))
         .bearer_auth(&key)
