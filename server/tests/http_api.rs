@@ -147,7 +147,25 @@ async fn openapi_documents_every_v1_route() {
     assert_eq!(doc.status, StatusCode::OK);
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
     let paths: Vec<&str> = doc.body["paths"].as_object().unwrap().keys().map(String::as_str).collect();
-    for expected in ["/v1/whoami", "/v1/users", "/v1/users/{username}"] {
+    let expected = [
+        "/v1/whoami",
+        "/v1/users",
+        "/v1/users/{username}",
+        "/v1/users/{username}/enrollments",
+        "/v1/users/{username}/enrollments/{id}/qr.svg",
+        "/v1/users/{username}/devices",
+        "/v1/users/{username}/devices/{device_id}",
+        "/v1/users/{username}/factors",
+        "/v1/users/{username}/timeline",
+        "/v1/users/{username}/unfreeze",
+        "/v1/challenges",
+        "/v1/challenges/{id}",
+        "/v1/challenges/{id}/redeem",
+        "/v1/challenges/{id}/cancel",
+        "/v1/fatigue/users",
+    ];
+    assert_eq!(paths.len(), expected.len(), "every /v1 route is documented, and nothing else: {paths:?}");
+    for expected in expected {
         assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
     }
     assert_eq!(doc.body["components"]["securitySchemes"]["api_key"]["scheme"], "bearer");
