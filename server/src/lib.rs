@@ -13,6 +13,10 @@
 //! | [`api_keys`]| app API keys and scopes: the `Authorization: Bearer` extractor          |
 //! | [`users`]   | provisioning users (`/v1/users`)                                        |
 //! | [`devices`] | enrollment, signed device requests, revocation (`/device/v1`, PROTOCOL.md) |
+//! | [`challenges`] | number matching: `/v1/challenges`, device answers, long-poll, push outbox worker |
+//! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`) |
+//! | [`push`]    | APNs and FCM clients (HTTP/2), what a push may carry                    |
+//! | [`alerts`]  | security alerts to a signed webhook                                     |
 //! | [`audit`]   | the hash-chained audit trail and its verifier                           |
 //! | [`secrets`] | the master key, keys derived from it, encryption of stored secrets      |
 //! | [`store`]   | `trait Store` and its SQLite and PostgreSQL implementations (all SQL)   |
@@ -20,7 +24,8 @@
 //! | [`bench`]   | `countersign bench`: the load generator (full flows with simulated phones) |
 //!
 //! Each capability keeps its pure rules (`model.rs`) apart from orchestration (`service.rs`)
-//! and axum glue (`http.rs`). Only `store` knows SQL; only `http.rs` files know axum.
+//! and axum glue (`http.rs`). Only `store` knows SQL; only `http.rs` files (and `app`,
+//! `middleware`, `extract`, `error`) know axum.
 
 pub mod alerts;
 pub mod api_keys;
