@@ -94,7 +94,9 @@ async fn push_bombing_is_capped_by_the_budget(engine: Engine) {
         (20, 15),
         "the timeline shows every prompt, throttled ones too"
     );
-    assert!(throttled.iter().all(|p| p["flags"][0] == "budget_exhausted" && p["app_name"] == "idp"));
+    assert!(throttled.iter().all(|p| p["flags"][0] == "budget_exhausted"
+        && p["app_name"] == "idp"
+        && p["ip"] == "198.51.100.66"));
     // The window slides: 15 minutes after the first prompt, the budget has room again.
     s.app.clock.advance(Duration::minutes(15));
     assert_eq!(prompt(&s).await.status, StatusCode::CREATED);

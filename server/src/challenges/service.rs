@@ -281,7 +281,9 @@ impl ChallengeService {
             .await
         {
             Ok(created) => created,
-            Err(StoreError::Refused(refusal)) => return Err(self.refused(app, &user, refusal, now).await?),
+            Err(StoreError::Refused(refusal)) => {
+                return Err(self.refused(app, &user, &context_ip, refusal, now).await?);
+            }
             Err(StoreError::Conflict(Conflict::IdempotencyKey)) => {
                 // A concurrent retry with the same key won the insert.
                 let key = idempotency_key.unwrap_or_default();
@@ -309,6 +311,7 @@ impl ChallengeService {
         &self,
         app: &AuthenticatedApp,
         user: &crate::store::UserRecord,
+        ip: &str,
         refusal: crate::store::Refusal,
         now: OffsetDateTime,
     ) -> Result<ChallengeError, ChallengeError> {
@@ -341,7 +344,9 @@ impl ChallengeService {
                 .await?;
         }
         let event = AuditEvent::new(now, app.actor(), Action::PromptRefused, format!("user:{}", user.id))
-            .with_details(json!({ "username": user.username, "reason": kind, "detail": error.to_string() }));
+            .with_details(
+                json!({ "username": user.username, "ip": ip, "reason": kind, "detail": error.to_string() }),
+            );
         self.store.record_audit(event).await?;
         Ok(error)
     }

@@ -197,7 +197,7 @@ async fn timeline(
             challenge_id: None,
             state: "throttled".into(),
             app_name: details["app_name"].as_str().unwrap_or_default().to_owned(),
-            ip: String::new(),
+            ip: details["ip"].as_str().unwrap_or_default().to_owned(),
             created_at: at,
             seconds_to_decide: None,
             silent: false,
