@@ -230,3 +230,26 @@ fn help_explains_every_command() {
     let out = run_cli(&[], &["apps", "create", "--help"]);
     assert!(stdout(&out).contains("shown once"), "{}", stdout(&out));
 }
+
+/// A server started with a different master key than the database was set up with refuses to
+/// start (fail closed) instead of signing with a key phones do not know.
+#[tokio::test]
+async fn wrong_master_key_refuses_to_start() {
+    let db = Arc::new(TestDatabase::new(Engine::Sqlite).await);
+    let first = Server::start_with(Arc::clone(&db), random_master_key(), &[]).await;
+    drop(first);
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("COUNTERSIGN_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ("COUNTERSIGN_DATA_DIR".to_owned(), dir.path().display().to_string()),
+        ("COUNTERSIGN_DATABASE__URL".to_owned(), db.url.clone()),
+        ("COUNTERSIGN_MASTER_KEY".to_owned(), random_master_key()),
+    ];
+    let out = run_cli(&env, &["serve"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("master key is not the one the database was set up with"),
+        "{}",
+        stderr(&out)
+    );
+}
