@@ -208,12 +208,16 @@ async fn json_logs_are_one_object_per_line() {
     let db = Arc::new(TestDatabase::new(Engine::Sqlite).await);
     let server = Server::start_custom(db, random_master_key(), &[], &["--log-format", "json"]).await;
     http().get(server.url("/healthz")).send().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The log line is written after the response: wait for it rather than guess a delay.
+    let find = || {
+        server
+            .logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|entry| entry["message"] == "request" && entry["span"]["route"] == "/healthz")
+    };
+    let request_line = countersign_e2e::eventually(10, find).await;
     let logs = server.logs();
-    let request_line = logs
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|entry| entry["message"] == "request" && entry["span"]["route"] == "/healthz");
     let entry = request_line.unwrap_or_else(|| panic!("no JSON request log line in:\n{logs}"));
     assert_eq!(entry["status"], 200);
     assert!(entry["span"]["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{entry}");
