@@ -357,3 +357,31 @@ pub fn stdout_of(output: &Output) -> String {
 pub fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).trim().to_owned()
 }
+
+/// Provisions `username` through the REST API (if new) and returns a fresh enrollment (with
+/// `activation_uri`), issued for a second device when `second_device`.
+pub async fn new_enrollment(
+    server: &Server,
+    key: &str,
+    username: &str,
+    second_device: bool,
+) -> serde_json::Value {
+    let client = http();
+    let created = client
+        .post(server.url("/v1/users"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({ "username": username }))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status() == 201 || created.status() == 409, "creating {username}: {}", created.status());
+    let reply = client
+        .post(server.url(&format!("/v1/users/{username}/enrollments")))
+        .bearer_auth(key)
+        .json(&serde_json::json!({ "second_device": second_device }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 201, "enrollment for {username}");
+    reply.json().await.unwrap()
+}

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use countersign_e2e::device::TestDevice;
 use countersign_e2e::fake_push::{ApnsReply, ApnsTestKey, FakeApns, FakeFcm, FcmTestAccount};
 use countersign_e2e::{
-    Engine, Server, TestDatabase, authenticator, create_app, eventually, http, random_master_key, stderr_of,
-    stdout_of, unix_now,
+    Engine, Server, TestDatabase, authenticator, create_app, eventually, http, new_enrollment,
+    random_master_key, stderr_of, stdout_of, unix_now,
 };
 use countersign_mobile_protocol::{Decision, PendingChallenges, PushRegistration};
 use serde_json::{Value, json};
@@ -66,24 +66,7 @@ impl World {
     }
 
     async fn enroll(&self, username: &str, state: &Path, push: &str) {
-        let client = http();
-        client
-            .post(self.server.url("/v1/users"))
-            .bearer_auth(&self.key)
-            .json(&json!({ "username": username }))
-            .send()
-            .await
-            .unwrap();
-        let enrollment: Value = client
-            .post(self.server.url(&format!("/v1/users/{username}/enrollments")))
-            .bearer_auth(&self.key)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let enrollment = new_enrollment(&self.server, &self.key, username, false).await;
         let enrolled = authenticator(
             state,
             &["enroll", enrollment["activation_uri"].as_str().unwrap(), "--yes", "--push", push],
@@ -292,13 +275,6 @@ async fn two_instances_race_on_one_postgres() {
     let key =
         create_app(&a, "portal", "users:read users:write challenges:write challenges:read fatigue:write");
     let client = http();
-    client
-        .post(a.url("/v1/users"))
-        .bearer_auth(&key)
-        .json(&json!({ "username": "alice" }))
-        .send()
-        .await
-        .unwrap();
     // Racing denials and reports move Alice's fatigue ladder; an admin lifts it between rounds.
     let unfreeze = || {
         let url = b.url("/v1/users/alice/unfreeze");
@@ -307,16 +283,7 @@ async fn two_instances_race_on_one_postgres() {
     };
     let mut phones = Vec::new();
     for (i, server) in [&a, &b].into_iter().enumerate() {
-        let enrollment: Value = client
-            .post(server.url("/v1/users/alice/enrollments"))
-            .bearer_auth(&key)
-            .json(&json!({ "second_device": i > 0 }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let enrollment = new_enrollment(server, &key, "alice", i > 0).await;
         let mut phone = TestDevice::new();
         let body = phone.enrollment(enrollment["activation_uri"].as_str().unwrap(), PushRegistration::None);
         let reply = client.post(server.url("/device/v1/enroll")).json(&body).send().await.unwrap();

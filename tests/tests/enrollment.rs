@@ -2,7 +2,7 @@
 //! SQLite and PostgreSQL — provision, enroll from the activation URI, list, revoke, refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use countersign_e2e::{Engine, Server, authenticator, create_app, http};
+use countersign_e2e::{Engine, Server, authenticator, create_app, http, new_enrollment};
 use serde_json::{Value, json};
 
 fn text(bytes: &[u8]) -> String {
@@ -13,24 +13,7 @@ async fn enroll_list_revoke(engine: Engine) {
     let server = Server::start(engine).await;
     let key = create_app(&server, "idp", "users:read users:write");
     let client = http();
-    let created = client
-        .post(server.url("/v1/users"))
-        .bearer_auth(&key)
-        .json(&json!({"username": "alice"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let enrollment: Value = client
-        .post(server.url("/v1/users/alice/enrollments"))
-        .bearer_auth(&key)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let enrollment = new_enrollment(&server, &key, "alice", false).await;
     let uri = enrollment["activation_uri"].as_str().unwrap();
     assert!(uri.starts_with("countersign://enroll?v=1&server="), "{uri}");
 
@@ -72,16 +55,7 @@ async fn enroll_list_revoke(engine: Engine) {
     assert!(text(&reused.stderr).starts_with("error: activation_code_used"), "{}", text(&reused.stderr));
 
     // A second device needs explicit intent, and the first device is told about it.
-    let second: Value = client
-        .post(server.url("/v1/users/alice/enrollments"))
-        .bearer_auth(&key)
-        .json(&json!({ "second_device": true }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let second = new_enrollment(&server, &key, "alice", true).await;
     let tablet = dir.path().join("tablet.json");
     let added = authenticator(
         &tablet,

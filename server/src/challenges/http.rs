@@ -303,9 +303,9 @@ async fn user_factors(
     ApiPath(username): ApiPath<String>,
 ) -> Result<Json<FactorsView>, ApiError> {
     app.require(Scope::UsersRead)?;
-    let devices = state.devices.list_devices(&username).await?;
-    let active = devices.iter().filter(|d| d.is_active()).count();
     let user = crate::users::service::find_user(state.store.as_ref(), &username).await?;
+    let devices = state.store.devices_for_user(user.id).await?;
+    let active = devices.iter().filter(|d| d.is_active()).count();
     let standing = crate::fatigue::http::standing(&state.store.push_state(user.id).await?, state.clock.now());
     let reason = if active == 0 {
         Some("no enrolled device: create an enrollment".to_owned())
@@ -332,8 +332,11 @@ async fn user_factors(
         available: false,
         reason: Some("no passkey registered".into()),
     };
-    let username = crate::users::model::normalize_username(&username).unwrap_or(username);
-    Ok(Json(FactorsView { username, enrollment_required: active == 0, factors: vec![push, passkey] }))
+    Ok(Json(FactorsView {
+        username: user.username,
+        enrollment_required: active == 0,
+        factors: vec![push, passkey],
+    }))
 }
 
 async fn device_for(
