@@ -421,6 +421,70 @@ async fn factors_report_push(engine: Engine) {
     assert_eq!(bob.body["enrollment_required"], true);
 }
 
+/// An approval left lying around (a stolen session id, a replayed callback) cannot be redeemed
+/// once it is stale.
+async fn stale_approvals_cannot_be_redeemed(engine: Engine) {
+    let mut s = setup(engine).await;
+    let created = start(&s).await;
+    let d = details(&s).await;
+    assert_eq!(
+        answer(&mut s, &d, Decision::Approve, created["number"].as_str().unwrap()).await.body["outcome"],
+        "approved"
+    );
+    s.app.clock.advance(time::Duration::seconds(121));
+    let id = created["id"].as_str().unwrap();
+    let redeem = s.app.post_json(&format!("/v1/challenges/{id}/redeem"), &s.key, json!({})).await;
+    assert_error(&redeem, StatusCode::CONFLICT, "approval_stale");
+}
+
+/// Scopes: a key that may only read users cannot start challenges; a write key may read its own.
+async fn challenge_scopes_are_enforced(engine: Engine) {
+    let s = setup(engine).await;
+    let reader = s.app.key("directory", "users:read").await;
+    let refused = s.app.post_json("/v1/challenges", &reader, json!({ "username": "alice" })).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "insufficient_scope");
+    let writer = s.app.key("login", "challenges:write").await;
+    let created = s.app.post_json("/v1/challenges", &writer, json!({ "username": "alice" })).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let id = created.body["id"].as_str().unwrap();
+    assert_eq!(s.app.get(&format!("/v1/challenges/{id}"), Some(&writer)).await.status, StatusCode::OK);
+    assert_error(
+        &s.app.get(&format!("/v1/challenges/{id}"), Some(&reader)).await,
+        StatusCode::FORBIDDEN,
+        "insufficient_scope",
+    );
+}
+
+/// A revoked phone (lost, stolen) still holds its key and answers a prompt: refused.
+async fn revoked_device_cannot_answer(engine: Engine) {
+    let mut s = setup(engine).await;
+    let second =
+        s.app.post_json("/v1/users/alice/enrollments", &s.key, json!({ "second_device": true })).await.body;
+    let mut stolen = TestDevice::new();
+    let reply = common::enroll(
+        &s.app,
+        &mut stolen,
+        second["activation_uri"].as_str().unwrap(),
+        PushRegistration::None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let revoked =
+        s.app.delete(&format!("/v1/users/alice/devices/{}", stolen.device_id().as_str()), &s.key).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let created = start(&s).await;
+    let d = details(&s).await;
+    let response = stolen.answer(&d, Decision::Approve, created["number"].as_str().unwrap());
+    let path = format!("/device/v1/challenges/{}/response", created["id"].as_str().unwrap());
+    assert_error(
+        &s.app.device_post(&path, &serde_json::to_vec(&response).unwrap()).await,
+        StatusCode::UNAUTHORIZED,
+        "device_revoked",
+    );
+    assert_eq!(status(&s, created["id"].as_str().unwrap()).await["state"], "pending");
+    assert_eq!(answer(&mut s, &d, Decision::Deny, "").await.body["outcome"], "denied");
+}
+
 on_both_engines!(
     approve_then_redeem_exactly_once,
     wrong_number_ends_the_challenge,
@@ -436,4 +500,7 @@ on_both_engines!(
     racing_responders_make_one_transition,
     long_poll_wakes_on_decision,
     factors_report_push,
+    stale_approvals_cannot_be_redeemed,
+    challenge_scopes_are_enforced,
+    revoked_device_cannot_answer,
 );

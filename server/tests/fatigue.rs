@@ -23,11 +23,15 @@ struct Setup {
 }
 
 async fn setup(engine: Engine) -> Setup {
+    setup_with_push(engine, PushRegistration::None).await
+}
+
+async fn setup_with_push(engine: Engine, push: PushRegistration) -> Setup {
     let app = TestApp::build(engine, HttpLimits::default()).await;
     let key = app
         .key("idp", "users:read users:write challenges:write challenges:read fatigue:read fatigue:write")
         .await;
-    let phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let phone = enrolled_device(&app, &key, "alice", push).await;
     Setup { app: Arc::new(app), key, phone }
 }
 
@@ -419,6 +423,25 @@ async fn cycling_idempotency_keys_and_bogus_names_stay_bounded(engine: Engine) {
     assert_eq!(s.app.store.audit_head().await.unwrap().seq, head, "bogus users cost no writes");
 }
 
+/// Silent means silent: a prompt for a user under suspicion queues no push at all, so an
+/// attacker's bombing run does not even light up the phone.
+async fn silent_prompts_queue_no_push(engine: Engine) {
+    let push =
+        PushRegistration::Fcm { token: countersign_mobile_protocol::PushToken::new("fcm-alice").unwrap() };
+    let mut s = setup_with_push(engine, push).await;
+    prompt_and_answer(&mut s, Decision::Deny, None).await;
+    s.app.clock.advance(Duration::seconds(30));
+    prompt_and_answer(&mut s, Decision::Deny, None).await;
+    s.app.clock.advance(Duration::seconds(30));
+    let third = prompt(&s).await;
+    assert_eq!(third.status, StatusCode::CREATED);
+    // No worker runs in this test, so every queued push is still claimable.
+    let jobs = s.app.store.claim_push_jobs(s.app.clock_now(), Duration::seconds(30), 100).await.unwrap();
+    let third_id = third.body["id"].as_str().unwrap();
+    assert_eq!(jobs.len(), 2, "the first two prompts queued a push: {jobs:?}");
+    assert!(jobs.iter().all(|job| job.challenge_id.to_string() != third_id), "the silent one did not");
+}
+
 on_both_engines!(
     push_bombing_is_capped_by_the_budget,
     budget_holds_under_concurrency,
@@ -431,4 +454,5 @@ on_both_engines!(
     suspicion_makes_prompts_silent,
     alerts_reach_a_signed_webhook_with_retries,
     cycling_idempotency_keys_and_bogus_names_stay_bounded,
+    silent_prompts_queue_no_push,
 );
