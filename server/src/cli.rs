@@ -206,6 +206,7 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
     let providers: Arc<dyn PushSender> = Arc::new(settings.push.build()?);
     let waiters = Arc::clone(&state.challenges.waiters);
     state.store.watch_challenges(Arc::new(move |id| waiters.notify(id))).await?;
+    crate::audit::chainer::spawn(Arc::clone(&state.store));
     Arc::new(Worker::new(
         Arc::clone(&state.store),
         Arc::clone(&state.clock),
@@ -215,6 +216,7 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
     .spawn();
     let limits =
         HttpLimits { body_limit_bytes: settings.body_limit_bytes, request_timeout: settings.request_timeout };
+    let state_store = Arc::clone(&state.store);
     let app = build_app(state, limits);
     tracing::info!(database = %store::redact_url(settings.database_url.expose_secret()), "listening on http://{address}");
 
@@ -231,6 +233,10 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
         () = async { shutting_down.notified().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; exiting with requests in flight");
         }
+    }
+    // Chain what the last requests recorded; another instance or the next start would otherwise.
+    if let Err(error) = crate::audit::flush(state_store.as_ref()).await {
+        tracing::warn!(%error, "audit events left pending at shutdown");
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -280,6 +286,8 @@ async fn apps(settings: &Settings, command: AppsCommand) -> anyhow::Result<ExitC
             }
         }
     }
+    // No server may be running: chain what this command recorded now.
+    crate::audit::flush(store.as_ref()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -294,6 +302,10 @@ async fn audit_verify(settings: &Settings) -> anyhow::Result<ExitCode> {
         }
         Err(VerifyError::Broken(broken)) => {
             println!("audit chain broken at sequence number {}: {broken}", broken.seq());
+            Ok(ExitCode::from(1))
+        }
+        Err(forged @ VerifyError::PendingForged(_)) => {
+            println!("{forged}");
             Ok(ExitCode::from(1))
         }
         Err(VerifyError::Store(error)) => Err(error.into()),

@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use ring::aead::{self, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hkdf;
 
-use crate::audit::chain::HeadSealer;
+use crate::audit::chain::AuditSealer;
 use crate::config::Settings;
 
 const MIN_KEY_BYTES: usize = 32;
@@ -76,8 +76,8 @@ impl MasterKey {
     }
 
     /// The key that seals the audit chain head.
-    pub fn audit_sealer(&self) -> HeadSealer {
-        HeadSealer::new(&self.derive_key(AUDIT_SEAL_LABEL))
+    pub fn audit_sealer(&self) -> AuditSealer {
+        AuditSealer::new(&self.derive_key(AUDIT_SEAL_LABEL))
     }
 
     fn storage_key(&self) -> LessSafeKey {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::{TestApp, assert_error};
+use common::{TestApp, assert_error, audit_len};
 use countersign::api_keys::service as api_keys;
 use countersign::app::HttpLimits;
 use countersign::audit::Actor;
@@ -113,7 +113,7 @@ async fn users_are_provisioned_once() {
 async fn bad_bodies_get_precise_errors_and_write_nothing() {
     let app = TestApp::with_limits(HttpLimits { body_limit_bytes: 2048, ..HttpLimits::default() }).await;
     let key = app.key("hr", "users:read users:write").await;
-    let head_before = app.store.audit_head().await.unwrap().seq;
+    let head_before = audit_len(&app).await;
 
     let reply = app.post_raw("/v1/users", &key, Some("application/json"), "{\"username\": ").await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_json");
@@ -136,7 +136,7 @@ async fn bad_bodies_get_precise_errors_and_write_nothing() {
     let reply = app.post_raw("/v1/users", &key, Some("application/json"), huge).await;
     assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
 
-    assert_eq!(app.store.audit_head().await.unwrap().seq, head_before, "no bad request wrote anything");
+    assert_eq!(audit_len(&app).await, head_before, "no bad request wrote anything");
     assert_error(&app.get("/v1/users/bob", Some(&key)).await, StatusCode::NOT_FOUND, "user_not_found");
 }
 

@@ -9,25 +9,28 @@ use std::sync::Arc;
 
 use countersign::api_keys::service::{self as api_keys, AppAdminError, AuthError};
 use countersign::api_keys::{Scope, Scopes};
-use countersign::audit::chain::{ChainBreak, HeadSealer};
+use countersign::audit::chain::{AuditSealer, ChainBreak};
 use countersign::audit::{self, Actor, VerifyError};
 use countersign::clock::{Clock, ManualClock};
 use countersign::store::{self, Store, StoreError};
 use countersign::users::service::{self as users, NewUser, UserError};
-use countersign_e2e::{Engine, Tamper, TestDatabase, break_audit_writes_sql, drop_audit_guard_sql, exec_sql};
+use countersign_e2e::{
+    Engine, Tamper, TestDatabase, break_audit_writes_sql, drop_audit_guard_sql, drop_pending_guard_sql,
+    exec_sql,
+};
 use secrecy::{ExposeSecret, SecretString};
 use time::macros::datetime;
 
 struct Fixture {
     db: TestDatabase,
     store: Arc<dyn Store>,
-    sealer: HeadSealer,
+    sealer: AuditSealer,
     clock: ManualClock,
 }
 
 async fn fixture(engine: Engine) -> Fixture {
     let db = TestDatabase::new(engine).await;
-    let sealer = HeadSealer::new(&[42u8; 32]);
+    let sealer = AuditSealer::new(&[42u8; 32]);
     let store: Arc<dyn Store> =
         Arc::from(store::connect(&SecretString::from(db.url.clone()), 5, sealer.clone()).await.unwrap());
     store.migrate().await.unwrap();
@@ -53,6 +56,7 @@ async fn five_events(f: &Fixture) {
     for name in ["alice", "bob"] {
         users::create_user(f.store.as_ref(), &f.clock, Actor::System, new_user(name)).await.unwrap();
     }
+    assert_eq!(audit::flush(f.store.as_ref()).await.unwrap(), 5, "five events chained");
 }
 
 async fn migrations_are_idempotent_and_ready(engine: Engine) {
@@ -138,24 +142,61 @@ async fn failed_audit_write_fails_the_change(engine: Engine) {
     );
     assert!(users::create_user(f.store.as_ref(), &f.clock, Actor::Cli, new_user("ghost")).await.is_err());
     assert!(matches!(users::find_user(f.store.as_ref(), "ghost").await, Err(UserError::NotFound)));
+    assert_eq!(f.store.audit_pending_count().await.unwrap(), 0, "nothing pending");
+    assert_eq!(audit::flush(f.store.as_ref()).await.unwrap(), 0, "nothing to chain");
     assert_eq!(f.store.audit_head().await.unwrap().seq, 0, "the head did not move");
 }
 
+/// Events wait, sealed, in `audit_pending` until the chainer links them; a pending event altered
+/// or forged in the database stops the chain there (fail closed) and verification names it.
+async fn pending_events_are_sealed_until_chained(engine: Engine) {
+    let f = fixture(engine).await;
+    five_events(&f).await;
+    api_keys::create_app(f.store.as_ref(), &f.clock, Actor::Cli, "app-d", scopes("users:read"))
+        .await
+        .unwrap();
+    users::create_user(f.store.as_ref(), &f.clock, Actor::System, new_user("carol")).await.unwrap();
+    assert_eq!(f.store.audit_pending_count().await.unwrap(), 2);
+    assert_eq!(f.store.audit_head().await.unwrap().seq, 5, "not chained yet");
+
+    // A copied pending row is refused: each event id is unique.
+    let copy = "INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
+                SELECT event_id, occurred_at, actor, action, subject, details, mac FROM audit_pending";
+    assert!(exec_sql(&f.db, copy).await.is_err(), "duplicate event ids are refused");
+    let alter = "UPDATE audit_pending SET details = '{\"forged\":true}' WHERE action = 'user.created'";
+    assert!(exec_sql(&f.db, alter).await.is_err(), "the trigger refuses UPDATE of pending rows");
+
+    // The attacker drops the guard and rewrites the pending user event.
+    exec_sql(&f.db, drop_pending_guard_sql(engine)).await.unwrap();
+    exec_sql(&f.db, alter).await.unwrap();
+    let result = audit::verify(f.store.as_ref(), &f.sealer).await;
+    assert!(matches!(result, Err(VerifyError::PendingForged(_))), "{result:?}");
+    assert!(matches!(audit::flush(f.store.as_ref()).await, Err(StoreError::PendingAuditInvalid(_))));
+    assert_eq!(f.store.audit_head().await.unwrap().seq, 5, "nothing chained past a forged event");
+    assert_eq!(f.store.audit_pending_count().await.unwrap(), 2, "nothing dropped either");
+}
+
+/// Changes commit concurrently while two stores (two instances) chain at the same time.
 async fn concurrent_changes_keep_one_unbroken_chain(engine: Engine) {
     let f = Arc::new(fixture(engine).await);
+    let other: Arc<dyn Store> =
+        Arc::from(store::connect(&SecretString::from(f.db.url.clone()), 5, f.sealer.clone()).await.unwrap());
     let tasks: Vec<_> = (0..24)
         .map(|i| {
             let f = Arc::clone(&f);
+            let chainer = if i % 2 == 0 { Arc::clone(&f.store) } else { Arc::clone(&other) };
             tokio::spawn(async move {
                 users::create_user(f.store.as_ref(), &f.clock, Actor::System, new_user(&format!("user{i}")))
                     .await
                     .unwrap();
+                audit::flush(chainer.as_ref()).await.unwrap();
             })
         })
         .collect();
     for task in tasks {
         task.await.unwrap();
     }
+    assert_eq!(f.store.audit_pending_count().await.unwrap(), 0, "every event chained");
     assert_eq!(audit::verify(f.store.as_ref(), &f.sealer).await.unwrap(), 24);
 }
 
@@ -192,7 +233,7 @@ async fn forged_head_is_detected(engine: Engine) {
     exec_sql(&f.db, "UPDATE audit_head SET seq = 4").await.unwrap();
     let result = audit::verify(f.store.as_ref(), &f.sealer).await;
     assert!(matches!(result, Err(VerifyError::Broken(ChainBreak::HeadSealInvalid { .. }))), "{result:?}");
-    let other_key = HeadSealer::new(&[1u8; 32]);
+    let other_key = AuditSealer::new(&[1u8; 32]);
     exec_sql(&f.db, "UPDATE audit_head SET seq = 5").await.unwrap();
     assert!(audit::verify(f.store.as_ref(), &other_key).await.is_err(), "a different key does not verify");
     assert_eq!(audit::verify(f.store.as_ref(), &f.sealer).await.unwrap(), 5);
@@ -203,6 +244,7 @@ on_both_engines!(
     app_keys_authenticate_until_revoked,
     duplicate_names_are_refused_without_partial_writes,
     failed_audit_write_fails_the_change,
+    pending_events_are_sealed_until_chained,
     concurrent_changes_keep_one_unbroken_chain,
     append_only_guard_refuses_updates,
     every_kind_of_tampering_is_detected,

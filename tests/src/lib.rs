@@ -268,12 +268,21 @@ pub fn drop_audit_guard_sql(engine: Engine) -> &'static str {
     }
 }
 
-/// The SQL that makes every audit insert fail, per engine (a full disk, a broken replica).
+/// The SQL that lifts the guard on `audit_pending` (events not chained yet), per engine.
+pub fn drop_pending_guard_sql(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Sqlite => "DROP TRIGGER audit_pending_no_update;",
+        Engine::Postgres => "DROP TRIGGER audit_pending_no_update ON audit_pending;",
+    }
+}
+
+/// The SQL that makes every audit write fail, per engine (a full disk, a broken replica). The
+/// changing transaction writes its event to `audit_pending`.
 pub fn break_audit_writes_sql(engine: Engine) -> &'static str {
     match engine {
-        Engine::Sqlite => "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit storage unavailable'); END;",
+        Engine::Sqlite => "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_pending BEGIN SELECT RAISE(ABORT, 'audit storage unavailable'); END;",
         Engine::Postgres => "CREATE FUNCTION fail_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit storage unavailable'; END $$;
-             CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION fail_audit();",
+             CREATE TRIGGER fail_audit BEFORE INSERT ON audit_pending FOR EACH ROW EXECUTE FUNCTION fail_audit();",
     }
 }
 

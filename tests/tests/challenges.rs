@@ -360,7 +360,10 @@ async fn two_instances_race_on_one_postgres() {
         use sqlx::Connection as _;
         let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
         let transitions: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM audit_events WHERE action LIKE 'challenge.%' AND action <> 'challenge.created' AND details LIKE $1",
+            // Chained or still waiting to be chained: each event is in exactly one of the two.
+            "SELECT COUNT(*) FROM (SELECT action, details FROM audit_events
+                                   UNION ALL SELECT action, details FROM audit_pending) AS trail
+             WHERE action LIKE 'challenge.%' AND action <> 'challenge.created' AND details LIKE $1",
         )
         .bind(format!("%{id}%"))
         .fetch_one(&mut conn)

@@ -17,6 +17,7 @@ pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
 const EVENT_LABEL: &[u8] = b"countersign/audit-event/v1";
 const HEAD_LABEL: &[u8] = b"countersign/audit-head/v1";
+const PENDING_LABEL: &[u8] = b"countersign/audit-pending/v1";
 
 /// The hashed content of one event, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,19 +53,20 @@ pub fn event_hash(content: &EventContent<'_>, prev_hash: &[u8; 32]) -> [u8; 32] 
     out
 }
 
-/// Seals and checks the chain head with a key kept outside the database.
+/// Seals and checks, with a key kept outside the database, the chain head and each event
+/// waiting to be chained (so a pending event is tamper-evident from the moment it is written).
 #[derive(Clone)]
-pub struct HeadSealer {
+pub struct AuditSealer {
     key: hmac::Key,
 }
 
-impl std::fmt::Debug for HeadSealer {
+impl std::fmt::Debug for AuditSealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HeadSealer(..)")
+        f.write_str("AuditSealer(..)")
     }
 }
 
-impl HeadSealer {
+impl AuditSealer {
     /// At least 32 bytes of key material.
     pub fn new(key: &[u8]) -> Self {
         Self { key: hmac::Key::new(hmac::HMAC_SHA256, key) }
@@ -77,6 +79,34 @@ impl HeadSealer {
     pub fn is_valid(&self, seq: i64, hash: &[u8; 32], mac: &[u8]) -> bool {
         hmac::verify(&self.key, &head_message(seq, hash), mac).is_ok()
     }
+
+    /// The seal of an event not chained yet; `event_id` is unique per event, so a copied row is
+    /// refused by the database and a forged or altered one by [`Self::is_pending_valid`].
+    pub fn seal_pending(&self, event_id: &[u8; 16], content: &EventContent<'_>) -> Vec<u8> {
+        hmac::sign(&self.key, &pending_message(event_id, content)).as_ref().to_vec()
+    }
+
+    pub fn is_pending_valid(&self, event_id: &[u8; 16], content: &EventContent<'_>, mac: &[u8]) -> bool {
+        hmac::verify(&self.key, &pending_message(event_id, content), mac).is_ok()
+    }
+}
+
+/// The pending seal's message: the event's canonical fields (its `seq` is not known yet and is
+/// left out) with the same length-prefixed encoding as [`event_hash`].
+fn pending_message(event_id: &[u8; 16], content: &EventContent<'_>) -> Vec<u8> {
+    let mut m = Vec::with_capacity(128 + content.details.len());
+    let mut field = |bytes: &[u8]| {
+        m.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        m.extend_from_slice(bytes);
+    };
+    field(PENDING_LABEL);
+    field(event_id);
+    field(&content.occurred_at_micros.to_be_bytes());
+    field(content.actor.as_bytes());
+    field(content.action.as_bytes());
+    field(content.subject.as_bytes());
+    field(content.details.as_bytes());
+    m
 }
 
 fn head_message(seq: i64, hash: &[u8; 32]) -> Vec<u8> {
@@ -188,7 +218,7 @@ impl ChainVerifier {
 
     /// After the last event up to the head: the walked chain must end exactly at the sealed head.
     /// (Rows beyond the head are the caller's check: it knows whether appends are concurrent.)
-    pub fn finish(self, head: &StoredHead, sealer: &HeadSealer) -> Result<i64, ChainBreak> {
+    pub fn finish(self, head: &StoredHead, sealer: &AuditSealer) -> Result<i64, ChainBreak> {
         let last = self.next_seq - 1;
         let head_hash: [u8; 32] = head.hash.as_slice().try_into().unwrap_or([0xff; 32]);
         // The migration writes the genesis head unsealed; any other head must carry a valid seal.
@@ -211,7 +241,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn chain(n: i64, sealer: &HeadSealer) -> (Vec<StoredEvent>, StoredHead) {
+    fn chain(n: i64, sealer: &AuditSealer) -> (Vec<StoredEvent>, StoredHead) {
         let mut prev = GENESIS_HASH;
         let mut events = Vec::new();
         for seq in 1..=n {
@@ -245,7 +275,7 @@ mod tests {
         (events, head)
     }
 
-    fn verify(events: &[StoredEvent], head: &StoredHead, sealer: &HeadSealer) -> Result<i64, ChainBreak> {
+    fn verify(events: &[StoredEvent], head: &StoredHead, sealer: &AuditSealer) -> Result<i64, ChainBreak> {
         let mut v = ChainVerifier::default();
         for e in events {
             v.check(e)?;
@@ -253,8 +283,8 @@ mod tests {
         v.finish(head, sealer)
     }
 
-    fn sealer() -> HeadSealer {
-        HeadSealer::new(&[7u8; 32])
+    fn sealer() -> AuditSealer {
+        AuditSealer::new(&[7u8; 32])
     }
 
     #[test]
@@ -289,7 +319,7 @@ mod tests {
         truncated.truncate(7);
         assert_eq!(verify(&truncated, &head, &s), Err(ChainBreak::Truncated { last: 7, head: 10 }));
 
-        let wrong_key = HeadSealer::new(&[8u8; 32]);
+        let wrong_key = AuditSealer::new(&[8u8; 32]);
         assert_eq!(verify(&events, &head, &wrong_key), Err(ChainBreak::HeadSealInvalid { seq: 1 }));
     }
 
@@ -314,6 +344,25 @@ mod tests {
             e.hash = prev.to_vec();
         }
         assert_eq!(verify(&events, &head, &s), Err(ChainBreak::HeadMismatch { seq: 5 }));
+    }
+
+    #[test]
+    fn pending_seal_binds_id_and_content() {
+        let s = sealer();
+        let content = EventContent {
+            seq: 0,
+            occurred_at_micros: 5,
+            actor: "cli",
+            action: "app.created",
+            subject: "app:x",
+            details: "{}",
+        };
+        let mac = s.seal_pending(&[1; 16], &content);
+        assert!(s.is_pending_valid(&[1; 16], &content, &mac));
+        assert!(!s.is_pending_valid(&[2; 16], &content, &mac), "another event id");
+        let altered = EventContent { details: "{\"forged\":1}", ..content.clone() };
+        assert!(!s.is_pending_valid(&[1; 16], &altered, &mac), "altered details");
+        assert!(!AuditSealer::new(&[8u8; 32]).is_pending_valid(&[1; 16], &content, &mac), "another key");
     }
 
     proptest! {

@@ -2,9 +2,13 @@
 //! change they record (see `store`), and the verifier behind `countersign audit verify`.
 //!
 //! This module owns what an event says and how the chain is checked; it never writes events
-//! itself — a change and its event are one store operation.
+//! itself — a change and its event are one store operation. The changing transaction writes its
+//! event sealed but unchained (`audit_pending`); [`chainer`] links pending events onto the chain
+//! in batches, so appends never wait on each other, and [`flush`] chains everything committed
+//! so far before the trail is read or verified.
 
 pub mod chain;
+pub mod chainer;
 
 use std::fmt;
 
@@ -13,7 +17,7 @@ use time::OffsetDateTime;
 
 use crate::clock::unix_micros;
 use crate::store::{Store, StoreError};
-use chain::{ChainBreak, ChainVerifier, HeadSealer};
+use chain::{AuditSealer, ChainBreak, ChainVerifier};
 
 /// Who caused an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +174,8 @@ impl EventRow {
 pub enum VerifyError {
     #[error("audit chain broken at sequence number {seq}: {0}", seq = .0.seq())]
     Broken(ChainBreak),
+    #[error("audit event {0} waiting to be chained fails its seal: it was forged or altered in the database")]
+    PendingForged(i64),
     #[error("could not read the audit trail")]
     Store(#[from] StoreError),
 }
@@ -177,12 +183,32 @@ pub enum VerifyError {
 /// Events read per round trip while verifying.
 const VERIFY_PAGE: u32 = 1_000;
 
-/// Walks the whole chain and checks it against the sealed head. Returns the number of events.
+/// Pending events chained per transaction.
+pub const CHAIN_BATCH: u32 = 1_000;
+
+/// Chains every audit event committed so far; returns how many were chained.
+pub async fn flush(store: &dyn Store) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let chained = store.chain_pending_audit(CHAIN_BATCH).await?;
+        total += chained;
+        if chained < u64::from(CHAIN_BATCH) {
+            return Ok(total);
+        }
+    }
+}
+
+/// Chains what is pending (checking each pending seal), then walks the whole chain and checks it
+/// against the sealed head. Returns the number of events.
 ///
 /// The head is read first and the walk stops there, so events appended while verifying are not
 /// mistaken for tampering; rows beyond the head are only reported if they are still beyond the
 /// head when the walk ends.
-pub async fn verify(store: &dyn Store, sealer: &HeadSealer) -> Result<i64, VerifyError> {
+pub async fn verify(store: &dyn Store, sealer: &AuditSealer) -> Result<i64, VerifyError> {
+    flush(store).await.map_err(|error| match error {
+        StoreError::PendingAuditInvalid(id) => VerifyError::PendingForged(id),
+        other => VerifyError::Store(other),
+    })?;
     let head = store.audit_head().await?;
     let mut verifier = ChainVerifier::default();
     let mut after = 0;

@@ -185,7 +185,11 @@ async fn timeline(
             }
         })
         .collect();
-    // Prompts the defence refused never became challenges; the audit trail has them.
+    // Prompts the defence refused never became challenges; the audit trail has them. Chain the
+    // latest first; if chaining is stalled (it logs why), show what is chained.
+    if let Err(error) = crate::audit::flush(state.store.as_ref()).await {
+        tracing::warn!(%error, "audit chaining failed before reading the timeline");
+    }
     let refused = state
         .store
         .audit_events_about(&format!("user:{}", user.id), Action::PromptRefused.as_str(), 100)

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use crate::api_keys::Scopes;
 use crate::audit::AuditEvent;
-use crate::audit::chain::{HeadSealer, StoredEvent, StoredHead};
+use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::challenges::model::ChallengeState;
 use crate::fatigue::model::{Policy, PushEvent, PushState};
 use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
@@ -94,6 +94,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
+    #[error("pending audit event {0} fails its seal: it was forged or altered in the database")]
+    PendingAuditInvalid(i64),
 }
 
 /// Connection pool figures for `/metrics`.
@@ -520,6 +522,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// instances starting together agree).
     async fn insert_server_key(&self, key: ServerKeyRecord) -> Result<ServerKeyRecord, StoreError>;
 
+    /// Signalled after every commit that may have left audit events waiting to be chained.
+    fn audit_pending_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
+
+    /// Moves up to `limit` pending audit events, oldest first, onto the chain under the head
+    /// lock; returns how many. `PendingAuditInvalid` if one fails its seal (nothing is chained).
+    async fn chain_pending_audit(&self, limit: u32) -> Result<u64, StoreError>;
+
+    /// How many audit events wait to be chained.
+    async fn audit_pending_count(&self) -> Result<i64, StoreError>;
+
     /// The sealed head of the audit chain.
     async fn audit_head(&self) -> Result<StoredHead, StoreError>;
 
@@ -542,7 +554,7 @@ pub trait Store: Send + Sync + fmt::Debug {
 pub async fn connect(
     url: &SecretString,
     max_connections: u32,
-    sealer: HeadSealer,
+    sealer: AuditSealer,
 ) -> Result<Box<dyn Store>, StoreError> {
     let raw = url.expose_secret();
     if raw.starts_with("sqlite:") {
@@ -670,24 +682,68 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// The next link of the audit chain, ready to write: the event's hashes and the new head seal.
-struct Link {
-    prev_hash: [u8; 32],
-    hash: [u8; 32],
-    head_mac: Vec<u8>,
+/// An audit event as the changing transaction writes it: sealed, not chained yet.
+struct PendingRow {
+    event_id: [u8; 16],
+    row: crate::audit::EventRow,
+    mac: Vec<u8>,
 }
 
-/// Chains an event onto the head that the appending transaction just locked. Shared by both
-/// engines so the chain is computed one way only.
-fn next_link(
-    sealer: &HeadSealer,
-    row: &crate::audit::EventRow,
-    seq: i64,
+fn pending_row(sealer: &AuditSealer, event: &AuditEvent) -> PendingRow {
+    let event_id = *uuid::Uuid::new_v4().as_bytes();
+    let row = event.to_row();
+    let mac = sealer.seal_pending(&event_id, &row.content(0));
+    PendingRow { event_id, row, mac }
+}
+
+/// A pending audit event read back by the chainer.
+struct PendingEvent {
+    id: i64,
+    event_id: Vec<u8>,
+    row: crate::audit::EventRow,
+    mac: Vec<u8>,
+}
+
+/// Pending events linked onto the chain head: the rows to append and the new sealed head.
+struct LinkedBatch {
+    events: Vec<StoredEvent>,
+    head: StoredHead,
+}
+
+/// Links pending events, oldest first, onto the head the chaining transaction holds locked.
+/// Every pending seal is checked first: a forged or altered event stops the chain (fail closed)
+/// instead of being sealed into it. Shared by both engines so the chain is computed one way only.
+fn link_pending(
+    sealer: &AuditSealer,
+    head_seq: i64,
     head_hash: &[u8],
-) -> Result<Link, StoreError> {
-    let prev_hash = hash32(head_hash, "audit head hash")?;
-    let hash = crate::audit::chain::event_hash(&row.content(seq), &prev_hash);
-    Ok(Link { prev_hash, hash, head_mac: sealer.seal(seq, &hash) })
+    pending: &[PendingEvent],
+) -> Result<LinkedBatch, StoreError> {
+    let mut prev_hash = hash32(head_hash, "audit head hash")?;
+    let mut seq = head_seq;
+    let mut events = Vec::with_capacity(pending.len());
+    for p in pending {
+        let valid = <[u8; 16]>::try_from(p.event_id.as_slice())
+            .is_ok_and(|id| sealer.is_pending_valid(&id, &p.row.content(0), &p.mac));
+        if !valid {
+            return Err(StoreError::PendingAuditInvalid(p.id));
+        }
+        seq += 1;
+        let hash = crate::audit::chain::event_hash(&p.row.content(seq), &prev_hash);
+        events.push(StoredEvent {
+            seq,
+            occurred_at_micros: p.row.occurred_at_micros,
+            actor: p.row.actor.clone(),
+            action: p.row.action.clone(),
+            subject: p.row.subject.clone(),
+            details: p.row.details.clone(),
+            prev_hash: prev_hash.to_vec(),
+            hash: hash.to_vec(),
+        });
+        prev_hash = hash;
+    }
+    let head = StoredHead { seq, hash: prev_hash.to_vec(), mac: sealer.seal(seq, &prev_hash) };
+    Ok(LinkedBatch { events, head })
 }
 
 #[cfg(test)]

@@ -1,21 +1,24 @@
 //! PostgreSQL store: production, many instances sharing one database.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Row};
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
     AlertCursor, AlertRecord, AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict,
-    DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PoolStats, Precondition, PushJob,
-    PushJobResult, ServerKeyRecord, Store, StoreError, StoredPush, UserRecord, check_migrations_applied,
-    escalation_alert, gate_new_challenge, map_unique_violation, next_link, next_push_state,
+    DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PendingEvent, PoolStats,
+    Precondition, PushJob, PushJobResult, ServerKeyRecord, Store, StoreError, StoredPush, UserRecord,
+    check_migrations_applied, escalation_alert, gate_new_challenge, link_pending, map_unique_violation,
+    next_push_state, pending_row,
 };
 use crate::audit::AuditEvent;
-use crate::audit::chain::{HeadSealer, StoredEvent, StoredHead};
+use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
 use crate::fatigue::model::{Policy, PushState};
@@ -26,11 +29,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    sealer: HeadSealer,
+    sealer: AuditSealer,
+    audit_pending: Arc<Notify>,
 }
 
 impl PgStore {
-    pub async fn connect(url: &str, max_connections: u32, sealer: HeadSealer) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, max_connections: u32, sealer: AuditSealer) -> Result<Self, StoreError> {
         let options: PgConnectOptions =
             url.parse().map_err(|_| StoreError::InvalidUrl("not a valid postgres:// URL".into()))?;
         let pool = PgPoolOptions::new()
@@ -38,7 +42,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        Ok(Self { pool, sealer })
+        Ok(Self { pool, sealer, audit_pending: Arc::new(Notify::new()) })
     }
 
     /// The pool, for tests that play the attacker with direct SQL.
@@ -46,32 +50,30 @@ impl PgStore {
         &self.pool
     }
 
+    /// Writes the event, sealed, for the chainer to link: one INSERT that takes no shared lock,
+    /// so concurrent changes never queue behind each other for the audit trail.
     async fn append_audit(&self, conn: &mut PgConnection, event: &AuditEvent) -> Result<(), StoreError> {
-        let row = event.to_row();
-        let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-            .fetch_one(&mut *conn)
-            .await?;
-        let seq: i64 = head.try_get("seq")?;
-        let link = next_link(&self.sealer, &row, seq, head.try_get::<Vec<u8>, _>("hash")?.as_slice())?;
-        // One round trip for the event and the new head: the head row stays locked (it is
-        // every append's serialisation point) for as short a time as possible.
+        let p = pending_row(&self.sealer, event);
         sqlx::query(
-            "WITH event AS (
-                 INSERT INTO audit_events (seq, occurred_at, actor, action, subject, details, prev_hash, hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8))
-             UPDATE audit_head SET hash = $8, mac = $9 WHERE id = 1",
+            "INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(seq)
-        .bind(micros_to_time(row.occurred_at_micros)?)
-        .bind(&row.actor)
-        .bind(&row.action)
-        .bind(&row.subject)
-        .bind(&row.details)
-        .bind(link.prev_hash.as_slice())
-        .bind(link.hash.as_slice())
-        .bind(link.head_mac)
+        .bind(p.event_id.as_slice())
+        .bind(micros_to_time(p.row.occurred_at_micros)?)
+        .bind(&p.row.actor)
+        .bind(&p.row.action)
+        .bind(&p.row.subject)
+        .bind(&p.row.details)
+        .bind(&p.mac)
         .execute(&mut *conn)
         .await?;
+        Ok(())
+    }
+
+    /// Commits and wakes the audit chainer.
+    async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), StoreError> {
+        tx.commit().await?;
+        self.audit_pending.notify_one();
         Ok(())
     }
 }
@@ -327,7 +329,7 @@ impl Store for PgStore {
         .await
         .map_err(map_unique_violation)?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(app)
     }
 
@@ -349,7 +351,7 @@ impl Store for PgStore {
         .ok_or(StoreError::NotFound)?;
         let app = app_from_row(&row)?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(app)
     }
 
@@ -382,7 +384,7 @@ impl Store for PgStore {
         .await
         .map_err(map_unique_violation)?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(user)
     }
 
@@ -436,7 +438,7 @@ impl Store for PgStore {
             details.insert("devices_revoked".into(), revoked.into());
         }
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(revoked)
     }
 
@@ -461,7 +463,7 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(e)
     }
 
@@ -555,7 +557,7 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(d)
     }
 
@@ -614,7 +616,7 @@ impl Store for PgStore {
             .ok_or(StoreError::NotFound)?;
         let device = device_from_row(&row)?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(device)
     }
 
@@ -635,7 +637,7 @@ impl Store for PgStore {
             return Err(StoreError::NotFound);
         }
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -697,7 +699,7 @@ impl Store for PgStore {
     async fn record_audit(&self, audit: AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -796,7 +798,7 @@ impl Store for PgStore {
             .await?;
         }
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(c)
     }
 
@@ -902,7 +904,7 @@ impl Store for PgStore {
         record_outcome(&mut tx, challenge.user_id, to, now, policy).await?;
         self.append_audit(&mut tx, &audit).await?;
         notify_change(&mut tx, id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(challenge)
     }
 
@@ -943,7 +945,7 @@ impl Store for PgStore {
         record_outcome(&mut tx, challenge.user_id, challenge.state, now, policy).await?;
         self.append_audit(&mut tx, &audit).await?;
         notify_change(&mut tx, id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(challenge)
     }
 
@@ -970,7 +972,7 @@ impl Store for PgStore {
             notify_change(&mut tx, challenge.id).await?;
             expired.push(challenge);
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(expired)
     }
 
@@ -1073,7 +1075,7 @@ impl Store for PgStore {
         if updated.rows_affected() == 1 {
             self.append_audit(&mut tx, &audit).await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -1096,7 +1098,7 @@ impl Store for PgStore {
         lock_push_state(&mut tx, user).await?;
         save_push_state(&mut tx, user, &state, now).await?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -1229,6 +1231,83 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         self.server_key().await?.ok_or_else(|| StoreError::Corrupt("server key vanished after insert".into()))
+    }
+
+    fn audit_pending_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.audit_pending)
+    }
+
+    async fn chain_pending_audit(&self, limit: u32) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The head row lock makes chainers (one per instance) take turns.
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT id, event_id, occurred_at, actor, action, subject, details, mac FROM audit_pending
+             ORDER BY id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let pending = rows
+            .iter()
+            .map(|row| {
+                Ok(PendingEvent {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    row: crate::audit::EventRow {
+                        occurred_at_micros: unix_micros(row.try_get("occurred_at")?),
+                        actor: row.try_get("actor")?,
+                        action: row.try_get("action")?,
+                        subject: row.try_get("subject")?,
+                        details: row.try_get("details")?,
+                    },
+                    mac: row.try_get("mac")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let batch =
+            link_pending(&self.sealer, head.try_get("seq")?, &head.try_get::<Vec<u8>, _>("hash")?, &pending)?;
+        let times = batch
+            .events
+            .iter()
+            .map(|e| micros_to_time(e.occurred_at_micros))
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query(
+            "INSERT INTO audit_events (seq, occurred_at, actor, action, subject, details, prev_hash, hash)
+             SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::bytea[], $8::bytea[])",
+        )
+        .bind(batch.events.iter().map(|e| e.seq).collect::<Vec<_>>())
+        .bind(times)
+        .bind(batch.events.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
+        .bind(batch.events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>())
+        .bind(batch.events.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
+        .bind(batch.events.iter().map(|e| e.details.as_str()).collect::<Vec<_>>())
+        .bind(batch.events.iter().map(|e| e.prev_hash.as_slice()).collect::<Vec<_>>())
+        .bind(batch.events.iter().map(|e| e.hash.as_slice()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM audit_pending WHERE id = ANY($1)")
+            .bind(pending.iter().map(|p| p.id).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1")
+            .bind(batch.head.seq)
+            .bind(&batch.head.hash)
+            .bind(&batch.head.mac)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(batch.events.len() as u64)
+    }
+
+    async fn audit_pending_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_pending").fetch_one(&self.pool).await?)
     }
 
     async fn audit_head(&self) -> Result<StoredHead, StoreError> {

@@ -5,6 +5,7 @@
 //! lock cannot be upgraded.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,16 +14,18 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
     AlertCursor, AlertRecord, AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict,
-    DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PoolStats, Precondition, PushJob,
-    PushJobResult, ServerKeyRecord, Store, StoreError, StoredPush, UserRecord, check_migrations_applied,
-    escalation_alert, gate_new_challenge, map_unique_violation, next_link, next_push_state,
+    DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PendingEvent, PoolStats,
+    Precondition, PushJob, PushJobResult, ServerKeyRecord, Store, StoreError, StoredPush, UserRecord,
+    check_migrations_applied, escalation_alert, gate_new_challenge, link_pending, map_unique_violation,
+    next_push_state, pending_row,
 };
 use crate::audit::AuditEvent;
-use crate::audit::chain::{HeadSealer, StoredEvent, StoredHead};
+use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
 use crate::fatigue::model::{Policy, PushState};
@@ -33,12 +36,13 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    sealer: HeadSealer,
+    sealer: AuditSealer,
+    audit_pending: Arc<Notify>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file a `sqlite:PATH` URL names.
-    pub async fn connect(url: &str, max_connections: u32, sealer: HeadSealer) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, max_connections: u32, sealer: AuditSealer) -> Result<Self, StoreError> {
         let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
         let path = path.split('?').next().unwrap_or(path);
         if path.is_empty() || path.contains(":memory:") {
@@ -63,7 +67,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        Ok(Self { pool, sealer })
+        Ok(Self { pool, sealer, audit_pending: Arc::new(Notify::new()) })
     }
 
     /// The pool, for tests that play the attacker with direct SQL.
@@ -75,32 +79,29 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// Writes the event, sealed, for the chainer to link (the same path as on PostgreSQL).
     async fn append_audit(&self, conn: &mut SqliteConnection, event: &AuditEvent) -> Result<(), StoreError> {
-        let row = event.to_row();
-        let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-            .fetch_one(&mut *conn)
-            .await?;
-        let seq: i64 = head.try_get("seq")?;
-        let link = next_link(&self.sealer, &row, seq, head.try_get::<Vec<u8>, _>("hash")?.as_slice())?;
+        let p = pending_row(&self.sealer, event);
         sqlx::query(
-            "INSERT INTO audit_events (seq, occurred_at, actor, action, subject, details, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
-        .bind(seq)
-        .bind(row.occurred_at_micros)
-        .bind(&row.actor)
-        .bind(&row.action)
-        .bind(&row.subject)
-        .bind(&row.details)
-        .bind(link.prev_hash.as_slice())
-        .bind(link.hash.as_slice())
+        .bind(p.event_id.as_slice())
+        .bind(p.row.occurred_at_micros)
+        .bind(&p.row.actor)
+        .bind(&p.row.action)
+        .bind(&p.row.subject)
+        .bind(&p.row.details)
+        .bind(&p.mac)
         .execute(&mut *conn)
         .await?;
-        sqlx::query("UPDATE audit_head SET hash = ?1, mac = ?2 WHERE id = 1")
-            .bind(link.hash.as_slice())
-            .bind(link.head_mac)
-            .execute(&mut *conn)
-            .await?;
+        Ok(())
+    }
+
+    /// Commits and wakes the audit chainer.
+    async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<(), StoreError> {
+        tx.commit().await?;
+        self.audit_pending.notify_one();
         Ok(())
     }
 }
@@ -367,7 +368,7 @@ impl Store for SqliteStore {
         .await
         .map_err(map_unique_violation)?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(app)
     }
 
@@ -389,7 +390,7 @@ impl Store for SqliteStore {
         .ok_or(StoreError::NotFound)?;
         let app = app_from_row(&row)?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(app)
     }
 
@@ -422,7 +423,7 @@ impl Store for SqliteStore {
         .await
         .map_err(map_unique_violation)?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(user)
     }
 
@@ -476,7 +477,7 @@ impl Store for SqliteStore {
             details.insert("devices_revoked".into(), revoked.into());
         }
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(revoked)
     }
 
@@ -501,7 +502,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(e)
     }
 
@@ -595,7 +596,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(d)
     }
 
@@ -660,7 +661,7 @@ impl Store for SqliteStore {
             .ok_or(StoreError::NotFound)?;
         let device = device_from_row(&row)?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(device)
     }
 
@@ -681,7 +682,7 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound);
         }
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -741,7 +742,7 @@ impl Store for SqliteStore {
     async fn record_audit(&self, audit: AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -839,7 +840,7 @@ impl Store for SqliteStore {
             .await?;
         }
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(c)
     }
 
@@ -944,7 +945,7 @@ impl Store for SqliteStore {
         let challenge = challenge_from_row(&row)?;
         record_outcome(&mut tx, challenge.user_id, to, now, policy).await?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(challenge)
     }
 
@@ -984,7 +985,7 @@ impl Store for SqliteStore {
         let challenge = challenge_from_row(&row)?;
         record_outcome(&mut tx, challenge.user_id, challenge.state, now, policy).await?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(challenge)
     }
 
@@ -1010,7 +1011,7 @@ impl Store for SqliteStore {
             self.append_audit(&mut tx, &event(&challenge)).await?;
             expired.push(challenge);
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(expired)
     }
 
@@ -1064,7 +1065,7 @@ impl Store for SqliteStore {
                 expires_at: time_at(&row, "expires_at")?,
             });
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(jobs)
     }
 
@@ -1102,7 +1103,7 @@ impl Store for SqliteStore {
         if updated.rows_affected() == 1 {
             self.append_audit(&mut tx, &audit).await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -1124,7 +1125,7 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         save_push_state(&mut tx, user, &state, now).await?;
         self.append_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -1257,6 +1258,74 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         self.server_key().await?.ok_or_else(|| StoreError::Corrupt("server key vanished after insert".into()))
+    }
+
+    fn audit_pending_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.audit_pending)
+    }
+
+    async fn chain_pending_audit(&self, limit: u32) -> Result<u64, StoreError> {
+        // BEGIN IMMEDIATE: the one writer, so the head and the pending rows hold still.
+        let mut tx = self.begin_write().await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *tx).await?;
+        let rows = sqlx::query(
+            "SELECT id, event_id, occurred_at, actor, action, subject, details, mac FROM audit_pending
+             ORDER BY id LIMIT ?1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let pending = rows
+            .iter()
+            .map(|row| {
+                Ok(PendingEvent {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    row: crate::audit::EventRow {
+                        occurred_at_micros: row.try_get("occurred_at")?,
+                        actor: row.try_get("actor")?,
+                        action: row.try_get("action")?,
+                        subject: row.try_get("subject")?,
+                        details: row.try_get("details")?,
+                    },
+                    mac: row.try_get("mac")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let batch =
+            link_pending(&self.sealer, head.try_get("seq")?, &head.try_get::<Vec<u8>, _>("hash")?, &pending)?;
+        for (event, p) in batch.events.iter().zip(&pending) {
+            sqlx::query(
+                "INSERT INTO audit_events (seq, occurred_at, actor, action, subject, details, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .bind(event.seq)
+            .bind(event.occurred_at_micros)
+            .bind(&event.actor)
+            .bind(&event.action)
+            .bind(&event.subject)
+            .bind(&event.details)
+            .bind(&event.prev_hash)
+            .bind(&event.hash)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM audit_pending WHERE id = ?1").bind(p.id).execute(&mut *tx).await?;
+        }
+        sqlx::query("UPDATE audit_head SET seq = ?1, hash = ?2, mac = ?3 WHERE id = 1")
+            .bind(batch.head.seq)
+            .bind(&batch.head.hash)
+            .bind(&batch.head.mac)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(batch.events.len() as u64)
+    }
+
+    async fn audit_pending_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_pending").fetch_one(&self.pool).await?)
     }
 
     async fn audit_head(&self) -> Result<StoredHead, StoreError> {

@@ -228,8 +228,15 @@ pub async fn signed_get(app: &TestApp, device: &countersign_e2e::device::TestDev
     app.signed("GET", path, b"", &headers).await
 }
 
+/// How many audit events were recorded so far (chaining what is pending first).
+pub async fn audit_len(app: &TestApp) -> i64 {
+    countersign::audit::flush(app.store.as_ref()).await.unwrap();
+    app.store.audit_head().await.unwrap().seq
+}
+
 /// Every audit event so far, as (action, details).
 pub async fn audit_actions(app: &TestApp) -> Vec<(String, Value)> {
+    countersign::audit::flush(app.store.as_ref()).await.unwrap();
     let head = app.store.audit_head().await.unwrap();
     app.store
         .audit_events(0, head.seq, 100_000)
