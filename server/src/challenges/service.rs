@@ -634,7 +634,7 @@ impl ChallengeService {
         match self
             .store
             .decide_challenge(
-                DeviceDecision { challenge: id, device: device.id, counter, to },
+                DeviceDecision { challenge: id, user: challenge.user_id, device: device.id, counter, to },
                 now,
                 event,
                 &self.settings.policy,

@@ -218,6 +218,8 @@ pub struct ChallengeRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceDecision {
     pub challenge: ChallengeId,
+    /// The challenge's user, who owns `device` (checked before deciding).
+    pub user: UserId,
     pub device: DeviceId,
     /// Must exceed the device's last accepted counter.
     pub counter: i64,
@@ -640,6 +642,36 @@ fn escalation_alert(before: &PushState, after: &PushState) -> Option<&'static st
     } else {
         None
     }
+}
+
+/// The ladder's move for a transition, computed from the locked standing: the state to write
+/// (only when it changes) and the alert an escalation raises.
+struct LadderMove {
+    next: PushState,
+    alert: Option<&'static str>,
+}
+
+impl LadderMove {
+    fn alert_details(&self, user: UserId) -> String {
+        serde_json::json!({
+            "user_id": user,
+            "reason": self.next.reason,
+            "consecutive_failures": self.next.consecutive_failures,
+            "frozen_until": self.next.frozen_until.map(|t| t.unix_timestamp()),
+        })
+        .to_string()
+    }
+}
+
+/// What reaching `to` does to the user's standing `state`; `None` when nothing changes.
+fn ladder_move(
+    state: &PushState,
+    to: ChallengeState,
+    now: OffsetDateTime,
+    policy: &Policy,
+) -> Option<LadderMove> {
+    let next = next_push_state(state.clone(), to, now, policy)?;
+    (next != *state).then(|| LadderMove { alert: escalation_alert(state, &next), next })
 }
 
 /// The ladder's new state after `to`, or `None` when `to` says nothing about the user.

@@ -12,10 +12,10 @@ use uuid::Uuid;
 
 use super::{
     AlertCursor, AlertRecord, AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict,
-    DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PendingEvent, PoolStats,
-    Precondition, PushJob, PushJobResult, ServerKeyRecord, Store, StoreError, StoredPush, UserRecord,
-    check_migrations_applied, escalation_alert, gate_new_challenge, link_pending, map_unique_violation,
-    next_push_state, pending_row,
+    DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, LadderMove, NoticeRecord, PendingEvent,
+    PendingRow, PoolStats, Precondition, PushJob, PushJobResult, ServerKeyRecord, Store, StoreError,
+    StoredPush, UserRecord, check_migrations_applied, gate_new_challenge, ladder_move, link_pending,
+    map_unique_violation, pending_row,
 };
 use crate::audit::AuditEvent;
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
@@ -71,6 +71,41 @@ impl PgStore {
         .execute(&mut *conn)
         .await?;
         Ok(())
+    }
+
+    /// `pending → expired` once due, under the user's lock, moving their ladder; `None` if the
+    /// challenge is no longer pending or not due.
+    async fn expire_one(
+        &self,
+        tx: &mut PgConnection,
+        id: ChallengeId,
+        user: UserId,
+        now: OffsetDateTime,
+        audit: &PendingRow,
+        policy: &Policy,
+    ) -> Result<Option<ChallengeRecord>, StoreError> {
+        let state = lock_push_state(&mut *tx, user, now).await?;
+        let step = ladder_move(&state, ChallengeState::Expired, now, policy);
+        let sql = transition_statement(
+            "",
+            "UPDATE challenges SET state = 'expired', decided_at = expires_at
+             WHERE id = $1 AND user_id = $3 AND state = 'pending' AND expires_at <= $2",
+            4,
+            step.is_some(),
+            "SELECT (SELECT COUNT(*) FROM n) AS notified, c.* FROM c",
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0).bind(now).bind(user.0);
+        let mut query = bind_audit(query, audit)?;
+        if let Some(step) = &step {
+            query = bind_push_state(query, &step.next, now);
+        }
+        let Some(row) = query.fetch_optional(&mut *tx).await? else {
+            return Ok(None);
+        };
+        if let Some(step) = &step {
+            raise_escalation(&mut *tx, user, step, now).await?;
+        }
+        challenge_from_row(&row).map(Some)
     }
 
     /// Commits and wakes the audit chainer.
@@ -185,13 +220,31 @@ fn push_state_from_row(row: &sqlx::postgres::PgRow) -> Result<PushState, StoreEr
 
 const PUSH_STATE_COLUMNS: &str = "consecutive_failures, freezes, frozen_until, needs_strong_factor, needs_admin_review, hard_locked, last_wrong_number_at, reason";
 
-/// The user's push standing, row-locked for the rest of the transaction.
-async fn lock_push_state(conn: &mut PgConnection, user: UserId) -> Result<PushState, StoreError> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {PUSH_STATE_COLUMNS} FROM user_push_state WHERE user_id = $1 FOR UPDATE"
-    ));
-    let row = sqlx::query(sql).bind(user.0).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(push_state_from_row).transpose().map(Option::unwrap_or_default)
+/// Locks the user's push standing for the rest of the transaction: the per-user lock that
+/// serialises their prompts, answers, expiries and unfreezes across instances. Its own statement,
+/// so the statements after it read what the previous holder committed. The row is created on
+/// first use, so there is always a row to lock.
+async fn lock_push_state(
+    conn: &mut PgConnection,
+    user: UserId,
+    now: OffsetDateTime,
+) -> Result<PushState, StoreError> {
+    let sql = format!("SELECT {PUSH_STATE_COLUMNS} FROM user_push_state WHERE user_id = $1 FOR UPDATE");
+    for _ in 0..2 {
+        if let Some(row) =
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(user.0).fetch_optional(&mut *conn).await?
+        {
+            return push_state_from_row(&row);
+        }
+        sqlx::query(
+            "INSERT INTO user_push_state (user_id, updated_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(user.0)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Err(StoreError::Corrupt(format!("push state of user {user} vanished while being locked")))
 }
 
 async fn save_push_state(
@@ -201,12 +254,10 @@ async fn save_push_state(
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO user_push_state (user_id, consecutive_failures, freezes, frozen_until, needs_strong_factor,
-                                      needs_admin_review, hard_locked, last_wrong_number_at, reason, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         ON CONFLICT (user_id) DO UPDATE SET consecutive_failures = $2, freezes = $3, frozen_until = $4,
+        "UPDATE user_push_state SET consecutive_failures = $2, freezes = $3, frozen_until = $4,
              needs_strong_factor = $5, needs_admin_review = $6, hard_locked = $7, last_wrong_number_at = $8,
-             reason = $9, updated_at = $10",
+             reason = $9, updated_at = $10
+         WHERE user_id = $1",
     )
     .bind(user.0)
     .bind(state.consecutive_failures)
@@ -223,32 +274,75 @@ async fn save_push_state(
     Ok(())
 }
 
-/// Moves the user's ladder for a challenge that reached `to` (no-op for neutral states).
-async fn record_outcome(
+/// Raises the alert a ladder move calls for (after its transition was applied).
+async fn raise_escalation(
     conn: &mut PgConnection,
     user: UserId,
-    to: ChallengeState,
+    step: &LadderMove,
     now: OffsetDateTime,
-    policy: &Policy,
 ) -> Result<(), StoreError> {
-    if crate::fatigue::model::PushEvent::from_state(to).is_none() {
-        return Ok(());
-    }
-    let state = lock_push_state(conn, user).await?;
-    if let Some(next) = next_push_state(state.clone(), to, now, policy) {
-        save_push_state(conn, user, &next, now).await?;
-        if let Some(kind) = escalation_alert(&state, &next) {
-            let details = serde_json::json!({
-                "user_id": user,
-                "reason": next.reason,
-                "consecutive_failures": next.consecutive_failures,
-                "frozen_until": next.frozen_until.map(|t| t.unix_timestamp()),
-            });
-            insert_alert(conn, kind, &format!("user:{user}"), &details.to_string(), now).await?;
-            metrics::counter!("countersign_push_escalations_total", "kind" => kind).increment(1);
-        }
+    if let Some(kind) = step.alert {
+        insert_alert(conn, kind, &format!("user:{user}"), &step.alert_details(user), now).await?;
+        metrics::counter!("countersign_push_escalations_total", "kind" => kind).increment(1);
     }
     Ok(())
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// One statement for a challenge transition. `c` is the conditional UPDATE (`update`, without
+/// RETURNING); the audit event (`a`), the user's new push standing (`p`, when `push_state`) and
+/// the notification for other instances (`n`) are written from `c`'s row, so they happen with
+/// the transition or not at all. `prelude` adds CTEs before `c`; `result` is the final SELECT
+/// (it must read `n`, e.g. `(SELECT COUNT(*) FROM n)`, for the notification to be sent).
+/// Parameters after the update's own start at `$first`: seven for the audit event (see
+/// [`bind_audit`]), then nine for the push standing (see [`bind_push_state`]).
+fn transition_statement(prelude: &str, update: &str, first: usize, push_state: bool, result: &str) -> String {
+    let a: Vec<String> = (first..first + 7).map(|i| format!("${i}")).collect();
+    let mut sql = format!(
+        "WITH {prelude} c AS ({update} RETURNING {CHALLENGE_COLUMNS}),
+         a AS (INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
+               SELECT {} FROM c),
+         n AS (SELECT pg_notify('countersign_challenges', id::text) FROM c)",
+        a.join(", ")
+    );
+    if push_state {
+        let p = first + 7;
+        let q: Vec<String> = (p..p + 9).map(|i| format!("${i}")).collect();
+        sql.push_str(&format!(
+            ", p AS (UPDATE user_push_state SET (consecutive_failures, freezes, frozen_until, needs_strong_factor,
+                     needs_admin_review, hard_locked, last_wrong_number_at, reason, updated_at) = ({})
+                     WHERE user_id = (SELECT user_id FROM c))",
+            q.join(", ")
+        ));
+    }
+    sql.push(' ');
+    sql.push_str(result);
+    sql
+}
+
+fn bind_audit<'q>(query: PgQuery<'q>, p: &PendingRow) -> Result<PgQuery<'q>, StoreError> {
+    Ok(query
+        .bind(p.event_id.to_vec())
+        .bind(micros_to_time(p.row.occurred_at_micros)?)
+        .bind(p.row.actor.clone())
+        .bind(p.row.action.clone())
+        .bind(p.row.subject.clone())
+        .bind(p.row.details.clone())
+        .bind(p.mac.clone()))
+}
+
+fn bind_push_state<'q>(query: PgQuery<'q>, state: &PushState, now: OffsetDateTime) -> PgQuery<'q> {
+    query
+        .bind(state.consecutive_failures)
+        .bind(state.freezes)
+        .bind(state.frozen_until)
+        .bind(state.needs_strong_factor)
+        .bind(state.needs_admin_review)
+        .bind(state.hard_locked)
+        .bind(state.last_wrong_number_at)
+        .bind(state.reason.clone())
+        .bind(now)
 }
 
 async fn insert_alert(
@@ -375,8 +469,11 @@ impl Store for PgStore {
 
     async fn create_user(&self, user: UserRecord, audit: AuditEvent) -> Result<UserRecord, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // With the push-standing row the user's prompts will lock.
         sqlx::query(
-            "INSERT INTO users (id, username, display_name, is_privileged, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "WITH u AS (INSERT INTO users (id, username, display_name, is_privileged, created_at)
+                        VALUES ($1, $2, $3, $4, $5))
+             INSERT INTO user_push_state (user_id, updated_at) VALUES ($1, $5)",
         )
         .bind(user.id.0)
         .bind(&user.username)
@@ -715,33 +812,24 @@ impl Store for PgStore {
         policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // The user's row lock serialises their challenges across instances, so the budget holds.
-        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
-            .bind(c.user_id.0)
-            .execute(&mut *tx)
-            .await?;
-        let state = lock_push_state(&mut tx, c.user_id).await?;
-        let recent: Vec<OffsetDateTime> =
-            sqlx::query_scalar("SELECT created_at FROM challenges WHERE user_id = $1 AND created_at > $2")
-                .bind(c.user_id.0)
-                .bind(c.created_at - policy.budget_window)
-                .fetch_all(&mut *tx)
-                .await?;
-        let source_users: Option<u32> = match &c.source_prefix {
-            Some(prefix) => {
-                let users: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(DISTINCT user_id) FROM challenges
-                     WHERE source_prefix = $1 AND created_at > $2 AND user_id <> $3",
-                )
-                .bind(prefix)
-                .bind(c.created_at - policy.spray_window)
-                .bind(c.user_id.0)
-                .fetch_one(&mut *tx)
-                .await?;
-                Some(u32::try_from(users).unwrap_or(u32::MAX))
-            }
-            None => None,
-        };
+        // The user's lock serialises their prompts across instances, so the budget holds.
+        let state = lock_push_state(&mut tx, c.user_id, c.created_at).await?;
+        let gate = sqlx::query(
+            "SELECT ARRAY(SELECT created_at FROM challenges WHERE user_id = $1 AND created_at > $2) AS recent,
+                    CASE WHEN $3::text IS NULL THEN NULL
+                         ELSE (SELECT COUNT(DISTINCT user_id) FROM challenges
+                               WHERE source_prefix = $3 AND created_at > $4 AND user_id <> $1) END AS source_users,
+                    EXISTS (SELECT 1 FROM challenges WHERE user_id = $1 AND state = 'pending') AS has_pending",
+        )
+        .bind(c.user_id.0)
+        .bind(c.created_at - policy.budget_window)
+        .bind(&c.source_prefix)
+        .bind(c.created_at - policy.spray_window)
+        .fetch_one(&mut *tx)
+        .await?;
+        let recent: Vec<OffsetDateTime> = gate.try_get("recent")?;
+        let source_users =
+            gate.try_get::<Option<i64>, _>("source_users")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
         let source = c.source_prefix.as_deref().zip(source_users);
         let is_silent = gate_new_challenge(&state, &recent, source, c.created_at, policy)?;
         let c = ChallengeRecord { is_silent, ..c };
@@ -749,58 +837,56 @@ impl Store for PgStore {
         if let serde_json::Value::Object(details) = &mut audit.details {
             details.insert("silent".into(), is_silent.into());
         }
-        let push_devices: &[DeviceId] = if is_silent { &[] } else { push_devices };
-        let sql = sqlx::AssertSqlSafe(format!(
-            "UPDATE challenges SET state = 'cancelled', decided_at = $2
-             WHERE user_id = $1 AND state = 'pending' RETURNING {CHALLENGE_COLUMNS}"
-        ));
-        let cancelled = sqlx::query(sql).bind(c.user_id.0).bind(c.created_at).fetch_all(&mut *tx).await?;
-        for row in &cancelled {
-            let old = challenge_from_row(row)?;
-            self.append_audit(&mut tx, &superseded(&old)).await?;
-            notify_change(&mut tx, old.id).await?;
+        let push_devices: Vec<Uuid> =
+            if is_silent { Vec::new() } else { push_devices.iter().map(|d| d.0).collect() };
+        if gate.try_get("has_pending")? {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "UPDATE challenges SET state = 'cancelled', decided_at = $2
+                 WHERE user_id = $1 AND state = 'pending' RETURNING {CHALLENGE_COLUMNS}"
+            ));
+            let cancelled = sqlx::query(sql).bind(c.user_id.0).bind(c.created_at).fetch_all(&mut *tx).await?;
+            for row in &cancelled {
+                let old = challenge_from_row(row)?;
+                self.append_audit(&mut tx, &superseded(&old)).await?;
+                notify_change(&mut tx, old.id).await?;
+            }
         }
+        // The challenge, its push jobs and its audit event: one statement.
         let sql = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO challenges ({CHALLENGE_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+            "WITH ch AS (INSERT INTO challenges ({CHALLENGE_COLUMNS})
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)),
+                  jobs AS (INSERT INTO push_outbox (challenge_id, device_id, state, next_attempt_at, updated_at)
+                           SELECT $1, device, 'queued', $13, $13 FROM UNNEST($22::uuid[]) AS device)
+             INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
+             VALUES ($23, $24, $25, $26, $27, $28, $29)"
         ));
-        sqlx::query(sql)
+        let query = sqlx::query(sql)
             .bind(c.id.0)
             .bind(c.app_id.0)
             .bind(c.user_id.0)
             .bind(c.state.as_str())
-            .bind(&c.number_tag)
-            .bind(&c.number_sealed)
+            .bind(c.number_tag.clone())
+            .bind(c.number_sealed.clone())
             .bind(c.number_digits)
-            .bind(&c.server_nonce)
-            .bind(&c.app_name)
-            .bind(&c.ip)
-            .bind(&c.user_agent)
-            .bind(&c.location)
+            .bind(c.server_nonce.clone())
+            .bind(c.app_name.clone())
+            .bind(c.ip.clone())
+            .bind(c.user_agent.clone())
+            .bind(c.location.clone())
             .bind(c.created_at)
             .bind(c.expires_at)
             .bind(c.decided_at)
             .bind(c.decided_by_device.map(|d| d.0))
             .bind(c.redeemed_at)
-            .bind(&c.idempotency_key)
-            .bind(&c.request_hash)
+            .bind(c.idempotency_key.clone())
+            .bind(c.request_hash.clone())
             .bind(c.is_silent)
-            .bind(&c.source_prefix)
+            .bind(c.source_prefix.clone())
+            .bind(push_devices);
+        bind_audit(query, &pending_row(&self.sealer, &audit))?
             .execute(&mut *tx)
             .await
             .map_err(map_unique_violation)?;
-        for device in push_devices {
-            sqlx::query(
-                "INSERT INTO push_outbox (challenge_id, device_id, state, next_attempt_at, updated_at)
-                 VALUES ($1, $2, 'queued', $3, $3)",
-            )
-            .bind(c.id.0)
-            .bind(device.0)
-            .bind(c.created_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(c)
     }
@@ -870,17 +956,38 @@ impl Store for PgStore {
         audit: AuditEvent,
         policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError> {
-        let DeviceDecision { challenge: id, device, counter, to } = decision;
+        let DeviceDecision { challenge: id, user, device, counter, to } = decision;
         let mut tx = self.pool.begin().await?;
-        let advanced = sqlx::query(
-            "UPDATE devices SET last_counter = $2 WHERE id = $1 AND revoked_at IS NULL AND last_counter < $2
-             RETURNING id",
-        )
-        .bind(device.0)
-        .bind(counter)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if advanced.is_none() {
+        let state = lock_push_state(&mut tx, user, now).await?;
+        let step = ladder_move(&state, to, now, policy);
+        // The device counter and the challenge, each by compare-and-set, in one statement: the
+        // challenge moves only if the counter did.
+        let sql = transition_statement(
+            "d AS (UPDATE devices SET last_counter = $2
+                   WHERE id = $1 AND revoked_at IS NULL AND last_counter < $2 RETURNING id),",
+            "UPDATE challenges SET state = $3, decided_at = $4, decided_by_device = $1
+             WHERE id = $5 AND user_id = $6 AND state = 'pending' AND expires_at > $4 AND EXISTS (SELECT 1 FROM d)",
+            7,
+            step.is_some(),
+            "SELECT EXISTS (SELECT 1 FROM d) AS device_advanced, (SELECT COUNT(*) FROM n) AS notified, c.*
+             FROM (SELECT 1) AS one LEFT JOIN c ON TRUE",
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(device.0)
+            .bind(counter)
+            .bind(to.as_str())
+            .bind(now)
+            .bind(id.0)
+            .bind(user.0);
+        let mut query = bind_audit(query, &pending_row(&self.sealer, &audit))?;
+        if let Some(step) = &step {
+            query = bind_push_state(query, &step.next, now);
+        }
+        let row = query.fetch_one(&mut *tx).await?;
+        if row.try_get::<Option<Uuid>, _>("id")?.is_none() {
+            if row.try_get("device_advanced")? {
+                return Err(StoreError::PreconditionFailed(Precondition::ChallengeNotPending));
+            }
             let revoked: Option<Option<OffsetDateTime>> =
                 sqlx::query_scalar("SELECT revoked_at FROM devices WHERE id = $1")
                     .bind(device.0)
@@ -891,22 +998,10 @@ impl Store for PgStore {
                 _ => Precondition::DeviceInactive,
             }));
         }
-        let sql = sqlx::AssertSqlSafe(format!(
-            "UPDATE challenges SET state = $2, decided_at = $3, decided_by_device = $4
-             WHERE id = $1 AND state = 'pending' AND expires_at > $3 RETURNING {CHALLENGE_COLUMNS}"
-        ));
-        let row = sqlx::query(sql)
-            .bind(id.0)
-            .bind(to.as_str())
-            .bind(now)
-            .bind(device.0)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::PreconditionFailed(Precondition::ChallengeNotPending))?;
         let challenge = challenge_from_row(&row)?;
-        record_outcome(&mut tx, challenge.user_id, to, now, policy).await?;
-        self.append_audit(&mut tx, &audit).await?;
-        notify_change(&mut tx, id).await?;
+        if let Some(step) = &step {
+            raise_escalation(&mut tx, user, step, now).await?;
+        }
         self.commit(tx).await?;
         Ok(challenge)
     }
@@ -919,37 +1014,49 @@ impl Store for PgStore {
         audit: AuditEvent,
         policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let query = match transition {
-            ChallengeTransition::Redeem { app_id, decided_after } => sqlx::query(sqlx::AssertSqlSafe(format!(
+        let pending = pending_row(&self.sealer, &audit);
+        let (update, first) = match transition {
+            ChallengeTransition::Redeem { .. } => (
                 "UPDATE challenges SET state = 'redeemed', redeemed_at = $2
-                 WHERE id = $1 AND app_id = $3 AND state = 'approved' AND decided_at > $4 RETURNING {CHALLENGE_COLUMNS}"
-            )))
-            .bind(id.0)
-            .bind(now)
-            .bind(app_id.0)
-            .bind(decided_after),
-            ChallengeTransition::Cancel { app_id } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                 WHERE id = $1 AND app_id = $3 AND state = 'approved' AND decided_at > $4",
+                5,
+            ),
+            ChallengeTransition::Cancel { .. } => (
                 "UPDATE challenges SET state = 'cancelled', decided_at = $2
-                 WHERE id = $1 AND app_id = $3 AND state = 'pending' RETURNING {CHALLENGE_COLUMNS}"
-            )))
-            .bind(id.0)
-            .bind(now)
-            .bind(app_id.0),
-            ChallengeTransition::Expire => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE challenges SET state = 'expired', decided_at = expires_at
-                 WHERE id = $1 AND state = 'pending' AND expires_at <= $2 RETURNING {CHALLENGE_COLUMNS}"
-            )))
-            .bind(id.0)
-            .bind(now),
+                 WHERE id = $1 AND app_id = $3 AND state = 'pending'",
+                4,
+            ),
+            ChallengeTransition::Expire => {
+                // Expiry moves the user's ladder: it takes the user's lock like a device answer.
+                let user: Uuid = sqlx::query_scalar("SELECT user_id FROM challenges WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                let mut tx = self.pool.begin().await?;
+                let expired = self.expire_one(&mut tx, id, UserId(user), now, &pending, policy).await?;
+                self.commit(tx).await?;
+                return expired.ok_or(StoreError::NotFound);
+            }
         };
-        let row = query.fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound)?;
-        let challenge = challenge_from_row(&row)?;
-        record_outcome(&mut tx, challenge.user_id, challenge.state, now, policy).await?;
-        self.append_audit(&mut tx, &audit).await?;
-        notify_change(&mut tx, id).await?;
-        self.commit(tx).await?;
-        Ok(challenge)
+        // Redeem and cancel leave the ladder alone: one autocommitted statement.
+        let sql = transition_statement(
+            "",
+            update,
+            first,
+            false,
+            "SELECT (SELECT COUNT(*) FROM n) AS notified, c.* FROM c",
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0).bind(now);
+        let query = match transition {
+            ChallengeTransition::Redeem { app_id, decided_after } => query.bind(app_id.0).bind(decided_after),
+            ChallengeTransition::Cancel { app_id } => query.bind(app_id.0),
+            ChallengeTransition::Expire => query,
+        };
+        let row =
+            bind_audit(query, &pending)?.fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)?;
+        self.audit_pending.notify_one();
+        challenge_from_row(&row)
     }
 
     async fn expire_due_challenges(
@@ -959,23 +1066,30 @@ impl Store for PgStore {
         event: ChallengeEvent<'_>,
         policy: &Policy,
     ) -> Result<Vec<ChallengeRecord>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // Each expiry takes its user's lock before the challenge's row (the order every
+        // transition uses); an instance that loses the race to another finds nothing to do.
         let sql = sqlx::AssertSqlSafe(format!(
-            "UPDATE challenges SET state = 'expired', decided_at = expires_at
-             WHERE id IN (SELECT id FROM challenges WHERE state = 'pending' AND expires_at <= $1
-                          ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-             RETURNING {CHALLENGE_COLUMNS}"
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE state = 'pending' AND expires_at <= $1
+             ORDER BY expires_at LIMIT $2"
         ));
-        let rows = sqlx::query(sql).bind(now).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
-        let mut expired = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let challenge = challenge_from_row(row)?;
-            record_outcome(&mut tx, challenge.user_id, challenge.state, now, policy).await?;
-            self.append_audit(&mut tx, &event(&challenge)).await?;
-            notify_change(&mut tx, challenge.id).await?;
-            expired.push(challenge);
+        let due = sqlx::query(sql).bind(now).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let mut expired = Vec::with_capacity(due.len());
+        for row in &due {
+            let before = challenge_from_row(row)?;
+            let after = ChallengeRecord {
+                state: ChallengeState::Expired,
+                decided_at: Some(before.expires_at),
+                ..before.clone()
+            };
+            let pending = pending_row(&self.sealer, &event(&after));
+            let mut tx = self.pool.begin().await?;
+            if let Some(challenge) =
+                self.expire_one(&mut tx, before.id, before.user_id, now, &pending, policy).await?
+            {
+                self.commit(tx).await?;
+                expired.push(challenge);
+            }
         }
-        self.commit(tx).await?;
         Ok(expired)
     }
 
@@ -1098,7 +1212,7 @@ impl Store for PgStore {
         audit: AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        lock_push_state(&mut tx, user).await?;
+        lock_push_state(&mut tx, user, now).await?;
         save_push_state(&mut tx, user, &state, now).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;

@@ -912,7 +912,7 @@ impl Store for SqliteStore {
         audit: AuditEvent,
         policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError> {
-        let DeviceDecision { challenge: id, device, counter, to } = decision;
+        let DeviceDecision { challenge: id, user: _, device, counter, to } = decision;
         let mut tx = self.begin_write().await?;
         let advanced = sqlx::query(
             "UPDATE devices SET last_counter = ?2 WHERE id = ?1 AND revoked_at IS NULL AND last_counter < ?2
