@@ -25,10 +25,10 @@ use crate::clock::Clock;
 use crate::devices::service::{DeviceService, unix_seconds};
 use crate::ids::{ChallengeId, DeviceId};
 use crate::secrets::MasterKey;
-use crate::store::DeviceDecision;
 use crate::store::{
     ChallengeRecord, ChallengeTransition, Conflict, DeviceRecord, Precondition, Store, StoreError,
 };
+use crate::store::{DeviceDecision, PromptTarget};
 
 /// Tunables, validated by `config`.
 #[derive(Debug, Clone)]
@@ -197,19 +197,17 @@ impl ChallengeService {
                 return self.replay(existing, &request_hash);
             }
         }
-        // Unknown and device-less users take the same path and answer the same way.
-        let user = match &normalized {
-            Some(name) => self.store.user_by_username(name).await?,
+        // Unknown and device-less users take the same path (one read) and answer the same way.
+        let target = match &normalized {
+            Some(name) => self.store.prompt_target(name, RECENT_NUMBERS).await?,
             None => None,
         };
-        let user_id = user.as_ref().map_or_else(|| crate::ids::UserId(uuid::Uuid::nil()), |u| u.id);
-        let devices: Vec<DeviceRecord> =
-            self.store.devices_for_user(user_id).await?.into_iter().filter(DeviceRecord::is_active).collect();
-        let Some(user) = user.filter(|_| !devices.is_empty()) else {
+        let Some(PromptTarget { user, devices, recent_tags: recent }) =
+            target.filter(|t| t.devices.iter().any(DeviceRecord::is_active))
+        else {
             return Err(ChallengeError::NoDevice);
         };
-
-        let recent = self.store.recent_number_tags(user.id, RECENT_NUMBERS).await?;
+        let devices: Vec<DeviceRecord> = devices.into_iter().filter(DeviceRecord::is_active).collect();
         let rng = model::rng();
         let number = model::draw_number(self.settings.number_digits, &rng, |candidate| {
             recent.iter().any(|tag| self.tagger.matches(&user.id.0, candidate, tag))
@@ -402,7 +400,7 @@ impl ChallengeService {
             .await
         {
             Ok(expired) => {
-                self.waiters.notify(expired.id);
+                self.waiters.decided(&expired);
                 Ok(expired)
             }
             // Someone else moved it first: read what they wrote.
@@ -428,10 +426,14 @@ impl ChallengeService {
         let waiter = self.waiters.register(id);
         loop {
             // Arm the wake-up before reading, so a decision between read and wait is not missed.
-            let notified = waiter.notify.notified();
+            let notified = waiter.slot.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let challenge = self.load_for_app(app, id).await?;
+            // A decision committed by this instance arrives with its record: no read-back.
+            let challenge = match waiter.decided() {
+                Some(decided) if decided.app_id == app.id => decided,
+                _ => self.load_for_app(app, id).await?,
+            };
             let now = tokio::time::Instant::now();
             if challenge.state != ChallengeState::Pending || now >= deadline {
                 return Ok(challenge);
@@ -503,7 +505,7 @@ impl ChallengeService {
             .await
         {
             Ok(cancelled) => {
-                self.waiters.notify(id);
+                self.waiters.decided(&cancelled);
                 Ok(cancelled)
             }
             Err(StoreError::NotFound) => {
@@ -577,12 +579,9 @@ impl ChallengeService {
     ) -> Result<ChallengeOutcome, ChallengeError> {
         let answer_device = uuid::Uuid::parse_str(response.answer.device_id.as_str())
             .map_err(|_| ChallengeError::SignatureInvalid)?;
-        let device = self
-            .store
-            .device_by_id(DeviceId(answer_device))
-            .await?
-            .ok_or(ChallengeError::SignatureInvalid)?;
-        let challenge = self.store.challenge_by_id(id).await?.ok_or(ChallengeError::ChallengeNotFound)?;
+        let (device, challenge) = self.store.device_and_challenge(DeviceId(answer_device), id).await?;
+        let device = device.ok_or(ChallengeError::SignatureInvalid)?;
+        let challenge = challenge.ok_or(ChallengeError::ChallengeNotFound)?;
         let key =
             PublicKey::from_sec1(&device.public_key).map_err(|e| ChallengeError::Internal(e.to_string()))?;
         let path_id = countersign_mobile_protocol::ChallengeId::new(id.to_string())?;
@@ -641,8 +640,8 @@ impl ChallengeService {
             )
             .await
         {
-            Ok(_) => {
-                self.waiters.notify(id);
+            Ok(decided) => {
+                self.waiters.decided(&decided);
                 metrics::counter!("countersign_challenge_decisions_total", "outcome" => to.as_str())
                     .increment(1);
                 Ok(match to {
@@ -678,7 +677,7 @@ impl ChallengeService {
         let event = |c: &ChallengeRecord| expired_event(c, now);
         let expired = self.store.expire_due_challenges(now, limit, &event, &self.settings.policy).await?;
         for challenge in &expired {
-            self.waiters.notify(challenge.id);
+            self.waiters.decided(challenge);
         }
         Ok(expired.len())
     }

@@ -5,6 +5,7 @@
 //! does not happen. Two implementations, chosen once at start-up: [`sqlite::SqliteStore`] (the
 //! embedded default, single instance) and [`postgres::PgStore`] (production, many instances).
 
+mod pg_pool;
 pub mod postgres;
 pub mod sqlite;
 
@@ -214,6 +215,14 @@ pub struct ChallengeRecord {
     pub source_prefix: Option<String>,
 }
 
+/// Whom a new prompt is for: the user, their active devices, their recent number tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptTarget {
+    pub user: UserRecord,
+    pub devices: Vec<DeviceRecord>,
+    pub recent_tags: Vec<Vec<u8>>,
+}
+
 /// A device's verified answer, to apply by compare-and-set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceDecision {
@@ -347,6 +356,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn device_by_id(&self, id: DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
 
     async fn devices_for_user(&self, user: UserId) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// The user named `username` with their active devices and the number tags of their
+    /// `recent` latest challenges (one round trip where the engine allows).
+    async fn prompt_target(&self, username: &str, recent: u32) -> Result<Option<PromptTarget>, StoreError> {
+        let Some(user) = self.user_by_username(username).await? else {
+            return Ok(None);
+        };
+        let devices =
+            self.devices_for_user(user.id).await?.into_iter().filter(DeviceRecord::is_active).collect();
+        let recent_tags = self.recent_number_tags(user.id, recent).await?;
+        Ok(Some(PromptTarget { user, devices, recent_tags }))
+    }
+
+    /// A device and a challenge, each if it exists (one round trip where the engine allows).
+    async fn device_and_challenge(
+        &self,
+        device: DeviceId,
+        challenge: ChallengeId,
+    ) -> Result<(Option<DeviceRecord>, Option<ChallengeRecord>), StoreError> {
+        Ok((self.device_by_id(device).await?, self.challenge_by_id(challenge).await?))
+    }
 
     /// The user whose device holds this public key (active or revoked).
     async fn public_key_owner(&self, public_key: &[u8]) -> Result<Option<UserId>, StoreError>;
@@ -710,6 +740,7 @@ fn map_unique_violation(error: sqlx::Error) -> StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
+        pg_pool::note_error(&error);
         StoreError::Database(error)
     }
 }

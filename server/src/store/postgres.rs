@@ -4,18 +4,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, Row};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::pg_pool::{PgConnections, PooledConnection};
 use super::{
     AlertCursor, AlertRecord, AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict,
     DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, LadderMove, NoticeRecord, PendingEvent,
-    PendingRow, PoolStats, Precondition, PushJob, PushJobResult, ServerKeyRecord, Store, StoreError,
-    StoredPush, UserRecord, check_migrations_applied, gate_new_challenge, ladder_move, link_pending,
-    map_unique_violation, pending_row,
+    PendingRow, PoolStats, Precondition, PromptTarget, PushJob, PushJobResult, ServerKeyRecord, Store,
+    StoreError, StoredPush, UserRecord, check_migrations_applied, gate_new_challenge, ladder_move,
+    link_pending, map_unique_violation, pending_row,
 };
 use crate::audit::AuditEvent;
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
@@ -28,7 +29,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pool: PgConnections,
+    /// For the LISTEN connection, which lives outside the pool.
+    url: String,
     sealer: AuditSealer,
     audit_pending: Arc<Notify>,
 }
@@ -37,20 +40,12 @@ impl PgStore {
     pub async fn connect(url: &str, max_connections: u32, sealer: AuditSealer) -> Result<Self, StoreError> {
         let options: PgConnectOptions =
             url.parse().map_err(|_| StoreError::InvalidUrl("not a valid postgres:// URL".into()))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            // sqlx already pings every connection when it is released; a second ping on every
-            // acquire doubled the round trips of each one-statement operation.
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
-        Ok(Self { pool, sealer, audit_pending: Arc::new(Notify::new()) })
+        let pool = PgConnections::connect(options, max_connections, Duration::from_secs(5)).await?;
+        Ok(Self { pool, url: url.to_owned(), sealer, audit_pending: Arc::new(Notify::new()) })
     }
 
-    /// The pool, for tests that play the attacker with direct SQL.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    async fn conn(&self) -> Result<PooledConnection, StoreError> {
+        self.pool.get().await
     }
 
     /// Writes the event, sealed, for the chainer to link: one INSERT that takes no shared lock,
@@ -159,21 +154,32 @@ fn enrollment_from_row(row: &sqlx::postgres::PgRow) -> Result<EnrollmentRecord, 
 }
 
 fn device_from_row(row: &sqlx::postgres::PgRow) -> Result<DeviceRecord, StoreError> {
+    device_from_prefixed(row, "")
+}
+
+/// A device from columns named `{prefix}id`, `{prefix}user_id`, … (for rows that join it).
+fn device_from_prefixed(row: &sqlx::postgres::PgRow, prefix: &str) -> Result<DeviceRecord, StoreError> {
+    let column = |name: &str| format!("{prefix}{name}");
     Ok(DeviceRecord {
-        id: DeviceId(row.try_get("id")?),
-        user_id: UserId(row.try_get("user_id")?),
-        public_key: row.try_get("public_key")?,
+        id: DeviceId(row.try_get(column("id").as_str())?),
+        user_id: UserId(row.try_get(column("user_id").as_str())?),
+        public_key: row.try_get(column("public_key").as_str())?,
         push: StoredPush {
-            provider: row.try_get("push_provider")?,
-            token: row.try_get("push_token")?,
-            environment: row.try_get("push_environment")?,
+            provider: row.try_get(column("push_provider").as_str())?,
+            token: row.try_get(column("push_token").as_str())?,
+            environment: row.try_get(column("push_environment").as_str())?,
         },
-        name: row.try_get("name")?,
-        platform: row.try_get("platform")?,
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        last_counter: row.try_get("last_counter")?,
+        name: row.try_get(column("name").as_str())?,
+        platform: row.try_get(column("platform").as_str())?,
+        created_at: row.try_get(column("created_at").as_str())?,
+        revoked_at: row.try_get(column("revoked_at").as_str())?,
+        last_counter: row.try_get(column("last_counter").as_str())?,
     })
+}
+
+/// `DEVICE_COLUMNS` of table alias `d`, renamed `d_…` so they can sit beside another table's.
+fn prefixed_device_columns() -> String {
+    DEVICE_COLUMNS.split(", ").map(|c| format!("d.{c} AS d_{c}")).collect::<Vec<_>>().join(", ")
 }
 
 fn challenge_from_row(row: &sqlx::postgres::PgRow) -> Result<ChallengeRecord, StoreError> {
@@ -396,23 +402,28 @@ impl Store for PgStore {
     }
 
     fn pool_stats(&self) -> PoolStats {
-        PoolStats { size: self.pool.size(), idle: self.pool.num_idle() }
+        self.pool.stats()
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(StoreError::Migrate)
+        // A one-off sqlx pool: the migrator takes one, and runs once per start.
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&self.url).await?;
+        let result = MIGRATOR.run(&pool).await.map_err(StoreError::Migrate);
+        pool.close().await;
+        result
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
         let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(|e| StoreError::NotMigrated(format!("cannot read migrations table ({e})")))?;
         check_migrations_applied(&MIGRATOR, &applied)
     }
 
     async fn create_app(&self, app: AppRecord, audit: AuditEvent) -> Result<AppRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query(
             "INSERT INTO apps (id, name, key_id, key_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -436,7 +447,8 @@ impl Store for PgStore {
         at: OffsetDateTime,
         audit: AuditEvent,
     ) -> Result<AppRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         let row = sqlx::query(
             "UPDATE apps SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL
              RETURNING id, name, key_id, key_hash, scopes, created_at, revoked_at",
@@ -454,21 +466,34 @@ impl Store for PgStore {
 
     async fn app_by_key_id(&self, key_id: &str) -> Result<Option<AppRecord>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE key_id = $1"));
-        sqlx::query(sql).bind(key_id).fetch_optional(&self.pool).await?.as_ref().map(app_from_row).transpose()
+        sqlx::query(sql)
+            .bind(key_id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .as_ref()
+            .map(app_from_row)
+            .transpose()
     }
 
     async fn app_by_name(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1"));
-        sqlx::query(sql).bind(name).fetch_optional(&self.pool).await?.as_ref().map(app_from_row).transpose()
+        sqlx::query(sql)
+            .bind(name)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .as_ref()
+            .map(app_from_row)
+            .transpose()
     }
 
     async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name"));
-        sqlx::query(sql).fetch_all(&self.pool).await?.iter().map(app_from_row).collect()
+        sqlx::query(sql).fetch_all(&mut *self.conn().await?).await?.iter().map(app_from_row).collect()
     }
 
     async fn create_user(&self, user: UserRecord, audit: AuditEvent) -> Result<UserRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         // With the push-standing row the user's prompts will lock.
         sqlx::query(
             "WITH u AS (INSERT INTO users (id, username, display_name, is_privileged, created_at)
@@ -493,7 +518,7 @@ impl Store for PgStore {
             "SELECT id, username, display_name, is_privileged, created_at FROM users WHERE username = $1",
         )
         .bind(username)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?
         .as_ref()
         .map(user_from_row)
@@ -506,7 +531,8 @@ impl Store for PgStore {
         at: OffsetDateTime,
         audit: AuditEvent,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         let freed_name = format!("deleted:{}", id.0);
         let deleted = sqlx::query(
             "UPDATE users SET deleted_at = $2, username = $3 WHERE id = $1 AND deleted_at IS NULL",
@@ -547,7 +573,8 @@ impl Store for PgStore {
         e: EnrollmentRecord,
         audit: AuditEvent,
     ) -> Result<EnrollmentRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query(
             "INSERT INTO enrollments (id, user_id, code_hash, code_sealed, is_second_device, created_by, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -571,7 +598,7 @@ impl Store for PgStore {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id = $1"));
         sqlx::query(sql)
             .bind(id.0)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .as_ref()
             .map(enrollment_from_row)
@@ -586,7 +613,7 @@ impl Store for PgStore {
             sqlx::AssertSqlSafe(format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE code_hash = $1"));
         sqlx::query(sql)
             .bind(code_hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .as_ref()
             .map(enrollment_from_row)
@@ -600,7 +627,8 @@ impl Store for PgStore {
         notice: (&str, String),
         audit: AuditEvent,
     ) -> Result<DeviceRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         // Serialises enrollments of one user, so two first-device enrollments cannot both win.
         let user = sqlx::query("SELECT id FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE")
             .bind(d.user_id.0)
@@ -665,7 +693,7 @@ impl Store for PgStore {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"));
         sqlx::query(sql)
             .bind(id.0)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .as_ref()
             .map(device_from_row)
@@ -676,13 +704,78 @@ impl Store for PgStore {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 ORDER BY created_at, id"
         ));
-        sqlx::query(sql).bind(user.0).fetch_all(&self.pool).await?.iter().map(device_from_row).collect()
+        sqlx::query(sql)
+            .bind(user.0)
+            .fetch_all(&mut *self.conn().await?)
+            .await?
+            .iter()
+            .map(device_from_row)
+            .collect()
+    }
+
+    async fn prompt_target(&self, username: &str, recent: u32) -> Result<Option<PromptTarget>, StoreError> {
+        // One round trip: the user, their active devices, and their recent number tags.
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT u.id AS u_id, u.username AS u_username, u.display_name AS u_display_name,
+                    u.is_privileged AS u_is_privileged, u.created_at AS u_created_at,
+                    ARRAY(SELECT number_tag FROM challenges WHERE user_id = u.id
+                          ORDER BY created_at DESC LIMIT $2) AS recent_tags,
+                    {}
+             FROM users u LEFT JOIN devices d ON d.user_id = u.id AND d.revoked_at IS NULL
+             WHERE u.username = $1 ORDER BY d.created_at, d.id",
+            prefixed_device_columns()
+        ));
+        let rows = sqlx::query(sql)
+            .bind(username)
+            .bind(i64::from(recent))
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let user = UserRecord {
+            id: UserId(first.try_get("u_id")?),
+            username: first.try_get("u_username")?,
+            display_name: first.try_get("u_display_name")?,
+            is_privileged: first.try_get("u_is_privileged")?,
+            created_at: first.try_get("u_created_at")?,
+        };
+        let mut devices = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<Uuid>, _>("d_id")?.is_some() {
+                devices.push(device_from_prefixed(row, "d_")?);
+            }
+        }
+        Ok(Some(PromptTarget { user, devices, recent_tags: first.try_get("recent_tags")? }))
+    }
+
+    async fn device_and_challenge(
+        &self,
+        device: DeviceId,
+        challenge: ChallengeId,
+    ) -> Result<(Option<DeviceRecord>, Option<ChallengeRecord>), StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {}, c.* FROM (SELECT 1) AS one
+             LEFT JOIN devices d ON d.id = $1 LEFT JOIN challenges c ON c.id = $2",
+            prefixed_device_columns()
+        ));
+        let row =
+            sqlx::query(sql).bind(device.0).bind(challenge.0).fetch_one(&mut *self.conn().await?).await?;
+        let device = match row.try_get::<Option<Uuid>, _>("d_id")? {
+            Some(_) => Some(device_from_prefixed(&row, "d_")?),
+            None => None,
+        };
+        let challenge = match row.try_get::<Option<Uuid>, _>("id")? {
+            Some(_) => Some(challenge_from_row(&row)?),
+            None => None,
+        };
+        Ok((device, challenge))
     }
 
     async fn public_key_owner(&self, public_key: &[u8]) -> Result<Option<UserId>, StoreError> {
         let owner: Option<Uuid> = sqlx::query_scalar("SELECT user_id FROM devices WHERE public_key = $1")
             .bind(public_key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(owner.map(UserId))
     }
@@ -693,7 +786,7 @@ impl Store for PgStore {
         )
         .bind(provider)
         .bind(token)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         Ok(owner.map(UserId))
     }
@@ -704,7 +797,8 @@ impl Store for PgStore {
         at: OffsetDateTime,
         audit: AuditEvent,
     ) -> Result<DeviceRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING {DEVICE_COLUMNS}"
         ));
@@ -721,7 +815,8 @@ impl Store for PgStore {
     }
 
     async fn update_push(&self, id: DeviceId, push: StoredPush, audit: AuditEvent) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         let updated = sqlx::query(
             "UPDATE devices SET push_provider = $2, push_token = $3, push_environment = $4
              WHERE id = $1 AND revoked_at IS NULL",
@@ -757,7 +852,7 @@ impl Store for PgStore {
         .bind(device.0)
         .bind(nonce)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(inserted.rows_affected() == 1)
     }
@@ -765,7 +860,7 @@ impl Store for PgStore {
     async fn purge_expired_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         Ok(sqlx::query("DELETE FROM device_request_nonces WHERE expires_at < $1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?
             .rows_affected())
     }
@@ -781,7 +876,7 @@ impl Store for PgStore {
         )
         .bind(device.0)
         .bind(since)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|row| {
@@ -797,7 +892,8 @@ impl Store for PgStore {
     }
 
     async fn record_audit(&self, audit: AuditEvent) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(())
@@ -811,7 +907,8 @@ impl Store for PgStore {
         superseded: ChallengeEvent<'_>,
         policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         // The user's lock serialises their prompts across instances, so the budget holds.
         let state = lock_push_state(&mut tx, c.user_id, c.created_at).await?;
         let gate = sqlx::query(
@@ -895,7 +992,7 @@ impl Store for PgStore {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = $1"));
         sqlx::query(sql)
             .bind(id.0)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .as_ref()
             .map(challenge_from_row)
@@ -913,7 +1010,7 @@ impl Store for PgStore {
         sqlx::query(sql)
             .bind(app.0)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .as_ref()
             .map(challenge_from_row)
@@ -932,7 +1029,7 @@ impl Store for PgStore {
         sqlx::query(sql)
             .bind(user.0)
             .bind(now)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?
             .iter()
             .map(challenge_from_row)
@@ -945,7 +1042,7 @@ impl Store for PgStore {
         )
         .bind(user.0)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?)
     }
 
@@ -957,7 +1054,8 @@ impl Store for PgStore {
         policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError> {
         let DeviceDecision { challenge: id, user, device, counter, to } = decision;
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         let state = lock_push_state(&mut tx, user, now).await?;
         let step = ladder_move(&state, to, now, policy);
         // The device counter and the challenge, each by compare-and-set, in one statement: the
@@ -1030,10 +1128,11 @@ impl Store for PgStore {
                 // Expiry moves the user's ladder: it takes the user's lock like a device answer.
                 let user: Uuid = sqlx::query_scalar("SELECT user_id FROM challenges WHERE id = $1")
                     .bind(id.0)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.conn().await?)
                     .await?
                     .ok_or(StoreError::NotFound)?;
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = conn.begin().await?;
                 let expired = self.expire_one(&mut tx, id, UserId(user), now, &pending, policy).await?;
                 self.commit(tx).await?;
                 return expired.ok_or(StoreError::NotFound);
@@ -1053,8 +1152,10 @@ impl Store for PgStore {
             ChallengeTransition::Cancel { app_id } => query.bind(app_id.0),
             ChallengeTransition::Expire => query,
         };
-        let row =
-            bind_audit(query, &pending)?.fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)?;
+        let row = bind_audit(query, &pending)?
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         self.audit_pending.notify_one();
         challenge_from_row(&row)
     }
@@ -1072,7 +1173,8 @@ impl Store for PgStore {
             "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE state = 'pending' AND expires_at <= $1
              ORDER BY expires_at LIMIT $2"
         ));
-        let due = sqlx::query(sql).bind(now).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let due =
+            sqlx::query(sql).bind(now).bind(i64::from(limit)).fetch_all(&mut *self.conn().await?).await?;
         let mut expired = Vec::with_capacity(due.len());
         for row in &due {
             let before = challenge_from_row(row)?;
@@ -1082,7 +1184,8 @@ impl Store for PgStore {
                 ..before.clone()
             };
             let pending = pending_row(&self.sealer, &event(&after));
-            let mut tx = self.pool.begin().await?;
+            let mut conn = self.conn().await?;
+            let mut tx = conn.begin().await?;
             if let Some(challenge) =
                 self.expire_one(&mut tx, before.id, before.user_id, now, &pending, policy).await?
             {
@@ -1097,7 +1200,7 @@ impl Store for PgStore {
         &self,
         on_change: std::sync::Arc<dyn Fn(ChallengeId) + Send + Sync>,
     ) -> Result<(), StoreError> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
         listener.listen("countersign_challenges").await?;
         tokio::spawn(async move {
             loop {
@@ -1138,7 +1241,7 @@ impl Store for PgStore {
         .bind(now)
         .bind(now + lease)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|row| {
@@ -1175,13 +1278,14 @@ impl Store for PgStore {
             .bind(next)
             .bind(error)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
 
     async fn disable_push_token(&self, device: DeviceId, audit: AuditEvent) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         let updated = sqlx::query(
             "UPDATE devices SET push_provider = 'none', push_token = NULL, push_environment = NULL
              WHERE id = $1 AND push_provider <> 'none'",
@@ -1200,7 +1304,7 @@ impl Store for PgStore {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {PUSH_STATE_COLUMNS} FROM user_push_state WHERE user_id = $1"
         ));
-        let row = sqlx::query(sql).bind(user.0).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sql).bind(user.0).fetch_optional(&mut *self.conn().await?).await?;
         row.as_ref().map(push_state_from_row).transpose().map(Option::unwrap_or_default)
     }
 
@@ -1211,7 +1315,8 @@ impl Store for PgStore {
         now: OffsetDateTime,
         audit: AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         lock_push_state(&mut tx, user, now).await?;
         save_push_state(&mut tx, user, &state, now).await?;
         self.append_audit(&mut tx, &audit).await?;
@@ -1228,7 +1333,7 @@ impl Store for PgStore {
              ORDER BY s.hard_locked DESC, s.needs_admin_review DESC, s.needs_strong_factor DESC,
                       s.consecutive_failures DESC LIMIT $1"
         ));
-        let rows = sqlx::query(sql).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sql).bind(i64::from(limit)).fetch_all(&mut *self.conn().await?).await?;
         rows.iter().map(|row| Ok((user_from_row(row)?, push_state_from_row(row)?))).collect()
     }
 
@@ -1239,7 +1344,7 @@ impl Store for PgStore {
         sqlx::query(sql)
             .bind(user.0)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?
             .iter()
             .map(challenge_from_row)
@@ -1253,7 +1358,7 @@ impl Store for PgStore {
         details: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         insert_alert(&mut conn, kind, subject, details, now).await
     }
 
@@ -1269,7 +1374,7 @@ impl Store for PgStore {
         )
         .bind(now)
         .bind(now + lease)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.map(|row| {
             Ok(AlertCursor {
@@ -1285,7 +1390,7 @@ impl Store for PgStore {
             "SELECT id, kind, subject, details, created_at FROM alerts WHERE id > $1 ORDER BY id LIMIT 1",
         )
         .bind(after)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.map(|row| {
             Ok(AlertRecord {
@@ -1310,14 +1415,14 @@ impl Store for PgStore {
                 "UPDATE alert_cursor SET last_delivered = $1, attempts = 0, next_attempt_at = NULL, lease_until = NULL, last_error = NULL WHERE id = 1",
             )
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?,
             None => sqlx::query(
                 "UPDATE alert_cursor SET attempts = attempts + 1, next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE id = 1",
             )
             .bind(retry_at)
             .bind(error)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?,
         };
         Ok(())
@@ -1325,7 +1430,7 @@ impl Store for PgStore {
 
     async fn server_key(&self) -> Result<Option<ServerKeyRecord>, StoreError> {
         let row = sqlx::query("SELECT public_key, sealed_pkcs8, created_at FROM server_keys WHERE id = 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.map(|row| {
             Ok(ServerKeyRecord {
@@ -1345,7 +1450,7 @@ impl Store for PgStore {
         .bind(&key.public_key)
         .bind(&key.sealed_pkcs8)
         .bind(key.created_at)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         self.server_key().await?.ok_or_else(|| StoreError::Corrupt("server key vanished after insert".into()))
     }
@@ -1355,7 +1460,8 @@ impl Store for PgStore {
     }
 
     async fn chain_pending_audit(&self, limit: u32) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         // The head row lock makes chainers (one per instance) take turns.
         let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
             .fetch_one(&mut *tx)
@@ -1424,12 +1530,14 @@ impl Store for PgStore {
     }
 
     async fn audit_pending_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_pending").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_pending")
+            .fetch_one(&mut *self.conn().await?)
+            .await?)
     }
 
     async fn audit_head(&self) -> Result<StoredHead, StoreError> {
         let row = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         let row = row.ok_or_else(|| StoreError::Corrupt("the audit head row is missing".into()))?;
         Ok(StoredHead { seq: row.try_get("seq")?, hash: row.try_get("hash")?, mac: row.try_get("mac")? })
@@ -1443,7 +1551,7 @@ impl Store for PgStore {
         .bind(after)
         .bind(up_to)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(stored_event_from_row).collect()
     }
@@ -1461,14 +1569,14 @@ impl Store for PgStore {
         .bind(subject)
         .bind(action)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(stored_event_from_row).collect()
     }
 
     async fn audit_max_seq(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM audit_events")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?)
     }
 }
