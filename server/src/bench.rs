@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -38,6 +37,10 @@ pub struct BenchArgs {
     /// Base URL of the running server, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     url: String,
+    /// Base URL the simulated phones fetch and answer through [default: --url]. Point it at a
+    /// second instance sharing the database to measure cross-instance wake-ups.
+    #[arg(long)]
+    device_url: Option<String>,
     /// App API key with scopes users:write challenges:write challenges:read.
     #[arg(long, env = "COUNTERSIGN_BENCH_API_KEY", hide_env_values = true)]
     api_key: String,
@@ -59,12 +62,17 @@ pub struct BenchArgs {
 /// Runs the bench and prints its report. Exit 0 when every flow succeeded, 1 when some failed
 /// (the report says which step and status), 2 (as an error) when setup fails.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    // The fatigue defence allows 5 prompts per user per 15 minutes: by default give every user
-    // at most 4 flows, so the bench measures the flow and not the budget.
-    let users = args.users.unwrap_or_else(|| args.concurrency.max(args.flows.div_ceil(4)));
     if args.concurrency == 0 || args.flows == 0 {
         bail!("--concurrency and --flows must be at least 1");
     }
+    // Each worker runs a fixed share of the flows with its own users, round-robin. The fatigue
+    // defence allows 5 prompts per user per 15 minutes: by default every worker gets enough users
+    // for at most 4 flows each, so the bench measures the flow and not the budget.
+    let quotas: Vec<usize> = (0..args.concurrency)
+        .map(|i| args.flows / args.concurrency + usize::from(i < args.flows % args.concurrency))
+        .collect();
+    let most = quotas.iter().copied().max().unwrap_or(0);
+    let users = args.users.unwrap_or_else(|| args.concurrency * most.div_ceil(4).max(1));
     if users < args.concurrency {
         bail!(
             "--users ({users}) must be at least --concurrency ({}): flows never share a user",
@@ -79,6 +87,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let ctx = Arc::new(Ctx {
         client,
         base: args.url.trim_end_matches('/').to_owned(),
+        device_base: args.device_url.as_deref().unwrap_or(&args.url).trim_end_matches('/').to_owned(),
         api_key: args.api_key,
         rng: SystemRandom::new(),
     });
@@ -92,11 +101,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = owned
         .into_iter()
-        .map(|phones| tokio::spawn(worker(Arc::clone(&ctx), phones, Arc::clone(&next), args.flows)))
+        .zip(quotas)
+        .map(|(phones, quota)| tokio::spawn(worker(Arc::clone(&ctx), phones, quota)))
         .collect();
     let mut samples = Samples::default();
     for handle in workers {
@@ -117,6 +126,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 struct Ctx {
     client: Client,
     base: String,
+    /// Where phones fetch and answer (another instance, for cross-instance wake-ups).
+    device_base: String,
     api_key: String,
     rng: SystemRandom,
 }
@@ -308,7 +319,7 @@ async fn flow(ctx: &Arc<Ctx>, phone: &mut Phone) -> Result<FlowTimes, FlowError>
     let request = signed
         .to_pairs()
         .into_iter()
-        .fold(ctx.client.get(format!("{}{path}", ctx.base)), |r, (name, value)| r.header(name, value));
+        .fold(ctx.client.get(format!("{}{path}", ctx.device_base)), |r, (name, value)| r.header(name, value));
     let sent = Instant::now();
     let pending: PendingChallenges = call(Step::Fetch, request).await?;
     let fetch = sent.elapsed();
@@ -332,7 +343,7 @@ async fn flow(ctx: &Arc<Ctx>, phone: &mut Phone) -> Result<FlowTimes, FlowError>
     )
     .sign(&phone.key_pair, &ctx.rng)
     .map_err(|e| FlowError::new(Step::Approve, format!("signing: {e}")))?;
-    let url = format!("{}/device/v1/challenges/{}/response", ctx.base, created.id);
+    let url = format!("{}/device/v1/challenges/{}/response", ctx.device_base, created.id);
     let sent = Instant::now();
     let result: ChallengeResponseResult = call(Step::Approve, ctx.client.post(url).json(&answer)).await?;
     let approved = Instant::now();
@@ -364,13 +375,10 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-async fn worker(ctx: Arc<Ctx>, mut phones: Vec<Phone>, next: Arc<AtomicUsize>, total: usize) -> Samples {
+async fn worker(ctx: Arc<Ctx>, mut phones: Vec<Phone>, quota: usize) -> Samples {
     let mut samples = Samples::default();
     let count = phones.len();
-    for turn in 0.. {
-        if next.fetch_add(1, Ordering::Relaxed) >= total {
-            break;
-        }
+    for turn in 0..quota {
         let Some(phone) = phones.get_mut(turn % count.max(1)) else { break };
         match flow(&ctx, phone).await {
             Ok(times) => samples.record(&times),
