@@ -124,7 +124,14 @@ impl From<StoreError> for ApiError {
     /// Conflicts and absences are mapped by each capability into its own error first; a store
     /// error that reaches the edge unmapped is a server fault.
     fn from(error: StoreError) -> Self {
-        ApiError::internal(&error)
+        match error {
+            StoreError::Contended => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many concurrent changes for this user; try again",
+            ),
+            other => ApiError::internal(&other),
+        }
     }
 }
 

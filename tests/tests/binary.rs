@@ -86,6 +86,55 @@ async fn lifecycle(engine: Engine) {
     assert!(server.logs().contains("stopped"), "{}", server.logs());
 }
 
+/// PostgreSQL drops every connection of the server (a failover, a restart, an operator's
+/// `pg_terminate_backend`): the request that meets a dead connection gets a clean error, the
+/// pool then tests and replaces the others, and the server serves again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_when_postgres_drops_its_connections() {
+    let server = Server::start(Engine::Postgres).await;
+    let key = create_app(&server, "portal", "users:read users:write");
+    let client = http();
+    // Several users at once, so the pool holds several connections.
+    let mut creations = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let request = client
+            .post(server.url("/v1/users"))
+            .bearer_auth(&key)
+            .json(&json!({ "username": format!("user{i}") }));
+        creations.spawn(async move { request.send().await.unwrap().status() });
+    }
+    while let Some(status) = creations.join_next().await {
+        assert_eq!(status.unwrap(), 201);
+    }
+    exec_sql(
+        &server.database,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .await
+    .unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let reply = client
+            .get(server.url(&format!("/v1/users/user{}", i % 8)))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status().as_u16();
+        if status != 200 {
+            let body: Value = reply.json().await.unwrap();
+            assert!(status >= 500 && body["error"].is_string(), "{status} {body}");
+        }
+        statuses.push(status);
+    }
+    assert!(
+        statuses.iter().filter(|s| **s != 200).count() <= 1,
+        "one dead connection is met at most: {statuses:?}"
+    );
+    assert!(statuses[10..].iter().all(|s| *s == 200), "{statuses:?}");
+}
+
 #[tokio::test]
 async fn lifecycle_on_sqlite() {
     lifecycle(Engine::Sqlite).await;

@@ -97,6 +97,9 @@ pub enum StoreError {
     InvalidUrl(String),
     #[error("pending audit event {0} fails its seal: it was forged or altered in the database")]
     PendingAuditInvalid(i64),
+    /// Other changes for the same user kept winning; the caller may try again.
+    #[error("too many concurrent changes for the same user")]
+    Contended,
 }
 
 /// Connection pool figures for `/metrics`.

@@ -30,12 +30,20 @@ const IDLE_CHECK: Duration = Duration::from_secs(30);
 /// Bumped on every connection-level error; connections checked before the bump are pinged.
 static FAULT_EPOCH: AtomicU64 = AtomicU64::new(0);
 
-/// Marks every pooled connection as doubtful after an error that may have broken connections.
+/// Marks every pooled connection as doubtful after an error that may have broken connections:
+/// I/O and protocol errors, and the server's own "connection exception" (SQLSTATE class 08)
+/// and "operator intervention" (class 57: shutdown, terminated backend) errors.
 pub(super) fn note_error(error: &sqlx::Error) {
-    if matches!(
-        error,
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed
-    ) {
+    let broken = match error {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
+            true
+        }
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57"))
+        }
+        _ => false,
+    };
+    if broken {
         FAULT_EPOCH.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -260,7 +260,7 @@ async fn save_push_state(
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE user_push_state SET consecutive_failures = $2, freezes = $3, frozen_until = $4,
+        "UPDATE user_push_state SET version = version + 1, consecutive_failures = $2, freezes = $3, frozen_until = $4,
              needs_strong_factor = $5, needs_admin_review = $6, hard_locked = $7, last_wrong_number_at = $8,
              reason = $9, updated_at = $10
          WHERE user_id = $1",
@@ -294,6 +294,70 @@ async fn raise_escalation(
     Ok(())
 }
 
+/// Re-reads of a user's standing before a device answer gives up (each one means another
+/// change for that user committed meanwhile).
+const STANDING_RETRIES: usize = 32;
+
+/// The user's push standing and its version, without a lock (created on first use).
+async fn read_standing(
+    conn: &mut PgConnection,
+    user: UserId,
+    now: OffsetDateTime,
+) -> Result<(PushState, i64), StoreError> {
+    let sql = format!("SELECT {PUSH_STATE_COLUMNS}, version FROM user_push_state WHERE user_id = $1");
+    for _ in 0..2 {
+        if let Some(row) =
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(user.0).fetch_optional(&mut *conn).await?
+        {
+            return Ok((push_state_from_row(&row)?, row.try_get("version")?));
+        }
+        sqlx::query(
+            "INSERT INTO user_push_state (user_id, updated_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(user.0)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Err(StoreError::Corrupt(format!("push state of user {user} vanished while being read")))
+}
+
+/// A device answer as one statement. `standing` locks the user's standing and checks it is the
+/// version the ladder move was computed from; `dv` locks the device and checks it is active and
+/// the counter increases; only then `c` moves the challenge by compare-and-set, and the counter,
+/// audit event, notification, ladder move and alert follow from `c`'s row. Locks are taken
+/// standing first, like every path that changes a user's prompts.
+fn decide_statement(push_state: bool, alert: bool) -> String {
+    let prelude = "standing AS (SELECT 1 FROM user_push_state WHERE user_id = $6 AND version = $7 FOR UPDATE),
+         dv AS (SELECT 1 FROM devices WHERE id = $1 AND revoked_at IS NULL AND last_counter < $2 FOR UPDATE),";
+    let update = "UPDATE challenges SET state = $3, decided_at = $4, decided_by_device = $1
+         WHERE id = $5 AND user_id = $6 AND state = 'pending' AND expires_at > $4
+           AND EXISTS (SELECT 1 FROM standing) AND EXISTS (SELECT 1 FROM dv)";
+    let mut extra = String::from(
+        ", d AS (UPDATE devices SET last_counter = $2 WHERE id = $1 AND last_counter < $2 AND EXISTS (SELECT 1 FROM c))",
+    );
+    if alert {
+        let k = 8 + 7 + if push_state { 9 } else { 0 };
+        extra.push_str(&format!(
+            ", al AS (INSERT INTO alerts (kind, subject, details, created_at) SELECT ${}, ${}, ${}, ${} FROM c)",
+            k,
+            k + 1,
+            k + 2,
+            k + 3
+        ));
+    }
+    transition_statement_with(
+        prelude,
+        update,
+        8,
+        push_state,
+        &extra,
+        "SELECT EXISTS (SELECT 1 FROM standing) AS fresh, EXISTS (SELECT 1 FROM dv) AS device_ok,
+                (SELECT COUNT(*) FROM n) AS notified, c.*
+         FROM (SELECT 1) AS one LEFT JOIN c ON TRUE",
+    )
+}
+
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// One statement for a challenge transition. `c` is the conditional UPDATE (`update`, without
@@ -304,6 +368,18 @@ type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArgu
 /// Parameters after the update's own start at `$first`: seven for the audit event (see
 /// [`bind_audit`]), then nine for the push standing (see [`bind_push_state`]).
 fn transition_statement(prelude: &str, update: &str, first: usize, push_state: bool, result: &str) -> String {
+    transition_statement_with(prelude, update, first, push_state, "", result)
+}
+
+/// [`transition_statement`] with `extra` CTEs (starting with a comma) after the standard ones.
+fn transition_statement_with(
+    prelude: &str,
+    update: &str,
+    first: usize,
+    push_state: bool,
+    extra: &str,
+    result: &str,
+) -> String {
     let a: Vec<String> = (first..first + 7).map(|i| format!("${i}")).collect();
     let mut sql = format!(
         "WITH {prelude} c AS ({update} RETURNING {CHALLENGE_COLUMNS}),
@@ -316,12 +392,13 @@ fn transition_statement(prelude: &str, update: &str, first: usize, push_state: b
         let p = first + 7;
         let q: Vec<String> = (p..p + 9).map(|i| format!("${i}")).collect();
         sql.push_str(&format!(
-            ", p AS (UPDATE user_push_state SET (consecutive_failures, freezes, frozen_until, needs_strong_factor,
-                     needs_admin_review, hard_locked, last_wrong_number_at, reason, updated_at) = ({})
+            ", p AS (UPDATE user_push_state SET version = version + 1, (consecutive_failures, freezes, frozen_until,
+                     needs_strong_factor, needs_admin_review, hard_locked, last_wrong_number_at, reason, updated_at) = ({})
                      WHERE user_id = (SELECT user_id FROM c))",
             q.join(", ")
         ));
     }
+    sql.push_str(extra);
     sql.push(' ');
     sql.push_str(result);
     sql
@@ -1054,54 +1131,56 @@ impl Store for PgStore {
         policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError> {
         let DeviceDecision { challenge: id, user, device, counter, to } = decision;
+        let pending = pending_row(&self.sealer, &audit);
         let mut conn = self.conn().await?;
-        let mut tx = conn.begin().await?;
-        let state = lock_push_state(&mut tx, user, now).await?;
-        let step = ladder_move(&state, to, now, policy);
-        // The device counter and the challenge, each by compare-and-set, in one statement: the
-        // challenge moves only if the counter did.
-        let sql = transition_statement(
-            "d AS (UPDATE devices SET last_counter = $2
-                   WHERE id = $1 AND revoked_at IS NULL AND last_counter < $2 RETURNING id),",
-            "UPDATE challenges SET state = $3, decided_at = $4, decided_by_device = $1
-             WHERE id = $5 AND user_id = $6 AND state = 'pending' AND expires_at > $4 AND EXISTS (SELECT 1 FROM d)",
-            7,
-            step.is_some(),
-            "SELECT EXISTS (SELECT 1 FROM d) AS device_advanced, (SELECT COUNT(*) FROM n) AS notified, c.*
-             FROM (SELECT 1) AS one LEFT JOIN c ON TRUE",
-        );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(device.0)
-            .bind(counter)
-            .bind(to.as_str())
-            .bind(now)
-            .bind(id.0)
-            .bind(user.0);
-        let mut query = bind_audit(query, &pending_row(&self.sealer, &audit))?;
-        if let Some(step) = &step {
-            query = bind_push_state(query, &step.next, now);
-        }
-        let row = query.fetch_one(&mut *tx).await?;
-        if row.try_get::<Option<Uuid>, _>("id")?.is_none() {
-            if row.try_get("device_advanced")? {
+        // Optimistic: read the user's standing, then one statement that applies the answer only
+        // if the standing is still that version (checked under its row lock). No transaction
+        // spans a round trip; a concurrent change to the standing means reading it again.
+        for _ in 0..STANDING_RETRIES {
+            let (state, version) = read_standing(&mut conn, user, now).await?;
+            let step = ladder_move(&state, to, now, policy);
+            let alert = step.as_ref().and_then(|s| s.alert.map(|kind| (kind, s.alert_details(user))));
+            let sql = decide_statement(step.is_some(), alert.is_some());
+            let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(device.0)
+                .bind(counter)
+                .bind(to.as_str())
+                .bind(now)
+                .bind(id.0)
+                .bind(user.0)
+                .bind(version);
+            let mut query = bind_audit(query, &pending)?;
+            if let Some(step) = &step {
+                query = bind_push_state(query, &step.next, now);
+            }
+            if let Some((kind, details)) = &alert {
+                query = query.bind(*kind).bind(format!("user:{user}")).bind(details.clone()).bind(now);
+            }
+            let row = query.fetch_one(&mut *conn).await?;
+            if !row.try_get::<bool, _>("fresh")? {
+                continue;
+            }
+            if !row.try_get::<bool, _>("device_ok")? {
+                let revoked: Option<Option<OffsetDateTime>> =
+                    sqlx::query_scalar("SELECT revoked_at FROM devices WHERE id = $1")
+                        .bind(device.0)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                return Err(StoreError::PreconditionFailed(match revoked {
+                    Some(None) => Precondition::CounterNotIncreasing,
+                    _ => Precondition::DeviceInactive,
+                }));
+            }
+            if row.try_get::<Option<Uuid>, _>("id")?.is_none() {
                 return Err(StoreError::PreconditionFailed(Precondition::ChallengeNotPending));
             }
-            let revoked: Option<Option<OffsetDateTime>> =
-                sqlx::query_scalar("SELECT revoked_at FROM devices WHERE id = $1")
-                    .bind(device.0)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            return Err(StoreError::PreconditionFailed(match revoked {
-                Some(None) => Precondition::CounterNotIncreasing,
-                _ => Precondition::DeviceInactive,
-            }));
+            if let Some((kind, _)) = alert {
+                metrics::counter!("countersign_push_escalations_total", "kind" => kind).increment(1);
+            }
+            self.audit_pending.notify_one();
+            return challenge_from_row(&row);
         }
-        let challenge = challenge_from_row(&row)?;
-        if let Some(step) = &step {
-            raise_escalation(&mut tx, user, step, now).await?;
-        }
-        self.commit(tx).await?;
-        Ok(challenge)
+        Err(StoreError::Contended)
     }
 
     async fn transition_challenge(
