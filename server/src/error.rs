@@ -129,7 +129,8 @@ impl From<StoreError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
                 "too many concurrent changes for this user; try again",
-            ),
+            )
+            .with_retry_after(1),
             other => ApiError::internal(&other),
         }
     }
@@ -161,5 +162,20 @@ impl From<AppAdminError> for ApiError {
             AppAdminError::Random => ApiError::internal(&error),
             AppAdminError::Store(e) => e.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_to_a_retryable_busy_or_an_opaque_internal_error() {
+        let busy = ApiError::from(StoreError::Contended);
+        assert_eq!((busy.status, busy.code), (StatusCode::SERVICE_UNAVAILABLE, "busy"));
+        assert_eq!(busy.retry_after_secs, Some(1));
+        let internal = ApiError::from(StoreError::Corrupt("bad row".into()));
+        assert_eq!(internal.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!internal.message.contains("bad row"), "causes stay in the logs: {}", internal.message);
     }
 }
