@@ -358,6 +358,80 @@ fn decide_statement(push_state: bool, alert: bool) -> String {
     )
 }
 
+/// A new prompt as one statement: `standing` locks the user's standing and checks its version
+/// (see `create_challenge`), `bump` moves the version on, `old` cancels the prompts it supersedes
+/// and `olda` writes their audit events for the rows actually cancelled; then the challenge, its
+/// push jobs and its own audit event. Parameters: the 21 challenge columns, the version, the
+/// superseded ids, the push devices, then the audit events (see [`bind_events`]).
+fn create_statement() -> String {
+    format!(
+        "WITH standing AS (SELECT 1 FROM user_push_state WHERE user_id = $3 AND version = $22 FOR UPDATE),
+              bump AS (UPDATE user_push_state SET version = version + 1
+                       WHERE user_id = $3 AND EXISTS (SELECT 1 FROM standing)),
+              old AS (UPDATE challenges SET state = 'cancelled', decided_at = $13
+                      WHERE id = ANY($23::uuid[]) AND state = 'pending' AND EXISTS (SELECT 1 FROM standing)
+                      RETURNING id),
+              events AS (SELECT * FROM UNNEST($25::uuid[], $26::bytea[], $27::timestamptz[], $28::text[], $29::text[],
+                                              $30::text[], $31::text[], $32::bytea[])
+                         AS e(challenge_id, event_id, occurred_at, actor, action, subject, details, mac)),
+              olda AS (INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
+                       SELECT e.event_id, e.occurred_at, e.actor, e.action, e.subject, e.details, e.mac
+                       FROM events e JOIN old ON old.id = e.challenge_id),
+              n AS (SELECT pg_notify('countersign_challenges', id::text) FROM old),
+              ch AS (INSERT INTO challenges ({CHALLENGE_COLUMNS})
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21
+                     WHERE EXISTS (SELECT 1 FROM standing)),
+              jobs AS (INSERT INTO push_outbox (challenge_id, device_id, state, next_attempt_at, updated_at)
+                       SELECT $1, device, 'queued', $13, $13 FROM UNNEST($24::uuid[]) AS device
+                       WHERE EXISTS (SELECT 1 FROM standing)),
+              a AS (INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
+                    SELECT e.event_id, e.occurred_at, e.actor, e.action, e.subject, e.details, e.mac
+                    FROM events e WHERE e.challenge_id = $1 AND EXISTS (SELECT 1 FROM standing))
+         SELECT EXISTS (SELECT 1 FROM standing) AS fresh, (SELECT COUNT(*) FROM n) AS notified"
+    )
+}
+
+/// Audit events to write in one statement, as the parallel arrays it unnests: each keyed by the
+/// challenge it is about (`create_statement` writes a superseded prompt's only if it was
+/// cancelled).
+#[derive(Default)]
+struct EventArrays {
+    challenge_ids: Vec<Uuid>,
+    event_ids: Vec<Vec<u8>>,
+    times: Vec<OffsetDateTime>,
+    actors: Vec<String>,
+    actions: Vec<String>,
+    subjects: Vec<String>,
+    details: Vec<String>,
+    macs: Vec<Vec<u8>>,
+}
+
+impl EventArrays {
+    fn push(&mut self, challenge: Uuid, p: &PendingRow) -> Result<(), StoreError> {
+        self.challenge_ids.push(challenge);
+        self.event_ids.push(p.event_id.to_vec());
+        self.times.push(micros_to_time(p.row.occurred_at_micros)?);
+        self.actors.push(p.row.actor.clone());
+        self.actions.push(p.row.action.clone());
+        self.subjects.push(p.row.subject.clone());
+        self.details.push(p.row.details.clone());
+        self.macs.push(p.mac.clone());
+        Ok(())
+    }
+
+    fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
+        query
+            .bind(self.challenge_ids)
+            .bind(self.event_ids)
+            .bind(self.times)
+            .bind(self.actors)
+            .bind(self.actions)
+            .bind(self.subjects)
+            .bind(self.details)
+            .bind(self.macs)
+    }
+}
+
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// One statement for a challenge transition. `c` is the conditional UPDATE (`update`, without
@@ -440,15 +514,6 @@ async fn insert_alert(
         .bind(subject)
         .bind(details)
         .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// Tells every instance that a challenge changed; delivered when the transaction commits.
-async fn notify_change(conn: &mut PgConnection, id: ChallengeId) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_notify('countersign_challenges', $1)")
-        .bind(id.0.to_string())
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -985,84 +1050,102 @@ impl Store for PgStore {
         policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError> {
         let mut conn = self.conn().await?;
-        let mut tx = conn.begin().await?;
-        // The user's lock serialises their prompts across instances, so the budget holds.
-        let state = lock_push_state(&mut tx, c.user_id, c.created_at).await?;
-        let gate = sqlx::query(
-            "SELECT ARRAY(SELECT created_at FROM challenges WHERE user_id = $1 AND created_at > $2) AS recent,
-                    CASE WHEN $3::text IS NULL THEN NULL
-                         ELSE (SELECT COUNT(DISTINCT user_id) FROM challenges
-                               WHERE source_prefix = $3 AND created_at > $4 AND user_id <> $1) END AS source_users,
-                    EXISTS (SELECT 1 FROM challenges WHERE user_id = $1 AND state = 'pending') AS has_pending",
-        )
-        .bind(c.user_id.0)
-        .bind(c.created_at - policy.budget_window)
-        .bind(&c.source_prefix)
-        .bind(c.created_at - policy.spray_window)
-        .fetch_one(&mut *tx)
-        .await?;
-        let recent: Vec<OffsetDateTime> = gate.try_get("recent")?;
-        let source_users =
-            gate.try_get::<Option<i64>, _>("source_users")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-        let source = c.source_prefix.as_deref().zip(source_users);
-        let is_silent = gate_new_challenge(&state, &recent, source, c.created_at, policy)?;
-        let c = ChallengeRecord { is_silent, ..c };
-        let mut audit = audit;
-        if let serde_json::Value::Object(details) = &mut audit.details {
-            details.insert("silent".into(), is_silent.into());
-        }
-        let push_devices: Vec<Uuid> =
-            if is_silent { Vec::new() } else { push_devices.iter().map(|d| d.0).collect() };
-        if gate.try_get("has_pending")? {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "UPDATE challenges SET state = 'cancelled', decided_at = $2
-                 WHERE user_id = $1 AND state = 'pending' RETURNING {CHALLENGE_COLUMNS}"
-            ));
-            let cancelled = sqlx::query(sql).bind(c.user_id.0).bind(c.created_at).fetch_all(&mut *tx).await?;
-            for row in &cancelled {
-                let old = challenge_from_row(row)?;
-                self.append_audit(&mut tx, &superseded(&old)).await?;
-                notify_change(&mut tx, old.id).await?;
+        // Optimistic, like a device answer: read the user's standing (with its version) and the
+        // gate's inputs in one snapshot, decide, then write everything in one statement that
+        // applies only if the standing is still that version. Every new prompt bumps the
+        // version, so two prompts for one user never both pass the same budget check.
+        for _ in 0..STANDING_RETRIES {
+            let sql = format!(
+                "SELECT {PUSH_STATE_COLUMNS}, version,
+                        ARRAY(SELECT created_at FROM challenges WHERE user_id = $1 AND created_at > $2) AS recent,
+                        CASE WHEN $3::text IS NULL THEN NULL
+                             ELSE (SELECT COUNT(DISTINCT user_id) FROM challenges
+                                   WHERE source_prefix = $3 AND created_at > $4 AND user_id <> $1) END AS source_users,
+                        ARRAY(SELECT id FROM challenges WHERE user_id = $1 AND state = 'pending') AS pending
+                 FROM user_push_state WHERE user_id = $1"
+            );
+            let gate = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(c.user_id.0)
+                .bind(c.created_at - policy.budget_window)
+                .bind(&c.source_prefix)
+                .bind(c.created_at - policy.spray_window)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let Some(gate) = gate else {
+                // No standing yet: create it, then read again.
+                read_standing(&mut conn, c.user_id, c.created_at).await?;
+                continue;
+            };
+            let state = push_state_from_row(&gate)?;
+            let version: i64 = gate.try_get("version")?;
+            let recent: Vec<OffsetDateTime> = gate.try_get("recent")?;
+            let source_users =
+                gate.try_get::<Option<i64>, _>("source_users")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+            let source = c.source_prefix.as_deref().zip(source_users);
+            let is_silent = gate_new_challenge(&state, &recent, source, c.created_at, policy)?;
+            let record = ChallengeRecord { is_silent, ..c.clone() };
+            let mut created_event = audit.clone();
+            if let serde_json::Value::Object(details) = &mut created_event.details {
+                details.insert("silent".into(), is_silent.into());
             }
+            let jobs: Vec<Uuid> =
+                if is_silent { Vec::new() } else { push_devices.iter().map(|d| d.0).collect() };
+            // The prompt this one supersedes (rarely any): its audit event is written only if
+            // it is in fact cancelled here.
+            let pending_ids: Vec<Uuid> = gate.try_get("pending")?;
+            let mut old_events = Vec::new();
+            if !pending_ids.is_empty() {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = ANY($1)"
+                ));
+                for row in sqlx::query(sql).bind(&pending_ids).fetch_all(&mut *conn).await? {
+                    let old = challenge_from_row(&row)?;
+                    let cancelled = ChallengeRecord {
+                        state: ChallengeState::Cancelled,
+                        decided_at: Some(c.created_at),
+                        ..old
+                    };
+                    old_events.push((cancelled.id.0, pending_row(&self.sealer, &superseded(&cancelled))));
+                }
+            }
+            let mut events = EventArrays::default();
+            events.push(record.id.0, &pending_row(&self.sealer, &created_event))?;
+            for (id, event) in &old_events {
+                events.push(*id, event)?;
+            }
+            let query = sqlx::query(sqlx::AssertSqlSafe(create_statement()))
+                .bind(record.id.0)
+                .bind(record.app_id.0)
+                .bind(record.user_id.0)
+                .bind(record.state.as_str())
+                .bind(record.number_tag.clone())
+                .bind(record.number_sealed.clone())
+                .bind(record.number_digits)
+                .bind(record.server_nonce.clone())
+                .bind(record.app_name.clone())
+                .bind(record.ip.clone())
+                .bind(record.user_agent.clone())
+                .bind(record.location.clone())
+                .bind(record.created_at)
+                .bind(record.expires_at)
+                .bind(record.decided_at)
+                .bind(record.decided_by_device.map(|d| d.0))
+                .bind(record.redeemed_at)
+                .bind(record.idempotency_key.clone())
+                .bind(record.request_hash.clone())
+                .bind(record.is_silent)
+                .bind(record.source_prefix.clone())
+                .bind(version)
+                .bind(old_events.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                .bind(jobs);
+            let row = events.bind(query).fetch_one(&mut *conn).await.map_err(map_unique_violation)?;
+            if !row.try_get::<bool, _>("fresh")? {
+                continue;
+            }
+            self.audit_pending.notify_one();
+            return Ok(record);
         }
-        // The challenge, its push jobs and its audit event: one statement.
-        let sql = sqlx::AssertSqlSafe(format!(
-            "WITH ch AS (INSERT INTO challenges ({CHALLENGE_COLUMNS})
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)),
-                  jobs AS (INSERT INTO push_outbox (challenge_id, device_id, state, next_attempt_at, updated_at)
-                           SELECT $1, device, 'queued', $13, $13 FROM UNNEST($22::uuid[]) AS device)
-             INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
-             VALUES ($23, $24, $25, $26, $27, $28, $29)"
-        ));
-        let query = sqlx::query(sql)
-            .bind(c.id.0)
-            .bind(c.app_id.0)
-            .bind(c.user_id.0)
-            .bind(c.state.as_str())
-            .bind(c.number_tag.clone())
-            .bind(c.number_sealed.clone())
-            .bind(c.number_digits)
-            .bind(c.server_nonce.clone())
-            .bind(c.app_name.clone())
-            .bind(c.ip.clone())
-            .bind(c.user_agent.clone())
-            .bind(c.location.clone())
-            .bind(c.created_at)
-            .bind(c.expires_at)
-            .bind(c.decided_at)
-            .bind(c.decided_by_device.map(|d| d.0))
-            .bind(c.redeemed_at)
-            .bind(c.idempotency_key.clone())
-            .bind(c.request_hash.clone())
-            .bind(c.is_silent)
-            .bind(c.source_prefix.clone())
-            .bind(push_devices);
-        bind_audit(query, &pending_row(&self.sealer, &audit))?
-            .execute(&mut *tx)
-            .await
-            .map_err(map_unique_violation)?;
-        self.commit(tx).await?;
-        Ok(c)
+        Err(StoreError::Contended)
     }
 
     async fn challenge_by_id(&self, id: ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
