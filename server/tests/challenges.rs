@@ -301,6 +301,37 @@ async fn replayed_responses_never_transition_twice(engine: Engine) {
     assert_eq!(decided, 1);
 }
 
+/// An answer refused because its challenge is over writes nothing: not even the device
+/// counter, so the phone's next answer with that same counter still counts.
+async fn refused_answers_do_not_advance_the_counter(engine: Engine) {
+    let s = setup(engine).await;
+    let first = start(&s).await;
+    let d1 = details(&s).await;
+    let id1 = first["id"].as_str().unwrap();
+    let cancelled = s.app.post_json(&format!("/v1/challenges/{id1}/cancel"), &s.key, json!({})).await;
+    assert_eq!(cancelled.body["state"], "cancelled");
+    let late = s.phone.answer_with_counter(&d1, Decision::Approve, first["number"].as_str().unwrap(), 5);
+    let path1 = format!("/device/v1/challenges/{id1}/response");
+    assert_error(
+        &s.app.device_post(&path1, &serde_json::to_vec(&late).unwrap()).await,
+        StatusCode::CONFLICT,
+        "challenge_not_pending",
+    );
+
+    let second = start(&s).await;
+    let d2 = details(&s).await;
+    let answer = s.phone.answer_with_counter(&d2, Decision::Approve, second["number"].as_str().unwrap(), 5);
+    let path2 = format!("/device/v1/challenges/{}/response", second["id"].as_str().unwrap());
+    let reply = s.app.device_post(&path2, &serde_json::to_vec(&answer).unwrap()).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "counter 5 was not used up by the refused answer: {:?}",
+        reply.body
+    );
+    assert_eq!(reply.body["outcome"], "approved");
+}
+
 /// A phone enrolled for Bob answers Alice's challenge.
 async fn another_users_device_cannot_answer(engine: Engine) {
     let mut s = setup(engine).await;
@@ -496,6 +527,7 @@ on_both_engines!(
     only_the_creating_app_sees_its_challenge,
     bad_input_changes_nothing,
     replayed_responses_never_transition_twice,
+    refused_answers_do_not_advance_the_counter,
     another_users_device_cannot_answer,
     racing_responders_make_one_transition,
     long_poll_wakes_on_decision,
