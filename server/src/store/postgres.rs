@@ -79,27 +79,23 @@ impl PgStore {
         audit: &PendingRow,
         policy: &Policy,
     ) -> Result<Option<ChallengeRecord>, StoreError> {
-        let state = lock_push_state(&mut *tx, user, now).await?;
+        let (state, _) = read_standing(&mut *tx, user, now, Lock::ForUpdate).await?;
         let step = ladder_move(&state, ChallengeState::Expired, now, policy);
         let sql = transition_statement(
             "",
             "UPDATE challenges SET state = 'expired', decided_at = expires_at
              WHERE id = $1 AND user_id = $3 AND state = 'pending' AND expires_at <= $2",
             4,
-            step.is_some(),
+            step.as_ref(),
+            "",
             "SELECT (SELECT COUNT(*) FROM n) AS notified, c.* FROM c",
         );
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0).bind(now).bind(user.0);
-        let mut query = bind_audit(query, audit)?;
-        if let Some(step) = &step {
-            query = bind_push_state(query, &step.next, now);
-        }
+        let query = bind_ladder(bind_audit(query, audit)?, user, step.as_ref(), now);
         let Some(row) = query.fetch_optional(&mut *tx).await? else {
             return Ok(None);
         };
-        if let Some(step) = &step {
-            raise_escalation(&mut *tx, user, step, now).await?;
-        }
+        count_escalation(step.as_ref());
         challenge_from_row(&row).map(Some)
     }
 
@@ -226,33 +222,6 @@ fn push_state_from_row(row: &sqlx::postgres::PgRow) -> Result<PushState, StoreEr
 
 const PUSH_STATE_COLUMNS: &str = "consecutive_failures, freezes, frozen_until, needs_strong_factor, needs_admin_review, hard_locked, last_wrong_number_at, reason";
 
-/// Locks the user's push standing for the rest of the transaction: the per-user lock that
-/// serialises their prompts, answers, expiries and unfreezes across instances. Its own statement,
-/// so the statements after it read what the previous holder committed. The row is created on
-/// first use, so there is always a row to lock.
-async fn lock_push_state(
-    conn: &mut PgConnection,
-    user: UserId,
-    now: OffsetDateTime,
-) -> Result<PushState, StoreError> {
-    let sql = format!("SELECT {PUSH_STATE_COLUMNS} FROM user_push_state WHERE user_id = $1 FOR UPDATE");
-    for _ in 0..2 {
-        if let Some(row) =
-            sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(user.0).fetch_optional(&mut *conn).await?
-        {
-            return push_state_from_row(&row);
-        }
-        sqlx::query(
-            "INSERT INTO user_push_state (user_id, updated_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(user.0)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Err(StoreError::Corrupt(format!("push state of user {user} vanished while being locked")))
-}
-
 async fn save_push_state(
     conn: &mut PgConnection,
     user: UserId,
@@ -280,31 +249,31 @@ async fn save_push_state(
     Ok(())
 }
 
-/// Raises the alert a ladder move calls for (after its transition was applied).
-async fn raise_escalation(
-    conn: &mut PgConnection,
-    user: UserId,
-    step: &LadderMove,
-    now: OffsetDateTime,
-) -> Result<(), StoreError> {
-    if let Some(kind) = step.alert {
-        insert_alert(conn, kind, &format!("user:{user}"), &step.alert_details(user), now).await?;
-        metrics::counter!("countersign_push_escalations_total", "kind" => kind).increment(1);
-    }
-    Ok(())
-}
-
 /// Re-reads of a user's standing before a device answer gives up (each one means another
 /// change for that user committed meanwhile).
 const STANDING_RETRIES: usize = 32;
 
-/// The user's push standing and its version, without a lock (created on first use).
+/// Whether reading a user's standing also locks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// A plain read; a later statement checks the version under the lock (optimistic).
+    None,
+    /// Locked for the rest of the transaction: the per-user lock that serialises their prompts,
+    /// answers, expiries and unfreezes across instances. Its own statement, so the statements
+    /// after it read what the previous holder committed.
+    ForUpdate,
+}
+
+/// The user's push standing and its version. The row is created on first use (users created
+/// before migration 0004 have none), so there is always a row to read or lock.
 async fn read_standing(
     conn: &mut PgConnection,
     user: UserId,
     now: OffsetDateTime,
+    lock: Lock,
 ) -> Result<(PushState, i64), StoreError> {
-    let sql = format!("SELECT {PUSH_STATE_COLUMNS}, version FROM user_push_state WHERE user_id = $1");
+    let suffix = if lock == Lock::ForUpdate { " FOR UPDATE" } else { "" };
+    let sql = format!("SELECT {PUSH_STATE_COLUMNS}, version FROM user_push_state WHERE user_id = $1{suffix}");
     for _ in 0..2 {
         if let Some(row) =
             sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(user.0).fetch_optional(&mut *conn).await?
@@ -327,31 +296,16 @@ async fn read_standing(
 /// the counter increases; only then `c` moves the challenge by compare-and-set, and the counter,
 /// audit event, notification, ladder move and alert follow from `c`'s row. Locks are taken
 /// standing first, like every path that changes a user's prompts.
-fn decide_statement(push_state: bool, alert: bool) -> String {
-    let prelude = "standing AS (SELECT 1 FROM user_push_state WHERE user_id = $6 AND version = $7 FOR UPDATE),
-         dv AS (SELECT 1 FROM devices WHERE id = $1 AND revoked_at IS NULL AND last_counter < $2 FOR UPDATE),";
-    let update = "UPDATE challenges SET state = $3, decided_at = $4, decided_by_device = $1
+fn decide_statement(step: Option<&LadderMove>) -> String {
+    transition_statement(
+        "standing AS (SELECT 1 FROM user_push_state WHERE user_id = $6 AND version = $7 FOR UPDATE),
+         dv AS (SELECT 1 FROM devices WHERE id = $1 AND revoked_at IS NULL AND last_counter < $2 FOR UPDATE),",
+        "UPDATE challenges SET state = $3, decided_at = $4, decided_by_device = $1
          WHERE id = $5 AND user_id = $6 AND state = 'pending' AND expires_at > $4
-           AND EXISTS (SELECT 1 FROM standing) AND EXISTS (SELECT 1 FROM dv)";
-    let mut extra = String::from(
-        ", d AS (UPDATE devices SET last_counter = $2 WHERE id = $1 AND last_counter < $2 AND EXISTS (SELECT 1 FROM c))",
-    );
-    if alert {
-        let k = 8 + 7 + if push_state { 9 } else { 0 };
-        extra.push_str(&format!(
-            ", al AS (INSERT INTO alerts (kind, subject, details, created_at) SELECT ${}, ${}, ${}, ${} FROM c)",
-            k,
-            k + 1,
-            k + 2,
-            k + 3
-        ));
-    }
-    transition_statement_with(
-        prelude,
-        update,
+           AND EXISTS (SELECT 1 FROM standing) AND EXISTS (SELECT 1 FROM dv)",
         8,
-        push_state,
-        &extra,
+        step,
+        ", d AS (UPDATE devices SET last_counter = $2 WHERE id = $1 AND last_counter < $2 AND EXISTS (SELECT 1 FROM c))",
         "SELECT EXISTS (SELECT 1 FROM standing) AS fresh, EXISTS (SELECT 1 FROM dv) AS device_ok,
                 (SELECT COUNT(*) FROM n) AS notified, c.*
          FROM (SELECT 1) AS one LEFT JOIN c ON TRUE",
@@ -362,7 +316,7 @@ fn decide_statement(push_state: bool, alert: bool) -> String {
 /// (see `create_challenge`), `bump` moves the version on, `old` cancels the prompts it supersedes
 /// and `olda` writes their audit events for the rows actually cancelled; then the challenge, its
 /// push jobs and its own audit event. Parameters: the 21 challenge columns, the version, the
-/// superseded ids, the push devices, then the audit events (see [`bind_events`]).
+/// superseded ids, the push devices, then the audit events (see [`EventArrays`]).
 fn create_statement() -> String {
     format!(
         "WITH standing AS (SELECT 1 FROM user_push_state WHERE user_id = $3 AND version = $22 FOR UPDATE),
@@ -435,42 +389,43 @@ impl EventArrays {
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// One statement for a challenge transition. `c` is the conditional UPDATE (`update`, without
-/// RETURNING); the audit event (`a`), the user's new push standing (`p`, when `push_state`) and
-/// the notification for other instances (`n`) are written from `c`'s row, so they happen with
-/// the transition or not at all. `prelude` adds CTEs before `c`; `result` is the final SELECT
-/// (it must read `n`, e.g. `(SELECT COUNT(*) FROM n)`, for the notification to be sent).
-/// Parameters after the update's own start at `$first`: seven for the audit event (see
-/// [`bind_audit`]), then nine for the push standing (see [`bind_push_state`]).
-fn transition_statement(prelude: &str, update: &str, first: usize, push_state: bool, result: &str) -> String {
-    transition_statement_with(prelude, update, first, push_state, "", result)
-}
-
-/// [`transition_statement`] with `extra` CTEs (starting with a comma) after the standard ones.
-fn transition_statement_with(
+/// RETURNING); the audit event (`a`), the notification for other instances (`n`) and, for a
+/// ladder move, the user's new standing (`p`) and its alert (`al`) are written from `c`'s row,
+/// so they happen with the transition or not at all. `prelude` adds CTEs before `c`, `extra`
+/// (starting with a comma) after; `result` is the final SELECT (it must read `n`, e.g.
+/// `(SELECT COUNT(*) FROM n)`, for the notification to be sent). Parameters after the update's
+/// own start at `$first` and are bound by [`bind_audit`] then [`bind_ladder`].
+fn transition_statement(
     prelude: &str,
     update: &str,
     first: usize,
-    push_state: bool,
+    step: Option<&LadderMove>,
     extra: &str,
     result: &str,
 ) -> String {
-    let a: Vec<String> = (first..first + 7).map(|i| format!("${i}")).collect();
+    let params = |from: usize, count: usize| {
+        (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    };
     let mut sql = format!(
         "WITH {prelude} c AS ({update} RETURNING {CHALLENGE_COLUMNS}),
          a AS (INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
                SELECT {} FROM c),
          n AS (SELECT pg_notify('countersign_challenges', id::text) FROM c)",
-        a.join(", ")
+        params(first, 7)
     );
-    if push_state {
-        let p = first + 7;
-        let q: Vec<String> = (p..p + 9).map(|i| format!("${i}")).collect();
+    if let Some(step) = step {
         sql.push_str(&format!(
             ", p AS (UPDATE user_push_state SET version = version + 1, (consecutive_failures, freezes, frozen_until,
                      needs_strong_factor, needs_admin_review, hard_locked, last_wrong_number_at, reason, updated_at) = ({})
                      WHERE user_id = (SELECT user_id FROM c))",
-            q.join(", ")
+            params(first + 7, 9)
         ));
+        if step.alert.is_some() {
+            sql.push_str(&format!(
+                ", al AS (INSERT INTO alerts (kind, subject, details, created_at) SELECT {} FROM c)",
+                params(first + 16, 4)
+            ));
+        }
     }
     sql.push_str(extra);
     sql.push(' ');
@@ -489,8 +444,17 @@ fn bind_audit<'q>(query: PgQuery<'q>, p: &PendingRow) -> Result<PgQuery<'q>, Sto
         .bind(p.mac.clone()))
 }
 
-fn bind_push_state<'q>(query: PgQuery<'q>, state: &PushState, now: OffsetDateTime) -> PgQuery<'q> {
-    query
+/// Binds a ladder move's parameters for [`transition_statement`]: the new standing, and the
+/// alert when the move escalates.
+fn bind_ladder<'q>(
+    query: PgQuery<'q>,
+    user: UserId,
+    step: Option<&LadderMove>,
+    now: OffsetDateTime,
+) -> PgQuery<'q> {
+    let Some(step) = step else { return query };
+    let state = &step.next;
+    let query = query
         .bind(state.consecutive_failures)
         .bind(state.freezes)
         .bind(state.frozen_until)
@@ -499,7 +463,18 @@ fn bind_push_state<'q>(query: PgQuery<'q>, state: &PushState, now: OffsetDateTim
         .bind(state.hard_locked)
         .bind(state.last_wrong_number_at)
         .bind(state.reason.clone())
-        .bind(now)
+        .bind(now);
+    match step.alert {
+        Some(kind) => query.bind(kind).bind(format!("user:{user}")).bind(step.alert_details(user)).bind(now),
+        None => query,
+    }
+}
+
+/// Counts an escalation once its transition is committed.
+fn count_escalation(step: Option<&LadderMove>) {
+    if let Some(kind) = step.and_then(|s| s.alert) {
+        metrics::counter!("countersign_push_escalations_total", "kind" => kind).increment(1);
+    }
 }
 
 async fn insert_alert(
@@ -1073,7 +1048,7 @@ impl Store for PgStore {
                 .await?;
             let Some(gate) = gate else {
                 // No standing yet: create it, then read again.
-                read_standing(&mut conn, c.user_id, c.created_at).await?;
+                read_standing(&mut conn, c.user_id, c.created_at, Lock::None).await?;
                 continue;
             };
             let state = push_state_from_row(&gate)?;
@@ -1220,11 +1195,9 @@ impl Store for PgStore {
         // if the standing is still that version (checked under its row lock). No transaction
         // spans a round trip; a concurrent change to the standing means reading it again.
         for _ in 0..STANDING_RETRIES {
-            let (state, version) = read_standing(&mut conn, user, now).await?;
+            let (state, version) = read_standing(&mut conn, user, now, Lock::None).await?;
             let step = ladder_move(&state, to, now, policy);
-            let alert = step.as_ref().and_then(|s| s.alert.map(|kind| (kind, s.alert_details(user))));
-            let sql = decide_statement(step.is_some(), alert.is_some());
-            let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let query = sqlx::query(sqlx::AssertSqlSafe(decide_statement(step.as_ref())))
                 .bind(device.0)
                 .bind(counter)
                 .bind(to.as_str())
@@ -1232,13 +1205,7 @@ impl Store for PgStore {
                 .bind(id.0)
                 .bind(user.0)
                 .bind(version);
-            let mut query = bind_audit(query, &pending)?;
-            if let Some(step) = &step {
-                query = bind_push_state(query, &step.next, now);
-            }
-            if let Some((kind, details)) = &alert {
-                query = query.bind(*kind).bind(format!("user:{user}")).bind(details.clone()).bind(now);
-            }
+            let query = bind_ladder(bind_audit(query, &pending)?, user, step.as_ref(), now);
             let row = query.fetch_one(&mut *conn).await?;
             if !row.try_get::<bool, _>("fresh")? {
                 continue;
@@ -1257,9 +1224,7 @@ impl Store for PgStore {
             if row.try_get::<Option<Uuid>, _>("id")?.is_none() {
                 return Err(StoreError::PreconditionFailed(Precondition::ChallengeNotPending));
             }
-            if let Some((kind, _)) = alert {
-                metrics::counter!("countersign_push_escalations_total", "kind" => kind).increment(1);
-            }
+            count_escalation(step.as_ref());
             self.audit_pending.notify_one();
             return challenge_from_row(&row);
         }
@@ -1305,7 +1270,8 @@ impl Store for PgStore {
             "",
             update,
             first,
-            false,
+            None,
+            "",
             "SELECT (SELECT COUNT(*) FROM n) AS notified, c.* FROM c",
         );
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0).bind(now);
@@ -1479,7 +1445,7 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        lock_push_state(&mut tx, user, now).await?;
+        read_standing(&mut tx, user, now, Lock::ForUpdate).await?;
         save_push_state(&mut tx, user, &state, now).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
