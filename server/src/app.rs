@@ -144,8 +144,14 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Auth: none. The database answers and the schema is current.
+/// Auth: none. The database answers, the schema is current, and this instance's clock is
+/// within the bound of the database's.
 async fn readyz(State(state): State<AppState>) -> Response {
+    if let Err(error) = state.challenges.clock_skew().check() {
+        tracing::warn!(%error, "not ready");
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", error.to_string())
+            .into_response();
+    }
     match state.store.check_ready().await {
         Ok(()) => {
             Json(json!({ "status": "ready", "database": state.store.engine().to_string() })).into_response()

@@ -13,7 +13,7 @@ use crate::app::{AppState, HttpLimits, build_app};
 use crate::audit::{Actor, VerifyError};
 use crate::challenges::service::ChallengeSettings;
 use crate::challenges::worker::Worker;
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat, Settings};
 use crate::devices::service::DeviceSettings;
 use crate::push::PushSender;
@@ -86,7 +86,16 @@ enum AppsCommand {
 enum AuditCommand {
     /// Walk the hash chain and check it against the sealed head. Exits 0 if intact, 1 naming
     /// the first broken sequence number if not.
-    Verify,
+    Verify {
+        /// A checkpoint exported earlier (`audit checkpoint`, or the `audit_checkpoint` of an
+        /// alert webhook delivery): the chain must still pass through it, so a database rolled
+        /// back to an older state fails.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Print the sealed head of the chain as JSON, to keep outside the database (SIEM, ticket,
+    /// another machine) for `audit verify --checkpoint`.
+    Checkpoint,
 }
 
 /// Exit codes: 0 success, 1 the audit chain is broken, 2 the command could not run.
@@ -137,7 +146,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Apps(command) => apps(&settings, command).await,
-        Command::Audit(AuditCommand::Verify) => audit_verify(&settings).await,
+        Command::Audit(AuditCommand::Verify { checkpoint }) => audit_verify(&settings, checkpoint).await,
+        Command::Audit(AuditCommand::Checkpoint) => {
+            let store = open_store(&settings).await?;
+            let checkpoint = crate::audit::checkpoint(store.as_ref(), SystemClock.now()).await?;
+            println!("{}", serde_json::to_string(&checkpoint)?);
+            Ok(ExitCode::SUCCESS)
+        }
         // A client of a running server: it uses none of the settings.
         Command::Bench(args) => crate::bench::run(args).await,
     }
@@ -184,6 +199,7 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
         ttl: settings.challenge_ttl,
         number_digits: settings.number_digits,
         policy: settings.fatigue.clone(),
+        max_clock_skew: settings.database_clock_skew,
         ..ChallengeSettings::default()
     };
     let state = AppState::new(
@@ -203,6 +219,11 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
         ))
         .spawn();
     }
+    // Expiry runs on the database clock, but budgets, freezes and audit times use this
+    // instance's: one that is too far off does not start.
+    let skew = Arc::clone(state.challenges.clock_skew());
+    skew.measure(state.store.as_ref(), state.clock.as_ref()).await?;
+    crate::skew::spawn_monitor(skew, Arc::clone(&state.store), Arc::clone(&state.clock));
     let providers: Arc<dyn PushSender> = Arc::new(settings.push.build()?);
     let waiters = Arc::clone(&state.challenges.waiters);
     state.store.watch_challenges(Arc::new(move |id| waiters.notify(id))).await?;
@@ -291,11 +312,24 @@ async fn apps(settings: &Settings, command: AppsCommand) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-async fn audit_verify(settings: &Settings) -> anyhow::Result<ExitCode> {
+async fn audit_verify(settings: &Settings, checkpoint: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let checkpoint: Option<crate::audit::chain::Checkpoint> = match checkpoint {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read checkpoint {}: {e}", path.display()))?;
+            Some(serde_json::from_str(text.trim()).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not a checkpoint from `countersign audit checkpoint`: {e}",
+                    path.display()
+                )
+            })?)
+        }
+        None => None,
+    };
     let master = crate::secrets::load_master_key(settings)?;
     let sealer = master.audit_sealer();
     let store = open_store_with(settings, &master).await?;
-    match crate::audit::verify(store.as_ref(), &sealer).await {
+    match crate::audit::verify_against(store.as_ref(), &sealer, checkpoint.as_ref()).await {
         Ok(count) => {
             println!("audit chain intact: {count} events");
             Ok(ExitCode::SUCCESS)
@@ -304,8 +338,12 @@ async fn audit_verify(settings: &Settings) -> anyhow::Result<ExitCode> {
             println!("audit chain broken at sequence number {}: {broken}", broken.seq());
             Ok(ExitCode::from(1))
         }
-        Err(forged @ VerifyError::PendingForged(_)) => {
-            println!("{forged}");
+        Err(
+            failed @ (VerifyError::PendingForged(_)
+            | VerifyError::PendingReplayed { .. }
+            | VerifyError::Checkpoint(_)),
+        ) => {
+            println!("{failed}");
             Ok(ExitCode::from(1))
         }
         Err(VerifyError::Store(error)) => Err(error.into()),

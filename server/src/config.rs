@@ -171,11 +171,19 @@ pub struct DatabaseConfig {
     pub url: Option<SecretString>,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// How far an instance's clock may be from the database's (PostgreSQL) before the instance
+    /// refuses to start and reports not-ready; expiry itself runs on the database clock.
+    #[serde(default = "default_database_clock_skew")]
+    pub max_clock_skew_secs: u64,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: None, max_connections: default_max_connections() }
+        Self {
+            url: None,
+            max_connections: default_max_connections(),
+            max_clock_skew_secs: default_database_clock_skew(),
+        }
     }
 }
 
@@ -211,6 +219,9 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_max_connections() -> u32 {
     10
+}
+fn default_database_clock_skew() -> u64 {
+    crate::skew::DEFAULT_MAX_SKEW.whole_seconds() as u64
 }
 fn default_body_limit() -> usize {
     64 * 1024
@@ -292,6 +303,7 @@ impl Config {
             });
         }
         bounded("database.max_connections", self.database.max_connections as u64, 1, 1_000)?;
+        bounded("database.max_clock_skew_secs", self.database.max_clock_skew_secs, 1, 60)?;
         bounded("http.body_limit_bytes", self.http.body_limit_bytes as u64, 1_024, 10 * 1024 * 1024)?;
         bounded("http.request_timeout_secs", self.http.request_timeout_secs, 1, 300)?;
         bounded("http.shutdown_grace_secs", self.http.shutdown_grace_secs, 0, 600)?;
@@ -331,6 +343,7 @@ impl Config {
             data_dir: self.data_dir,
             database_url,
             max_connections: self.database.max_connections,
+            database_clock_skew: time::Duration::seconds(self.database.max_clock_skew_secs as i64),
             body_limit_bytes: self.http.body_limit_bytes,
             request_timeout: std::time::Duration::from_secs(self.http.request_timeout_secs),
             shutdown_grace: std::time::Duration::from_secs(self.http.shutdown_grace_secs),
@@ -356,6 +369,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: SecretString,
     pub max_connections: u32,
+    /// Bound on this instance's clock offset from the database's.
+    pub database_clock_skew: time::Duration,
     pub body_limit_bytes: usize,
     pub request_timeout: std::time::Duration,
     pub shutdown_grace: std::time::Duration,

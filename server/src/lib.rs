@@ -21,6 +21,7 @@
 //! | [`secrets`] | the master key, keys derived from it, encryption of stored secrets      |
 //! | [`store`]   | `trait Store` and its SQLite and PostgreSQL implementations (all SQL)   |
 //! | [`clock`]   | injected time                                                           |
+//! | [`skew`]    | the instance clock checked against the database's (expiry uses the latter) |
 //! | [`bench`]   | `countersign bench`: the load generator (full flows with simulated phones) |
 //!
 //! Each capability keeps its pure rules (`model.rs`) apart from orchestration (`service.rs`)
@@ -44,6 +45,7 @@ pub mod ids;
 pub mod middleware;
 pub mod push;
 pub mod secrets;
+pub mod skew;
 pub mod store;
 pub mod telemetry;
 pub mod users;

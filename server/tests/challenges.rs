@@ -133,7 +133,7 @@ async fn responses_after_expiry_are_refused(engine: Engine) {
     let mut s = setup(engine).await;
     let created = start(&s).await;
     let d = details(&s).await;
-    s.app.clock.advance(time::Duration::seconds(61));
+    s.app.advance(time::Duration::seconds(61)).await;
     let reply = answer(&mut s, &d, Decision::Approve, created["number"].as_str().unwrap()).await;
     assert_error(&reply, StatusCode::GONE, "challenge_expired");
     assert_eq!(status(&s, created["id"].as_str().unwrap()).await["state"], "expired");
@@ -462,7 +462,7 @@ async fn stale_approvals_cannot_be_redeemed(engine: Engine) {
         answer(&mut s, &d, Decision::Approve, created["number"].as_str().unwrap()).await.body["outcome"],
         "approved"
     );
-    s.app.clock.advance(time::Duration::seconds(121));
+    s.app.advance(time::Duration::seconds(121)).await;
     let id = created["id"].as_str().unwrap();
     let redeem = s.app.post_json(&format!("/v1/challenges/{id}/redeem"), &s.key, json!({})).await;
     assert_error(&redeem, StatusCode::CONFLICT, "approval_stale");

@@ -90,7 +90,7 @@ async fn replayed_device_request_is_refused(engine: Engine) {
     let future = device.sign_request("GET", LIST, b"", app.now_unix() + 301);
     assert_error(&app.signed("GET", LIST, b"", &future).await, StatusCode::UNAUTHORIZED, "request_expired");
     // Once their windows have closed, remembered nonces are purged (timestamps refuse them).
-    app.clock.advance(time::Duration::minutes(11));
+    app.advance(time::Duration::minutes(11)).await;
     assert!(app.store.purge_expired_nonces(app.clock_now()).await.unwrap() >= 1);
     assert_error(&app.signed("GET", LIST, b"", &headers).await, StatusCode::UNAUTHORIZED, "request_expired");
 }
@@ -166,7 +166,7 @@ async fn enrollment_after_expiry_is_refused(engine: Engine) {
     assert_eq!(svg.headers["content-type"], "image/svg+xml");
     assert!(svg.body.as_str().unwrap().contains("<svg"));
 
-    app.clock.advance(time::Duration::seconds(601));
+    app.advance(time::Duration::seconds(601)).await;
     let reply = enroll(
         &app,
         &mut TestDevice::new(),

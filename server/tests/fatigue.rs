@@ -85,7 +85,7 @@ async fn push_bombing_is_capped_by_the_budget(engine: Engine) {
         let pending: PendingChallenges =
             serde_json::from_value(signed_get(&s.app, &s.phone, "/device/v1/challenges").await.body).unwrap();
         assert!(pending.challenges.len() <= 1, "never more than one pending prompt");
-        s.app.clock.advance(Duration::seconds(3));
+        s.app.advance(Duration::seconds(3)).await;
     }
     assert_eq!(created, 5);
     let refused = audit_actions(&s.app).await.iter().filter(|(a, _)| a == "fatigue.prompt_refused").count();
@@ -102,7 +102,7 @@ async fn push_bombing_is_capped_by_the_budget(engine: Engine) {
         && p["app_name"] == "idp"
         && p["ip"] == "198.51.100.66"));
     // The window slides: 15 minutes after the first prompt, the budget has room again.
-    s.app.clock.advance(Duration::minutes(15));
+    s.app.advance(Duration::minutes(15)).await;
     assert_eq!(prompt(&s).await.status, StatusCode::CREATED);
 }
 
@@ -143,7 +143,7 @@ async fn three_denials_freeze_then_double(engine: Engine) {
     assert_eq!(factors.body["factors"][1]["factor"], "passkey");
     assert!(!factors.body["factors"][1]["reason"].as_str().unwrap().contains("frozen"));
 
-    s.app.clock.advance(Duration::minutes(16));
+    s.app.advance(Duration::minutes(16)).await;
     assert_eq!(prompt_and_answer(&mut s, Decision::Deny, None).await, "denied");
     let timeline = s.app.get("/v1/users/alice/timeline", Some(&s.key)).await;
     let until = time::OffsetDateTime::parse(
@@ -172,13 +172,13 @@ async fn wrong_numbers_freeze_and_escalate(engine: Engine) {
         "denied_wrong_number"
     );
     assert_error(&prompt(&s).await, StatusCode::LOCKED, "push_frozen");
-    s.app.clock.advance(Duration::minutes(16));
+    s.app.advance(Duration::minutes(16)).await;
     let outcome = prompt_and_answer(&mut s, Decision::Approve, Some("000")).await;
     if outcome == "approved" {
         return; // the drawn number was 000: nothing to escalate (1 in 1000)
     }
     assert_eq!(outcome, "denied_wrong_number");
-    s.app.clock.advance(Duration::days(3));
+    s.app.advance(Duration::days(3)).await;
     let frozen = prompt(&s).await;
     assert_error(&frozen, StatusCode::LOCKED, "push_frozen");
     assert!(frozen.body["message"].as_str().unwrap().contains("stronger factor"), "{:?}", frozen.body);
@@ -193,7 +193,7 @@ async fn random_answers_get_at_most_two_guesses(engine: Engine) {
         let reply = prompt(&s).await;
         if reply.status != StatusCode::CREATED {
             assert_eq!(reply.status, StatusCode::LOCKED);
-            s.app.clock.advance(Duration::minutes(20));
+            s.app.advance(Duration::minutes(20)).await;
             continue;
         }
         let pending: PendingChallenges =
@@ -214,7 +214,7 @@ async fn random_answers_get_at_most_two_guesses(engine: Engine) {
             StatusCode::CONFLICT,
             "one attempt per challenge"
         );
-        s.app.clock.advance(Duration::minutes(20));
+        s.app.advance(Duration::minutes(20)).await;
     }
     assert_eq!(attempts, 2, "two guesses, then push stays frozen until a stronger factor");
 }
@@ -235,7 +235,7 @@ async fn not_me_quarantines_until_admin(engine: Engine) {
     );
     let quarantine = s.app.store.next_alert(0).await.unwrap().unwrap();
     assert_eq!(quarantine.kind, "push_quarantined");
-    s.app.clock.advance(Duration::days(7));
+    s.app.advance(Duration::days(7)).await;
     assert_error(&prompt(&s).await, StatusCode::LOCKED, "push_frozen");
     let attacked = s.app.get("/v1/fatigue/users", Some(&s.key)).await;
     assert_eq!(attacked.body[0]["username"], "alice");
@@ -259,7 +259,7 @@ async fn approval_after_denials_is_flagged(engine: Engine) {
     let mut s = setup(engine).await;
     for decision in [Decision::Deny, Decision::Deny, Decision::Approve] {
         prompt_and_answer(&mut s, decision, None).await;
-        s.app.clock.advance(Duration::seconds(30));
+        s.app.advance(Duration::seconds(30)).await;
     }
     let timeline = s.app.get("/v1/users/alice/timeline", Some(&s.key)).await;
     assert_eq!(timeline.body["standing"]["consecutive_failures"], 0);
@@ -320,9 +320,9 @@ async fn push_spray_from_one_network_is_throttled(engine: Engine) {
 async fn suspicion_makes_prompts_silent(engine: Engine) {
     let mut s = setup(engine).await;
     prompt_and_answer(&mut s, Decision::Deny, None).await;
-    s.app.clock.advance(Duration::seconds(30));
+    s.app.advance(Duration::seconds(30)).await;
     prompt_and_answer(&mut s, Decision::Deny, None).await;
-    s.app.clock.advance(Duration::seconds(30));
+    s.app.advance(Duration::seconds(30)).await;
     assert_eq!(
         prompt_and_answer(&mut s, Decision::Approve, None).await,
         "approved",
@@ -379,7 +379,7 @@ async fn alerts_reach_a_signed_webhook_with_retries(engine: Engine) {
             delivered = true;
             break;
         }
-        s.app.clock.advance(Duration::minutes(1));
+        s.app.advance(Duration::minutes(1)).await;
     }
     assert!(delivered, "delivered after the receiver recovered");
     assert!(!delivery.deliver_next().await.unwrap(), "nothing left, nothing sent twice");
@@ -396,6 +396,13 @@ async fn alerts_reach_a_signed_webhook_with_retries(engine: Engine) {
     let alert: Value = serde_json::from_str(body).unwrap();
     assert_eq!(alert["kind"], "push_quarantined");
     assert!(alert["subject"].as_str().unwrap().starts_with("user:"));
+    // Each delivery exports the sealed audit head: a checkpoint the chain must keep passing.
+    let checkpoint: countersign::audit::chain::Checkpoint =
+        serde_json::from_value(alert["audit_checkpoint"].clone()).unwrap();
+    assert!(checkpoint.seq > 0, "{checkpoint:?}");
+    let sealer = s.app.master.audit_sealer();
+    let verified = countersign::audit::verify_against(s.app.store.as_ref(), &sealer, Some(&checkpoint)).await;
+    assert!(verified.unwrap() >= checkpoint.seq);
 }
 
 /// Flooding with fresh Idempotency-Keys (each a "new" request) or with bogus usernames does
@@ -430,9 +437,9 @@ async fn silent_prompts_queue_no_push(engine: Engine) {
         PushRegistration::Fcm { token: countersign_mobile_protocol::PushToken::new("fcm-alice").unwrap() };
     let mut s = setup_with_push(engine, push).await;
     prompt_and_answer(&mut s, Decision::Deny, None).await;
-    s.app.clock.advance(Duration::seconds(30));
+    s.app.advance(Duration::seconds(30)).await;
     prompt_and_answer(&mut s, Decision::Deny, None).await;
-    s.app.clock.advance(Duration::seconds(30));
+    s.app.advance(Duration::seconds(30)).await;
     let third = prompt(&s).await;
     assert_eq!(third.status, StatusCode::CREATED);
     // No worker runs in this test, so every queued push is still claimable.

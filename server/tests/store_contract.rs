@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use countersign::api_keys::service::{self as api_keys, AppAdminError, AuthError};
 use countersign::api_keys::{Scope, Scopes};
-use countersign::audit::chain::{AuditSealer, ChainBreak};
+use countersign::audit::chain::{AuditSealer, ChainBreak, CheckpointBreak};
 use countersign::audit::{self, Actor, VerifyError};
 use countersign::clock::{Clock, ManualClock};
 use countersign::store::{self, Store, StoreError};
@@ -239,7 +239,158 @@ async fn forged_head_is_detected(engine: Engine) {
     assert_eq!(audit::verify(f.store.as_ref(), &f.sealer).await.unwrap(), 5);
 }
 
+/// SQL resetting the audit head to "nothing happened yet", unsealed, per engine.
+fn reset_head_sql(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Sqlite => "UPDATE audit_head SET seq = 0, hash = zeroblob(32), mac = x''",
+        Engine::Postgres => {
+            "UPDATE audit_head SET seq = 0, hash = decode(repeat('00', 32), 'hex'), mac = ''::bytea"
+        }
+    }
+}
+
+/// A byte string as an SQL literal, per engine.
+fn bytes_sql(engine: Engine, bytes: &[u8]) -> String {
+    match engine {
+        Engine::Sqlite => format!("x'{}'", hex::encode(bytes)),
+        Engine::Postgres => format!("decode('{}', 'hex')", hex::encode(bytes)),
+    }
+}
+
+/// Attack: an attacker with database access deletes every audit event and resets the head to
+/// (0, zero hash, no seal). That must read as a broken trail, never as "intact: 0 events" —
+/// also after the server restarts (migrations run again and must not seal it anew).
+async fn emptied_audit_trail_is_a_break_not_an_empty_trail(engine: Engine) {
+    let f = fixture(engine).await;
+    assert_eq!(audit::verify(f.store.as_ref(), &f.sealer).await.unwrap(), 0, "a new trail is sealed");
+    five_events(&f).await;
+    exec_sql(&f.db, drop_audit_guard_sql(engine)).await.unwrap();
+    exec_sql(&f.db, "DELETE FROM audit_events").await.unwrap();
+    exec_sql(&f.db, reset_head_sql(engine)).await.unwrap();
+    let result = audit::verify(f.store.as_ref(), &f.sealer).await;
+    assert!(matches!(result, Err(VerifyError::Broken(ChainBreak::HeadUnsealed))), "{result:?}");
+    f.store.migrate().await.unwrap();
+    let restarted: Arc<dyn Store> =
+        Arc::from(store::connect(&SecretString::from(f.db.url.clone()), 2, f.sealer.clone()).await.unwrap());
+    restarted.migrate().await.unwrap();
+    let result = audit::verify(restarted.as_ref(), &f.sealer).await;
+    assert!(matches!(result, Err(VerifyError::Broken(ChainBreak::HeadUnsealed))), "still broken: {result:?}");
+}
+
+/// Attack: a row read from `audit_pending` while it waited is inserted again after it was
+/// chained, to chain a recorded event (say `challenge.approved`) twice. The chainer refuses the
+/// copy (fail closed, even with the unique index dropped) and verification names it.
+async fn captured_pending_event_cannot_be_chained_twice(engine: Engine) {
+    let f = fixture(engine).await;
+    five_events(&f).await;
+    users::create_user(f.store.as_ref(), &f.clock, Actor::System, new_user("carol")).await.unwrap();
+    exec_sql(&f.db, "CREATE TABLE captured AS SELECT * FROM audit_pending").await.unwrap();
+    assert_eq!(audit::flush(f.store.as_ref()).await.unwrap(), 1);
+    exec_sql(&f.db, "DROP INDEX audit_events_event_id_key").await.unwrap();
+    exec_sql(
+        &f.db,
+        "INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
+         SELECT event_id, occurred_at, actor, action, subject, details, mac FROM captured",
+    )
+    .await
+    .unwrap();
+    let flushed = audit::flush(f.store.as_ref()).await;
+    assert!(matches!(flushed, Err(StoreError::PendingAuditReplayed { seq: 6, .. })), "{flushed:?}");
+    assert_eq!(f.store.audit_head().await.unwrap().seq, 6, "the copy was not chained");
+    let result = audit::verify(f.store.as_ref(), &f.sealer).await;
+    assert!(matches!(result, Err(VerifyError::PendingReplayed { seq: 6, .. })), "{result:?}");
+}
+
+/// A chain that already holds a copy of an event (as a chainer without the id check would have
+/// written it, hashes and seal correct) fails verification, naming the copy.
+async fn verify_reports_a_duplicate_event_id(engine: Engine) {
+    let f = fixture(engine).await;
+    five_events(&f).await;
+    let events = f.store.audit_events(0, 5, 10).await.unwrap();
+    let (copied, last) = (&events[1], &events[4]);
+    let prev: [u8; 32] = last.hash.as_slice().try_into().unwrap();
+    let content = countersign::audit::chain::EventContent {
+        event_id: copied.event_id.as_deref(),
+        seq: 6,
+        occurred_at_micros: copied.occurred_at_micros,
+        actor: &copied.actor,
+        action: &copied.action,
+        subject: &copied.subject,
+        details: &copied.details,
+    };
+    let hash = countersign::audit::chain::event_hash(&content, &prev);
+    exec_sql(&f.db, "DROP INDEX audit_events_event_id_key").await.unwrap();
+    let insert = format!(
+        "INSERT INTO audit_events (seq, occurred_at, actor, action, subject, details, prev_hash, hash, event_id)
+         SELECT 6, occurred_at, actor, action, subject, details, {}, {}, event_id FROM audit_events WHERE seq = 2;
+         UPDATE audit_head SET seq = 6, hash = {}, mac = {};",
+        bytes_sql(engine, &prev),
+        bytes_sql(engine, &hash),
+        bytes_sql(engine, &hash),
+        bytes_sql(engine, &f.sealer.seal(6, &hash)),
+    );
+    exec_sql(&f.db, &insert).await.unwrap();
+    let result = audit::verify(f.store.as_ref(), &f.sealer).await;
+    assert!(
+        matches!(result, Err(VerifyError::Broken(ChainBreak::DuplicateEvent { seq: 6, first_seq: 2 }))),
+        "{result:?}"
+    );
+}
+
+/// Attack: the whole database is rolled back to an older backup. The older trail is intact by
+/// itself; a checkpoint exported before the rollback catches it, whether the chain is shorter
+/// than the checkpoint or was continued with other events.
+async fn rolled_back_database_is_caught_by_a_checkpoint(engine: Engine) {
+    let f = fixture(engine).await;
+    for name in ["app-a", "app-b", "app-c"] {
+        api_keys::create_app(f.store.as_ref(), &f.clock, Actor::Cli, name, scopes("users:read"))
+            .await
+            .unwrap();
+    }
+    audit::flush(f.store.as_ref()).await.unwrap();
+    exec_sql(&f.db, "CREATE TABLE backup_events AS SELECT * FROM audit_events").await.unwrap();
+    exec_sql(&f.db, "CREATE TABLE backup_head AS SELECT * FROM audit_head").await.unwrap();
+    for name in ["alice", "bob"] {
+        users::create_user(f.store.as_ref(), &f.clock, Actor::System, new_user(name)).await.unwrap();
+    }
+    let checkpoint = audit::checkpoint(f.store.as_ref(), f.clock.now()).await.unwrap();
+    assert_eq!(checkpoint.seq, 5);
+    assert_eq!(audit::verify_against(f.store.as_ref(), &f.sealer, Some(&checkpoint)).await.unwrap(), 5);
+
+    exec_sql(&f.db, drop_audit_guard_sql(engine)).await.unwrap();
+    exec_sql(
+        &f.db,
+        "DELETE FROM audit_events; INSERT INTO audit_events SELECT * FROM backup_events;
+         UPDATE audit_head SET seq = (SELECT seq FROM backup_head), hash = (SELECT hash FROM backup_head),
+                               mac = (SELECT mac FROM backup_head);",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        audit::verify(f.store.as_ref(), &f.sealer).await.unwrap(),
+        3,
+        "undetectable without a checkpoint"
+    );
+    let result = audit::verify_against(f.store.as_ref(), &f.sealer, Some(&checkpoint)).await;
+    assert!(
+        matches!(result, Err(VerifyError::Checkpoint(CheckpointBreak::Shorter { last: 3, checkpoint: 5 }))),
+        "{result:?}"
+    );
+    for name in ["mallory", "trent", "eve"] {
+        users::create_user(f.store.as_ref(), &f.clock, Actor::System, new_user(name)).await.unwrap();
+    }
+    let result = audit::verify_against(f.store.as_ref(), &f.sealer, Some(&checkpoint)).await;
+    assert!(
+        matches!(result, Err(VerifyError::Checkpoint(CheckpointBreak::Diverged { seq: 5 }))),
+        "{result:?}"
+    );
+}
+
 on_both_engines!(
+    emptied_audit_trail_is_a_break_not_an_empty_trail,
+    captured_pending_event_cannot_be_chained_twice,
+    verify_reports_a_duplicate_event_id,
+    rolled_back_database_is_caught_by_a_checkpoint,
     migrations_are_idempotent_and_ready,
     app_keys_authenticate_until_revoked,
     duplicate_names_are_refused_without_partial_writes,

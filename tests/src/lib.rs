@@ -72,6 +72,37 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Puts a PostgreSQL test database's clock under the test's control: statements calling
+    /// `now()` (the server decides expiry by the database clock) read `at` instead, until the
+    /// next call. It works by a `now()` in a schema searched before `pg_catalog`; connect the
+    /// store after the first call, since the search path applies to new sessions. No-op on
+    /// SQLite, whose clock is the instance's.
+    pub async fn set_clock(&self, at: time::OffsetDateTime) {
+        if self.engine != Engine::Postgres {
+            return;
+        }
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        let name = self.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+        let installed: bool = sqlx::query_scalar("SELECT to_regclass('countersign_test.clock') IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if !installed {
+            let sql = format!(
+                "CREATE SCHEMA countersign_test;
+                 CREATE TABLE countersign_test.clock (at timestamptz NOT NULL);
+                 INSERT INTO countersign_test.clock VALUES ('epoch');
+                 CREATE FUNCTION countersign_test.now() RETURNS timestamptz LANGUAGE sql STABLE
+                     AS 'SELECT at FROM countersign_test.clock';
+                 ALTER DATABASE \"{name}\" SET search_path = countersign_test, \"$user\", public, pg_catalog;"
+            );
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+        }
+        sqlx::query("UPDATE countersign_test.clock SET at = $1").bind(at).execute(&mut conn).await.unwrap();
+    }
+}
+
 /// 32 random bytes, base64: a master key for a test server.
 pub fn random_master_key() -> String {
     let bytes: Vec<u8> =
@@ -308,7 +339,7 @@ impl Tamper {
             Tamper::Delete => "DELETE FROM audit_events WHERE seq = 3",
             Tamper::Insert => "UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 3;
                  UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1003;
-                 INSERT INTO audit_events SELECT 3, occurred_at, actor, action, subject, details, prev_hash, hash
+                 INSERT INTO audit_events SELECT 3, occurred_at, actor, action, subject, details, prev_hash, hash, NULL
                      FROM audit_events WHERE seq = 2;",
             Tamper::Reorder => "UPDATE audit_events SET seq = 1000003 WHERE seq = 3;
                  UPDATE audit_events SET seq = 3 WHERE seq = 4;

@@ -306,3 +306,66 @@ async fn wrong_master_key_refuses_to_start() {
         stderr(&out)
     );
 }
+
+/// An instance whose clock is far off the database's refuses to start and says why (expiry is
+/// decided by the database clock; budgets and freezes by the instance's).
+#[tokio::test]
+async fn an_instance_whose_clock_is_off_refuses_to_start() {
+    let db = TestDatabase::new(Engine::Postgres).await;
+    let now = time::OffsetDateTime::from_unix_timestamp(countersign_e2e::unix_now() as i64).unwrap();
+    let ahead = now + time::Duration::minutes(10);
+    db.set_clock(ahead).await;
+    let env = vec![
+        ("COUNTERSIGN_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ("COUNTERSIGN_DATABASE__URL".to_owned(), db.url.clone()),
+        ("COUNTERSIGN_MASTER_KEY".to_owned(), random_master_key()),
+    ];
+    let mut child = clean_command(&binary("countersign"), &env)
+        .arg("serve")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    for _ in 0..600 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let Some(status) = status else {
+        child.kill().unwrap();
+        panic!("the server started although its clock is 10 minutes off the database's");
+    };
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(2));
+    let stderr = stderr(&output);
+    assert!(stderr.contains("ms behind the database"), "{stderr}");
+}
+
+/// `audit checkpoint` exports the sealed head; `audit verify --checkpoint` holds while the chain
+/// grows, and refuses a checkpoint this server did not seal (rollbacks: `store_contract`).
+#[tokio::test]
+async fn audit_checkpoint_round_trip_through_the_cli() {
+    let server = Server::start(Engine::Sqlite).await;
+    create_app(&server, "one", "users:read");
+    let exported = server.cli(&["audit", "checkpoint"]);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("checkpoint.json");
+    std::fs::write(&file, stdout(&exported)).unwrap();
+    let checkpoint: Value = serde_json::from_str(stdout(&exported).trim()).unwrap();
+    assert!(checkpoint["seq"].as_i64().unwrap() >= 1, "{checkpoint}");
+    create_app(&server, "two", "users:read");
+    let path = file.to_str().unwrap();
+    let verified = server.cli(&["audit", "verify", "--checkpoint", path]);
+    assert!(verified.status.success(), "{}{}", stdout(&verified), stderr(&verified));
+
+    let mut forged = checkpoint.clone();
+    forged["seq"] = json!(checkpoint["seq"].as_i64().unwrap() + 100);
+    std::fs::write(&file, forged.to_string()).unwrap();
+    let refused = server.cli(&["audit", "verify", "--checkpoint", path]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    assert!(stdout(&refused).contains("not a head this server sealed"), "{}", stdout(&refused));
+}

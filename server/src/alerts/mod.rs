@@ -4,6 +4,10 @@
 //!
 //! Signature: `Countersign-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 //! Receivers recompute it over the raw body, compare in constant time, and reject stale `t`.
+//!
+//! Every delivery also carries `audit_checkpoint`, the sealed head of the audit chain at that
+//! moment: kept by the receiver, it lets `countersign audit verify --checkpoint` catch a database
+//! rolled back to an older state.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -120,7 +124,8 @@ impl AlertDelivery {
             self.store.release_alert_cursor(Some(cursor.last_delivered), None, None).await?;
             return Ok(false);
         };
-        match self.post(&alert, now.unix_timestamp()).await {
+        let checkpoint = crate::audit::checkpoint(self.store.as_ref(), now).await?;
+        match self.post(&alert, &checkpoint, now.unix_timestamp()).await {
             Ok(()) => {
                 self.store.release_alert_cursor(Some(alert.id), None, None).await?;
                 metrics::counter!("countersign_alerts_delivered_total", "kind" => alert.kind).increment(1);
@@ -136,7 +141,12 @@ impl AlertDelivery {
         }
     }
 
-    async fn post(&self, alert: &AlertRecord, timestamp: i64) -> Result<(), String> {
+    async fn post(
+        &self,
+        alert: &AlertRecord,
+        checkpoint: &crate::audit::chain::Checkpoint,
+        timestamp: i64,
+    ) -> Result<(), String> {
         let details: serde_json::Value =
             serde_json::from_str(&alert.details).unwrap_or(serde_json::Value::Null);
         let body = serde_json::json!({
@@ -145,6 +155,7 @@ impl AlertDelivery {
             "subject": alert.subject,
             "details": details,
             "created_at": alert.created_at.unix_timestamp(),
+            "audit_checkpoint": checkpoint,
         })
         .to_string();
         let response = self

@@ -5,9 +5,11 @@
 //! previous event's hash, so changing, removing, inserting or reordering rows breaks the chain at
 //! the first affected sequence number. The head (last sequence number and hash) is sealed with an
 //! HMAC key that the database does not hold, so cutting events off the end, or rewriting the
-//! chain and recomputing the hashes, is caught too. What a database-only attacker can still do is
-//! roll the head back to an older sealed value together with the tail; exporting heads outside
-//! the database (SIEM) closes that gap.
+//! chain and recomputing the hashes, is caught too. The head is sealed from genesis on: an
+//! unsealed head (an emptied trail reset to "nothing happened yet") is a break, never "empty".
+//! Every event carries an id that is unique forever, so a captured event chained a second time
+//! is caught. What a database-only attacker can still do is roll the whole database back to an
+//! older sealed state; a [`Checkpoint`] kept outside the database catches that.
 
 use ring::{digest, hmac};
 use subtle::ConstantTimeEq;
@@ -16,12 +18,16 @@ use subtle::ConstantTimeEq;
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
 const EVENT_LABEL: &[u8] = b"countersign/audit-event/v1";
+/// Events that carry their unique event id (every event chained since the id was introduced).
+const EVENT_LABEL_V2: &[u8] = b"countersign/audit-event/v2";
 const HEAD_LABEL: &[u8] = b"countersign/audit-head/v1";
 const PENDING_LABEL: &[u8] = b"countersign/audit-pending/v1";
 
 /// The hashed content of one event, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventContent<'a> {
+    /// The event's unique id; `None` only for events chained before ids existed (hashed as v1).
+    pub event_id: Option<&'a [u8]>,
     pub seq: i64,
     pub occurred_at_micros: i64,
     pub actor: &'a str,
@@ -33,14 +39,21 @@ pub struct EventContent<'a> {
 
 /// SHA-256 over the canonical encoding: label, then each field as u32-BE length + bytes
 /// (integers as 8 bytes big-endian), then the previous hash. Length prefixes make the encoding
-/// injective, so two different events never share a preimage.
+/// injective, so two different events never share a preimage. The event id is hashed too (v2),
+/// so it cannot be changed to hide a copy.
 pub fn event_hash(content: &EventContent<'_>, prev_hash: &[u8; 32]) -> [u8; 32] {
     let mut ctx = digest::Context::new(&digest::SHA256);
     let mut field = |bytes: &[u8]| {
         ctx.update(&(bytes.len() as u32).to_be_bytes());
         ctx.update(bytes);
     };
-    field(EVENT_LABEL);
+    match content.event_id {
+        Some(id) => {
+            field(EVENT_LABEL_V2);
+            field(id);
+        }
+        None => field(EVENT_LABEL),
+    }
     field(&content.seq.to_be_bytes());
     field(&content.occurred_at_micros.to_be_bytes());
     field(content.actor.as_bytes());
@@ -121,6 +134,8 @@ fn head_message(seq: i64, hash: &[u8; 32]) -> Vec<u8> {
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub seq: i64,
+    /// Unique forever; `None` only for events chained before ids existed.
+    pub event_id: Option<Vec<u8>>,
     pub occurred_at_micros: i64,
     pub actor: String,
     pub action: String,
@@ -155,6 +170,10 @@ pub enum ChainBreak {
     HeadSealInvalid { seq: i64 },
     #[error("event {seq} differs from the sealed head: the chain was rewritten")]
     HeadMismatch { seq: i64 },
+    #[error("the audit head carries no seal: the trail was emptied and reset, or never set up by the server")]
+    HeadUnsealed,
+    #[error("event {seq} repeats event {first_seq} (same event id): a recorded event was chained twice")]
+    DuplicateEvent { seq: i64, first_seq: i64 },
 }
 
 impl ChainBreak {
@@ -166,9 +185,58 @@ impl ChainBreak {
             | ChainBreak::Modified { seq }
             | ChainBreak::BeyondHead { seq }
             | ChainBreak::HeadSealInvalid { seq }
-            | ChainBreak::HeadMismatch { seq } => seq,
+            | ChainBreak::HeadMismatch { seq }
+            | ChainBreak::DuplicateEvent { seq, .. } => seq,
             ChainBreak::Truncated { last, .. } => last + 1,
+            ChainBreak::HeadUnsealed => 1,
         }
+    }
+}
+
+/// A sealed head exported outside the database (alert webhook, `countersign audit checkpoint`).
+/// The chain must still contain it later: a database rolled back to an older sealed state is
+/// shorter than, or diverges from, a checkpoint taken before the rollback.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub seq: i64,
+    /// Hex of the hash of event `seq` (the genesis hash for 0).
+    pub hash: String,
+    /// Hex of the head seal, so a checkpoint file can be checked for authenticity.
+    pub mac: String,
+    /// When the head was exported (Unix seconds).
+    pub exported_at: i64,
+}
+
+/// Why a checkpoint does not hold against the stored chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointBreak {
+    #[error("the checkpoint is not a head this server sealed (wrong key, or the file was altered)")]
+    NotAuthentic,
+    #[error(
+        "the chain ends at event {last} but a checkpoint saw event {checkpoint}: the database was rolled back"
+    )]
+    Shorter { last: i64, checkpoint: i64 },
+    #[error("event {seq} differs from the checkpoint: the database was rolled back and rewritten")]
+    Diverged { seq: i64 },
+}
+
+impl Checkpoint {
+    pub fn from_head(head: &StoredHead, exported_at: i64) -> Self {
+        Self { seq: head.seq, hash: hex::encode(&head.hash), mac: hex::encode(&head.mac), exported_at }
+    }
+
+    /// The checkpoint's hash, if the file carries a head this key sealed.
+    fn authentic_hash(&self, sealer: &AuditSealer) -> Result<[u8; 32], CheckpointBreak> {
+        let hash: [u8; 32] = hex::decode(&self.hash)
+            .ok()
+            .and_then(|h| h.try_into().ok())
+            .ok_or(CheckpointBreak::NotAuthentic)?;
+        let mac = hex::decode(&self.mac).map_err(|_| CheckpointBreak::NotAuthentic)?;
+        if self.seq < 0 || !sealer.is_valid(self.seq, &hash, &mac) {
+            return Err(CheckpointBreak::NotAuthentic);
+        }
+        Ok(hash)
     }
 }
 
@@ -177,15 +245,46 @@ impl ChainBreak {
 pub struct ChainVerifier {
     next_seq: i64,
     prev_hash: [u8; 32],
+    /// (seq, hash) the chain must pass through.
+    checkpoint: Option<(i64, [u8; 32])>,
 }
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        Self { next_seq: 1, prev_hash: GENESIS_HASH }
+        Self { next_seq: 1, prev_hash: GENESIS_HASH, checkpoint: None }
     }
 }
 
 impl ChainVerifier {
+    /// A verifier that also requires the chain to pass through `checkpoint`.
+    pub fn with_checkpoint(checkpoint: &Checkpoint, sealer: &AuditSealer) -> Result<Self, CheckpointBreak> {
+        let hash = checkpoint.authentic_hash(sealer)?;
+        if checkpoint.seq == 0 && hash != GENESIS_HASH {
+            return Err(CheckpointBreak::NotAuthentic);
+        }
+        Ok(Self { checkpoint: Some((checkpoint.seq, hash)), ..Self::default() })
+    }
+
+    /// After the walk: the chain reached the checkpoint (its event was compared on the way).
+    pub fn check_checkpoint(&self) -> Result<(), CheckpointBreak> {
+        match self.checkpoint {
+            Some((seq, _)) if self.next_seq - 1 < seq => {
+                Err(CheckpointBreak::Shorter { last: self.next_seq - 1, checkpoint: seq })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether event `seq` with `hash` contradicts the checkpoint.
+    pub fn diverges(&self, seq: i64, hash: &[u8]) -> Option<CheckpointBreak> {
+        match self.checkpoint {
+            Some((at, expected)) if at == seq && !bool::from(hash.ct_eq(&expected)) => {
+                Some(CheckpointBreak::Diverged { seq })
+            }
+            _ => None,
+        }
+    }
+
     /// Checks the next stored event: contiguous sequence, link to the previous hash, own hash.
     pub fn check(&mut self, event: &StoredEvent) -> Result<(), ChainBreak> {
         let seq = self.next_seq;
@@ -200,6 +299,7 @@ impl ChainVerifier {
             return Err(ChainBreak::LinkBroken { seq });
         }
         let content = EventContent {
+            event_id: event.event_id.as_deref(),
             seq: event.seq,
             occurred_at_micros: event.occurred_at_micros,
             actor: &event.actor,
@@ -221,9 +321,11 @@ impl ChainVerifier {
     pub fn finish(self, head: &StoredHead, sealer: &AuditSealer) -> Result<i64, ChainBreak> {
         let last = self.next_seq - 1;
         let head_hash: [u8; 32] = head.hash.as_slice().try_into().unwrap_or([0xff; 32]);
-        // The migration writes the genesis head unsealed; any other head must carry a valid seal.
-        let is_genesis = head.seq == 0 && head.hash == GENESIS_HASH && head.mac.is_empty();
-        if !is_genesis && !sealer.is_valid(head.seq, &head_hash, &head.mac) {
+        // Sealed from genesis on: "no events and no seal" is what an emptied trail looks like.
+        if head.mac.is_empty() {
+            return Err(ChainBreak::HeadUnsealed);
+        }
+        if !sealer.is_valid(head.seq, &head_hash, &head.mac) {
             return Err(ChainBreak::HeadSealInvalid { seq: 1 });
         }
         if last < head.seq {
@@ -246,7 +348,9 @@ mod tests {
         let mut events = Vec::new();
         for seq in 1..=n {
             let details = format!("{{\"n\":{seq}}}");
+            let id = [seq as u8; 16];
             let content = EventContent {
+                event_id: Some(&id),
                 seq,
                 occurred_at_micros: 1_000 * seq,
                 actor: "cli",
@@ -257,6 +361,7 @@ mod tests {
             let hash = event_hash(&content, &prev);
             events.push(StoredEvent {
                 seq,
+                event_id: Some(id.to_vec()),
                 occurred_at_micros: 1_000 * seq,
                 actor: "cli".into(),
                 action: "app.created".into(),
@@ -267,12 +372,7 @@ mod tests {
             });
             prev = hash;
         }
-        let head = if n == 0 {
-            StoredHead { seq: 0, hash: GENESIS_HASH.to_vec(), mac: Vec::new() }
-        } else {
-            StoredHead { seq: n, hash: prev.to_vec(), mac: sealer.seal(n, &prev) }
-        };
-        (events, head)
+        (events, StoredHead { seq: n, hash: prev.to_vec(), mac: sealer.seal(n, &prev) })
     }
 
     fn verify(events: &[StoredEvent], head: &StoredHead, sealer: &AuditSealer) -> Result<i64, ChainBreak> {
@@ -323,6 +423,75 @@ mod tests {
         assert_eq!(verify(&events, &head, &wrong_key), Err(ChainBreak::HeadSealInvalid { seq: 1 }));
     }
 
+    /// Attack: delete every event and reset the head to "nothing happened yet". An unsealed
+    /// head is a break, never an empty trail.
+    #[test]
+    fn an_unsealed_genesis_head_is_a_break() {
+        let s = sealer();
+        let (events, head) = chain(0, &s);
+        assert!(events.is_empty());
+        assert_eq!(verify(&[], &head, &s), Ok(0), "the sealed genesis of a new trail verifies");
+        let reset = StoredHead { seq: 0, hash: GENESIS_HASH.to_vec(), mac: Vec::new() };
+        assert_eq!(verify(&[], &reset, &s), Err(ChainBreak::HeadUnsealed));
+    }
+
+    /// The event id is hashed: it cannot be changed (or dropped) to hide a copied event.
+    #[test]
+    fn changing_an_event_id_breaks_the_chain() {
+        let s = sealer();
+        let (mut events, head) = chain(3, &s);
+        events[1].event_id = Some(vec![9; 16]);
+        assert_eq!(verify(&events, &head, &s), Err(ChainBreak::Modified { seq: 2 }));
+        events[1].event_id = None;
+        assert_eq!(verify(&events, &head, &s), Err(ChainBreak::Modified { seq: 2 }));
+    }
+
+    /// A rollback to an older sealed state verifies on its own; a checkpoint taken before the
+    /// rollback catches it, whether the chain is shorter or was continued differently.
+    #[test]
+    fn checkpoints_catch_a_rolled_back_chain() {
+        let s = sealer();
+        let (events, head) = chain(6, &s);
+        let checkpoint = Checkpoint::from_head(&head, 1);
+        let walk = |events: &[StoredEvent], head: &StoredHead| -> Result<(), String> {
+            let mut v = ChainVerifier::with_checkpoint(&checkpoint, &s).map_err(|e| e.to_string())?;
+            for e in events {
+                v.check(e).map_err(|e| e.to_string())?;
+                if let Some(b) = v.diverges(e.seq, &e.hash) {
+                    return Err(b.to_string());
+                }
+            }
+            v.check_checkpoint().map_err(|e| e.to_string())?;
+            v.finish(head, &s).map(drop).map_err(|e| e.to_string())
+        };
+        assert_eq!(walk(&events, &head), Ok(()));
+        let (older, older_head) = chain(4, &s);
+        assert_eq!(verify(&older, &older_head, &s), Ok(4), "the rolled-back chain is intact by itself");
+        assert!(walk(&older, &older_head).unwrap_err().contains("rolled back"));
+        // Rolled back, then continued with other events past the checkpoint's length.
+        let mut other = chain(8, &s).0;
+        other[5].details = "{\"other\":1}".into();
+        let mut prev: [u8; 32] = other[4].hash.as_slice().try_into().unwrap();
+        for e in other.iter_mut().skip(5) {
+            e.prev_hash = prev.to_vec();
+            let c = EventContent {
+                event_id: e.event_id.as_deref(),
+                seq: e.seq,
+                occurred_at_micros: e.occurred_at_micros,
+                actor: &e.actor,
+                action: &e.action,
+                subject: &e.subject,
+                details: &e.details,
+            };
+            prev = event_hash(&c, &prev);
+            e.hash = prev.to_vec();
+        }
+        let other_head = StoredHead { seq: 8, hash: prev.to_vec(), mac: s.seal(8, &prev) };
+        assert_eq!(walk(&other, &other_head), Err(CheckpointBreak::Diverged { seq: 6 }.to_string()));
+        let forged = Checkpoint { seq: 7, ..checkpoint.clone() };
+        assert!(ChainVerifier::with_checkpoint(&forged, &s).is_err(), "a checkpoint must carry a valid seal");
+    }
+
     #[test]
     fn rewritten_chain_with_recomputed_hashes_is_caught_by_the_seal() {
         let s = sealer();
@@ -333,6 +502,7 @@ mod tests {
         for e in events.iter_mut().skip(1) {
             e.prev_hash = prev.to_vec();
             let c = EventContent {
+                event_id: e.event_id.as_deref(),
                 seq: e.seq,
                 occurred_at_micros: e.occurred_at_micros,
                 actor: &e.actor,
@@ -350,6 +520,7 @@ mod tests {
     fn pending_seal_binds_id_and_content() {
         let s = sealer();
         let content = EventContent {
+            event_id: None,
             seq: 0,
             occurred_at_micros: 5,
             actor: "cli",
@@ -372,8 +543,8 @@ mod tests {
             let joined = format!("{a}{b}");
             let cut = joined.char_indices().nth(split).map_or(joined.len(), |(i, _)| i);
             let (left, right) = joined.split_at(cut);
-            let base = EventContent { seq: 1, occurred_at_micros: 0, actor: &a, action: &b, subject: "", details: "" };
-            let moved = EventContent { seq: 1, occurred_at_micros: 0, actor: left, action: right, subject: "", details: "" };
+            let base = EventContent { event_id: None, seq: 1, occurred_at_micros: 0, actor: &a, action: &b, subject: "", details: "" };
+            let moved = EventContent { event_id: None, seq: 1, occurred_at_micros: 0, actor: left, action: right, subject: "", details: "" };
             prop_assert_eq!(a == left, event_hash(&base, &GENESIS_HASH) == event_hash(&moved, &GENESIS_HASH));
         }
     }

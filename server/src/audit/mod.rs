@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use crate::clock::unix_micros;
 use crate::store::{Store, StoreError};
-use chain::{AuditSealer, ChainBreak, ChainVerifier};
+use chain::{AuditSealer, ChainBreak, ChainVerifier, Checkpoint, CheckpointBreak};
 
 /// Who caused an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +160,7 @@ pub struct EventRow {
 impl EventRow {
     pub fn content(&self, seq: i64) -> chain::EventContent<'_> {
         chain::EventContent {
+            event_id: None,
             seq,
             occurred_at_micros: self.occurred_at_micros,
             actor: &self.actor,
@@ -176,6 +177,12 @@ pub enum VerifyError {
     Broken(ChainBreak),
     #[error("audit event {0} waiting to be chained fails its seal: it was forged or altered in the database")]
     PendingForged(i64),
+    #[error(
+        "audit event {pending} waiting to be chained is a copy of chained event {seq} (same event id): a captured event was inserted again"
+    )]
+    PendingReplayed { pending: i64, seq: i64 },
+    #[error("audit checkpoint check failed: {0}")]
+    Checkpoint(CheckpointBreak),
     #[error("could not read the audit trail")]
     Store(#[from] StoreError),
 }
@@ -185,6 +192,12 @@ const VERIFY_PAGE: u32 = 1_000;
 
 /// Pending events chained per transaction.
 pub const CHAIN_BATCH: u32 = 1_000;
+
+/// Chains what is pending and exports the sealed head, to be kept outside the database.
+pub async fn checkpoint(store: &dyn Store, exported_at: OffsetDateTime) -> Result<Checkpoint, StoreError> {
+    flush(store).await?;
+    Ok(Checkpoint::from_head(&store.audit_head().await?, exported_at.unix_timestamp()))
+}
 
 /// Chains every audit event committed so far; returns how many were chained.
 pub async fn flush(store: &dyn Store) -> Result<u64, StoreError> {
@@ -205,24 +218,49 @@ pub async fn flush(store: &dyn Store) -> Result<u64, StoreError> {
 /// mistaken for tampering; rows beyond the head are only reported if they are still beyond the
 /// head when the walk ends.
 pub async fn verify(store: &dyn Store, sealer: &AuditSealer) -> Result<i64, VerifyError> {
+    verify_against(store, sealer, None).await
+}
+
+/// [`verify`], and the chain must also pass through `checkpoint` (a head exported earlier): a
+/// database rolled back to an older, self-consistent state fails here.
+pub async fn verify_against(
+    store: &dyn Store,
+    sealer: &AuditSealer,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<i64, VerifyError> {
+    let mut verifier = match checkpoint {
+        Some(checkpoint) => {
+            ChainVerifier::with_checkpoint(checkpoint, sealer).map_err(VerifyError::Checkpoint)?
+        }
+        None => ChainVerifier::default(),
+    };
     flush(store).await.map_err(|error| match error {
         StoreError::PendingAuditInvalid(id) => VerifyError::PendingForged(id),
+        StoreError::PendingAuditReplayed { pending, seq } => VerifyError::PendingReplayed { pending, seq },
         other => VerifyError::Store(other),
     })?;
     let head = store.audit_head().await?;
-    let mut verifier = ChainVerifier::default();
     let mut after = 0;
     loop {
         let page = store.audit_events(after, head.seq, VERIFY_PAGE).await?;
         for event in &page {
             verifier.check(event).map_err(VerifyError::Broken)?;
+            if let Some(diverged) = verifier.diverges(event.seq, &event.hash) {
+                return Err(VerifyError::Checkpoint(diverged));
+            }
         }
         match page.last() {
             Some(last) if page.len() == VERIFY_PAGE as usize => after = last.seq,
             _ => break,
         }
     }
+    verifier.check_checkpoint().map_err(VerifyError::Checkpoint)?;
     let count = verifier.finish(&head, sealer).map_err(VerifyError::Broken)?;
+    // Ids are hashed, so a copy cannot hide behind another id; the unique index may have been
+    // dropped, so look for copies rather than trust it.
+    if let Some((seq, first_seq)) = store.audit_duplicate_event(head.seq).await? {
+        return Err(VerifyError::Broken(ChainBreak::DuplicateEvent { seq, first_seq }));
+    }
     let max_seq = store.audit_max_seq().await?;
     if max_seq > head.seq {
         let current = store.audit_head().await?;

@@ -25,6 +25,7 @@ use crate::clock::Clock;
 use crate::devices::service::{DeviceService, unix_seconds};
 use crate::ids::{ChallengeId, DeviceId};
 use crate::secrets::MasterKey;
+use crate::skew::ClockSkew;
 use crate::store::{
     ChallengeRecord, ChallengeTransition, Conflict, DeviceRecord, Precondition, Store, StoreError,
 };
@@ -41,6 +42,8 @@ pub struct ChallengeSettings {
     pub max_wait: StdDuration,
     /// Push budget and escalation ladder.
     pub policy: crate::fatigue::model::Policy,
+    /// How far this instance's clock may be from the database's before it is not ready.
+    pub max_clock_skew: Duration,
 }
 
 impl Default for ChallengeSettings {
@@ -51,6 +54,7 @@ impl Default for ChallengeSettings {
             redeem_window: Duration::seconds(120),
             max_wait: StdDuration::from_secs(30),
             policy: crate::fatigue::model::Policy::default(),
+            max_clock_skew: crate::skew::DEFAULT_MAX_SKEW,
         }
     }
 }
@@ -139,6 +143,8 @@ pub struct ChallengeService {
     devices: Arc<DeviceService>,
     pub waiters: Arc<Waiters>,
     push_wakeup: Arc<tokio::sync::Notify>,
+    /// The database clock decides expiry; its measured offset says when to ask it.
+    skew: Arc<ClockSkew>,
     settings: ChallengeSettings,
 }
 
@@ -155,6 +161,7 @@ impl ChallengeService {
         settings: ChallengeSettings,
     ) -> Self {
         let tagger = NumberTagger::new(&master.derive_key(b"countersign/v1/number-tag"));
+        let skew = Arc::new(ClockSkew::new(settings.max_clock_skew));
         Self {
             store,
             clock,
@@ -163,8 +170,20 @@ impl ChallengeService {
             devices,
             waiters: Arc::new(Waiters::default()),
             push_wakeup: Arc::new(tokio::sync::Notify::new()),
+            skew,
             settings,
         }
+    }
+
+    /// This instance's clock against the database's (measured by `startup`, read by `/readyz`).
+    pub fn clock_skew(&self) -> &Arc<ClockSkew> {
+        &self.skew
+    }
+
+    /// The database's time as this instance estimates it: when to ask it whether a challenge is
+    /// due. The asking (a conditional UPDATE) is decided by the database itself.
+    fn database_now(&self) -> OffsetDateTime {
+        self.skew.database_now(self.clock.now())
     }
 
     /// Notified whenever a challenge queues pushes, so the worker sends them at once.
@@ -383,10 +402,16 @@ impl ChallengeService {
     }
 
     async fn expire_if_due(&self, challenge: ChallengeRecord) -> Result<ChallengeRecord, ChallengeError> {
-        let now = self.clock.now();
-        if challenge.state != ChallengeState::Pending || challenge.expires_at > now {
+        if challenge.state != ChallengeState::Pending || challenge.expires_at > self.database_now() {
             return Ok(challenge);
         }
+        self.expire(challenge).await
+    }
+
+    /// Asks the store to expire a pending challenge; the store's clock decides whether it is due
+    /// (if not, the challenge comes back as it is).
+    async fn expire(&self, challenge: ChallengeRecord) -> Result<ChallengeRecord, ChallengeError> {
+        let now = self.clock.now();
         let event = expired_event(&challenge, now);
         match self
             .store
@@ -438,7 +463,7 @@ impl ChallengeService {
             if challenge.state != ChallengeState::Pending || now >= deadline {
                 return Ok(challenge);
             }
-            let until_expiry = (challenge.expires_at - self.clock.now()).unsigned_abs();
+            let until_expiry = (challenge.expires_at - self.database_now()).unsigned_abs();
             let nap = RECHECK.min(deadline - now).min(until_expiry + StdDuration::from_millis(5));
             let _ = tokio::time::timeout(nap, notified).await;
         }
@@ -451,8 +476,7 @@ impl ChallengeService {
         id: ChallengeId,
     ) -> Result<ChallengeRecord, ChallengeError> {
         let now = self.clock.now();
-        let transition =
-            ChallengeTransition::Redeem { app_id: app.id, decided_after: now - self.settings.redeem_window };
+        let transition = ChallengeTransition::Redeem { app_id: app.id, window: self.settings.redeem_window };
         let event = AuditEvent::new(
             now,
             app.actor(),
@@ -660,7 +684,11 @@ impl ChallengeService {
             Err(StoreError::PreconditionFailed(Precondition::ChallengeNotPending)) => {
                 let current =
                     self.store.challenge_by_id(id).await?.ok_or(ChallengeError::ChallengeNotFound)?;
-                let current = self.expire_if_due(current).await?;
+                // Still pending, yet refused: the database's clock says it is over.
+                let current = match current.state {
+                    ChallengeState::Pending => self.expire(current).await?,
+                    _ => current,
+                };
                 Err(if current.state == ChallengeState::Expired {
                     ChallengeError::ChallengeExpired
                 } else {

@@ -97,6 +97,8 @@ pub enum StoreError {
     InvalidUrl(String),
     #[error("pending audit event {0} fails its seal: it was forged or altered in the database")]
     PendingAuditInvalid(i64),
+    #[error("pending audit event {pending} repeats chained event {seq}: a captured event was inserted again")]
+    PendingAuditReplayed { pending: i64, seq: i64 },
     /// Other changes for the same user kept winning; the caller may try again.
     #[error("too many concurrent changes for the same user")]
     Contended,
@@ -238,11 +240,13 @@ pub struct DeviceDecision {
     pub to: ChallengeState,
 }
 
-/// App-initiated or timed transitions; each is one conditional UPDATE.
+/// App-initiated or timed transitions; each is one conditional UPDATE. Where an engine has a
+/// clock of its own (PostgreSQL), that clock decides what is fresh or due, not the caller's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChallengeTransition {
-    /// `approved → redeemed`, by the app that created it, while the approval is fresh.
-    Redeem { app_id: AppId, decided_after: OffsetDateTime },
+    /// `approved → redeemed`, by the app that created it, while the approval is younger than
+    /// `window`.
+    Redeem { app_id: AppId, window: time::Duration },
     /// `pending → cancelled`, by the app that created it.
     Cancel { app_id: AppId },
     /// `pending → expired`, once `expires_at` has passed.
@@ -306,6 +310,10 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The database answers and every embedded migration has been applied.
     async fn check_ready(&self) -> Result<(), StoreError>;
+
+    /// The database's own clock, where it has one that can differ from this instance's
+    /// (PostgreSQL, shared by many instances); `None` for SQLite.
+    async fn database_now(&self) -> Result<Option<OffsetDateTime>, StoreError>;
 
     async fn create_app(&self, app: AppRecord, audit: AuditEvent) -> Result<AppRecord, StoreError>;
 
@@ -583,6 +591,10 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The highest stored sequence number (0 when empty).
     async fn audit_max_seq(&self) -> Result<i64, StoreError>;
+
+    /// The first chained event (up to `up_to`) whose id an earlier event already has, as
+    /// (its seq, the earlier seq).
+    async fn audit_duplicate_event(&self, up_to: i64) -> Result<Option<(i64, i64)>, StoreError>;
 }
 
 /// Opens the store a database URL names: `sqlite:` or `postgres(ql)://`.
@@ -628,6 +640,29 @@ fn check_migrations_applied(migrator: &sqlx::migrate::Migrator, applied: &[i64])
         Err(StoreError::NotMigrated(format!("pending migrations: {}", missing.join(", "))))
     }
 }
+
+/// Migrations after which the server seals the genesis head of a still-empty trail: the one that
+/// creates the trail, and the one that began sealing genesis (for trails created before it).
+/// Any later start finds them applied, so a trail emptied and reset to an unsealed genesis head
+/// is never sealed again: it stays a break.
+const GENESIS_SEALING_MIGRATIONS: [i64; 2] = [1, 8];
+
+/// Whether this migration run (which found `applied_before`) must seal the genesis head.
+fn seals_genesis(applied_before: &[i64]) -> bool {
+    GENESIS_SEALING_MIGRATIONS.iter().any(|version| !applied_before.contains(version))
+}
+
+/// The seal of the genesis head.
+fn genesis_mac(sealer: &AuditSealer) -> Vec<u8> {
+    sealer.seal(0, &crate::audit::chain::GENESIS_HASH)
+}
+
+/// The first chained event (seq <= $1) repeating an earlier event's id, with that earlier seq.
+/// Portable: the same text on both engines.
+const DUPLICATE_EVENT_SQL: &str = "SELECT e.seq AS seq, MIN(f.seq) AS first_seq FROM audit_events e
+     JOIN audit_events f ON f.event_id = e.event_id AND f.seq < e.seq
+     WHERE e.seq <= $1 AND e.event_id IS NOT NULL
+     GROUP BY e.seq ORDER BY e.seq LIMIT 1";
 
 fn hash32(bytes: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
     bytes.try_into().map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, expected 32", bytes.len())))
@@ -778,16 +813,21 @@ struct LinkedBatch {
 
 /// Links pending events, oldest first, onto the head the chaining transaction holds locked.
 /// Every pending seal is checked first: a forged or altered event stops the chain (fail closed)
-/// instead of being sealed into it. Shared by both engines so the chain is computed one way only.
+/// instead of being sealed into it, and so does a copy of an event already chained (`chained`:
+/// the pending ids found on the chain, with their seq) or of one earlier in the batch. Shared by
+/// both engines so the chain is computed one way only.
 fn link_pending(
     sealer: &AuditSealer,
     head_seq: i64,
     head_hash: &[u8],
     pending: &[PendingEvent],
+    chained: &[(Vec<u8>, i64)],
 ) -> Result<LinkedBatch, StoreError> {
     let mut prev_hash = hash32(head_hash, "audit head hash")?;
     let mut seq = head_seq;
     let mut events = Vec::with_capacity(pending.len());
+    let mut seen: std::collections::HashMap<&[u8], i64> =
+        chained.iter().map(|(id, seq)| (id.as_slice(), *seq)).collect();
     for p in pending {
         let valid = <[u8; 16]>::try_from(p.event_id.as_slice())
             .is_ok_and(|id| sealer.is_pending_valid(&id, &p.row.content(0), &p.mac));
@@ -795,9 +835,14 @@ fn link_pending(
             return Err(StoreError::PendingAuditInvalid(p.id));
         }
         seq += 1;
-        let hash = crate::audit::chain::event_hash(&p.row.content(seq), &prev_hash);
+        if let Some(first) = seen.insert(&p.event_id, seq) {
+            return Err(StoreError::PendingAuditReplayed { pending: p.id, seq: first });
+        }
+        let content = crate::audit::chain::EventContent { event_id: Some(&p.event_id), ..p.row.content(seq) };
+        let hash = crate::audit::chain::event_hash(&content, &prev_hash);
         events.push(StoredEvent {
             seq,
+            event_id: Some(p.event_id.clone()),
             occurred_at_micros: p.row.occurred_at_micros,
             actor: p.row.actor.clone(),
             action: p.row.action.clone(),

@@ -13,10 +13,10 @@ use uuid::Uuid;
 use super::pg_pool::{PgConnections, PooledConnection};
 use super::{
     AlertCursor, AlertRecord, AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict,
-    DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, LadderMove, NoticeRecord, PendingEvent,
-    PendingRow, PoolStats, Precondition, PromptTarget, PushJob, PushJobResult, ServerKeyRecord, Store,
-    StoreError, StoredPush, UserRecord, check_migrations_applied, gate_new_challenge, ladder_move,
-    link_pending, map_unique_violation, pending_row,
+    DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, LadderMove, NoticeRecord,
+    PendingEvent, PendingRow, PoolStats, Precondition, PromptTarget, PushJob, PushJobResult, ServerKeyRecord,
+    Store, StoreError, StoredPush, UserRecord, check_migrations_applied, gate_new_challenge, genesis_mac,
+    ladder_move, link_pending, map_unique_violation, pending_row, seals_genesis,
 };
 use crate::audit::AuditEvent;
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
@@ -84,13 +84,13 @@ impl PgStore {
         let sql = transition_statement(
             "",
             "UPDATE challenges SET state = 'expired', decided_at = expires_at
-             WHERE id = $1 AND user_id = $3 AND state = 'pending' AND expires_at <= $2",
-            4,
+             WHERE id = $1 AND user_id = $2 AND state = 'pending' AND expires_at <= now()",
+            3,
             step.as_ref(),
             "",
             "SELECT (SELECT COUNT(*) FROM n) AS notified, c.* FROM c",
         );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0).bind(now).bind(user.0);
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0).bind(user.0);
         let query = bind_ladder(bind_audit(query, audit)?, user, step.as_ref(), now);
         let Some(row) = query.fetch_optional(&mut *tx).await? else {
             return Ok(None);
@@ -105,6 +105,29 @@ impl PgStore {
         self.audit_pending.notify_one();
         Ok(())
     }
+}
+
+/// Applies the migrations; seals the genesis head when this run created the trail (or added
+/// sealed genesis to an empty one), never on a later start.
+async fn migrate_and_seal_genesis(pool: &sqlx::PgPool, sealer: &AuditSealer) -> Result<(), StoreError> {
+    let has_table: bool =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(pool).await?;
+    let applied_before: Vec<i64> = if has_table {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await?
+    } else {
+        Vec::new()
+    };
+    MIGRATOR.run(pool).await.map_err(StoreError::Migrate)?;
+    if seals_genesis(&applied_before) {
+        sqlx::query(
+            "UPDATE audit_head SET mac = $1 WHERE id = 1 AND seq = 0 AND mac = ''::bytea
+               AND NOT EXISTS (SELECT 1 FROM audit_events)",
+        )
+        .bind(genesis_mac(sealer))
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
 }
 
 fn micros_to_time(micros: i64) -> Result<OffsetDateTime, StoreError> {
@@ -295,15 +318,16 @@ async fn read_standing(
 /// version the ladder move was computed from; `dv` locks the device and checks it is active and
 /// the counter increases; only then `c` moves the challenge by compare-and-set, and the counter,
 /// audit event, notification, ladder move and alert follow from `c`'s row. Locks are taken
-/// standing first, like every path that changes a user's prompts.
+/// standing first, like every path that changes a user's prompts. The database clock decides
+/// whether the challenge is still open (`now()`), whatever this instance's clock says.
 fn decide_statement(step: Option<&LadderMove>) -> String {
     transition_statement(
-        "standing AS (SELECT 1 FROM user_push_state WHERE user_id = $6 AND version = $7 FOR UPDATE),
+        "standing AS (SELECT 1 FROM user_push_state WHERE user_id = $5 AND version = $6 FOR UPDATE),
          dv AS (SELECT 1 FROM devices WHERE id = $1 AND revoked_at IS NULL AND last_counter < $2 FOR UPDATE),",
-        "UPDATE challenges SET state = $3, decided_at = $4, decided_by_device = $1
-         WHERE id = $5 AND user_id = $6 AND state = 'pending' AND expires_at > $4
+        "UPDATE challenges SET state = $3, decided_at = now(), decided_by_device = $1
+         WHERE id = $4 AND user_id = $5 AND state = 'pending' AND expires_at > now()
            AND EXISTS (SELECT 1 FROM standing) AND EXISTS (SELECT 1 FROM dv)",
-        8,
+        7,
         step,
         ", d AS (UPDATE devices SET last_counter = $2 WHERE id = $1 AND last_counter < $2 AND EXISTS (SELECT 1 FROM c))",
         "SELECT EXISTS (SELECT 1 FROM standing) AS fresh, EXISTS (SELECT 1 FROM dv) AS device_ok,
@@ -316,7 +340,8 @@ fn decide_statement(step: Option<&LadderMove>) -> String {
 /// (see `create_challenge`), `bump` moves the version on, `old` cancels the prompts it supersedes
 /// and `olda` writes their audit events for the rows actually cancelled; then the challenge, its
 /// push jobs and its own audit event. Parameters: the 21 challenge columns, the version, the
-/// superseded ids, the push devices, then the audit events (see [`EventArrays`]).
+/// superseded ids, the push devices, then the audit events (see [`EventArrays`]). The TTL runs
+/// on the database clock: `expires_at` is the database's `now()` plus the TTL.
 fn create_statement() -> String {
     format!(
         "WITH standing AS (SELECT 1 FROM user_push_state WHERE user_id = $3 AND version = $22 FOR UPDATE),
@@ -333,15 +358,18 @@ fn create_statement() -> String {
                        FROM events e JOIN old ON old.id = e.challenge_id),
               n AS (SELECT pg_notify('countersign_challenges', id::text) FROM old),
               ch AS (INSERT INTO challenges ({CHALLENGE_COLUMNS})
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21
-                     WHERE EXISTS (SELECT 1 FROM standing)),
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                            now() + ($14::timestamptz - $13::timestamptz), $15, $16, $17, $18, $19, $20, $21
+                     WHERE EXISTS (SELECT 1 FROM standing)
+                     RETURNING expires_at),
               jobs AS (INSERT INTO push_outbox (challenge_id, device_id, state, next_attempt_at, updated_at)
                        SELECT $1, device, 'queued', $13, $13 FROM UNNEST($24::uuid[]) AS device
                        WHERE EXISTS (SELECT 1 FROM standing)),
               a AS (INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
                     SELECT e.event_id, e.occurred_at, e.actor, e.action, e.subject, e.details, e.mac
                     FROM events e WHERE e.challenge_id = $1 AND EXISTS (SELECT 1 FROM standing))
-         SELECT EXISTS (SELECT 1 FROM standing) AS fresh, (SELECT COUNT(*) FROM n) AS notified"
+         SELECT EXISTS (SELECT 1 FROM standing) AS fresh, (SELECT COUNT(*) FROM n) AS notified,
+                (SELECT expires_at FROM ch) AS expires_at"
     )
 }
 
@@ -497,6 +525,7 @@ async fn insert_alert(
 fn stored_event_from_row(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent {
         seq: row.try_get("seq")?,
+        event_id: row.try_get("event_id")?,
         occurred_at_micros: unix_micros(row.try_get("occurred_at")?),
         actor: row.try_get("actor")?,
         action: row.try_get("action")?,
@@ -525,9 +554,13 @@ impl Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         // A one-off sqlx pool: the migrator takes one, and runs once per start.
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&self.url).await?;
-        let result = MIGRATOR.run(&pool).await.map_err(StoreError::Migrate);
+        let result = migrate_and_seal_genesis(&pool, &self.sealer).await;
         pool.close().await;
         result
+    }
+
+    async fn database_now(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        Ok(Some(sqlx::query_scalar("SELECT now()").fetch_one(&mut *self.conn().await?).await?))
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
@@ -1118,7 +1151,7 @@ impl Store for PgStore {
                 continue;
             }
             self.audit_pending.notify_one();
-            return Ok(record);
+            return Ok(ChallengeRecord { expires_at: row.try_get("expires_at")?, ..record });
         }
         Err(StoreError::Contended)
     }
@@ -1155,15 +1188,15 @@ impl Store for PgStore {
     async fn pending_challenges(
         &self,
         user: UserId,
-        now: OffsetDateTime,
+        _now: OffsetDateTime,
     ) -> Result<Vec<ChallengeRecord>, StoreError> {
+        // Open by the database clock, not the caller's.
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {CHALLENGE_COLUMNS} FROM challenges
-             WHERE user_id = $1 AND state = 'pending' AND expires_at > $2 ORDER BY created_at, id"
+             WHERE user_id = $1 AND state = 'pending' AND expires_at > now() ORDER BY created_at, id"
         ));
         sqlx::query(sql)
             .bind(user.0)
-            .bind(now)
             .fetch_all(&mut *self.conn().await?)
             .await?
             .iter()
@@ -1201,7 +1234,6 @@ impl Store for PgStore {
                 .bind(device.0)
                 .bind(counter)
                 .bind(to.as_str())
-                .bind(now)
                 .bind(id.0)
                 .bind(user.0)
                 .bind(version);
@@ -1240,16 +1272,18 @@ impl Store for PgStore {
         policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError> {
         let pending = pending_row(&self.sealer, &audit);
+        // The database clock decides freshness (`now()`), as for every challenge transition.
         let (update, first) = match transition {
             ChallengeTransition::Redeem { .. } => (
-                "UPDATE challenges SET state = 'redeemed', redeemed_at = $2
-                 WHERE id = $1 AND app_id = $3 AND state = 'approved' AND decided_at > $4",
-                5,
+                "UPDATE challenges SET state = 'redeemed', redeemed_at = now()
+                 WHERE id = $1 AND app_id = $2 AND state = 'approved'
+                   AND decided_at > now() - $3::bigint * interval '1 microsecond'",
+                4,
             ),
             ChallengeTransition::Cancel { .. } => (
-                "UPDATE challenges SET state = 'cancelled', decided_at = $2
-                 WHERE id = $1 AND app_id = $3 AND state = 'pending'",
-                4,
+                "UPDATE challenges SET state = 'cancelled', decided_at = now()
+                 WHERE id = $1 AND app_id = $2 AND state = 'pending'",
+                3,
             ),
             ChallengeTransition::Expire => {
                 // Expiry moves the user's ladder: it takes the user's lock like a device answer.
@@ -1274,9 +1308,11 @@ impl Store for PgStore {
             "",
             "SELECT (SELECT COUNT(*) FROM n) AS notified, c.* FROM c",
         );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0).bind(now);
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0);
         let query = match transition {
-            ChallengeTransition::Redeem { app_id, decided_after } => query.bind(app_id.0).bind(decided_after),
+            ChallengeTransition::Redeem { app_id, window } => {
+                query.bind(app_id.0).bind(window.whole_microseconds() as i64)
+            }
             ChallengeTransition::Cancel { app_id } => query.bind(app_id.0),
             ChallengeTransition::Expire => query,
         };
@@ -1298,11 +1334,10 @@ impl Store for PgStore {
         // Each expiry takes its user's lock before the challenge's row (the order every
         // transition uses); an instance that loses the race to another finds nothing to do.
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE state = 'pending' AND expires_at <= $1
-             ORDER BY expires_at LIMIT $2"
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE state = 'pending' AND expires_at <= now()
+             ORDER BY expires_at LIMIT $1"
         ));
-        let due =
-            sqlx::query(sql).bind(now).bind(i64::from(limit)).fetch_all(&mut *self.conn().await?).await?;
+        let due = sqlx::query(sql).bind(i64::from(limit)).fetch_all(&mut *self.conn().await?).await?;
         let mut expired = Vec::with_capacity(due.len());
         for row in &due {
             let before = challenge_from_row(row)?;
@@ -1621,17 +1656,29 @@ impl Store for PgStore {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let batch =
-            link_pending(&self.sealer, head.try_get("seq")?, &head.try_get::<Vec<u8>, _>("hash")?, &pending)?;
+        // A pending event whose id is already on the chain is a captured copy (checked here, not
+        // left to the unique index, which a database attacker can drop).
+        let chained: Vec<(Vec<u8>, i64)> =
+            sqlx::query_as("SELECT event_id, seq FROM audit_events WHERE event_id = ANY($1::bytea[])")
+                .bind(pending.iter().map(|p| p.event_id.as_slice()).collect::<Vec<_>>())
+                .fetch_all(&mut *tx)
+                .await?;
+        let batch = link_pending(
+            &self.sealer,
+            head.try_get("seq")?,
+            &head.try_get::<Vec<u8>, _>("hash")?,
+            &pending,
+            &chained,
+        )?;
         let times = batch
             .events
             .iter()
             .map(|e| micros_to_time(e.occurred_at_micros))
             .collect::<Result<Vec<_>, _>>()?;
         sqlx::query(
-            "INSERT INTO audit_events (seq, occurred_at, actor, action, subject, details, prev_hash, hash)
+            "INSERT INTO audit_events (seq, occurred_at, actor, action, subject, details, prev_hash, hash, event_id)
              SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
-                                  $6::text[], $7::bytea[], $8::bytea[])",
+                                  $6::text[], $7::bytea[], $8::bytea[], $9::bytea[])",
         )
         .bind(batch.events.iter().map(|e| e.seq).collect::<Vec<_>>())
         .bind(times)
@@ -1641,6 +1688,7 @@ impl Store for PgStore {
         .bind(batch.events.iter().map(|e| e.details.as_str()).collect::<Vec<_>>())
         .bind(batch.events.iter().map(|e| e.prev_hash.as_slice()).collect::<Vec<_>>())
         .bind(batch.events.iter().map(|e| e.hash.as_slice()).collect::<Vec<_>>())
+        .bind(batch.events.iter().map(|e| e.event_id.as_deref()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM audit_pending WHERE id = ANY($1)")
@@ -1673,7 +1721,7 @@ impl Store for PgStore {
 
     async fn audit_events(&self, after: i64, up_to: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, occurred_at, actor, action, subject, details, prev_hash, hash FROM audit_events
+            "SELECT seq, event_id, occurred_at, actor, action, subject, details, prev_hash, hash FROM audit_events
              WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
         )
         .bind(after)
@@ -1691,7 +1739,7 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, occurred_at, actor, action, subject, details, prev_hash, hash FROM audit_events
+            "SELECT seq, event_id, occurred_at, actor, action, subject, details, prev_hash, hash FROM audit_events
              WHERE subject = $1 AND action = $2 ORDER BY seq DESC LIMIT $3",
         )
         .bind(subject)
@@ -1706,5 +1754,11 @@ impl Store for PgStore {
         Ok(sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM audit_events")
             .fetch_one(&mut *self.conn().await?)
             .await?)
+    }
+
+    async fn audit_duplicate_event(&self, up_to: i64) -> Result<Option<(i64, i64)>, StoreError> {
+        let row =
+            sqlx::query(DUPLICATE_EVENT_SQL).bind(up_to).fetch_optional(&mut *self.conn().await?).await?;
+        row.map(|row| Ok((row.try_get("seq")?, row.try_get("first_seq")?))).transpose()
     }
 }

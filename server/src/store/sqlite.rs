@@ -19,10 +19,10 @@ use uuid::Uuid;
 
 use super::{
     AlertCursor, AlertRecord, AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict,
-    DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PendingEvent, PoolStats,
-    Precondition, PushJob, PushJobResult, ServerKeyRecord, Store, StoreError, StoredPush, UserRecord,
-    check_migrations_applied, escalation_alert, gate_new_challenge, link_pending, map_unique_violation,
-    next_push_state, pending_row,
+    DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PendingEvent,
+    PoolStats, Precondition, PushJob, PushJobResult, ServerKeyRecord, Store, StoreError, StoredPush,
+    UserRecord, check_migrations_applied, escalation_alert, gate_new_challenge, genesis_mac, link_pending,
+    map_unique_violation, next_push_state, pending_row, seals_genesis,
 };
 use crate::audit::AuditEvent;
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
@@ -296,6 +296,7 @@ async fn insert_alert(
 fn stored_event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent {
         seq: row.try_get("seq")?,
+        event_id: row.try_get("event_id")?,
         occurred_at_micros: row.try_get("occurred_at")?,
         actor: row.try_get("actor")?,
         action: row.try_get("action")?,
@@ -345,7 +346,35 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(StoreError::Migrate)
+        let has_table: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let applied_before: Vec<i64> = match has_table {
+            Some(_) => {
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        MIGRATOR.run(&self.pool).await.map_err(StoreError::Migrate)?;
+        if seals_genesis(&applied_before) {
+            sqlx::query(
+                "UPDATE audit_head SET mac = ?1 WHERE id = 1 AND seq = 0 AND length(mac) = 0
+                   AND NOT EXISTS (SELECT 1 FROM audit_events)",
+            )
+            .bind(genesis_mac(&self.sealer))
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn database_now(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        // One instance per file: the instance's clock is the only clock.
+        Ok(None)
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
@@ -962,14 +991,14 @@ impl Store for SqliteStore {
     ) -> Result<ChallengeRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         let query = match transition {
-            ChallengeTransition::Redeem { app_id, decided_after } => sqlx::query(sqlx::AssertSqlSafe(format!(
+            ChallengeTransition::Redeem { app_id, window } => sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE challenges SET state = 'redeemed', redeemed_at = ?2
                  WHERE id = ?1 AND app_id = ?3 AND state = 'approved' AND decided_at > ?4 RETURNING {CHALLENGE_COLUMNS}"
             )))
             .bind(id.0.to_string())
             .bind(unix_micros(now))
             .bind(app_id.0.to_string())
-            .bind(unix_micros(decided_after)),
+            .bind(unix_micros(now - window)),
             ChallengeTransition::Cancel { app_id } => sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE challenges SET state = 'cancelled', decided_at = ?2
                  WHERE id = ?1 AND app_id = ?3 AND state = 'pending' RETURNING {CHALLENGE_COLUMNS}"
@@ -1298,12 +1327,25 @@ impl Store for SqliteStore {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let batch =
-            link_pending(&self.sealer, head.try_get("seq")?, &head.try_get::<Vec<u8>, _>("hash")?, &pending)?;
+        let mut chained = Vec::new();
+        for p in &pending {
+            let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_events WHERE event_id = ?1")
+                .bind(&p.event_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            chained.extend(seq.map(|seq| (p.event_id.clone(), seq)));
+        }
+        let batch = link_pending(
+            &self.sealer,
+            head.try_get("seq")?,
+            &head.try_get::<Vec<u8>, _>("hash")?,
+            &pending,
+            &chained,
+        )?;
         for (event, p) in batch.events.iter().zip(&pending) {
             sqlx::query(
-                "INSERT INTO audit_events (seq, occurred_at, actor, action, subject, details, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO audit_events (seq, occurred_at, actor, action, subject, details, prev_hash, hash, event_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .bind(event.seq)
             .bind(event.occurred_at_micros)
@@ -1313,6 +1355,7 @@ impl Store for SqliteStore {
             .bind(&event.details)
             .bind(&event.prev_hash)
             .bind(&event.hash)
+            .bind(&event.event_id)
             .execute(&mut *tx)
             .await?;
             sqlx::query("DELETE FROM audit_pending WHERE id = ?1").bind(p.id).execute(&mut *tx).await?;
@@ -1341,7 +1384,7 @@ impl Store for SqliteStore {
 
     async fn audit_events(&self, after: i64, up_to: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, occurred_at, actor, action, subject, details, prev_hash, hash FROM audit_events
+            "SELECT seq, event_id, occurred_at, actor, action, subject, details, prev_hash, hash FROM audit_events
              WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
         )
         .bind(after)
@@ -1359,7 +1402,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, occurred_at, actor, action, subject, details, prev_hash, hash FROM audit_events
+            "SELECT seq, event_id, occurred_at, actor, action, subject, details, prev_hash, hash FROM audit_events
              WHERE subject = ?1 AND action = ?2 ORDER BY seq DESC LIMIT ?3",
         )
         .bind(subject)
@@ -1372,5 +1415,10 @@ impl Store for SqliteStore {
 
     async fn audit_max_seq(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events").fetch_one(&self.pool).await?)
+    }
+
+    async fn audit_duplicate_event(&self, up_to: i64) -> Result<Option<(i64, i64)>, StoreError> {
+        let row = sqlx::query(DUPLICATE_EVENT_SQL).bind(up_to).fetch_optional(&self.pool).await?;
+        row.map(|row| Ok((row.try_get("seq")?, row.try_get("first_seq")?))).transpose()
     }
 }

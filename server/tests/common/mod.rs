@@ -42,7 +42,10 @@ pub struct TestApp {
     pub state: AppState,
     pub clock: Arc<ManualClock>,
     pub master: Arc<MasterKey>,
-    pub db: TestDatabase,
+    pub db: Arc<TestDatabase>,
+    /// Whether moving this app's clock moves the database's too (PostgreSQL decides expiry by
+    /// its own clock; tests keep the two together unless they test skew).
+    drives_db_clock: bool,
 }
 
 pub struct Reply {
@@ -61,13 +64,30 @@ impl TestApp {
     }
 
     pub async fn build(engine: Engine, limits: HttpLimits) -> Self {
-        let db = TestDatabase::new(engine).await;
+        let db = Arc::new(TestDatabase::new(engine).await);
+        let start = datetime!(2026-11-28 09:00:00 UTC);
+        db.set_clock(start).await;
+        Self::on_database(db, start, true, limits).await
+    }
+
+    /// Another instance on this app's database whose clock is `offset` from the database's
+    /// (and does not move it).
+    pub async fn another_instance(&self, offset: time::Duration) -> Self {
+        Self::on_database(Arc::clone(&self.db), self.clock.now() + offset, false, HttpLimits::default()).await
+    }
+
+    async fn on_database(
+        db: Arc<TestDatabase>,
+        start: time::OffsetDateTime,
+        drives_db_clock: bool,
+        limits: HttpLimits,
+    ) -> Self {
         let master = Arc::new(MasterKey::from_bytes(&[9; 32]));
         let store: Arc<dyn Store> = Arc::from(
             store::connect(&SecretString::from(db.url.clone()), 8, master.audit_sealer()).await.unwrap(),
         );
         store.migrate().await.unwrap();
-        let clock = Arc::new(ManualClock::new(datetime!(2026-11-28 09:00:00 UTC)));
+        let clock = Arc::new(ManualClock::new(start));
         let settings = DeviceSettings {
             public_url: ServerUrl::parse(PUBLIC_URL).unwrap(),
             max_clock_skew_secs: 300,
@@ -84,7 +104,15 @@ impl TestApp {
         )
         .await
         .unwrap();
-        Self { router: build_app(state.clone(), limits), store, state, clock, master, db }
+        Self { router: build_app(state.clone(), limits), store, state, clock, master, db, drives_db_clock }
+    }
+
+    /// Moves time on: this app's clock, and the database's (PostgreSQL) with it.
+    pub async fn advance(&self, by: time::Duration) {
+        self.clock.advance(by);
+        if self.drives_db_clock {
+            self.db.set_clock(self.clock.now()).await;
+        }
     }
 
     pub fn clock_now(&self) -> time::OffsetDateTime {
