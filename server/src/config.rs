@@ -88,6 +88,10 @@ pub struct FatigueConfig {
     pub freeze_secs: u64,
     pub max_freeze_secs: u64,
     pub hard_lock_after: i32,
+    /// Audible prompts per user per rolling day; beyond it prompts are silent (1..=20: an
+    /// attacker who cancels and retries gets at most this many notifications a day, and far
+    /// fewer once two go unanswered).
+    pub audible_per_day: u32,
 }
 
 impl Default for FatigueConfig {
@@ -100,6 +104,7 @@ impl Default for FatigueConfig {
             freeze_secs: policy.freeze.whole_seconds() as u64,
             max_freeze_secs: policy.max_freeze.whole_seconds() as u64,
             hard_lock_after: policy.hard_lock_after,
+            audible_per_day: policy.audible_per_day,
         }
     }
 }
@@ -112,6 +117,7 @@ impl FatigueConfig {
         bounded("fatigue.freeze_secs", self.freeze_secs, 60, 86_400)?;
         bounded("fatigue.max_freeze_secs", self.max_freeze_secs, self.freeze_secs, 7 * 86_400)?;
         bounded("fatigue.hard_lock_after", self.hard_lock_after as u64, 10, 100)?;
+        bounded("fatigue.audible_per_day", u64::from(self.audible_per_day), 1, 20)?;
         Ok(crate::fatigue::model::Policy {
             push_budget: self.push_budget,
             budget_window: time::Duration::seconds(self.budget_window_secs as i64),
@@ -119,6 +125,7 @@ impl FatigueConfig {
             freeze: time::Duration::seconds(self.freeze_secs as i64),
             max_freeze: time::Duration::seconds(self.max_freeze_secs as i64),
             hard_lock_after: self.hard_lock_after,
+            audible_per_day: self.audible_per_day,
             ..crate::fatigue::model::Policy::default()
         })
     }

@@ -516,7 +516,46 @@ async fn revoked_device_cannot_answer(engine: Engine) {
     assert_eq!(answer(&mut s, &d, Decision::Deny, "").await.body["outcome"], "denied");
 }
 
+/// Attack: a cloned device key. A correctly signed answer whose counter is not above the last
+/// accepted one means a second holder of the key (or a key restored from a backup): it is
+/// refused (409), audited as `device.possible_clone` and raises a `possible_clone` alert. A
+/// phone re-sending the answer that already decided the challenge (a network retry) is not.
+async fn an_old_counter_from_a_cloned_key_raises_possible_clone(engine: Engine) {
+    let mut s = setup(engine).await;
+    let created = start(&s).await;
+    let d = details(&s).await;
+    let number = created["number"].as_str().unwrap().to_owned();
+    let response = serde_json::to_vec(&s.phone.answer(&d, Decision::Approve, &number)).unwrap();
+    let path = format!("/device/v1/challenges/{}/response", created["id"].as_str().unwrap());
+    assert_eq!(s.app.device_post(&path, &response).await.body["outcome"], "approved");
+    let retry = s.app.device_post(&path, &response).await;
+    assert_error(&retry, StatusCode::CONFLICT, "challenge_not_pending");
+    let clones =
+        |audit: &[(String, Value)]| audit.iter().filter(|(a, _)| a == "device.possible_clone").count();
+    assert_eq!(clones(&audit_actions(&s.app).await), 0, "a retry is no clone");
+
+    let next = start(&s).await;
+    let d2 = details(&s).await;
+    let cloned = s.phone.answer_with_counter(&d2, Decision::Approve, next["number"].as_str().unwrap(), 1);
+    let path2 = format!("/device/v1/challenges/{}/response", next["id"].as_str().unwrap());
+    let refused = s.app.device_post(&path2, &serde_json::to_vec(&cloned).unwrap()).await;
+    assert_error(&refused, StatusCode::CONFLICT, "counter_not_increasing");
+    let audit = audit_actions(&s.app).await;
+    assert_eq!(clones(&audit), 1);
+    let (_, details) = audit.iter().find(|(a, _)| a == "device.possible_clone").unwrap();
+    assert_eq!((details["counter"].as_i64(), details["last_accepted_counter"].as_i64()), (Some(1), Some(1)));
+    let mut after = 0;
+    let mut kinds = Vec::new();
+    while let Some(alert) = s.app.store.next_alert(after).await.unwrap() {
+        kinds.push(alert.kind.clone());
+        after = alert.id;
+    }
+    assert_eq!(kinds, vec!["possible_clone".to_owned()]);
+    assert_eq!(status(&s, next["id"].as_str().unwrap()).await["state"], "pending", "nothing changed");
+}
+
 on_both_engines!(
+    an_old_counter_from_a_cloned_key_raises_possible_clone,
     approve_then_redeem_exactly_once,
     wrong_number_ends_the_challenge,
     deny_and_report_are_final,

@@ -449,7 +449,119 @@ async fn silent_prompts_queue_no_push(engine: Engine) {
     assert!(jobs.iter().all(|job| job.challenge_id.to_string() != third_id), "the silent one did not");
 }
 
+fn fcm() -> PushRegistration {
+    PushRegistration::Fcm {
+        token: countersign_mobile_protocol::PushToken::new("fcm-token-of-alice").unwrap(),
+    }
+}
+
+/// How many pushes were queued for the phone since the last call: no worker runs in these
+/// tests, so the test claims them (for good) as the worker would.
+async fn new_pushes(s: &Setup) -> usize {
+    s.app.store.claim_push_jobs(s.app.clock_now(), Duration::days(3650), 100_000).await.unwrap().len()
+}
+
+async fn alerts_of_kind(s: &Setup, kind: &str) -> usize {
+    let (mut after, mut count) = (0, 0);
+    while let Some(alert) = s.app.store.next_alert(after).await.unwrap() {
+        count += usize::from(alert.kind == kind);
+        after = alert.id;
+    }
+    count
+}
+
+/// Attack: cancel-and-retry bombing. The attacker holds the password, creates a prompt, then
+/// cancels it or lets the next one supersede it, and waits out the budget window, all day long:
+/// cancelled and superseded prompts never counted as failures, so 5 audible pushes went out
+/// every 15 minutes (about 480 a day) and the user was never silenced or listed. Now every
+/// prompt that ends unanswered counts: over 24 virtual hours at most 3 audible pushes reach the
+/// phone, the user is listed, and the real user still finds a request by opening the app.
+async fn cancel_and_retry_bombing_reaches_the_phone_at_most_three_times_a_day(engine: Engine) {
+    let mut s = setup_with_push(engine, fcm()).await;
+    let (mut created, mut refused) = (0, 0);
+    for round in 0..(24 * 60 / 3) {
+        let reply = prompt(&s).await;
+        match reply.status {
+            StatusCode::CREATED => {
+                created += 1;
+                if round % 2 == 0 {
+                    let id = reply.body["id"].as_str().unwrap();
+                    let cancelled =
+                        s.app.post_json(&format!("/v1/challenges/{id}/cancel"), &s.key, json!({})).await;
+                    assert_eq!(cancelled.body["state"], "cancelled", "{:?}", cancelled.body);
+                }
+            }
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("unexpected {other}: {:?}", reply.body),
+        }
+        s.app.advance(Duration::minutes(3)).await;
+    }
+    assert!(created > 100, "the attacker kept prompting all day ({created} created, {refused} refused)");
+    let audible = new_pushes(&s).await;
+    assert!(audible <= 3, "{audible} audible pushes reached the phone in a day");
+    let listed = s.app.get("/v1/fatigue/users", Some(&s.key)).await;
+    assert_eq!(listed.body[0]["username"], "alice", "{:?}", listed.body);
+    assert!(listed.body[0]["standing"]["unanswered_in_a_row"].as_i64().unwrap() >= 2);
+
+    // The real user opens the app, finds the (silent) request and approves it: audible again.
+    assert_eq!(prompt_and_answer(&mut s, Decision::Approve, None).await, "approved");
+    assert_eq!(new_pushes(&s).await, 0, "that request was silent");
+    s.app.advance(Duration::minutes(20)).await;
+    assert_eq!(prompt(&s).await.status, StatusCode::CREATED);
+    assert_eq!(new_pushes(&s).await, 1, "an answer ends the silence");
+}
+
+/// Audible prompts are capped per user and day even when every one is answered: beyond the
+/// cap (10) prompts are silent, and pull still works.
+async fn audible_prompts_are_capped_per_day(engine: Engine) {
+    let mut s = setup_with_push(engine, fcm()).await;
+    for _ in 0..12 {
+        assert_eq!(prompt_and_answer(&mut s, Decision::Approve, None).await, "approved");
+        s.app.advance(Duration::minutes(20)).await;
+    }
+    assert_eq!(new_pushes(&s).await, 10, "the 11th and 12th prompts of the day were silent");
+    s.app.advance(Duration::hours(24)).await;
+    assert_eq!(prompt(&s).await.status, StatusCode::CREATED);
+    assert_eq!(new_pushes(&s).await, 1, "a new day, audible again");
+}
+
+/// Attack: a burst of 50 prompts in a second. 45 were refused with 429 but nothing was raised:
+/// no alert, an empty attack list, standing "available". Refusals are an attack signal: the
+/// user is listed as under attack with a score, prompts go silent, and one alert is raised per
+/// incident (not one per refusal).
+async fn a_burst_of_refused_prompts_is_an_incident_with_one_alert(engine: Engine) {
+    let s = setup(engine).await;
+    let statuses: Vec<StatusCode> = {
+        let mut v = Vec::new();
+        for _ in 0..50 {
+            v.push(prompt(&s).await.status);
+        }
+        v
+    };
+    assert_eq!(statuses.iter().filter(|st| **st == StatusCode::TOO_MANY_REQUESTS).count(), 45);
+    let listed = s.app.get("/v1/fatigue/users", Some(&s.key)).await;
+    assert_eq!(listed.body[0]["username"], "alice", "{:?}", listed.body);
+    assert_eq!(listed.body[0]["standing"]["under_attack"], true);
+    assert_eq!(listed.body[0]["standing"]["refused_prompts"], 45);
+    assert!(listed.body[0]["score"].as_i64().unwrap() >= 45);
+    assert_eq!(alerts_of_kind(&s, "push_bombing").await, 1, "one alert for the incident");
+
+    s.app.advance(Duration::minutes(16)).await;
+    for _ in 0..10 {
+        prompt(&s).await;
+    }
+    assert_eq!(alerts_of_kind(&s, "push_bombing").await, 1, "the same incident goes on");
+    s.app.advance(Duration::hours(25)).await;
+    for _ in 0..10 {
+        prompt(&s).await;
+    }
+    assert_eq!(alerts_of_kind(&s, "push_bombing").await, 2, "a quiet day later, a new incident");
+}
+
 on_both_engines!(
+    cancel_and_retry_bombing_reaches_the_phone_at_most_three_times_a_day,
+    audible_prompts_are_capped_per_day,
+    a_burst_of_refused_prompts_is_an_incident_with_one_alert,
     push_bombing_is_capped_by_the_budget,
     budget_holds_under_concurrency,
     three_denials_freeze_then_double,

@@ -69,6 +69,8 @@ pub enum Action {
     PromptRefused,
     /// An admin or app lifted a user's push freeze or lock.
     PushUnfrozen,
+    /// A correctly signed device answer reused an old counter: a second holder of the key.
+    PossibleClone,
 }
 
 impl Action {
@@ -88,6 +90,7 @@ impl Action {
             Action::PushTokenDisabled => "device.push_token_disabled",
             Action::PromptRefused => "fatigue.prompt_refused",
             Action::PushUnfrozen => "fatigue.unfrozen",
+            Action::PossibleClone => "device.possible_clone",
             Action::ChallengeRedeemRefused => "challenge.redeem_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;

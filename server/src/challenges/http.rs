@@ -306,7 +306,11 @@ async fn user_factors(
     let user = crate::users::service::find_user(state.store.as_ref(), &username).await?;
     let devices = state.store.devices_for_user(user.id).await?;
     let active = devices.iter().filter(|d| d.is_active()).count();
-    let standing = crate::fatigue::http::standing(&state.store.push_state(user.id).await?, state.clock.now());
+    let standing = crate::fatigue::http::standing(
+        &state.store.push_state(user.id).await?,
+        state.clock.now(),
+        &state.challenges.settings().policy,
+    );
     let reason = if active == 0 {
         Some("no enrolled device: create an enrollment".to_owned())
     } else if standing.push != "available" {

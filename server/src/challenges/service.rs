@@ -364,7 +364,14 @@ impl ChallengeService {
             .with_details(
                 json!({ "username": user.username, "ip": ip, "reason": kind, "detail": error.to_string() }),
             );
-        self.store.record_audit(event).await?;
+        match error {
+            // Someone is prompting this user faster than any real sign-in does: an attack
+            // incident on the user's standing (listed, prompts silent, one alert per incident).
+            ChallengeError::PushRateLimited { .. } | ChallengeError::SourceRateLimited { .. } => {
+                self.store.record_refused_prompt(user.id, kind, now, event, &self.settings.policy).await?;
+            }
+            _ => self.store.record_audit(event).await?,
+        }
         Ok(error)
     }
 
@@ -676,7 +683,7 @@ impl ChallengeService {
                 })
             }
             Err(StoreError::PreconditionFailed(Precondition::CounterNotIncreasing)) => {
-                Err(ChallengeError::CounterNotIncreasing)
+                Err(self.counter_refused(&device, &challenge, counter, now).await?)
             }
             Err(StoreError::PreconditionFailed(Precondition::DeviceInactive)) => {
                 Err(ChallengeError::DeviceRevoked)
@@ -697,6 +704,42 @@ impl ChallengeService {
             }
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// A correctly signed answer whose counter is not above the device's last accepted one. A
+    /// phone re-sending the answer that decided this very challenge (a network retry) is told
+    /// it is over; anything else means a second holder of the device key (a cloned or restored
+    /// key): audited and alerted as `possible_clone`, and refused all the same.
+    async fn counter_refused(
+        &self,
+        device: &DeviceRecord,
+        challenge: &ChallengeRecord,
+        counter: i64,
+        now: OffsetDateTime,
+    ) -> Result<ChallengeError, ChallengeError> {
+        let current =
+            self.store.challenge_by_id(challenge.id).await?.ok_or(ChallengeError::ChallengeNotFound)?;
+        if current.state != ChallengeState::Pending && current.decided_by_device == Some(device.id) {
+            return Ok(ChallengeError::ChallengeNotPending);
+        }
+        let last = self.store.device_by_id(device.id).await?.map_or(device.last_counter, |d| d.last_counter);
+        let details = json!({
+            "device_id": device.id,
+            "challenge_id": challenge.id,
+            "counter": counter,
+            "last_accepted_counter": last,
+        });
+        let event = AuditEvent::new(
+            now,
+            Actor::Device { id: device.id },
+            Action::PossibleClone,
+            format!("user:{}", device.user_id),
+        )
+        .with_details(details.clone());
+        let subject = format!("user:{}", device.user_id);
+        self.store.record_signal(event, ("possible_clone", &subject, &details.to_string()), now).await?;
+        metrics::counter!("countersign_possible_clones_total").increment(1);
+        Ok(ChallengeError::CounterNotIncreasing)
     }
 
     /// Expires overdue challenges (run periodically by the worker); returns how many.

@@ -39,9 +39,15 @@ pub struct PushStanding {
     /// Push returns only after a stronger factor or an admin.
     pub needs_strong_factor: bool,
     pub needs_admin_review: bool,
+    /// Prompts in a row that ended without an answer (from 2 on, new prompts are silent).
+    pub unanswered_in_a_row: i32,
+    /// An attack incident is going on: prompts for this user were refused (budget, spray).
+    pub under_attack: bool,
+    /// Prompts refused in the current incident.
+    pub refused_prompts: i32,
 }
 
-pub fn standing(state: &PushState, now: OffsetDateTime) -> PushStanding {
+pub fn standing(state: &PushState, now: OffsetDateTime, policy: &model::Policy) -> PushStanding {
     let (push, frozen_until) = match model::availability(state, now) {
         Availability::Available => ("available", None),
         Availability::Frozen { until, .. } => ("frozen", until),
@@ -54,13 +60,17 @@ pub fn standing(state: &PushState, now: OffsetDateTime) -> PushStanding {
         consecutive_failures: state.consecutive_failures,
         needs_strong_factor: state.needs_strong_factor,
         needs_admin_review: state.needs_admin_review,
+        unanswered_in_a_row: state.unanswered,
+        under_attack: model::is_under_attack(state, now, policy),
+        refused_prompts: state.refused_prompts,
     }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserUnderAttack {
     pub username: String,
-    /// Higher is worse: failures, plus weight for freezes, reports and locks.
+    /// Higher is worse: failures, unanswered and refused prompts, plus weight for an attack
+    /// incident, freezes, reports and locks.
     pub score: i64,
     pub standing: PushStanding,
 }
@@ -79,16 +89,13 @@ async fn users_under_attack(
 ) -> Result<Json<Vec<UserUnderAttack>>, ApiError> {
     app.require(Scope::FatigueRead)?;
     let now = state.clock.now();
+    let policy = &state.challenges.settings().policy;
     let users = state.store.troubled_users(200).await?;
     let mut list: Vec<UserUnderAttack> = users
         .into_iter()
         .map(|(user, push)| {
-            let score = i64::from(push.consecutive_failures)
-                + 10 * i64::from(push.frozen_until.is_some_and(|u| u > now))
-                + 50 * i64::from(push.needs_strong_factor)
-                + 100 * i64::from(push.needs_admin_review)
-                + 1000 * i64::from(push.hard_locked);
-            UserUnderAttack { username: user.username, score, standing: standing(&push, now) }
+            let score = model::attack_score(&push, now, policy);
+            UserUnderAttack { username: user.username, score, standing: standing(&push, now, policy) }
         })
         .collect();
     list.sort_by_key(|user| std::cmp::Reverse(user.score));
@@ -210,7 +217,11 @@ async fn timeline(
     }
     prompts.sort_by_key(|p| std::cmp::Reverse(p.created_at));
     prompts.truncate(100);
-    Ok(Json(Timeline { username: user.username, standing: standing(&push, state.clock.now()), prompts }))
+    Ok(Json(Timeline {
+        username: user.username,
+        standing: standing(&push, state.clock.now(), &state.challenges.settings().policy),
+        prompts,
+    }))
 }
 
 /// Auth: app API key, scope `fatigue:write`. Lifts the user's push freeze or lock (audited).
@@ -240,5 +251,5 @@ async fn unfreeze(
         "was": { "failures": before.consecutive_failures, "reason": before.reason, "hard_locked": before.hard_locked },
     }));
     state.store.set_push_state(user.id, after.clone(), now, event).await?;
-    Ok((StatusCode::OK, Json(standing(&after, now))))
+    Ok((StatusCode::OK, Json(standing(&after, now, &state.challenges.settings().policy))))
 }

@@ -6,6 +6,13 @@
 //! 15 minutes, doubling with each further failure up to 24 h; 100 consecutive failures lock it
 //! (NIST SP 800-63B §5.2.2) until an admin acts. A "not me" report freezes it until an admin
 //! reviews. All of this is about push only: a stronger factor is never locked out.
+//!
+//! Prompts nobody answers are an attack signal of their own: an attacker holding the password
+//! can cancel each prompt (or let the next one supersede it) and never produce a "failure".
+//! Every prompt that ends unanswered — timed out, superseded, cancelled by the app — counts;
+//! after two in a row new prompts are silent (the real user finds them by opening the app), and
+//! audible prompts are capped per user and day. Refused prompts (budget, spray) open an attack
+//! incident: the user is listed as under attack, alerted on once, and prompted silently.
 
 use time::{Duration, OffsetDateTime};
 
@@ -29,6 +36,13 @@ pub struct Policy {
     /// Consecutive failures after which new prompts are silent (no notification; the real
     /// user finds them by opening the app).
     pub silent_after_failures: i32,
+    /// Prompts in a row that ended unanswered (timed out, superseded, cancelled) after which
+    /// new prompts are silent.
+    pub silent_after_unanswered: i32,
+    /// Audible (non-silent) prompts per user per rolling day; later ones are silent.
+    pub audible_per_day: u32,
+    /// How long an attack incident (refused prompts) lasts without a new refusal.
+    pub incident_window: Duration,
 }
 
 impl Default for Policy {
@@ -44,6 +58,9 @@ impl Default for Policy {
             spray_users: 20,
             spray_window: Duration::minutes(1),
             silent_after_failures: 2,
+            silent_after_unanswered: 2,
+            audible_per_day: 10,
+            incident_window: Duration::hours(24),
         }
     }
 }
@@ -60,6 +77,13 @@ pub struct PushState {
     pub hard_locked: bool,
     pub last_wrong_number_at: Option<OffsetDateTime>,
     pub reason: Option<String>,
+    /// Prompts in a row that ended without an answer (reset by any answer).
+    pub unanswered: i32,
+    /// Prompts refused (budget, spray) in the current attack incident.
+    pub refused_prompts: i32,
+    /// When the current attack incident began (its first refused prompt).
+    pub under_attack_since: Option<OffsetDateTime>,
+    pub last_refused_at: Option<OffsetDateTime>,
 }
 
 /// What a decided challenge means for the ladder.
@@ -70,11 +94,13 @@ pub enum PushEvent {
     TimedOut,
     WrongNumber,
     Reported,
+    /// Ended without an answer and without a timeout: superseded or cancelled by the app.
+    Unanswered,
 }
 
 impl PushEvent {
     /// The ladder's reading of a challenge's final state; `None` for states that say nothing
-    /// about the user (cancelled, redeemed).
+    /// about the user (pending, redeemed).
     pub fn from_state(state: crate::challenges::model::ChallengeState) -> Option<Self> {
         use crate::challenges::model::ChallengeState::*;
         match state {
@@ -83,7 +109,8 @@ impl PushEvent {
             Expired => Some(Self::TimedOut),
             DeniedWrongNumber => Some(Self::WrongNumber),
             Reported => Some(Self::Reported),
-            Pending | Cancelled | Redeemed => None,
+            Cancelled => Some(Self::Unanswered),
+            Pending | Redeemed => None,
         }
     }
 }
@@ -101,10 +128,17 @@ pub enum Availability {
 }
 
 pub fn apply(mut state: PushState, event: PushEvent, now: OffsetDateTime, policy: &Policy) -> PushState {
+    state.unanswered = match event {
+        PushEvent::TimedOut | PushEvent::Unanswered => state.unanswered.saturating_add(1),
+        PushEvent::Approved | PushEvent::Denied | PushEvent::WrongNumber | PushEvent::Reported => 0,
+    };
     match event {
         PushEvent::Approved => {
             state.consecutive_failures = 0;
             state.freezes = 0;
+            // The user is back in control: the attack incident, if any, is over.
+            state.refused_prompts = 0;
+            state.under_attack_since = None;
             return state;
         }
         PushEvent::Reported => {
@@ -112,6 +146,7 @@ pub fn apply(mut state: PushState, event: PushEvent, now: OffsetDateTime, policy
             state.reason = Some("reported_not_me".into());
             return state;
         }
+        PushEvent::Unanswered => return state,
         PushEvent::Denied | PushEvent::TimedOut | PushEvent::WrongNumber => {}
     }
     state.consecutive_failures = state.consecutive_failures.saturating_add(1);
@@ -178,10 +213,58 @@ pub fn source_prefix(ip: &str) -> Option<String> {
     }
 }
 
-/// Whether a new prompt for this user should be silent (no push): they are under suspicion,
-/// or the prompt comes from a source already prompting many users.
-pub fn is_silent(state: &PushState, source_users: u32, policy: &Policy) -> bool {
-    state.consecutive_failures >= policy.silent_after_failures || source_users * 2 >= policy.spray_users
+/// What a new prompt walks into, besides the user's standing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PromptContext {
+    /// Distinct other users prompted from the prompt's source network lately.
+    pub source_users: u32,
+    /// The user's pending prompts this one supersedes (each ends unanswered).
+    pub superseded: u32,
+    /// The user's audible prompts in the last day.
+    pub audible_today: u32,
+}
+
+/// Whether a new prompt for this user should be silent (no push): they are under suspicion or
+/// under attack, their recent prompts went unanswered, their audible prompts for the day are
+/// spent, or the prompt comes from a source already prompting many users.
+pub fn is_silent(state: &PushState, prompt: PromptContext, now: OffsetDateTime, policy: &Policy) -> bool {
+    let unanswered = state.unanswered.saturating_add(i32::try_from(prompt.superseded).unwrap_or(i32::MAX));
+    state.consecutive_failures >= policy.silent_after_failures
+        || unanswered >= policy.silent_after_unanswered
+        || prompt.audible_today >= policy.audible_per_day
+        || is_under_attack(state, now, policy)
+        || prompt.source_users.saturating_mul(2) >= policy.spray_users
+}
+
+/// Whether an attack incident (refused prompts) is going on.
+pub fn is_under_attack(state: &PushState, now: OffsetDateTime, policy: &Policy) -> bool {
+    state.under_attack_since.is_some()
+        && state.last_refused_at.is_some_and(|at| now - at < policy.incident_window)
+}
+
+/// A prompt for this user was refused (budget or spray): counts towards the incident; `true`
+/// when it opens a new one (alert once per incident).
+pub fn refuse_prompt(state: &mut PushState, now: OffsetDateTime, policy: &Policy) -> bool {
+    let is_new = !is_under_attack(state, now, policy);
+    if is_new {
+        state.under_attack_since = Some(now);
+        state.refused_prompts = 0;
+    }
+    state.refused_prompts = state.refused_prompts.saturating_add(1);
+    state.last_refused_at = Some(now);
+    is_new
+}
+
+/// How bad a user's standing looks on the fatigue dashboard; higher is worse.
+pub fn attack_score(state: &PushState, now: OffsetDateTime, policy: &Policy) -> i64 {
+    i64::from(state.consecutive_failures)
+        + i64::from(state.unanswered)
+        + i64::from(state.refused_prompts)
+        + 10 * i64::from(state.frozen_until.is_some_and(|until| until > now))
+        + 20 * i64::from(is_under_attack(state, now, policy))
+        + 50 * i64::from(state.needs_strong_factor)
+        + 100 * i64::from(state.needs_admin_review)
+        + 1000 * i64::from(state.hard_locked)
 }
 
 /// Lifts every freeze and lock (an admin decision, audited by the caller).
@@ -273,19 +356,56 @@ mod tests {
     #[test]
     fn suspicion_makes_prompts_silent() {
         let policy = Policy::default();
-        assert!(!is_silent(&PushState::default(), 0, &policy));
-        assert!(is_silent(&run(&[PushEvent::Denied, PushEvent::Denied]), 0, &policy));
-        assert!(is_silent(&PushState::default(), 10, &policy));
+        let quiet = PromptContext::default();
+        assert!(!is_silent(&PushState::default(), quiet, T0, &policy));
+        assert!(is_silent(&run(&[PushEvent::Denied, PushEvent::Denied]), quiet, T0, &policy));
+        assert!(is_silent(&PushState::default(), PromptContext { source_users: 10, ..quiet }, T0, &policy));
+    }
+
+    /// Cancel-and-retry: prompts that end unanswered never count as failures, but two in a row
+    /// (including the one a new prompt supersedes) make new prompts silent; an answer resets it.
+    #[test]
+    fn unanswered_prompts_make_prompts_silent_until_an_answer() {
+        let policy = Policy::default();
+        let quiet = PromptContext::default();
+        let once = run(&[PushEvent::Unanswered]);
+        assert_eq!((once.consecutive_failures, once.unanswered), (0, 1));
+        assert!(!is_silent(&once, quiet, T0, &policy));
+        assert!(is_silent(&once, PromptContext { superseded: 1, ..quiet }, T0, &policy));
+        assert!(is_silent(&run(&[PushEvent::Unanswered, PushEvent::TimedOut]), quiet, T0, &policy));
+        let answered = run(&[PushEvent::Unanswered, PushEvent::Unanswered, PushEvent::Denied]);
+        assert_eq!(answered.unanswered, 0);
+        assert!(!is_silent(&PushState::default(), PromptContext { audible_today: 9, ..quiet }, T0, &policy));
+        assert!(is_silent(&PushState::default(), PromptContext { audible_today: 10, ..quiet }, T0, &policy));
+    }
+
+    /// Refused prompts open one incident (one alert), keep it open while they go on, and the
+    /// incident ends with an approval or a quiet day.
+    #[test]
+    fn refused_prompts_open_one_incident() {
+        let policy = Policy::default();
+        let mut state = PushState::default();
+        assert!(refuse_prompt(&mut state, T0, &policy), "the first refusal opens an incident");
+        for minute in 1..45 {
+            assert!(!refuse_prompt(&mut state, T0 + Duration::minutes(minute), &policy));
+        }
+        assert_eq!(state.refused_prompts, 45);
+        assert!(is_under_attack(&state, T0 + Duration::hours(1), &policy));
+        assert!(is_silent(&state, PromptContext::default(), T0 + Duration::hours(1), &policy));
+        assert!(!is_under_attack(&state, T0 + Duration::hours(25), &policy), "a quiet day ends it");
+        assert!(refuse_prompt(&mut state.clone(), T0 + Duration::hours(25), &policy), "then a new one");
+        let approved = apply(state, PushEvent::Approved, T0 + Duration::hours(1), &policy);
+        assert!(!is_under_attack(&approved, T0 + Duration::hours(1), &policy));
     }
 
     proptest! {
         /// Whatever happens, the ladder only tightens until an approval or an admin: a failure
         /// never shortens a freeze or lifts a lock.
         #[test]
-        fn failures_never_loosen_the_ladder(events in proptest::collection::vec(0u8..4, 1..60)) {
+        fn failures_never_loosen_the_ladder(events in proptest::collection::vec(0u8..5, 1..60)) {
             let mut state = PushState::default();
             for e in events {
-                let event = [PushEvent::Denied, PushEvent::TimedOut, PushEvent::WrongNumber, PushEvent::Reported][usize::from(e)];
+                let event = [PushEvent::Denied, PushEvent::TimedOut, PushEvent::WrongNumber, PushEvent::Reported, PushEvent::Unanswered][usize::from(e)];
                 let next = apply(state.clone(), event, T0, &Policy::default());
                 prop_assert!(next.frozen_until >= state.frozen_until);
                 prop_assert!(next.hard_locked >= state.hard_locked);

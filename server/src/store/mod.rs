@@ -503,6 +503,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Users whose standing is not clean (failures, freezes, locks), worst first.
     async fn troubled_users(&self, limit: u32) -> Result<Vec<(UserRecord, PushState)>, StoreError>;
 
+    /// A prompt for `user` was refused (budget or spray): counts it on the user's standing (the
+    /// attack incident), writes `audit`, and raises a `push_bombing` alert when it opens a new
+    /// incident — all in one transaction. Returns whether an alert was raised.
+    async fn record_refused_prompt(
+        &self,
+        user: UserId,
+        reason: &str,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+        policy: &Policy,
+    ) -> Result<bool, StoreError>;
+
+    /// Writes a security signal that changes no state: its audit event and its alert, in one
+    /// transaction (e.g. a cloned device key).
+    async fn record_signal(
+        &self,
+        audit: AuditEvent,
+        alert: (&str, &str, &str),
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
     /// Queues an alert that no state change carries (e.g. a throttled spraying source).
     async fn raise_alert(
         &self,
@@ -669,11 +690,13 @@ fn hash32(bytes: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
 }
 
 /// Checks the user's standing, budget and source for a new challenge (inside its
-/// transaction); returns whether the prompt must be silent.
+/// transaction); returns whether the prompt must be silent. `network` is the prompt's source
+/// network, whose spread `prompt.source_users` counts.
 fn gate_new_challenge(
     state: &PushState,
     recent: &[OffsetDateTime],
-    source: Option<(&str, u32)>,
+    network: Option<&str>,
+    prompt: crate::fatigue::model::PromptContext,
     now: OffsetDateTime,
     policy: &Policy,
 ) -> Result<bool, StoreError> {
@@ -689,12 +712,25 @@ fn gate_new_challenge(
             retry_at: oldest + policy.budget_window,
         }));
     }
-    if let Some((network, users)) = source
-        && users >= policy.spray_users
+    if let Some(network) = network
+        && prompt.source_users >= policy.spray_users
     {
-        return Err(StoreError::Refused(Refusal::SourceThrottled { network: network.to_owned(), users }));
+        return Err(StoreError::Refused(Refusal::SourceThrottled {
+            network: network.to_owned(),
+            users: prompt.source_users,
+        }));
     }
-    Ok(crate::fatigue::model::is_silent(state, source.map_or(0, |(_, users)| users), policy))
+    Ok(crate::fatigue::model::is_silent(state, prompt, now, policy))
+}
+
+/// The alert a refused prompt raises when it opens an attack incident (once per incident).
+fn incident_alert_details(user: UserId, state: &PushState, reason: &str) -> String {
+    serde_json::json!({
+        "user_id": user,
+        "reason": reason,
+        "under_attack_since": state.under_attack_since.map(|t| t.unix_timestamp()),
+    })
+    .to_string()
 }
 
 /// The alert an escalation warrants: a new freeze, quarantine or lock (not a repeated one).

@@ -16,13 +16,13 @@ use super::{
     DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, LadderMove, NoticeRecord,
     PendingEvent, PendingRow, PoolStats, Precondition, PromptTarget, PushJob, PushJobResult, ServerKeyRecord,
     Store, StoreError, StoredPush, UserRecord, check_migrations_applied, gate_new_challenge, genesis_mac,
-    ladder_move, link_pending, map_unique_violation, pending_row, seals_genesis,
+    incident_alert_details, ladder_move, link_pending, map_unique_violation, pending_row, seals_genesis,
 };
 use crate::audit::AuditEvent;
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
-use crate::fatigue::model::{Policy, PushState};
+use crate::fatigue::model::{Policy, PromptContext, PushState};
 use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -68,29 +68,49 @@ impl PgStore {
         Ok(())
     }
 
-    /// `pending → expired` once due, under the user's lock, moving their ladder; `None` if the
-    /// challenge is no longer pending or not due.
-    async fn expire_one(
+    /// Ends a pending challenge without an answer — `expired` once due by the database clock, or
+    /// `cancelled` by its app — under the user's lock, moving their ladder (both count as
+    /// unanswered); `None` if the challenge is no longer pending (or not due, or not the app's).
+    #[allow(clippy::too_many_arguments)]
+    async fn end_pending(
         &self,
         tx: &mut PgConnection,
         id: ChallengeId,
         user: UserId,
+        end: ChallengeTransition,
         now: OffsetDateTime,
         audit: &PendingRow,
         policy: &Policy,
     ) -> Result<Option<ChallengeRecord>, StoreError> {
         let (state, _) = read_standing(&mut *tx, user, now, Lock::ForUpdate).await?;
-        let step = ladder_move(&state, ChallengeState::Expired, now, policy);
+        let (to, update, first) = match end {
+            ChallengeTransition::Cancel { .. } => (
+                ChallengeState::Cancelled,
+                "UPDATE challenges SET state = 'cancelled', decided_at = now()
+                 WHERE id = $1 AND user_id = $2 AND state = 'pending' AND app_id = $3",
+                4,
+            ),
+            _ => (
+                ChallengeState::Expired,
+                "UPDATE challenges SET state = 'expired', decided_at = expires_at
+                 WHERE id = $1 AND user_id = $2 AND state = 'pending' AND expires_at <= now()",
+                3,
+            ),
+        };
+        let step = ladder_move(&state, to, now, policy);
         let sql = transition_statement(
             "",
-            "UPDATE challenges SET state = 'expired', decided_at = expires_at
-             WHERE id = $1 AND user_id = $2 AND state = 'pending' AND expires_at <= now()",
-            3,
+            update,
+            first,
             step.as_ref(),
             "",
             "SELECT (SELECT COUNT(*) FROM n) AS notified, c.* FROM c",
         );
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0).bind(user.0);
+        let query = match end {
+            ChallengeTransition::Cancel { app_id } => query.bind(app_id.0),
+            _ => query,
+        };
         let query = bind_ladder(bind_audit(query, audit)?, user, step.as_ref(), now);
         let Some(row) = query.fetch_optional(&mut *tx).await? else {
             return Ok(None);
@@ -240,10 +260,14 @@ fn push_state_from_row(row: &sqlx::postgres::PgRow) -> Result<PushState, StoreEr
         hard_locked: row.try_get("hard_locked")?,
         last_wrong_number_at: row.try_get("last_wrong_number_at")?,
         reason: row.try_get("reason")?,
+        unanswered: row.try_get("unanswered")?,
+        refused_prompts: row.try_get("refused_prompts")?,
+        under_attack_since: row.try_get("under_attack_since")?,
+        last_refused_at: row.try_get("last_refused_at")?,
     })
 }
 
-const PUSH_STATE_COLUMNS: &str = "consecutive_failures, freezes, frozen_until, needs_strong_factor, needs_admin_review, hard_locked, last_wrong_number_at, reason";
+const PUSH_STATE_COLUMNS: &str = "consecutive_failures, freezes, frozen_until, needs_strong_factor, needs_admin_review, hard_locked, last_wrong_number_at, reason, unanswered, refused_prompts, under_attack_since, last_refused_at";
 
 async fn save_push_state(
     conn: &mut PgConnection,
@@ -254,7 +278,8 @@ async fn save_push_state(
     sqlx::query(
         "UPDATE user_push_state SET version = version + 1, consecutive_failures = $2, freezes = $3, frozen_until = $4,
              needs_strong_factor = $5, needs_admin_review = $6, hard_locked = $7, last_wrong_number_at = $8,
-             reason = $9, updated_at = $10
+             reason = $9, updated_at = $10, unanswered = $11, refused_prompts = $12, under_attack_since = $13,
+             last_refused_at = $14
          WHERE user_id = $1",
     )
     .bind(user.0)
@@ -267,6 +292,10 @@ async fn save_push_state(
     .bind(state.last_wrong_number_at)
     .bind(&state.reason)
     .bind(now)
+    .bind(state.unanswered)
+    .bind(state.refused_prompts)
+    .bind(state.under_attack_since)
+    .bind(state.last_refused_at)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -337,7 +366,8 @@ fn decide_statement(step: Option<&LadderMove>) -> String {
 }
 
 /// A new prompt as one statement: `standing` locks the user's standing and checks its version
-/// (see `create_challenge`), `bump` moves the version on, `old` cancels the prompts it supersedes
+/// (see `create_challenge`), `bump` moves the version on and counts each prompt `old` really
+/// cancelled as unanswered (the ladder's `PushEvent::Unanswered`), `old` cancels the prompts it supersedes
 /// and `olda` writes their audit events for the rows actually cancelled; then the challenge, its
 /// push jobs and its own audit event. Parameters: the 21 challenge columns, the version, the
 /// superseded ids, the push devices, then the audit events (see [`EventArrays`]). The TTL runs
@@ -345,11 +375,12 @@ fn decide_statement(step: Option<&LadderMove>) -> String {
 fn create_statement() -> String {
     format!(
         "WITH standing AS (SELECT 1 FROM user_push_state WHERE user_id = $3 AND version = $22 FOR UPDATE),
-              bump AS (UPDATE user_push_state SET version = version + 1
-                       WHERE user_id = $3 AND EXISTS (SELECT 1 FROM standing)),
               old AS (UPDATE challenges SET state = 'cancelled', decided_at = $13
                       WHERE id = ANY($23::uuid[]) AND state = 'pending' AND EXISTS (SELECT 1 FROM standing)
                       RETURNING id),
+              bump AS (UPDATE user_push_state SET version = version + 1,
+                              unanswered = unanswered + (SELECT COUNT(*) FROM old)
+                       WHERE user_id = $3 AND EXISTS (SELECT 1 FROM standing)),
               events AS (SELECT * FROM UNNEST($25::uuid[], $26::bytea[], $27::timestamptz[], $28::text[], $29::text[],
                                               $30::text[], $31::text[], $32::bytea[])
                          AS e(challenge_id, event_id, occurred_at, actor, action, subject, details, mac)),
@@ -444,14 +475,15 @@ fn transition_statement(
     if let Some(step) = step {
         sql.push_str(&format!(
             ", p AS (UPDATE user_push_state SET version = version + 1, (consecutive_failures, freezes, frozen_until,
-                     needs_strong_factor, needs_admin_review, hard_locked, last_wrong_number_at, reason, updated_at) = ({})
+                     needs_strong_factor, needs_admin_review, hard_locked, last_wrong_number_at, reason, updated_at,
+                     unanswered, refused_prompts, under_attack_since, last_refused_at) = ({})
                      WHERE user_id = (SELECT user_id FROM c))",
-            params(first + 7, 9)
+            params(first + 7, 13)
         ));
         if step.alert.is_some() {
             sql.push_str(&format!(
                 ", al AS (INSERT INTO alerts (kind, subject, details, created_at) SELECT {} FROM c)",
-                params(first + 16, 4)
+                params(first + 20, 4)
             ));
         }
     }
@@ -491,7 +523,11 @@ fn bind_ladder<'q>(
         .bind(state.hard_locked)
         .bind(state.last_wrong_number_at)
         .bind(state.reason.clone())
-        .bind(now);
+        .bind(now)
+        .bind(state.unanswered)
+        .bind(state.refused_prompts)
+        .bind(state.under_attack_since)
+        .bind(state.last_refused_at);
     match step.alert {
         Some(kind) => query.bind(kind).bind(format!("user:{user}")).bind(step.alert_details(user)).bind(now),
         None => query,
@@ -1069,7 +1105,9 @@ impl Store for PgStore {
                         CASE WHEN $3::text IS NULL THEN NULL
                              ELSE (SELECT COUNT(DISTINCT user_id) FROM challenges
                                    WHERE source_prefix = $3 AND created_at > $4 AND user_id <> $1) END AS source_users,
-                        ARRAY(SELECT id FROM challenges WHERE user_id = $1 AND state = 'pending') AS pending
+                        ARRAY(SELECT id FROM challenges WHERE user_id = $1 AND state = 'pending') AS pending,
+                        (SELECT COUNT(*) FROM challenges
+                         WHERE user_id = $1 AND created_at > $5 AND NOT is_silent) AS audible_today
                  FROM user_push_state WHERE user_id = $1"
             );
             let gate = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -1077,6 +1115,7 @@ impl Store for PgStore {
                 .bind(c.created_at - policy.budget_window)
                 .bind(&c.source_prefix)
                 .bind(c.created_at - policy.spray_window)
+                .bind(c.created_at - time::Duration::DAY)
                 .fetch_optional(&mut *conn)
                 .await?;
             let Some(gate) = gate else {
@@ -1089,8 +1128,14 @@ impl Store for PgStore {
             let recent: Vec<OffsetDateTime> = gate.try_get("recent")?;
             let source_users =
                 gate.try_get::<Option<i64>, _>("source_users")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-            let source = c.source_prefix.as_deref().zip(source_users);
-            let is_silent = gate_new_challenge(&state, &recent, source, c.created_at, policy)?;
+            let pending_ids: Vec<Uuid> = gate.try_get("pending")?;
+            let prompt = PromptContext {
+                source_users: source_users.unwrap_or(0),
+                superseded: u32::try_from(pending_ids.len()).unwrap_or(u32::MAX),
+                audible_today: u32::try_from(gate.try_get::<i64, _>("audible_today")?).unwrap_or(u32::MAX),
+            };
+            let network = c.source_prefix.as_deref().filter(|_| source_users.is_some());
+            let is_silent = gate_new_challenge(&state, &recent, network, prompt, c.created_at, policy)?;
             let record = ChallengeRecord { is_silent, ..c.clone() };
             let mut created_event = audit.clone();
             if let serde_json::Value::Object(details) = &mut created_event.details {
@@ -1100,7 +1145,6 @@ impl Store for PgStore {
                 if is_silent { Vec::new() } else { push_devices.iter().map(|d| d.0).collect() };
             // The prompt this one supersedes (rarely any): its audit event is written only if
             // it is in fact cancelled here.
-            let pending_ids: Vec<Uuid> = gate.try_get("pending")?;
             let mut old_events = Vec::new();
             if !pending_ids.is_empty() {
                 let sql = sqlx::AssertSqlSafe(format!(
@@ -1272,50 +1316,37 @@ impl Store for PgStore {
         policy: &Policy,
     ) -> Result<ChallengeRecord, StoreError> {
         let pending = pending_row(&self.sealer, &audit);
-        // The database clock decides freshness (`now()`), as for every challenge transition.
-        let (update, first) = match transition {
-            ChallengeTransition::Redeem { .. } => (
-                "UPDATE challenges SET state = 'redeemed', redeemed_at = now()
-                 WHERE id = $1 AND app_id = $2 AND state = 'approved'
-                   AND decided_at > now() - $3::bigint * interval '1 microsecond'",
-                4,
-            ),
-            ChallengeTransition::Cancel { .. } => (
-                "UPDATE challenges SET state = 'cancelled', decided_at = now()
-                 WHERE id = $1 AND app_id = $2 AND state = 'pending'",
-                3,
-            ),
-            ChallengeTransition::Expire => {
-                // Expiry moves the user's ladder: it takes the user's lock like a device answer.
-                let user: Uuid = sqlx::query_scalar("SELECT user_id FROM challenges WHERE id = $1")
-                    .bind(id.0)
-                    .fetch_optional(&mut *self.conn().await?)
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
-                let mut conn = self.conn().await?;
-                let mut tx = conn.begin().await?;
-                let expired = self.expire_one(&mut tx, id, UserId(user), now, &pending, policy).await?;
-                self.commit(tx).await?;
-                return expired.ok_or(StoreError::NotFound);
-            }
+        let ChallengeTransition::Redeem { app_id, window } = transition else {
+            // Expiry and cancellation move the user's ladder (unanswered prompts): they take
+            // the user's lock like a device answer.
+            let user: Uuid = sqlx::query_scalar("SELECT user_id FROM challenges WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&mut *self.conn().await?)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let mut conn = self.conn().await?;
+            let mut tx = conn.begin().await?;
+            let ended =
+                self.end_pending(&mut tx, id, UserId(user), transition, now, &pending, policy).await?;
+            self.commit(tx).await?;
+            return ended.ok_or(StoreError::NotFound);
         };
-        // Redeem and cancel leave the ladder alone: one autocommitted statement.
+        // Redeeming leaves the ladder alone: one autocommitted statement, fresh by the database
+        // clock (`now()`), as every challenge transition.
         let sql = transition_statement(
             "",
-            update,
-            first,
+            "UPDATE challenges SET state = 'redeemed', redeemed_at = now()
+             WHERE id = $1 AND app_id = $2 AND state = 'approved'
+               AND decided_at > now() - $3::bigint * interval '1 microsecond'",
+            4,
             None,
             "",
             "SELECT (SELECT COUNT(*) FROM n) AS notified, c.* FROM c",
         );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0);
-        let query = match transition {
-            ChallengeTransition::Redeem { app_id, window } => {
-                query.bind(app_id.0).bind(window.whole_microseconds() as i64)
-            }
-            ChallengeTransition::Cancel { app_id } => query.bind(app_id.0),
-            ChallengeTransition::Expire => query,
-        };
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.0)
+            .bind(app_id.0)
+            .bind(window.whole_microseconds() as i64);
         let row = bind_audit(query, &pending)?
             .fetch_optional(&mut *self.conn().await?)
             .await?
@@ -1349,8 +1380,17 @@ impl Store for PgStore {
             let pending = pending_row(&self.sealer, &event(&after));
             let mut conn = self.conn().await?;
             let mut tx = conn.begin().await?;
-            if let Some(challenge) =
-                self.expire_one(&mut tx, before.id, before.user_id, now, &pending, policy).await?
+            if let Some(challenge) = self
+                .end_pending(
+                    &mut tx,
+                    before.id,
+                    before.user_id,
+                    ChallengeTransition::Expire,
+                    now,
+                    &pending,
+                    policy,
+                )
+                .await?
             {
                 self.commit(tx).await?;
                 expired.push(challenge);
@@ -1492,7 +1532,8 @@ impl Store for PgStore {
             "SELECT u.id, u.username, u.display_name, u.is_privileged, u.created_at, {PUSH_STATE_COLUMNS}
              FROM user_push_state s JOIN users u ON u.id = s.user_id
              WHERE u.deleted_at IS NULL AND (s.consecutive_failures > 0 OR s.frozen_until IS NOT NULL
-                   OR s.needs_strong_factor OR s.needs_admin_review OR s.hard_locked)
+                   OR s.needs_strong_factor OR s.needs_admin_review OR s.hard_locked
+                   OR s.unanswered >= 2 OR s.under_attack_since IS NOT NULL)
              ORDER BY s.hard_locked DESC, s.needs_admin_review DESC, s.needs_strong_factor DESC,
                       s.consecutive_failures DESC LIMIT $1"
         ));
@@ -1523,6 +1564,41 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         insert_alert(&mut conn, kind, subject, details, now).await
+    }
+
+    async fn record_refused_prompt(
+        &self,
+        user: UserId,
+        reason: &str,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+        policy: &Policy,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let (mut state, _) = read_standing(&mut tx, user, now, Lock::ForUpdate).await?;
+        let opens_incident = crate::fatigue::model::refuse_prompt(&mut state, now, policy);
+        save_push_state(&mut tx, user, &state, now).await?;
+        if opens_incident {
+            let details = incident_alert_details(user, &state, reason);
+            insert_alert(&mut tx, "push_bombing", &format!("user:{user}"), &details, now).await?;
+        }
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(opens_incident)
+    }
+
+    async fn record_signal(
+        &self,
+        audit: AuditEvent,
+        (kind, subject, details): (&str, &str, &str),
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        insert_alert(&mut tx, kind, subject, details, now).await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await
     }
 
     async fn lease_alert_cursor(

@@ -21,14 +21,14 @@ use super::{
     AlertCursor, AlertRecord, AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict,
     DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PendingEvent,
     PoolStats, Precondition, PushJob, PushJobResult, ServerKeyRecord, Store, StoreError, StoredPush,
-    UserRecord, check_migrations_applied, escalation_alert, gate_new_challenge, genesis_mac, link_pending,
-    map_unique_violation, next_push_state, pending_row, seals_genesis,
+    UserRecord, check_migrations_applied, escalation_alert, gate_new_challenge, genesis_mac,
+    incident_alert_details, link_pending, map_unique_violation, next_push_state, pending_row, seals_genesis,
 };
 use crate::audit::AuditEvent;
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
-use crate::fatigue::model::{Policy, PushState};
+use crate::fatigue::model::{Policy, PromptContext, PushState};
 use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -206,10 +206,14 @@ fn push_state_from_row(row: &SqliteRow) -> Result<PushState, StoreError> {
         hard_locked: row.try_get("hard_locked")?,
         last_wrong_number_at: optional_time_at(row, "last_wrong_number_at")?,
         reason: row.try_get("reason")?,
+        unanswered: row.try_get("unanswered")?,
+        refused_prompts: row.try_get("refused_prompts")?,
+        under_attack_since: optional_time_at(row, "under_attack_since")?,
+        last_refused_at: optional_time_at(row, "last_refused_at")?,
     })
 }
 
-const PUSH_STATE_COLUMNS: &str = "consecutive_failures, freezes, frozen_until, needs_strong_factor, needs_admin_review, hard_locked, last_wrong_number_at, reason";
+const PUSH_STATE_COLUMNS: &str = "consecutive_failures, freezes, frozen_until, needs_strong_factor, needs_admin_review, hard_locked, last_wrong_number_at, reason, unanswered, refused_prompts, under_attack_since, last_refused_at";
 
 /// The user's push standing (write transactions are exclusive on SQLite).
 async fn load_push_state(conn: &mut SqliteConnection, user: UserId) -> Result<PushState, StoreError> {
@@ -227,11 +231,13 @@ async fn save_push_state(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO user_push_state (user_id, consecutive_failures, freezes, frozen_until, needs_strong_factor,
-                                      needs_admin_review, hard_locked, last_wrong_number_at, reason, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                      needs_admin_review, hard_locked, last_wrong_number_at, reason, updated_at,
+                                      unanswered, refused_prompts, under_attack_since, last_refused_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (user_id) DO UPDATE SET consecutive_failures = ?2, freezes = ?3, frozen_until = ?4,
              needs_strong_factor = ?5, needs_admin_review = ?6, hard_locked = ?7, last_wrong_number_at = ?8,
-             reason = ?9, updated_at = ?10",
+             reason = ?9, updated_at = ?10, unanswered = ?11, refused_prompts = ?12, under_attack_since = ?13,
+             last_refused_at = ?14",
     )
     .bind(user.0.to_string())
     .bind(state.consecutive_failures)
@@ -243,6 +249,10 @@ async fn save_push_state(
     .bind(state.last_wrong_number_at.map(unix_micros))
     .bind(&state.reason)
     .bind(unix_micros(now))
+    .bind(state.unanswered)
+    .bind(state.refused_prompts)
+    .bind(state.under_attack_since.map(unix_micros))
+    .bind(state.last_refused_at.map(unix_micros))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -810,8 +820,21 @@ impl Store for SqliteStore {
             }
             None => None,
         };
-        let source = c.source_prefix.as_deref().zip(source_users);
-        let is_silent = gate_new_challenge(&state, &recent, source, c.created_at, policy)?;
+        let counts: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM challenges WHERE user_id = ?1 AND state = 'pending'),
+                    (SELECT COUNT(*) FROM challenges WHERE user_id = ?1 AND created_at > ?2 AND NOT is_silent)",
+        )
+        .bind(c.user_id.0.to_string())
+        .bind(unix_micros(c.created_at - time::Duration::DAY))
+        .fetch_one(&mut *tx)
+        .await?;
+        let prompt = PromptContext {
+            source_users: source_users.unwrap_or(0),
+            superseded: u32::try_from(counts.0).unwrap_or(u32::MAX),
+            audible_today: u32::try_from(counts.1).unwrap_or(u32::MAX),
+        };
+        let network = c.source_prefix.as_deref().filter(|_| source_users.is_some());
+        let is_silent = gate_new_challenge(&state, &recent, network, prompt, c.created_at, policy)?;
         let c = ChallengeRecord { is_silent, ..c };
         let mut audit = audit;
         if let serde_json::Value::Object(details) = &mut audit.details {
@@ -829,6 +852,8 @@ impl Store for SqliteStore {
             .await?;
         for row in &cancelled {
             let old = challenge_from_row(row)?;
+            // A superseded prompt ended unanswered.
+            record_outcome(&mut tx, old.user_id, old.state, c.created_at, policy).await?;
             self.append_audit(&mut tx, &superseded(&old)).await?;
         }
         let sql = sqlx::AssertSqlSafe(format!(
@@ -1166,7 +1191,8 @@ impl Store for SqliteStore {
             "SELECT u.id, u.username, u.display_name, u.is_privileged, u.created_at, {PUSH_STATE_COLUMNS}
              FROM user_push_state s JOIN users u ON u.id = s.user_id
              WHERE u.deleted_at IS NULL AND (s.consecutive_failures > 0 OR s.frozen_until IS NOT NULL
-                   OR s.needs_strong_factor OR s.needs_admin_review OR s.hard_locked)
+                   OR s.needs_strong_factor OR s.needs_admin_review OR s.hard_locked
+                   OR s.unanswered >= 2 OR s.under_attack_since IS NOT NULL)
              ORDER BY s.hard_locked DESC, s.needs_admin_review DESC, s.needs_strong_factor DESC,
                       s.consecutive_failures DESC LIMIT ?1"
         ));
@@ -1197,6 +1223,39 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         insert_alert(&mut conn, kind, subject, details, now).await
+    }
+
+    async fn record_refused_prompt(
+        &self,
+        user: UserId,
+        reason: &str,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+        policy: &Policy,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut state = load_push_state(&mut tx, user).await?;
+        let opens_incident = crate::fatigue::model::refuse_prompt(&mut state, now, policy);
+        save_push_state(&mut tx, user, &state, now).await?;
+        if opens_incident {
+            let details = incident_alert_details(user, &state, reason);
+            insert_alert(&mut tx, "push_bombing", &format!("user:{user}"), &details, now).await?;
+        }
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(opens_incident)
+    }
+
+    async fn record_signal(
+        &self,
+        audit: AuditEvent,
+        (kind, subject, details): (&str, &str, &str),
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        insert_alert(&mut tx, kind, subject, details, now).await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await
     }
 
     async fn lease_alert_cursor(
