@@ -452,6 +452,30 @@ async fn factors_report_push(engine: Engine) {
     assert_eq!(bob.body["enrollment_required"], true);
 }
 
+/// A long-poll (`?wait=N`, N up to the configured maximum) must answer with the challenge's
+/// state, not `503 timeout`: the general request timeout must not cut the route that waits by
+/// design. Here the request timeout (1 s) is shorter than the longest wait (2 s).
+async fn long_poll_outlives_the_request_timeout(engine: Engine) {
+    let limits = HttpLimits { request_timeout: std::time::Duration::from_secs(1), ..HttpLimits::default() };
+    let settings = countersign::challenges::service::ChallengeSettings {
+        max_wait: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
+    let app = TestApp::build_with(engine, limits, settings).await;
+    let key = app.key("portal", "users:read users:write challenges:write challenges:read").await;
+    let _phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let created = app.post_json("/v1/challenges", &key, json!({ "username": "alice" })).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap();
+    let started = std::time::Instant::now();
+    let waited = app.get(&format!("/v1/challenges/{id}?wait=2"), Some(&key)).await;
+    assert_eq!(waited.status, StatusCode::OK, "{:?}", waited.body);
+    assert_eq!(waited.body["state"], "pending");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "it waited the whole wait");
+    let too_long = app.get(&format!("/v1/challenges/{id}?wait=3"), Some(&key)).await;
+    assert_error(&too_long, StatusCode::BAD_REQUEST, "invalid_wait");
+}
+
 /// An approval left lying around (a stolen session id, a replayed callback) cannot be redeemed
 /// once it is stale.
 async fn stale_approvals_cannot_be_redeemed(engine: Engine) {
@@ -532,6 +556,7 @@ on_both_engines!(
     racing_responders_make_one_transition,
     long_poll_wakes_on_decision,
     factors_report_push,
+    long_poll_outlives_the_request_timeout,
     stale_approvals_cannot_be_redeemed,
     challenge_scopes_are_enforced,
     revoked_device_cannot_answer,

@@ -197,6 +197,10 @@ pub struct WaitQuery {
     pub wait: Option<u64>,
 }
 
+/// The long-poll route's template: its timeout is the longest wait plus a margin, not the
+/// general request timeout (see `app::route_timeouts`).
+pub const LONG_POLL_ROUTE: &str = "/v1/challenges/{id}";
+
 /// Auth: app API key, scope `challenges:read` or `challenges:write`; only the creating app.
 #[utoipa::path(
     get,

@@ -61,6 +61,14 @@ impl TestApp {
     }
 
     pub async fn build(engine: Engine, limits: HttpLimits) -> Self {
+        Self::build_with(engine, limits, countersign::challenges::service::ChallengeSettings::default()).await
+    }
+
+    pub async fn build_with(
+        engine: Engine,
+        limits: HttpLimits,
+        challenge_settings: countersign::challenges::service::ChallengeSettings,
+    ) -> Self {
         let db = TestDatabase::new(engine).await;
         let master = Arc::new(MasterKey::from_bytes(&[9; 32]));
         let store: Arc<dyn Store> = Arc::from(
@@ -79,7 +87,7 @@ impl TestApp {
             dyn_clock,
             Arc::clone(&master),
             settings,
-            countersign::challenges::service::ChallengeSettings::default(),
+            challenge_settings,
             countersign::telemetry::prometheus(),
         )
         .await
