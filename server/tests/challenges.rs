@@ -452,6 +452,26 @@ async fn factors_report_push(engine: Engine) {
     assert_eq!(bob.body["enrollment_required"], true);
 }
 
+/// An attacker holding any `users:read` key probes `/v1/users/{u}/factors` to learn which
+/// usernames exist (404 for unknown, 200 for known): an unknown user must answer exactly like a
+/// known user without a device.
+async fn factors_do_not_enumerate_users(engine: Engine) {
+    let s = setup(engine).await;
+    s.app.post_json("/v1/users", &s.key, json!({ "username": "bob" })).await;
+    let deviceless = s.app.get("/v1/users/bob/factors", Some(&s.key)).await;
+    let unknown = s.app.get("/v1/users/mallory/factors", Some(&s.key)).await;
+    assert_eq!(unknown.status, StatusCode::OK, "{:?}", unknown.body);
+    assert_eq!(deviceless.status, StatusCode::OK, "{:?}", deviceless.body);
+    assert_eq!(deviceless.body["enrollment_required"], true);
+    assert_eq!(unknown.body["username"], "mallory");
+    let mut as_bob = unknown.body.clone();
+    as_bob["username"] = json!("bob");
+    assert_eq!(as_bob, deviceless.body, "same fields, same values, only the name differs");
+    let impossible = s.app.get("/v1/users/..%2F/factors", Some(&s.key)).await;
+    assert_eq!(impossible.status, StatusCode::OK, "{:?}", impossible.body);
+    assert_eq!(impossible.body["enrollment_required"], true);
+}
+
 /// A long-poll (`?wait=N`, N up to the configured maximum) must answer with the challenge's
 /// state, not `503 timeout`: the general request timeout must not cut the route that waits by
 /// design. Here the request timeout (1 s) is shorter than the longest wait (2 s).
@@ -556,6 +576,7 @@ on_both_engines!(
     racing_responders_make_one_transition,
     long_poll_wakes_on_decision,
     factors_report_push,
+    factors_do_not_enumerate_users,
     long_poll_outlives_the_request_timeout,
     stale_approvals_cannot_be_redeemed,
     challenge_scopes_are_enforced,
