@@ -424,6 +424,21 @@ async fn second_device_needs_intent_and_is_announced(engine: Engine) {
     assert_eq!(created.last().unwrap()["second_device"], true, "the intent is audited");
 }
 
+/// A proxy in front of Countersign normalises URLs: `/v1/users/../enrollments` reaches another
+/// route, `/v1/users/alice./devices` may reach `alice`. A username must be a path segment no
+/// normaliser rewrites, so such names are refused at provisioning and written nowhere.
+async fn usernames_a_url_normaliser_would_rewrite_are_refused(engine: Engine) {
+    let (app, key) = app(engine).await;
+    let before = audit_actions(&app).await.len();
+    for name in [".", "..", "...", ".alice", "alice.", "al..ice", "a%2e", "a/b", "a;b", "~alice"] {
+        let reply = app.post_json("/v1/users", &key, json!({ "username": name })).await;
+        assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    }
+    assert_eq!(audit_actions(&app).await.len(), before, "nothing was provisioned");
+    let fine = app.post_json("/v1/users", &key, json!({ "username": "Alice.Smith+mfa@example.com" })).await;
+    assert_eq!(fine.status, StatusCode::CREATED, "{:?}", fine.body);
+}
+
 /// A leaver is deleted: every device stops working at once.
 async fn deleting_a_user_revokes_everything(engine: Engine) {
     let (app, key) = app(engine).await;
@@ -487,6 +502,7 @@ on_both_engines!(
     push_token_shared_across_users_is_refused,
     bad_enrollments_are_refused_without_state_change,
     second_device_needs_intent_and_is_announced,
+    usernames_a_url_normaliser_would_rewrite_are_refused,
     deleting_a_user_revokes_everything,
     unenroll_revokes_the_device,
     activation_codes_are_not_stored_in_clear,

@@ -50,10 +50,7 @@ impl SqliteStore {
                 "sqlite: needs a file path (in-memory databases lose the audit trail)".into(),
             ));
         }
-        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::InvalidUrl(format!("cannot create {}: {e}", dir.display())))?;
-        }
+        create_private_database_file(std::path::Path::new(path))?;
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(StoreError::Database)?
             .filename(path)
@@ -107,6 +104,26 @@ impl SqliteStore {
         self.audit_pending.notify_one();
         Ok(())
     }
+}
+
+/// The database holds device keys, sealed secrets and the audit trail: its directory is created
+/// 0700 and the file 0600 before SQLite opens it, so its `-wal`/`-shm` files (which SQLite
+/// creates with the database file's mode) are private too.
+fn create_private_database_file(path: &std::path::Path) -> Result<(), StoreError> {
+    let failed = |what: &std::path::Path, e: std::io::Error| {
+        StoreError::InvalidUrl(format!("cannot create {}: {e}", what.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::private_files::create_dir_all(dir).map_err(|e| failed(dir, e))?;
+    }
+    crate::private_files::ensure_private_file(path).map_err(|e| failed(path, e))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut companion = path.as_os_str().to_owned();
+        companion.push(suffix);
+        let companion = std::path::PathBuf::from(companion);
+        crate::private_files::restrict_if_exists(&companion).map_err(|e| failed(&companion, e))?;
+    }
+    Ok(())
 }
 
 fn time_at(row: &SqliteRow, column: &str) -> Result<OffsetDateTime, StoreError> {
