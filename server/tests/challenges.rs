@@ -356,23 +356,7 @@ async fn another_users_device_cannot_answer(engine: Engine) {
 /// one audit event.
 async fn racing_responders_make_one_transition(engine: Engine) {
     let mut s = setup(engine).await;
-    let mut tablet = {
-        let second = s
-            .app
-            .post_json("/v1/users/alice/enrollments", &s.key, json!({ "second_device": true }))
-            .await
-            .body;
-        let mut tablet = TestDevice::new();
-        let reply = common::enroll(
-            &s.app,
-            &mut tablet,
-            second["activation_uri"].as_str().unwrap(),
-            PushRegistration::None,
-        )
-        .await;
-        assert_eq!(reply.status, StatusCode::CREATED);
-        tablet
-    };
+    let mut tablet = common::approved_second_device(&s.app, &s.key, "alice", &mut s.phone).await;
     let created = start(&s).await;
     let number = created["number"].as_str().unwrap().to_owned();
     let d = details(&s).await;
@@ -533,17 +517,7 @@ async fn challenge_scopes_are_enforced(engine: Engine) {
 /// A revoked phone (lost, stolen) still holds its key and answers a prompt: refused.
 async fn revoked_device_cannot_answer(engine: Engine) {
     let mut s = setup(engine).await;
-    let second =
-        s.app.post_json("/v1/users/alice/enrollments", &s.key, json!({ "second_device": true })).await.body;
-    let mut stolen = TestDevice::new();
-    let reply = common::enroll(
-        &s.app,
-        &mut stolen,
-        second["activation_uri"].as_str().unwrap(),
-        PushRegistration::None,
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::CREATED);
+    let mut stolen = common::approved_second_device(&s.app, &s.key, "alice", &mut s.phone).await;
     let revoked =
         s.app.delete(&format!("/v1/users/alice/devices/{}", stolen.device_id().as_str()), &s.key).await;
     assert_eq!(revoked.status, StatusCode::NO_CONTENT);

@@ -69,6 +69,8 @@ pub enum Action {
     PromptRefused,
     /// An admin or app lifted a user's push freeze or lock.
     PushUnfrozen,
+    /// An enrollment that would add a device was refused (no proof, or an unusable approval).
+    EnrollmentRefused,
 }
 
 impl Action {
@@ -88,6 +90,7 @@ impl Action {
             Action::PushTokenDisabled => "device.push_token_disabled",
             Action::PromptRefused => "fatigue.prompt_refused",
             Action::PushUnfrozen => "fatigue.unfrozen",
+            Action::EnrollmentRefused => "enrollment.refused",
             Action::ChallengeRedeemRefused => "challenge.redeem_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;

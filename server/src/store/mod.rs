@@ -145,6 +145,16 @@ pub struct EnrollmentRecord {
     pub device_id: Option<DeviceId>,
 }
 
+/// An approval offered as proof for adding a device: it must be a challenge of `user`, created
+/// by `app_id`, approved (not redeemed) and decided after `decided_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalProof {
+    pub challenge: ChallengeId,
+    pub app_id: AppId,
+    pub user: UserId,
+    pub decided_after: OffsetDateTime,
+}
+
 /// A device's push registration as stored: provider `apns` | `fcm` | `none`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPush {
@@ -583,6 +593,18 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The highest stored sequence number (0 when empty).
     async fn audit_max_seq(&self) -> Result<i64, StoreError>;
+
+    /// Creates an enrollment that consumes `approval`: the challenge moves `approved →
+    /// redeemed` by compare-and-set in the same transaction (with `redeemed`, its audit event),
+    /// so it proves one enrollment only and can no longer be redeemed for a sign-in. `NotFound`
+    /// (and nothing written) if the approval does not qualify or was used meanwhile.
+    async fn create_enrollment_consuming_approval(
+        &self,
+        enrollment: EnrollmentRecord,
+        approval: ApprovalProof,
+        redeemed: AuditEvent,
+        audit: AuditEvent,
+    ) -> Result<EnrollmentRecord, StoreError>;
 }
 
 /// Opens the store a database URL names: `sqlite:` or `postgres(ql)://`.

@@ -18,8 +18,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    AlertCursor, AlertRecord, AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict,
-    DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PendingEvent, PoolStats,
+    AlertCursor, AlertRecord, AppRecord, ApprovalProof, ChallengeEvent, ChallengeRecord, ChallengeTransition,
+    Conflict, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PendingEvent, PoolStats,
     Precondition, PushJob, PushJobResult, ServerKeyRecord, Store, StoreError, StoredPush, UserRecord,
     check_migrations_applied, escalation_alert, gate_new_challenge, link_pending, map_unique_violation,
     next_push_state, pending_row,
@@ -507,20 +507,7 @@ impl Store for SqliteStore {
         audit: AuditEvent,
     ) -> Result<EnrollmentRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO enrollments (id, user_id, code_hash, code_sealed, is_second_device, created_by, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .bind(e.id.0.to_string())
-        .bind(e.user_id.0.to_string())
-        .bind(&e.code_hash)
-        .bind(&e.code_sealed)
-        .bind(e.is_second_device)
-        .bind(&e.created_by)
-        .bind(unix_micros(e.created_at))
-        .bind(unix_micros(e.expires_at))
-        .execute(&mut *tx)
-        .await?;
+        insert_enrollment(&mut tx, &e).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(e)
@@ -1390,4 +1377,51 @@ impl Store for SqliteStore {
     async fn audit_max_seq(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events").fetch_one(&self.pool).await?)
     }
+
+    async fn create_enrollment_consuming_approval(
+        &self,
+        e: EnrollmentRecord,
+        approval: ApprovalProof,
+        redeemed: AuditEvent,
+        audit: AuditEvent,
+    ) -> Result<EnrollmentRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let consumed = sqlx::query(
+            "UPDATE challenges SET state = 'redeemed', redeemed_at = ?2
+             WHERE id = ?1 AND app_id = ?3 AND user_id = ?4 AND state = 'approved' AND decided_at > ?5",
+        )
+        .bind(approval.challenge.0.to_string())
+        .bind(unix_micros(e.created_at))
+        .bind(approval.app_id.0.to_string())
+        .bind(approval.user.0.to_string())
+        .bind(unix_micros(approval.decided_after))
+        .execute(&mut *tx)
+        .await?;
+        if consumed.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.append_audit(&mut tx, &redeemed).await?;
+        insert_enrollment(&mut tx, &e).await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(e)
+    }
+}
+
+async fn insert_enrollment(conn: &mut SqliteConnection, e: &EnrollmentRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO enrollments (id, user_id, code_hash, code_sealed, is_second_device, created_by, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(e.id.0.to_string())
+    .bind(e.user_id.0.to_string())
+    .bind(&e.code_hash)
+    .bind(&e.code_sealed)
+    .bind(e.is_second_device)
+    .bind(&e.created_by)
+    .bind(unix_micros(e.created_at))
+    .bind(unix_micros(e.expires_at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

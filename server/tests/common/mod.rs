@@ -254,3 +254,45 @@ pub async fn audit_actions(app: &TestApp) -> Vec<(String, Value)> {
         .map(|e| (e.action, serde_json::from_str(&e.details).unwrap()))
         .collect()
 }
+
+/// A challenge of `username` created with `key` and approved on `approver` (which must be the
+/// user's device): the proof an app presents to add another device. Returns its id.
+pub async fn fresh_approval(
+    app: &TestApp,
+    key: &str,
+    username: &str,
+    approver: &mut countersign_e2e::device::TestDevice,
+) -> String {
+    let created = app.post_json("/v1/challenges", key, serde_json::json!({ "username": username })).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let pending = signed_get(app, approver, "/device/v1/challenges").await;
+    let pending: countersign_mobile_protocol::PendingChallenges =
+        serde_json::from_value(pending.body).unwrap();
+    let signed = pending.challenges.iter().find(|c| c.details.challenge_id.as_str() == id).unwrap();
+    let details = approver.verify_details(signed).clone();
+    let number = created.body["number"].as_str().unwrap();
+    let response = approver.answer(&details, countersign_mobile_protocol::Decision::Approve, number);
+    let path = format!("/device/v1/challenges/{id}/response");
+    let reply = app.device_post(&path, &serde_json::to_vec(&response).unwrap()).await;
+    assert_eq!(reply.body["outcome"], "approved", "{:?}", reply.body);
+    id
+}
+
+/// Adds another device for `username`, proven by an approval on `approver`.
+pub async fn approved_second_device(
+    app: &TestApp,
+    key: &str,
+    username: &str,
+    approver: &mut countersign_e2e::device::TestDevice,
+) -> countersign_e2e::device::TestDevice {
+    let approval = fresh_approval(app, key, username, approver).await;
+    let path = format!("/v1/users/{username}/enrollments");
+    let created = app.post_json(&path, key, serde_json::json!({ "approval": approval })).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let mut device = countersign_e2e::device::TestDevice::new();
+    let uri = created.body["activation_uri"].as_str().unwrap();
+    let reply = enroll(app, &mut device, uri, countersign_mobile_protocol::PushRegistration::None).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    device
+}
