@@ -114,6 +114,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Builds the whole service. Tests call this with their own state.
 pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
+    let timeouts = route_timeouts(&state, limits);
     let (api, openapi) = api_routes().split_for_parts();
     let openapi_json: Arc<str> = Arc::from(openapi.to_json().unwrap_or_else(|_| "{}".to_owned()));
     Router::new()
@@ -135,8 +136,22 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn_with_state(limits.request_timeout, middleware::timeout))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(timeouts), middleware::timeout))
         .layer(axum::middleware::from_fn(middleware::request_context))
+}
+
+/// How long a long-poll may run beyond its longest wait (the final read and the response).
+const LONG_POLL_MARGIN: Duration = Duration::from_secs(5);
+
+/// Per-route limits: the long-poll waits up to `max_wait` by design, so its limit is that plus
+/// a margin; every other route keeps the configured request timeout.
+fn route_timeouts(state: &AppState, limits: HttpLimits) -> middleware::RouteTimeouts {
+    let long_poll = state.challenges.settings().max_wait + LONG_POLL_MARGIN;
+    middleware::RouteTimeouts::uniform(limits.request_timeout).with_route(
+        axum::http::Method::GET,
+        challenges::http::LONG_POLL_ROUTE,
+        long_poll,
+    )
 }
 
 /// Auth: none. The process is up and serving.

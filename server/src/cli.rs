@@ -55,6 +55,9 @@ enum Command {
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Issue enrollments (activation codes for phones) as the operator.
+    #[command(subcommand)]
+    Enrollments(EnrollmentsCommand),
     /// Load-test a running server: N concurrent full flows with simulated phones; prints
     /// flows/s and latency percentiles. Exits 1 if any flow failed.
     Bench(crate::bench::BenchArgs),
@@ -80,6 +83,23 @@ enum AppsCommand {
     },
     /// List apps and their scopes (never keys).
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum EnrollmentsCommand {
+    /// Issue an activation code for a user and print its activation URI (the QR code's
+    /// content) once, to stdout. It works once, within the enrollment TTL (default 10 min).
+    Create {
+        /// The username.
+        #[arg(long)]
+        user: String,
+        /// Recovery: may add a device although the user has one (lost phone, second device
+        /// without an approval from the first). Audited with the operator (`cli`) as actor;
+        /// the user's existing devices are told when it is used. Without it, a user who has a
+        /// device is refused.
+        #[arg(long)]
+        recovery: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&checkpoint)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Enrollments(command) => enrollments(&settings, command).await,
         // A client of a running server: it uses none of the settings.
         Command::Bench(args) => crate::bench::run(args).await,
     }
@@ -347,5 +368,63 @@ async fn audit_verify(settings: &Settings, checkpoint: Option<PathBuf>) -> anyho
             Ok(ExitCode::from(1))
         }
         Err(VerifyError::Store(error)) => Err(error.into()),
+    }
+}
+
+/// `countersign enrollments create`: an operator-issued enrollment (the admin plane will take
+/// this over, with four-eyes for recovery).
+async fn enrollments(settings: &Settings, command: EnrollmentsCommand) -> anyhow::Result<ExitCode> {
+    let EnrollmentsCommand::Create { user, recovery } = command;
+    let master = Arc::new(crate::secrets::load_master_key(settings)?);
+    let store = open_store_with(settings, &master).await?;
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
+    let server_key =
+        crate::devices::server_key::ServerSigningKey::load_or_create(store.as_ref(), &master, clock.as_ref())
+            .await?;
+    let device_settings = DeviceSettings {
+        public_url: operator_public_url(settings)?,
+        max_clock_skew_secs: settings.max_clock_skew_secs,
+        enrollment_ttl: settings.enrollment_ttl,
+    };
+    let devices = crate::devices::service::DeviceService::new(
+        Arc::clone(&store),
+        clock,
+        master,
+        Arc::new(server_key),
+        device_settings,
+    );
+    let created = if recovery {
+        devices.create_recovery_enrollment(&user).await
+    } else {
+        devices.create_enrollment(Actor::Cli, &user, false, None).await
+    };
+    let outcome = match created {
+        Ok(created) => {
+            let record = &created.record;
+            let kind = if recovery { "recovery enrollment" } else { "enrollment" };
+            eprintln!("created {kind} {} for `{user}`, usable once until {}", record.id, record.expires_at);
+            eprintln!("its activation URI follows; it is shown only this once:");
+            println!("{}", created.activation_uri.expose_secret());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(crate::devices::service::DeviceError::SecondFactorProofRequired) => Err(anyhow::anyhow!(
+            "`{user}` already has a device: use --recovery to add another (audited; their devices are told)"
+        )),
+        Err(error) => Err(error.into()),
+    };
+    // No server may be running: chain what this command recorded now.
+    crate::audit::flush(store.as_ref()).await?;
+    outcome
+}
+
+/// The URL phones reach, as `serve` computes it; without `public_url`, only a fixed loopback
+/// port can be named (phones bind their keys to this URL).
+fn operator_public_url(settings: &Settings) -> anyhow::Result<ServerUrl> {
+    match &settings.public_url {
+        Some(url) => Ok(url.clone()),
+        None if settings.listen.port() != 0 => Ok(ServerUrl::parse(&format!("http://{}", settings.listen))?),
+        None => Err(anyhow::anyhow!(
+            "set public_url: `listen` has no fixed port, so the activation URI could not name the server"
+        )),
     }
 }

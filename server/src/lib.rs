@@ -19,6 +19,7 @@
 //! | [`alerts`]  | security alerts to a signed webhook                                     |
 //! | [`audit`]   | the hash-chained audit trail and its verifier                           |
 //! | [`secrets`] | the master key, keys derived from it, encryption of stored secrets      |
+//! | [`private_files`] | the data directory (0700) and data files (0600)                  |
 //! | [`store`]   | `trait Store` and its SQLite and PostgreSQL implementations (all SQL)   |
 //! | [`clock`]   | injected time                                                           |
 //! | [`skew`]    | the instance clock checked against the database's (expiry uses the latter) |
@@ -43,6 +44,7 @@ pub mod extract;
 pub mod fatigue;
 pub mod ids;
 pub mod middleware;
+pub mod private_files;
 pub mod push;
 pub mod secrets;
 pub mod skew;

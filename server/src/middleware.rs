@@ -2,10 +2,11 @@
 //! panic guard. Paths are logged by route template, never with query strings (they may carry
 //! tokens).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
@@ -52,8 +53,41 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     response
 }
 
-/// Answers `503 timeout` when a request runs longer than the configured limit.
-pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+/// How long a request may run, by route: long-polls wait on purpose, so they get their own
+/// limit; every other route gets the configured `[http] request_timeout_secs`.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTimeouts {
+    default: Duration,
+    /// (method, route template, limit) for routes that may legitimately run longer.
+    slow_routes: Vec<(Method, &'static str, Duration)>,
+}
+
+impl RouteTimeouts {
+    /// Every route gets `default`.
+    pub fn uniform(default: Duration) -> Self {
+        Self { default, slow_routes: Vec::new() }
+    }
+
+    /// `method route` gets `limit` instead (never less than the default).
+    #[must_use]
+    pub fn with_route(mut self, method: Method, route: &'static str, limit: Duration) -> Self {
+        self.slow_routes.push((method, route, limit.max(self.default)));
+        self
+    }
+
+    /// The limit for a request to `route` (its template, e.g. `/v1/challenges/{id}`).
+    pub fn limit_for(&self, method: &Method, route: Option<&str>) -> Duration {
+        self.slow_routes
+            .iter()
+            .find(|(m, r, _)| m == method && Some(*r) == route)
+            .map_or(self.default, |(_, _, limit)| *limit)
+    }
+}
+
+/// Answers `503 timeout` when a request runs longer than its route's limit.
+pub async fn timeout(State(limits): State<Arc<RouteTimeouts>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let limit = limits.limit_for(req.method(), route);
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")

@@ -168,7 +168,7 @@ fn decode(b64: &str, what: &str) -> Result<MasterKey, MasterKeyError> {
 fn create_key_file(path: &Path) -> Result<(), MasterKeyError> {
     let io_err = |source| MasterKeyError::Io { path: path.to_owned(), source };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err)?;
+        crate::private_files::create_dir_all(dir).map_err(io_err)?;
     }
     let mut key = [0u8; 32];
     SystemRandom::new().fill(&mut key).map_err(|_| MasterKeyError::Random)?;

@@ -356,23 +356,7 @@ async fn another_users_device_cannot_answer(engine: Engine) {
 /// one audit event.
 async fn racing_responders_make_one_transition(engine: Engine) {
     let mut s = setup(engine).await;
-    let mut tablet = {
-        let second = s
-            .app
-            .post_json("/v1/users/alice/enrollments", &s.key, json!({ "second_device": true }))
-            .await
-            .body;
-        let mut tablet = TestDevice::new();
-        let reply = common::enroll(
-            &s.app,
-            &mut tablet,
-            second["activation_uri"].as_str().unwrap(),
-            PushRegistration::None,
-        )
-        .await;
-        assert_eq!(reply.status, StatusCode::CREATED);
-        tablet
-    };
+    let mut tablet = common::approved_second_device(&s.app, &s.key, "alice", &mut s.phone).await;
     let created = start(&s).await;
     let number = created["number"].as_str().unwrap().to_owned();
     let d = details(&s).await;
@@ -452,6 +436,50 @@ async fn factors_report_push(engine: Engine) {
     assert_eq!(bob.body["enrollment_required"], true);
 }
 
+/// An attacker holding any `users:read` key probes `/v1/users/{u}/factors` to learn which
+/// usernames exist (404 for unknown, 200 for known): an unknown user must answer exactly like a
+/// known user without a device.
+async fn factors_do_not_enumerate_users(engine: Engine) {
+    let s = setup(engine).await;
+    s.app.post_json("/v1/users", &s.key, json!({ "username": "bob" })).await;
+    let deviceless = s.app.get("/v1/users/bob/factors", Some(&s.key)).await;
+    let unknown = s.app.get("/v1/users/mallory/factors", Some(&s.key)).await;
+    assert_eq!(unknown.status, StatusCode::OK, "{:?}", unknown.body);
+    assert_eq!(deviceless.status, StatusCode::OK, "{:?}", deviceless.body);
+    assert_eq!(deviceless.body["enrollment_required"], true);
+    assert_eq!(unknown.body["username"], "mallory");
+    let mut as_bob = unknown.body.clone();
+    as_bob["username"] = json!("bob");
+    assert_eq!(as_bob, deviceless.body, "same fields, same values, only the name differs");
+    let impossible = s.app.get("/v1/users/..%2F/factors", Some(&s.key)).await;
+    assert_eq!(impossible.status, StatusCode::OK, "{:?}", impossible.body);
+    assert_eq!(impossible.body["enrollment_required"], true);
+}
+
+/// A long-poll (`?wait=N`, N up to the configured maximum) must answer with the challenge's
+/// state, not `503 timeout`: the general request timeout must not cut the route that waits by
+/// design. Here the request timeout (1 s) is shorter than the longest wait (2 s).
+async fn long_poll_outlives_the_request_timeout(engine: Engine) {
+    let limits = HttpLimits { request_timeout: std::time::Duration::from_secs(1), ..HttpLimits::default() };
+    let settings = countersign::challenges::service::ChallengeSettings {
+        max_wait: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
+    let app = TestApp::build_with(engine, limits, settings).await;
+    let key = app.key("portal", "users:read users:write challenges:write challenges:read").await;
+    let _phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let created = app.post_json("/v1/challenges", &key, json!({ "username": "alice" })).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap();
+    let started = std::time::Instant::now();
+    let waited = app.get(&format!("/v1/challenges/{id}?wait=2"), Some(&key)).await;
+    assert_eq!(waited.status, StatusCode::OK, "{:?}", waited.body);
+    assert_eq!(waited.body["state"], "pending");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "it waited the whole wait");
+    let too_long = app.get(&format!("/v1/challenges/{id}?wait=3"), Some(&key)).await;
+    assert_error(&too_long, StatusCode::BAD_REQUEST, "invalid_wait");
+}
+
 /// An approval left lying around (a stolen session id, a replayed callback) cannot be redeemed
 /// once it is stale.
 async fn stale_approvals_cannot_be_redeemed(engine: Engine) {
@@ -489,17 +517,7 @@ async fn challenge_scopes_are_enforced(engine: Engine) {
 /// A revoked phone (lost, stolen) still holds its key and answers a prompt: refused.
 async fn revoked_device_cannot_answer(engine: Engine) {
     let mut s = setup(engine).await;
-    let second =
-        s.app.post_json("/v1/users/alice/enrollments", &s.key, json!({ "second_device": true })).await.body;
-    let mut stolen = TestDevice::new();
-    let reply = common::enroll(
-        &s.app,
-        &mut stolen,
-        second["activation_uri"].as_str().unwrap(),
-        PushRegistration::None,
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::CREATED);
+    let mut stolen = common::approved_second_device(&s.app, &s.key, "alice", &mut s.phone).await;
     let revoked =
         s.app.delete(&format!("/v1/users/alice/devices/{}", stolen.device_id().as_str()), &s.key).await;
     assert_eq!(revoked.status, StatusCode::NO_CONTENT);
@@ -571,6 +589,8 @@ on_both_engines!(
     racing_responders_make_one_transition,
     long_poll_wakes_on_decision,
     factors_report_push,
+    factors_do_not_enumerate_users,
+    long_poll_outlives_the_request_timeout,
     stale_approvals_cannot_be_redeemed,
     challenge_scopes_are_enforced,
     revoked_device_cannot_answer,

@@ -375,24 +375,38 @@ fn base64_url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// An attacker with a user's password tries to add their own phone: a user with a device gets
-/// a second one only through an enrollment issued for that purpose, and the existing device is
-/// told.
-async fn second_device_needs_intent_and_is_announced(engine: Engine) {
+/// How many enrollments the audit trail records as created.
+async fn enrollments_created(app: &TestApp) -> usize {
+    audit_actions(app).await.iter().filter(|(a, _)| a == "enrollment.created").count()
+}
+
+/// Any app with `users:write` (or a stolen key of one) tries to add an attacker's phone to a
+/// user who already has a device: `second_device: true` alone used to be enough. Without proof
+/// from the user it is refused, audited, and no enrollment is written; a first-device code
+/// issued before the user's phone existed cannot add a second one either.
+async fn app_alone_cannot_add_a_second_device(engine: Engine) {
     let (app, key) = app(engine).await;
-    // Two first-device codes issued before any device exists.
     let first = activation_uri(&app, &key, "alice", false).await;
     let stale_first = app.post_json("/v1/users/alice/enrollments", &key, json!({})).await.body;
     let mut phone = TestDevice::new();
-    assert_eq!(
-        enroll(&app, &mut phone, first["activation_uri"].as_str().unwrap(), PushRegistration::None)
-            .await
-            .status,
-        StatusCode::CREATED
-    );
+    let reply =
+        enroll(&app, &mut phone, first["activation_uri"].as_str().unwrap(), PushRegistration::None).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let created_before = enrollments_created(&app).await;
 
-    let refused = app.post_json("/v1/users/alice/enrollments", &key, json!({})).await;
-    assert_error(&refused, StatusCode::CONFLICT, "second_device_requires_intent");
+    for body in [json!({}), json!({ "second_device": true })] {
+        let refused = app.post_json("/v1/users/alice/enrollments", &key, body).await;
+        assert_error(&refused, StatusCode::FORBIDDEN, "second_factor_proof_required");
+    }
+    assert_eq!(enrollments_created(&app).await, created_before, "no enrollment was written");
+    let refusals: Vec<Value> = audit_actions(&app)
+        .await
+        .into_iter()
+        .filter(|(a, _)| a == "enrollment.refused")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(refusals.len(), 2, "each attempt is audited");
+    assert_eq!(refusals[0]["reason"], "second_factor_proof_required");
     let reply = enroll(
         &app,
         &mut TestDevice::new(),
@@ -401,34 +415,122 @@ async fn second_device_needs_intent_and_is_announced(engine: Engine) {
     )
     .await;
     assert_error(&reply, StatusCode::FORBIDDEN, "enrollment_not_allowed");
+    let devices = app.get("/v1/users/alice/devices", Some(&key)).await;
+    assert_eq!(devices.body.as_array().unwrap().len(), 1, "still only Alice's phone");
+}
 
-    let second = app.post_json("/v1/users/alice/enrollments", &key, json!({ "second_device": true })).await;
-    assert_eq!(second.status, StatusCode::CREATED);
+/// The legitimate way to add a device: the user approves a prompt on their existing phone, and
+/// the app presents that approval. It works once: the enrollment consumes it (the challenge is
+/// `redeemed`, audited), so it can neither add a third device nor be redeemed for a sign-in.
+/// The existing phone is told about the new one.
+async fn fresh_approval_adds_one_device_once(engine: Engine) {
+    let (app, _) = app(engine).await;
+    let key = app.key("portal", "users:read users:write challenges:read challenges:write").await;
+    let mut phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let approval = common::fresh_approval(&app, &key, "alice", &mut phone).await;
+
+    let second = app.post_json("/v1/users/alice/enrollments", &key, json!({ "approval": approval })).await;
+    assert_eq!(second.status, StatusCode::CREATED, "{:?}", second.body);
+    assert_eq!(second.body["second_device"], true);
     let mut tablet = TestDevice::new();
-    assert_eq!(
+    let reply =
         enroll(&app, &mut tablet, second.body["activation_uri"].as_str().unwrap(), PushRegistration::None)
-            .await
-            .status,
-        StatusCode::CREATED
-    );
+            .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+
+    let again = app.post_json("/v1/users/alice/enrollments", &key, json!({ "approval": approval })).await;
+    assert_error(&again, StatusCode::FORBIDDEN, "approval_invalid");
+    let redeem = app.post_json(&format!("/v1/challenges/{approval}/redeem"), &key, json!({})).await;
+    assert_error(&redeem, StatusCode::CONFLICT, "already_redeemed");
+    let state = app.get(&format!("/v1/challenges/{approval}"), Some(&key)).await;
+    assert_eq!(state.body["state"], "redeemed");
 
     let notices = signed_get(&app, &phone, "/device/v1/notices").await;
-    assert_eq!(notices.status, StatusCode::OK, "{:?}", notices.body);
     let list = notices.body["notices"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["kind"], "device_enrolled");
     assert_eq!(list[0]["details"]["device_id"], tablet.device_id().as_str());
     let audit = audit_actions(&app).await;
-    let created: Vec<&Value> =
-        audit.iter().filter(|(a, _)| a == "enrollment.created").map(|(_, d)| d).collect();
-    assert_eq!(created.last().unwrap()["second_device"], true, "the intent is audited");
+    let consumed: Vec<&Value> = audit
+        .iter()
+        .filter(|(a, d)| a == "challenge.redeemed" && d["challenge_id"] == approval.as_str())
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(consumed.len(), 1, "one redemption, by the enrollment: {consumed:?}");
+    assert_eq!(consumed[0]["purpose"], "second_device_enrollment");
+    let created = audit.iter().rfind(|(a, _)| a == "enrollment.created").unwrap();
+    assert_eq!(created.1["approval"], approval.as_str(), "the proof is audited");
+}
+
+/// Approvals that prove nothing about this user, now, to this app: one older than 5 minutes,
+/// another user's, another app's, one never answered, and a denial. Each is refused with
+/// nothing written, and the challenge keeps its state.
+async fn stale_or_foreign_approvals_are_refused(engine: Engine) {
+    let (app, _) = app(engine).await;
+    let key = app.key("portal", "users:read users:write challenges:read challenges:write").await;
+    let other_app = app.key("intranet", "users:read users:write challenges:read challenges:write").await;
+    let mut alice = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let mut bob = enrolled_device(&app, &key, "bob", PushRegistration::None).await;
+    let enroll_alice = |approval: String| {
+        let app = &app;
+        let key = key.clone();
+        async move { app.post_json("/v1/users/alice/enrollments", &key, json!({ "approval": approval })).await }
+    };
+
+    let stale = common::fresh_approval(&app, &key, "alice", &mut alice).await;
+    app.advance(time::Duration::minutes(5) + time::Duration::seconds(1)).await;
+    let bobs = common::fresh_approval(&app, &key, "bob", &mut bob).await;
+    let other_apps = common::fresh_approval(&app, &other_app, "alice", &mut alice).await;
+    let unanswered = app.post_json("/v1/challenges", &key, json!({ "username": "alice" })).await;
+    let unanswered = unanswered.body["id"].as_str().unwrap().to_owned();
+    let created_before = enrollments_created(&app).await;
+
+    for (what, approval) in [
+        ("stale", stale.clone()),
+        ("another user's", bobs.clone()),
+        ("another app's", other_apps.clone()),
+        ("unanswered", unanswered.clone()),
+        ("unknown", uuid::Uuid::new_v4().to_string()),
+    ] {
+        let reply = enroll_alice(approval).await;
+        assert_eq!(reply.body["error"], "approval_invalid", "{what}: {:?}", reply.body);
+        assert_error(&reply, StatusCode::FORBIDDEN, "approval_invalid");
+    }
+    assert_eq!(enrollments_created(&app).await, created_before, "no enrollment was written");
+    for (approval, owner, state) in [
+        (&stale, &key, "approved"),
+        (&bobs, &key, "approved"),
+        (&other_apps, &other_app, "approved"),
+        (&unanswered, &key, "pending"),
+    ] {
+        let reply = app.get(&format!("/v1/challenges/{approval}"), Some(owner)).await;
+        assert_eq!(reply.body["state"], state, "untouched: {:?}", reply.body);
+    }
+    let devices = app.get("/v1/users/alice/devices", Some(&key)).await;
+    assert_eq!(devices.body.as_array().unwrap().len(), 1);
+}
+
+/// A proxy in front of Countersign normalises URLs: `/v1/users/../enrollments` reaches another
+/// route, `/v1/users/alice./devices` may reach `alice`. A username must be a path segment no
+/// normaliser rewrites, so such names are refused at provisioning and written nowhere.
+async fn usernames_a_url_normaliser_would_rewrite_are_refused(engine: Engine) {
+    let (app, key) = app(engine).await;
+    let before = audit_actions(&app).await.len();
+    for name in [".", "..", "...", ".alice", "alice.", "al..ice", "a%2e", "a/b", "a;b", "~alice"] {
+        let reply = app.post_json("/v1/users", &key, json!({ "username": name })).await;
+        assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    }
+    assert_eq!(audit_actions(&app).await.len(), before, "nothing was provisioned");
+    let fine = app.post_json("/v1/users", &key, json!({ "username": "Alice.Smith+mfa@example.com" })).await;
+    assert_eq!(fine.status, StatusCode::CREATED, "{:?}", fine.body);
 }
 
 /// A leaver is deleted: every device stops working at once.
 async fn deleting_a_user_revokes_everything(engine: Engine) {
     let (app, key) = app(engine).await;
+    // Issued before the phone enrolled: still pending when the user is deleted.
+    let pending = activation_uri(&app, &key, "alice", false).await;
     let phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
-    let pending = activation_uri(&app, &key, "alice", true).await;
     let reply = app.delete("/v1/users/alice", &key).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{:?}", reply.body);
     assert_error(&signed_get(&app, &phone, LIST).await, StatusCode::UNAUTHORIZED, "device_revoked");
@@ -486,7 +588,10 @@ on_both_engines!(
     key_shared_across_users_is_refused,
     push_token_shared_across_users_is_refused,
     bad_enrollments_are_refused_without_state_change,
-    second_device_needs_intent_and_is_announced,
+    app_alone_cannot_add_a_second_device,
+    fresh_approval_adds_one_device_once,
+    stale_or_foreign_approvals_are_refused,
+    usernames_a_url_normaliser_would_rewrite_are_refused,
     deleting_a_user_revokes_everything,
     unenroll_revokes_the_device,
     activation_codes_are_not_stored_in_clear,

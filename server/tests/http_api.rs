@@ -200,24 +200,37 @@ async fn slow_requests_time_out_and_panics_become_opaque_500s() {
     async fn broken() -> &'static str {
         panic!("bug in a handler")
     }
+    async fn poll() -> &'static str {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        "in time"
+    }
+    let timeouts = middleware::RouteTimeouts::uniform(Duration::from_millis(50)).with_route(
+        axum::http::Method::GET,
+        "/poll/{id}",
+        Duration::from_secs(2),
+    );
     let router: Router = Router::new()
         .route("/slow", get(slow))
         .route("/broken", get(broken))
+        .route("/poll/{id}", get(poll))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn_with_state(Duration::from_millis(50), middleware::timeout))
+        .layer(axum::middleware::from_fn_with_state(std::sync::Arc::new(timeouts), middleware::timeout))
         .layer(axum::middleware::from_fn(middleware::request_context));
     let call = |path: &'static str| {
         let router = router.clone();
         async move {
             let response = router.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
             let status = response.status();
-            let body: Value =
-                serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
             (status, body)
         }
     };
     let (status, body) = call("/slow").await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("timeout")));
+    let (status, body) = call("/poll/1").await;
+    assert_eq!((status, body), (StatusCode::OK, Value::from("in time")), "a slow route gets its own limit");
     let (status, body) = call("/broken").await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("internal_error")));
     assert!(!body["message"].as_str().unwrap().contains("bug in a handler"), "panic text must not leak");

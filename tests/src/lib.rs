@@ -262,6 +262,47 @@ pub fn run_cli(env: &[(String, String)], args: &[&str]) -> Output {
     clean_command(&binary("countersign"), env).args(args).stdin(Stdio::null()).output().unwrap()
 }
 
+/// `GET path` with the app's key: the JSON body.
+pub async fn get_json(server: &Server, key: &str, path: &str) -> serde_json::Value {
+    http().get(server.url(path)).bearer_auth(key).send().await.unwrap().json().await.unwrap()
+}
+
+/// `POST /v1/challenges` for `username`: the created challenge (`id`, `number`, …).
+pub async fn start_challenge(server: &Server, key: &str, username: &str) -> serde_json::Value {
+    let reply = http()
+        .post(server.url("/v1/challenges"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({ "username": username }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 201, "challenge for {username}");
+    reply.json().await.unwrap()
+}
+
+/// Runs `countersign enrollments create --user U [ARGS]` as the operator. The CLI names the
+/// server by `public_url`; a server on an ephemeral port is named by the address it bound.
+pub fn operator_enrollment(server: &Server, username: &str, args: &[&str]) -> Output {
+    let mut env = server.env.clone();
+    if !env.iter().any(|(key, _)| key == "COUNTERSIGN_PUBLIC_URL") {
+        env.push(("COUNTERSIGN_PUBLIC_URL".to_owned(), server.base_url.clone()));
+    }
+    let command = [&["enrollments", "create", "--user", username][..], args].concat();
+    run_cli(&env, &command)
+}
+
+/// Issues an operator recovery enrollment (`--recovery`) and returns the activation URI it
+/// prints.
+pub fn recovery_enrollment(server: &Server, username: &str) -> String {
+    let output = operator_enrollment(server, username, &["--recovery"]);
+    assert!(
+        output.status.success(),
+        "enrollments create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
 /// Creates an app through the CLI and returns its API key.
 pub fn create_app(server: &Server, name: &str, scopes: &str) -> String {
     let output = server.cli(&["apps", "create", "--name", name, "--scopes", scopes]);
@@ -399,12 +440,13 @@ pub fn stderr_of(output: &Output) -> String {
 }
 
 /// Provisions `username` through the REST API (if new) and returns a fresh enrollment (with
-/// `activation_uri`), issued for a second device when `second_device`.
+/// `activation_uri`); a further device needs `approval`, the id of a challenge of this user
+/// the same app created and the user approved.
 pub async fn new_enrollment(
     server: &Server,
     key: &str,
     username: &str,
-    second_device: bool,
+    approval: Option<&str>,
 ) -> serde_json::Value {
     let client = http();
     let created = client
@@ -418,7 +460,10 @@ pub async fn new_enrollment(
     let reply = client
         .post(server.url(&format!("/v1/users/{username}/enrollments")))
         .bearer_auth(key)
-        .json(&serde_json::json!({ "second_device": second_device }))
+        .json(&match approval {
+            Some(approval) => serde_json::json!({ "approval": approval }),
+            None => serde_json::json!({}),
+        })
         .send()
         .await
         .unwrap();

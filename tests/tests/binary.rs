@@ -33,6 +33,15 @@ async fn serves_with_no_setup_on_embedded_sqlite() {
     assert_eq!(ready["database"], "sqlite");
     assert!(cwd.path().join("data/countersign.db").is_file(), "the database is created under ./data");
     assert!(cwd.path().join("data/master.key").is_file(), "the master key is generated beside it");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |name: &str| std::fs::metadata(cwd.path().join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("data"), 0o700, "only the server's user may enter its data directory");
+        assert_eq!(mode("data/countersign.db"), 0o600, "or read its database");
+        assert_eq!(mode("data/master.key"), 0o600);
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let key = std::fs::read_to_string(cwd.path().join("data/master.key")).unwrap();
@@ -277,7 +286,7 @@ async fn json_logs_are_one_object_per_line() {
 fn help_explains_every_command() {
     let out = run_cli(&[], &["--help"]);
     let text = stdout(&out);
-    for command in ["serve", "migrate", "apps", "audit"] {
+    for command in ["serve", "migrate", "apps", "audit", "enrollments"] {
         assert!(text.contains(command), "{text}");
     }
     let out = run_cli(&[], &["apps", "create", "--help"]);

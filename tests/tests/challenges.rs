@@ -10,7 +10,7 @@ use countersign_e2e::device::TestDevice;
 use countersign_e2e::fake_push::{ApnsReply, ApnsTestKey, FakeApns, FakeFcm, FcmTestAccount};
 use countersign_e2e::{
     Engine, Server, TestDatabase, authenticator, create_app, eventually, http, new_enrollment,
-    random_master_key, stderr_of, stdout_of, unix_now,
+    random_master_key, recovery_enrollment, start_challenge, stderr_of, stdout_of, unix_now,
 };
 use countersign_mobile_protocol::{Decision, PendingChallenges, PushRegistration};
 use serde_json::{Value, json};
@@ -66,7 +66,7 @@ impl World {
     }
 
     async fn enroll(&self, username: &str, state: &Path, push: &str) {
-        let enrollment = new_enrollment(&self.server, &self.key, username, false).await;
+        let enrollment = new_enrollment(&self.server, &self.key, username, None).await;
         let enrolled = authenticator(
             state,
             &["enroll", enrollment["activation_uri"].as_str().unwrap(), "--yes", "--push", push],
@@ -283,9 +283,16 @@ async fn two_instances_race_on_one_postgres() {
     };
     let mut phones = Vec::new();
     for (i, server) in [&a, &b].into_iter().enumerate() {
-        let enrollment = new_enrollment(server, &key, "alice", i > 0).await;
+        // The second phone comes from the operator: a recovery enrollment needs no approval.
+        let uri = match i {
+            0 => new_enrollment(server, &key, "alice", None).await["activation_uri"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            _ => recovery_enrollment(server, "alice"),
+        };
         let mut phone = TestDevice::new();
-        let body = phone.enrollment(enrollment["activation_uri"].as_str().unwrap(), PushRegistration::None);
+        let body = phone.enrollment(&uri, PushRegistration::None);
         let reply = client.post(server.url("/device/v1/enroll")).json(&body).send().await.unwrap();
         assert_eq!(reply.status(), 201);
         phone.enrolled = Some(reply.json().await.unwrap());
@@ -294,16 +301,7 @@ async fn two_instances_race_on_one_postgres() {
 
     for round in 0..3 {
         unfreeze().await;
-        let created: Value = client
-            .post(a.url("/v1/challenges"))
-            .bearer_auth(&key)
-            .json(&json!({ "username": "alice" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created = start_challenge(&a, &key, "alice").await;
         let id = created["id"].as_str().unwrap().to_owned();
         let number = created["number"].as_str().unwrap().to_owned();
         let waiter = {

@@ -2,7 +2,10 @@
 //! SQLite and PostgreSQL — provision, enroll from the activation URI, list, revoke, refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use countersign_e2e::{Engine, Server, authenticator, create_app, http, new_enrollment};
+use countersign_e2e::{
+    Engine, Server, authenticator, create_app, get_json, http, new_enrollment, operator_enrollment,
+    recovery_enrollment, start_challenge,
+};
 use serde_json::{Value, json};
 
 fn text(bytes: &[u8]) -> String {
@@ -11,9 +14,9 @@ fn text(bytes: &[u8]) -> String {
 
 async fn enroll_list_revoke(engine: Engine) {
     let server = Server::start(engine).await;
-    let key = create_app(&server, "idp", "users:read users:write");
+    let key = create_app(&server, "idp", "users:read users:write challenges:read challenges:write");
     let client = http();
-    let enrollment = new_enrollment(&server, &key, "alice", false).await;
+    let enrollment = new_enrollment(&server, &key, "alice", None).await;
     let uri = enrollment["activation_uri"].as_str().unwrap();
     assert!(uri.starts_with("countersign://enroll?v=1&server="), "{uri}");
 
@@ -32,15 +35,7 @@ async fn enroll_list_revoke(engine: Engine) {
         );
     }
 
-    let devices: Value = client
-        .get(server.url("/v1/users/alice/devices"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let devices = get_json(&server, &key, "/v1/users/alice/devices").await;
     assert_eq!(devices[0]["id"], device_id.as_str());
     assert_eq!(devices[0]["name"], "Alice's test phone");
 
@@ -54,8 +49,12 @@ async fn enroll_list_revoke(engine: Engine) {
     assert_eq!(reused.status.code(), Some(1));
     assert!(text(&reused.stderr).starts_with("error: activation_code_used"), "{}", text(&reused.stderr));
 
-    // A second device needs explicit intent, and the first device is told about it.
-    let second = new_enrollment(&server, &key, "alice", true).await;
+    // A second device needs the user's approval on the first, and the first device is told.
+    let created = start_challenge(&server, &key, "alice").await;
+    let (approval, number) = (created["id"].as_str().unwrap(), created["number"].as_str().unwrap());
+    let approved = authenticator(&state, &["approve", approval, "--number", number]);
+    assert_eq!(text(&approved.stdout), "approved", "{}", text(&approved.stderr));
+    let second = new_enrollment(&server, &key, "alice", Some(approval)).await;
     let tablet = dir.path().join("tablet.json");
     let added = authenticator(
         &tablet,
@@ -95,4 +94,60 @@ async fn enroll_list_revoke_on_sqlite() {
 #[tokio::test]
 async fn enroll_list_revoke_on_postgres() {
     enroll_list_revoke(Engine::Postgres).await;
+}
+
+/// A user lost the phone, or needs a second one with nothing to approve on: the operator issues
+/// a recovery enrollment with the real binary (`countersign enrollments create --user U
+/// --recovery`), printed once. An app alone cannot do this, nor the CLI without `--recovery`;
+/// the existing device is told about the new one.
+async fn operator_recovery_enrollment_adds_a_device(engine: Engine) {
+    let server = Server::start(engine).await;
+    let key = create_app(&server, "idp", "users:read users:write");
+    let client = http();
+    let dir = tempfile::tempdir().unwrap();
+    let phone = dir.path().join("phone.json");
+    let first = new_enrollment(&server, &key, "alice", None).await;
+    let enrolled = authenticator(&phone, &["enroll", first["activation_uri"].as_str().unwrap(), "--yes"]);
+    assert!(enrolled.status.success(), "{}", text(&enrolled.stderr));
+
+    let refused = client
+        .post(server.url("/v1/users/alice/enrollments"))
+        .bearer_auth(&key)
+        .json(&json!({ "second_device": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "second_factor_proof_required");
+    let plain = operator_enrollment(&server, "alice", &[]);
+    assert_eq!(plain.status.code(), Some(2), "{}", text(&plain.stdout));
+    assert!(text(&plain.stderr).contains("--recovery"), "{}", text(&plain.stderr));
+
+    let uri = recovery_enrollment(&server, "alice");
+    assert!(uri.starts_with("countersign://enroll?v=1&server="), "{uri}");
+    let tablet = dir.path().join("tablet.json");
+    let added = authenticator(&tablet, &["enroll", &uri, "--yes", "--name", "Alice's new phone"]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let reused = authenticator(&dir.path().join("other.json"), &["enroll", &uri, "--yes"]);
+    assert!(text(&reused.stderr).starts_with("error: activation_code_used"), "{}", text(&reused.stderr));
+
+    let notices = authenticator(&phone, &["notices", "--json"]);
+    assert!(notices.status.success(), "{}", text(&notices.stderr));
+    let notices: Value = serde_json::from_slice(&notices.stdout).unwrap();
+    assert_eq!(notices[0]["kind"], "device_enrolled");
+    assert_eq!(notices[0]["details"]["device_name"], "Alice's new phone");
+    let devices = get_json(&server, &key, "/v1/users/alice/devices").await;
+    assert_eq!(devices.as_array().unwrap().len(), 2);
+    let verified = server.cli(&["audit", "verify"]);
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+}
+
+#[tokio::test]
+async fn operator_recovery_enrollment_adds_a_device_on_sqlite() {
+    operator_recovery_enrollment_adds_a_device(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn operator_recovery_enrollment_adds_a_device_on_postgres() {
+    operator_recovery_enrollment_adds_a_device(Engine::Postgres).await;
 }

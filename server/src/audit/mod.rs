@@ -71,6 +71,8 @@ pub enum Action {
     PushUnfrozen,
     /// A correctly signed device answer reused an old counter: a second holder of the key.
     PossibleClone,
+    /// An enrollment that would add a device was refused (no proof, or an unusable approval).
+    EnrollmentRefused,
 }
 
 impl Action {
@@ -91,6 +93,7 @@ impl Action {
             Action::PromptRefused => "fatigue.prompt_refused",
             Action::PushUnfrozen => "fatigue.unfrozen",
             Action::PossibleClone => "device.possible_clone",
+            Action::EnrollmentRefused => "enrollment.refused",
             Action::ChallengeRedeemRefused => "challenge.redeem_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;

@@ -197,6 +197,10 @@ pub struct WaitQuery {
     pub wait: Option<u64>,
 }
 
+/// The long-poll route's template: its timeout is the longest wait plus a margin, not the
+/// general request timeout (see `app::route_timeouts`).
+pub const LONG_POLL_ROUTE: &str = "/v1/challenges/{id}";
+
 /// Auth: app API key, scope `challenges:read` or `challenges:write`; only the creating app.
 #[utoipa::path(
     get,
@@ -286,6 +290,8 @@ pub struct FactorsView {
 }
 
 /// Auth: app API key, scope `users:read`. Pre-auth: which factors the user can use right now.
+/// Unknown users answer exactly like users without a device, so the route cannot tell an
+/// attacker which usernames exist.
 #[utoipa::path(
     get,
     path = "/v1/users/{username}/factors",
@@ -293,8 +299,7 @@ pub struct FactorsView {
     security(("api_key" = ["users:read"])),
     params(("username" = String, Path)),
     responses(
-        (status = 200, description = "Factors", body = FactorsView),
-        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 200, description = "Factors; an unknown user looks like a user with no device (`enrollment_required: true`)", body = FactorsView),
     )
 )]
 async fn user_factors(
@@ -303,44 +308,58 @@ async fn user_factors(
     ApiPath(username): ApiPath<String>,
 ) -> Result<Json<FactorsView>, ApiError> {
     app.require(Scope::UsersRead)?;
-    let user = crate::users::service::find_user(state.store.as_ref(), &username).await?;
-    let devices = state.store.devices_for_user(user.id).await?;
-    let active = devices.iter().filter(|d| d.is_active()).count();
-    let standing = crate::fatigue::http::standing(
-        &state.store.push_state(user.id).await?,
-        state.clock.now(),
-        &state.challenges.settings().policy,
-    );
-    let reason = if active == 0 {
-        Some("no enrolled device: create an enrollment".to_owned())
-    } else if standing.push != "available" {
-        Some(match standing.frozen_until {
-            Some(until) => format!(
-                "push {} until {} ({}); use a passkey",
-                standing.push,
-                until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-                standing.reason.clone().unwrap_or_default()
-            ),
-            None => format!(
-                "push {} ({}); use a passkey or ask an admin",
-                standing.push,
-                standing.reason.clone().unwrap_or_default()
-            ),
-        })
-    } else {
-        None
+    let normalized = crate::users::model::normalize_username(&username).ok();
+    // Unknown and device-less users take the same path (one read), as challenge creation does.
+    let target = match &normalized {
+        Some(name) => state.store.prompt_target(name, 0).await?,
+        None => None,
     };
-    let push = FactorView { factor: "push".into(), available: reason.is_none(), reason };
+    let with_device = target.filter(|t| t.devices.iter().any(DeviceRecord::is_active));
+    let enrollment_required = with_device.is_none();
+    let push = match with_device {
+        None => FactorView {
+            factor: "push".into(),
+            available: false,
+            reason: Some("no enrolled device: create an enrollment".to_owned()),
+        },
+        Some(target) => push_factor(
+            &state.store.push_state(target.user.id).await?,
+            state.clock.now(),
+            &state.challenges.settings().policy,
+        ),
+    };
     let passkey = FactorView {
         factor: "passkey".into(),
         available: false,
         reason: Some("no passkey registered".into()),
     };
     Ok(Json(FactorsView {
-        username: user.username,
-        enrollment_required: active == 0,
+        username: normalized.unwrap_or(username),
+        enrollment_required,
         factors: vec![push, passkey],
     }))
+}
+
+/// Push for a user with a device: available unless their standing says otherwise.
+fn push_factor(
+    push_state: &crate::fatigue::model::PushState,
+    now: OffsetDateTime,
+    policy: &crate::fatigue::model::Policy,
+) -> FactorView {
+    let standing = crate::fatigue::http::standing(push_state, now, policy);
+    let reason = match (standing.push.as_str(), standing.frozen_until) {
+        ("available", _) => None,
+        (push, Some(until)) => Some(format!(
+            "push {push} until {} ({}); use a passkey",
+            until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            standing.reason.clone().unwrap_or_default()
+        )),
+        (push, None) => Some(format!(
+            "push {push} ({}); use a passkey or ask an admin",
+            standing.reason.clone().unwrap_or_default()
+        )),
+    };
+    FactorView { factor: "push".into(), available: reason.is_none(), reason }
 }
 
 async fn device_for(

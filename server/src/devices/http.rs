@@ -21,7 +21,7 @@ use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
-use crate::ids::{DeviceId, EnrollmentId, UserId};
+use crate::ids::{ChallengeId, DeviceId, EnrollmentId, UserId};
 use crate::store::DeviceRecord;
 
 impl From<DeviceError> for ApiError {
@@ -31,9 +31,10 @@ impl From<DeviceError> for ApiError {
         match error {
             DeviceError::Protocol(e) => e.into(),
             DeviceError::UserNotFound => ApiError::new(StatusCode::NOT_FOUND, "user_not_found", message),
-            DeviceError::SecondDeviceRequiresIntent => {
-                ApiError::new(StatusCode::CONFLICT, "second_device_requires_intent", message)
+            DeviceError::SecondFactorProofRequired => {
+                ApiError::new(StatusCode::FORBIDDEN, "second_factor_proof_required", message)
             }
+            DeviceError::ApprovalInvalid => ApiError::new(StatusCode::FORBIDDEN, "approval_invalid", message),
             DeviceError::EnrollmentNotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "enrollment_not_found", message)
             }
@@ -194,7 +195,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollmentRequest {
-    /// Required (and audited) when the user already has an active device.
+    /// Proof for adding a device to a user who already has one: the id of a challenge of this
+    /// user, created by this app, approved within the last 5 minutes and not redeemed. The
+    /// enrollment consumes it (it becomes `redeemed`, audited) so it proves one enrollment only.
+    pub approval: Option<ChallengeId>,
+    /// States that a further device is meant; without `approval` it is refused.
     #[serde(default)]
     pub second_device: bool,
 }
@@ -222,11 +227,12 @@ pub struct EnrollmentView {
     tag = "devices",
     security(("api_key" = ["users:write"])),
     params(("username" = String, Path)),
-    request_body(content = CreateEnrollmentRequest, description = "`{}` for a first device"),
+    request_body(content = CreateEnrollmentRequest, description = "`{}` for a first device; `{\"approval\": \"<challenge id>\"}` to add another"),
     responses(
         (status = 201, description = "Created", body = EnrollmentView),
+        (status = 403, description = "`second_factor_proof_required`: the user has a device (or `second_device` is set) and no approval was given; `approval_invalid`: the approval is not an approved, unredeemed challenge of this user from this app decided within 5 minutes (both audited, nothing created)", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
-        (status = 409, description = "User already has a device and second_device is not set", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
     )
 )]
 async fn create_enrollment(
@@ -236,7 +242,8 @@ async fn create_enrollment(
     ApiJson(body): ApiJson<CreateEnrollmentRequest>,
 ) -> Result<(StatusCode, Json<EnrollmentView>), ApiError> {
     app.require(Scope::UsersWrite)?;
-    let created = state.devices.create_enrollment(app.actor(), &username, body.second_device).await?;
+    let created =
+        state.devices.create_enrollment(app.actor(), &username, body.second_device, body.approval).await?;
     let record = &created.record;
     let username = crate::users::model::normalize_username(&username).unwrap_or(username);
     Ok((

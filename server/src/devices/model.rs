@@ -10,6 +10,10 @@ use time::OffsetDateTime;
 
 use crate::store::{EnrollmentRecord, StoredPush};
 
+/// How recent an approval must be to prove a new device: the app prompts the user's existing
+/// phone, the user approves, the app issues the enrollment right after.
+pub const SECOND_DEVICE_APPROVAL_WINDOW: time::Duration = time::Duration::minutes(5);
+
 /// 128 random bits, base64url: unguessable within its ten minutes even without rate limits.
 const ACTIVATION_CODE_BYTES: usize = 16;
 

@@ -18,10 +18,13 @@ use time::{Duration, OffsetDateTime};
 use super::model::{self, EnrollmentState};
 use super::server_key::ServerSigningKey;
 use crate::audit::{Action, Actor, AuditEvent};
+use crate::challenges::model::ChallengeState;
 use crate::clock::Clock;
-use crate::ids::{DeviceId, EnrollmentId, UserId};
+use crate::ids::{ChallengeId, DeviceId, EnrollmentId, UserId};
 use crate::secrets::MasterKey;
-use crate::store::{Conflict, DeviceRecord, EnrollmentRecord, NoticeRecord, Store, StoreError, UserRecord};
+use crate::store::{
+    ApprovalProof, Conflict, DeviceRecord, EnrollmentRecord, NoticeRecord, Store, StoreError, UserRecord,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -30,9 +33,16 @@ pub enum DeviceError {
     #[error("no such user")]
     UserNotFound,
     #[error(
-        "the user already has a device: issue the enrollment with \"second_device\": true to add another (audited)"
+        "adding a device needs proof from the user: \"approval\": the id of a challenge of this user, \
+         created by this app, approved within the last 5 minutes and not redeemed (the enrollment \
+         consumes it); or an operator's recovery enrollment"
     )]
-    SecondDeviceRequiresIntent,
+    SecondFactorProofRequired,
+    #[error(
+        "the approval is not an approved, unredeemed challenge of this user, created by this app and \
+         decided within the last 5 minutes"
+    )]
+    ApprovalInvalid,
     #[error("no such enrollment for this user")]
     EnrollmentNotFound,
     #[error("the enrollment was used or has expired")]
@@ -88,6 +98,17 @@ pub struct DeviceService {
     settings: DeviceSettings,
 }
 
+/// Why an enrollment may add a device.
+#[derive(Debug)]
+enum EnrollmentKind {
+    /// For a user without an active device; refused at use if one exists by then.
+    FirstDevice,
+    /// Proven by the user's approval, which the enrollment consumes.
+    Approved(ApprovalProof),
+    /// Issued by the operator.
+    Recovery,
+}
+
 /// A new enrollment: the record plus the code and URI, which exist in the clear only here.
 #[derive(Debug)]
 pub struct CreatedEnrollment {
@@ -131,18 +152,58 @@ impl DeviceService {
     }
 
     /// Issues a single-use activation code for `username`. A user who already has a device gets
-    /// another only with explicit intent (`is_second_device`), which the audit event records.
+    /// another only with proof from that user: `approval`, an approved challenge this app created
+    /// for them, which the enrollment consumes. `wants_second_device` without proof is refused
+    /// too, so a code issued before the first device cannot add a second one later.
     pub async fn create_enrollment(
         &self,
         actor: Actor,
         username: &str,
-        is_second_device: bool,
+        wants_second_device: bool,
+        approval: Option<ChallengeId>,
     ) -> Result<CreatedEnrollment, DeviceError> {
         let user = self.user(username).await?;
-        let has_device = self.store.devices_for_user(user.id).await?.iter().any(DeviceRecord::is_active);
-        if has_device && !is_second_device {
-            return Err(DeviceError::SecondDeviceRequiresIntent);
+        let Some(challenge) = approval else {
+            let has_device = self.store.devices_for_user(user.id).await?.iter().any(DeviceRecord::is_active);
+            if has_device || wants_second_device {
+                self.audit_enrollment_refused(&actor, &user, "second_factor_proof_required", None).await?;
+                return Err(DeviceError::SecondFactorProofRequired);
+            }
+            return self.issue_enrollment(actor, &user, EnrollmentKind::FirstDevice).await;
+        };
+        let Actor::App { id: app_id, .. } = &actor else {
+            return Err(DeviceError::ApprovalInvalid);
+        };
+        let proof = ApprovalProof {
+            challenge,
+            app_id: *app_id,
+            user: user.id,
+            window: model::SECOND_DEVICE_APPROVAL_WINDOW,
+        };
+        match self.issue_enrollment(actor.clone(), &user, EnrollmentKind::Approved(proof)).await {
+            Err(DeviceError::Store(StoreError::NotFound)) => {
+                self.audit_enrollment_refused(&actor, &user, "approval_invalid", Some(challenge)).await?;
+                Err(DeviceError::ApprovalInvalid)
+            }
+            other => other,
         }
+    }
+
+    /// Operator-issued (`countersign enrollments create --recovery`): an enrollment that may add
+    /// a device even when the user has one, for a user who lost theirs or needs a second one
+    /// without an approval. Audited with the operator as actor; existing devices are told when
+    /// it is used, like for any added device.
+    pub async fn create_recovery_enrollment(&self, username: &str) -> Result<CreatedEnrollment, DeviceError> {
+        let user = self.user(username).await?;
+        self.issue_enrollment(Actor::Cli, &user, EnrollmentKind::Recovery).await
+    }
+
+    async fn issue_enrollment(
+        &self,
+        actor: Actor,
+        user: &UserRecord,
+        kind: EnrollmentKind,
+    ) -> Result<CreatedEnrollment, DeviceError> {
         let (code, code_hash) =
             model::new_activation_code().map_err(|e| DeviceError::Internal(e.to_string()))?;
         let id = EnrollmentId::random();
@@ -151,6 +212,7 @@ impl DeviceService {
             .encrypt(&Self::seal_context(id), code.expose_secret().as_bytes())
             .map_err(|e| DeviceError::Internal(e.to_string()))?;
         let now = self.clock.now();
+        let is_second_device = !matches!(kind, EnrollmentKind::FirstDevice);
         let record = EnrollmentRecord {
             id,
             user_id: user.id,
@@ -163,13 +225,60 @@ impl DeviceService {
             used_at: None,
             device_id: None,
         };
-        let event = AuditEvent::new(now, actor, Action::EnrollmentCreated, format!("user:{}", user.id))
-            .with_details(
-                json!({ "enrollment_id": id, "username": user.username, "second_device": is_second_device }),
-            );
-        let record = self.store.create_enrollment(record, event).await?;
+        let approval = match &kind {
+            EnrollmentKind::Approved(proof) => Some(proof.challenge),
+            _ => None,
+        };
+        let event =
+            AuditEvent::new(now, actor.clone(), Action::EnrollmentCreated, format!("user:{}", user.id))
+                .with_details(json!({
+                    "enrollment_id": id,
+                    "username": user.username,
+                    "second_device": is_second_device,
+                    "recovery": matches!(kind, EnrollmentKind::Recovery),
+                    "approval": approval,
+                }));
+        let record = match kind {
+            EnrollmentKind::Approved(proof) => {
+                let redeemed = AuditEvent::new(
+                    now,
+                    actor,
+                    Action::Challenge(ChallengeState::Redeemed),
+                    format!("challenge:{}", proof.challenge),
+                )
+                .with_details(json!({
+                    "challenge_id": proof.challenge,
+                    "purpose": "second_device_enrollment",
+                    "enrollment_id": id,
+                }));
+                self.store.create_enrollment_consuming_approval(record, proof, redeemed, event).await?
+            }
+            EnrollmentKind::FirstDevice | EnrollmentKind::Recovery => {
+                self.store.create_enrollment(record, event).await?
+            }
+        };
         let activation_uri = self.activation_uri(code.expose_secret(), &user.username)?;
         Ok(CreatedEnrollment { record, activation_code: code, activation_uri })
+    }
+
+    /// Records a refused attempt to add a device: an app adding phones to users who already
+    /// have one is how an account gets a second, attacker-held factor.
+    async fn audit_enrollment_refused(
+        &self,
+        actor: &Actor,
+        user: &UserRecord,
+        reason: &str,
+        approval: Option<ChallengeId>,
+    ) -> Result<(), DeviceError> {
+        let event = AuditEvent::new(
+            self.clock.now(),
+            actor.clone(),
+            Action::EnrollmentRefused,
+            format!("user:{}", user.id),
+        )
+        .with_details(json!({ "username": user.username, "reason": reason, "approval": approval }));
+        self.store.record_audit(event).await?;
+        Ok(())
     }
 
     /// The activation URI of a still-usable enrollment, for showing its QR code again.

@@ -147,6 +147,16 @@ pub struct EnrollmentRecord {
     pub device_id: Option<DeviceId>,
 }
 
+/// An approval offered as proof for adding a device: it must be a challenge of `user`, created
+/// by `app_id`, approved (not redeemed) and decided within `window` (by the store's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalProof {
+    pub challenge: ChallengeId,
+    pub app_id: AppId,
+    pub user: UserId,
+    pub window: time::Duration,
+}
+
 /// A device's push registration as stored: provider `apns` | `fcm` | `none`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPush {
@@ -616,6 +626,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The first chained event (up to `up_to`) whose id an earlier event already has, as
     /// (its seq, the earlier seq).
     async fn audit_duplicate_event(&self, up_to: i64) -> Result<Option<(i64, i64)>, StoreError>;
+    /// Creates an enrollment that consumes `approval`: the challenge moves `approved →
+    /// redeemed` by compare-and-set in the same transaction (with `redeemed`, its audit event),
+    /// so it proves one enrollment only and can no longer be redeemed for a sign-in. `NotFound`
+    /// (and nothing written) if the approval does not qualify or was used meanwhile.
+    async fn create_enrollment_consuming_approval(
+        &self,
+        enrollment: EnrollmentRecord,
+        approval: ApprovalProof,
+        redeemed: AuditEvent,
+        audit: AuditEvent,
+    ) -> Result<EnrollmentRecord, StoreError>;
 }
 
 /// Opens the store a database URL names: `sqlite:` or `postgres(ql)://`.

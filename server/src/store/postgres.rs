@@ -12,11 +12,12 @@ use uuid::Uuid;
 
 use super::pg_pool::{PgConnections, PooledConnection};
 use super::{
-    AlertCursor, AlertRecord, AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict,
-    DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, LadderMove, NoticeRecord,
-    PendingEvent, PendingRow, PoolStats, Precondition, PromptTarget, PushJob, PushJobResult, ServerKeyRecord,
-    Store, StoreError, StoredPush, UserRecord, check_migrations_applied, gate_new_challenge, genesis_mac,
-    incident_alert_details, ladder_move, link_pending, map_unique_violation, pending_row, seals_genesis,
+    AlertCursor, AlertRecord, AppRecord, ApprovalProof, ChallengeEvent, ChallengeRecord, ChallengeTransition,
+    Conflict, DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, LadderMove,
+    NoticeRecord, PendingEvent, PendingRow, PoolStats, Precondition, PromptTarget, PushJob, PushJobResult,
+    ServerKeyRecord, Store, StoreError, StoredPush, UserRecord, check_migrations_applied, gate_new_challenge,
+    genesis_mac, incident_alert_details, ladder_move, link_pending, map_unique_violation, pending_row,
+    seals_genesis,
 };
 use crate::audit::AuditEvent;
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
@@ -761,20 +762,7 @@ impl Store for PgStore {
     ) -> Result<EnrollmentRecord, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        sqlx::query(
-            "INSERT INTO enrollments (id, user_id, code_hash, code_sealed, is_second_device, created_by, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(e.id.0)
-        .bind(e.user_id.0)
-        .bind(&e.code_hash)
-        .bind(&e.code_sealed)
-        .bind(e.is_second_device)
-        .bind(&e.created_by)
-        .bind(e.created_at)
-        .bind(e.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_enrollment(&mut tx, &e).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(e)
@@ -1837,4 +1825,52 @@ impl Store for PgStore {
             sqlx::query(DUPLICATE_EVENT_SQL).bind(up_to).fetch_optional(&mut *self.conn().await?).await?;
         row.map(|row| Ok((row.try_get("seq")?, row.try_get("first_seq")?))).transpose()
     }
+    async fn create_enrollment_consuming_approval(
+        &self,
+        e: EnrollmentRecord,
+        approval: ApprovalProof,
+        redeemed: AuditEvent,
+        audit: AuditEvent,
+    ) -> Result<EnrollmentRecord, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let consumed = sqlx::query(
+            // Fresh by the database clock, like a redeem.
+            "UPDATE challenges SET state = 'redeemed', redeemed_at = now()
+             WHERE id = $1 AND app_id = $2 AND user_id = $3 AND state = 'approved'
+               AND decided_at > now() - $4::bigint * interval '1 microsecond'",
+        )
+        .bind(approval.challenge.0)
+        .bind(approval.app_id.0)
+        .bind(approval.user.0)
+        .bind(approval.window.whole_microseconds() as i64)
+        .execute(&mut *tx)
+        .await?;
+        if consumed.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.append_audit(&mut tx, &redeemed).await?;
+        insert_enrollment(&mut tx, &e).await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(e)
+    }
+}
+
+async fn insert_enrollment(conn: &mut PgConnection, e: &EnrollmentRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO enrollments (id, user_id, code_hash, code_sealed, is_second_device, created_by, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(e.id.0)
+    .bind(e.user_id.0)
+    .bind(&e.code_hash)
+    .bind(&e.code_sealed)
+    .bind(e.is_second_device)
+    .bind(&e.created_by)
+    .bind(e.created_at)
+    .bind(e.expires_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -18,10 +18,10 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    AlertCursor, AlertRecord, AppRecord, ChallengeEvent, ChallengeRecord, ChallengeTransition, Conflict,
-    DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord, PendingEvent,
-    PoolStats, Precondition, PushJob, PushJobResult, ServerKeyRecord, Store, StoreError, StoredPush,
-    UserRecord, check_migrations_applied, escalation_alert, gate_new_challenge, genesis_mac,
+    AlertCursor, AlertRecord, AppRecord, ApprovalProof, ChallengeEvent, ChallengeRecord, ChallengeTransition,
+    Conflict, DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord,
+    PendingEvent, PoolStats, Precondition, PushJob, PushJobResult, ServerKeyRecord, Store, StoreError,
+    StoredPush, UserRecord, check_migrations_applied, escalation_alert, gate_new_challenge, genesis_mac,
     incident_alert_details, link_pending, map_unique_violation, next_push_state, pending_row, seals_genesis,
 };
 use crate::audit::AuditEvent;
@@ -50,10 +50,7 @@ impl SqliteStore {
                 "sqlite: needs a file path (in-memory databases lose the audit trail)".into(),
             ));
         }
-        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::InvalidUrl(format!("cannot create {}: {e}", dir.display())))?;
-        }
+        create_private_database_file(std::path::Path::new(path))?;
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(StoreError::Database)?
             .filename(path)
@@ -107,6 +104,26 @@ impl SqliteStore {
         self.audit_pending.notify_one();
         Ok(())
     }
+}
+
+/// The database holds device keys, sealed secrets and the audit trail: its directory is created
+/// 0700 and the file 0600 before SQLite opens it, so its `-wal`/`-shm` files (which SQLite
+/// creates with the database file's mode) are private too.
+fn create_private_database_file(path: &std::path::Path) -> Result<(), StoreError> {
+    let failed = |what: &std::path::Path, e: std::io::Error| {
+        StoreError::InvalidUrl(format!("cannot create {}: {e}", what.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::private_files::create_dir_all(dir).map_err(|e| failed(dir, e))?;
+    }
+    crate::private_files::ensure_private_file(path).map_err(|e| failed(path, e))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut companion = path.as_os_str().to_owned();
+        companion.push(suffix);
+        let companion = std::path::PathBuf::from(companion);
+        crate::private_files::restrict_if_exists(&companion).map_err(|e| failed(&companion, e))?;
+    }
+    Ok(())
 }
 
 fn time_at(row: &SqliteRow, column: &str) -> Result<OffsetDateTime, StoreError> {
@@ -529,20 +546,7 @@ impl Store for SqliteStore {
         audit: AuditEvent,
     ) -> Result<EnrollmentRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO enrollments (id, user_id, code_hash, code_sealed, is_second_device, created_by, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .bind(e.id.0.to_string())
-        .bind(e.user_id.0.to_string())
-        .bind(&e.code_hash)
-        .bind(&e.code_sealed)
-        .bind(e.is_second_device)
-        .bind(&e.created_by)
-        .bind(unix_micros(e.created_at))
-        .bind(unix_micros(e.expires_at))
-        .execute(&mut *tx)
-        .await?;
+        insert_enrollment(&mut tx, &e).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(e)
@@ -1480,4 +1484,50 @@ impl Store for SqliteStore {
         let row = sqlx::query(DUPLICATE_EVENT_SQL).bind(up_to).fetch_optional(&self.pool).await?;
         row.map(|row| Ok((row.try_get("seq")?, row.try_get("first_seq")?))).transpose()
     }
+    async fn create_enrollment_consuming_approval(
+        &self,
+        e: EnrollmentRecord,
+        approval: ApprovalProof,
+        redeemed: AuditEvent,
+        audit: AuditEvent,
+    ) -> Result<EnrollmentRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let consumed = sqlx::query(
+            "UPDATE challenges SET state = 'redeemed', redeemed_at = ?2
+             WHERE id = ?1 AND app_id = ?3 AND user_id = ?4 AND state = 'approved' AND decided_at > ?5",
+        )
+        .bind(approval.challenge.0.to_string())
+        .bind(unix_micros(e.created_at))
+        .bind(approval.app_id.0.to_string())
+        .bind(approval.user.0.to_string())
+        .bind(unix_micros(e.created_at - approval.window))
+        .execute(&mut *tx)
+        .await?;
+        if consumed.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.append_audit(&mut tx, &redeemed).await?;
+        insert_enrollment(&mut tx, &e).await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(e)
+    }
+}
+
+async fn insert_enrollment(conn: &mut SqliteConnection, e: &EnrollmentRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO enrollments (id, user_id, code_hash, code_sealed, is_second_device, created_by, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(e.id.0.to_string())
+    .bind(e.user_id.0.to_string())
+    .bind(&e.code_hash)
+    .bind(&e.code_sealed)
+    .bind(e.is_second_device)
+    .bind(&e.created_by)
+    .bind(unix_micros(e.created_at))
+    .bind(unix_micros(e.expires_at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

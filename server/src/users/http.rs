@@ -24,7 +24,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
-    /// 1-128 characters of letters, digits and `. _ @ + -`; compared case-insensitively.
+    /// 1-128 characters of letters, digits and `. _ @ + -`, not starting or ending with `.` and
+    /// without `..` (so no URL normaliser rewrites it as a path segment); compared
+    /// case-insensitively.
+    #[schema(pattern = r"^[A-Za-z0-9_@+-]+(\.[A-Za-z0-9_@+-]+)*$", min_length = 1, max_length = 128)]
     pub username: String,
     pub display_name: Option<String>,
     /// Privileged users (admins, executives) may be held to stronger factors.

@@ -64,16 +64,32 @@ impl TestApp {
     }
 
     pub async fn build(engine: Engine, limits: HttpLimits) -> Self {
+        Self::build_with(engine, limits, countersign::challenges::service::ChallengeSettings::default()).await
+    }
+
+    pub async fn build_with(
+        engine: Engine,
+        limits: HttpLimits,
+        challenge_settings: countersign::challenges::service::ChallengeSettings,
+    ) -> Self {
         let db = Arc::new(TestDatabase::new(engine).await);
         let start = datetime!(2026-11-28 09:00:00 UTC);
         db.set_clock(start).await;
-        Self::on_database(db, start, true, limits).await
+        Self::on_database(db, start, true, limits, challenge_settings).await
     }
 
     /// Another instance on this app's database whose clock is `offset` from the database's
     /// (and does not move it).
     pub async fn another_instance(&self, offset: time::Duration) -> Self {
-        Self::on_database(Arc::clone(&self.db), self.clock.now() + offset, false, HttpLimits::default()).await
+        let settings = self.state.challenges.settings().clone();
+        Self::on_database(
+            Arc::clone(&self.db),
+            self.clock.now() + offset,
+            false,
+            HttpLimits::default(),
+            settings,
+        )
+        .await
     }
 
     async fn on_database(
@@ -81,6 +97,7 @@ impl TestApp {
         start: time::OffsetDateTime,
         drives_db_clock: bool,
         limits: HttpLimits,
+        challenge_settings: countersign::challenges::service::ChallengeSettings,
     ) -> Self {
         let master = Arc::new(MasterKey::from_bytes(&[9; 32]));
         let store: Arc<dyn Store> = Arc::from(
@@ -99,7 +116,7 @@ impl TestApp {
             dyn_clock,
             Arc::clone(&master),
             settings,
-            countersign::challenges::service::ChallengeSettings::default(),
+            challenge_settings,
             countersign::telemetry::prometheus(),
         )
         .await
@@ -273,4 +290,46 @@ pub async fn audit_actions(app: &TestApp) -> Vec<(String, Value)> {
         .into_iter()
         .map(|e| (e.action, serde_json::from_str(&e.details).unwrap()))
         .collect()
+}
+
+/// A challenge of `username` created with `key` and approved on `approver` (which must be the
+/// user's device): the proof an app presents to add another device. Returns its id.
+pub async fn fresh_approval(
+    app: &TestApp,
+    key: &str,
+    username: &str,
+    approver: &mut countersign_e2e::device::TestDevice,
+) -> String {
+    let created = app.post_json("/v1/challenges", key, serde_json::json!({ "username": username })).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let pending = signed_get(app, approver, "/device/v1/challenges").await;
+    let pending: countersign_mobile_protocol::PendingChallenges =
+        serde_json::from_value(pending.body).unwrap();
+    let signed = pending.challenges.iter().find(|c| c.details.challenge_id.as_str() == id).unwrap();
+    let details = approver.verify_details(signed).clone();
+    let number = created.body["number"].as_str().unwrap();
+    let response = approver.answer(&details, countersign_mobile_protocol::Decision::Approve, number);
+    let path = format!("/device/v1/challenges/{id}/response");
+    let reply = app.device_post(&path, &serde_json::to_vec(&response).unwrap()).await;
+    assert_eq!(reply.body["outcome"], "approved", "{:?}", reply.body);
+    id
+}
+
+/// Adds another device for `username`, proven by an approval on `approver`.
+pub async fn approved_second_device(
+    app: &TestApp,
+    key: &str,
+    username: &str,
+    approver: &mut countersign_e2e::device::TestDevice,
+) -> countersign_e2e::device::TestDevice {
+    let approval = fresh_approval(app, key, username, approver).await;
+    let path = format!("/v1/users/{username}/enrollments");
+    let created = app.post_json(&path, key, serde_json::json!({ "approval": approval })).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let mut device = countersign_e2e::device::TestDevice::new();
+    let uri = created.body["activation_uri"].as_str().unwrap();
+    let reply = enroll(app, &mut device, uri, countersign_mobile_protocol::PushRegistration::None).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    device
 }
