@@ -6,10 +6,8 @@
 #[macro_use]
 mod common;
 
-use std::sync::Arc;
-
 use axum::http::StatusCode;
-use common::{TestApp, assert_error, enrolled_device, signed_get};
+use common::{Alice, TestApp, assert_error, signed_get};
 use countersign::app::HttpLimits;
 use countersign_e2e::Engine;
 use countersign_e2e::device::TestDevice;
@@ -17,27 +15,20 @@ use countersign_mobile_protocol::{ChallengeDetails, Decision, PendingChallenges,
 use serde_json::{Value, json};
 use time::Duration;
 
-struct Setup {
-    app: Arc<TestApp>,
-    key: String,
-    phone: TestDevice,
-}
-
-async fn setup() -> Setup {
+async fn setup() -> Alice {
     let app = TestApp::build(Engine::Postgres, HttpLimits::default()).await;
-    let key = app.key("portal", "users:read users:write challenges:write challenges:read").await;
-    let phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
-    Setup { app: Arc::new(app), key, phone }
+    Alice::enroll(app, "users:read users:write challenges:write challenges:read", PushRegistration::None)
+        .await
 }
 
-async fn start(s: &Setup) -> (String, String) {
+async fn start(s: &Alice) -> (String, String) {
     let body = json!({ "username": "alice", "context": { "ip": "203.0.113.7" } });
     let reply = s.app.post_json("/v1/challenges", &s.key, body).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
     (reply.body["id"].as_str().unwrap().to_owned(), reply.body["number"].as_str().unwrap().to_owned())
 }
 
-async fn details(s: &Setup) -> ChallengeDetails {
+async fn details(s: &Alice) -> ChallengeDetails {
     let reply = signed_get(&s.app, &s.phone, "/device/v1/challenges").await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     let pending: PendingChallenges = serde_json::from_value(reply.body).unwrap();

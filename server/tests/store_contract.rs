@@ -309,15 +309,7 @@ async fn verify_reports_a_duplicate_event_id(engine: Engine) {
     let events = f.store.audit_events(0, 5, 10).await.unwrap();
     let (copied, last) = (&events[1], &events[4]);
     let prev: [u8; 32] = last.hash.as_slice().try_into().unwrap();
-    let content = countersign::audit::chain::EventContent {
-        event_id: copied.event_id.as_deref(),
-        seq: 6,
-        occurred_at_micros: copied.occurred_at_micros,
-        actor: &copied.actor,
-        action: &copied.action,
-        subject: &copied.subject,
-        details: &copied.details,
-    };
+    let content = countersign::audit::chain::EventContent { seq: 6, ..copied.content() };
     let hash = countersign::audit::chain::event_hash(&content, &prev);
     exec_sql(&f.db, "DROP INDEX audit_events_event_id_key").await.unwrap();
     let insert = format!(

@@ -145,6 +145,21 @@ pub struct StoredEvent {
     pub hash: Vec<u8>,
 }
 
+impl StoredEvent {
+    /// The hashed content of this event.
+    pub fn content(&self) -> EventContent<'_> {
+        EventContent {
+            event_id: self.event_id.as_deref(),
+            seq: self.seq,
+            occurred_at_micros: self.occurred_at_micros,
+            actor: &self.actor,
+            action: &self.action,
+            subject: &self.subject,
+            details: &self.details,
+        }
+    }
+}
+
 /// The stored head of the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredHead {
@@ -298,16 +313,7 @@ impl ChainVerifier {
         if !bool::from(event.prev_hash.as_slice().ct_eq(&self.prev_hash)) {
             return Err(ChainBreak::LinkBroken { seq });
         }
-        let content = EventContent {
-            event_id: event.event_id.as_deref(),
-            seq: event.seq,
-            occurred_at_micros: event.occurred_at_micros,
-            actor: &event.actor,
-            action: &event.action,
-            subject: &event.subject,
-            details: &event.details,
-        };
-        let computed = event_hash(&content, &self.prev_hash);
+        let computed = event_hash(&event.content(), &self.prev_hash);
         if !bool::from(event.hash.as_slice().ct_eq(&computed)) {
             return Err(ChainBreak::Modified { seq });
         }
@@ -373,6 +379,18 @@ mod tests {
             prev = hash;
         }
         (events, StoredHead { seq: n, hash: prev.to_vec(), mac: sealer.seal(n, &prev) })
+    }
+
+    /// Recomputes every link and hash from `events[from]` on, as an attacker without the key
+    /// would; returns the last hash.
+    fn rehash_from(events: &mut [StoredEvent], from: usize) -> [u8; 32] {
+        let mut prev: [u8; 32] = events[from - 1].hash.as_slice().try_into().unwrap();
+        for e in events.iter_mut().skip(from) {
+            e.prev_hash = prev.to_vec();
+            prev = event_hash(&e.content(), &prev);
+            e.hash = prev.to_vec();
+        }
+        prev
     }
 
     fn verify(events: &[StoredEvent], head: &StoredHead, sealer: &AuditSealer) -> Result<i64, ChainBreak> {
@@ -471,21 +489,7 @@ mod tests {
         // Rolled back, then continued with other events past the checkpoint's length.
         let mut other = chain(8, &s).0;
         other[5].details = "{\"other\":1}".into();
-        let mut prev: [u8; 32] = other[4].hash.as_slice().try_into().unwrap();
-        for e in other.iter_mut().skip(5) {
-            e.prev_hash = prev.to_vec();
-            let c = EventContent {
-                event_id: e.event_id.as_deref(),
-                seq: e.seq,
-                occurred_at_micros: e.occurred_at_micros,
-                actor: &e.actor,
-                action: &e.action,
-                subject: &e.subject,
-                details: &e.details,
-            };
-            prev = event_hash(&c, &prev);
-            e.hash = prev.to_vec();
-        }
+        let prev = rehash_from(&mut other, 5);
         let other_head = StoredHead { seq: 8, hash: prev.to_vec(), mac: s.seal(8, &prev) };
         assert_eq!(walk(&other, &other_head), Err(CheckpointBreak::Diverged { seq: 6 }.to_string()));
         let forged = Checkpoint { seq: 7, ..checkpoint.clone() };
@@ -498,21 +502,7 @@ mod tests {
         let (mut events, head) = chain(5, &s);
         // An attacker with database access rewrites event 2 and recomputes every hash after it.
         events[1].details = "{\"forged\":true}".into();
-        let mut prev: [u8; 32] = events[0].hash.as_slice().try_into().unwrap();
-        for e in events.iter_mut().skip(1) {
-            e.prev_hash = prev.to_vec();
-            let c = EventContent {
-                event_id: e.event_id.as_deref(),
-                seq: e.seq,
-                occurred_at_micros: e.occurred_at_micros,
-                actor: &e.actor,
-                action: &e.action,
-                subject: &e.subject,
-                details: &e.details,
-            };
-            prev = event_hash(&c, &prev);
-            e.hash = prev.to_vec();
-        }
+        rehash_from(&mut events, 1);
         assert_eq!(verify(&events, &head, &s), Err(ChainBreak::HeadMismatch { seq: 5 }));
     }
 

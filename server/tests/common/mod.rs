@@ -333,3 +333,22 @@ pub async fn approved_second_device(
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
     device
 }
+
+/// An app with a key and alice with an enrolled phone: the cast of most challenge tests.
+pub struct Alice {
+    pub app: Arc<TestApp>,
+    pub key: String,
+    pub phone: countersign_e2e::device::TestDevice,
+}
+
+impl Alice {
+    pub async fn enroll(
+        app: TestApp,
+        scopes: &str,
+        push: countersign_mobile_protocol::PushRegistration,
+    ) -> Self {
+        let key = app.key("portal", scopes).await;
+        let phone = enrolled_device(&app, &key, "alice", push).await;
+        Self { app: Arc::new(app), key, phone }
+    }
+}
