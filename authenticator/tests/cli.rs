@@ -28,7 +28,10 @@ async fn run(state: &Path, args: &[&str], stdin: &str) -> Output {
         .spawn()
         .unwrap();
     let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).await.unwrap();
+    // A command refused before it reads anything (a usage error) may exit before we write.
+    if let Err(error) = input.write_all(stdin.as_bytes()).await {
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+    }
     drop(input);
     child.wait_with_output().await.unwrap()
 }
