@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use countersign_mobile_protocol::{
-    ChallengeDetails, ChallengeOutcome, ChallengeResponse, Decision, Nonce, PendingChallenges, ProtocolError,
-    PublicKey, SignedChallengeDetails, limits, sanitize_display_text,
+    ChallengeDetails, ChallengeOutcome, ChallengeResponse, Decision, ErrorCode, Nonce, PendingChallenges,
+    ProtocolError, SignedChallengeDetails, limits, sanitize_display_text,
 };
 use ring::digest;
 use ring::rand::SecureRandom;
@@ -577,25 +577,32 @@ impl ChallengeService {
         id: ChallengeId,
         response: ChallengeResponse,
     ) -> Result<ChallengeOutcome, ChallengeError> {
-        let answer_device = uuid::Uuid::parse_str(response.answer.device_id.as_str())
-            .map_err(|_| ChallengeError::SignatureInvalid)?;
-        let (device, challenge) = self.store.device_and_challenge(DeviceId(answer_device), id).await?;
+        // Nothing about the device or the challenge is told before the signature verifies: an
+        // unknown device id is checked against the unknown-device key (same work, same answer),
+        // and an unknown or another user's challenge is only reported to a verified device.
+        let (device, challenge) = match uuid::Uuid::parse_str(response.answer.device_id.as_str()) {
+            Ok(device_id) => self.store.device_and_challenge(DeviceId(device_id), id).await?,
+            Err(_) => (None, None),
+        };
+        let key = self
+            .devices
+            .verification_key(device.as_ref())
+            .map_err(|e| ChallengeError::Internal(e.to_string()))?;
+        match response.verify_signature(&key) {
+            Err(error) if error.error_code() == ErrorCode::SignatureInvalid => {
+                return Err(ChallengeError::SignatureInvalid);
+            }
+            Err(other) => return Err(ChallengeError::Protocol(other)),
+            Ok(_) => {}
+        }
+        // Verified under the unknown-device key, which nobody can sign for: still unknown.
         let device = device.ok_or(ChallengeError::SignatureInvalid)?;
-        let challenge = challenge.ok_or(ChallengeError::ChallengeNotFound)?;
-        let key =
-            PublicKey::from_sec1(&device.public_key).map_err(|e| ChallengeError::Internal(e.to_string()))?;
+        // Another user's challenge looks like no challenge at all.
+        let challenge =
+            challenge.filter(|c| c.user_id == device.user_id).ok_or(ChallengeError::ChallengeNotFound)?;
         let path_id = countersign_mobile_protocol::ChallengeId::new(id.to_string())?;
         let nonce = Nonce::from_bytes(&challenge.server_nonce)?;
-        let answer = response.verify(&key, &path_id, &nonce).map_err(|e| match e {
-            ProtocolError::SignatureInvalid | ProtocolError::SignatureMalformed { .. } => {
-                ChallengeError::SignatureInvalid
-            }
-            other => ChallengeError::Protocol(other),
-        })?;
-        // Another user's challenge looks like no challenge at all.
-        if challenge.user_id != device.user_id {
-            return Err(ChallengeError::ChallengeNotFound);
-        }
+        let answer = response.check_binding(&path_id, &nonce)?;
         if !device.is_active() {
             return Err(ChallengeError::DeviceRevoked);
         }

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use countersign_mobile_protocol::{
-    ActivationCode, EnrollmentRequest, EnrollmentResponse, EnrollmentUri, HttpRequest, ProtocolError,
-    PublicKey, PushRegistration, RequestHeaders, ServerId, ServerUrl,
+    ActivationCode, EnrollmentRequest, EnrollmentResponse, EnrollmentUri, ErrorCode, HttpRequest,
+    ProtocolError, PublicKey, PushRegistration, RequestHeaders, ServerId, ServerUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -333,24 +333,24 @@ impl DeviceService {
             nonce.as_deref(),
             signature.as_deref(),
         )?;
-        // Unknown and malformed device ids look exactly like bad signatures.
-        let device_id =
-            uuid::Uuid::parse_str(headers.device_id.as_str()).map_err(|_| DeviceError::SignatureInvalid)?;
-        let device =
-            self.store.device_by_id(DeviceId(device_id)).await?.ok_or(DeviceError::SignatureInvalid)?;
-        let key =
-            PublicKey::from_sec1(&device.public_key).map_err(|e| DeviceError::Internal(e.to_string()))?;
+        let device = self.claimed_device(headers.device_id.as_str()).await?;
+        let key = self.verification_key(device.as_ref())?;
         let now = self.clock.now();
         let request = HttpRequest { method, path_and_query, body };
         let verified =
             match headers.verify(&key, &request, unix_seconds(now), self.settings.max_clock_skew_secs) {
-                Ok(verified) => verified,
-                Err(error @ (ProtocolError::SignatureInvalid | ProtocolError::SignatureMalformed { .. })) => {
-                    self.audit_request_refused(&device, "bad_signature", path_and_query).await?;
-                    return Err(error.into());
+                Err(error) if error.error_code() == ErrorCode::SignatureInvalid => {
+                    if let Some(device) = &device {
+                        self.audit_request_refused(device, "bad_signature", path_and_query).await?;
+                    }
+                    return Err(DeviceError::SignatureInvalid);
                 }
+                // Only a verified signature, or a request malformed whatever its id, gets here.
                 Err(error) => return Err(error.into()),
+                Ok(verified) => verified,
             };
+        // Verified under the unknown-device key, which nobody can sign for: still unknown.
+        let device = device.ok_or(DeviceError::SignatureInvalid)?;
         if !device.is_active() {
             self.audit_request_refused(&device, "revoked", path_and_query).await?;
             return Err(DeviceError::DeviceRevoked);
@@ -362,6 +362,23 @@ impl DeviceService {
             return Err(DeviceError::RequestReplayed);
         }
         Ok(device)
+    }
+
+    /// The device a request claims to come from; `None` for an unknown or malformed id, which
+    /// must then be refused exactly like a bad signature (see [`Self::verification_key`]).
+    pub async fn claimed_device(&self, id: &str) -> Result<Option<DeviceRecord>, DeviceError> {
+        match uuid::Uuid::parse_str(id) {
+            Ok(id) => Ok(self.store.device_by_id(DeviceId(id)).await?),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The key to check a claimed device's signature with: its own, or for an unknown id the
+    /// unknown-device key, so that every id costs one signature verification and gets the same
+    /// answer until a signature verifies (PROTOCOL.md §12).
+    pub fn verification_key(&self, device: Option<&DeviceRecord>) -> Result<PublicKey, DeviceError> {
+        let sec1 = device.map_or(model::UNKNOWN_DEVICE_KEY.as_slice(), |d| d.public_key.as_slice());
+        PublicKey::from_sec1(sec1).map_err(|e| DeviceError::Internal(e.to_string()))
     }
 
     async fn audit_request_refused(
