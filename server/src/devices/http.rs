@@ -20,7 +20,7 @@ use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, PeerAddr};
 use crate::ids::{DeviceId, EnrollmentId, UserId};
 use crate::store::DeviceRecord;
 
@@ -47,6 +47,9 @@ impl From<DeviceError> for ApiError {
             DeviceError::SignatureInvalid => protocol(ErrorCode::SignatureInvalid),
             DeviceError::RequestReplayed => protocol(ErrorCode::RequestReplayed),
             DeviceError::DeviceRevoked => protocol(ErrorCode::DeviceRevoked),
+            DeviceError::Throttled { retry_after_secs } => {
+                protocol(ErrorCode::RateLimited).with_retry_after(retry_after_secs)
+            }
             DeviceError::Internal(_) => ApiError::internal(&error),
             DeviceError::Store(e) => e.into(),
         }
@@ -101,17 +104,16 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     })
 }
 
-/// Verifies the signed-request headers over this exact request.
+/// Verifies the signed-request headers over this exact request, from `peer`.
 pub async fn signed_device(
     state: &AppState,
-    method: &Method,
-    uri: &OriginalUri,
-    headers: &HeaderMap,
+    (method, uri, headers): (&Method, &OriginalUri, &HeaderMap),
     body: &[u8],
+    PeerAddr(peer): PeerAddr,
 ) -> Result<DeviceRecord, ApiError> {
     let path_and_query = uri.0.path_and_query().map_or("/", |p| p.as_str());
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Ok(state.devices.authenticate(method.as_str(), path_and_query, header, body).await?)
+    Ok(state.devices.authenticate(method.as_str(), path_and_query, header, body, peer).await?)
 }
 
 /// Auth: proof of possession + activation code (PROTOCOL.md §6.1).
@@ -135,9 +137,10 @@ async fn notices(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
+    peer: PeerAddr,
     DeviceBody(body): DeviceBody,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let device = signed_device(&state, &method, &uri, &headers, &body).await?;
+    let device = signed_device(&state, (&method, &uri, &headers), &body, peer).await?;
     let notices: Vec<NoticeView> = state
         .devices
         .notices(&device)
@@ -159,9 +162,10 @@ async fn update_push_token(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
+    peer: PeerAddr,
     DeviceBody(body): DeviceBody,
 ) -> Result<StatusCode, ApiError> {
-    let device = signed_device(&state, &method, &uri, &headers, &body).await?;
+    let device = signed_device(&state, (&method, &uri, &headers), &body, peer).await?;
     let push: PushRegistration = parse_json(&body)?;
     state.devices.update_push(&device, push).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -173,9 +177,10 @@ async fn unenroll(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
+    peer: PeerAddr,
     DeviceBody(body): DeviceBody,
 ) -> Result<StatusCode, ApiError> {
-    let device = signed_device(&state, &method, &uri, &headers, &body).await?;
+    let device = signed_device(&state, (&method, &uri, &headers), &body, peer).await?;
     state.devices.unenroll(&device).await?;
     Ok(StatusCode::NO_CONTENT)
 }

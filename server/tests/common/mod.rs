@@ -72,6 +72,7 @@ impl TestApp {
             public_url: ServerUrl::parse(PUBLIC_URL).unwrap(),
             max_clock_skew_secs: 300,
             enrollment_ttl: time::Duration::minutes(10),
+            refusal_limits: Default::default(),
         };
         let dyn_clock: Arc<dyn Clock> = clock.clone();
         let state = AppState::new(
