@@ -17,7 +17,7 @@ use super::service::{ChallengeContext, ChallengeError};
 use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
-use crate::devices::http::{DeviceBody, parse_json, signed_device};
+use crate::devices::http::{DeviceBody, parse_signed_json, signed_device};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, PeerAddr};
 use crate::ids::{ChallengeId, DeviceId};
@@ -377,7 +377,7 @@ async fn respond(
     ApiPath(id): ApiPath<String>,
     DeviceBody(body): DeviceBody,
 ) -> Result<Json<ChallengeResponseResult>, ApiError> {
-    let response: ChallengeResponse = parse_json(&body)?;
+    let response: ChallengeResponse = parse_signed_json(&body)?;
     let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::from(ChallengeError::ChallengeNotFound))?;
     let outcome = state.challenges.respond(ChallengeId(id), response, peer).await?;
     Ok(Json(ChallengeResponseResult { outcome }))

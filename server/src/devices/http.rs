@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use countersign_mobile_protocol::limits::MAX_DEVICE_REQUEST_BODY_LEN;
-use countersign_mobile_protocol::{EnrollmentRequest, ErrorCode, PushRegistration};
+use countersign_mobile_protocol::{EnrollmentRequest, ErrorCode, PushRegistration, Signature};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -104,6 +104,20 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     })
 }
 
+/// Parses a JSON body that carries its own `signature` (enrollment, challenge response). A
+/// signature that is not base64url DER is `401 signature_invalid`, like one that does not
+/// verify (PROTOCOL.md §9); any other malformed body is `400 invalid_request`.
+pub fn parse_signed_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    parse_json(body).map_err(|error| {
+        let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let signature = value.as_ref().and_then(|v| v.get("signature")).and_then(|s| s.as_str());
+        match signature.map(Signature::from_base64url) {
+            Some(Err(malformed)) => ApiError::protocol(ErrorCode::SignatureInvalid, malformed.to_string()),
+            _ => error,
+        }
+    })
+}
+
 /// Verifies the signed-request headers over this exact request, from `peer`.
 pub async fn signed_device(
     state: &AppState,
@@ -118,7 +132,7 @@ pub async fn signed_device(
 
 /// Auth: proof of possession + activation code (PROTOCOL.md §6.1).
 async fn enroll(State(state): State<AppState>, DeviceBody(body): DeviceBody) -> Result<Response, ApiError> {
-    let request: EnrollmentRequest = parse_json(&body)?;
+    let request: EnrollmentRequest = parse_signed_json(&body)?;
     let response = state.devices.enroll(request).await?;
     Ok((StatusCode::CREATED, Json(response)).into_response())
 }
