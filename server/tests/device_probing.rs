@@ -7,7 +7,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{Reply, TestApp, assert_error, enrolled_device, signed_get};
+use common::{Reply, TestApp, assert_error, enrolled_device, impostor, signed_get};
 use countersign::app::HttpLimits;
 use countersign_e2e::Engine;
 use countersign_e2e::device::TestDevice;
@@ -22,15 +22,6 @@ async fn app(engine: Engine) -> (TestApp, String) {
     let app = TestApp::build(engine, HttpLimits::default()).await;
     let key = app.key("portal", "users:read users:write challenges:write challenges:read").await;
     (app, key)
-}
-
-/// A device of the attacker's own making that claims `device_id` (it holds another key).
-fn impostor(victim: &TestDevice, device_id: DeviceId) -> TestDevice {
-    let mut impostor = TestDevice::new();
-    let mut enrolled = victim.enrolled.clone().unwrap();
-    enrolled.device_id = device_id;
-    impostor.enrolled = Some(enrolled);
-    impostor
 }
 
 fn random_device_id() -> DeviceId {

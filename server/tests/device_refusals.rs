@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
-use common::{Reply, TestApp, assert_error, audit_actions, audit_len, enrolled_device};
+use common::{Reply, TestApp, assert_error, audit_actions, audit_len, enrolled_device, impostor};
 use countersign::app::HttpLimits;
 use countersign_e2e::Engine;
 use countersign_e2e::device::TestDevice;
@@ -26,15 +26,6 @@ async fn app(engine: Engine) -> (TestApp, String) {
     let app = TestApp::build(engine, HttpLimits::default()).await;
     let key = app.key("portal", "users:read users:write").await;
     (app, key)
-}
-
-/// A device of the attacker's own making that claims `device_id` (it holds another key).
-fn impostor(victim: &TestDevice, device_id: DeviceId) -> TestDevice {
-    let mut impostor = TestDevice::new();
-    let mut enrolled = victim.enrolled.clone().unwrap();
-    enrolled.device_id = device_id;
-    impostor.enrolled = Some(enrolled);
-    impostor
 }
 
 /// `GET /device/v1/challenges` signed by `device`, over a connection from `peer`.

@@ -247,3 +247,15 @@ pub async fn audit_actions(app: &TestApp) -> Vec<(String, Value)> {
         .map(|e| (e.action, serde_json::from_str(&e.details).unwrap()))
         .collect()
 }
+
+/// A device of an attacker's own making that claims `device_id` (it holds another key).
+pub fn impostor(
+    victim: &countersign_e2e::device::TestDevice,
+    device_id: countersign_mobile_protocol::DeviceId,
+) -> countersign_e2e::device::TestDevice {
+    let mut impostor = countersign_e2e::device::TestDevice::new();
+    let mut enrolled = victim.enrolled.clone().unwrap();
+    enrolled.device_id = device_id;
+    impostor.enrolled = Some(enrolled);
+    impostor
+}
