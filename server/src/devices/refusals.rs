@@ -262,6 +262,9 @@ impl DeviceRefusals {
     ) {
         let window = window_start(now);
         lock(&self.tallies).entry((window, subject)).or_default().add(reason, is_throttled, network);
+        let answer = if is_throttled { "throttled" } else { "refused" };
+        metrics::counter!("countersign_device_refusals_total", "reason" => reason, "answer" => answer)
+            .increment(1);
     }
 
     /// Writes one audit event per device (and one for unknown ones) for every minute that is over; returns
