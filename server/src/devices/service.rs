@@ -415,7 +415,7 @@ impl DeviceService {
 
     /// The device a request claims to come from; `None` for an unknown or malformed id, which
     /// must then be refused exactly like a bad signature (see [`Self::verification_key`]).
-    pub async fn claimed_device(&self, id: &str) -> Result<Option<DeviceRecord>, DeviceError> {
+    async fn claimed_device(&self, id: &str) -> Result<Option<DeviceRecord>, DeviceError> {
         match uuid::Uuid::parse_str(id) {
             Ok(id) => Ok(self.store.device_by_id(DeviceId(id)).await?),
             Err(_) => Ok(None),
