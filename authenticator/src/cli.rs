@@ -137,7 +137,8 @@ pub fn parse_push(spec: &str) -> Result<PushRegistration, String> {
                 Some((raw_token, "sandbox")) => (raw_token, ApnsEnvironment::Sandbox),
                 Some(_) => return Err(format!("unknown APNs environment in {spec:?} ({SYNTAX})")),
             };
-            Ok(PushRegistration::Apns { token: token(raw_token)?, environment })
+            PushRegistration::apns(token(raw_token)?, environment)
+                .map_err(|error| format!("{error} ({SYNTAX})"))
         }
         _ => Err(SYNTAX.to_owned()),
     }
@@ -155,9 +156,13 @@ mod tests {
     #[test]
     fn push_syntax() {
         assert_eq!(parse_push("none"), Ok(PushRegistration::None));
-        assert_eq!(parse_push("apns:a1b2"), Ok(apns("a1b2", ApnsEnvironment::Production)));
-        assert_eq!(parse_push("apns:a1b2:production"), Ok(apns("a1b2", ApnsEnvironment::Production)));
-        assert_eq!(parse_push("apns:a1b2:sandbox"), Ok(apns("a1b2", ApnsEnvironment::Sandbox)));
+        let hex = "a1b2".repeat(16);
+        assert_eq!(parse_push(&format!("apns:{hex}")), Ok(apns(&hex, ApnsEnvironment::Production)));
+        assert_eq!(
+            parse_push(&format!("apns:{hex}:production")),
+            Ok(apns(&hex, ApnsEnvironment::Production))
+        );
+        assert_eq!(parse_push(&format!("apns:{hex}:sandbox")), Ok(apns(&hex, ApnsEnvironment::Sandbox)));
         assert_eq!(
             parse_push("fcm:dXk1:APA91b-x_y"),
             Ok(PushRegistration::Fcm { token: PushToken::new("dXk1:APA91b-x_y").unwrap() })
@@ -170,6 +175,8 @@ mod tests {
             "apns:",
             "apns::sandbox",
             "apns:a1b2:staging",
+            "apns:a1b2",
+            "apns:not-a-hex-token-but-long-enough-to-pass-any-length-check-at-all",
             "fcm:",
             "fcm:a b",
             "webpush:x",

@@ -20,22 +20,22 @@ use crate::error::Error;
 use crate::state::{PrivateKey, State, StateFile};
 use crate::terminal::{self, Answer};
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> Result<(), Error> {
+/// Runs the parsed command line; times are shown in `zone` (see [`clock::local_zone`]).
+pub async fn run(cli: Cli, zone: clock::Zone) -> Result<(), Error> {
     let file = StateFile::new(cli.state);
     match cli.command {
         Command::Enroll(args) => enroll(&file, args).await,
-        Command::Pending { json } => pending(&file, json).await,
+        Command::Pending { json } => pending(&file, json, zone).await,
         Command::Approve { id, number } => respond(&file, &id, Decision::Approve, &number).await,
         Command::Deny { id } => respond(&file, &id, Decision::Deny, "").await,
         Command::Report { id } => respond(&file, &id, Decision::Report, "").await,
-        Command::Watch { interval, once } => watch(&file, Duration::from_secs(interval), once).await,
+        Command::Watch { interval, once } => watch(&file, Duration::from_secs(interval), once, zone).await,
         Command::PushToken { registration } => {
             open_device(&file)?.set_push(&registration).await?;
             println!("updated");
             Ok(())
         }
-        Command::Notices { json } => notices(&file, json).await,
+        Command::Notices { json } => notices(&file, json, zone).await,
         Command::Unenroll => unenroll(&file).await,
     }
 }
@@ -86,7 +86,7 @@ pub async fn enroll(file: &StateFile, args: EnrollArgs) -> Result<(), Error> {
 }
 
 /// `pending`: list verified pending challenges; warn about discarded ones.
-pub async fn pending(file: &StateFile, json: bool) -> Result<(), Error> {
+pub async fn pending(file: &StateFile, json: bool, zone: clock::Zone) -> Result<(), Error> {
     let Pending { challenges, discarded } = open_device(file)?.pending().await?;
     warn_discarded(&discarded);
     if json {
@@ -98,7 +98,7 @@ pub async fn pending(file: &StateFile, json: bool) -> Result<(), Error> {
     } else {
         let now = clock::now_unix();
         for details in &challenges {
-            print!("{}", terminal::describe_challenge(details, now));
+            print!("{}", terminal::describe_challenge(details, now, zone));
         }
     }
     Ok(())
@@ -125,7 +125,7 @@ pub async fn respond(
 /// is then that of the first failure. A failed poll ends `--once`; otherwise network trouble is
 /// reported and retried, while a refusal (e.g. `device_revoked`) ends the watch. End of input ends
 /// the watch too: nobody is left to answer.
-pub async fn watch(file: &StateFile, interval: Duration, once: bool) -> Result<(), Error> {
+pub async fn watch(file: &StateFile, interval: Duration, once: bool, zone: clock::Zone) -> Result<(), Error> {
     let device = open_device(file)?;
     let mut seen: HashSet<ChallengeId> = HashSet::new();
     let mut first_failure: Option<Error> = None;
@@ -146,7 +146,7 @@ pub async fn watch(file: &StateFile, interval: Duration, once: bool) -> Result<(
             if !seen.insert(details.challenge_id.clone()) {
                 continue;
             }
-            print!("{}", terminal::describe_challenge(&details, clock::now_unix()));
+            print!("{}", terminal::describe_challenge(&details, clock::now_unix(), zone));
             let Some(user_answer) = ask(&details).await? else {
                 return first_failure.map_or(Ok(()), Err);
             };
@@ -176,7 +176,7 @@ pub async fn watch(file: &StateFile, interval: Duration, once: bool) -> Result<(
 
 /// `notices`: print the account's security notices. A `device_enrolled` notice the user does
 /// not recognise means someone else added a device: tell the help desk.
-pub async fn notices(file: &StateFile, json: bool) -> Result<(), Error> {
+pub async fn notices(file: &StateFile, json: bool, zone: clock::Zone) -> Result<(), Error> {
     let notices = open_device(file)?.notices().await?;
     if json {
         println!("{notices}");
@@ -186,9 +186,10 @@ pub async fn notices(file: &StateFile, json: bool) -> Result<(), Error> {
     if list.is_empty() {
         println!("no notices");
     }
+    let now = clock::now_unix();
     for notice in list {
         let kind = notice["kind"].as_str().unwrap_or("unknown");
-        let when = notice["created_at"].as_u64().unwrap_or(0);
+        let when = terminal::format_time(notice["created_at"].as_u64().unwrap_or(0), now, zone);
         let name = notice["details"]["device_name"].as_str().unwrap_or("");
         println!("notice {}: {kind} at {when} {name}", notice["id"]);
     }

@@ -93,6 +93,9 @@ pub enum Error {
     /// Reading from or writing to the terminal failed.
     #[error("terminal: {0}")]
     Terminal(#[source] std::io::Error),
+    /// The async runtime could not be started.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
 }
 
 impl Error {
@@ -109,7 +112,8 @@ impl Error {
             | Self::Encode(_)
             | Self::State { .. }
             | Self::Cancelled(_)
-            | Self::Terminal(_) => EXIT_LOCAL,
+            | Self::Terminal(_)
+            | Self::Runtime(_) => EXIT_LOCAL,
         }
     }
 

@@ -10,7 +10,10 @@ use std::io::{self, BufRead as _};
 use countersign_mobile_protocol::limits::MAX_NUMBER_DIGITS;
 use countersign_mobile_protocol::{ChallengeDetails, ChallengeOutcome, EnrollmentUri, ServerUrl};
 use serde::Serialize;
+use time::OffsetDateTime;
+use time::macros::format_description;
 
+use crate::clock::Zone;
 use crate::error::Error;
 
 /// Prompt of `watch` after showing a challenge. It is a whole line (the answer is typed on the
@@ -44,7 +47,7 @@ pub fn is_yes(line: &str) -> bool {
 }
 
 /// A challenge's context for the user, one field per line, ending with a newline.
-pub fn describe_challenge(details: &ChallengeDetails, now: u64) -> String {
+pub fn describe_challenge(details: &ChallengeDetails, now: u64, zone: Zone) -> String {
     let or_unknown = |text: &str| if text.is_empty() { "(unknown)".to_owned() } else { text.to_owned() };
     format!(
         "challenge {id}\n  \
@@ -52,19 +55,41 @@ pub fn describe_challenge(details: &ChallengeDetails, now: u64) -> String {
          ip:         {ip}\n  \
          user agent: {user_agent}\n  \
          location:   {location}\n  \
-         created:    {created} ({created_relative})\n  \
-         expires:    {expires} ({expires_relative})\n",
+         created:    {created}\n  \
+         expires:    {expires}\n",
         id = details.challenge_id,
         app = details.app_name,
         ip = or_unknown(&details.ip),
         user_agent = or_unknown(&details.user_agent),
         location = or_unknown(details.location.as_deref().unwrap_or("")),
-        created = details.created_at,
-        created_relative = relative(details.created_at, now),
-        expires = details.expires_at,
-        expires_relative =
-            if details.is_expired(now) { "expired".to_owned() } else { relative(details.expires_at, now) },
+        created = format_time(details.created_at, now, zone),
+        expires = if details.is_expired(now) {
+            format!("{} (expired)", local_time(details.expires_at, zone))
+        } else {
+            format_time(details.expires_at, now, zone)
+        },
     )
+}
+
+/// A unix time for people: `2026-01-01 01:00:42 +01:00 (in 42 s)`, or `… UTC (42 s ago)` when
+/// the local offset is unknown.
+pub fn format_time(at: u64, now: u64, zone: Zone) -> String {
+    format!("{} ({})", local_time(at, zone), relative(at, now))
+}
+
+/// `2026-01-01 01:00:42 +01:00`, or `2026-01-01 00:00:42 UTC`; the raw number if out of range.
+fn local_time(at: u64, zone: Zone) -> String {
+    let Some(utc) = i64::try_from(at).ok().and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+    else {
+        return at.to_string();
+    };
+    let formatted = match zone {
+        Zone::Local(offset) => utc.to_offset(offset).format(format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second] [offset_hour sign:mandatory]:[offset_minute]"
+        )),
+        Zone::Utc => utc.format(format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC")),
+    };
+    formatted.unwrap_or_else(|_| at.to_string())
 }
 
 /// `in 48 s` / `12 s ago` / `now`. The server's clock decides expiry; this is only a hint.
@@ -239,20 +264,35 @@ mod tests {
             created_at: 100,
             expires_at: 160,
         };
-        let text = describe_challenge(&details, 110);
+        let text = describe_challenge(&details, 110, Zone::Utc);
         assert!(text.starts_with("challenge ch-1\n"));
         assert!(text.contains("app:        Payroll\n"));
         assert!(text.contains("ip:         (unknown)\n"));
         assert!(text.contains("location:   (unknown)\n"));
-        assert!(text.contains("created:    100 (10 s ago)\n"));
-        assert!(text.contains("expires:    160 (in 50 s)\n"));
-        assert!(describe_challenge(&details, 160).contains("(expired)"));
+        assert!(text.contains("created:    1970-01-01 00:01:40 UTC (10 s ago)\n"), "{text}");
+        assert!(text.contains("expires:    1970-01-01 00:02:40 UTC (in 50 s)\n"), "{text}");
+        assert!(describe_challenge(&details, 160, Zone::Utc).contains("00:02:40 UTC (expired)"));
         let json = serde_json::to_value(PendingItem::from(&details)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"id": "ch-1", "app_name": "Payroll", "ip": "", "user_agent": "Firefox/125.0",
                                "location": null, "created_at": 100, "expires_at": 160})
         );
+    }
+
+    /// Times were printed as raw unix seconds (`expires: 1767225660 (in 42 s)`), which no
+    /// user can read: they are shown in local time with the offset, or in UTC saying so.
+    #[test]
+    fn times_are_shown_in_local_time_with_the_offset_and_relative_to_now() {
+        const AT: u64 = 1_767_225_642; // 2026-01-01 00:00:42 UTC
+        let paris = Zone::Local(time::UtcOffset::from_hms(1, 0, 0).unwrap());
+        let new_york = Zone::Local(time::UtcOffset::from_hms(-5, 0, 0).unwrap());
+        let kolkata = Zone::Local(time::UtcOffset::from_hms(5, 30, 0).unwrap());
+        assert_eq!(format_time(AT, AT - 42, paris), "2026-01-01 01:00:42 +01:00 (in 42 s)");
+        assert_eq!(format_time(AT, AT + 42, new_york), "2025-12-31 19:00:42 -05:00 (42 s ago)");
+        assert_eq!(format_time(AT, AT, kolkata), "2026-01-01 05:30:42 +05:30 (now)");
+        assert_eq!(format_time(AT, AT - 3, Zone::Utc), "2026-01-01 00:00:42 UTC (in 3 s)");
+        assert_eq!(format_time(u64::MAX, 0, Zone::Utc), format!("{} (in {} s)", u64::MAX, u64::MAX));
     }
 
     #[test]

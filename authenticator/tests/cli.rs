@@ -61,9 +61,20 @@ async fn enroll_prints_the_device_id_keeps_a_0600_state_and_refuses_to_overwrite
     let state = dir.path().join("phone.json");
     let uri = uri(base.as_str());
 
-    let output =
-        run(&state, &["enroll", &uri, "--yes", "--name", "ci phone", "--push", "apns:ab12:sandbox"], "")
-            .await;
+    let output = run(
+        &state,
+        &[
+            "enroll",
+            &uri,
+            "--yes",
+            "--name",
+            "ci phone",
+            "--push",
+            &format!("apns:{}:sandbox", "ab12".repeat(16)),
+        ],
+        "",
+    )
+    .await;
 
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout), "dev-1\n");

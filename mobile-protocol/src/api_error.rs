@@ -43,7 +43,7 @@ pub enum ErrorCode {
     ChallengeExpired,
     /// 413: the body exceeds [`crate::limits::MAX_DEVICE_REQUEST_BODY_LEN`].
     PayloadTooLarge,
-    /// 429: too many attempts (e.g. activation codes); honour `Retry-After`.
+    /// 429: too many refused attempts (e.g. signatures that do not verify); honour `Retry-After`.
     RateLimited,
     /// 500: server fault; details are in the server log under the request id.
     InternalError,

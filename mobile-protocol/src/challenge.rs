@@ -270,7 +270,25 @@ impl ChallengeResponse {
         challenge_id: &ChallengeId,
         server_nonce: &Nonce,
     ) -> Result<&ChallengeAnswer, ProtocolError> {
+        self.verify_signature(device_key)?;
+        self.check_binding(challenge_id, server_nonce)
+    }
+
+    /// Server side, first half of [`Self::verify`]: the signature alone, which needs nothing
+    /// but the claimed device's key. A server verifies this before it says anything about the
+    /// challenge, so that without the key an unknown challenge and a known one look the same.
+    pub fn verify_signature(&self, device_key: &PublicKey) -> Result<&ChallengeAnswer, ProtocolError> {
         device_key.verify(&self.answer.canonical_bytes()?, &self.signature)?;
+        Ok(&self.answer)
+    }
+
+    /// Server side, second half of [`Self::verify`]: the answer is for `challenge_id` (from the
+    /// path) and echoes its stored `server_nonce`.
+    pub fn check_binding(
+        &self,
+        challenge_id: &ChallengeId,
+        server_nonce: &Nonce,
+    ) -> Result<&ChallengeAnswer, ProtocolError> {
         if &self.answer.challenge_id != challenge_id {
             return Err(ProtocolError::Mismatch { field: "challenge_id" });
         }

@@ -112,7 +112,7 @@ mod tests {
             activation_code: ActivationCode::new("K7Q2-MX9P").unwrap(),
             public_key: key,
             push: PushRegistration::Apns {
-                token: PushToken::new("a1b2").unwrap(),
+                token: PushToken::new("a1b2".repeat(16)).unwrap(),
                 environment: ApnsEnvironment::Production,
             },
             device_name: "Alice's iPhone".into(),

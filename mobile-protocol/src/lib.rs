@@ -55,7 +55,7 @@ pub use error::ProtocolError;
 pub use fields::{ActivationCode, ChallengeId, DeviceId, Nonce, ServerId, sanitize_display_text};
 pub use keys::{PublicKey, generate_pkcs8, key_pair_from_pkcs8};
 pub use limits::PROTOCOL_VERSION;
-pub use push::{ApnsEnvironment, PushPayload, PushProvider, PushRegistration, PushToken};
+pub use push::{ApnsEnvironment, PushPayload, PushProvider, PushRegistration, PushToken, check_apns_token};
 pub use request::{
     HEADER_DEVICE_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HttpRequest, RequestHeaders,
     VerifiedRequest,

@@ -92,6 +92,28 @@ impl From<PushToken> for String {
     }
 }
 
+/// Shortest APNs device token, in hex digits (32 bytes, the length Apple issues today).
+pub const MIN_APNS_TOKEN_HEX_LEN: usize = 64;
+/// Longest APNs device token, in hex digits (100 bytes: Apple warns the length may grow).
+pub const MAX_APNS_TOKEN_HEX_LEN: usize = 200;
+
+/// Checks an APNs device token: an even number of lower-case hex digits, 64 to 200 of them.
+/// One spelling per token, so a token cannot be bound twice by changing its case.
+pub fn check_apns_token(token: &PushToken) -> Result<(), ProtocolError> {
+    let token = token.as_str();
+    let is_hex = token.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let is_sane_length = (MIN_APNS_TOKEN_HEX_LEN..=MAX_APNS_TOKEN_HEX_LEN).contains(&token.len())
+        && token.len().is_multiple_of(2);
+    if is_hex && is_sane_length {
+        Ok(())
+    } else {
+        Err(ProtocolError::InvalidField {
+            field: "push.token",
+            reason: "an APNs device token must be 64 to 200 lower-case hex digits (an even number)",
+        })
+    }
+}
+
 /// How the server reaches this phone. On the wire:
 /// `{"provider":"apns","token":"…","environment":"production"}`, `{"provider":"fcm","token":"…"}`
 /// or `{"provider":"none"}`; any other combination is refused.
@@ -100,7 +122,7 @@ impl From<PushToken> for String {
 pub enum PushRegistration {
     /// APNs token and the environment it was issued for.
     Apns {
-        /// Device token (hex).
+        /// Device token: lower-case hex ([`check_apns_token`]; checked when parsed).
         token: PushToken,
         /// Production or sandbox.
         environment: ApnsEnvironment,
@@ -115,6 +137,12 @@ pub enum PushRegistration {
 }
 
 impl PushRegistration {
+    /// An APNs registration, after checking the token is hex ([`check_apns_token`]).
+    pub fn apns(token: PushToken, environment: ApnsEnvironment) -> Result<Self, ProtocolError> {
+        check_apns_token(&token)?;
+        Ok(Self::Apns { token, environment })
+    }
+
     /// The provider.
     pub fn provider(&self) -> PushProvider {
         match self {
@@ -164,7 +192,7 @@ impl TryFrom<PushRegistrationWire> for PushRegistration {
         let unexpected =
             |field| ProtocolError::InvalidField { field, reason: "not allowed for this provider" };
         match (wire.provider, wire.token, wire.environment) {
-            (PushProvider::Apns, Some(token), Some(environment)) => Ok(Self::Apns { token, environment }),
+            (PushProvider::Apns, Some(token), Some(environment)) => Self::apns(token, environment),
             (PushProvider::Apns, None, _) | (PushProvider::Fcm, None, _) => {
                 Err(ProtocolError::MissingField { field: "push.token" })
             }
@@ -217,7 +245,7 @@ mod tests {
     #[test]
     fn accepts_the_three_shapes_and_round_trips() {
         for json in [
-            r#"{"provider":"apns","token":"ab12","environment":"sandbox"}"#,
+            r#"{"provider":"apns","token":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","environment":"sandbox"}"#,
             r#"{"provider":"fcm","token":"x:y_z-1"}"#,
             r#"{"provider":"none"}"#,
         ] {
@@ -226,10 +254,31 @@ mod tests {
         }
     }
 
+    /// PROTOCOL.md §6.1 says an APNs token is hex, and any token used to be accepted.
+    #[test]
+    fn apns_tokens_must_be_lower_case_hex_of_a_sane_length() {
+        let apns = |token: &str| {
+            parse(&format!(r#"{{"provider":"apns","token":"{token}","environment":"production"}}"#))
+        };
+        assert!(apns(&"ab".repeat(32)).is_ok());
+        assert!(apns(&"ab".repeat(100)).is_ok());
+        for bad in [
+            "ab12".to_owned(),                // too short
+            "AB".repeat(32),                  // upper case: a second spelling of the same token
+            "zz".repeat(32),                  // not hex
+            format!("{}a", "ab".repeat(32)),  // odd length
+            "ab".repeat(101),                 // too long
+            "apns-token-goes-here".repeat(4), // anything printable used to pass
+        ] {
+            assert!(apns(&bad).is_err(), "{bad}");
+        }
+        assert!(parse(r#"{"provider":"fcm","token":"not:hex_at-all"}"#).is_ok(), "FCM tokens are not hex");
+    }
+
     #[test]
     fn refuses_inconsistent_shapes() {
         for json in [
-            r#"{"provider":"apns","token":"ab12"}"#,
+            r#"{"provider":"apns","token":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}"#,
             r#"{"provider":"apns","environment":"sandbox"}"#,
             r#"{"provider":"fcm"}"#,
             r#"{"provider":"fcm","token":"t","environment":"production"}"#,

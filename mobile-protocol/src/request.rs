@@ -151,7 +151,11 @@ impl RequestHeaders {
         })
     }
 
-    /// Server side: checks the clock skew, then the signature under the device's key.
+    /// Server side: checks the signature under the device's key, then the clock skew.
+    ///
+    /// The signature comes first so that a caller without the key learns nothing from the
+    /// timestamp check: for a server that verifies unknown device ids against a dummy key, a
+    /// stale request then gets `signature_invalid` whether or not the device id exists.
     ///
     /// On success the caller must still record `(device_id, nonce)` until `timestamp +
     /// max_skew_secs` has passed and reject the request if the pair was already recorded
@@ -163,6 +167,8 @@ impl RequestHeaders {
         now: u64,
         max_skew_secs: u64,
     ) -> Result<VerifiedRequest, ProtocolError> {
+        let canonical = request.canonical_bytes(self.timestamp, &self.nonce, &self.device_id)?;
+        device_key.verify(&canonical, &self.signature)?;
         if self.timestamp.abs_diff(now) > max_skew_secs {
             return Err(ProtocolError::TimestampOutOfWindow {
                 timestamp: self.timestamp,
@@ -170,8 +176,6 @@ impl RequestHeaders {
                 max_skew_secs,
             });
         }
-        let canonical = request.canonical_bytes(self.timestamp, &self.nonce, &self.device_id)?;
-        device_key.verify(&canonical, &self.signature)?;
         Ok(VerifiedRequest {
             device_id: self.device_id.clone(),
             nonce: self.nonce.clone(),
@@ -242,6 +246,16 @@ mod tests {
                 Err(ProtocolError::TimestampOutOfWindow { .. })
             ));
         }
+    }
+
+    /// Attack: probing with a stale timestamp and no key. Checking the timestamp first told a
+    /// caller holding no key that the signature was never looked at.
+    #[test]
+    fn the_signature_is_checked_before_the_timestamp() {
+        let (rng, pair, _, id) = setup();
+        let (_, _, other_key, _) = setup();
+        let headers = RequestHeaders::sign(&pair, &rng, id, &GET, 1_000).unwrap();
+        assert_eq!(headers.verify(&other_key, &GET, 1_000_000, 300), Err(ProtocolError::SignatureInvalid));
     }
 
     #[test]

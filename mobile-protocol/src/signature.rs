@@ -31,9 +31,15 @@ impl Signature {
         Ok(Self(der.to_vec()))
     }
 
-    /// Parses the wire form (unpadded base64url of the DER bytes).
+    /// Parses the wire form (unpadded base64url of the DER bytes). Text that is not base64url, or
+    /// too long to be a P-256 signature, is a malformed signature too (`signature_invalid` on the
+    /// wire, PROTOCOL.md §9), like DER that breaks a rule.
     pub fn from_base64url(text: &str) -> Result<Self, ProtocolError> {
-        Self::from_der(&encoding::decode("signature", text, MAX_DER_LEN)?)
+        let der = encoding::decode("signature", text, MAX_DER_LEN).map_err(|error| match error {
+            ProtocolError::FieldTooLong { .. } => malformed("longer than 72 bytes"),
+            _ => malformed("not canonical unpadded base64url"),
+        })?;
+        Self::from_der(&der)
     }
 
     /// The wire form.
@@ -123,6 +129,16 @@ mod tests {
         match Signature::from_der(der) {
             Err(ProtocolError::SignatureMalformed { reason }) => reason,
             other => panic!("expected malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_a_signature_is_a_malformed_signature() {
+        for text in ["!!!!", "MEUC=", &"A".repeat(200)] {
+            assert!(
+                matches!(Signature::from_base64url(text), Err(ProtocolError::SignatureMalformed { .. })),
+                "{text}"
+            );
         }
     }
 

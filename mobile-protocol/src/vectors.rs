@@ -368,7 +368,7 @@ fn generate() -> Value {
         device_b64.clone(),
         canonical.clone(),
         crate::encoding::encode(&wrong_tag),
-        "signature_malformed",
+        "signature_invalid",
         None,
     );
     let (r, s) = scalars(good_sig.as_der());
@@ -383,7 +383,7 @@ fn generate() -> Value {
         device_b64.clone(),
         canonical.clone(),
         crate::encoding::encode(&non_minimal),
-        "signature_malformed",
+        "signature_invalid",
         None,
     );
     let mut trailing = good_sig.as_der().to_vec();
@@ -394,7 +394,7 @@ fn generate() -> Value {
         device_b64.clone(),
         canonical.clone(),
         crate::encoding::encode(&trailing),
-        "signature_malformed",
+        "signature_invalid",
         None,
     );
     let mut raw = r.to_vec();
@@ -405,7 +405,7 @@ fn generate() -> Value {
         device_b64.clone(),
         canonical.clone(),
         crate::encoding::encode(&raw),
-        "signature_malformed",
+        "signature_invalid",
         None,
     );
 
@@ -415,11 +415,11 @@ fn generate() -> Value {
     let mut bad_prefix = point.to_vec();
     bad_prefix[0] = 0x06;
     let invalid_keys = json!([
-        {"name": "truncated_public_key", "reason": "last byte removed (64 bytes)", "public_key": crate::encoding::encode(&point[..64]), "expected_error": "public_key_length"},
-        {"name": "compressed_public_key", "reason": "33-byte compressed SEC1 form of the device key", "public_key": crate::encoding::encode(&compressed), "expected_error": "public_key_compressed"},
-        {"name": "raw_x_y_public_key", "reason": "64-byte X || Y without the 0x04 prefix", "public_key": crate::encoding::encode(&point[1..]), "expected_error": "public_key_length"},
-        {"name": "hybrid_prefix_public_key", "reason": "65 bytes with prefix 0x06 instead of 0x04", "public_key": crate::encoding::encode(&bad_prefix), "expected_error": "public_key_prefix"},
-        {"name": "padded_base64_public_key", "reason": "base64url with '=' padding", "public_key": format!("{}=", crate::encoding::encode(&point[..64])), "expected_error": "base64"},
+        {"name": "truncated_public_key", "reason": "last byte removed (64 bytes)", "public_key": crate::encoding::encode(&point[..64]), "expected_error": "invalid_request"},
+        {"name": "compressed_public_key", "reason": "33-byte compressed SEC1 form of the device key", "public_key": crate::encoding::encode(&compressed), "expected_error": "invalid_request"},
+        {"name": "raw_x_y_public_key", "reason": "64-byte X || Y without the 0x04 prefix", "public_key": crate::encoding::encode(&point[1..]), "expected_error": "invalid_request"},
+        {"name": "hybrid_prefix_public_key", "reason": "65 bytes with prefix 0x06 instead of 0x04", "public_key": crate::encoding::encode(&bad_prefix), "expected_error": "invalid_request"},
+        {"name": "padded_base64_public_key", "reason": "base64url with '=' padding", "public_key": format!("{}=", crate::encoding::encode(&point[..64])), "expected_error": "invalid_request"},
     ]);
 
     let uri = EnrollmentUri::new(
@@ -431,12 +431,12 @@ fn generate() -> Value {
     let uris = json!([
         {"uri": uri.to_uri_string(), "valid": true, "server": SERVER_URL, "code": "K7Q2-MX9P-4HTR-WB3N", "user": "alice@example.com"},
         {"uri": "countersign://enroll?user=z%C3%B6e&code=abc_123&server=http%3a%2f%2f127.0.0.1%3a8080&v=1", "valid": true, "server": "http://127.0.0.1:8080", "code": "abc_123", "user": "zöe"},
-        {"uri": "countersign://enroll?v=2&server=https%3A%2F%2Fmfa.example.com&code=abc&user=alice", "valid": false, "expected_error": "unsupported_version"},
-        {"uri": "countersign://enroll?v=1&server=http%3A%2F%2Fmfa.example.com&code=abc&user=alice", "valid": false, "expected_error": "invalid_field", "reason": "plain http to a non-loopback host"},
-        {"uri": "countersign://enroll?v=1&server=https%3A%2F%2Fmfa.example.com&user=alice", "valid": false, "expected_error": "missing_field", "reason": "no code"},
-        {"uri": "countersign://enroll?v=1&server=https://mfa.example.com&code=abc&user=alice", "valid": false, "expected_error": "invalid_field", "reason": "':' and '/' not percent-encoded"},
-        {"uri": "countersign://enroll?v=1&server=https%3A%2F%2Fmfa.example.com&code=abc&user=al+ice", "valid": false, "expected_error": "invalid_field", "reason": "'+' is not a space here"},
-        {"uri": "countersign://enroll?v=1&server=https%3A%2F%2Fmfa.example.com&code=abc&user=alice&code=def", "valid": false, "expected_error": "invalid_field", "reason": "duplicate parameter"},
+        {"uri": "countersign://enroll?v=2&server=https%3A%2F%2Fmfa.example.com&code=abc&user=alice", "valid": false, "expected_error": "unsupported_protocol_version"},
+        {"uri": "countersign://enroll?v=1&server=http%3A%2F%2Fmfa.example.com&code=abc&user=alice", "valid": false, "expected_error": "invalid_request", "reason": "plain http to a non-loopback host"},
+        {"uri": "countersign://enroll?v=1&server=https%3A%2F%2Fmfa.example.com&user=alice", "valid": false, "expected_error": "invalid_request", "reason": "no code"},
+        {"uri": "countersign://enroll?v=1&server=https://mfa.example.com&code=abc&user=alice", "valid": false, "expected_error": "invalid_request", "reason": "':' and '/' not percent-encoded"},
+        {"uri": "countersign://enroll?v=1&server=https%3A%2F%2Fmfa.example.com&code=abc&user=al+ice", "valid": false, "expected_error": "invalid_request", "reason": "'+' is not a space here"},
+        {"uri": "countersign://enroll?v=1&server=https%3A%2F%2Fmfa.example.com&code=abc&user=alice&code=def", "valid": false, "expected_error": "invalid_request", "reason": "duplicate parameter"},
     ]);
 
     json!({
@@ -462,19 +462,9 @@ fn generate() -> Value {
     })
 }
 
+/// The wire code (PROTOCOL.md §9) a server answers for `error`: what `expected_error` names.
 fn error_name(error: &ProtocolError) -> &'static str {
-    match error {
-        ProtocolError::SignatureInvalid => "signature_invalid",
-        ProtocolError::SignatureMalformed { .. } => "signature_malformed",
-        ProtocolError::PublicKeyLength { .. } => "public_key_length",
-        ProtocolError::PublicKeyCompressed { .. } => "public_key_compressed",
-        ProtocolError::PublicKeyPrefix { .. } => "public_key_prefix",
-        ProtocolError::Base64 { .. } => "base64",
-        ProtocolError::UnsupportedVersion { .. } => "unsupported_version",
-        ProtocolError::InvalidField { .. } => "invalid_field",
-        ProtocolError::MissingField { .. } => "missing_field",
-        other => panic!("unexpected error in vectors: {other:?}"),
-    }
+    error.error_code().as_str()
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -636,4 +626,38 @@ fn protocol_md_worked_examples_match_the_vectors() {
     };
     assert_eq!(blocks[0], canonical("challenge_response_approve"));
     assert_eq!(blocks[1], canonical("device_request_list_challenges"));
+}
+
+/// The codes in PROTOCOL.md §9's table.
+fn spec_error_codes() -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/PROTOCOL.md")).unwrap();
+    let section = doc.split("## 9. Errors").nth(1).unwrap().split("\n## ").next().unwrap().to_owned();
+    section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A phone written from the spec alone met error names in the vectors (`signature_malformed`,
+/// `public_key_length`, …) that the spec never defines. Every `expected_error` is now a §9 code,
+/// and §9 lists every code the server can answer.
+#[test]
+fn every_error_name_in_the_vectors_is_defined_in_the_spec() {
+    let codes = spec_error_codes();
+    for code in crate::ErrorCode::ALL {
+        assert!(codes.iter().any(|c| c == code.as_str()), "{} missing from PROTOCOL.md §9", code.as_str());
+    }
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let mut named = 0;
+    for group in ["invalid_signatures", "invalid_public_keys", "enrollment_uris"] {
+        for v in file[group].as_array().unwrap() {
+            if let Some(expected) = v["expected_error"].as_str() {
+                assert!(codes.iter().any(|c| c == expected), "{group}: `{expected}` is not defined in §9");
+                named += 1;
+            }
+        }
+    }
+    assert!(named >= 20, "{named}");
 }

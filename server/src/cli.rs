@@ -197,6 +197,9 @@ async fn open_store_with(settings: &Settings, master: &MasterKey) -> anyhow::Res
     Ok(Arc::from(store))
 }
 
+/// How often refused device requests of past minutes are written to the audit trail.
+const REFUSAL_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
 async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
     crate::telemetry::init_tracing(log_format.unwrap_or(settings.log_format));
     let master = Arc::new(crate::secrets::load_master_key(&settings)?);
@@ -215,6 +218,7 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
         public_url,
         max_clock_skew_secs: settings.max_clock_skew_secs,
         enrollment_ttl: settings.enrollment_ttl,
+        refusal_limits: settings.device_refusals,
     };
     let challenge_settings = ChallengeSettings {
         ttl: settings.challenge_ttl,
@@ -249,6 +253,8 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
     let waiters = Arc::clone(&state.challenges.waiters);
     state.store.watch_challenges(Arc::new(move |id| waiters.notify(id))).await?;
     crate::audit::chainer::spawn(Arc::clone(&state.store));
+    let refusals = Arc::clone(state.devices.refusals());
+    Arc::clone(&refusals).spawn(REFUSAL_FLUSH_INTERVAL);
     Arc::new(Worker::new(
         Arc::clone(&state.store),
         Arc::clone(&state.clock),
@@ -264,6 +270,9 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
 
     let shutting_down = Arc::new(tokio::sync::Notify::new());
     let notify = Arc::clone(&shutting_down);
+    // The peer address feeds the per-network limit on refused device requests. No forwarding
+    // header is trusted: behind a reverse proxy every phone shares the proxy's network.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
@@ -276,7 +285,11 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
             tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; exiting with requests in flight");
         }
     }
-    // Chain what the last requests recorded; another instance or the next start would otherwise.
+    // Record the refusals counted so far (the current minute too), then chain what the last
+    // requests recorded; another instance or the next start would otherwise.
+    if let Err(error) = refusals.flush_all().await {
+        tracing::warn!(%error, "aggregated device refusals not audited at shutdown");
+    }
     if let Err(error) = crate::audit::flush(state_store.as_ref()).await {
         tracing::warn!(%error, "audit events left pending at shutdown");
     }
@@ -385,6 +398,7 @@ async fn enrollments(settings: &Settings, command: EnrollmentsCommand) -> anyhow
         public_url: operator_public_url(settings)?,
         max_clock_skew_secs: settings.max_clock_skew_secs,
         enrollment_ttl: settings.enrollment_ttl,
+        refusal_limits: settings.device_refusals,
     };
     let devices = crate::devices::service::DeviceService::new(
         Arc::clone(&store),

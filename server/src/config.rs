@@ -147,12 +147,45 @@ pub struct DevicesConfig {
     /// Lifetime of activation codes (at most 600 s).
     #[serde(default = "default_enrollment_ttl")]
     pub enrollment_ttl_secs: u64,
+    /// Refused device requests (bad signature, unknown id, replay, ...) naming one device id,
+    /// per minute, before further unverified ones get `429` (1-100). Per instance.
+    #[serde(default = "default_refused_per_device")]
+    pub refused_per_device_per_minute: u32,
+    /// Refused device requests from one source network (/24, /64) per minute before every
+    /// device request from it gets `429` for a while (10-10000). Per instance.
+    #[serde(default = "default_refused_per_network")]
+    pub refused_per_network_per_minute: u32,
 }
 
 impl Default for DevicesConfig {
     fn default() -> Self {
-        Self { max_clock_skew_secs: default_max_clock_skew(), enrollment_ttl_secs: default_enrollment_ttl() }
+        Self {
+            max_clock_skew_secs: default_max_clock_skew(),
+            enrollment_ttl_secs: default_enrollment_ttl(),
+            refused_per_device_per_minute: default_refused_per_device(),
+            refused_per_network_per_minute: default_refused_per_network(),
+        }
     }
+}
+
+impl DevicesConfig {
+    fn refusal_limits(&self) -> Result<crate::devices::refusals::RefusalLimits, ConfigError> {
+        let per_device = self.refused_per_device_per_minute;
+        let per_network = self.refused_per_network_per_minute;
+        bounded("devices.refused_per_device_per_minute", u64::from(per_device), 1, 100)?;
+        bounded("devices.refused_per_network_per_minute", u64::from(per_network), 10, 10_000)?;
+        Ok(crate::devices::refusals::RefusalLimits {
+            per_device_per_minute: per_device,
+            per_network_per_minute: per_network,
+        })
+    }
+}
+
+fn default_refused_per_device() -> u32 {
+    crate::devices::refusals::RefusalLimits::default().per_device_per_minute
+}
+fn default_refused_per_network() -> u32 {
+    crate::devices::refusals::RefusalLimits::default().per_network_per_minute
 }
 
 fn default_max_clock_skew() -> u64 {
@@ -358,6 +391,7 @@ impl Config {
             master_key: self.master_key,
             master_key_file: self.master_key_file,
             max_clock_skew_secs: self.devices.max_clock_skew_secs,
+            device_refusals: self.devices.refusal_limits()?,
             challenge_ttl: time::Duration::seconds(self.challenges.ttl_secs as i64),
             push: self.push,
             fatigue: self.fatigue.policy()?,
@@ -386,6 +420,7 @@ pub struct Settings {
     pub master_key: Option<SecretString>,
     pub master_key_file: Option<PathBuf>,
     pub max_clock_skew_secs: u64,
+    pub device_refusals: crate::devices::refusals::RefusalLimits,
     pub enrollment_ttl: time::Duration,
     pub challenge_ttl: time::Duration,
     pub number_digits: u8,
@@ -494,6 +529,20 @@ mod tests {
         assert!(matches!(err, ConfigError::Invalid { key: "challenges.number_digits", .. }), "{err}");
         let ok = load_toml("[fatigue]\npush_budget = 3\n").unwrap().validate().unwrap();
         assert_eq!(ok.fatigue.push_budget, 3);
+    }
+
+    #[test]
+    fn device_refusal_limits_are_bounded() {
+        let ok = load_toml("[devices]\nrefused_per_device_per_minute = 5\n").unwrap().validate().unwrap();
+        assert_eq!(ok.device_refusals.per_device_per_minute, 5);
+        let err =
+            load_toml("[devices]\nrefused_per_device_per_minute = 0\n").unwrap().validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "devices.refused_per_device_per_minute", .. }));
+        let err = load_toml("[devices]\nrefused_per_network_per_minute = 1000000\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "devices.refused_per_network_per_minute", .. }));
     }
 
     #[test]

@@ -74,3 +74,18 @@ where
 fn path_rejection(rejection: &PathRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", rejection.body_text())
 }
+
+/// The TCP peer's address, as the server saw the connection (`None` when the router is driven
+/// without a connection, as in-process tests do). No forwarding header is trusted: behind a
+/// reverse proxy this is the proxy's address.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(PeerAddr(peer.map(|info| info.0.ip())))
+    }
+}

@@ -68,8 +68,9 @@ async fn revoked_device_request_is_refused(engine: Engine) {
     let path = format!("/v1/users/alice/devices/{}", device.device_id().as_str());
     assert_eq!(app.delete(&path, &key).await.status, StatusCode::NO_CONTENT);
     assert_error(&signed_get(&app, &device, LIST).await, StatusCode::UNAUTHORIZED, "device_revoked");
+    app.state.devices.refusals().flush_all().await.unwrap();
     let refused = audit_actions(&app).await.into_iter().find(|(a, _)| a == "device.request_refused").unwrap();
-    assert_eq!(refused.1["reason"], "revoked");
+    assert_eq!(refused.1["reasons"], json!({ "revoked": 1 }));
 }
 
 /// Someone who captured a signed device request replays it: the nonce is refused the second
@@ -81,8 +82,9 @@ async fn replayed_device_request_is_refused(engine: Engine) {
     assert_eq!(app.signed("GET", LIST, b"", &headers).await.status, StatusCode::OK);
     let replay = app.signed("GET", LIST, b"", &headers).await;
     assert_error(&replay, StatusCode::CONFLICT, "request_replayed");
+    app.state.devices.refusals().flush_all().await.unwrap();
     let refused = audit_actions(&app).await.into_iter().find(|(a, _)| a == "device.request_refused").unwrap();
-    assert_eq!(refused.1["reason"], "replayed");
+    assert_eq!(refused.1["reasons"], json!({ "replayed": 1 }));
 
     // Outside the clock-skew window the timestamp alone refuses it.
     let stale = device.sign_request("GET", LIST, b"", app.now_unix() - 301);

@@ -17,9 +17,9 @@ use super::service::{ChallengeContext, ChallengeError};
 use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
-use crate::devices::http::{DeviceBody, parse_json, signed_device};
+use crate::devices::http::{DeviceBody, parse_signed_json, signed_device};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, PeerAddr};
 use crate::ids::{ChallengeId, DeviceId};
 use crate::store::{ChallengeRecord, DeviceRecord};
 
@@ -71,6 +71,9 @@ impl From<ChallengeError> for ApiError {
             ChallengeError::ChallengeExpired => protocol(ErrorCode::ChallengeExpired),
             ChallengeError::CounterNotIncreasing => protocol(ErrorCode::CounterNotIncreasing),
             ChallengeError::DeviceRevoked => protocol(ErrorCode::DeviceRevoked),
+            ChallengeError::DeviceThrottled { retry_after_secs } => {
+                protocol(ErrorCode::RateLimited).with_retry_after(retry_after_secs)
+            }
             ChallengeError::Internal(_) => ApiError::internal(&error),
             ChallengeError::Store(e) => e.into(),
         }
@@ -362,25 +365,16 @@ fn push_factor(
     FactorView { factor: "push".into(), available: reason.is_none(), reason }
 }
 
-async fn device_for(
-    state: &AppState,
-    method: &Method,
-    uri: &OriginalUri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<DeviceRecord, ApiError> {
-    signed_device(state, method, uri, headers, body).await
-}
-
 /// Auth: signed device request. Pending challenges for this device's user (PROTOCOL.md §6.2).
 async fn pending_for_device(
     State(state): State<AppState>,
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
+    peer: PeerAddr,
     DeviceBody(body): DeviceBody,
 ) -> Result<Json<PendingChallenges>, ApiError> {
-    let device = device_for(&state, &method, &uri, &headers, &body).await?;
+    let device = signed_device(&state, (&method, &uri, &headers), &body, peer).await?;
     Ok(Json(state.challenges.pending_for_device(&device).await?))
 }
 
@@ -390,10 +384,11 @@ async fn details_for_device(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
+    peer: PeerAddr,
     ApiPath(id): ApiPath<String>,
     DeviceBody(body): DeviceBody,
 ) -> Result<Json<SignedChallengeDetails>, ApiError> {
-    let device = device_for(&state, &method, &uri, &headers, &body).await?;
+    let device = signed_device(&state, (&method, &uri, &headers), &body, peer).await?;
     let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::from(ChallengeError::ChallengeNotFound))?;
     Ok(Json(state.challenges.details_for_device(&device, ChallengeId(id)).await?))
 }
@@ -401,11 +396,12 @@ async fn details_for_device(
 /// Auth: the response's own device signature (§6.4).
 async fn respond(
     State(state): State<AppState>,
+    PeerAddr(peer): PeerAddr,
     ApiPath(id): ApiPath<String>,
     DeviceBody(body): DeviceBody,
 ) -> Result<Json<ChallengeResponseResult>, ApiError> {
-    let response: ChallengeResponse = parse_json(&body)?;
+    let response: ChallengeResponse = parse_signed_json(&body)?;
     let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::from(ChallengeError::ChallengeNotFound))?;
-    let outcome = state.challenges.respond(ChallengeId(id), response).await?;
+    let outcome = state.challenges.respond(ChallengeId(id), response, peer).await?;
     Ok(Json(ChallengeResponseResult { outcome }))
 }

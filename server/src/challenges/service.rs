@@ -5,12 +5,13 @@
 //! (signature, user, device state) before any state changes; the change itself is one
 //! compare-and-set in the store.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use countersign_mobile_protocol::{
-    ChallengeDetails, ChallengeOutcome, ChallengeResponse, Decision, Nonce, PendingChallenges, ProtocolError,
-    PublicKey, SignedChallengeDetails, limits, sanitize_display_text,
+    ChallengeDetails, ChallengeOutcome, ChallengeResponse, Decision, ErrorCode, Nonce, PendingChallenges,
+    ProtocolError, SignedChallengeDetails, limits, sanitize_display_text,
 };
 use ring::digest;
 use ring::rand::SecureRandom;
@@ -22,7 +23,8 @@ use super::waiters::Waiters;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::clock::Clock;
-use crate::devices::service::{DeviceService, unix_seconds};
+use crate::devices::refusals::{Refusal, RefusalReason, Throttled, source_network};
+use crate::devices::service::{DeviceService, bad_signature, unix_seconds};
 use crate::ids::{ChallengeId, DeviceId};
 use crate::secrets::MasterKey;
 use crate::skew::ClockSkew;
@@ -30,6 +32,12 @@ use crate::store::{
     ChallengeRecord, ChallengeTransition, Conflict, DeviceRecord, Precondition, Store, StoreError,
 };
 use crate::store::{DeviceDecision, PromptTarget};
+
+impl From<Throttled> for ChallengeError {
+    fn from(throttled: Throttled) -> Self {
+        ChallengeError::DeviceThrottled { retry_after_secs: throttled.retry_after_secs }
+    }
+}
 
 /// Tunables, validated by `config`.
 #[derive(Debug, Clone)]
@@ -108,6 +116,8 @@ pub enum ChallengeError {
     CounterNotIncreasing,
     #[error("the device has been revoked")]
     DeviceRevoked,
+    #[error("too many refused requests for this device or from this network; retry later")]
+    DeviceThrottled { retry_after_secs: u64 },
     #[error("internal failure: {0}")]
     Internal(String),
     #[error(transparent)]
@@ -603,32 +613,54 @@ impl ChallengeService {
     }
 
     /// `POST /device/v1/challenges/{id}/response`: verify everything, then one compare-and-set.
+    /// `peer` is the TCP peer's address: refusals are limited per source network and device id.
     pub async fn respond(
         &self,
         id: ChallengeId,
         response: ChallengeResponse,
+        peer: Option<IpAddr>,
     ) -> Result<ChallengeOutcome, ChallengeError> {
-        let answer_device = uuid::Uuid::parse_str(response.answer.device_id.as_str())
-            .map_err(|_| ChallengeError::SignatureInvalid)?;
-        let (device, challenge) = self.store.device_and_challenge(DeviceId(answer_device), id).await?;
-        let device = device.ok_or(ChallengeError::SignatureInvalid)?;
-        let challenge = challenge.ok_or(ChallengeError::ChallengeNotFound)?;
-        let key =
-            PublicKey::from_sec1(&device.public_key).map_err(|e| ChallengeError::Internal(e.to_string()))?;
+        let network = source_network(peer);
+        self.devices.refusals().check_network(&network).map_err(ChallengeError::from)?;
+        // Nothing about the device or the challenge is told before the signature verifies: an
+        // unknown device id is checked against the unknown-device key (same work, same answer),
+        // and an unknown or another user's challenge is only reported to a verified device.
+        let (device, challenge) = match uuid::Uuid::parse_str(response.answer.device_id.as_str()) {
+            Ok(device_id) => self.store.device_and_challenge(DeviceId(device_id), id).await?,
+            Err(_) => (None, None),
+        };
+        let key = self
+            .devices
+            .verification_key(device.as_ref())
+            .map_err(|e| ChallengeError::Internal(e.to_string()))?;
+        let refuse = |device: Option<&DeviceRecord>, reason, error| {
+            let claimed_id = Some(response.answer.device_id.as_str());
+            let refusal = Refusal { network: &network, claimed_id, device, reason };
+            self.devices.refusals().refused(refusal).map_or(error, ChallengeError::from)
+        };
+        match response.verify_signature(&key) {
+            Err(error) if error.error_code() == ErrorCode::SignatureInvalid => {
+                return Err(refuse(
+                    device.as_ref(),
+                    bad_signature(device.as_ref()),
+                    ChallengeError::SignatureInvalid,
+                ));
+            }
+            Err(other) => return Err(ChallengeError::Protocol(other)),
+            Ok(_) => {}
+        }
+        // Verified under the unknown-device key, which nobody can sign for: still unknown.
+        let Some(device) = device else {
+            return Err(refuse(None, RefusalReason::UnknownDevice, ChallengeError::SignatureInvalid));
+        };
+        // Another user's challenge looks like no challenge at all.
+        let challenge =
+            challenge.filter(|c| c.user_id == device.user_id).ok_or(ChallengeError::ChallengeNotFound)?;
         let path_id = countersign_mobile_protocol::ChallengeId::new(id.to_string())?;
         let nonce = Nonce::from_bytes(&challenge.server_nonce)?;
-        let answer = response.verify(&key, &path_id, &nonce).map_err(|e| match e {
-            ProtocolError::SignatureInvalid | ProtocolError::SignatureMalformed { .. } => {
-                ChallengeError::SignatureInvalid
-            }
-            other => ChallengeError::Protocol(other),
-        })?;
-        // Another user's challenge looks like no challenge at all.
-        if challenge.user_id != device.user_id {
-            return Err(ChallengeError::ChallengeNotFound);
-        }
+        let answer = response.check_binding(&path_id, &nonce)?;
         if !device.is_active() {
-            return Err(ChallengeError::DeviceRevoked);
+            return Err(refuse(Some(&device), RefusalReason::Revoked, ChallengeError::DeviceRevoked));
         }
         let is_number_correct = match answer.decision {
             Decision::Approve => {

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use countersign_mobile_protocol::limits::MAX_DEVICE_REQUEST_BODY_LEN;
-use countersign_mobile_protocol::{EnrollmentRequest, ErrorCode, PushRegistration};
+use countersign_mobile_protocol::{EnrollmentRequest, ErrorCode, PushRegistration, Signature};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -20,7 +20,7 @@ use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, PeerAddr};
 use crate::ids::{ChallengeId, DeviceId, EnrollmentId, UserId};
 use crate::store::DeviceRecord;
 
@@ -48,6 +48,9 @@ impl From<DeviceError> for ApiError {
             DeviceError::SignatureInvalid => protocol(ErrorCode::SignatureInvalid),
             DeviceError::RequestReplayed => protocol(ErrorCode::RequestReplayed),
             DeviceError::DeviceRevoked => protocol(ErrorCode::DeviceRevoked),
+            DeviceError::Throttled { retry_after_secs } => {
+                protocol(ErrorCode::RateLimited).with_retry_after(retry_after_secs)
+            }
             DeviceError::Internal(_) => ApiError::internal(&error),
             DeviceError::Store(e) => e.into(),
         }
@@ -102,22 +105,35 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     })
 }
 
-/// Verifies the signed-request headers over this exact request.
+/// Parses a JSON body that carries its own `signature` (enrollment, challenge response). A
+/// signature that is not base64url DER is `401 signature_invalid`, like one that does not
+/// verify (PROTOCOL.md §9); any other malformed body is `400 invalid_request`.
+pub fn parse_signed_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    parse_json(body).map_err(|error| {
+        let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let signature = value.as_ref().and_then(|v| v.get("signature")).and_then(|s| s.as_str());
+        match signature.map(Signature::from_base64url) {
+            Some(Err(malformed)) => ApiError::protocol(ErrorCode::SignatureInvalid, malformed.to_string()),
+            _ => error,
+        }
+    })
+}
+
+/// Verifies the signed-request headers over this exact request, from `peer`.
 pub async fn signed_device(
     state: &AppState,
-    method: &Method,
-    uri: &OriginalUri,
-    headers: &HeaderMap,
+    (method, uri, headers): (&Method, &OriginalUri, &HeaderMap),
     body: &[u8],
+    PeerAddr(peer): PeerAddr,
 ) -> Result<DeviceRecord, ApiError> {
     let path_and_query = uri.0.path_and_query().map_or("/", |p| p.as_str());
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Ok(state.devices.authenticate(method.as_str(), path_and_query, header, body).await?)
+    Ok(state.devices.authenticate(method.as_str(), path_and_query, header, body, peer).await?)
 }
 
 /// Auth: proof of possession + activation code (PROTOCOL.md §6.1).
 async fn enroll(State(state): State<AppState>, DeviceBody(body): DeviceBody) -> Result<Response, ApiError> {
-    let request: EnrollmentRequest = parse_json(&body)?;
+    let request: EnrollmentRequest = parse_signed_json(&body)?;
     let response = state.devices.enroll(request).await?;
     Ok((StatusCode::CREATED, Json(response)).into_response())
 }
@@ -136,9 +152,10 @@ async fn notices(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
+    peer: PeerAddr,
     DeviceBody(body): DeviceBody,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let device = signed_device(&state, &method, &uri, &headers, &body).await?;
+    let device = signed_device(&state, (&method, &uri, &headers), &body, peer).await?;
     let notices: Vec<NoticeView> = state
         .devices
         .notices(&device)
@@ -160,9 +177,10 @@ async fn update_push_token(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
+    peer: PeerAddr,
     DeviceBody(body): DeviceBody,
 ) -> Result<StatusCode, ApiError> {
-    let device = signed_device(&state, &method, &uri, &headers, &body).await?;
+    let device = signed_device(&state, (&method, &uri, &headers), &body, peer).await?;
     let push: PushRegistration = parse_json(&body)?;
     state.devices.update_push(&device, push).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -174,9 +192,10 @@ async fn unenroll(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
+    peer: PeerAddr,
     DeviceBody(body): DeviceBody,
 ) -> Result<StatusCode, ApiError> {
-    let device = signed_device(&state, &method, &uri, &headers, &body).await?;
+    let device = signed_device(&state, (&method, &uri, &headers), &body, peer).await?;
     state.devices.unenroll(&device).await?;
     Ok(StatusCode::NO_CONTENT)
 }

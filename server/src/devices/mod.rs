@@ -6,5 +6,6 @@
 
 pub mod http;
 pub mod model;
+pub mod refusals;
 pub mod server_key;
 pub mod service;

@@ -84,6 +84,17 @@ pub fn from_stored(push: &StoredPush) -> Option<PushRegistration> {
     }
 }
 
+/// The key an unknown device id's signature is checked against: a P-256 point whose private key
+/// was discarded when it was made, so nothing ever verifies under it. Checking unknown ids
+/// against it does the same work as checking a known device's key, so neither the answer nor
+/// its timing tells a caller without a key whether a device id exists.
+pub const UNKNOWN_DEVICE_KEY: [u8; 65] = [
+    0x04, 0xda, 0xaf, 0xbb, 0x20, 0x04, 0x3d, 0xff, 0xb1, 0xc7, 0x7b, 0x4b, 0x3e, 0x5d, 0x37, 0x9d, 0xf3,
+    0x86, 0x66, 0x25, 0x98, 0xeb, 0x3e, 0x4a, 0x7b, 0x79, 0x4b, 0xa8, 0x65, 0x99, 0x20, 0x2e, 0x97, 0x6a,
+    0x67, 0x08, 0x7a, 0xab, 0x71, 0x80, 0xb3, 0x0f, 0x49, 0xb2, 0x35, 0x3d, 0xa7, 0x90, 0xb8, 0xe3, 0x59,
+    0x7f, 0x2f, 0x4e, 0xbc, 0xe6, 0x01, 0xdf, 0x65, 0x4f, 0xcb, 0x6e, 0x54, 0x9d, 0xd6,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +108,11 @@ mod tests {
         assert_eq!(hash_activation_code(a.expose_secret()), hash_a);
         assert!(countersign_mobile_protocol::ActivationCode::new(a.expose_secret()).is_ok());
         assert_eq!(a.expose_secret().len(), 22);
+    }
+
+    #[test]
+    fn the_unknown_device_key_is_a_p256_point() {
+        assert!(countersign_mobile_protocol::PublicKey::from_sec1(&UNKNOWN_DEVICE_KEY).is_ok());
     }
 
     #[test]

@@ -5,17 +5,19 @@
 //! that say something about an attack (a factor already bound to someone else, a replayed or
 //! forged request from a known device, a revoked device still calling) are audited.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use countersign_mobile_protocol::{
-    ActivationCode, EnrollmentRequest, EnrollmentResponse, EnrollmentUri, HttpRequest, ProtocolError,
-    PublicKey, PushRegistration, RequestHeaders, ServerId, ServerUrl,
+    ActivationCode, EnrollmentRequest, EnrollmentResponse, EnrollmentUri, ErrorCode, HttpRequest,
+    ProtocolError, PublicKey, PushRegistration, RequestHeaders, ServerId, ServerUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
 use super::model::{self, EnrollmentState};
+use super::refusals::{DeviceRefusals, Refusal, RefusalLimits, RefusalReason};
 use super::server_key::ServerSigningKey;
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::challenges::model::ChallengeState;
@@ -65,6 +67,8 @@ pub enum DeviceError {
     RequestReplayed,
     #[error("the device has been revoked")]
     DeviceRevoked,
+    #[error("too many refused requests for this device or from this network; retry later")]
+    Throttled { retry_after_secs: u64 },
     #[error("internal failure: {0}")]
     Internal(String),
     #[error(transparent)]
@@ -84,6 +88,8 @@ pub struct DeviceSettings {
     pub public_url: ServerUrl,
     pub max_clock_skew_secs: u64,
     pub enrollment_ttl: Duration,
+    /// How many refused device requests a device id and a source network get per minute.
+    pub refusal_limits: RefusalLimits,
 }
 
 /// How long device notices are kept visible to a phone.
@@ -96,6 +102,7 @@ pub struct DeviceService {
     master: Arc<MasterKey>,
     server_key: Arc<ServerSigningKey>,
     settings: DeviceSettings,
+    refusals: Arc<DeviceRefusals>,
 }
 
 /// Why an enrollment may add a device.
@@ -125,7 +132,14 @@ impl DeviceService {
         server_key: Arc<ServerSigningKey>,
         settings: DeviceSettings,
     ) -> Self {
-        Self { store, clock, master, server_key, settings }
+        let refusals =
+            Arc::new(DeviceRefusals::new(Arc::clone(&store), Arc::clone(&clock), settings.refusal_limits));
+        Self { store, clock, master, server_key, settings, refusals }
+    }
+
+    /// Refused device requests: their limits and their aggregated audit.
+    pub fn refusals(&self) -> &Arc<DeviceRefusals> {
+        &self.refusals
     }
 
     pub fn server_id(&self) -> Result<ServerId, DeviceError> {
@@ -419,14 +433,18 @@ impl DeviceService {
         Ok(())
     }
 
-    /// Checks a signed device request (PROTOCOL.md §5) and returns its device.
+    /// Checks a signed device request (PROTOCOL.md §5) and returns its device. `peer` is the
+    /// TCP peer's address: refusals are limited per source network and per claimed device id.
     pub async fn authenticate(
         &self,
         method: &str,
         path_and_query: &str,
         header: impl Fn(&str) -> Option<String>,
         body: &[u8],
+        peer: Option<IpAddr>,
     ) -> Result<DeviceRecord, DeviceError> {
+        let network = super::refusals::source_network(peer);
+        self.refusals.check_network(&network).map_err(throttled)?;
         use countersign_mobile_protocol::request::{
             HEADER_DEVICE_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
         };
@@ -442,53 +460,83 @@ impl DeviceService {
             nonce.as_deref(),
             signature.as_deref(),
         )?;
-        // Unknown and malformed device ids look exactly like bad signatures.
-        let device_id =
-            uuid::Uuid::parse_str(headers.device_id.as_str()).map_err(|_| DeviceError::SignatureInvalid)?;
-        let device =
-            self.store.device_by_id(DeviceId(device_id)).await?.ok_or(DeviceError::SignatureInvalid)?;
-        let key =
-            PublicKey::from_sec1(&device.public_key).map_err(|e| DeviceError::Internal(e.to_string()))?;
+        let device = self.claimed_device(headers.device_id.as_str()).await?;
+        let key = self.verification_key(device.as_ref())?;
         let now = self.clock.now();
         let request = HttpRequest { method, path_and_query, body };
         let verified =
             match headers.verify(&key, &request, unix_seconds(now), self.settings.max_clock_skew_secs) {
-                Ok(verified) => verified,
-                Err(error @ (ProtocolError::SignatureInvalid | ProtocolError::SignatureMalformed { .. })) => {
-                    self.audit_request_refused(&device, "bad_signature", path_and_query).await?;
-                    return Err(error.into());
+                Err(error) if error.error_code() == ErrorCode::SignatureInvalid => {
+                    let reason = bad_signature(device.as_ref());
+                    return Err(self.refuse(
+                        &network,
+                        &headers,
+                        device.as_ref(),
+                        reason,
+                        DeviceError::SignatureInvalid,
+                    ));
                 }
+                Err(error @ ProtocolError::TimestampOutOfWindow { .. }) => {
+                    // Only reached once the signature verified (under a known device's key).
+                    return Err(self.refuse(
+                        &network,
+                        &headers,
+                        device.as_ref(),
+                        RefusalReason::Expired,
+                        error.into(),
+                    ));
+                }
+                // A request malformed whatever its device id.
                 Err(error) => return Err(error.into()),
+                Ok(verified) => verified,
             };
+        // Verified under the unknown-device key, which nobody can sign for: still unknown.
+        let Some(device) = device else {
+            let reason = RefusalReason::UnknownDevice;
+            return Err(self.refuse(&network, &headers, None, reason, DeviceError::SignatureInvalid));
+        };
         if !device.is_active() {
-            self.audit_request_refused(&device, "revoked", path_and_query).await?;
-            return Err(DeviceError::DeviceRevoked);
+            let reason = RefusalReason::Revoked;
+            return Err(self.refuse(&network, &headers, Some(&device), reason, DeviceError::DeviceRevoked));
         }
         let window_end = OffsetDateTime::from_unix_timestamp(verified.replay_window_ends_at as i64)
             .map_err(|e| DeviceError::Internal(e.to_string()))?;
         if !self.store.remember_request_nonce(device.id, verified.nonce.as_bytes(), window_end, now).await? {
-            self.audit_request_refused(&device, "replayed", path_and_query).await?;
-            return Err(DeviceError::RequestReplayed);
+            let reason = RefusalReason::Replayed;
+            return Err(self.refuse(&network, &headers, Some(&device), reason, DeviceError::RequestReplayed));
         }
         Ok(device)
     }
 
-    async fn audit_request_refused(
+    /// Counts a refused request (audited in aggregate by [`DeviceRefusals::flush`]) and returns
+    /// the answer: its own error, or `429` once its network or its device id is over the limit.
+    fn refuse(
         &self,
-        device: &DeviceRecord,
-        reason: &str,
-        path: &str,
-    ) -> Result<(), DeviceError> {
-        let path = path.split('?').next().unwrap_or(path);
-        let event = AuditEvent::new(
-            self.clock.now(),
-            Actor::Device { id: device.id },
-            Action::DeviceRequestRefused,
-            format!("user:{}", device.user_id),
-        )
-        .with_details(json!({ "device_id": device.id, "reason": reason, "path": path }));
-        self.store.record_audit(event).await?;
-        Ok(())
+        network: &str,
+        headers: &RequestHeaders,
+        device: Option<&DeviceRecord>,
+        reason: RefusalReason,
+        error: DeviceError,
+    ) -> DeviceError {
+        let refusal = Refusal { network, claimed_id: Some(headers.device_id.as_str()), device, reason };
+        self.refusals.refused(refusal).map_or(error, throttled)
+    }
+
+    /// The device a request claims to come from; `None` for an unknown or malformed id, which
+    /// must then be refused exactly like a bad signature (see [`Self::verification_key`]).
+    async fn claimed_device(&self, id: &str) -> Result<Option<DeviceRecord>, DeviceError> {
+        match uuid::Uuid::parse_str(id) {
+            Ok(id) => Ok(self.store.device_by_id(DeviceId(id)).await?),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The key to check a claimed device's signature with: its own, or for an unknown id the
+    /// unknown-device key, so that every id costs one signature verification and gets the same
+    /// answer until a signature verifies (PROTOCOL.md §12).
+    pub fn verification_key(&self, device: Option<&DeviceRecord>) -> Result<PublicKey, DeviceError> {
+        let sec1 = device.map_or(model::UNKNOWN_DEVICE_KEY.as_slice(), |d| d.public_key.as_slice());
+        PublicKey::from_sec1(sec1).map_err(|e| DeviceError::Internal(e.to_string()))
     }
 
     /// `PUT /device/v1/push-token`.
@@ -573,6 +621,15 @@ impl DeviceService {
             other => other.into(),
         })
     }
+}
+
+/// A bad signature from a known device, or any signature under an unknown device id.
+pub fn bad_signature(device: Option<&DeviceRecord>) -> RefusalReason {
+    if device.is_some() { RefusalReason::BadSignature } else { RefusalReason::UnknownDevice }
+}
+
+pub fn throttled(t: super::refusals::Throttled) -> DeviceError {
+    DeviceError::Throttled { retry_after_secs: t.retry_after_secs }
 }
 
 pub fn unix_seconds(t: OffsetDateTime) -> u64 {

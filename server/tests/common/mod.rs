@@ -109,6 +109,7 @@ impl TestApp {
             public_url: ServerUrl::parse(PUBLIC_URL).unwrap(),
             max_clock_skew_secs: 300,
             enrollment_ttl: time::Duration::minutes(10),
+            refusal_limits: Default::default(),
         };
         let dyn_clock: Arc<dyn Clock> = clock.clone();
         let state = AppState::new(
@@ -351,4 +352,16 @@ impl Alice {
         let phone = enrolled_device(&app, &key, "alice", push).await;
         Self { app: Arc::new(app), key, phone }
     }
+}
+
+/// A device of an attacker's own making that claims `device_id` (it holds another key).
+pub fn impostor(
+    victim: &countersign_e2e::device::TestDevice,
+    device_id: countersign_mobile_protocol::DeviceId,
+) -> countersign_e2e::device::TestDevice {
+    let mut impostor = countersign_e2e::device::TestDevice::new();
+    let mut enrolled = victim.enrolled.clone().unwrap();
+    enrolled.device_id = device_id;
+    impostor.enrolled = Some(enrolled);
+    impostor
 }
