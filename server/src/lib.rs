@@ -9,6 +9,7 @@
 //! | [`app`]     | `AppState`, router assembly, tower layers, health/ready/metrics/OpenAPI |
 //! | [`middleware`] | request ids, access log, HTTP metrics, timeout, panic guard          |
 //! | [`error`]   | `ApiError`: the one mapping from failures to HTTP status + JSON body    |
+//! | [`fault`]   | `InternalError`: an unexpected failure with its cause, for the logs      |
 //! | [`extract`] | JSON/path extractors whose rejections are `ApiError`s                   |
 //! | [`api_keys`]| app API keys and scopes: the `Authorization: Bearer` extractor          |
 //! | [`users`]   | provisioning users (`/v1/users`)                                        |
@@ -42,6 +43,7 @@ pub mod devices;
 pub mod error;
 pub mod extract;
 pub mod fatigue;
+pub mod fault;
 pub mod ids;
 pub mod middleware;
 pub mod private_files;

@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use super::model::{self, Scope, Scopes};
-use crate::audit::{Action, Actor, AuditEvent};
+use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
 use crate::ids::AppId;
 use crate::store::{AppRecord, Conflict, Store, StoreError};
@@ -51,7 +51,7 @@ pub async fn create_app(
         created_at: now,
         revoked_at: None,
     };
-    let event = AuditEvent::new(now, actor, Action::AppCreated, format!("app:{}", app.id))
+    let event = AuditEvent::new(now, actor, Action::AppCreated, Subject::App(app.id))
         .with_details(json!({ "name": app.name, "scopes": app.scopes.to_string(), "key_id": app.key_id }));
     let created = store.create_app(app, event).await.map_err(|e| match e {
         StoreError::Conflict(Conflict::AppName) => AppAdminError::NameTaken(name.to_owned()),
@@ -72,7 +72,7 @@ pub async fn revoke_app(
         _ => return Err(AppAdminError::NotFound(name.to_owned())),
     };
     let now = clock.now();
-    let event = AuditEvent::new(now, actor, Action::AppRevoked, format!("app:{}", app.id))
+    let event = AuditEvent::new(now, actor, Action::AppRevoked, Subject::App(app.id))
         .with_details(json!({ "name": app.name, "key_id": app.key_id }));
     store.revoke_app(app.id, now, event).await.map_err(|e| match e {
         StoreError::NotFound => AppAdminError::NotFound(name.to_owned()),

@@ -43,6 +43,33 @@ impl fmt::Display for Actor {
     }
 }
 
+/// What an event or an alert is about: one spelling per kind (`user:<id>`, `challenge:<id>`, …),
+/// which SIEM rules and the timeline query match on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    User(crate::ids::UserId),
+    App(crate::ids::AppId),
+    Challenge(crate::ids::ChallengeId),
+    Device(crate::ids::DeviceId),
+    /// A client network (`203.0.113.0/24`): push spray.
+    Network(String),
+    /// Requests naming device ids the server does not know, taken together.
+    UnknownDevices,
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::User(id) => write!(f, "user:{id}"),
+            Subject::App(id) => write!(f, "app:{id}"),
+            Subject::Challenge(id) => write!(f, "challenge:{id}"),
+            Subject::Device(id) => write!(f, "device:{id}"),
+            Subject::Network(network) => write!(f, "network:{network}"),
+            Subject::UnknownDevices => f.write_str("devices:unknown"),
+        }
+    }
+}
+
 /// What happened; the stable dotted names are what SIEM rules match on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -118,18 +145,13 @@ pub struct AuditEvent {
     pub occurred_at: OffsetDateTime,
     pub actor: Actor,
     pub action: Action,
-    pub subject: String,
+    pub subject: Subject,
     pub details: Value,
 }
 
 impl AuditEvent {
-    pub fn new(
-        occurred_at: OffsetDateTime,
-        actor: Actor,
-        action: Action,
-        subject: impl Into<String>,
-    ) -> Self {
-        Self { occurred_at, actor, action, subject: subject.into(), details: Value::Null }
+    pub fn new(occurred_at: OffsetDateTime, actor: Actor, action: Action, subject: Subject) -> Self {
+        Self { occurred_at, actor, action, subject, details: Value::Null }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -147,7 +169,7 @@ impl AuditEvent {
             occurred_at_micros: unix_micros(self.occurred_at),
             actor: self.actor.to_string(),
             action: self.action.as_str().to_owned(),
-            subject: self.subject.clone(),
+            subject: self.subject.to_string(),
             details: details.to_string(),
         }
     }
@@ -275,4 +297,28 @@ pub async fn verify_against(
         }
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ChallengeId, UserId};
+
+    /// Subjects are spelled one way per kind: the timeline and SIEM rules match on them.
+    #[test]
+    fn subjects_have_one_spelling_per_kind() {
+        let user = UserId(uuid::Uuid::nil());
+        assert_eq!(Subject::User(user).to_string(), "user:00000000-0000-0000-0000-000000000000");
+        let challenge = ChallengeId(uuid::Uuid::nil());
+        assert!(Subject::Challenge(challenge).to_string().starts_with("challenge:"));
+        assert_eq!(Subject::Network("203.0.113.0/24".into()).to_string(), "network:203.0.113.0/24");
+        assert_eq!(Subject::UnknownDevices.to_string(), "devices:unknown");
+        let event = AuditEvent::new(
+            time::OffsetDateTime::UNIX_EPOCH,
+            Actor::System,
+            Action::UserCreated,
+            Subject::User(user),
+        );
+        assert_eq!(event.to_row().subject, Subject::User(user).to_string());
+    }
 }

@@ -21,10 +21,11 @@ use time::{Duration, OffsetDateTime};
 use super::model::{self, ChallengeState, NumberTagger};
 use super::waiters::Waiters;
 use crate::api_keys::service::AuthenticatedApp;
-use crate::audit::{Action, Actor, AuditEvent};
+use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
 use crate::devices::refusals::{Refusal, RefusalReason, Throttled, source_network};
 use crate::devices::service::{DeviceService, bad_signature, unix_seconds};
+use crate::fault::InternalError;
 use crate::ids::{ChallengeId, DeviceId};
 use crate::secrets::MasterKey;
 use crate::skew::ClockSkew;
@@ -118,8 +119,8 @@ pub enum ChallengeError {
     DeviceRevoked,
     #[error("too many refused requests for this device or from this network; retry later")]
     DeviceThrottled { retry_after_secs: u64 },
-    #[error("internal failure: {0}")]
-    Internal(String),
+    #[error("internal failure")]
+    Internal(#[from] InternalError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -241,10 +242,9 @@ impl ChallengeService {
         let number = model::draw_number(self.settings.number_digits, &rng, |candidate| {
             recent.iter().any(|tag| self.tagger.matches(&user.id.0, candidate, tag))
         })
-        .map_err(|e| ChallengeError::Internal(e.to_string()))?;
+        .map_err(|e| InternalError::caused_by("drawing the number", e))?;
         let mut nonce = [0u8; 32];
-        rng.fill(&mut nonce)
-            .map_err(|_| ChallengeError::Internal("random number generator failed".into()))?;
+        rng.fill(&mut nonce).map_err(|_| InternalError::new("the system random number generator failed"))?;
         let id = ChallengeId::random();
         let now = self.clock.now();
         let context_ip = context.ip.clone();
@@ -257,7 +257,7 @@ impl ChallengeService {
             number_sealed: self
                 .master
                 .encrypt(&sealing_context(id), number.as_bytes())
-                .map_err(|e| ChallengeError::Internal(e.to_string()))?,
+                .map_err(|e| InternalError::caused_by("sealing the number", e))?,
             number_digits: i16::from(self.settings.number_digits),
             server_nonce: nonce.to_vec(),
             app_name: context.app_name,
@@ -280,7 +280,7 @@ impl ChallengeService {
             now,
             app.actor(),
             Action::Challenge(ChallengeState::Pending),
-            format!("user:{}", user.id),
+            Subject::User(user.id),
         )
         .with_details(json!({
             "challenge_id": id,
@@ -298,7 +298,7 @@ impl ChallengeService {
                 now,
                 Actor::System,
                 Action::Challenge(ChallengeState::Cancelled),
-                format!("user:{}", old.user_id),
+                Subject::User(old.user_id),
             )
             .with_details(json!({ "challenge_id": old.id, "reason": "superseded", "superseded_by": id }))
         };
@@ -360,17 +360,17 @@ impl ChallengeService {
                 (ChallengeError::SourceRateLimited { network, users }, "source_throttled")
             }
             crate::store::Refusal::PushUnavailable(Availability::Available) => {
-                return Err(ChallengeError::Internal("refused while available".into()));
+                return Err(InternalError::new("a prompt was refused while push was available").into());
             }
         };
         metrics::counter!("countersign_prompts_refused_total", "reason" => kind).increment(1);
         if let ChallengeError::SourceRateLimited { network, users } = &error {
             let details = json!({ "network": network, "users_prompted": users, "app": app.name });
             self.store
-                .raise_alert("push_spray", &format!("network:{network}"), &details.to_string(), now)
+                .raise_alert("push_spray", &Subject::Network(network.clone()), &details.to_string(), now)
                 .await?;
         }
-        let event = AuditEvent::new(now, app.actor(), Action::PromptRefused, format!("user:{}", user.id))
+        let event = AuditEvent::new(now, app.actor(), Action::PromptRefused, Subject::User(user.id))
             .with_details(
                 json!({ "username": user.username, "ip": ip, "reason": kind, "detail": error.to_string() }),
             );
@@ -397,9 +397,9 @@ impl ChallengeService {
         let number = self
             .master
             .decrypt(&sealing_context(existing.id), &existing.number_sealed)
-            .map_err(|e| ChallengeError::Internal(e.to_string()))?;
-        let number =
-            String::from_utf8(number).map_err(|_| ChallengeError::Internal("sealed number".into()))?;
+            .map_err(|e| InternalError::caused_by("opening the sealed number", e))?;
+        let number = String::from_utf8(number)
+            .map_err(|e| InternalError::caused_by("reading the sealed number", e))?;
         Ok(CreatedChallenge { record: existing, number })
     }
 
@@ -498,7 +498,7 @@ impl ChallengeService {
             now,
             app.actor(),
             Action::Challenge(ChallengeState::Redeemed),
-            format!("challenge:{id}"),
+            Subject::Challenge(id),
         )
         .with_details(json!({ "challenge_id": id }));
         match self.store.transition_challenge(id, transition, now, event, &self.settings.policy).await {
@@ -511,7 +511,7 @@ impl ChallengeService {
                     other => ChallengeError::NotApproved(other),
                 };
                 // A second redeem is what a replayed session looks like: record it.
-                let event = AuditEvent::new(now, app.actor(), Action::ChallengeRedeemRefused, format!("user:{}", challenge.user_id))
+                let event = AuditEvent::new(now, app.actor(), Action::ChallengeRedeemRefused, Subject::User(challenge.user_id))
                     .with_details(json!({ "challenge_id": id, "state": challenge.state.as_str(), "reason": refusal.to_string() }));
                 self.store.record_audit(event).await?;
                 Err(refusal)
@@ -531,7 +531,7 @@ impl ChallengeService {
             now,
             app.actor(),
             Action::Challenge(ChallengeState::Cancelled),
-            format!("challenge:{id}"),
+            Subject::Challenge(id),
         )
         .with_details(json!({ "challenge_id": id, "reason": "cancelled_by_app" }));
         match self
@@ -575,7 +575,7 @@ impl ChallengeService {
         let device_id = countersign_mobile_protocol::DeviceId::new(device.id.to_string())?;
         let key = self.devices.server_key();
         Ok(details.sign(
-            &self.devices.server_id().map_err(|e| ChallengeError::Internal(e.to_string()))?,
+            &self.devices.server_id().map_err(|e| InternalError::caused_by("naming the server", e))?,
             &device_id,
             key.key_pair(),
             key.rng(),
@@ -632,7 +632,7 @@ impl ChallengeService {
         let key = self
             .devices
             .verification_key(device.as_ref())
-            .map_err(|e| ChallengeError::Internal(e.to_string()))?;
+            .map_err(|e| InternalError::caused_by("loading the device key", e))?;
         let refuse = |device: Option<&DeviceRecord>, reason, error| {
             let claimed_id = Some(response.answer.device_id.as_str());
             let refusal = Refusal { network: &network, claimed_id, device, reason };
@@ -682,7 +682,7 @@ impl ChallengeService {
             now,
             Actor::Device { id: device.id },
             Action::Challenge(to),
-            format!("user:{}", challenge.user_id),
+            Subject::User(challenge.user_id),
         )
         .with_details(json!({
             "challenge_id": id,
@@ -765,10 +765,10 @@ impl ChallengeService {
             now,
             Actor::Device { id: device.id },
             Action::PossibleClone,
-            format!("user:{}", device.user_id),
+            Subject::User(device.user_id),
         )
         .with_details(details.clone());
-        let subject = format!("user:{}", device.user_id);
+        let subject = Subject::User(device.user_id);
         self.store.record_signal(event, ("possible_clone", &subject, &details.to_string()), now).await?;
         metrics::counter!("countersign_possible_clones_total").increment(1);
         Ok(ChallengeError::CounterNotIncreasing)
@@ -791,7 +791,7 @@ fn expired_event(challenge: &ChallengeRecord, now: OffsetDateTime) -> AuditEvent
         now,
         Actor::System,
         Action::Challenge(ChallengeState::Expired),
-        format!("user:{}", challenge.user_id),
+        Subject::User(challenge.user_id),
     )
     .with_details(json!({ "challenge_id": challenge.id }))
 }

@@ -13,7 +13,7 @@ use time::Duration;
 use tokio::sync::Notify;
 
 use super::service::ChallengeService;
-use crate::audit::{Action, Actor, AuditEvent};
+use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
 use crate::push::{PushMessage, PushOutcome, PushSender, PushTarget};
 use crate::store::{PushJob, PushJobResult, Store, StoreError};
@@ -118,7 +118,7 @@ impl Worker {
                     now,
                     Actor::System,
                     Action::PushTokenDisabled,
-                    format!("device:{}", job.device_id),
+                    Subject::Device(job.device_id),
                 )
                 .with_details(
                     json!({ "device_id": job.device_id, "provider": job.push.provider, "reason": reason }),

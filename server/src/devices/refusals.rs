@@ -35,7 +35,7 @@ use governor::{NotUntil, Quota, RateLimiter};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-use crate::audit::{Action, Actor, AuditEvent};
+use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
 use crate::ids::{DeviceId, UserId};
 use crate::store::{DeviceRecord, Store, StoreError};
@@ -117,7 +117,7 @@ pub struct Refusal<'a> {
 /// What one aggregated audit event is about: a known device, or all the refusals that name no
 /// known device (one event a minute, however many networks or made-up ids an attacker uses).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Subject {
+enum Claimant {
     Device { id: DeviceId, user: UserId },
     NoKnownDevice,
 }
@@ -178,7 +178,7 @@ impl Tally {
 }
 
 type Limiter = RateLimiter<String, DashMapStateStore<String>, InjectedClock, NoOpMiddleware<Nanos>>;
-type Tallies = BTreeMap<(OffsetDateTime, Subject), Tally>;
+type Tallies = BTreeMap<(OffsetDateTime, Claimant), Tally>;
 
 /// Counts refusals, decides `429`s and keeps the aggregated audit until it is flushed.
 #[derive(Debug)]
@@ -217,7 +217,7 @@ impl DeviceRefusals {
         match until {
             None => Ok(()),
             Some(until) => {
-                self.tally(now, Subject::NoKnownDevice, "network_throttled", true, network);
+                self.tally(now, Claimant::NoKnownDevice, "network_throttled", true, network);
                 Err(Throttled { retry_after_secs: ceil_secs(until - now) })
             }
         }
@@ -240,8 +240,8 @@ impl DeviceRefusals {
         let throttled =
             if refusal.reason.is_signature_verified() { None } else { network_over.or(device_over) };
         let subject = match refusal.device {
-            Some(device) => Subject::Device { id: device.id, user: device.user_id },
-            None => Subject::NoKnownDevice,
+            Some(device) => Claimant::Device { id: device.id, user: device.user_id },
+            None => Claimant::NoKnownDevice,
         };
         self.tally(now, subject, refusal.reason.as_str(), throttled.is_some(), refusal.network);
         throttled
@@ -255,7 +255,7 @@ impl DeviceRefusals {
     fn tally(
         &self,
         now: OffsetDateTime,
-        subject: Subject,
+        subject: Claimant,
         reason: &'static str,
         is_throttled: bool,
         network: &str,
@@ -306,12 +306,12 @@ impl DeviceRefusals {
         Ok(written)
     }
 
-    fn event(&self, window: OffsetDateTime, subject: &Subject, tally: &Tally) -> AuditEvent {
+    fn event(&self, window: OffsetDateTime, subject: &Claimant, tally: &Tally) -> AuditEvent {
         let (actor, subject_text, who) = match subject {
-            Subject::Device { id, user } => {
-                (Actor::Device { id: *id }, format!("user:{user}"), json!({ "device_id": id }))
+            Claimant::Device { id, user } => {
+                (Actor::Device { id: *id }, Subject::User(*user), json!({ "device_id": id }))
             }
-            Subject::NoKnownDevice => (Actor::System, "devices:unknown".to_owned(), json!({})),
+            Claimant::NoKnownDevice => (Actor::System, Subject::UnknownDevices, json!({})),
         };
         let mut details = json!({
             "window_start": window.unix_timestamp(),

@@ -19,9 +19,10 @@ use time::{Duration, OffsetDateTime};
 use super::model::{self, EnrollmentState};
 use super::refusals::{DeviceRefusals, Refusal, RefusalLimits, RefusalReason};
 use super::server_key::ServerSigningKey;
-use crate::audit::{Action, Actor, AuditEvent};
+use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::clock::Clock;
+use crate::fault::InternalError;
 use crate::ids::{ChallengeId, DeviceId, EnrollmentId, UserId};
 use crate::secrets::MasterKey;
 use crate::store::{
@@ -69,8 +70,8 @@ pub enum DeviceError {
     DeviceRevoked,
     #[error("too many refused requests for this device or from this network; retry later")]
     Throttled { retry_after_secs: u64 },
-    #[error("internal failure: {0}")]
-    Internal(String),
+    #[error("internal failure")]
+    Internal(#[from] InternalError),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -218,13 +219,13 @@ impl DeviceService {
         user: &UserRecord,
         kind: EnrollmentKind,
     ) -> Result<CreatedEnrollment, DeviceError> {
-        let (code, code_hash) =
-            model::new_activation_code().map_err(|e| DeviceError::Internal(e.to_string()))?;
+        let (code, code_hash) = model::new_activation_code()
+            .map_err(|e| InternalError::caused_by("drawing an activation code", e))?;
         let id = EnrollmentId::random();
         let sealed = self
             .master
             .encrypt(&Self::seal_context(id), code.expose_secret().as_bytes())
-            .map_err(|e| DeviceError::Internal(e.to_string()))?;
+            .map_err(|e| InternalError::caused_by("sealing the activation code", e))?;
         let now = self.clock.now();
         let is_second_device = !matches!(kind, EnrollmentKind::FirstDevice);
         let record = EnrollmentRecord {
@@ -243,22 +244,21 @@ impl DeviceService {
             EnrollmentKind::Approved(proof) => Some(proof.challenge),
             _ => None,
         };
-        let event =
-            AuditEvent::new(now, actor.clone(), Action::EnrollmentCreated, format!("user:{}", user.id))
-                .with_details(json!({
-                    "enrollment_id": id,
-                    "username": user.username,
-                    "second_device": is_second_device,
-                    "recovery": matches!(kind, EnrollmentKind::Recovery),
-                    "approval": approval,
-                }));
+        let event = AuditEvent::new(now, actor.clone(), Action::EnrollmentCreated, Subject::User(user.id))
+            .with_details(json!({
+                "enrollment_id": id,
+                "username": user.username,
+                "second_device": is_second_device,
+                "recovery": matches!(kind, EnrollmentKind::Recovery),
+                "approval": approval,
+            }));
         let record = match kind {
             EnrollmentKind::Approved(proof) => {
                 let redeemed = AuditEvent::new(
                     now,
                     actor,
                     Action::Challenge(ChallengeState::Redeemed),
-                    format!("challenge:{}", proof.challenge),
+                    Subject::Challenge(proof.challenge),
                 )
                 .with_details(json!({
                     "challenge_id": proof.challenge,
@@ -288,7 +288,7 @@ impl DeviceService {
             self.clock.now(),
             actor.clone(),
             Action::EnrollmentRefused,
-            format!("user:{}", user.id),
+            Subject::User(user.id),
         )
         .with_details(json!({ "username": user.username, "reason": reason, "approval": approval }));
         self.store.record_audit(event).await?;
@@ -315,9 +315,9 @@ impl DeviceService {
         let code = self
             .master
             .decrypt(&Self::seal_context(id), &sealed)
-            .map_err(|e| DeviceError::Internal(e.to_string()))?;
-        let code =
-            String::from_utf8(code).map_err(|_| DeviceError::Internal("sealed code is not UTF-8".into()))?;
+            .map_err(|e| InternalError::caused_by("opening the sealed activation code", e))?;
+        let code = String::from_utf8(code)
+            .map_err(|e| InternalError::caused_by("reading the sealed activation code", e))?;
         self.activation_uri(&code, &user.username)
     }
 
@@ -354,7 +354,7 @@ impl DeviceService {
             now,
             Actor::Device { id: device.id },
             Action::DeviceEnrolled,
-            format!("user:{}", enrollment.user_id),
+            Subject::User(enrollment.user_id),
         )
         .with_details(json!({
             "enrollment_id": enrollment.id,
@@ -424,7 +424,7 @@ impl DeviceService {
             self.clock.now(),
             Actor::System,
             Action::FactorBindingRefused,
-            format!("user:{user}"),
+            Subject::User(user),
         )
         .with_details(
             json!({ "user_id": user, "bound_to_user_id": owner, "factor": factor, "operation": operation }),
@@ -500,7 +500,7 @@ impl DeviceService {
             return Err(self.refuse(&network, &headers, Some(&device), reason, DeviceError::DeviceRevoked));
         }
         let window_end = OffsetDateTime::from_unix_timestamp(verified.replay_window_ends_at as i64)
-            .map_err(|e| DeviceError::Internal(e.to_string()))?;
+            .map_err(|e| InternalError::caused_by("computing the replay window", e))?;
         if !self.store.remember_request_nonce(device.id, verified.nonce.as_bytes(), window_end, now).await? {
             let reason = RefusalReason::Replayed;
             return Err(self.refuse(&network, &headers, Some(&device), reason, DeviceError::RequestReplayed));
@@ -536,7 +536,8 @@ impl DeviceService {
     /// answer until a signature verifies (PROTOCOL.md §12).
     pub fn verification_key(&self, device: Option<&DeviceRecord>) -> Result<PublicKey, DeviceError> {
         let sec1 = device.map_or(model::UNKNOWN_DEVICE_KEY.as_slice(), |d| d.public_key.as_slice());
-        PublicKey::from_sec1(sec1).map_err(|e| DeviceError::Internal(e.to_string()))
+        Ok(PublicKey::from_sec1(sec1)
+            .map_err(|e| InternalError::caused_by("parsing a stored device key", e))?)
     }
 
     /// `PUT /device/v1/push-token`.
@@ -550,7 +551,7 @@ impl DeviceService {
             self.clock.now(),
             Actor::Device { id: device.id },
             Action::PushTokenUpdated,
-            format!("user:{}", device.user_id),
+            Subject::User(device.user_id),
         )
         .with_details(json!({ "device_id": device.id, "push_provider": stored.provider }));
         match self.store.update_push(device.id, stored, event).await {
@@ -577,7 +578,7 @@ impl DeviceService {
             now,
             Actor::Device { id: device.id },
             Action::DeviceUnenrolled,
-            format!("user:{}", device.user_id),
+            Subject::User(device.user_id),
         )
         .with_details(json!({ "device_id": device.id, "device_name": device.name }));
         match self.store.revoke_device(device.id, now, event).await {
@@ -612,10 +613,9 @@ impl DeviceService {
             .filter(|d| d.user_id == user.id && d.is_active())
             .ok_or(DeviceError::DeviceNotFound)?;
         let now = self.clock.now();
-        let event = AuditEvent::new(now, actor, Action::DeviceRevoked, format!("user:{}", user.id))
-            .with_details(
-                json!({ "device_id": device.id, "device_name": device.name, "username": user.username }),
-            );
+        let event = AuditEvent::new(now, actor, Action::DeviceRevoked, Subject::User(user.id)).with_details(
+            json!({ "device_id": device.id, "device_name": device.name, "username": user.username }),
+        );
         self.store.revoke_device(device.id, now, event).await.map_err(|e| match e {
             StoreError::NotFound => DeviceError::DeviceNotFound,
             other => other.into(),

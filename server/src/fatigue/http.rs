@@ -14,7 +14,7 @@ use super::model::{self, Availability, PushState};
 use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
-use crate::audit::{Action, AuditEvent};
+use crate::audit::{Action, AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiPath;
@@ -197,10 +197,7 @@ async fn timeline(
     if let Err(error) = crate::audit::flush(state.store.as_ref()).await {
         tracing::warn!(%error, "audit chaining failed before reading the timeline");
     }
-    let refused = state
-        .store
-        .audit_events_about(&format!("user:{}", user.id), Action::PromptRefused.as_str(), 100)
-        .await?;
+    let refused = state.store.audit_events_about(&Subject::User(user.id), Action::PromptRefused, 100).await?;
     for event in refused {
         let details: serde_json::Value = serde_json::from_str(&event.details).unwrap_or_default();
         let Some(at) = crate::clock::from_unix_micros(event.occurred_at_micros) else { continue };
@@ -246,7 +243,7 @@ async fn unfreeze(
     let before = state.store.push_state(user.id).await?;
     let now = state.clock.now();
     let after = model::unfreeze(before.clone());
-    let event = AuditEvent::new(now, app.actor(), Action::PushUnfrozen, format!("user:{}", user.id)).with_details(json!({
+    let event = AuditEvent::new(now, app.actor(), Action::PushUnfrozen, Subject::User(user.id)).with_details(json!({
         "username": user.username,
         "was": { "failures": before.consecutive_failures, "reason": before.reason, "hard_locked": before.hard_locked },
     }));

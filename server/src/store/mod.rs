@@ -16,8 +16,8 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use crate::api_keys::Scopes;
-use crate::audit::AuditEvent;
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
+use crate::audit::{AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::fatigue::model::{Policy, PushEvent, PushState};
 use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
@@ -530,7 +530,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn record_signal(
         &self,
         audit: AuditEvent,
-        alert: (&str, &str, &str),
+        alert: (&str, &Subject, &str),
         now: OffsetDateTime,
     ) -> Result<(), StoreError>;
 
@@ -538,7 +538,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn raise_alert(
         &self,
         kind: &str,
-        subject: &str,
+        subject: &Subject,
         details: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError>;
@@ -615,8 +615,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The newest audit events about `subject` with `action`, newest first.
     async fn audit_events_about(
         &self,
-        subject: &str,
-        action: &str,
+        subject: &Subject,
+        action: crate::audit::Action,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 

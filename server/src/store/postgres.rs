@@ -19,8 +19,8 @@ use super::{
     genesis_mac, incident_alert_details, ladder_move, link_pending, map_unique_violation, pending_row,
     seals_genesis,
 };
-use crate::audit::AuditEvent;
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
+use crate::audit::{AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
 use crate::fatigue::model::{Policy, PromptContext, PushState};
@@ -530,7 +530,9 @@ fn bind_ladder<'q>(
         .bind(state.under_attack_since)
         .bind(state.last_refused_at);
     match step.alert {
-        Some(kind) => query.bind(kind).bind(format!("user:{user}")).bind(step.alert_details(user)).bind(now),
+        Some(kind) => {
+            query.bind(kind).bind(Subject::User(user).to_string()).bind(step.alert_details(user)).bind(now)
+        }
         None => query,
     }
 }
@@ -545,13 +547,13 @@ fn count_escalation(step: Option<&LadderMove>) {
 async fn insert_alert(
     conn: &mut PgConnection,
     kind: &str,
-    subject: &str,
+    subject: &Subject,
     details: &str,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO alerts (kind, subject, details, created_at) VALUES ($1, $2, $3, $4)")
         .bind(kind)
-        .bind(subject)
+        .bind(subject.to_string())
         .bind(details)
         .bind(now)
         .execute(&mut *conn)
@@ -1546,7 +1548,7 @@ impl Store for PgStore {
     async fn raise_alert(
         &self,
         kind: &str,
-        subject: &str,
+        subject: &Subject,
         details: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
@@ -1569,7 +1571,7 @@ impl Store for PgStore {
         save_push_state(&mut tx, user, &state, now).await?;
         if opens_incident {
             let details = incident_alert_details(user, &state, reason);
-            insert_alert(&mut tx, "push_bombing", &format!("user:{user}"), &details, now).await?;
+            insert_alert(&mut tx, "push_bombing", &Subject::User(user), &details, now).await?;
         }
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
@@ -1579,7 +1581,7 @@ impl Store for PgStore {
     async fn record_signal(
         &self,
         audit: AuditEvent,
-        (kind, subject, details): (&str, &str, &str),
+        (kind, subject, details): (&str, &Subject, &str),
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
@@ -1798,16 +1800,16 @@ impl Store for PgStore {
 
     async fn audit_events_about(
         &self,
-        subject: &str,
-        action: &str,
+        subject: &Subject,
+        action: crate::audit::Action,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, event_id, occurred_at, actor, action, subject, details, prev_hash, hash FROM audit_events
              WHERE subject = $1 AND action = $2 ORDER BY seq DESC LIMIT $3",
         )
-        .bind(subject)
-        .bind(action)
+        .bind(subject.to_string())
+        .bind(action.as_str())
         .bind(i64::from(limit))
         .fetch_all(&mut *self.conn().await?)
         .await?;

@@ -24,8 +24,8 @@ use super::{
     StoredPush, UserRecord, check_migrations_applied, escalation_alert, gate_new_challenge, genesis_mac,
     incident_alert_details, link_pending, map_unique_violation, next_push_state, pending_row, seals_genesis,
 };
-use crate::audit::AuditEvent;
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
+use crate::audit::{AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
 use crate::fatigue::model::{Policy, PromptContext, PushState};
@@ -296,7 +296,7 @@ async fn record_outcome(
                 "consecutive_failures": next.consecutive_failures,
                 "frozen_until": next.frozen_until.map(|t| t.unix_timestamp()),
             });
-            insert_alert(conn, kind, &format!("user:{user}"), &details.to_string(), now).await?;
+            insert_alert(conn, kind, &Subject::User(user), &details.to_string(), now).await?;
             metrics::counter!("countersign_push_escalations_total", "kind" => kind).increment(1);
         }
     }
@@ -306,13 +306,13 @@ async fn record_outcome(
 async fn insert_alert(
     conn: &mut SqliteConnection,
     kind: &str,
-    subject: &str,
+    subject: &Subject,
     details: &str,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO alerts (kind, subject, details, created_at) VALUES (?1, ?2, ?3, ?4)")
         .bind(kind)
-        .bind(subject)
+        .bind(subject.to_string())
         .bind(details)
         .bind(unix_micros(now))
         .execute(&mut *conn)
@@ -1221,7 +1221,7 @@ impl Store for SqliteStore {
     async fn raise_alert(
         &self,
         kind: &str,
-        subject: &str,
+        subject: &Subject,
         details: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
@@ -1243,7 +1243,7 @@ impl Store for SqliteStore {
         save_push_state(&mut tx, user, &state, now).await?;
         if opens_incident {
             let details = incident_alert_details(user, &state, reason);
-            insert_alert(&mut tx, "push_bombing", &format!("user:{user}"), &details, now).await?;
+            insert_alert(&mut tx, "push_bombing", &Subject::User(user), &details, now).await?;
         }
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
@@ -1253,7 +1253,7 @@ impl Store for SqliteStore {
     async fn record_signal(
         &self,
         audit: AuditEvent,
-        (kind, subject, details): (&str, &str, &str),
+        (kind, subject, details): (&str, &Subject, &str),
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
@@ -1460,16 +1460,16 @@ impl Store for SqliteStore {
 
     async fn audit_events_about(
         &self,
-        subject: &str,
-        action: &str,
+        subject: &Subject,
+        action: crate::audit::Action,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, event_id, occurred_at, actor, action, subject, details, prev_hash, hash FROM audit_events
              WHERE subject = ?1 AND action = ?2 ORDER BY seq DESC LIMIT ?3",
         )
-        .bind(subject)
-        .bind(action)
+        .bind(subject.to_string())
+        .bind(action.as_str())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;

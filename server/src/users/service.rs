@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::model::{self, UserInputError};
-use crate::audit::{Action, Actor, AuditEvent};
+use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
 use crate::ids::UserId;
 use crate::store::{Conflict, Store, StoreError, UserRecord};
@@ -45,7 +45,7 @@ pub async fn create_user(
         is_privileged: new.is_privileged,
         created_at: now,
     };
-    let event = AuditEvent::new(now, actor, Action::UserCreated, format!("user:{}", user.id))
+    let event = AuditEvent::new(now, actor, Action::UserCreated, Subject::User(user.id))
         .with_details(json!({ "username": user.username, "privileged": user.is_privileged }));
     store.create_user(user, event).await.map_err(|e| match e {
         StoreError::Conflict(Conflict::Username) => UserError::Exists,
@@ -71,7 +71,7 @@ pub async fn delete_user(
 ) -> Result<u64, UserError> {
     let user = find_user(store, username).await?;
     let now = clock.now();
-    let event = AuditEvent::new(now, actor, Action::UserDeleted, format!("user:{}", user.id))
+    let event = AuditEvent::new(now, actor, Action::UserDeleted, Subject::User(user.id))
         .with_details(json!({ "username": user.username }));
     store.delete_user(user.id, now, event).await.map_err(|e| match e {
         StoreError::NotFound => UserError::NotFound,
