@@ -558,7 +558,53 @@ async fn a_burst_of_refused_prompts_is_an_incident_with_one_alert(engine: Engine
     assert_eq!(alerts_of_kind(&s, "push_bombing").await, 2, "a quiet day later, a new incident");
 }
 
+/// Attack: type a wrong number while an admin unfreezes. The unfreeze used to read the standing,
+/// then write it back from that read: a wrong number landing in between was overwritten, and
+/// with it the record that makes the *second* wrong number escalate — a free third guess. The
+/// unfreeze now applies under the user's lock: whichever lands first, the wrong number stays
+/// on the record.
+async fn a_wrong_number_racing_an_unfreeze_is_never_lost(engine: Engine) {
+    let s = setup(engine).await;
+    let mut rounds = Vec::new();
+    for i in 0..8 {
+        let username = format!("racer{i}");
+        let phone = enrolled_device(&s.app, &s.key, &username, PushRegistration::None).await;
+        let created = s
+            .app
+            .post_json(
+                "/v1/challenges",
+                &s.key,
+                json!({ "username": username, "context": { "ip": "198.51.100.7" } }),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        rounds.push((username, phone, created.body));
+    }
+    for (username, mut phone, created) in rounds {
+        let pending: PendingChallenges =
+            serde_json::from_value(signed_get(&s.app, &phone, "/device/v1/challenges").await.body).unwrap();
+        let details = phone.verify_details(&pending.challenges[0]).clone();
+        let response = phone.answer(&details, Decision::Approve, &wrong(created["number"].as_str().unwrap()));
+        let path = format!("/device/v1/challenges/{}/response", details.challenge_id.as_str());
+        let body = serde_json::to_vec(&response).unwrap();
+        let unfreeze_path = format!("/v1/users/{username}/unfreeze");
+        let (answer, unfreeze) = tokio::join!(
+            s.app.device_post(&path, &body),
+            s.app.post_json(&unfreeze_path, &s.key, json!({})),
+        );
+        assert_eq!(answer.body["outcome"], "denied_wrong_number");
+        assert_eq!(unfreeze.status, StatusCode::OK);
+        let user = s.app.store.user_by_username(&username).await.unwrap().unwrap();
+        let standing = s.app.store.push_state(user.id).await.unwrap();
+        assert!(
+            standing.last_wrong_number_at.is_some(),
+            "{username}: the wrong number was lost: {standing:?}"
+        );
+    }
+}
+
 on_both_engines!(
+    a_wrong_number_racing_an_unfreeze_is_never_lost,
     cancel_and_retry_bombing_reaches_the_phone_at_most_three_times_a_day,
     audible_prompts_are_capped_per_day,
     a_burst_of_refused_prompts_is_an_incident_with_one_alert,

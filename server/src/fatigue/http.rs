@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
-use serde_json::json;
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,7 +13,7 @@ use super::model::{self, Availability, PushState};
 use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
-use crate::audit::{Action, AuditEvent, Subject};
+use crate::audit::{Action, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiPath;
@@ -240,13 +239,7 @@ async fn unfreeze(
 ) -> Result<(StatusCode, Json<PushStanding>), ApiError> {
     app.require(Scope::FatigueWrite)?;
     let user = user(&state, &username).await?;
-    let before = state.store.push_state(user.id).await?;
-    let now = state.clock.now();
-    let after = model::unfreeze(before.clone());
-    let event = AuditEvent::new(now, app.actor(), Action::PushUnfrozen, Subject::User(user.id)).with_details(json!({
-        "username": user.username,
-        "was": { "failures": before.consecutive_failures, "reason": before.reason, "hard_locked": before.hard_locked },
-    }));
-    state.store.set_push_state(user.id, after.clone(), now, event).await?;
-    Ok((StatusCode::OK, Json(standing(&after, now, &state.challenges.settings().policy))))
+    let after =
+        super::service::unfreeze(state.store.as_ref(), state.clock.as_ref(), app.actor(), &user).await?;
+    Ok((StatusCode::OK, Json(standing(&after, state.clock.now(), &state.challenges.settings().policy))))
 }

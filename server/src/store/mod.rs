@@ -305,6 +305,10 @@ pub struct AlertCursor {
     pub attempts: i32,
 }
 
+/// A change to a user's push standing decided under the user's lock: the new standing and the
+/// audit event recording it (see [`Store::change_push_state`]).
+pub type PushStateChange<'a> = &'a (dyn Fn(&PushState) -> (PushState, AuditEvent) + Send + Sync);
+
 /// Callback building the audit event of each challenge a bulk operation changes.
 pub type ChallengeEvent<'a> = &'a (dyn Fn(&ChallengeRecord) -> AuditEvent + Send + Sync);
 
@@ -501,14 +505,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The user's push standing (default when nothing happened yet).
     async fn push_state(&self, user: UserId) -> Result<PushState, StoreError>;
 
-    /// Replaces the user's push standing (an admin unfreeze), with its audit event.
-    async fn set_push_state(
+    /// Changes the user's push standing under the user's lock: `change` is given the standing
+    /// as it is at that moment and returns the new one with the audit event that records it,
+    /// both written in the same transaction (so a wrong number racing an unfreeze is never
+    /// overwritten by a stale read). Returns the standing before and after.
+    async fn change_push_state(
         &self,
         user: UserId,
-        state: PushState,
         now: OffsetDateTime,
-        audit: AuditEvent,
-    ) -> Result<(), StoreError>;
+        change: PushStateChange<'_>,
+    ) -> Result<(PushState, PushState), StoreError>;
 
     /// Users whose standing is not clean (failures, freezes, locks), worst first.
     async fn troubled_users(&self, limit: u32) -> Result<Vec<(UserRecord, PushState)>, StoreError>;

@@ -15,9 +15,9 @@ use super::{
     AlertCursor, AlertRecord, AppRecord, ApprovalProof, ChallengeEvent, ChallengeRecord, ChallengeTransition,
     Conflict, DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, LadderMove,
     NoticeRecord, PendingEvent, PendingRow, PoolStats, Precondition, PromptTarget, PushJob, PushJobResult,
-    ServerKeyRecord, Store, StoreError, StoredPush, UserRecord, check_migrations_applied, gate_new_challenge,
-    genesis_mac, incident_alert_details, ladder_move, link_pending, map_unique_violation, pending_row,
-    seals_genesis,
+    PushStateChange, ServerKeyRecord, Store, StoreError, StoredPush, UserRecord, check_migrations_applied,
+    gate_new_challenge, genesis_mac, incident_alert_details, ladder_move, link_pending, map_unique_violation,
+    pending_row, seals_genesis,
 };
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::audit::{AuditEvent, Subject};
@@ -1501,20 +1501,20 @@ impl Store for PgStore {
         row.as_ref().map(push_state_from_row).transpose().map(Option::unwrap_or_default)
     }
 
-    async fn set_push_state(
+    async fn change_push_state(
         &self,
         user: UserId,
-        state: PushState,
         now: OffsetDateTime,
-        audit: AuditEvent,
-    ) -> Result<(), StoreError> {
+        change: PushStateChange<'_>,
+    ) -> Result<(PushState, PushState), StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        read_standing(&mut tx, user, now, Lock::ForUpdate).await?;
-        save_push_state(&mut tx, user, &state, now).await?;
+        let (before, _) = read_standing(&mut tx, user, now, Lock::ForUpdate).await?;
+        let (after, audit) = change(&before);
+        save_push_state(&mut tx, user, &after, now).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
-        Ok(())
+        Ok((before, after))
     }
 
     async fn troubled_users(&self, limit: u32) -> Result<Vec<(UserRecord, PushState)>, StoreError> {

@@ -20,9 +20,10 @@ use uuid::Uuid;
 use super::{
     AlertCursor, AlertRecord, AppRecord, ApprovalProof, ChallengeEvent, ChallengeRecord, ChallengeTransition,
     Conflict, DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord,
-    PendingEvent, PoolStats, Precondition, PushJob, PushJobResult, ServerKeyRecord, Store, StoreError,
-    StoredPush, UserRecord, check_migrations_applied, escalation_alert, gate_new_challenge, genesis_mac,
-    incident_alert_details, link_pending, map_unique_violation, next_push_state, pending_row, seals_genesis,
+    PendingEvent, PoolStats, Precondition, PushJob, PushJobResult, PushStateChange, ServerKeyRecord, Store,
+    StoreError, StoredPush, UserRecord, check_migrations_applied, escalation_alert, gate_new_challenge,
+    genesis_mac, incident_alert_details, link_pending, map_unique_violation, next_push_state, pending_row,
+    seals_genesis,
 };
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::audit::{AuditEvent, Subject};
@@ -1176,18 +1177,20 @@ impl Store for SqliteStore {
         row.as_ref().map(push_state_from_row).transpose().map(Option::unwrap_or_default)
     }
 
-    async fn set_push_state(
+    async fn change_push_state(
         &self,
         user: UserId,
-        state: PushState,
         now: OffsetDateTime,
-        audit: AuditEvent,
-    ) -> Result<(), StoreError> {
+        change: PushStateChange<'_>,
+    ) -> Result<(PushState, PushState), StoreError> {
+        // BEGIN IMMEDIATE: the one writer, so the standing read here holds still.
         let mut tx = self.begin_write().await?;
-        save_push_state(&mut tx, user, &state, now).await?;
+        let before = load_push_state(&mut tx, user).await?;
+        let (after, audit) = change(&before);
+        save_push_state(&mut tx, user, &after, now).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
-        Ok(())
+        Ok((before, after))
     }
 
     async fn troubled_users(&self, limit: u32) -> Result<Vec<(UserRecord, PushState)>, StoreError> {
