@@ -16,6 +16,9 @@
 
 use time::{Duration, OffsetDateTime};
 
+use crate::challenges::model::ChallengeState;
+use crate::ids::UserId;
+
 /// Tunables; `config` keeps them within safe bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -272,6 +275,112 @@ pub fn unfreeze(state: PushState) -> PushState {
     PushState { last_wrong_number_at: state.last_wrong_number_at, ..PushState::default() }
 }
 
+/// Why a new challenge was refused for the user's sake (fatigue defence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Push is frozen or locked for this user.
+    PushUnavailable(Availability),
+    /// The user's push budget is spent until `retry_at`.
+    BudgetExhausted { retry_at: OffsetDateTime },
+    /// The prompt's source network has prompted too many different users (push spray).
+    SourceThrottled { network: String, users: u32 },
+}
+
+/// Checks the user's standing, budget and source for a new challenge (inside its
+/// transaction); returns whether the prompt must be silent. `network` is the prompt's source
+/// network, whose spread `prompt.source_users` counts.
+pub fn gate(
+    state: &PushState,
+    recent: &[OffsetDateTime],
+    network: Option<&str>,
+    prompt: PromptContext,
+    now: OffsetDateTime,
+    policy: &Policy,
+) -> Result<bool, Refusal> {
+    match availability(state, now) {
+        Availability::Available => {}
+        unavailable => return Err(Refusal::PushUnavailable(unavailable)),
+    }
+    let in_window: Vec<&OffsetDateTime> =
+        recent.iter().filter(|at| **at > now - policy.budget_window).collect();
+    if in_window.len() >= policy.push_budget as usize {
+        let oldest = in_window.iter().min().map_or(now, |at| **at);
+        return Err(Refusal::BudgetExhausted { retry_at: oldest + policy.budget_window });
+    }
+    if let Some(network) = network
+        && prompt.source_users >= policy.spray_users
+    {
+        return Err(Refusal::SourceThrottled { network: network.to_owned(), users: prompt.source_users });
+    }
+    Ok(is_silent(state, prompt, now, policy))
+}
+
+/// The alert a refused prompt raises when it opens an attack incident (once per incident).
+pub fn incident_alert_details(user: UserId, state: &PushState, reason: &str) -> String {
+    serde_json::json!({
+        "user_id": user,
+        "reason": reason,
+        "under_attack_since": state.under_attack_since.map(|t| t.unix_timestamp()),
+    })
+    .to_string()
+}
+
+/// The alert an escalation warrants: a new freeze, quarantine or lock (not a repeated one).
+pub fn escalation_alert(before: &PushState, after: &PushState) -> Option<&'static str> {
+    if after.hard_locked && !before.hard_locked {
+        Some("push_locked")
+    } else if after.needs_admin_review && !before.needs_admin_review {
+        Some("push_quarantined")
+    } else if after.needs_strong_factor && !before.needs_strong_factor {
+        Some("push_frozen_until_strong_factor")
+    } else if after.frozen_until > before.frozen_until {
+        Some("push_frozen")
+    } else {
+        None
+    }
+}
+
+/// The ladder's move for a transition, computed from the locked standing: the state to write
+/// (only when it changes) and the alert an escalation raises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LadderMove {
+    pub next: PushState,
+    pub alert: Option<&'static str>,
+}
+
+impl LadderMove {
+    pub fn alert_details(&self, user: UserId) -> String {
+        serde_json::json!({
+            "user_id": user,
+            "reason": self.next.reason,
+            "consecutive_failures": self.next.consecutive_failures,
+            "frozen_until": self.next.frozen_until.map(|t| t.unix_timestamp()),
+        })
+        .to_string()
+    }
+}
+
+/// What reaching `to` does to the user's standing `state`; `None` when nothing changes.
+pub fn ladder_move(
+    state: &PushState,
+    to: ChallengeState,
+    now: OffsetDateTime,
+    policy: &Policy,
+) -> Option<LadderMove> {
+    let next = next_push_state(state.clone(), to, now, policy)?;
+    (next != *state).then(|| LadderMove { alert: escalation_alert(state, &next), next })
+}
+
+/// The ladder's new state after `to`, or `None` when `to` says nothing about the user.
+pub fn next_push_state(
+    state: PushState,
+    to: ChallengeState,
+    now: OffsetDateTime,
+    policy: &Policy,
+) -> Option<PushState> {
+    PushEvent::from_state(to).map(|event| apply(state, event, now, policy))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,6 +505,45 @@ mod tests {
         assert!(refuse_prompt(&mut state.clone(), T0 + Duration::hours(25), &policy), "then a new one");
         let approved = apply(state, PushEvent::Approved, T0 + Duration::hours(1), &policy);
         assert!(!is_under_attack(&approved, T0 + Duration::hours(1), &policy));
+    }
+
+    /// The gate refuses in order — standing, budget, spray — and otherwise says how to prompt.
+    #[test]
+    fn the_gate_refuses_frozen_users_spent_budgets_and_spraying_networks() {
+        let policy = Policy::default();
+        let quiet = PromptContext::default();
+        let frozen = run(&[PushEvent::WrongNumber]);
+        assert!(matches!(gate(&frozen, &[], None, quiet, T0, &policy), Err(Refusal::PushUnavailable(_))));
+        let recent: Vec<OffsetDateTime> = (0..5).map(|m| T0 - Duration::minutes(10 - m)).collect();
+        assert_eq!(
+            gate(&PushState::default(), &recent, None, quiet, T0, &policy),
+            Err(Refusal::BudgetExhausted { retry_at: T0 - Duration::minutes(10) + policy.budget_window })
+        );
+        assert_eq!(gate(&PushState::default(), &recent[1..], None, quiet, T0, &policy), Ok(false));
+        let spraying = PromptContext { source_users: 20, ..quiet };
+        assert_eq!(
+            gate(&PushState::default(), &[], Some("203.0.113.0/24"), spraying, T0, &policy),
+            Err(Refusal::SourceThrottled { network: "203.0.113.0/24".into(), users: 20 })
+        );
+        let busy = PromptContext { source_users: 10, ..quiet };
+        assert_eq!(gate(&PushState::default(), &[], Some("203.0.113.0/24"), busy, T0, &policy), Ok(true));
+    }
+
+    /// A ladder move writes only a changed standing and alerts only on a new escalation.
+    #[test]
+    fn ladder_moves_alert_once_per_escalation() {
+        let policy = Policy::default();
+        assert_eq!(ladder_move(&PushState::default(), ChallengeState::Approved, T0, &policy), None);
+        assert_eq!(ladder_move(&PushState::default(), ChallengeState::Redeemed, T0, &policy), None);
+        let twice = run(&[PushEvent::Denied, PushEvent::Denied]);
+        let third = ladder_move(&twice, ChallengeState::Denied, T0, &policy).unwrap();
+        assert_eq!(third.alert, Some("push_frozen"));
+        let reported = ladder_move(&PushState::default(), ChallengeState::Reported, T0, &policy).unwrap();
+        assert_eq!(reported.alert, Some("push_quarantined"));
+        let again = ladder_move(&reported.next, ChallengeState::Reported, T0, &policy);
+        assert_eq!(again, None, "a second report changes nothing and raises nothing");
+        let cancelled = ladder_move(&PushState::default(), ChallengeState::Cancelled, T0, &policy).unwrap();
+        assert_eq!((cancelled.next.unanswered, cancelled.alert), (1, None));
     }
 
     proptest! {

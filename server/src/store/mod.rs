@@ -19,7 +19,7 @@ use crate::api_keys::Scopes;
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::audit::{AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
-use crate::fatigue::model::{Policy, PushEvent, PushState};
+use crate::fatigue::model::{Policy, PushState};
 use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
 
 /// Which database engine a store runs on.
@@ -53,16 +53,7 @@ pub enum Conflict {
     IdempotencyKey,
 }
 
-/// Why a new challenge was refused for the user's sake (fatigue defence).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// Push is frozen or locked for this user.
-    PushUnavailable(crate::fatigue::model::Availability),
-    /// The user's push budget is spent until `retry_at`.
-    BudgetExhausted { retry_at: OffsetDateTime },
-    /// The prompt's source network has prompted too many different users (push spray).
-    SourceThrottled { network: String, users: u32 },
-}
+pub use crate::fatigue::model::Refusal;
 
 /// A compare-and-set found the row in another state than the operation requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -714,105 +705,6 @@ const DUPLICATE_EVENT_SQL: &str = "SELECT e.seq AS seq, MIN(f.seq) AS first_seq 
 
 fn hash32(bytes: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
     bytes.try_into().map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, expected 32", bytes.len())))
-}
-
-/// Checks the user's standing, budget and source for a new challenge (inside its
-/// transaction); returns whether the prompt must be silent. `network` is the prompt's source
-/// network, whose spread `prompt.source_users` counts.
-fn gate_new_challenge(
-    state: &PushState,
-    recent: &[OffsetDateTime],
-    network: Option<&str>,
-    prompt: crate::fatigue::model::PromptContext,
-    now: OffsetDateTime,
-    policy: &Policy,
-) -> Result<bool, StoreError> {
-    match crate::fatigue::model::availability(state, now) {
-        crate::fatigue::model::Availability::Available => {}
-        unavailable => return Err(StoreError::Refused(Refusal::PushUnavailable(unavailable))),
-    }
-    let in_window: Vec<&OffsetDateTime> =
-        recent.iter().filter(|at| **at > now - policy.budget_window).collect();
-    if in_window.len() >= policy.push_budget as usize {
-        let oldest = in_window.iter().min().map_or(now, |at| **at);
-        return Err(StoreError::Refused(Refusal::BudgetExhausted {
-            retry_at: oldest + policy.budget_window,
-        }));
-    }
-    if let Some(network) = network
-        && prompt.source_users >= policy.spray_users
-    {
-        return Err(StoreError::Refused(Refusal::SourceThrottled {
-            network: network.to_owned(),
-            users: prompt.source_users,
-        }));
-    }
-    Ok(crate::fatigue::model::is_silent(state, prompt, now, policy))
-}
-
-/// The alert a refused prompt raises when it opens an attack incident (once per incident).
-fn incident_alert_details(user: UserId, state: &PushState, reason: &str) -> String {
-    serde_json::json!({
-        "user_id": user,
-        "reason": reason,
-        "under_attack_since": state.under_attack_since.map(|t| t.unix_timestamp()),
-    })
-    .to_string()
-}
-
-/// The alert an escalation warrants: a new freeze, quarantine or lock (not a repeated one).
-fn escalation_alert(before: &PushState, after: &PushState) -> Option<&'static str> {
-    if after.hard_locked && !before.hard_locked {
-        Some("push_locked")
-    } else if after.needs_admin_review && !before.needs_admin_review {
-        Some("push_quarantined")
-    } else if after.needs_strong_factor && !before.needs_strong_factor {
-        Some("push_frozen_until_strong_factor")
-    } else if after.frozen_until > before.frozen_until {
-        Some("push_frozen")
-    } else {
-        None
-    }
-}
-
-/// The ladder's move for a transition, computed from the locked standing: the state to write
-/// (only when it changes) and the alert an escalation raises.
-struct LadderMove {
-    next: PushState,
-    alert: Option<&'static str>,
-}
-
-impl LadderMove {
-    fn alert_details(&self, user: UserId) -> String {
-        serde_json::json!({
-            "user_id": user,
-            "reason": self.next.reason,
-            "consecutive_failures": self.next.consecutive_failures,
-            "frozen_until": self.next.frozen_until.map(|t| t.unix_timestamp()),
-        })
-        .to_string()
-    }
-}
-
-/// What reaching `to` does to the user's standing `state`; `None` when nothing changes.
-fn ladder_move(
-    state: &PushState,
-    to: ChallengeState,
-    now: OffsetDateTime,
-    policy: &Policy,
-) -> Option<LadderMove> {
-    let next = next_push_state(state.clone(), to, now, policy)?;
-    (next != *state).then(|| LadderMove { alert: escalation_alert(state, &next), next })
-}
-
-/// The ladder's new state after `to`, or `None` when `to` says nothing about the user.
-fn next_push_state(
-    state: PushState,
-    to: ChallengeState,
-    now: OffsetDateTime,
-    policy: &Policy,
-) -> Option<PushState> {
-    PushEvent::from_state(to).map(|event| crate::fatigue::model::apply(state, event, now, policy))
 }
 
 /// Maps a unique violation to the rule it protects, by constraint name (PostgreSQL) or by the

@@ -13,17 +13,18 @@ use uuid::Uuid;
 use super::pg_pool::{PgConnections, PooledConnection};
 use super::{
     AlertCursor, AlertRecord, AppRecord, ApprovalProof, ChallengeEvent, ChallengeRecord, ChallengeTransition,
-    Conflict, DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, LadderMove,
-    NoticeRecord, PendingEvent, PendingRow, PoolStats, Precondition, PromptTarget, PushJob, PushJobResult,
-    PushStateChange, ServerKeyRecord, Store, StoreError, StoredPush, UserRecord, check_migrations_applied,
-    gate_new_challenge, genesis_mac, incident_alert_details, ladder_move, link_pending, map_unique_violation,
-    pending_row, seals_genesis,
+    Conflict, DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord,
+    PendingEvent, PendingRow, PoolStats, Precondition, PromptTarget, PushJob, PushJobResult, PushStateChange,
+    ServerKeyRecord, Store, StoreError, StoredPush, UserRecord, check_migrations_applied, genesis_mac,
+    link_pending, map_unique_violation, pending_row, seals_genesis,
 };
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::audit::{AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
-use crate::fatigue::model::{Policy, PromptContext, PushState};
+use crate::fatigue::model::{
+    LadderMove, Policy, PromptContext, PushState, incident_alert_details, ladder_move,
+};
 use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -1125,7 +1126,9 @@ impl Store for PgStore {
                 audible_today: u32::try_from(gate.try_get::<i64, _>("audible_today")?).unwrap_or(u32::MAX),
             };
             let network = c.source_prefix.as_deref().filter(|_| source_users.is_some());
-            let is_silent = gate_new_challenge(&state, &recent, network, prompt, c.created_at, policy)?;
+            let is_silent =
+                crate::fatigue::model::gate(&state, &recent, network, prompt, c.created_at, policy)
+                    .map_err(StoreError::Refused)?;
             let record = ChallengeRecord { is_silent, ..c.clone() };
             let mut created_event = audit.clone();
             if let serde_json::Value::Object(details) = &mut created_event.details {

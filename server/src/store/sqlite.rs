@@ -21,15 +21,16 @@ use super::{
     AlertCursor, AlertRecord, AppRecord, ApprovalProof, ChallengeEvent, ChallengeRecord, ChallengeTransition,
     Conflict, DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord,
     PendingEvent, PoolStats, Precondition, PushJob, PushJobResult, PushStateChange, ServerKeyRecord, Store,
-    StoreError, StoredPush, UserRecord, check_migrations_applied, escalation_alert, gate_new_challenge,
-    genesis_mac, incident_alert_details, link_pending, map_unique_violation, next_push_state, pending_row,
-    seals_genesis,
+    StoreError, StoredPush, UserRecord, check_migrations_applied, genesis_mac, link_pending,
+    map_unique_violation, pending_row, seals_genesis,
 };
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::audit::{AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
-use crate::fatigue::model::{Policy, PromptContext, PushState};
+use crate::fatigue::model::{
+    Policy, PromptContext, PushState, escalation_alert, incident_alert_details, next_push_state,
+};
 use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -839,7 +840,8 @@ impl Store for SqliteStore {
             audible_today: u32::try_from(counts.1).unwrap_or(u32::MAX),
         };
         let network = c.source_prefix.as_deref().filter(|_| source_users.is_some());
-        let is_silent = gate_new_challenge(&state, &recent, network, prompt, c.created_at, policy)?;
+        let is_silent = crate::fatigue::model::gate(&state, &recent, network, prompt, c.created_at, policy)
+            .map_err(StoreError::Refused)?;
         let c = ChallengeRecord { is_silent, ..c };
         let mut audit = audit;
         if let serde_json::Value::Object(details) = &mut audit.details {
