@@ -703,6 +703,18 @@ const DUPLICATE_EVENT_SQL: &str = "SELECT e.seq AS seq, MIN(f.seq) AS first_seq 
      WHERE e.seq <= $1 AND e.event_id IS NOT NULL
      GROUP BY e.seq ORDER BY e.seq LIMIT 1";
 
+/// `state IN (…)` for a transition to `to`: the states the model's transition table
+/// (`ChallengeState::can_become`) lets reach it. Every conditional UPDATE of a challenge guards
+/// with this, so the table is what production enforces; no source state means no match.
+fn may_become(to: ChallengeState) -> String {
+    let from: Vec<String> = ChallengeState::ALL
+        .iter()
+        .filter(|state| state.can_become(to))
+        .map(|state| format!("'{}'", state.as_str()))
+        .collect();
+    if from.is_empty() { "FALSE".to_owned() } else { format!("state IN ({})", from.join(", ")) }
+}
+
 fn hash32(bytes: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
     bytes.try_into().map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, expected 32", bytes.len())))
 }
@@ -815,6 +827,24 @@ fn link_pending(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The SQL guards are the model's transition table read backwards.
+    #[test]
+    fn transition_guards_come_from_the_model() {
+        assert_eq!(may_become(ChallengeState::Redeemed), "state IN ('approved')");
+        assert_eq!(may_become(ChallengeState::Expired), "state IN ('pending')");
+        assert_eq!(may_become(ChallengeState::Pending), "FALSE");
+        for to in ChallengeState::ALL {
+            for from in ChallengeState::ALL {
+                let guard = may_become(to);
+                assert_eq!(
+                    guard.contains(&format!("'{}'", from.as_str())),
+                    from.can_become(to),
+                    "{from} -> {to}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn redacts_passwords_only() {

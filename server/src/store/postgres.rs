@@ -16,7 +16,7 @@ use super::{
     Conflict, DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord,
     PendingEvent, PendingRow, PoolStats, Precondition, PromptTarget, PushJob, PushJobResult, PushStateChange,
     ServerKeyRecord, Store, StoreError, StoredPush, UserRecord, check_migrations_applied, genesis_mac,
-    link_pending, map_unique_violation, pending_row, seals_genesis,
+    link_pending, map_unique_violation, may_become, pending_row, seals_genesis,
 };
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::audit::{AuditEvent, Subject};
@@ -88,21 +88,27 @@ impl PgStore {
         let (to, update, first) = match end {
             ChallengeTransition::Cancel { .. } => (
                 ChallengeState::Cancelled,
-                "UPDATE challenges SET state = 'cancelled', decided_at = now()
-                 WHERE id = $1 AND user_id = $2 AND state = 'pending' AND app_id = $3",
+                format!(
+                    "UPDATE challenges SET state = 'cancelled', decided_at = now()
+                     WHERE id = $1 AND user_id = $2 AND {} AND app_id = $3",
+                    may_become(ChallengeState::Cancelled)
+                ),
                 4,
             ),
             _ => (
                 ChallengeState::Expired,
-                "UPDATE challenges SET state = 'expired', decided_at = expires_at
-                 WHERE id = $1 AND user_id = $2 AND state = 'pending' AND expires_at <= now()",
+                format!(
+                    "UPDATE challenges SET state = 'expired', decided_at = expires_at
+                     WHERE id = $1 AND user_id = $2 AND {} AND expires_at <= now()",
+                    may_become(ChallengeState::Expired)
+                ),
                 3,
             ),
         };
         let step = ladder_move(&state, to, now, policy);
         let sql = transition_statement(
             "",
-            update,
+            &update,
             first,
             step.as_ref(),
             "",
@@ -351,13 +357,16 @@ async fn read_standing(
 /// audit event, notification, ladder move and alert follow from `c`'s row. Locks are taken
 /// standing first, like every path that changes a user's prompts. The database clock decides
 /// whether the challenge is still open (`now()`), whatever this instance's clock says.
-fn decide_statement(step: Option<&LadderMove>) -> String {
+fn decide_statement(to: ChallengeState, step: Option<&LadderMove>) -> String {
     transition_statement(
         "standing AS (SELECT 1 FROM user_push_state WHERE user_id = $5 AND version = $6 FOR UPDATE),
          dv AS (SELECT 1 FROM devices WHERE id = $1 AND revoked_at IS NULL AND last_counter < $2 FOR UPDATE),",
-        "UPDATE challenges SET state = $3, decided_at = now(), decided_by_device = $1
-         WHERE id = $4 AND user_id = $5 AND state = 'pending' AND expires_at > now()
-           AND EXISTS (SELECT 1 FROM standing) AND EXISTS (SELECT 1 FROM dv)",
+        &format!(
+            "UPDATE challenges SET state = $3, decided_at = now(), decided_by_device = $1
+             WHERE id = $4 AND user_id = $5 AND {} AND expires_at > now()
+               AND EXISTS (SELECT 1 FROM standing) AND EXISTS (SELECT 1 FROM dv)",
+            may_become(to)
+        ),
         7,
         step,
         ", d AS (UPDATE devices SET last_counter = $2 WHERE id = $1 AND last_counter < $2 AND EXISTS (SELECT 1 FROM c))",
@@ -375,10 +384,11 @@ fn decide_statement(step: Option<&LadderMove>) -> String {
 /// superseded ids, the push devices, then the audit events (see [`EventArrays`]). The TTL runs
 /// on the database clock: `expires_at` is the database's `now()` plus the TTL.
 fn create_statement() -> String {
+    let may_cancel = may_become(ChallengeState::Cancelled);
     format!(
         "WITH standing AS (SELECT 1 FROM user_push_state WHERE user_id = $3 AND version = $22 FOR UPDATE),
               old AS (UPDATE challenges SET state = 'cancelled', decided_at = $13
-                      WHERE id = ANY($23::uuid[]) AND state = 'pending' AND EXISTS (SELECT 1 FROM standing)
+                      WHERE id = ANY($23::uuid[]) AND {may_cancel} AND EXISTS (SELECT 1 FROM standing)
                       RETURNING id),
               bump AS (UPDATE user_push_state SET version = version + 1,
                               unanswered = unanswered + (SELECT COUNT(*) FROM old)
@@ -1267,7 +1277,7 @@ impl Store for PgStore {
         for _ in 0..STANDING_RETRIES {
             let (state, version) = read_standing(&mut conn, user, now, Lock::None).await?;
             let step = ladder_move(&state, to, now, policy);
-            let query = sqlx::query(sqlx::AssertSqlSafe(decide_statement(step.as_ref())))
+            let query = sqlx::query(sqlx::AssertSqlSafe(decide_statement(to, step.as_ref())))
                 .bind(device.0)
                 .bind(counter)
                 .bind(to.as_str())
@@ -1328,9 +1338,12 @@ impl Store for PgStore {
         // clock (`now()`), as every challenge transition.
         let sql = transition_statement(
             "",
-            "UPDATE challenges SET state = 'redeemed', redeemed_at = now()
-             WHERE id = $1 AND app_id = $2 AND state = 'approved'
-               AND decided_at > now() - $3::bigint * interval '1 microsecond'",
+            &format!(
+                "UPDATE challenges SET state = 'redeemed', redeemed_at = now()
+                 WHERE id = $1 AND app_id = $2 AND {}
+                   AND decided_at > now() - $3::bigint * interval '1 microsecond'",
+                may_become(ChallengeState::Redeemed)
+            ),
             4,
             None,
             "",
@@ -1358,8 +1371,9 @@ impl Store for PgStore {
         // Each expiry takes its user's lock before the challenge's row (the order every
         // transition uses); an instance that loses the race to another finds nothing to do.
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE state = 'pending' AND expires_at <= now()
-             ORDER BY expires_at LIMIT $1"
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE {} AND expires_at <= now()
+             ORDER BY expires_at LIMIT $1",
+            may_become(ChallengeState::Expired)
         ));
         let due = sqlx::query(sql).bind(i64::from(limit)).fetch_all(&mut *self.conn().await?).await?;
         let mut expired = Vec::with_capacity(due.len());
@@ -1839,12 +1853,13 @@ impl Store for PgStore {
     ) -> Result<EnrollmentRecord, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        let consumed = sqlx::query(
-            // Fresh by the database clock, like a redeem.
+        // Fresh by the database clock, like a redeem.
+        let consumed = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE challenges SET state = 'redeemed', redeemed_at = now()
-             WHERE id = $1 AND app_id = $2 AND user_id = $3 AND state = 'approved'
+             WHERE id = $1 AND app_id = $2 AND user_id = $3 AND {}
                AND decided_at > now() - $4::bigint * interval '1 microsecond'",
-        )
+            may_become(ChallengeState::Redeemed)
+        )))
         .bind(approval.challenge.0)
         .bind(approval.app_id.0)
         .bind(approval.user.0)

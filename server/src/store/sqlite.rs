@@ -22,7 +22,7 @@ use super::{
     Conflict, DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord,
     PendingEvent, PoolStats, Precondition, PushJob, PushJobResult, PushStateChange, ServerKeyRecord, Store,
     StoreError, StoredPush, UserRecord, check_migrations_applied, genesis_mac, link_pending,
-    map_unique_violation, pending_row, seals_genesis,
+    map_unique_violation, may_become, pending_row, seals_genesis,
 };
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::audit::{AuditEvent, Subject};
@@ -850,7 +850,8 @@ impl Store for SqliteStore {
         let push_devices: &[DeviceId] = if is_silent { &[] } else { push_devices };
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE challenges SET state = 'cancelled', decided_at = ?2
-             WHERE user_id = ?1 AND state = 'pending' RETURNING {CHALLENGE_COLUMNS}"
+             WHERE user_id = ?1 AND {} RETURNING {CHALLENGE_COLUMNS}",
+            may_become(ChallengeState::Cancelled)
         ));
         let cancelled = sqlx::query(sql)
             .bind(c.user_id.0.to_string())
@@ -996,7 +997,8 @@ impl Store for SqliteStore {
         }
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE challenges SET state = ?2, decided_at = ?3, decided_by_device = ?4
-             WHERE id = ?1 AND state = 'pending' AND expires_at > ?3 RETURNING {CHALLENGE_COLUMNS}"
+             WHERE id = ?1 AND {} AND expires_at > ?3 RETURNING {CHALLENGE_COLUMNS}",
+            may_become(to)
         ));
         let row = sqlx::query(sql)
             .bind(id.0.to_string())
@@ -1025,7 +1027,8 @@ impl Store for SqliteStore {
         let query = match transition {
             ChallengeTransition::Redeem { app_id, window } => sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE challenges SET state = 'redeemed', redeemed_at = ?2
-                 WHERE id = ?1 AND app_id = ?3 AND state = 'approved' AND decided_at > ?4 RETURNING {CHALLENGE_COLUMNS}"
+                 WHERE id = ?1 AND app_id = ?3 AND {} AND decided_at > ?4 RETURNING {CHALLENGE_COLUMNS}",
+                may_become(ChallengeState::Redeemed)
             )))
             .bind(id.0.to_string())
             .bind(unix_micros(now))
@@ -1033,14 +1036,16 @@ impl Store for SqliteStore {
             .bind(unix_micros(now - window)),
             ChallengeTransition::Cancel { app_id } => sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE challenges SET state = 'cancelled', decided_at = ?2
-                 WHERE id = ?1 AND app_id = ?3 AND state = 'pending' RETURNING {CHALLENGE_COLUMNS}"
+                 WHERE id = ?1 AND app_id = ?3 AND {} RETURNING {CHALLENGE_COLUMNS}",
+                may_become(ChallengeState::Cancelled)
             )))
             .bind(id.0.to_string())
             .bind(unix_micros(now))
             .bind(app_id.0.to_string()),
             ChallengeTransition::Expire => sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE challenges SET state = 'expired', decided_at = expires_at
-                 WHERE id = ?1 AND state = 'pending' AND expires_at <= ?2 RETURNING {CHALLENGE_COLUMNS}"
+                 WHERE id = ?1 AND {} AND expires_at <= ?2 RETURNING {CHALLENGE_COLUMNS}",
+                may_become(ChallengeState::Expired)
             )))
             .bind(id.0.to_string())
             .bind(unix_micros(now)),
@@ -1063,9 +1068,10 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE challenges SET state = 'expired', decided_at = expires_at
-             WHERE id IN (SELECT id FROM challenges WHERE state = 'pending' AND expires_at <= ?1
+             WHERE id IN (SELECT id FROM challenges WHERE {} AND expires_at <= ?1
                           ORDER BY expires_at LIMIT ?2)
-             RETURNING {CHALLENGE_COLUMNS}"
+             RETURNING {CHALLENGE_COLUMNS}",
+            may_become(ChallengeState::Expired)
         ));
         let rows = sqlx::query(sql).bind(unix_micros(now)).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
         let mut expired = Vec::with_capacity(rows.len());
@@ -1497,10 +1503,11 @@ impl Store for SqliteStore {
         audit: AuditEvent,
     ) -> Result<EnrollmentRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        let consumed = sqlx::query(
+        let consumed = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE challenges SET state = 'redeemed', redeemed_at = ?2
-             WHERE id = ?1 AND app_id = ?3 AND user_id = ?4 AND state = 'approved' AND decided_at > ?5",
-        )
+             WHERE id = ?1 AND app_id = ?3 AND user_id = ?4 AND {} AND decided_at > ?5",
+            may_become(ChallengeState::Redeemed)
+        )))
         .bind(approval.challenge.0.to_string())
         .bind(unix_micros(e.created_at))
         .bind(approval.app_id.0.to_string())
