@@ -17,9 +17,8 @@ use super::service::{ChallengeContext, ChallengeError};
 use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
-use crate::devices::http::{DeviceBody, parse_signed_json, signed_device};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, PeerAddr};
+use crate::extract::{ApiJson, ApiPath, DeviceBody, PeerAddr, parse_signed_json, signed_device};
 use crate::ids::{ChallengeId, DeviceId};
 use crate::store::{ChallengeRecord, DeviceRecord};
 
@@ -325,11 +324,7 @@ async fn user_factors(
             available: false,
             reason: Some("no enrolled device: create an enrollment".to_owned()),
         },
-        Some(target) => push_factor(
-            &state.store.push_state(target.user.id).await?,
-            state.clock.now(),
-            &state.challenges.settings().policy,
-        ),
+        Some(target) => push_factor(&state.store.push_state(target.user.id).await?, state.clock.now()),
     };
     let passkey = FactorView {
         factor: "passkey".into(),
@@ -344,22 +339,20 @@ async fn user_factors(
 }
 
 /// Push for a user with a device: available unless their standing says otherwise.
-fn push_factor(
-    push_state: &crate::fatigue::model::PushState,
-    now: OffsetDateTime,
-    policy: &crate::fatigue::model::Policy,
-) -> FactorView {
-    let standing = crate::fatigue::http::standing(push_state, now, policy);
-    let reason = match (standing.push.as_str(), standing.frozen_until) {
-        ("available", _) => None,
-        (push, Some(until)) => Some(format!(
-            "push {push} until {} ({}); use a passkey",
+fn push_factor(push_state: &crate::fatigue::model::PushState, now: OffsetDateTime) -> FactorView {
+    use crate::fatigue::model::{Availability, availability};
+    let reason = match availability(push_state, now) {
+        Availability::Available => None,
+        Availability::Frozen { until: Some(until), reason } => Some(format!(
+            "push frozen until {} ({reason}); use a passkey",
             until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-            standing.reason.clone().unwrap_or_default()
         )),
-        (push, None) => Some(format!(
-            "push {push} ({}); use a passkey or ask an admin",
-            standing.reason.clone().unwrap_or_default()
+        Availability::Frozen { until: None, reason } => {
+            Some(format!("push frozen ({reason}); use a passkey or ask an admin"))
+        }
+        Availability::HardLocked => Some(format!(
+            "push locked ({}); use a passkey or ask an admin",
+            push_state.reason.clone().unwrap_or_default()
         )),
     };
     FactorView { factor: "push".into(), available: reason.is_none(), reason }

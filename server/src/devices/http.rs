@@ -1,14 +1,13 @@
 //! Device routes: the REST side for apps (`/v1/users/{username}/enrollments`, `/devices`) and
 //! the phone side (`/device/v1/...`, PROTOCOL.md). Phone-side errors use the protocol's codes.
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, OriginalUri, Request, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use countersign_mobile_protocol::limits::MAX_DEVICE_REQUEST_BODY_LEN;
-use countersign_mobile_protocol::{EnrollmentRequest, ErrorCode, PushRegistration, Signature};
+use countersign_mobile_protocol::{EnrollmentRequest, ErrorCode, PushRegistration};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -20,7 +19,7 @@ use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, PeerAddr};
+use crate::extract::{ApiJson, ApiPath, DeviceBody, PeerAddr, parse_json, parse_signed_json, signed_device};
 use crate::ids::{ChallengeId, DeviceId, EnrollmentId, UserId};
 use crate::store::DeviceRecord;
 
@@ -67,68 +66,6 @@ pub fn device_routes() -> Router<AppState> {
         .route("/device/v1/push-token", put(update_push_token))
         .route("/device/v1", delete(unenroll))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DEVICE_REQUEST_BODY_LEN))
-}
-
-/// The raw body of a device request (signatures cover its exact bytes), with protocol errors.
-#[derive(Debug)]
-pub struct DeviceBody(pub Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for DeviceBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state).await.map(DeviceBody).map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    ErrorCode::PayloadTooLarge.as_str(),
-                    "body larger than 16 KiB",
-                )
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidRequest.as_str(),
-                    rejection.body_text(),
-                )
-            }
-        })
-    }
-}
-
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequest.as_str(),
-            format!("invalid body: {e}"),
-        )
-    })
-}
-
-/// Parses a JSON body that carries its own `signature` (enrollment, challenge response). A
-/// signature that is not base64url DER is `401 signature_invalid`, like one that does not
-/// verify (PROTOCOL.md §9); any other malformed body is `400 invalid_request`.
-pub fn parse_signed_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    parse_json(body).map_err(|error| {
-        let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-        let signature = value.as_ref().and_then(|v| v.get("signature")).and_then(|s| s.as_str());
-        match signature.map(Signature::from_base64url) {
-            Some(Err(malformed)) => ApiError::protocol(ErrorCode::SignatureInvalid, malformed.to_string()),
-            _ => error,
-        }
-    })
-}
-
-/// Verifies the signed-request headers over this exact request, from `peer`.
-pub async fn signed_device(
-    state: &AppState,
-    (method, uri, headers): (&Method, &OriginalUri, &HeaderMap),
-    body: &[u8],
-    PeerAddr(peer): PeerAddr,
-) -> Result<DeviceRecord, ApiError> {
-    let path_and_query = uri.0.path_and_query().map_or("/", |p| p.as_str());
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Ok(state.devices.authenticate(method.as_str(), path_and_query, header, body, peer).await?)
 }
 
 /// Auth: proof of possession + activation code (PROTOCOL.md §6.1).
