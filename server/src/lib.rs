@@ -15,6 +15,7 @@
 //! | [`users`]   | provisioning users (`/v1/users`)                                        |
 //! | [`devices`] | enrollment, signed device requests, revocation (`/device/v1`, PROTOCOL.md) |
 //! | [`challenges`] | number matching: `/v1/challenges`, device answers, long-poll, push outbox worker |
+//! | [`factors`] | pre-auth: which factors a user may use now, and why not               |
 //! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`) |
 //! | [`push`]    | APNs and FCM clients (HTTP/2), what a push may carry                    |
 //! | [`alerts`]  | security alerts to a signed webhook                                     |
@@ -42,6 +43,7 @@ pub mod config;
 pub mod devices;
 pub mod error;
 pub mod extract;
+pub mod factors;
 pub mod fatigue;
 pub mod fault;
 pub mod ids;

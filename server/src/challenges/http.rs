@@ -20,7 +20,7 @@ use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, DeviceBody, PeerAddr, parse_signed_json, signed_device};
 use crate::ids::{ChallengeId, DeviceId};
-use crate::store::{ChallengeRecord, DeviceRecord};
+use crate::store::ChallengeRecord;
 
 impl From<ChallengeError> for ApiError {
     fn from(error: ChallengeError) -> Self {
@@ -310,52 +310,24 @@ async fn user_factors(
     ApiPath(username): ApiPath<String>,
 ) -> Result<Json<FactorsView>, ApiError> {
     app.require(Scope::UsersRead)?;
-    let normalized = crate::users::model::normalize_username(&username).ok();
-    // Unknown and device-less users take the same path (one read), as challenge creation does.
-    let target = match &normalized {
-        Some(name) => state.store.prompt_target(name, 0).await?,
-        None => None,
-    };
-    let with_device = target.filter(|t| t.devices.iter().any(DeviceRecord::is_active));
-    let enrollment_required = with_device.is_none();
-    let push = match with_device {
-        None => FactorView {
-            factor: "push".into(),
-            available: false,
-            reason: Some("no enrolled device: create an enrollment".to_owned()),
-        },
-        Some(target) => push_factor(&state.store.push_state(target.user.id).await?, state.clock.now()),
-    };
-    let passkey = FactorView {
-        factor: "passkey".into(),
-        available: false,
-        reason: Some("no passkey registered".into()),
-    };
-    Ok(Json(FactorsView {
-        username: normalized.unwrap_or(username),
-        enrollment_required,
-        factors: vec![push, passkey],
-    }))
+    let factors =
+        crate::factors::service::for_user(state.store.as_ref(), state.clock.as_ref(), &username).await?;
+    Ok(Json(FactorsView::from(factors)))
 }
 
-/// Push for a user with a device: available unless their standing says otherwise.
-fn push_factor(push_state: &crate::fatigue::model::PushState, now: OffsetDateTime) -> FactorView {
-    use crate::fatigue::model::{Availability, availability};
-    let reason = match availability(push_state, now) {
-        Availability::Available => None,
-        Availability::Frozen { until: Some(until), reason } => Some(format!(
-            "push frozen until {} ({reason}); use a passkey",
-            until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        )),
-        Availability::Frozen { until: None, reason } => {
-            Some(format!("push frozen ({reason}); use a passkey or ask an admin"))
-        }
-        Availability::HardLocked => Some(format!(
-            "push locked ({}); use a passkey or ask an admin",
-            push_state.reason.clone().unwrap_or_default()
-        )),
-    };
-    FactorView { factor: "push".into(), available: reason.is_none(), reason }
+impl From<crate::factors::model::Factors> for FactorsView {
+    fn from(f: crate::factors::model::Factors) -> Self {
+        let factors = f
+            .factors
+            .into_iter()
+            .map(|factor| FactorView {
+                factor: factor.kind.as_str().to_owned(),
+                available: factor.is_available(),
+                reason: factor.unavailable_because,
+            })
+            .collect();
+        Self { username: f.username, factors, enrollment_required: f.enrollment_required }
+    }
 }
 
 /// Auth: signed device request. Pending challenges for this device's user (PROTOCOL.md §6.2).
