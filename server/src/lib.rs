@@ -6,6 +6,7 @@
 //! |-------------|------------------------------------------------------------------------|
 //! | [`cli`]     | the `countersign` command: `serve`, `migrate`, `apps`, `audit`          |
 //! | [`config`]  | typed configuration (file + `COUNTERSIGN_*`), validated at start         |
+//! | [`startup`] | the composition root: `Application` (state, router, background tasks, shutdown) for `serve` and tests |
 //! | [`app`]     | `AppState`, router assembly, tower layers, health/ready/metrics/OpenAPI |
 //! | [`middleware`] | request ids, access log, HTTP metrics, timeout, panic guard          |
 //! | [`error`]   | `ApiError`: the one mapping from failures to HTTP status + JSON body    |
@@ -48,6 +49,7 @@ pub mod private_files;
 pub mod push;
 pub mod secrets;
 pub mod skew;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod users;
