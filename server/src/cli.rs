@@ -55,9 +55,6 @@ enum Command {
     /// Issue enrollments (activation codes for phones) as the operator.
     #[command(subcommand)]
     Enrollments(EnrollmentsCommand),
-    /// Load-test a running server: N concurrent full flows with simulated phones; prints
-    /// flows/s and latency percentiles. Exits 1 if any flow failed.
-    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,8 +168,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Enrollments(command) => enrollments(&settings, command).await,
-        // A client of a running server: it uses none of the settings.
-        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 

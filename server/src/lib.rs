@@ -24,7 +24,6 @@
 //! | [`store`]   | `trait Store` and its SQLite and PostgreSQL implementations (all SQL)   |
 //! | [`clock`]   | injected time                                                           |
 //! | [`skew`]    | the instance clock checked against the database's (expiry uses the latter) |
-//! | [`bench`]   | `countersign bench`: the load generator (full flows with simulated phones) |
 //!
 //! Each capability keeps its pure rules (`model.rs`) apart from orchestration (`service.rs`)
 //! and axum glue (`http.rs`). Only `store` knows SQL; only `http.rs` files (and `app`,
@@ -34,7 +33,6 @@ pub mod alerts;
 pub mod api_keys;
 pub mod app;
 pub mod audit;
-pub mod bench;
 pub mod challenges;
 pub mod cli;
 pub mod clock;
