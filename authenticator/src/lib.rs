@@ -16,11 +16,13 @@
 //! | [`terminal`] | what is shown to and read from the user (confirmation, challenge context, answers) |
 //! | [`error`] | [`Error`] and its exit codes |
 //! | [`clock`] | the only place that reads the system clock |
+//! | [`bench`] | `countersign-bench`: the load generator (many phones, full flows, percentiles) |
 //!
 //! # Where a phone developer should look
 //! [`device`] is the part a phone app reimplements; [`commands::respond`] shows the order that
 //! matters (fetch and verify details, persist the counter, then sign and send).
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;

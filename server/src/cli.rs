@@ -9,15 +9,12 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
 use crate::api_keys::{Scopes, service as api_keys};
-use crate::app::{AppState, HttpLimits, build_app};
 use crate::audit::{Actor, VerifyError};
-use crate::challenges::service::ChallengeSettings;
-use crate::challenges::worker::Worker;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat, Settings};
 use crate::devices::service::DeviceSettings;
-use crate::push::PushSender;
 use crate::secrets::MasterKey;
+use crate::startup::{AppSettings, Application, Dependencies};
 use crate::store::{self, Store};
 use countersign_mobile_protocol::ServerUrl;
 
@@ -58,9 +55,6 @@ enum Command {
     /// Issue enrollments (activation codes for phones) as the operator.
     #[command(subcommand)]
     Enrollments(EnrollmentsCommand),
-    /// Load-test a running server: N concurrent full flows with simulated phones; prints
-    /// flows/s and latency percentiles. Exits 1 if any flow failed.
-    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,8 +168,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Enrollments(command) => enrollments(&settings, command).await,
-        // A client of a running server: it uses none of the settings.
-        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 
@@ -197,9 +189,6 @@ async fn open_store_with(settings: &Settings, master: &MasterKey) -> anyhow::Res
     Ok(Arc::from(store))
 }
 
-/// How often refused device requests of past minutes are written to the audit trail.
-const REFUSAL_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
-
 async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
     crate::telemetry::init_tracing(log_format.unwrap_or(settings.log_format));
     let master = Arc::new(crate::secrets::load_master_key(&settings)?);
@@ -214,85 +203,17 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
         Some(url) => url.clone(),
         None => ServerUrl::parse(&format!("http://{address}"))?,
     };
-    let device_settings = DeviceSettings {
-        public_url,
-        max_clock_skew_secs: settings.max_clock_skew_secs,
-        enrollment_ttl: settings.enrollment_ttl,
-        refusal_limits: settings.device_refusals,
-    };
-    let challenge_settings = ChallengeSettings {
-        ttl: settings.challenge_ttl,
-        number_digits: settings.number_digits,
-        policy: settings.fatigue.clone(),
-        max_clock_skew: settings.database_clock_skew,
-        ..ChallengeSettings::default()
-    };
-    let state = AppState::new(
+    let deps = Dependencies {
         store,
-        Arc::new(SystemClock),
+        clock: Arc::new(SystemClock),
         master,
-        device_settings,
-        challenge_settings,
-        crate::telemetry::prometheus(),
-    )
-    .await?;
-    if let Some(webhook) = settings.alerts.webhook()? {
-        Arc::new(crate::alerts::AlertDelivery::new(
-            Arc::clone(&state.store),
-            Arc::clone(&state.clock),
-            webhook,
-        ))
-        .spawn();
-    }
-    // Expiry runs on the database clock, but budgets, freezes and audit times use this
-    // instance's: one that is too far off does not start.
-    let skew = Arc::clone(state.challenges.clock_skew());
-    skew.measure(state.store.as_ref(), state.clock.as_ref()).await?;
-    crate::skew::spawn_monitor(skew, Arc::clone(&state.store), Arc::clone(&state.clock));
-    let providers: Arc<dyn PushSender> = Arc::new(settings.push.build()?);
-    let waiters = Arc::clone(&state.challenges.waiters);
-    state.store.watch_challenges(Arc::new(move |id| waiters.notify(id))).await?;
-    crate::audit::chainer::spawn(Arc::clone(&state.store));
-    let refusals = Arc::clone(state.devices.refusals());
-    Arc::clone(&refusals).spawn(REFUSAL_FLUSH_INTERVAL);
-    Arc::new(Worker::new(
-        Arc::clone(&state.store),
-        Arc::clone(&state.clock),
-        Arc::clone(&state.challenges),
-        providers,
-    ))
-    .spawn();
-    let limits =
-        HttpLimits { body_limit_bytes: settings.body_limit_bytes, request_timeout: settings.request_timeout };
-    let state_store = Arc::clone(&state.store);
-    let app = build_app(state, limits);
+        metrics: crate::telemetry::prometheus(),
+        push: Arc::new(settings.push.build()?),
+        alert_webhook: settings.alerts.webhook()?,
+    };
+    let application = Application::build(deps, AppSettings::from_settings(&settings, public_url)).await?;
     tracing::info!(database = %store::redact_url(settings.database_url.expose_secret()), "listening on http://{address}");
-
-    let shutting_down = Arc::new(tokio::sync::Notify::new());
-    let notify = Arc::clone(&shutting_down);
-    // The peer address feeds the per-network limit on refused device requests. No forwarding
-    // header is trusted: behind a reverse proxy every phone shares the proxy's network.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
-        notify.notify_one();
-    });
-    let grace = settings.shutdown_grace;
-    tokio::select! {
-        result = server => result?,
-        () = async { shutting_down.notified().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; exiting with requests in flight");
-        }
-    }
-    // Record the refusals counted so far (the current minute too), then chain what the last
-    // requests recorded; another instance or the next start would otherwise.
-    if let Err(error) = refusals.flush_all().await {
-        tracing::warn!(%error, "aggregated device refusals not audited at shutdown");
-    }
-    if let Err(error) = crate::audit::flush(state_store.as_ref()).await {
-        tracing::warn!(%error, "audit events left pending at shutdown");
-    }
+    application.run_until_stopped(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 //! |-------------|------------------------------------------------------------------------|
 //! | [`cli`]     | the `countersign` command: `serve`, `migrate`, `apps`, `audit`          |
 //! | [`config`]  | typed configuration (file + `COUNTERSIGN_*`), validated at start         |
+//! | [`startup`] | the composition root: `Application` (state, router, background tasks, shutdown) for `serve` and tests |
 //! | [`app`]     | `AppState`, router assembly, tower layers, health/ready/metrics/OpenAPI |
 //! | [`middleware`] | request ids, access log, HTTP metrics, timeout, panic guard          |
 //! | [`error`]   | `ApiError`: the one mapping from failures to HTTP status + JSON body    |
@@ -25,7 +26,6 @@
 //! | [`store`]   | `trait Store` and its SQLite and PostgreSQL implementations (all SQL)   |
 //! | [`clock`]   | injected time                                                           |
 //! | [`skew`]    | the instance clock checked against the database's (expiry uses the latter) |
-//! | [`bench`]   | `countersign bench`: the load generator (full flows with simulated phones) |
 //!
 //! Each capability keeps its pure rules (`model.rs`) apart from orchestration (`service.rs`)
 //! and axum glue (`http.rs`). Only `store` knows SQL; only `http.rs` files (and `app`,
@@ -35,7 +35,6 @@ pub mod alerts;
 pub mod api_keys;
 pub mod app;
 pub mod audit;
-pub mod bench;
 pub mod challenges;
 pub mod cli;
 pub mod clock;
@@ -52,6 +51,7 @@ pub mod private_files;
 pub mod push;
 pub mod secrets;
 pub mod skew;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod users;

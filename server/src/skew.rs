@@ -90,7 +90,7 @@ pub fn spawn_monitor(
     skew: std::sync::Arc<ClockSkew>,
     store: std::sync::Arc<dyn Store>,
     clock: std::sync::Arc<dyn Clock>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(MEASURE_EVERY).await;
@@ -98,7 +98,7 @@ pub fn spawn_monitor(
                 tracing::error!(%error, "instance clock check failed; reporting not ready");
             }
         }
-    });
+    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! End-to-end: `countersign bench` against the real server. Every flow succeeds, the report adds
+//! End-to-end: `countersign-bench` (crate `authenticator`) against the real server. Every flow succeeds, the report adds
 //! up, and the audit trail holds exactly the events the flows made: on SQLite, and across two
 //! instances sharing one PostgreSQL (phones answer through the second instance while the app
 //! long-polls the first, so each wake-up crosses LISTEN/NOTIFY).
@@ -6,26 +6,33 @@
 
 use std::sync::Arc;
 
-use countersign_e2e::{Engine, Server, TestDatabase, create_app, random_master_key, stderr_of, stdout_of};
+use std::process::Command;
+
+use countersign_e2e::{
+    Engine, Server, TestDatabase, binary, create_app, random_master_key, stderr_of, stdout_of,
+};
 use serde_json::Value;
 
 const FLOWS: u64 = 24;
 
 fn bench(app_side: &Server, device_side: &Server, key: &str) -> Value {
-    let output = app_side.cli(&[
-        "bench",
-        "--url",
-        &app_side.base_url,
-        "--device-url",
-        &device_side.base_url,
-        "--api-key",
-        key,
-        "--concurrency",
-        "4",
-        "--flows",
-        &FLOWS.to_string(),
-        "--json",
-    ]);
+    let output = Command::new(binary("countersign-bench"))
+        .env_remove("COUNTERSIGN_BENCH_API_KEY")
+        .args([
+            "--url",
+            &app_side.base_url,
+            "--device-url",
+            &device_side.base_url,
+            "--api-key",
+            key,
+            "--concurrency",
+            "4",
+            "--flows",
+            &FLOWS.to_string(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "bench failed: {}\n{}", stdout_of(&output), stderr_of(&output));
     serde_json::from_str(&stdout_of(&output)).unwrap()
 }

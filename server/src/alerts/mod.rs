@@ -101,7 +101,7 @@ impl AlertDelivery {
         Self { store, clock, webhook }
     }
 
-    pub fn spawn(self: Arc<Self>) {
+    pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
                 match self.deliver_next().await {
@@ -113,7 +113,7 @@ impl AlertDelivery {
                     }
                 }
             }
-        });
+        })
     }
 
     /// Tries the next undelivered alert once; `true` if one was delivered.

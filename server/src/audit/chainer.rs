@@ -16,7 +16,7 @@ const IDLE_RECHECK: Duration = Duration::from_secs(1);
 /// Pause after a failure (database down, or a pending event that fails its seal).
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 
-pub fn spawn(store: Arc<dyn Store>) {
+pub fn spawn(store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let signal = store.audit_pending_signal();
         loop {
@@ -34,5 +34,5 @@ pub fn spawn(store: Arc<dyn Store>) {
                 }
             }
         }
-    });
+    })
 }

@@ -42,10 +42,10 @@ impl Worker {
         Self { store, clock, challenges, sender, rng: SystemRandom::new() }
     }
 
-    /// Runs both loops until the process ends.
-    pub fn spawn(self: Arc<Self>) {
+    /// Runs both loops (expiry, push delivery) until the process ends or they are aborted.
+    pub fn spawn(self: Arc<Self>) -> [tokio::task::JoinHandle<()>; 2] {
         let expiry = Arc::clone(&self);
-        tokio::spawn(async move {
+        let expiring = tokio::spawn(async move {
             loop {
                 if let Err(error) = expiry.challenges.expire_due(EXPIRY_BATCH).await {
                     tracing::warn!(%error, "expiring challenges failed");
@@ -56,7 +56,7 @@ impl Worker {
                 tokio::time::sleep(StdDuration::from_secs(1)).await;
             }
         });
-        tokio::spawn(async move {
+        let delivering = tokio::spawn(async move {
             let wakeup: Arc<Notify> = self.challenges.push_wakeup();
             loop {
                 let notified = wakeup.notified();
@@ -72,6 +72,7 @@ impl Worker {
                 }
             }
         });
+        [expiring, delivering]
     }
 
     /// Sends every due push once; returns how many jobs it handled.

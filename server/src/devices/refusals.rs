@@ -339,7 +339,7 @@ impl DeviceRefusals {
 
     /// Flushes closed minutes every `every` until the process ends (`serve` also calls
     /// [`Self::flush_all`] at shutdown).
-    pub fn spawn(self: Arc<Self>, every: std::time::Duration) {
+    pub fn spawn(self: Arc<Self>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
@@ -348,7 +348,7 @@ impl DeviceRefusals {
                 }
                 self.forget_idle();
             }
-        });
+        })
     }
 }
 

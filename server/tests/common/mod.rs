@@ -20,11 +20,14 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use countersign::api_keys::service as api_keys;
-use countersign::app::{AppState, HttpLimits, build_app};
+use countersign::app::{AppState, HttpLimits};
 use countersign::audit::Actor;
+use countersign::challenges::service::ChallengeSettings;
 use countersign::clock::{Clock, ManualClock};
 use countersign::devices::service::DeviceSettings;
+use countersign::push::PushSender;
 use countersign::secrets::MasterKey;
+use countersign::startup::{AppSettings, Application, BackgroundTasks, Dependencies};
 use countersign::store::{self, Store};
 use countersign_e2e::{Engine, TestDatabase};
 use countersign_mobile_protocol::ServerUrl;
@@ -46,6 +49,32 @@ pub struct TestApp {
     /// Whether moving this app's clock moves the database's too (PostgreSQL decides expiry by
     /// its own clock; tests keep the two together unless they test skew).
     drives_db_clock: bool,
+    /// Keeps the background tasks it started running while the app lives.
+    _application: Application,
+}
+
+/// The settings of an app under test: loopback public URL, default device limits.
+fn test_settings(limits: HttpLimits, challenges: ChallengeSettings, tasks: BackgroundTasks) -> AppSettings {
+    let devices = DeviceSettings {
+        public_url: ServerUrl::parse(PUBLIC_URL).unwrap(),
+        max_clock_skew_secs: 300,
+        enrollment_ttl: time::Duration::minutes(10),
+        refusal_limits: Default::default(),
+    };
+    AppSettings { devices, challenges, limits, shutdown_grace: std::time::Duration::ZERO, tasks }
+}
+
+/// A throwaway database whose clock (PostgreSQL) starts where the app's does.
+async fn fresh_database(engine: Engine) -> (Arc<TestDatabase>, time::OffsetDateTime) {
+    let db = Arc::new(TestDatabase::new(engine).await);
+    let start = datetime!(2026-11-28 09:00:00 UTC);
+    db.set_clock(start).await;
+    (db, start)
+}
+
+/// Push providers with none configured: tests that do not run the push worker never send.
+fn no_push() -> Arc<dyn PushSender> {
+    Arc::new(countersign::push::PushConfig::default().build().unwrap())
 }
 
 pub struct Reply {
@@ -64,40 +93,41 @@ impl TestApp {
     }
 
     pub async fn build(engine: Engine, limits: HttpLimits) -> Self {
-        Self::build_with(engine, limits, countersign::challenges::service::ChallengeSettings::default()).await
+        Self::build_with(engine, limits, ChallengeSettings::default()).await
     }
 
     pub async fn build_with(
         engine: Engine,
         limits: HttpLimits,
-        challenge_settings: countersign::challenges::service::ChallengeSettings,
+        challenge_settings: ChallengeSettings,
     ) -> Self {
-        let db = Arc::new(TestDatabase::new(engine).await);
-        let start = datetime!(2026-11-28 09:00:00 UTC);
-        db.set_clock(start).await;
-        Self::on_database(db, start, true, limits, challenge_settings).await
+        let (db, start) = fresh_database(engine).await;
+        let settings = test_settings(limits, challenge_settings, BackgroundTasks::NONE);
+        Self::on_database(db, start, true, settings, no_push()).await
     }
 
     /// Another instance on this app's database whose clock is `offset` from the database's
     /// (and does not move it).
     pub async fn another_instance(&self, offset: time::Duration) -> Self {
-        let settings = self.state.challenges.settings().clone();
-        Self::on_database(
-            Arc::clone(&self.db),
-            self.clock.now() + offset,
-            false,
-            HttpLimits::default(),
-            settings,
-        )
-        .await
+        let challenges = self.state.challenges.settings().clone();
+        let settings = test_settings(HttpLimits::default(), challenges, BackgroundTasks::NONE);
+        Self::on_database(Arc::clone(&self.db), self.clock.now() + offset, false, settings, no_push()).await
+    }
+
+    /// An app on `engine` whose background tasks `tasks` run (as `serve` starts them),
+    /// pushing through `push`.
+    pub async fn with_background(engine: Engine, tasks: BackgroundTasks, push: Arc<dyn PushSender>) -> Self {
+        let (db, start) = fresh_database(engine).await;
+        let settings = test_settings(HttpLimits::default(), ChallengeSettings::default(), tasks);
+        Self::on_database(db, start, true, settings, push).await
     }
 
     async fn on_database(
         db: Arc<TestDatabase>,
         start: time::OffsetDateTime,
         drives_db_clock: bool,
-        limits: HttpLimits,
-        challenge_settings: countersign::challenges::service::ChallengeSettings,
+        settings: AppSettings,
+        push: Arc<dyn PushSender>,
     ) -> Self {
         let master = Arc::new(MasterKey::from_bytes(&[9; 32]));
         let store: Arc<dyn Store> = Arc::from(
@@ -105,24 +135,26 @@ impl TestApp {
         );
         store.migrate().await.unwrap();
         let clock = Arc::new(ManualClock::new(start));
-        let settings = DeviceSettings {
-            public_url: ServerUrl::parse(PUBLIC_URL).unwrap(),
-            max_clock_skew_secs: 300,
-            enrollment_ttl: time::Duration::minutes(10),
-            refusal_limits: Default::default(),
-        };
         let dyn_clock: Arc<dyn Clock> = clock.clone();
-        let state = AppState::new(
-            Arc::clone(&store),
-            dyn_clock,
-            Arc::clone(&master),
-            settings,
-            challenge_settings,
-            countersign::telemetry::prometheus(),
-        )
-        .await
-        .unwrap();
-        Self { router: build_app(state.clone(), limits), store, state, clock, master, db, drives_db_clock }
+        let deps = Dependencies {
+            store: Arc::clone(&store),
+            clock: dyn_clock,
+            master: Arc::clone(&master),
+            metrics: countersign::telemetry::prometheus(),
+            push,
+            alert_webhook: None,
+        };
+        let application = Application::build(deps, settings).await.unwrap();
+        Self {
+            router: application.router().clone(),
+            state: application.state().clone(),
+            store,
+            clock,
+            master,
+            db,
+            drives_db_clock,
+            _application: application,
+        }
     }
 
     /// Moves time on: this app's clock, and the database's (PostgreSQL) with it.

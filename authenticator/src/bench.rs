@@ -1,4 +1,5 @@
-//! `countersign bench`: a load generator that runs full push flows against a running server.
+//! `countersign-bench`: a load generator that runs full push flows against a running server,
+//! each with a simulated phone of its own.
 //!
 //! Setup (not timed): one user per simulated phone, each enrolled exactly as a phone would with
 //! `countersign-mobile-protocol` (push `none`, so the phone polls). Each worker owns its users: a
@@ -31,8 +32,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::task::{JoinHandle, JoinSet};
 
-/// Arguments of `countersign bench`.
-#[derive(Debug, clap::Args)]
+/// Load-test a running Countersign server: N concurrent full flows with simulated phones; prints
+/// flows/s and latency percentiles. Exits 1 if any flow failed, 2 if setup failed.
+#[derive(Debug, clap::Parser)]
+#[command(name = "countersign-bench", version)]
 pub struct BenchArgs {
     /// Base URL of the running server, e.g. http://127.0.0.1:8080.
     #[arg(long)]
@@ -92,8 +95,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         rng: SystemRandom::new(),
     });
 
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let phones = setup(&ctx, &run_id[..8], users, args.concurrency).await?;
+    // Users of earlier runs stay on the server: each run names its own.
+    let run_id: [u8; 4] =
+        ring::rand::generate(&ctx.rng).map_err(|_| anyhow::anyhow!("no randomness"))?.expose();
+    let run_id: String = run_id.iter().map(|b| format!("{b:02x}")).collect();
+    let phones = setup(&ctx, &run_id, users, args.concurrency).await?;
     let mut owned: Vec<Vec<Phone>> = (0..args.concurrency).map(|_| Vec::new()).collect();
     for (i, phone) in phones.into_iter().enumerate() {
         if let Some(list) = owned.get_mut(i % args.concurrency) {
@@ -313,7 +319,7 @@ async fn flow(ctx: &Arc<Ctx>, phone: &mut Phone) -> Result<FlowTimes, FlowError>
         &ctx.rng,
         phone.enrolled.device_id.clone(),
         &HttpRequest { method: "GET", path_and_query: path, body: &[] },
-        unix_now(),
+        crate::clock::now_unix(),
     )
     .map_err(|e| FlowError::new(Step::Fetch, format!("signing: {e}")))?;
     let request = signed
@@ -367,12 +373,6 @@ async fn flow(ctx: &Arc<Ctx>, phone: &mut Phone) -> Result<FlowTimes, FlowError>
         return Err(FlowError::new(Step::Redeem, format!("state {}", view.state)));
     }
     Ok(FlowTimes { create, fetch, approve, redeem, flow: start.elapsed(), wake, approve_to_wake })
-}
-
-/// Unix seconds for the signed-request timestamp.
-#[allow(clippy::disallowed_methods)] // the bench plays a phone, which signs with its own clock
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 async fn worker(ctx: Arc<Ctx>, mut phones: Vec<Phone>, quota: usize) -> Samples {
@@ -539,6 +539,12 @@ mod tests {
         assert_eq!(percentile(&small, 99.0), Some(Duration::from_millis(9)));
         assert_eq!(percentile(&ms(&[4]), 50.0), Some(Duration::from_millis(4)));
         assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn arguments_are_consistent() {
+        use clap::CommandFactory as _;
+        BenchArgs::command().debug_assert();
     }
 
     #[test]
