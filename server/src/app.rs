@@ -99,12 +99,14 @@ impl Modify for BearerAuth {
 
 /// The `/v1` routes together with their OpenAPI description.
 fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api_keys::http::routes())
         .merge(users::http::routes())
         .merge(devices::http::routes())
         .merge(challenges::http::routes())
-        .merge(fatigue::http::routes())
+        .merge(fatigue::http::routes());
+    crate::openapi::SharedErrorResponses.modify(router.get_openapi_mut());
+    router
 }
 
 /// The OpenAPI document for every `/v1` route, as served at `/v1/openapi.json`.

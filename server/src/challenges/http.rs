@@ -159,12 +159,14 @@ impl From<ChallengeRecord> for ChallengeView {
     path = "/v1/challenges",
     tag = "challenges",
     security(("api_key" = ["challenges:write"])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: same key + same body → same challenge")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "Retry safely: same key + same body → same challenge. 1-128 visible ASCII characters")),
     request_body = CreateChallengeRequest,
     responses(
         (status = 201, description = "Created; show `number` on the login screen", body = CreatedChallengeView),
         (status = 409, description = "No enrolled device (also for unknown users)", body = ErrorBody),
         (status = 422, description = "Invalid context, or Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 423, description = "`push_frozen` or `push_locked`: push is held for this user; use a stronger factor", body = ErrorBody),
+        (status = 429, description = "`source_rate_limited` or `push_rate_limited`; see `Retry-After`", body = ErrorBody),
     )
 )]
 async fn create_challenge(
@@ -194,9 +196,11 @@ async fn create_challenge(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     /// Long-poll: wait up to this many seconds (0-30) for the challenge to leave `pending`.
+    #[param(minimum = 0, maximum = 30, nullable = false)]
     pub wait: Option<u64>,
 }
 
@@ -210,7 +214,7 @@ pub const LONG_POLL_ROUTE: &str = "/v1/challenges/{id}";
     path = "/v1/challenges/{id}",
     tag = "challenges",
     security(("api_key" = ["challenges:read"])),
-    params(("id" = String, Path), WaitQuery),
+    params(("id" = uuid::Uuid, Path), WaitQuery),
     responses(
         (status = 200, description = "Current state", body = ChallengeView),
         (status = 400, description = "wait out of range", body = ErrorBody),
@@ -238,7 +242,7 @@ async fn get_challenge(
     path = "/v1/challenges/{id}/redeem",
     tag = "challenges",
     security(("api_key" = ["challenges:write"])),
-    params(("id" = String, Path)),
+    params(("id" = uuid::Uuid, Path)),
     responses(
         (status = 200, description = "Redeemed: the second factor is proven", body = ChallengeView),
         (status = 409, description = "Not approved, already redeemed (audited) or stale", body = ErrorBody),
@@ -260,9 +264,10 @@ async fn redeem_challenge(
     path = "/v1/challenges/{id}/cancel",
     tag = "challenges",
     security(("api_key" = ["challenges:write"])),
-    params(("id" = String, Path)),
+    params(("id" = uuid::Uuid, Path)),
     responses(
         (status = 200, description = "Cancelled", body = ChallengeView),
+        (status = 404, description = "No such challenge for this app", body = ErrorBody),
         (status = 409, description = "Not pending", body = ErrorBody),
     )
 )]
@@ -300,7 +305,7 @@ pub struct FactorsView {
     path = "/v1/users/{username}/factors",
     tag = "challenges",
     security(("api_key" = ["users:read"])),
-    params(("username" = String, Path)),
+    params(("username" = String, Path, description = "Any string: a username that cannot exist answers like an unknown user")),
     responses(
         (status = 200, description = "Factors; an unknown user looks like a user with no device (`enrollment_required: true`)", body = FactorsView),
     )
