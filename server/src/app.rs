@@ -90,6 +90,16 @@ struct ApiDoc;
 
 struct BearerAuth;
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Countersign device API",
+        description = "The phone side, version 1. Requests are signed by the device key: the signing rules, message fields and error codes are in mobile-protocol/PROTOCOL.md."
+    ),
+    components(schemas(ErrorBody))
+)]
+struct DeviceApiDoc;
+
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
@@ -114,22 +124,37 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_routes().into_openapi()
 }
 
+/// The `/device/v1` routes (PROTOCOL.md) together with their OpenAPI description.
+fn device_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(DeviceApiDoc::openapi())
+        .merge(devices::http::device_routes())
+        .merge(challenges::http::device_routes())
+}
+
+/// The OpenAPI document for every `/device/v1` route, as served at `/device/v1/openapi.json`.
+pub fn device_openapi() -> utoipa::openapi::OpenApi {
+    device_routes().into_openapi()
+}
+
+/// Serves an OpenAPI document, rendered once.
+fn json_document(doc: &utoipa::openapi::OpenApi) -> axum::routing::MethodRouter<AppState> {
+    let json: Arc<str> = Arc::from(doc.to_json().unwrap_or_else(|_| "{}".to_owned()));
+    get(move || {
+        let body = Arc::clone(&json);
+        async move { ([(header::CONTENT_TYPE, "application/json")], body.to_string()) }
+    })
+}
+
 /// Builds the whole service. Tests call this with their own state.
 pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
     let timeouts = route_timeouts(&state, limits);
     let (api, openapi) = api_routes().split_for_parts();
-    let openapi_json: Arc<str> = Arc::from(openapi.to_json().unwrap_or_else(|_| "{}".to_owned()));
+    let (device_api, device_openapi) = device_routes().split_for_parts();
     Router::new()
         .merge(api)
-        .merge(devices::http::device_routes())
-        .merge(challenges::http::device_routes())
-        .route(
-            "/v1/openapi.json",
-            get(move || {
-                let body = Arc::clone(&openapi_json);
-                async move { ([(header::CONTENT_TYPE, "application/json")], body.to_string()) }
-            }),
-        )
+        .merge(device_api)
+        .route("/v1/openapi.json", json_document(&openapi))
+        .route("/device/v1/openapi.json", json_document(&device_openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -10,7 +10,7 @@
 //! | [`middleware`] | request ids, access log, HTTP metrics, timeout, panic guard          |
 //! | [`error`]   | `ApiError`: the one mapping from failures to HTTP status + JSON body    |
 //! | [`extract`] | JSON/path extractors whose rejections are `ApiError`s                   |
-//! | [`openapi`] | the error responses every route shares, added to the OpenAPI document   |
+//! | [`openapi`] | the error responses every `/v1` route shares, added to its OpenAPI document |
 //! | [`api_keys`]| app API keys and scopes: the `Authorization: Bearer` extractor          |
 //! | [`users`]   | provisioning users (`/v1/users`)                                        |
 //! | [`devices`] | enrollment, signed device requests, revocation (`/device/v1`, PROTOCOL.md) |

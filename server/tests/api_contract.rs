@@ -135,3 +135,44 @@ async fn documented_constraints_are_the_enforced_ones() {
     let ip = doc["components"]["schemas"]["ChallengeContext"]["properties"]["ip"]["anyOf"].to_string();
     assert!(ip.contains("\"ipv4\"") && ip.contains("\"ipv6\""), "{ip}");
 }
+
+/// The phone side has its own document, `/device/v1/openapi.json`: every device route is in
+/// it, and the refusals a phone meets are statuses it declares, with the error body.
+#[tokio::test]
+async fn the_device_api_is_documented_with_its_refusals() {
+    let app = TestApp::new().await;
+    let doc = app.get("/device/v1/openapi.json", None).await.body;
+    let mut paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    paths.sort_unstable();
+    let expected = [
+        "/device/v1",
+        "/device/v1/challenges",
+        "/device/v1/challenges/{id}",
+        "/device/v1/challenges/{id}/response",
+        "/device/v1/enroll",
+        "/device/v1/notices",
+        "/device/v1/push-token",
+    ];
+    assert_eq!(paths, expected);
+    assert_eq!(countersign::app::device_openapi().paths.paths.len(), expected.len());
+    let headers = doc["paths"]["/device/v1/challenges"]["get"]["parameters"].to_string();
+    for header in
+        ["Countersign-Device-Id", "Countersign-Timestamp", "Countersign-Nonce", "Countersign-Signature"]
+    {
+        assert!(headers.contains(header), "{header} is documented: {headers}");
+    }
+
+    let unsigned = app.get("/device/v1/challenges", None).await;
+    assert_documented(&doc, ("get", "/device/v1/challenges"), &unsigned, StatusCode::BAD_REQUEST);
+    let unsigned_body = app.device_post("/device/v1/enroll", b"{}").await;
+    assert_documented(&doc, ("post", "/device/v1/enroll"), &unsigned_body, StatusCode::BAD_REQUEST);
+    let huge = vec![b' '; 17 * 1024];
+    let too_large =
+        app.device_post(&format!("/device/v1/challenges/{}/response", uuid::Uuid::new_v4()), &huge).await;
+    assert_documented(
+        &doc,
+        ("post", "/device/v1/challenges/{id}/response"),
+        &too_large,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    );
+}

@@ -1,9 +1,8 @@
 //! Challenge routes: `/v1/challenges` for apps, `/device/v1/challenges/...` for phones.
 
+use axum::Json;
 use axum::extract::{OriginalUri, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use countersign_mobile_protocol::{
     ChallengeResponse, ChallengeResponseResult, ErrorCode, PendingChallenges, SignedChallengeDetails,
 };
@@ -17,7 +16,9 @@ use super::service::{ChallengeContext, ChallengeError};
 use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
-use crate::devices::http::{DeviceBody, parse_signed_json, signed_device};
+use crate::devices::http::{
+    DeviceBody, DeviceRefusals, SignedRequestHeaders, SignedRequestRefusals, parse_signed_json, signed_device,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, PeerAddr};
 use crate::ids::{ChallengeId, DeviceId};
@@ -89,11 +90,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(user_factors))
 }
 
-pub fn device_routes() -> Router<AppState> {
-    Router::new()
-        .route("/device/v1/challenges", get(pending_for_device))
-        .route("/device/v1/challenges/{id}", get(details_for_device))
-        .route("/device/v1/challenges/{id}/response", post(respond))
+pub fn device_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(pending_for_device))
+        .routes(routes!(details_for_device))
+        .routes(routes!(respond))
         .layer(axum::extract::DefaultBodyLimit::max(
             countersign_mobile_protocol::limits::MAX_DEVICE_REQUEST_BODY_LEN,
         ))
@@ -371,6 +372,17 @@ fn push_factor(
 }
 
 /// Auth: signed device request. Pending challenges for this device's user (PROTOCOL.md §6.2).
+#[utoipa::path(
+    get,
+    path = "/device/v1/challenges",
+    tag = "device",
+    params(SignedRequestHeaders),
+    responses(
+        (status = 200, description = "`PendingChallenges` (PROTOCOL.md §6.2)", body = serde_json::Value),
+        SignedRequestRefusals,
+        DeviceRefusals,
+    )
+)]
 async fn pending_for_device(
     State(state): State<AppState>,
     method: Method,
@@ -384,6 +396,19 @@ async fn pending_for_device(
 }
 
 /// Auth: signed device request. One challenge's signed details (§6.3).
+#[utoipa::path(
+    get,
+    path = "/device/v1/challenges/{id}",
+    tag = "device",
+    params(("id" = String, Path), SignedRequestHeaders),
+    responses(
+        (status = 200, description = "`SignedChallengeDetails` (PROTOCOL.md §6.3)", body = serde_json::Value),
+        (status = 404, description = "`challenge_not_found` (also for an id that is not a UUID)", body = ErrorBody),
+        (status = 410, description = "`challenge_expired`", body = ErrorBody),
+        SignedRequestRefusals,
+        DeviceRefusals,
+    )
+)]
 async fn details_for_device(
     State(state): State<AppState>,
     method: Method,
@@ -399,6 +424,21 @@ async fn details_for_device(
 }
 
 /// Auth: the response's own device signature (§6.4).
+#[utoipa::path(
+    post,
+    path = "/device/v1/challenges/{id}/response",
+    tag = "device",
+    params(("id" = String, Path)),
+    request_body(content = serde_json::Value, description = "`ChallengeResponse`, signed by the device: fields and signing rules in PROTOCOL.md §6.4, §7"),
+    responses(
+        (status = 200, description = "`{\"outcome\": ...}` (PROTOCOL.md §6.4)", body = serde_json::Value),
+        (status = 404, description = "`challenge_not_found` (also for an id that is not a UUID)", body = ErrorBody),
+        (status = 409, description = "`challenge_not_pending` or `counter_not_increasing`", body = ErrorBody),
+        (status = 410, description = "`challenge_expired`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many refused answers; honour `Retry-After`", body = ErrorBody),
+        DeviceRefusals,
+    )
+)]
 async fn respond(
     State(state): State<AppState>,
     PeerAddr(peer): PeerAddr,

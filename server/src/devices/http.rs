@@ -1,12 +1,11 @@
 //! Device routes: the REST side for apps (`/v1/users/{username}/enrollments`, `/devices`) and
 //! the phone side (`/device/v1/...`, PROTOCOL.md). Phone-side errors use the protocol's codes.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, OriginalUri, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
 use countersign_mobile_protocol::limits::MAX_DEVICE_REQUEST_BODY_LEN;
 use countersign_mobile_protocol::{EnrollmentRequest, ErrorCode, PushRegistration, Signature};
 use secrecy::ExposeSecret;
@@ -60,13 +59,71 @@ impl From<DeviceError> for ApiError {
 // ---------------------------------------------------------------------------------------------
 // Phone side: /device/v1
 
-pub fn device_routes() -> Router<AppState> {
-    Router::new()
-        .route("/device/v1/enroll", post(enroll))
-        .route("/device/v1/notices", get(notices))
-        .route("/device/v1/push-token", put(update_push_token))
-        .route("/device/v1", delete(unenroll))
+pub fn device_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(enroll))
+        .routes(routes!(notices))
+        .routes(routes!(update_push_token))
+        .routes(routes!(unenroll))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DEVICE_REQUEST_BODY_LEN))
+}
+
+/// The four headers of a signed device request (PROTOCOL.md §5; the signature covers the
+/// method, the path and query, the timestamp, the nonce, the device id and the body's SHA-256).
+/// Documentation only: `signed_device` reads them.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[expect(dead_code, reason = "documents the OpenAPI parameters only")]
+pub struct SignedRequestHeaders {
+    /// The `device_id` from enrollment.
+    #[param(rename = "Countersign-Device-Id", pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    device_id: String,
+    /// Current unix seconds, decimal digits only.
+    #[param(rename = "Countersign-Timestamp", pattern = "^[0-9]{1,19}$")]
+    timestamp: String,
+    /// A fresh random nonce of 16-64 bytes, canonical base64url without padding.
+    #[param(
+        rename = "Countersign-Nonce",
+        pattern = r"^(?:(?:[A-Za-z0-9_-]{4}){5}(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])|(?:[A-Za-z0-9_-]{4}){6,20}(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?|(?:[A-Za-z0-9_-]{4}){21}(?:[A-Za-z0-9_-][AQgw])?)$"
+    )]
+    nonce: String,
+    /// The device's ECDSA P-256 signature over the canonical bytes, DER, base64url.
+    #[param(rename = "Countersign-Signature", pattern = "^[A-Za-z0-9_-]+$")]
+    signature: String,
+}
+
+/// Refusals every device endpoint shares (PROTOCOL.md §9).
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum DeviceRefusals {
+    /// `invalid_request`: malformed JSON, header or field, or a limit exceeded;
+    /// `unsupported_protocol_version`.
+    #[response(status = 400)]
+    InvalidRequest(ErrorBody),
+    /// `signature_invalid` (also for an unknown device), `request_expired`, `device_revoked`.
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// `payload_too_large`: the body is larger than 16 KiB.
+    #[response(status = 413)]
+    PayloadTooLarge(ErrorBody),
+    /// `internal_error`: a server fault; quote `request_id`.
+    #[response(status = 500)]
+    Internal(ErrorBody),
+    /// `timeout` or `busy`: retry later.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// Refusals of the requests authenticated by the signed-request headers (PROTOCOL.md §5).
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum SignedRequestRefusals {
+    /// `request_replayed`: this nonce was already used by this device; also
+    /// `challenge_not_pending` (challenge details) and `factor_already_bound` (push token).
+    #[response(status = 409)]
+    Replayed(ErrorBody),
+    /// `rate_limited`: too many refused requests for this device id or from this network;
+    /// honour `Retry-After`.
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
 }
 
 /// The raw body of a device request (signatures cover its exact bytes), with protocol errors.
@@ -132,6 +189,20 @@ pub async fn signed_device(
 }
 
 /// Auth: proof of possession + activation code (PROTOCOL.md §6.1).
+#[utoipa::path(
+    post,
+    path = "/device/v1/enroll",
+    tag = "device",
+    request_body(content = serde_json::Value, description = "`EnrollmentRequest`, signed with the new device key: fields and signing rules in PROTOCOL.md §6.1, §7"),
+    responses(
+        (status = 201, description = "Enrolled: `EnrollmentResponse` (PROTOCOL.md §6.1)", body = serde_json::Value),
+        (status = 403, description = "`enrollment_not_allowed`", body = ErrorBody),
+        (status = 404, description = "`activation_code_invalid`", body = ErrorBody),
+        (status = 409, description = "`factor_already_bound`: the key or push token belongs to another user", body = ErrorBody),
+        (status = 410, description = "`activation_code_expired` or `activation_code_used`", body = ErrorBody),
+        DeviceRefusals,
+    )
+)]
 async fn enroll(State(state): State<AppState>, DeviceBody(body): DeviceBody) -> Result<Response, ApiError> {
     let request: EnrollmentRequest = parse_signed_json(&body)?;
     let response = state.devices.enroll(request).await?;
@@ -147,6 +218,17 @@ struct NoticeView {
 }
 
 /// Auth: signed device request. Security notices for this device (§6.7).
+#[utoipa::path(
+    get,
+    path = "/device/v1/notices",
+    tag = "device",
+    params(SignedRequestHeaders),
+    responses(
+        (status = 200, description = "`{\"notices\": [...]}` (PROTOCOL.md §6.7)", body = serde_json::Value),
+        SignedRequestRefusals,
+        DeviceRefusals,
+    )
+)]
 async fn notices(
     State(state): State<AppState>,
     method: Method,
@@ -172,6 +254,18 @@ async fn notices(
 }
 
 /// Auth: signed device request. Replaces the push registration (§6.5).
+#[utoipa::path(
+    put,
+    path = "/device/v1/push-token",
+    tag = "device",
+    params(SignedRequestHeaders),
+    request_body(content = serde_json::Value, description = "`PushRegistration` (PROTOCOL.md §6.5)"),
+    responses(
+        (status = 204, description = "Replaced"),
+        SignedRequestRefusals,
+        DeviceRefusals,
+    )
+)]
 async fn update_push_token(
     State(state): State<AppState>,
     method: Method,
@@ -187,6 +281,13 @@ async fn update_push_token(
 }
 
 /// Auth: signed device request. The device revokes itself (§6.6).
+#[utoipa::path(
+    delete,
+    path = "/device/v1",
+    tag = "device",
+    params(SignedRequestHeaders),
+    responses((status = 204, description = "Revoked"), SignedRequestRefusals, DeviceRefusals)
+)]
 async fn unenroll(
     State(state): State<AppState>,
     method: Method,
