@@ -162,6 +162,9 @@ async fn the_device_api_is_documented_with_its_refusals() {
         assert!(headers.contains(header), "{header} is documented: {headers}");
     }
 
+    let response = &doc["components"]["schemas"]["ChallengeResponse"]["oneOf"];
+    assert_eq!(response.as_array().map(Vec::len), Some(2), "approve with digits, or deny/report with none");
+
     let unsigned = app.get("/device/v1/challenges", None).await;
     assert_documented(&doc, ("get", "/device/v1/challenges"), &unsigned, StatusCode::BAD_REQUEST);
     let unsigned_body = app.device_post("/device/v1/enroll", b"{}").await;

@@ -16,9 +16,10 @@ use super::service::{ChallengeContext, ChallengeError};
 use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
-use crate::devices::http::{
-    DeviceBody, DeviceRefusals, SignedRequestHeaders, SignedRequestRefusals, parse_signed_json, signed_device,
+use crate::devices::api_doc::{
+    ChallengeResponseBody, DeviceRefusals, SignedRequestHeaders, SignedRequestRefusals,
 };
+use crate::devices::http::{DeviceBody, parse_signed_json, signed_device};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, PeerAddr};
 use crate::ids::{ChallengeId, DeviceId};
@@ -429,7 +430,7 @@ async fn details_for_device(
     path = "/device/v1/challenges/{id}/response",
     tag = "device",
     params(("id" = String, Path)),
-    request_body(content = serde_json::Value, description = "`ChallengeResponse`, signed by the device: fields and signing rules in PROTOCOL.md §6.4, §7"),
+    request_body(content = ChallengeResponseBody, description = "Signed by the device: signing rules in PROTOCOL.md §6.4, §7"),
     responses(
         (status = 200, description = "`{\"outcome\": ...}` (PROTOCOL.md §6.4)", body = serde_json::Value),
         (status = 404, description = "`challenge_not_found` (also for an id that is not a UUID)", body = ErrorBody),

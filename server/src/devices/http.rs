@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::api_doc::{DeviceRefusals, SignedRequestHeaders, SignedRequestRefusals};
 use super::service::{DeviceError, unix_seconds};
 use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
@@ -66,64 +67,6 @@ pub fn device_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(update_push_token))
         .routes(routes!(unenroll))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DEVICE_REQUEST_BODY_LEN))
-}
-
-/// The four headers of a signed device request (PROTOCOL.md §5; the signature covers the
-/// method, the path and query, the timestamp, the nonce, the device id and the body's SHA-256).
-/// Documentation only: `signed_device` reads them.
-#[derive(Debug, utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[expect(dead_code, reason = "documents the OpenAPI parameters only")]
-pub struct SignedRequestHeaders {
-    /// The `device_id` from enrollment.
-    #[param(rename = "Countersign-Device-Id", pattern = "^[A-Za-z0-9_-]{1,64}$")]
-    device_id: String,
-    /// Current unix seconds, decimal digits only.
-    #[param(rename = "Countersign-Timestamp", pattern = "^[0-9]{1,19}$")]
-    timestamp: String,
-    /// A fresh random nonce of 16-64 bytes, canonical base64url without padding.
-    #[param(
-        rename = "Countersign-Nonce",
-        pattern = r"^(?:(?:[A-Za-z0-9_-]{4}){5}(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])|(?:[A-Za-z0-9_-]{4}){6,20}(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?|(?:[A-Za-z0-9_-]{4}){21}(?:[A-Za-z0-9_-][AQgw])?)$"
-    )]
-    nonce: String,
-    /// The device's ECDSA P-256 signature over the canonical bytes, DER, base64url.
-    #[param(rename = "Countersign-Signature", pattern = "^[A-Za-z0-9_-]+$")]
-    signature: String,
-}
-
-/// Refusals every device endpoint shares (PROTOCOL.md §9).
-#[derive(Debug, utoipa::IntoResponses)]
-pub enum DeviceRefusals {
-    /// `invalid_request`: malformed JSON, header or field, or a limit exceeded;
-    /// `unsupported_protocol_version`.
-    #[response(status = 400)]
-    InvalidRequest(ErrorBody),
-    /// `signature_invalid` (also for an unknown device), `request_expired`, `device_revoked`.
-    #[response(status = 401)]
-    Unauthenticated(ErrorBody),
-    /// `payload_too_large`: the body is larger than 16 KiB.
-    #[response(status = 413)]
-    PayloadTooLarge(ErrorBody),
-    /// `internal_error`: a server fault; quote `request_id`.
-    #[response(status = 500)]
-    Internal(ErrorBody),
-    /// `timeout` or `busy`: retry later.
-    #[response(status = 503)]
-    Unavailable(ErrorBody),
-}
-
-/// Refusals of the requests authenticated by the signed-request headers (PROTOCOL.md §5).
-#[derive(Debug, utoipa::IntoResponses)]
-pub enum SignedRequestRefusals {
-    /// `request_replayed`: this nonce was already used by this device; also
-    /// `challenge_not_pending` (challenge details) and `factor_already_bound` (push token).
-    #[response(status = 409)]
-    Replayed(ErrorBody),
-    /// `rate_limited`: too many refused requests for this device id or from this network;
-    /// honour `Retry-After`.
-    #[response(status = 429)]
-    RateLimited(ErrorBody),
 }
 
 /// The raw body of a device request (signatures cover its exact bytes), with protocol errors.
