@@ -96,7 +96,12 @@ struct BearerAuth;
         title = "Countersign device API",
         description = "The phone side, version 1. Requests are signed by the device key: the signing rules, message fields and error codes are in mobile-protocol/PROTOCOL.md."
     ),
-    components(schemas(ErrorBody, devices::api_doc::Nonce, devices::api_doc::ChallengeResponseBody))
+    components(schemas(
+        ErrorBody,
+        devices::api_doc::Nonce,
+        devices::api_doc::ChallengeResponseBody,
+        devices::api_doc::EnrollmentRequestBody
+    ))
 )]
 struct DeviceApiDoc;
 

@@ -164,6 +164,8 @@ async fn the_device_api_is_documented_with_its_refusals() {
 
     let response = &doc["components"]["schemas"]["ChallengeResponse"]["oneOf"];
     assert_eq!(response.as_array().map(Vec::len), Some(2), "approve with digits, or deny/report with none");
+    let enrollment = &doc["components"]["schemas"]["EnrollmentRequest"]["properties"];
+    assert_eq!(enrollment["push"]["oneOf"].as_array().map(Vec::len), Some(3), "apns, fcm, none");
 
     let unsigned = app.get("/device/v1/challenges", None).await;
     assert_documented(&doc, ("get", "/device/v1/challenges"), &unsigned, StatusCode::BAD_REQUEST);

@@ -73,6 +73,84 @@ impl ToSchema for ChallengeResponseBody {
     }
 }
 
+/// Display text (device name, platform): no control or bidirectional formatting characters.
+/// At most a quarter of the byte limit in characters, so any characters fit it.
+fn display_text(max_bytes: usize) -> serde_json::Value {
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max_bytes / 4,
+        "pattern": r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]+$"
+    })
+}
+
+/// The body of `POST /device/v1/enroll` (PROTOCOL.md §6.1): the enrollment's fields and the
+/// new key's signature over their canonical bytes (§7). Where the protocol's rule is more
+/// than a pattern can say (the server URL, byte limits), the schema asks for a strict subset.
+#[derive(Debug)]
+pub struct EnrollmentRequestBody;
+
+impl PartialSchema for EnrollmentRequestBody {
+    fn schema() -> RefOr<Schema> {
+        let push = json!({ "oneOf": [
+            {
+                "type": "object",
+                "required": ["provider", "token", "environment"],
+                "properties": {
+                    "provider": { "type": "string", "enum": ["apns"] },
+                    "token": { "type": "string", "pattern": "^(?:[0-9a-f]{2}){32,100}$" },
+                    "environment": { "type": "string", "enum": ["production", "sandbox"] }
+                },
+                "additionalProperties": false
+            },
+            {
+                "type": "object",
+                "required": ["provider", "token"],
+                "properties": {
+                    "provider": { "type": "string", "enum": ["fcm"] },
+                    "token": { "type": "string", "pattern": "^[!-~]{1,1024}$" }
+                },
+                "additionalProperties": false
+            },
+            {
+                "type": "object",
+                "required": ["provider"],
+                "properties": { "provider": { "type": "string", "enum": ["none"] } },
+                "additionalProperties": false
+            }
+        ]});
+        let schema = json!({
+            "type": "object",
+            "required": ["server", "activation_code", "public_key", "push", "device_name", "platform", "signature"],
+            "properties": {
+                "server": {
+                    "type": "string",
+                    "description": "The `server` of the enrollment URI, exactly (PROTOCOL.md §4)",
+                    "pattern": "^https://[a-z0-9-]{1,63}(\\.[a-z0-9-]{1,63}){0,3}(/[A-Za-z0-9_~-]{1,32}){0,4}$"
+                },
+                "activation_code": { "type": "string", "pattern": TOKEN_PATTERN },
+                "public_key": {
+                    "type": "string",
+                    "description": "Uncompressed SEC1 P-256 point (65 bytes, 0x04 first), base64url",
+                    "pattern": "^B[A-P][A-Za-z0-9_-]{84}[AEIMQUYcgkosw048]$"
+                },
+                "push": push,
+                "device_name": display_text(128),
+                "platform": display_text(64),
+                "signature": { "type": "string", "pattern": "^[A-Za-z0-9_-]+$" }
+            },
+            "additionalProperties": false
+        });
+        serde_json::from_value(schema).unwrap_or_else(|_| RefOr::T(Schema::default()))
+    }
+}
+
+impl ToSchema for EnrollmentRequestBody {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("EnrollmentRequest")
+    }
+}
+
 /// The four headers of a signed device request (PROTOCOL.md §5; the signature covers the
 /// method, the path and query, the timestamp, the nonce, the device id and the body's SHA-256).
 /// Documentation only: `signed_device` reads them.

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::api_doc::{DeviceRefusals, SignedRequestHeaders, SignedRequestRefusals};
+use super::api_doc::{DeviceRefusals, EnrollmentRequestBody, SignedRequestHeaders, SignedRequestRefusals};
 use super::service::{DeviceError, unix_seconds};
 use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
@@ -136,7 +136,7 @@ pub async fn signed_device(
     post,
     path = "/device/v1/enroll",
     tag = "device",
-    request_body(content = serde_json::Value, description = "`EnrollmentRequest`, signed with the new device key: fields and signing rules in PROTOCOL.md §6.1, §7"),
+    request_body(content = EnrollmentRequestBody, description = "Signed with the new device key: signing rules in PROTOCOL.md §6.1, §7"),
     responses(
         (status = 201, description = "Enrolled: `EnrollmentResponse` (PROTOCOL.md §6.1)", body = serde_json::Value),
         (status = 403, description = "`enrollment_not_allowed`", body = ErrorBody),
