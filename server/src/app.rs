@@ -90,6 +90,21 @@ struct ApiDoc;
 
 struct BearerAuth;
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Countersign device API",
+        description = "The phone side, version 1. Requests are signed by the device key: the signing rules, message fields and error codes are in mobile-protocol/PROTOCOL.md."
+    ),
+    components(schemas(
+        ErrorBody,
+        devices::api_doc::Nonce,
+        devices::api_doc::ChallengeResponseBody,
+        devices::api_doc::EnrollmentRequestBody
+    ))
+)]
+struct DeviceApiDoc;
+
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
@@ -99,12 +114,14 @@ impl Modify for BearerAuth {
 
 /// The `/v1` routes together with their OpenAPI description.
 fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api_keys::http::routes())
         .merge(users::http::routes())
         .merge(devices::http::routes())
         .merge(challenges::http::routes())
-        .merge(fatigue::http::routes())
+        .merge(fatigue::http::routes());
+    crate::openapi::SharedErrorResponses.modify(router.get_openapi_mut());
+    router
 }
 
 /// The OpenAPI document for every `/v1` route, as served at `/v1/openapi.json`.
@@ -112,22 +129,37 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_routes().into_openapi()
 }
 
+/// The `/device/v1` routes (PROTOCOL.md) together with their OpenAPI description.
+fn device_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(DeviceApiDoc::openapi())
+        .merge(devices::http::device_routes())
+        .merge(challenges::http::device_routes())
+}
+
+/// The OpenAPI document for every `/device/v1` route, as served at `/device/v1/openapi.json`.
+pub fn device_openapi() -> utoipa::openapi::OpenApi {
+    device_routes().into_openapi()
+}
+
+/// Serves an OpenAPI document, rendered once.
+fn json_document(doc: &utoipa::openapi::OpenApi) -> axum::routing::MethodRouter<AppState> {
+    let json: Arc<str> = Arc::from(doc.to_json().unwrap_or_else(|_| "{}".to_owned()));
+    get(move || {
+        let body = Arc::clone(&json);
+        async move { ([(header::CONTENT_TYPE, "application/json")], body.to_string()) }
+    })
+}
+
 /// Builds the whole service. Tests call this with their own state.
 pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
     let timeouts = route_timeouts(&state, limits);
     let (api, openapi) = api_routes().split_for_parts();
-    let openapi_json: Arc<str> = Arc::from(openapi.to_json().unwrap_or_else(|_| "{}".to_owned()));
+    let (device_api, device_openapi) = device_routes().split_for_parts();
     Router::new()
         .merge(api)
-        .merge(devices::http::device_routes())
-        .merge(challenges::http::device_routes())
-        .route(
-            "/v1/openapi.json",
-            get(move || {
-                let body = Arc::clone(&openapi_json);
-                async move { ([(header::CONTENT_TYPE, "application/json")], body.to_string()) }
-            }),
-        )
+        .merge(device_api)
+        .route("/v1/openapi.json", json_document(&openapi))
+        .route("/device/v1/openapi.json", json_document(&device_openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

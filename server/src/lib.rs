@@ -12,6 +12,7 @@
 //! | [`error`]   | `ApiError`: the one mapping from failures to HTTP status + JSON body    |
 //! | [`fault`]   | `InternalError`: an unexpected failure with its cause, for the logs      |
 //! | [`extract`] | JSON/path extractors whose rejections are `ApiError`s                   |
+//! | [`openapi`] | the error responses every `/v1` route shares, added to its OpenAPI document |
 //! | [`api_keys`]| app API keys and scopes: the `Authorization: Bearer` extractor          |
 //! | [`users`]   | provisioning users (`/v1/users`)                                        |
 //! | [`devices`] | enrollment, signed device requests, revocation (`/device/v1`, PROTOCOL.md) |
@@ -47,6 +48,7 @@ pub mod fatigue;
 pub mod fault;
 pub mod ids;
 pub mod middleware;
+pub mod openapi;
 pub mod private_files;
 pub mod push;
 pub mod secrets;

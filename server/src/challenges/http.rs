@@ -1,9 +1,8 @@
 //! Challenge routes: `/v1/challenges` for apps, `/device/v1/challenges/...` for phones.
 
+use axum::Json;
 use axum::extract::{OriginalUri, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use countersign_mobile_protocol::{
     ChallengeResponse, ChallengeResponseResult, ErrorCode, PendingChallenges, SignedChallengeDetails,
 };
@@ -17,6 +16,9 @@ use super::service::{ChallengeContext, ChallengeError};
 use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
+use crate::devices::api_doc::{
+    ChallengeResponseBody, DeviceRefusals, SignedRequestHeaders, SignedRequestRefusals,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, DeviceBody, PeerAddr, parse_signed_json, signed_device};
 use crate::ids::{ChallengeId, DeviceId};
@@ -88,11 +90,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(user_factors))
 }
 
-pub fn device_routes() -> Router<AppState> {
-    Router::new()
-        .route("/device/v1/challenges", get(pending_for_device))
-        .route("/device/v1/challenges/{id}", get(details_for_device))
-        .route("/device/v1/challenges/{id}/response", post(respond))
+pub fn device_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(pending_for_device))
+        .routes(routes!(details_for_device))
+        .routes(routes!(respond))
         .layer(axum::extract::DefaultBodyLimit::max(
             countersign_mobile_protocol::limits::MAX_DEVICE_REQUEST_BODY_LEN,
         ))
@@ -158,12 +160,14 @@ impl From<ChallengeRecord> for ChallengeView {
     path = "/v1/challenges",
     tag = "challenges",
     security(("api_key" = ["challenges:write"])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: same key + same body → same challenge")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "Retry safely: same key + same body → same challenge. 1-128 visible ASCII characters")),
     request_body = CreateChallengeRequest,
     responses(
         (status = 201, description = "Created; show `number` on the login screen", body = CreatedChallengeView),
         (status = 409, description = "No enrolled device (also for unknown users)", body = ErrorBody),
         (status = 422, description = "Invalid context, or Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 423, description = "`push_frozen` or `push_locked`: push is held for this user; use a stronger factor", body = ErrorBody),
+        (status = 429, description = "`source_rate_limited` or `push_rate_limited`; see `Retry-After`", body = ErrorBody),
     )
 )]
 async fn create_challenge(
@@ -193,9 +197,11 @@ async fn create_challenge(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     /// Long-poll: wait up to this many seconds (0-30) for the challenge to leave `pending`.
+    #[param(minimum = 0, maximum = 30, nullable = false)]
     pub wait: Option<u64>,
 }
 
@@ -209,7 +215,7 @@ pub const LONG_POLL_ROUTE: &str = "/v1/challenges/{id}";
     path = "/v1/challenges/{id}",
     tag = "challenges",
     security(("api_key" = ["challenges:read"])),
-    params(("id" = String, Path), WaitQuery),
+    params(("id" = uuid::Uuid, Path), WaitQuery),
     responses(
         (status = 200, description = "Current state", body = ChallengeView),
         (status = 400, description = "wait out of range", body = ErrorBody),
@@ -237,7 +243,7 @@ async fn get_challenge(
     path = "/v1/challenges/{id}/redeem",
     tag = "challenges",
     security(("api_key" = ["challenges:write"])),
-    params(("id" = String, Path)),
+    params(("id" = uuid::Uuid, Path)),
     responses(
         (status = 200, description = "Redeemed: the second factor is proven", body = ChallengeView),
         (status = 409, description = "Not approved, already redeemed (audited) or stale", body = ErrorBody),
@@ -259,9 +265,10 @@ async fn redeem_challenge(
     path = "/v1/challenges/{id}/cancel",
     tag = "challenges",
     security(("api_key" = ["challenges:write"])),
-    params(("id" = String, Path)),
+    params(("id" = uuid::Uuid, Path)),
     responses(
         (status = 200, description = "Cancelled", body = ChallengeView),
+        (status = 404, description = "No such challenge for this app", body = ErrorBody),
         (status = 409, description = "Not pending", body = ErrorBody),
     )
 )]
@@ -299,7 +306,7 @@ pub struct FactorsView {
     path = "/v1/users/{username}/factors",
     tag = "challenges",
     security(("api_key" = ["users:read"])),
-    params(("username" = String, Path)),
+    params(("username" = String, Path, description = "Any string: a username that cannot exist answers like an unknown user")),
     responses(
         (status = 200, description = "Factors; an unknown user looks like a user with no device (`enrollment_required: true`)", body = FactorsView),
     )
@@ -331,6 +338,17 @@ impl From<crate::factors::model::Factors> for FactorsView {
 }
 
 /// Auth: signed device request. Pending challenges for this device's user (PROTOCOL.md §6.2).
+#[utoipa::path(
+    get,
+    path = "/device/v1/challenges",
+    tag = "device",
+    params(SignedRequestHeaders),
+    responses(
+        (status = 200, description = "`PendingChallenges` (PROTOCOL.md §6.2)", body = serde_json::Value),
+        SignedRequestRefusals,
+        DeviceRefusals,
+    )
+)]
 async fn pending_for_device(
     State(state): State<AppState>,
     method: Method,
@@ -344,6 +362,19 @@ async fn pending_for_device(
 }
 
 /// Auth: signed device request. One challenge's signed details (§6.3).
+#[utoipa::path(
+    get,
+    path = "/device/v1/challenges/{id}",
+    tag = "device",
+    params(("id" = String, Path), SignedRequestHeaders),
+    responses(
+        (status = 200, description = "`SignedChallengeDetails` (PROTOCOL.md §6.3)", body = serde_json::Value),
+        (status = 404, description = "`challenge_not_found` (also for an id that is not a UUID)", body = ErrorBody),
+        (status = 410, description = "`challenge_expired`", body = ErrorBody),
+        SignedRequestRefusals,
+        DeviceRefusals,
+    )
+)]
 async fn details_for_device(
     State(state): State<AppState>,
     method: Method,
@@ -359,6 +390,21 @@ async fn details_for_device(
 }
 
 /// Auth: the response's own device signature (§6.4).
+#[utoipa::path(
+    post,
+    path = "/device/v1/challenges/{id}/response",
+    tag = "device",
+    params(("id" = String, Path)),
+    request_body(content = ChallengeResponseBody, description = "Signed by the device: signing rules in PROTOCOL.md §6.4, §7"),
+    responses(
+        (status = 200, description = "`{\"outcome\": ...}` (PROTOCOL.md §6.4)", body = serde_json::Value),
+        (status = 404, description = "`challenge_not_found` (also for an id that is not a UUID)", body = ErrorBody),
+        (status = 409, description = "`challenge_not_pending` or `counter_not_increasing`", body = ErrorBody),
+        (status = 410, description = "`challenge_expired`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many refused answers; honour `Retry-After`", body = ErrorBody),
+        DeviceRefusals,
+    )
+)]
 async fn respond(
     State(state): State<AppState>,
     PeerAddr(peer): PeerAddr,

@@ -130,12 +130,29 @@ pub enum ChallengeError {
 #[serde(deny_unknown_fields)]
 pub struct ChallengeContext {
     /// The sign-in's client IP, as the app saw it.
+    #[schema(schema_with = ip_address_schema)]
     pub ip: Option<String>,
     pub user_agent: Option<String>,
-    /// Shown on the phone; defaults to the calling app's name.
+    /// Shown on the phone; defaults to the calling app's name. Control and bidirectional
+    /// formatting characters are removed, and something must remain.
+    #[schema(pattern = r"[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")]
     pub app_name: Option<String>,
     /// Approximate place ("Berlin, DE"), if the app knows it.
     pub location: Option<String>,
+}
+
+/// `context.ip` in the OpenAPI document: an IPv4 or IPv6 address, or absent.
+fn ip_address_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let address = |format| {
+        ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    utoipa::openapi::schema::AnyOfBuilder::new()
+        .item(address(KnownFormat::Ipv4))
+        .item(address(KnownFormat::Ipv6))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build()
+        .into()
 }
 
 /// A created challenge with its number, which only the app ever sees.

@@ -1,11 +1,10 @@
 //! Device routes: the REST side for apps (`/v1/users/{username}/enrollments`, `/devices`) and
 //! the phone side (`/device/v1/...`, PROTOCOL.md). Phone-side errors use the protocol's codes.
 
+use axum::Json;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
 use countersign_mobile_protocol::limits::MAX_DEVICE_REQUEST_BODY_LEN;
 use countersign_mobile_protocol::{EnrollmentRequest, ErrorCode, PushRegistration};
 use secrecy::ExposeSecret;
@@ -14,6 +13,7 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::api_doc::{DeviceRefusals, EnrollmentRequestBody, SignedRequestHeaders, SignedRequestRefusals};
 use super::service::{DeviceError, unix_seconds};
 use crate::api_keys::Scope;
 use crate::api_keys::service::AuthenticatedApp;
@@ -59,16 +59,30 @@ impl From<DeviceError> for ApiError {
 // ---------------------------------------------------------------------------------------------
 // Phone side: /device/v1
 
-pub fn device_routes() -> Router<AppState> {
-    Router::new()
-        .route("/device/v1/enroll", post(enroll))
-        .route("/device/v1/notices", get(notices))
-        .route("/device/v1/push-token", put(update_push_token))
-        .route("/device/v1", delete(unenroll))
+pub fn device_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(enroll))
+        .routes(routes!(notices))
+        .routes(routes!(update_push_token))
+        .routes(routes!(unenroll))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DEVICE_REQUEST_BODY_LEN))
 }
 
 /// Auth: proof of possession + activation code (PROTOCOL.md §6.1).
+#[utoipa::path(
+    post,
+    path = "/device/v1/enroll",
+    tag = "device",
+    request_body(content = EnrollmentRequestBody, description = "Signed with the new device key: signing rules in PROTOCOL.md §6.1, §7"),
+    responses(
+        (status = 201, description = "Enrolled: `EnrollmentResponse` (PROTOCOL.md §6.1)", body = serde_json::Value),
+        (status = 403, description = "`enrollment_not_allowed`", body = ErrorBody),
+        (status = 404, description = "`activation_code_invalid`", body = ErrorBody),
+        (status = 409, description = "`factor_already_bound`: the key or push token belongs to another user", body = ErrorBody),
+        (status = 410, description = "`activation_code_expired` or `activation_code_used`", body = ErrorBody),
+        DeviceRefusals,
+    )
+)]
 async fn enroll(State(state): State<AppState>, DeviceBody(body): DeviceBody) -> Result<Response, ApiError> {
     let request: EnrollmentRequest = parse_signed_json(&body)?;
     let response = state.devices.enroll(request).await?;
@@ -84,6 +98,17 @@ struct NoticeView {
 }
 
 /// Auth: signed device request. Security notices for this device (§6.7).
+#[utoipa::path(
+    get,
+    path = "/device/v1/notices",
+    tag = "device",
+    params(SignedRequestHeaders),
+    responses(
+        (status = 200, description = "`{\"notices\": [...]}` (PROTOCOL.md §6.7)", body = serde_json::Value),
+        SignedRequestRefusals,
+        DeviceRefusals,
+    )
+)]
 async fn notices(
     State(state): State<AppState>,
     method: Method,
@@ -109,6 +134,18 @@ async fn notices(
 }
 
 /// Auth: signed device request. Replaces the push registration (§6.5).
+#[utoipa::path(
+    put,
+    path = "/device/v1/push-token",
+    tag = "device",
+    params(SignedRequestHeaders),
+    request_body(content = serde_json::Value, description = "`PushRegistration` (PROTOCOL.md §6.5)"),
+    responses(
+        (status = 204, description = "Replaced"),
+        SignedRequestRefusals,
+        DeviceRefusals,
+    )
+)]
 async fn update_push_token(
     State(state): State<AppState>,
     method: Method,
@@ -124,6 +161,13 @@ async fn update_push_token(
 }
 
 /// Auth: signed device request. The device revokes itself (§6.6).
+#[utoipa::path(
+    delete,
+    path = "/device/v1",
+    tag = "device",
+    params(SignedRequestHeaders),
+    responses((status = 204, description = "Revoked"), SignedRequestRefusals, DeviceRefusals)
+)]
 async fn unenroll(
     State(state): State<AppState>,
     method: Method,
@@ -182,7 +226,7 @@ pub struct EnrollmentView {
     path = "/v1/users/{username}/enrollments",
     tag = "devices",
     security(("api_key" = ["users:write"])),
-    params(("username" = String, Path)),
+    params(("username" = crate::users::http::Username, Path)),
     request_body(content = CreateEnrollmentRequest, description = "`{}` for a first device; `{\"approval\": \"<challenge id>\"}` to add another"),
     responses(
         (status = 201, description = "Created", body = EnrollmentView),
@@ -222,7 +266,7 @@ async fn create_enrollment(
     path = "/v1/users/{username}/enrollments/{id}/qr.svg",
     tag = "devices",
     security(("api_key" = ["users:write"])),
-    params(("username" = String, Path), ("id" = String, Path)),
+    params(("username" = crate::users::http::Username, Path), ("id" = uuid::Uuid, Path)),
     responses(
         (status = 200, description = "QR code of the activation URI", content_type = "image/svg+xml"),
         (status = 404, description = "No such enrollment", body = ErrorBody),
@@ -275,7 +319,7 @@ impl From<DeviceRecord> for DeviceView {
     path = "/v1/users/{username}/devices",
     tag = "devices",
     security(("api_key" = ["users:read"])),
-    params(("username" = String, Path)),
+    params(("username" = crate::users::http::Username, Path)),
     responses(
         (status = 200, description = "Devices", body = [DeviceView]),
         (status = 404, description = "No such user", body = ErrorBody),
@@ -297,7 +341,7 @@ async fn list_devices(
     path = "/v1/users/{username}/devices/{device_id}",
     tag = "devices",
     security(("api_key" = ["users:write"])),
-    params(("username" = String, Path), ("device_id" = String, Path)),
+    params(("username" = crate::users::http::Username, Path), ("device_id" = uuid::Uuid, Path)),
     responses(
         (status = 204, description = "Revoked"),
         (status = 404, description = "No such active device for this user", body = ErrorBody),

@@ -4,6 +4,7 @@
 //! Owns the device side of PROTOCOL.md. Must not decide challenges (that is `challenges`), and
 //! never lets a key or push token serve two users.
 
+pub mod api_doc;
 pub mod http;
 pub mod model;
 pub mod refusals;

@@ -21,14 +21,27 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_user)).routes(routes!(get_user, delete_user))
 }
 
+/// A username as `users::model::normalize_username` accepts it: 1-128 characters of letters,
+/// digits and `. _ @ + -`, not starting or ending with `.` and without `..` (so no URL
+/// normaliser rewrites it as a path segment); compared case-insensitively. Documentation only:
+/// routes take a `String` and validate it in the model.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^[A-Za-z0-9_@+-]+(\.[A-Za-z0-9_@+-]+)*$",
+    min_length = 1,
+    max_length = 128,
+    example = "alice"
+)]
+pub struct Username(#[expect(dead_code, reason = "documents the OpenAPI schema only")] String);
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
-    /// 1-128 characters of letters, digits and `. _ @ + -`, not starting or ending with `.` and
-    /// without `..` (so no URL normaliser rewrites it as a path segment); compared
-    /// case-insensitively.
-    #[schema(pattern = r"^[A-Za-z0-9_@+-]+(\.[A-Za-z0-9_@+-]+)*$", min_length = 1, max_length = 128)]
+    #[schema(value_type = Username)]
     pub username: String,
+    /// At most 128 characters, no control characters.
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]*$", max_length = 128)]
     pub display_name: Option<String>,
     /// Privileged users (admins, executives) may be held to stronger factors.
     #[serde(default)]
@@ -78,8 +91,6 @@ impl From<UserError> for ApiError {
     request_body = CreateUserRequest,
     responses(
         (status = 201, description = "Created", body = UserView),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 403, description = "Key lacks users:write", body = ErrorBody),
         (status = 409, description = "Username taken", body = ErrorBody),
         (status = 422, description = "Invalid fields", body = ErrorBody),
     )
@@ -102,7 +113,7 @@ async fn create_user(
     path = "/v1/users/{username}",
     tag = "users",
     security(("api_key" = ["users:read"])),
-    params(("username" = String, Path, description = "Username (case-insensitive)")),
+    params(("username" = Username, Path)),
     responses(
         (status = 200, description = "The user", body = UserView),
         (status = 404, description = "No such user", body = ErrorBody),
@@ -125,7 +136,7 @@ async fn get_user(
     path = "/v1/users/{username}",
     tag = "users",
     security(("api_key" = ["users:write"])),
-    params(("username" = String, Path, description = "Username (case-insensitive)")),
+    params(("username" = Username, Path)),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such user", body = ErrorBody),
