@@ -94,3 +94,17 @@ fn add(operation: &mut Operation, status: u16, description: &str) {
         )
     });
 }
+
+/// A username as `users::model::normalize_username` accepts it: 1-128 characters of letters,
+/// digits and `. _ @ + -`, not starting or ending with `.` and without `..` (so no URL
+/// normaliser rewrites it as a path segment); compared case-insensitively. Documentation only:
+/// routes take a `String` and validate it in the model.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^[A-Za-z0-9_@+-]+(\.[A-Za-z0-9_@+-]+)*$",
+    min_length = 1,
+    max_length = 128,
+    example = "alice"
+)]
+pub struct Username(#[expect(dead_code, reason = "documents the OpenAPI schema only")] String);

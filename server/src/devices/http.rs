@@ -226,7 +226,7 @@ pub struct EnrollmentView {
     path = "/v1/users/{username}/enrollments",
     tag = "devices",
     security(("api_key" = ["users:write"])),
-    params(("username" = crate::users::http::Username, Path)),
+    params(("username" = crate::openapi::Username, Path)),
     request_body(content = CreateEnrollmentRequest, description = "`{}` for a first device; `{\"approval\": \"<challenge id>\"}` to add another"),
     responses(
         (status = 201, description = "Created", body = EnrollmentView),
@@ -266,7 +266,7 @@ async fn create_enrollment(
     path = "/v1/users/{username}/enrollments/{id}/qr.svg",
     tag = "devices",
     security(("api_key" = ["users:write"])),
-    params(("username" = crate::users::http::Username, Path), ("id" = uuid::Uuid, Path)),
+    params(("username" = crate::openapi::Username, Path), ("id" = uuid::Uuid, Path)),
     responses(
         (status = 200, description = "QR code of the activation URI", content_type = "image/svg+xml"),
         (status = 404, description = "No such enrollment", body = ErrorBody),
@@ -319,7 +319,7 @@ impl From<DeviceRecord> for DeviceView {
     path = "/v1/users/{username}/devices",
     tag = "devices",
     security(("api_key" = ["users:read"])),
-    params(("username" = crate::users::http::Username, Path)),
+    params(("username" = crate::openapi::Username, Path)),
     responses(
         (status = 200, description = "Devices", body = [DeviceView]),
         (status = 404, description = "No such user", body = ErrorBody),
@@ -341,7 +341,7 @@ async fn list_devices(
     path = "/v1/users/{username}/devices/{device_id}",
     tag = "devices",
     security(("api_key" = ["users:write"])),
-    params(("username" = crate::users::http::Username, Path), ("device_id" = uuid::Uuid, Path)),
+    params(("username" = crate::openapi::Username, Path), ("device_id" = uuid::Uuid, Path)),
     responses(
         (status = 204, description = "Revoked"),
         (status = 404, description = "No such active device for this user", body = ErrorBody),

@@ -137,7 +137,7 @@ async fn user(state: &AppState, username: &str) -> Result<UserRecord, ApiError> 
     path = "/v1/users/{username}/timeline",
     tag = "fatigue",
     security(("api_key" = ["fatigue:read"])),
-    params(("username" = crate::users::http::Username, Path)),
+    params(("username" = crate::openapi::Username, Path)),
     responses(
         (status = 200, description = "Timeline", body = Timeline),
         (status = 404, description = "No such user", body = ErrorBody),
@@ -226,7 +226,7 @@ async fn timeline(
     path = "/v1/users/{username}/unfreeze",
     tag = "fatigue",
     security(("api_key" = ["fatigue:write"])),
-    params(("username" = crate::users::http::Username, Path)),
+    params(("username" = crate::openapi::Username, Path)),
     responses(
         (status = 200, description = "Push available again", body = PushStanding),
         (status = 404, description = "No such user", body = ErrorBody),

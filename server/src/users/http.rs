@@ -15,25 +15,12 @@ use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::ids::UserId;
+use crate::openapi::Username;
 use crate::store::UserRecord;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_user)).routes(routes!(get_user, delete_user))
 }
-
-/// A username as `users::model::normalize_username` accepts it: 1-128 characters of letters,
-/// digits and `. _ @ + -`, not starting or ending with `.` and without `..` (so no URL
-/// normaliser rewrites it as a path segment); compared case-insensitively. Documentation only:
-/// routes take a `String` and validate it in the model.
-#[derive(Debug, utoipa::ToSchema)]
-#[schema(
-    value_type = String,
-    pattern = r"^[A-Za-z0-9_@+-]+(\.[A-Za-z0-9_@+-]+)*$",
-    min_length = 1,
-    max_length = 128,
-    example = "alice"
-)]
-pub struct Username(#[expect(dead_code, reason = "documents the OpenAPI schema only")] String);
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
