@@ -1401,14 +1401,15 @@ impl Store for SqliteStore {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let mut chained = Vec::new();
-        for p in &pending {
-            let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_events WHERE event_id = ?1")
-                .bind(&p.event_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            chained.extend(seq.map(|seq| (p.event_id.clone(), seq)));
-        }
+        // A pending event whose id is already on the chain is a captured copy: one lookup for
+        // the whole batch (the same rows, read in the same write transaction).
+        let chained: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT e.event_id, e.seq FROM audit_events e
+             JOIN (SELECT event_id FROM audit_pending ORDER BY id LIMIT ?1) p ON p.event_id = e.event_id",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
         let batch = link_pending(
             &self.sealer,
             head.try_get("seq")?,
