@@ -828,6 +828,16 @@ fn link_pending(
 mod tests {
     use super::*;
 
+    /// The genesis head is sealed only by the migration run that creates the trail (0001) or
+    /// adds sealed genesis to an older one (0008): a later start never seals an emptied trail.
+    #[test]
+    fn only_the_creating_or_upgrading_run_seals_genesis() {
+        assert!(seals_genesis(&[]), "a new database");
+        assert!(seals_genesis(&[1, 2, 3, 4, 5, 6, 7]), "a trail created before sealed genesis");
+        assert!(!seals_genesis(&[1, 2, 3, 4, 5, 6, 7, 8]), "any later start");
+        assert!(!seals_genesis(&[1, 2, 3, 4, 5, 6, 7, 8, 9]), "any later start");
+    }
+
     /// The SQL guards are the model's transition table read backwards.
     #[test]
     fn transition_guards_come_from_the_model() {
