@@ -326,7 +326,7 @@ pub fn incident_alert_details(user: UserId, state: &PushState, reason: &str) -> 
 }
 
 /// The alert an escalation warrants: a new freeze, quarantine or lock (not a repeated one).
-pub fn escalation_alert(before: &PushState, after: &PushState) -> Option<&'static str> {
+fn escalation_alert(before: &PushState, after: &PushState) -> Option<&'static str> {
     if after.hard_locked && !before.hard_locked {
         Some("push_locked")
     } else if after.needs_admin_review && !before.needs_admin_review {
@@ -372,7 +372,7 @@ pub fn ladder_move(
 }
 
 /// The ladder's new state after `to`, or `None` when `to` says nothing about the user.
-pub fn next_push_state(
+fn next_push_state(
     state: PushState,
     to: ChallengeState,
     now: OffsetDateTime,

@@ -28,9 +28,7 @@ use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::audit::{AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
-use crate::fatigue::model::{
-    Policy, PromptContext, PushState, escalation_alert, incident_alert_details, next_push_state,
-};
+use crate::fatigue::model::{Policy, PromptContext, PushState, incident_alert_details, ladder_move};
 use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -289,16 +287,11 @@ async fn record_outcome(
         return Ok(());
     }
     let state = load_push_state(conn, user).await?;
-    if let Some(next) = next_push_state(state.clone(), to, now, policy) {
-        save_push_state(conn, user, &next, now).await?;
-        if let Some(kind) = escalation_alert(&state, &next) {
-            let details = serde_json::json!({
-                "user_id": user,
-                "reason": next.reason,
-                "consecutive_failures": next.consecutive_failures,
-                "frozen_until": next.frozen_until.map(|t| t.unix_timestamp()),
-            });
-            insert_alert(conn, kind, &Subject::User(user), &details.to_string(), now).await?;
+    // The same ladder move and alert as on PostgreSQL (`fatigue::model::ladder_move`).
+    if let Some(step) = ladder_move(&state, to, now, policy) {
+        save_push_state(conn, user, &step.next, now).await?;
+        if let Some(kind) = step.alert {
+            insert_alert(conn, kind, &Subject::User(user), &step.alert_details(user), now).await?;
             metrics::counter!("countersign_push_escalations_total", "kind" => kind).increment(1);
         }
     }
