@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -19,19 +19,26 @@ use crate::challenges::service::{ChallengeService, ChallengeSettings};
 use crate::clock::Clock;
 use crate::devices::server_key::{ServerKeyError, ServerSigningKey};
 use crate::devices::service::{DeviceService, DeviceSettings};
-use crate::error::{ApiError, ErrorBody};
+use crate::factors::service::FactorService;
+use crate::fatigue::service::FatigueService;
+use crate::http::{ApiError, Code, ErrorBody};
 use crate::secrets::MasterKey;
 use crate::store::Store;
-use crate::{api_keys, challenges, devices, fatigue, middleware, users};
+use crate::users::service::UserService;
+use crate::{api_keys, challenges, devices, factors, fatigue, middleware, users};
 
-/// Everything a handler may need; cheap to clone.
+/// Everything a handler may need; cheap to clone. Handlers call the services; the store is
+/// here for the edge (the API-key extractor, readiness, metrics) and the background tasks.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Option<PrometheusHandle>,
+    pub users: Arc<UserService>,
     pub devices: Arc<DeviceService>,
     pub challenges: Arc<ChallengeService>,
+    pub factors: Arc<FactorService>,
+    pub fatigue: Arc<FatigueService>,
 }
 
 impl AppState {
@@ -53,6 +60,11 @@ impl AppState {
             server_key,
             device_settings,
         ));
+        let fatigue = Arc::new(FatigueService::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            challenge_settings.policy.clone(),
+        ));
         let challenges = Arc::new(ChallengeService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -60,7 +72,9 @@ impl AppState {
             Arc::clone(&devices),
             challenge_settings,
         ));
-        Ok(Self { store, clock, metrics, devices, challenges })
+        let users = Arc::new(UserService::new(Arc::clone(&store), Arc::clone(&clock)));
+        let factors = Arc::new(FactorService::new(Arc::clone(&store), Arc::clone(&clock)));
+        Ok(Self { store, clock, metrics, users, devices, challenges, factors, fatigue })
     }
 }
 
@@ -119,6 +133,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(users::http::routes())
         .merge(devices::http::routes())
         .merge(challenges::http::routes())
+        .merge(factors::http::routes())
         .merge(fatigue::http::routes());
     crate::openapi::SharedErrorResponses.modify(router.get_openapi_mut());
     router
@@ -196,8 +211,7 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(state): State<AppState>) -> Response {
     if let Err(error) = state.challenges.clock_skew().check() {
         tracing::warn!(%error, "not ready");
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", error.to_string())
-            .into_response();
+        return ApiError::new(Code::NotReady, error.to_string()).into_response();
     }
     match state.store.check_ready().await {
         Ok(()) => {
@@ -205,7 +219,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }
         Err(error) => {
             tracing::warn!(error = %error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "not ready");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", error.to_string()).into_response()
+            ApiError::new(Code::NotReady, error.to_string()).into_response()
         }
     }
 }
@@ -213,12 +227,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// Auth: none (expose it on an internal network only). Prometheus text format.
 async fn metrics(State(state): State<AppState>) -> Response {
     let Some(handle) = &state.metrics else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metrics_unavailable",
-            "no metrics recorder is installed",
-        )
-        .into_response();
+        return ApiError::new(Code::MetricsUnavailable, "no metrics recorder is installed").into_response();
     };
     let pool = state.store.pool_stats();
     let engine = state.store.engine().to_string();
@@ -233,9 +242,5 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this endpoint does not accept that method",
-    )
+    ApiError::new(Code::MethodNotAllowed, "this endpoint does not accept that method")
 }

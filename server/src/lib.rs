@@ -9,16 +9,15 @@
 //! | [`startup`] | the composition root: `Application` (state, router, background tasks, shutdown) for `serve` and tests |
 //! | [`app`]     | `AppState`, router assembly, tower layers, health/ready/metrics/OpenAPI |
 //! | [`middleware`] | request ids, access log, HTTP metrics, timeout, panic guard          |
-//! | [`error`]   | `ApiError`: the one mapping from failures to HTTP status + JSON body    |
+//! | [`http`]    | the edge: `AppKey<Scope>` and `SignedDevice` extractors, JSON/path extractors, the table of error codes, `ApiError` |
 //! | [`fault`]   | `InternalError`: an unexpected failure with its cause, for the logs      |
-//! | [`extract`] | JSON/path extractors whose rejections are `ApiError`s                   |
 //! | [`openapi`] | the error responses every `/v1` route shares, added to its OpenAPI document |
-//! | [`api_keys`]| app API keys and scopes: the `Authorization: Bearer` extractor          |
+//! | [`api_keys`]| app API keys and scopes: keys, hashes, checking a presented key          |
 //! | [`users`]   | provisioning users (`/v1/users`)                                        |
 //! | [`devices`] | enrollment, signed device requests, revocation (`/device/v1`, PROTOCOL.md) |
 //! | [`challenges`] | number matching: `/v1/challenges`, device answers, long-poll, push outbox worker |
-//! | [`factors`] | pre-auth: which factors a user may use now, and why not               |
-//! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`) |
+//! | [`factors`] | pre-auth: which factors a user may use now, and why not (`/v1/users/{u}/factors`) |
+//! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`, timeline, unfreeze) |
 //! | [`push`]    | APNs and FCM clients (HTTP/2), what a push may carry                    |
 //! | [`alerts`]  | security alerts to a signed webhook                                     |
 //! | [`audit`]   | the hash-chained audit trail and its verifier                           |
@@ -29,8 +28,10 @@
 //! | [`skew`]    | the instance clock checked against the database's (expiry uses the latter) |
 //!
 //! Each capability keeps its pure rules (`model.rs`) apart from orchestration (`service.rs`)
-//! and axum glue (`http.rs`). Only `store` knows SQL; only `http.rs` files (and `app`,
-//! `middleware`, `extract`, `error`) know axum.
+//! and axum glue (`http.rs`: extract, call the service, map the result). Handlers never touch
+//! the store and no `http.rs` imports another's (`tests/layout.rs` checks both); what they
+//! share is in [`http`]. Only `store` knows SQL; only `http.rs` files (and `http`, `app`,
+//! `middleware`) know axum.
 
 pub mod alerts;
 pub mod api_keys;
@@ -41,11 +42,10 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod devices;
-pub mod error;
-pub mod extract;
 pub mod factors;
 pub mod fatigue;
 pub mod fault;
+pub mod http;
 pub mod ids;
 pub mod middleware;
 pub mod openapi;

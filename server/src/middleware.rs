@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use crate::error::{ApiError, REQUEST_ID};
+use crate::http::Code;
+use crate::http::error::{ApiError, REQUEST_ID};
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -90,18 +91,12 @@ pub async fn timeout(State(limits): State<Arc<RouteTimeouts>>, req: Request, nex
     let limit = limits.limit_for(req.method(), route);
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")
-            .into_response(),
+        Err(_) => ApiError::new(Code::Timeout, "the request took too long").into_response(),
     }
 }
 
 /// Turns a panic in a handler into an opaque 500 with the usual error body.
 pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "internal error; quote the request id when reporting it",
-    )
-    .into_response()
+    ApiError::opaque().into_response()
 }

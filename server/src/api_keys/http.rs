@@ -1,29 +1,14 @@
-//! The API-key extractor and the endpoint that tells an app who it is.
+//! The endpoint that tells an app who it is (the API-key extractor is `http::AppKey`).
 
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
-use axum::http::header;
-use axum::http::request::Parts;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::service::{self, AuthError, AuthenticatedApp};
 use crate::app::AppState;
-use crate::error::{ApiError, ErrorBody};
+use crate::http::scope::AnyScope;
+use crate::http::{AppKey, ErrorBody};
 use crate::ids::AppId;
-
-impl FromRequestParts<AppState> for AuthenticatedApp {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = match parts.headers.get(header::AUTHORIZATION) {
-            None => None,
-            Some(value) => Some(value.to_str().map_err(|_| ApiError::from(AuthError::Malformed))?),
-        };
-        Ok(service::authenticate(state.store.as_ref(), header).await?)
-    }
-}
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(whoami))
@@ -48,6 +33,10 @@ pub struct WhoAmI {
         (status = 401, description = "Missing, malformed, unknown or revoked key", body = ErrorBody),
     )
 )]
-async fn whoami(State(_): State<AppState>, app: AuthenticatedApp) -> Json<WhoAmI> {
-    Json(WhoAmI { id: app.id, name: app.name, scopes: app.scopes.iter().map(|s| s.to_string()).collect() })
+async fn whoami(app: AppKey<AnyScope>) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        id: app.id,
+        name: app.name.clone(),
+        scopes: app.scopes.iter().map(|s| s.to_string()).collect(),
+    })
 }

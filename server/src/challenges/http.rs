@@ -1,8 +1,8 @@
 //! Challenge routes: `/v1/challenges` for apps, `/device/v1/challenges/...` for phones.
 
 use axum::Json;
-use axum::extract::{OriginalUri, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use countersign_mobile_protocol::{
     ChallengeResponse, ChallengeResponseResult, ErrorCode, PendingChallenges, SignedChallengeDetails,
 };
@@ -13,14 +13,15 @@ use utoipa_axum::routes;
 
 use super::model::ChallengeState;
 use super::service::{ChallengeContext, ChallengeError};
-use crate::api_keys::Scope;
-use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
 use crate::devices::api_doc::{
     ChallengeResponseBody, DeviceRefusals, SignedRequestHeaders, SignedRequestRefusals,
 };
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, DeviceBody, PeerAddr, parse_signed_json, signed_device};
+use crate::http::scope::{ChallengesReadOrWrite, ChallengesWrite};
+use crate::http::{
+    ApiError, ApiJson, ApiPath, AppKey, Code, DeviceBody, ErrorBody, PeerAddr, SignedDevice,
+    parse_signed_json,
+};
 use crate::ids::{ChallengeId, DeviceId};
 use crate::store::ChallengeRecord;
 
@@ -30,10 +31,8 @@ impl From<ChallengeError> for ApiError {
         let protocol = |code: ErrorCode| ApiError::protocol(code, message.clone());
         match error {
             ChallengeError::InvalidInput(_) => ApiError::invalid_request(message),
-            ChallengeError::IdempotencyKeyReused => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", message)
-            }
-            ChallengeError::NoDevice => ApiError::new(StatusCode::CONFLICT, "no_enrolled_device", message),
+            ChallengeError::IdempotencyKeyReused => ApiError::new(Code::IdempotencyKeyReused, message),
+            ChallengeError::NoDevice => ApiError::new(Code::NoEnrolledDevice, message),
             ChallengeError::PushFrozen { until, .. } => {
                 let message = match until {
                     Some(until) => format!(
@@ -42,29 +41,21 @@ impl From<ChallengeError> for ApiError {
                     ),
                     None => format!("{message}; frozen until a stronger factor or an admin unfreezes it"),
                 };
-                ApiError::new(StatusCode::LOCKED, "push_frozen", message)
+                ApiError::new(Code::PushFrozen, message)
             }
-            ChallengeError::PushLocked => ApiError::new(StatusCode::LOCKED, "push_locked", message),
+            ChallengeError::PushLocked => ApiError::new(Code::PushLocked, message),
             ChallengeError::SourceRateLimited { .. } => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "source_rate_limited", message)
-                    .with_retry_after(60)
+                ApiError::new(Code::SourceRateLimited, message).with_retry_after(60)
             }
             ChallengeError::PushRateLimited { retry_after_secs } => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "push_rate_limited", message)
-                    .with_retry_after(retry_after_secs)
+                ApiError::new(Code::PushRateLimited, message).with_retry_after(retry_after_secs)
             }
-            ChallengeError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "challenge_not_found", message),
-            ChallengeError::InvalidWait(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_wait", message),
-            ChallengeError::AlreadyRedeemed => {
-                ApiError::new(StatusCode::CONFLICT, "already_redeemed", message)
-            }
-            ChallengeError::NotApproved(_) => {
-                ApiError::new(StatusCode::CONFLICT, "challenge_not_approved", message)
-            }
-            ChallengeError::ApprovalStale => ApiError::new(StatusCode::CONFLICT, "approval_stale", message),
-            ChallengeError::NotPending(_) => {
-                ApiError::new(StatusCode::CONFLICT, "challenge_not_pending", message)
-            }
+            ChallengeError::NotFound => ApiError::new(Code::ChallengeNotFound, message),
+            ChallengeError::InvalidWait(_) => ApiError::new(Code::InvalidWait, message),
+            ChallengeError::AlreadyRedeemed => ApiError::new(Code::AlreadyRedeemed, message),
+            ChallengeError::NotApproved(_) => ApiError::new(Code::ChallengeNotApproved, message),
+            ChallengeError::ApprovalStale => ApiError::new(Code::ApprovalStale, message),
+            ChallengeError::NotPending(_) => ApiError::new(Code::ChallengeNotPending, message),
             ChallengeError::Protocol(e) => e.into(),
             ChallengeError::SignatureInvalid => protocol(ErrorCode::SignatureInvalid),
             ChallengeError::ChallengeNotFound => protocol(ErrorCode::ChallengeNotFound),
@@ -87,7 +78,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_challenge))
         .routes(routes!(redeem_challenge))
         .routes(routes!(cancel_challenge))
-        .routes(routes!(user_factors))
 }
 
 pub fn device_routes() -> OpenApiRouter<AppState> {
@@ -172,11 +162,10 @@ impl From<ChallengeRecord> for ChallengeView {
 )]
 async fn create_challenge(
     State(state): State<AppState>,
-    app: AuthenticatedApp,
+    app: AppKey<ChallengesWrite>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateChallengeRequest>,
 ) -> Result<(StatusCode, Json<CreatedChallengeView>), ApiError> {
-    app.require(Scope::ChallengesWrite)?;
     let key = match headers.get("idempotency-key") {
         Some(value) => {
             Some(value.to_str().map_err(|_| ApiError::invalid_request("Idempotency-Key must be ASCII"))?)
@@ -224,15 +213,11 @@ pub const LONG_POLL_ROUTE: &str = "/v1/challenges/{id}";
 )]
 async fn get_challenge(
     State(state): State<AppState>,
-    app: AuthenticatedApp,
+    app: AppKey<ChallengesReadOrWrite>,
     ApiPath(id): ApiPath<uuid::Uuid>,
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ChallengeView>, ApiError> {
-    if app.require(Scope::ChallengesRead).is_err() {
-        app.require(Scope::ChallengesWrite)?;
-    }
-    let Query(query) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_wait", e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::new(Code::InvalidWait, e.body_text()))?;
     let challenge = state.challenges.status(&app, ChallengeId(id), query.wait.unwrap_or(0)).await?;
     Ok(Json(challenge.into()))
 }
@@ -252,10 +237,9 @@ async fn get_challenge(
 )]
 async fn redeem_challenge(
     State(state): State<AppState>,
-    app: AuthenticatedApp,
+    app: AppKey<ChallengesWrite>,
     ApiPath(id): ApiPath<uuid::Uuid>,
 ) -> Result<Json<ChallengeView>, ApiError> {
-    app.require(Scope::ChallengesWrite)?;
     Ok(Json(state.challenges.redeem(&app, ChallengeId(id)).await?.into()))
 }
 
@@ -274,67 +258,10 @@ async fn redeem_challenge(
 )]
 async fn cancel_challenge(
     State(state): State<AppState>,
-    app: AuthenticatedApp,
+    app: AppKey<ChallengesWrite>,
     ApiPath(id): ApiPath<uuid::Uuid>,
 ) -> Result<Json<ChallengeView>, ApiError> {
-    app.require(Scope::ChallengesWrite)?;
     Ok(Json(state.challenges.cancel(&app, ChallengeId(id)).await?.into()))
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct FactorView {
-    /// `push` (number matching) or `passkey`.
-    pub factor: String,
-    pub available: bool,
-    /// Why not, when unavailable.
-    pub reason: Option<String>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct FactorsView {
-    pub username: String,
-    pub factors: Vec<FactorView>,
-    /// True when the user has no usable factor and must enroll.
-    pub enrollment_required: bool,
-}
-
-/// Auth: app API key, scope `users:read`. Pre-auth: which factors the user can use right now.
-/// Unknown users answer exactly like users without a device, so the route cannot tell an
-/// attacker which usernames exist.
-#[utoipa::path(
-    get,
-    path = "/v1/users/{username}/factors",
-    tag = "challenges",
-    security(("api_key" = ["users:read"])),
-    params(("username" = String, Path, description = "Any string: a username that cannot exist answers like an unknown user")),
-    responses(
-        (status = 200, description = "Factors; an unknown user looks like a user with no device (`enrollment_required: true`)", body = FactorsView),
-    )
-)]
-async fn user_factors(
-    State(state): State<AppState>,
-    app: AuthenticatedApp,
-    ApiPath(username): ApiPath<String>,
-) -> Result<Json<FactorsView>, ApiError> {
-    app.require(Scope::UsersRead)?;
-    let factors =
-        crate::factors::service::for_user(state.store.as_ref(), state.clock.as_ref(), &username).await?;
-    Ok(Json(FactorsView::from(factors)))
-}
-
-impl From<crate::factors::model::Factors> for FactorsView {
-    fn from(f: crate::factors::model::Factors) -> Self {
-        let factors = f
-            .factors
-            .into_iter()
-            .map(|factor| FactorView {
-                factor: factor.kind.as_str().to_owned(),
-                available: factor.is_available(),
-                reason: factor.unavailable_because,
-            })
-            .collect();
-        Self { username: f.username, factors, enrollment_required: f.enrollment_required }
-    }
 }
 
 /// Auth: signed device request. Pending challenges for this device's user (PROTOCOL.md §6.2).
@@ -351,14 +278,9 @@ impl From<crate::factors::model::Factors> for FactorsView {
 )]
 async fn pending_for_device(
     State(state): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    peer: PeerAddr,
-    DeviceBody(body): DeviceBody,
+    signed: SignedDevice,
 ) -> Result<Json<PendingChallenges>, ApiError> {
-    let device = signed_device(&state, (&method, &uri, &headers), &body, peer).await?;
-    Ok(Json(state.challenges.pending_for_device(&device).await?))
+    Ok(Json(state.challenges.pending_for_device(&signed.device).await?))
 }
 
 /// Auth: signed device request. One challenge's signed details (§6.3).
@@ -377,16 +299,11 @@ async fn pending_for_device(
 )]
 async fn details_for_device(
     State(state): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    peer: PeerAddr,
     ApiPath(id): ApiPath<String>,
-    DeviceBody(body): DeviceBody,
+    signed: SignedDevice,
 ) -> Result<Json<SignedChallengeDetails>, ApiError> {
-    let device = signed_device(&state, (&method, &uri, &headers), &body, peer).await?;
     let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::from(ChallengeError::ChallengeNotFound))?;
-    Ok(Json(state.challenges.details_for_device(&device, ChallengeId(id)).await?))
+    Ok(Json(state.challenges.details_for_device(&signed.device, ChallengeId(id)).await?))
 }
 
 /// Auth: the response's own device signature (§6.4).

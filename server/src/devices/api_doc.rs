@@ -9,7 +9,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::error::ErrorBody;
+use crate::http::ErrorBody;
 
 /// Canonical unpadded base64url of 16-64 bytes (PROTOCOL.md §2, §10): the length fixes the
 /// byte count, and the last character carries no stray bits.

@@ -2,8 +2,8 @@
 //! the phone side (`/device/v1/...`, PROTOCOL.md). Phone-side errors use the protocol's codes.
 
 use axum::Json;
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use countersign_mobile_protocol::limits::MAX_DEVICE_REQUEST_BODY_LEN;
 use countersign_mobile_protocol::{EnrollmentRequest, ErrorCode, PushRegistration};
@@ -15,11 +15,12 @@ use utoipa_axum::routes;
 
 use super::api_doc::{DeviceRefusals, EnrollmentRequestBody, SignedRequestHeaders, SignedRequestRefusals};
 use super::service::{DeviceError, unix_seconds};
-use crate::api_keys::Scope;
-use crate::api_keys::service::AuthenticatedApp;
 use crate::app::AppState;
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, DeviceBody, PeerAddr, parse_json, parse_signed_json, signed_device};
+use crate::http::scope::{UsersRead, UsersWrite};
+use crate::http::{
+    ApiError, ApiJson, ApiPath, AppKey, Code, DeviceBody, ErrorBody, SignedDevice, parse_json,
+    parse_signed_json,
+};
 use crate::ids::{ChallengeId, DeviceId, EnrollmentId, UserId};
 use crate::store::DeviceRecord;
 
@@ -29,16 +30,12 @@ impl From<DeviceError> for ApiError {
         let protocol = |code: ErrorCode| ApiError::protocol(code, message.clone());
         match error {
             DeviceError::Protocol(e) => e.into(),
-            DeviceError::UserNotFound => ApiError::new(StatusCode::NOT_FOUND, "user_not_found", message),
-            DeviceError::SecondFactorProofRequired => {
-                ApiError::new(StatusCode::FORBIDDEN, "second_factor_proof_required", message)
-            }
-            DeviceError::ApprovalInvalid => ApiError::new(StatusCode::FORBIDDEN, "approval_invalid", message),
-            DeviceError::EnrollmentNotFound => {
-                ApiError::new(StatusCode::NOT_FOUND, "enrollment_not_found", message)
-            }
-            DeviceError::EnrollmentGone => ApiError::new(StatusCode::GONE, "enrollment_gone", message),
-            DeviceError::DeviceNotFound => ApiError::new(StatusCode::NOT_FOUND, "device_not_found", message),
+            DeviceError::UserNotFound => ApiError::new(Code::UserNotFound, message),
+            DeviceError::SecondFactorProofRequired => ApiError::new(Code::SecondFactorProofRequired, message),
+            DeviceError::ApprovalInvalid => ApiError::new(Code::ApprovalInvalid, message),
+            DeviceError::EnrollmentNotFound => ApiError::new(Code::EnrollmentNotFound, message),
+            DeviceError::EnrollmentGone => ApiError::new(Code::EnrollmentGone, message),
+            DeviceError::DeviceNotFound => ApiError::new(Code::DeviceNotFound, message),
             DeviceError::ActivationCodeInvalid => protocol(ErrorCode::ActivationCodeInvalid),
             DeviceError::ActivationCodeExpired => protocol(ErrorCode::ActivationCodeExpired),
             DeviceError::ActivationCodeUsed => protocol(ErrorCode::ActivationCodeUsed),
@@ -111,16 +108,11 @@ struct NoticeView {
 )]
 async fn notices(
     State(state): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    peer: PeerAddr,
-    DeviceBody(body): DeviceBody,
+    signed: SignedDevice,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let device = signed_device(&state, (&method, &uri, &headers), &body, peer).await?;
     let notices: Vec<NoticeView> = state
         .devices
-        .notices(&device)
+        .notices(&signed.device)
         .await?
         .into_iter()
         .map(|n| NoticeView {
@@ -148,15 +140,10 @@ async fn notices(
 )]
 async fn update_push_token(
     State(state): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    peer: PeerAddr,
-    DeviceBody(body): DeviceBody,
+    signed: SignedDevice,
 ) -> Result<StatusCode, ApiError> {
-    let device = signed_device(&state, (&method, &uri, &headers), &body, peer).await?;
-    let push: PushRegistration = parse_json(&body)?;
-    state.devices.update_push(&device, push).await?;
+    let push: PushRegistration = parse_json(&signed.body)?;
+    state.devices.update_push(&signed.device, push).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -168,16 +155,8 @@ async fn update_push_token(
     params(SignedRequestHeaders),
     responses((status = 204, description = "Revoked"), SignedRequestRefusals, DeviceRefusals)
 )]
-async fn unenroll(
-    State(state): State<AppState>,
-    method: Method,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    peer: PeerAddr,
-    DeviceBody(body): DeviceBody,
-) -> Result<StatusCode, ApiError> {
-    let device = signed_device(&state, (&method, &uri, &headers), &body, peer).await?;
-    state.devices.unenroll(&device).await?;
+async fn unenroll(State(state): State<AppState>, signed: SignedDevice) -> Result<StatusCode, ApiError> {
+    state.devices.unenroll(&signed.device).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -237,11 +216,10 @@ pub struct EnrollmentView {
 )]
 async fn create_enrollment(
     State(state): State<AppState>,
-    app: AuthenticatedApp,
+    app: AppKey<UsersWrite>,
     ApiPath(username): ApiPath<String>,
     ApiJson(body): ApiJson<CreateEnrollmentRequest>,
 ) -> Result<(StatusCode, Json<EnrollmentView>), ApiError> {
-    app.require(Scope::UsersWrite)?;
     let created =
         state.devices.create_enrollment(app.actor(), &username, body.second_device, body.approval).await?;
     let record = &created.record;
@@ -275,10 +253,9 @@ async fn create_enrollment(
 )]
 async fn enrollment_qr(
     State(state): State<AppState>,
-    app: AuthenticatedApp,
+    _app: AppKey<UsersWrite>,
     ApiPath((username, id)): ApiPath<(String, uuid::Uuid)>,
 ) -> Result<Response, ApiError> {
-    app.require(Scope::UsersWrite)?;
     let uri = state.devices.enrollment_uri(&username, EnrollmentId(id)).await?;
     let code = qrcode::QrCode::new(uri.expose_secret().as_bytes()).map_err(|e| ApiError::internal(&e))?;
     let svg = code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(256, 256).build();
@@ -327,10 +304,9 @@ impl From<DeviceRecord> for DeviceView {
 )]
 async fn list_devices(
     State(state): State<AppState>,
-    app: AuthenticatedApp,
+    _app: AppKey<UsersRead>,
     ApiPath(username): ApiPath<String>,
 ) -> Result<Json<Vec<DeviceView>>, ApiError> {
-    app.require(Scope::UsersRead)?;
     let devices = state.devices.list_devices(&username).await?;
     Ok(Json(devices.into_iter().map(DeviceView::from).collect()))
 }
@@ -349,10 +325,9 @@ async fn list_devices(
 )]
 async fn revoke_device(
     State(state): State<AppState>,
-    app: AuthenticatedApp,
+    app: AppKey<UsersWrite>,
     ApiPath((username, device_id)): ApiPath<(String, uuid::Uuid)>,
 ) -> Result<StatusCode, ApiError> {
-    app.require(Scope::UsersWrite)?;
     state.devices.revoke_device(app.actor(), &username, DeviceId(device_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

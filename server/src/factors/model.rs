@@ -43,8 +43,28 @@ pub struct Factors {
     pub enrollment_required: bool,
 }
 
+/// What is enrolled for a user, as far as the factors are concerned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Enrolled<'a> {
+    /// The push standing, when the user has an active device.
+    pub push: Option<&'a PushState>,
+    /// Passkeys registered to the user.
+    pub passkeys: u32,
+}
+
+/// Every factor, in a stable order (push first), usable now or with why not. Enrollment is
+/// required when nothing at all is enrolled; a frozen push with a passkey is no reason to enroll.
+pub fn factors(username: String, enrolled: Enrolled<'_>, now: OffsetDateTime) -> Factors {
+    let push = enrolled.push.map_or_else(push_without_device, |state| push(state, now));
+    Factors {
+        username,
+        factors: vec![push, passkey(enrolled.passkeys)],
+        enrollment_required: enrolled.push.is_none() && enrolled.passkeys == 0,
+    }
+}
+
 /// Push for a user without an active device (or a user who does not exist).
-pub fn push_without_device() -> Factor {
+fn push_without_device() -> Factor {
     Factor {
         kind: FactorKind::Push,
         unavailable_because: Some("no enrolled device: create an enrollment".to_owned()),
@@ -52,7 +72,7 @@ pub fn push_without_device() -> Factor {
 }
 
 /// Push for a user with a device: available unless their standing says otherwise.
-pub fn push(state: &PushState, now: OffsetDateTime) -> Factor {
+fn push(state: &PushState, now: OffsetDateTime) -> Factor {
     let unavailable_because = match availability(state, now) {
         Availability::Available => None,
         Availability::Frozen { until: Some(until), reason } => Some(format!(
@@ -70,9 +90,11 @@ pub fn push(state: &PushState, now: OffsetDateTime) -> Factor {
     Factor { kind: FactorKind::Push, unavailable_because }
 }
 
-/// Passkeys, until they are built.
-pub fn passkey() -> Factor {
-    Factor { kind: FactorKind::Passkey, unavailable_because: Some("no passkey registered".to_owned()) }
+/// Passkeys: usable once one is registered. They are never frozen: the fatigue defence holds
+/// push only, so a stronger factor always stays open.
+fn passkey(registered: u32) -> Factor {
+    let unavailable_because = (registered == 0).then(|| "no passkey registered".to_owned());
+    Factor { kind: FactorKind::Passkey, unavailable_because }
 }
 
 #[cfg(test)]
@@ -91,6 +113,23 @@ mod tests {
         assert!(reason.starts_with("push frozen until 2026-11-30T10:15:00Z (wrong_number)"), "{reason}");
         let reported = apply(PushState::default(), PushEvent::Reported, T0, &Policy::default());
         assert!(push(&reported, T0).unavailable_because.unwrap().contains("ask an admin"));
-        assert!(!push_without_device().is_available() && !passkey().is_available());
+        assert!(!push_without_device().is_available() && !passkey(0).is_available());
+    }
+
+    #[test]
+    fn enrollment_is_required_only_when_nothing_is_enrolled() {
+        let kinds = |f: &Factors| f.factors.iter().map(|f| f.kind).collect::<Vec<_>>();
+        let nothing = factors("u".into(), Enrolled::default(), T0);
+        assert!(nothing.enrollment_required);
+        assert_eq!(kinds(&nothing), [FactorKind::Push, FactorKind::Passkey]);
+        assert!(nothing.factors.iter().all(|f| !f.is_available()));
+
+        let frozen = apply(PushState::default(), PushEvent::Reported, T0, &Policy::default());
+        let phone = factors("u".into(), Enrolled { push: Some(&frozen), passkeys: 0 }, T0);
+        assert!(!phone.enrollment_required, "a frozen phone is still enrolled");
+
+        let passkey_only = factors("u".into(), Enrolled { push: None, passkeys: 1 }, T0);
+        assert!(!passkey_only.enrollment_required);
+        assert_eq!(passkey_only.factors.iter().map(Factor::is_available).collect::<Vec<_>>(), [false, true]);
     }
 }

@@ -1,6 +1,10 @@
 //! Fatigue defence: the per-user push budget and the escalation ladder (freezes, locks,
 //! "not me" quarantine). Applies to push only; stronger factors are never locked out.
+//!
+//! `model` holds the ladder's rules, `report` what the signals apps read mean (standing,
+//! attack score ranking, timeline flags); both are pure. `service` reads and applies them.
 
 pub mod http;
 pub mod model;
+pub mod report;
 pub mod service;

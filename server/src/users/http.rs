@@ -8,12 +8,10 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::service::{self, NewUser, UserError};
-use crate::api_keys::Scope;
-use crate::api_keys::service::AuthenticatedApp;
+use super::service::{NewUser, UserError};
 use crate::app::AppState;
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath};
+use crate::http::scope::{UsersRead, UsersWrite};
+use crate::http::{ApiError, ApiJson, ApiPath, AppKey, Code, ErrorBody};
 use crate::ids::UserId;
 use crate::openapi::Username;
 use crate::store::UserRecord;
@@ -62,8 +60,8 @@ impl From<UserError> for ApiError {
     fn from(error: UserError) -> Self {
         match error {
             UserError::Input(e) => ApiError::invalid_request(e.to_string()),
-            UserError::Exists => ApiError::new(StatusCode::CONFLICT, "user_exists", error.to_string()),
-            UserError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "user_not_found", error.to_string()),
+            UserError::Exists => ApiError::new(Code::UserExists, error.to_string()),
+            UserError::NotFound => ApiError::new(Code::UserNotFound, error.to_string()),
             UserError::Store(e) => e.into(),
         }
     }
@@ -84,13 +82,12 @@ impl From<UserError> for ApiError {
 )]
 async fn create_user(
     State(state): State<AppState>,
-    app: AuthenticatedApp,
+    app: AppKey<UsersWrite>,
     ApiJson(body): ApiJson<CreateUserRequest>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    app.require(Scope::UsersWrite)?;
     let new =
         NewUser { username: body.username, display_name: body.display_name, is_privileged: body.privileged };
-    let user = service::create_user(state.store.as_ref(), state.clock.as_ref(), app.actor(), new).await?;
+    let user = state.users.create(app.actor(), new).await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -108,11 +105,10 @@ async fn create_user(
 )]
 async fn get_user(
     State(state): State<AppState>,
-    app: AuthenticatedApp,
+    _app: AppKey<UsersRead>,
     ApiPath(username): ApiPath<String>,
 ) -> Result<Json<UserView>, ApiError> {
-    app.require(Scope::UsersRead)?;
-    let user = service::find_user(state.store.as_ref(), &username).await?;
+    let user = state.users.find(&username).await?;
     Ok(Json(user.into()))
 }
 
@@ -131,10 +127,9 @@ async fn get_user(
 )]
 async fn delete_user(
     State(state): State<AppState>,
-    app: AuthenticatedApp,
+    app: AppKey<UsersWrite>,
     ApiPath(username): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.require(Scope::UsersWrite)?;
-    service::delete_user(state.store.as_ref(), state.clock.as_ref(), app.actor(), &username).await?;
+    state.users.delete(app.actor(), &username).await?;
     Ok(StatusCode::NO_CONTENT)
 }

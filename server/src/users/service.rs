@@ -1,5 +1,7 @@
 //! Provisioning and looking up users.
 
+use std::sync::Arc;
+
 use serde_json::json;
 
 use super::model::{self, UserInputError};
@@ -18,6 +20,32 @@ pub enum UserError {
     NotFound,
     #[error(transparent)]
     Store(StoreError),
+}
+
+/// Users as apps manage them over `/v1/users`: the operations below, with the store and clock
+/// they run on.
+#[derive(Debug)]
+pub struct UserService {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl UserService {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    pub async fn create(&self, actor: Actor, new: NewUser) -> Result<UserRecord, UserError> {
+        create_user(self.store.as_ref(), self.clock.as_ref(), actor, new).await
+    }
+
+    pub async fn find(&self, username: &str) -> Result<UserRecord, UserError> {
+        find_user(self.store.as_ref(), username).await
+    }
+
+    pub async fn delete(&self, actor: Actor, username: &str) -> Result<u64, UserError> {
+        delete_user(self.store.as_ref(), self.clock.as_ref(), actor, username).await
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -1,15 +1,17 @@
 //! The one place where failures become HTTP responses.
 //!
 //! Every error body is `{"error": "<stable_snake_case_code>", "message": "…", "request_id": "…"}`.
-//! Codes are a contract with clients and tests; messages are for people. Internal failures are
-//! logged here, once, with their cause chain, and reach the client only as `internal_error`.
+//! Codes are a contract with clients and tests, listed with their statuses in [`super::codes`];
+//! messages are for people. Internal failures are logged here, once, with their cause chain,
+//! and reach the client only as `internal_error`. Each capability maps its own error enum to an
+//! `ApiError` in its `http.rs`; the API-key errors are mapped by their extractor (`app_key`).
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::api_keys::service::{AppAdminError, AuthError};
+use super::codes::Code;
 use crate::store::StoreError;
 
 tokio::task_local! {
@@ -37,17 +39,28 @@ pub struct ApiError {
     retry_after_secs: Option<u64>,
 }
 
+const INTERNAL_MESSAGE: &str = "internal error; quote the request id when reporting it";
+
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), www_authenticate: None, retry_after_secs: None }
+    /// An error with a stable `/v1` code; its status comes from the code table.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        let status = code.status();
+        Self {
+            status,
+            code: code.as_str(),
+            message: message.into(),
+            // A 401 says how to authenticate (RFC 9110 §15.5.2); on `/v1` that is the API key.
+            www_authenticate: (status == StatusCode::UNAUTHORIZED).then_some("Bearer"),
+            retry_after_secs: None,
+        }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(Code::NotFound, message)
     }
 
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+        Self::new(Code::InvalidRequest, message)
     }
 
     /// An unexpected failure: logged with its cause chain, opaque to the client.
@@ -60,24 +73,27 @@ impl ApiError {
             source = cause.source();
         }
         tracing::error!(error = %chain, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal error; quote the request id when reporting it",
-        )
+        Self::opaque()
+    }
+
+    /// The 500 a client sees for any fault, whatever its cause.
+    pub fn opaque() -> Self {
+        Self::new(Code::InternalError, INTERNAL_MESSAGE)
     }
 
     /// A device-protocol error: the stable code and the status PROTOCOL.md gives it.
     pub fn protocol(code: countersign_mobile_protocol::ErrorCode, message: impl Into<String>) -> Self {
         match code {
-            countersign_mobile_protocol::ErrorCode::InternalError => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "internal error; quote the request id when reporting it",
-            ),
+            countersign_mobile_protocol::ErrorCode::InternalError => Self::opaque(),
             code => {
                 let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-                Self::new(status, code.as_str(), message)
+                Self {
+                    status,
+                    code: code.as_str(),
+                    message: message.into(),
+                    www_authenticate: None,
+                    retry_after_secs: None,
+                }
             }
         }
     }
@@ -86,10 +102,6 @@ impl ApiError {
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after_secs = Some(seconds);
         self
-    }
-
-    fn unauthorized(code: &'static str, message: String) -> Self {
-        Self { www_authenticate: Some("Bearer"), ..Self::new(StatusCode::UNAUTHORIZED, code, message) }
     }
 }
 
@@ -125,42 +137,11 @@ impl From<StoreError> for ApiError {
     /// error that reaches the edge unmapped is a server fault.
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Contended => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "too many concurrent changes for this user; try again",
-            )
-            .with_retry_after(1),
-            other => ApiError::internal(&other),
-        }
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(error: AuthError) -> Self {
-        let message = error.to_string();
-        match error {
-            AuthError::Missing => ApiError::unauthorized("missing_api_key", message),
-            AuthError::Malformed => ApiError::unauthorized("malformed_api_key", message),
-            AuthError::Invalid => ApiError::unauthorized("invalid_api_key", message),
-            AuthError::Revoked => ApiError::unauthorized("api_key_revoked", message),
-            AuthError::InsufficientScope(_) => {
-                ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", message)
+            StoreError::Contended => {
+                ApiError::new(Code::Busy, "too many concurrent changes for this user; try again")
+                    .with_retry_after(1)
             }
-            AuthError::Store(e) => e.into(),
-        }
-    }
-}
-
-impl From<AppAdminError> for ApiError {
-    fn from(error: AppAdminError) -> Self {
-        let message = error.to_string();
-        match error {
-            AppAdminError::InvalidName | AppAdminError::NoScopes => ApiError::invalid_request(message),
-            AppAdminError::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "app_name_taken", message),
-            AppAdminError::NotFound(_) => ApiError::not_found(message),
-            AppAdminError::Random => ApiError::internal(&error),
-            AppAdminError::Store(e) => e.into(),
+            other => ApiError::internal(&other),
         }
     }
 }
@@ -177,5 +158,16 @@ mod tests {
         let internal = ApiError::from(StoreError::Corrupt("bad row".into()));
         assert_eq!(internal.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!internal.message.contains("bad row"), "causes stay in the logs: {}", internal.message);
+    }
+
+    #[test]
+    fn statuses_come_from_the_code_table_and_every_401_names_its_scheme() {
+        for code in Code::ALL {
+            let error = ApiError::new(*code, "m");
+            assert_eq!((error.status, error.code), (code.status(), code.as_str()));
+            assert_eq!(error.www_authenticate.is_some(), code.status() == StatusCode::UNAUTHORIZED, "{code}");
+        }
+        let device = ApiError::protocol(countersign_mobile_protocol::ErrorCode::SignatureInvalid, "m");
+        assert_eq!((device.status, device.www_authenticate), (StatusCode::UNAUTHORIZED, None));
     }
 }

@@ -1,0 +1,130 @@
+//! Every stable error code of the `/v1` API and the status that goes with it, spelled once.
+//!
+//! Codes are a contract: clients, tests and the schemathesis run match on them. A capability's
+//! error mapping picks a [`Code`]; the status comes from this table, never from the call site.
+//! The device API (`/device/v1`) uses the protocol's own table,
+//! [`countersign_mobile_protocol::ErrorCode`] (PROTOCOL.md §9), which the phones share.
+
+use axum::http::StatusCode;
+
+macro_rules! codes {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $code:literal => $status:ident; )*) => {
+        /// A stable `/v1` error code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl Code {
+            /// Every code, in table order.
+            pub const ALL: &'static [Code] = &[$( Code::$variant, )*];
+
+            /// The code as clients see it in `{"error": …}`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( Code::$variant => $code, )*
+                }
+            }
+
+            /// The status that always accompanies the code.
+            pub const fn status(self) -> StatusCode {
+                match self {
+                    $( Code::$variant => StatusCode::$status, )*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    // The request's shape: the extractors and the router.
+    /// The body is not JSON.
+    InvalidJson = "invalid_json" => BAD_REQUEST;
+    /// The body could not be read.
+    InvalidBody = "invalid_body" => BAD_REQUEST;
+    /// A path parameter does not parse.
+    InvalidPath = "invalid_path" => BAD_REQUEST;
+    /// A field is missing, unknown or out of its range.
+    InvalidRequest = "invalid_request" => UNPROCESSABLE_ENTITY;
+    UnsupportedMediaType = "unsupported_media_type" => UNSUPPORTED_MEDIA_TYPE;
+    PayloadTooLarge = "payload_too_large" => PAYLOAD_TOO_LARGE;
+    /// No such endpoint.
+    NotFound = "not_found" => NOT_FOUND;
+    MethodNotAllowed = "method_not_allowed" => METHOD_NOT_ALLOWED;
+
+    // The app's API key (every 401 here carries `WWW-Authenticate: Bearer`).
+    MissingApiKey = "missing_api_key" => UNAUTHORIZED;
+    MalformedApiKey = "malformed_api_key" => UNAUTHORIZED;
+    InvalidApiKey = "invalid_api_key" => UNAUTHORIZED;
+    ApiKeyRevoked = "api_key_revoked" => UNAUTHORIZED;
+    InsufficientScope = "insufficient_scope" => FORBIDDEN;
+
+    // Users.
+    UserExists = "user_exists" => CONFLICT;
+    UserNotFound = "user_not_found" => NOT_FOUND;
+
+    // Devices and enrollments.
+    SecondFactorProofRequired = "second_factor_proof_required" => FORBIDDEN;
+    ApprovalInvalid = "approval_invalid" => FORBIDDEN;
+    EnrollmentNotFound = "enrollment_not_found" => NOT_FOUND;
+    EnrollmentGone = "enrollment_gone" => GONE;
+    DeviceNotFound = "device_not_found" => NOT_FOUND;
+
+    // Challenges and the fatigue defence.
+    IdempotencyKeyReused = "idempotency_key_reused" => UNPROCESSABLE_ENTITY;
+    NoEnrolledDevice = "no_enrolled_device" => CONFLICT;
+    PushFrozen = "push_frozen" => LOCKED;
+    PushLocked = "push_locked" => LOCKED;
+    SourceRateLimited = "source_rate_limited" => TOO_MANY_REQUESTS;
+    PushRateLimited = "push_rate_limited" => TOO_MANY_REQUESTS;
+    ChallengeNotFound = "challenge_not_found" => NOT_FOUND;
+    InvalidWait = "invalid_wait" => BAD_REQUEST;
+    AlreadyRedeemed = "already_redeemed" => CONFLICT;
+    ChallengeNotApproved = "challenge_not_approved" => CONFLICT;
+    ApprovalStale = "approval_stale" => CONFLICT;
+    ChallengeNotPending = "challenge_not_pending" => CONFLICT;
+
+    // The server.
+    /// A fault: opaque to the client, logged with its cause.
+    InternalError = "internal_error" => INTERNAL_SERVER_ERROR;
+    /// Too many concurrent changes for one user; retry.
+    Busy = "busy" => SERVICE_UNAVAILABLE;
+    Timeout = "timeout" => SERVICE_UNAVAILABLE;
+    NotReady = "not_ready" => SERVICE_UNAVAILABLE;
+    MetricsUnavailable = "metrics_unavailable" => SERVICE_UNAVAILABLE;
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use countersign_mobile_protocol::ErrorCode;
+
+    #[test]
+    fn codes_are_distinct_snake_case_error_statuses() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::ALL {
+            let name = code.as_str();
+            assert!(seen.insert(name), "{name} is spelled twice");
+            assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{name}");
+            assert!(code.status().is_client_error() || code.status().is_server_error(), "{name}");
+        }
+    }
+
+    /// A code both APIs use means the same thing on both, with one exception that predates
+    /// this table: a `/v1` body with a bad field is 422, a device body that does not parse 400.
+    #[test]
+    fn codes_shared_with_the_device_protocol_keep_its_status() {
+        for code in Code::ALL {
+            let Some(device) = ErrorCode::parse(code.as_str()) else { continue };
+            if *code != Code::InvalidRequest {
+                assert_eq!(code.status().as_u16(), device.http_status(), "{code}");
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The HTTP edge: what every capability's `http.rs` shares, so none imports another's.
+//!
+//! - [`app_key`]: `AppKey<Scope>`, the app API key held to a scope by its type;
+//! - [`device`]: `SignedDevice`, a request signed by an enrolled device, and device bodies;
+//! - [`extract`]: JSON, path and peer-address extractors whose rejections are [`ApiError`]s;
+//! - [`codes`]: every stable `/v1` error code with its status, spelled once;
+//! - [`error`]: [`ApiError`], the one way failures become responses.
+//!
+//! Handlers extract, call a service, and map the result; they never touch the store.
+
+pub mod app_key;
+pub mod codes;
+pub mod device;
+pub mod error;
+pub mod extract;
+
+pub use app_key::AppKey;
+pub use app_key::scope;
+pub use codes::Code;
+pub use device::{DeviceBody, SignedDevice, parse_json, parse_signed_json};
+pub use error::{ApiError, ErrorBody};
+pub use extract::{ApiJson, ApiPath, PeerAddr};
