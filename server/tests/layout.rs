@@ -1,12 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! House rules about the code's shape that a compiler does not check.
 
-/// No capability's `http` module imports another's: shared extraction lives in `extract`,
-/// shared rules in the capabilities' `model`/`service`, so handlers stay independent.
-#[test]
-fn no_http_module_imports_another() {
+use std::path::PathBuf;
+
+/// Every capability's `http.rs` (`src/<capability>/http.rs`) with its capability's name and text.
+fn http_modules() -> Vec<(PathBuf, String, String)> {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut checked = 0;
+    let mut modules = Vec::new();
     for entry in std::fs::read_dir(&src).unwrap() {
         let dir = entry.unwrap().path();
         let http = dir.join("http.rs");
@@ -15,6 +15,17 @@ fn no_http_module_imports_another() {
         }
         let own = dir.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&http).unwrap();
+        modules.push((http, own, text));
+    }
+    assert!(modules.len() >= 6, "found only {} http modules under {}", modules.len(), src.display());
+    modules
+}
+
+/// No capability's `http` module imports another's: shared extraction lives in `crate::http`,
+/// shared rules in the capabilities' `model`/`service`, so handlers stay independent.
+#[test]
+fn no_http_module_imports_another() {
+    for (http, own, text) in http_modules() {
         for (number, line) in text.lines().enumerate() {
             let imports_other_http = line.split("crate::").skip(1).any(|rest| {
                 let mut parts = rest.split("::");
@@ -23,7 +34,33 @@ fn no_http_module_imports_another() {
             });
             assert!(!imports_other_http, "{}:{}: {line}", http.display(), number + 1);
         }
-        checked += 1;
     }
-    assert!(checked >= 5, "found only {checked} http modules under {}", src.display());
+}
+
+/// Handlers never touch the store: they extract, call their capability's service, and map the
+/// result, so every rule a request goes through is in a service or model (and tested there).
+#[test]
+fn no_http_module_touches_the_store() {
+    for (http, _, text) in http_modules() {
+        for (number, line) in text.lines().enumerate() {
+            assert!(!line.contains(".store"), "{}:{}: {line}", http.display(), number + 1);
+        }
+    }
+}
+
+/// Every handler says who may call it in a `/// Auth: …` doc line, above its OpenAPI annotation.
+#[test]
+fn every_handler_says_who_may_call_it() {
+    for (http, _, text) in http_modules() {
+        let lines: Vec<&str> = text.lines().collect();
+        for (number, line) in lines.iter().enumerate().filter(|(_, l)| l.starts_with("async fn ")) {
+            let mut doc = lines[..number].iter().rev().take_while(|l| !l.is_empty() && !l.starts_with('}'));
+            assert!(
+                doc.any(|l| l.starts_with("/// Auth: ")),
+                "{}:{}: {line} has no `/// Auth:` line",
+                http.display(),
+                number + 1
+            );
+        }
+    }
 }
