@@ -168,6 +168,35 @@ pub fn rng() -> SystemRandom {
     SystemRandom::new()
 }
 
+/// A challenge record for unit tests elsewhere: `state`, created and decided at `at`, expiring
+/// a minute later.
+#[cfg(test)]
+pub(crate) fn test_record(state: ChallengeState, at: time::OffsetDateTime) -> crate::store::ChallengeRecord {
+    crate::store::ChallengeRecord {
+        id: crate::ids::ChallengeId::random(),
+        app_id: crate::ids::AppId::random(),
+        user_id: crate::ids::UserId::random(),
+        state,
+        number_tag: vec![1; 32],
+        number_sealed: vec![2; 40],
+        number_digits: 3,
+        server_nonce: vec![3; 32],
+        app_name: "portal".into(),
+        ip: "192.0.2.1".into(),
+        user_agent: "test".into(),
+        location: None,
+        created_at: at,
+        expires_at: at + time::Duration::minutes(1),
+        decided_at: Some(at),
+        decided_by_device: None,
+        redeemed_at: None,
+        idempotency_key: None,
+        request_hash: None,
+        is_silent: false,
+        source_prefix: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,26 +117,7 @@ mod tests {
         let now = time::OffsetDateTime::UNIX_EPOCH;
         let record = ChallengeRecord {
             id,
-            app_id: crate::ids::AppId::random(),
-            user_id: crate::ids::UserId::random(),
-            state: crate::challenges::model::ChallengeState::Approved,
-            number_tag: vec![1; 32],
-            number_sealed: vec![2; 40],
-            number_digits: 3,
-            server_nonce: vec![3; 32],
-            app_name: "portal".into(),
-            ip: "192.0.2.1".into(),
-            user_agent: "test".into(),
-            location: None,
-            created_at: now,
-            expires_at: now + time::Duration::minutes(1),
-            decided_at: Some(now),
-            decided_by_device: None,
-            redeemed_at: None,
-            idempotency_key: None,
-            request_hash: None,
-            is_silent: false,
-            source_prefix: None,
+            ..crate::challenges::model::test_record(crate::challenges::model::ChallengeState::Approved, now)
         };
         waiters.decided(&record);
         tokio::time::timeout(std::time::Duration::from_secs(1), notified).await.unwrap();

@@ -192,7 +192,7 @@ fn refused_prompt(event: &StoredEvent) -> Option<TimelineEntry> {
 mod tests {
     use super::*;
     use crate::fatigue::model::{PushEvent, apply};
-    use crate::ids::{AppId, ChallengeId, UserId};
+    use crate::ids::UserId;
     use time::Duration;
     use time::macros::datetime;
 
@@ -201,29 +201,8 @@ mod tests {
     /// A challenge created `minute` minutes after T0 and decided `decided_after` later.
     fn challenge(minute: i64, state: ChallengeState, decided_after: Duration) -> ChallengeRecord {
         let created_at = T0 + Duration::minutes(minute);
-        ChallengeRecord {
-            id: ChallengeId::random(),
-            app_id: AppId::random(),
-            user_id: UserId::random(),
-            state,
-            number_tag: vec![],
-            number_sealed: vec![],
-            number_digits: 2,
-            server_nonce: vec![],
-            app_name: "vpn".into(),
-            ip: "198.51.100.7".into(),
-            user_agent: String::new(),
-            location: None,
-            created_at,
-            expires_at: created_at + Duration::minutes(2),
-            decided_at: Some(created_at + decided_after),
-            decided_by_device: None,
-            redeemed_at: None,
-            idempotency_key: None,
-            request_hash: None,
-            is_silent: false,
-            source_prefix: None,
-        }
+        let record = crate::challenges::model::test_record(state, created_at);
+        ChallengeRecord { decided_at: Some(created_at + decided_after), ..record }
     }
 
     fn refused(minute: i64, details: &str) -> StoredEvent {
