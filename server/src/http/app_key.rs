@@ -28,7 +28,7 @@ pub mod scope {
 
     macro_rules! one_scope {
         ($($marker:ident),* $(,)?) => {$(
-            #[doc = concat!("Needs the `", stringify!($marker), "` scope.")]
+            #[doc = concat!("Needs `Scope::", stringify!($marker), "`.")]
             #[derive(Debug)]
             pub struct $marker;
 
@@ -105,5 +105,41 @@ impl From<AuthError> for ApiError {
             AuthError::Store(e) => return e.into(),
         };
         ApiError::new(code, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scope::{AnyScope, ChallengesReadOrWrite, UsersWrite};
+    use super::*;
+    use crate::ids::AppId;
+
+    fn app(scopes: &str) -> AuthenticatedApp {
+        AuthenticatedApp { id: AppId::random(), name: "a".into(), scopes: scopes.parse().unwrap() }
+    }
+
+    fn refused_for(result: Result<(), AuthError>) -> Option<Scope> {
+        match result {
+            Ok(()) => None,
+            Err(AuthError::InsufficientScope(scope)) => Some(scope),
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_scope_marker_admits_only_keys_with_its_scope() {
+        assert_eq!(refused_for(UsersWrite::check(&app("users:write"))), None);
+        assert_eq!(refused_for(UsersWrite::check(&app("users:read"))), Some(Scope::UsersWrite));
+        assert_eq!(refused_for(AnyScope::check(&app(""))), None);
+    }
+
+    #[test]
+    fn reading_a_challenge_takes_either_challenge_scope() {
+        assert_eq!(refused_for(ChallengesReadOrWrite::check(&app("challenges:read"))), None);
+        assert_eq!(refused_for(ChallengesReadOrWrite::check(&app("challenges:write"))), None);
+        let refused = ChallengesReadOrWrite::check(&app("users:read challenges:read users:write"));
+        assert_eq!(refused_for(refused), None);
+        let refused = ChallengesReadOrWrite::check(&app("users:read"));
+        assert_eq!(refused_for(refused), Some(Scope::ChallengesWrite), "the message names the broader scope");
     }
 }
