@@ -94,6 +94,18 @@ async fn scopes_are_enforced() {
     assert_error(&app.get("/v1/users/alice", Some(&reader)).await, StatusCode::NOT_FOUND, "user_not_found");
 }
 
+/// A key without the route's scope learns nothing about the route's input: it is refused before
+/// the path or the body is read, so a malformed one answers 403 too.
+#[tokio::test]
+async fn the_scope_is_checked_before_the_input() {
+    let app = TestApp::new().await;
+    let reader = app.key("reader", "users:read").await;
+    let reply = app.post_raw("/v1/users", &reader, Some("application/json"), "{\"username\": ").await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "insufficient_scope");
+    let reply = app.get("/v1/challenges/not-a-uuid", Some(&reader)).await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "insufficient_scope");
+}
+
 #[tokio::test]
 async fn users_are_provisioned_once() {
     let app = TestApp::new().await;
