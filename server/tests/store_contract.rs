@@ -9,6 +9,9 @@ mod common;
 #[path = "store_contract/support.rs"]
 mod support;
 
+#[path = "store_contract/devices.rs"]
+mod devices;
+
 use std::sync::Arc;
 
 use countersign::api_keys::Scope;
