@@ -13,6 +13,8 @@ mod support;
 mod challenges;
 #[path = "store_contract/devices.rs"]
 mod devices;
+#[path = "store_contract/fatigue.rs"]
+mod fatigue;
 
 use std::sync::Arc;
 
