@@ -9,6 +9,8 @@ mod common;
 #[path = "store_contract/support.rs"]
 mod support;
 
+#[path = "store_contract/alerts.rs"]
+mod alerts;
 #[path = "store_contract/challenges.rs"]
 mod challenges;
 #[path = "store_contract/devices.rs"]
