@@ -17,6 +17,8 @@ mod challenges;
 mod devices;
 #[path = "store_contract/fatigue.rs"]
 mod fatigue;
+#[path = "store_contract/outbox.rs"]
+mod outbox;
 
 use std::sync::Arc;
 
