@@ -417,20 +417,13 @@ async fn concurrent_sweeps_expire_each_challenge_once(engine: Engine) {
     }
     f.advance(CHALLENGE_TTL).await;
     let before = f.audit_len().await;
-    let other = f.another_instance().await;
     let now = f.now();
-    let sweeps: Vec<_> = (0..4)
-        .map(|i| {
-            let store = if i % 2 == 0 { f.store.clone() } else { other.clone() };
-            tokio::spawn(async move {
-                store.expire_due_challenges(now, 10, &expired_event, &Policy::default()).await.unwrap()
-            })
+    let sweeps = f
+        .race(4, |_, store| async move {
+            store.expire_due_challenges(now, 10, &expired_event, &Policy::default()).await.unwrap()
         })
-        .collect();
-    let mut expired = Vec::new();
-    for sweep in sweeps {
-        expired.extend(sweep.await.unwrap().into_iter().map(|c| c.id));
-    }
+        .await;
+    let mut expired: Vec<ChallengeId> = sweeps.into_iter().flatten().map(|c| c.id).collect();
     expired.sort();
     due.sort();
     assert_eq!(expired, due, "each once");

@@ -27,6 +27,18 @@ async fn consume(
     (enrollment, result)
 }
 
+/// Alice's challenge from the app "portal", approved on her phone just now, as proof.
+async fn approval(f: &Fixture) -> (UserRecord, ApprovalProof) {
+    let app = f.app("portal").await;
+    let alice = f.user("alice").await;
+    let phone = f.device(&alice, no_push()).await;
+    let challenge = f.challenge(&app, &alice).await;
+    f.decide(&challenge, &phone, ChallengeState::Approved).await.unwrap();
+    let proof =
+        ApprovalProof { challenge: challenge.id, app_id: app.id, user: alice.id, window: REDEEM_WINDOW };
+    (alice, proof)
+}
+
 /// `proof` was refused and its enrollment not written.
 async fn assert_refused(
     f: &Fixture,
@@ -315,47 +327,30 @@ async fn an_approval_is_consumed_by_one_enrollment(engine: Engine) {
 /// An approval older than the window proves nothing.
 async fn a_stale_approval_is_not_consumed(engine: Engine) {
     let f = fixture(engine).await;
-    let app = f.app("portal").await;
-    let alice = f.user("alice").await;
-    let phone = f.device(&alice, no_push()).await;
-    let challenge = f.challenge(&app, &alice).await;
-    f.decide(&challenge, &phone, ChallengeState::Approved).await.unwrap();
+    let (alice, proof) = approval(&f).await;
     f.advance(REDEEM_WINDOW).await;
-    let proof =
-        ApprovalProof { challenge: challenge.id, app_id: app.id, user: alice.id, window: REDEEM_WINDOW };
     let before = f.audit_len().await;
     assert_refused(&f, "stale", consume(&f, proof, &alice).await).await;
-    assert_eq!(f.challenge_now(challenge.id).await.state, ChallengeState::Approved);
+    assert_eq!(f.challenge_now(proof.challenge).await.state, ChallengeState::Approved);
     assert_eq!(f.audit_len().await, before);
 }
 
-/// Two enrollments racing for one approval: exactly one wins, on any instance.
+/// Eight enrollments racing for one approval on two instances: exactly one wins.
 async fn concurrent_enrollments_consume_an_approval_once(engine: Engine) {
     let f = fixture(engine).await;
-    let app = f.app("portal").await;
-    let alice = f.user("alice").await;
-    let phone = f.device(&alice, no_push()).await;
-    let challenge = f.challenge(&app, &alice).await;
-    f.decide(&challenge, &phone, ChallengeState::Approved).await.unwrap();
-    let proof =
-        ApprovalProof { challenge: challenge.id, app_id: app.id, user: alice.id, window: REDEEM_WINDOW };
-    let other = f.another_instance().await;
+    let (alice, proof) = approval(&f).await;
     let before = f.audit_len().await;
-    let tasks: Vec<_> = (0..8)
-        .map(|i| {
-            let store = if i % 2 == 0 { f.store.clone() } else { other.clone() };
+    let results = f
+        .race(8, |_, store| {
             let enrollment = f.enrollment_record(&alice, true);
-            let redeemed =
-                f.event(Action::Challenge(ChallengeState::Redeemed), Subject::Challenge(challenge.id));
+            let redeemed = f.event(Action::Challenge(ChallengeState::Redeemed), Subject::Challenge(proof.challenge));
             let created = f.event(Action::EnrollmentCreated, Subject::User(alice.id));
-            tokio::spawn(async move {
-                store.create_enrollment_consuming_approval(enrollment, proof, redeemed, created).await
-            })
+            async move { store.create_enrollment_consuming_approval(enrollment, proof, redeemed, created).await }
         })
-        .collect();
+        .await;
     let mut won = 0;
-    for task in tasks {
-        match task.await.unwrap() {
+    for result in results {
+        match result {
             Ok(_) => won += 1,
             Err(StoreError::NotFound) => {}
             Err(other) => panic!("{other:?}"),

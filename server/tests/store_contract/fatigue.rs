@@ -69,26 +69,20 @@ async fn the_standing_is_default_until_changed_under_the_users_lock(engine: Engi
 async fn concurrent_standing_changes_are_serialised(engine: Engine) {
     let f = fixture(engine).await;
     let alice = f.user("alice").await;
-    let other = f.another_instance().await;
     let before = f.audit_len().await;
-    let now = f.now();
-    let tasks: Vec<_> = (0..12)
-        .map(|i| {
-            let store = if i % 2 == 0 { f.store.clone() } else { other.clone() };
-            let user = alice.id;
-            tokio::spawn(async move {
-                let change = move |state: &PushState| {
-                    let next =
-                        PushState { consecutive_failures: state.consecutive_failures + 1, ..state.clone() };
-                    (next, AuditEvent::new(now, Actor::System, Action::PushUnfrozen, Subject::User(user)))
-                };
-                store.change_push_state(user, now, &change).await.unwrap()
-            })
+    let (now, user) = (f.now(), alice.id);
+    let changes = f
+        .race(12, |_, store| async move {
+            let change = move |state: &PushState| {
+                let next =
+                    PushState { consecutive_failures: state.consecutive_failures + 1, ..state.clone() };
+                (next, AuditEvent::new(now, Actor::System, Action::PushUnfrozen, Subject::User(user)))
+            };
+            store.change_push_state(user, now, &change).await.unwrap()
         })
-        .collect();
+        .await;
     let mut seen = Vec::new();
-    for task in tasks {
-        let (was, is) = task.await.unwrap();
+    for (was, is) in changes {
         assert_eq!(is.consecutive_failures, was.consecutive_failures + 1);
         seen.push(was.consecutive_failures);
     }

@@ -1,6 +1,7 @@
 //! The fixture the contract modules share: a fresh database on one engine, its store, a clock
 //! the database's own (PostgreSQL) follows, and builders for the records most tests need.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -99,6 +100,28 @@ impl Fixture {
     /// Another instance on the same database.
     pub async fn another_instance(&self) -> Arc<dyn Store> {
         connect(&self.db, &self.sealer).await
+    }
+
+    /// Runs `count` tasks at once, alternately on this store and on another instance of it,
+    /// and returns their results in order. `task` is given the task's number and its store.
+    pub async fn race<T, F, Fut>(&self, count: usize, task: F) -> Vec<T>
+    where
+        F: Fn(usize, Arc<dyn Store>) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let other = self.another_instance().await;
+        let tasks: Vec<_> = (0..count)
+            .map(|i| {
+                let store = if i % 2 == 0 { Arc::clone(&self.store) } else { Arc::clone(&other) };
+                tokio::spawn(task(i, store))
+            })
+            .collect();
+        let mut results = Vec::with_capacity(count);
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        results
     }
 
     /// An audit event at the current time, with empty details (the store may add to them).
