@@ -310,6 +310,33 @@ async fn a_device_answer_needs_an_active_device_and_a_new_counter(engine: Engine
     assert_eq!(f.audit_len().await, before);
 }
 
+/// An answer names the challenge's user: one naming another user decides nothing (that user's
+/// standing must not move for someone else's challenge either).
+async fn an_answer_for_another_users_challenge_decides_nothing(engine: Engine) {
+    let f = fixture(engine).await;
+    let app = f.app("portal").await;
+    let (alice, mallory) = (f.user("alice").await, f.user("mallory").await);
+    let mallorys = f.device(&mallory, no_push()).await;
+    let challenge = f.challenge(&app, &alice).await;
+    let before = f.audit_len().await;
+    let decision = countersign::store::DeviceDecision {
+        challenge: challenge.id,
+        user: mallory.id,
+        device: mallorys.id,
+        counter: 1,
+        to: ChallengeState::Approved,
+    };
+    let event = f.event(Action::Challenge(ChallengeState::Approved), Subject::Challenge(challenge.id));
+    let result = f.store.decide_challenge(decision, f.now(), event, &Policy::default()).await;
+    assert!(
+        matches!(result, Err(StoreError::PreconditionFailed(Precondition::ChallengeNotPending))),
+        "{result:?}"
+    );
+    assert_eq!(f.challenge_now(challenge.id).await, challenge);
+    assert_eq!(f.device_now(mallorys.id).await.last_counter, 0);
+    assert_eq!(f.audit_len().await, before);
+}
+
 /// Only the app that created a challenge cancels or redeems it; a redemption only within the
 /// window after the approval; expiry only once due.
 async fn app_and_timer_transitions_check_app_window_and_time(engine: Engine) {
@@ -469,6 +496,7 @@ on_both_engines!(
     recent_number_tags_are_newest_first,
     every_state_edge_follows_the_model,
     a_device_answer_needs_an_active_device_and_a_new_counter,
+    an_answer_for_another_users_challenge_decides_nothing,
     app_and_timer_transitions_check_app_window_and_time,
     due_challenges_expire_in_batches,
     concurrent_sweeps_expire_each_challenge_once,
