@@ -1,49 +1,39 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The store contract: every test runs on SQLite and on PostgreSQL, each on a fresh database.
-//! The two engines must be indistinguishable to the services above them.
+//! The two engines must be indistinguishable to the services above them. This file holds the
+//! apps, users and audit contract; each other capability has its module in `store_contract/`
+//! (one test binary for all of them).
 
 #[macro_use]
 mod common;
+#[path = "store_contract/support.rs"]
+mod support;
+
+#[path = "store_contract/alerts.rs"]
+mod alerts;
+#[path = "store_contract/challenges.rs"]
+mod challenges;
+#[path = "store_contract/devices.rs"]
+mod devices;
+#[path = "store_contract/fatigue.rs"]
+mod fatigue;
+#[path = "store_contract/outbox.rs"]
+mod outbox;
 
 use std::sync::Arc;
 
+use countersign::api_keys::Scope;
 use countersign::api_keys::service::{self as api_keys, AppAdminError, AuthError};
-use countersign::api_keys::{Scope, Scopes};
 use countersign::audit::chain::{AuditSealer, ChainBreak, CheckpointBreak};
 use countersign::audit::{self, Actor, VerifyError};
-use countersign::clock::{Clock, ManualClock};
+use countersign::clock::Clock;
 use countersign::store::{self, Store, StoreError};
-use countersign::users::service::{self as users, NewUser, UserError};
+use countersign::users::service::{self as users, UserError};
 use countersign_e2e::{
-    Engine, Tamper, TestDatabase, break_audit_writes_sql, drop_audit_guard_sql, drop_pending_guard_sql,
-    exec_sql,
+    Engine, Tamper, break_audit_writes_sql, drop_audit_guard_sql, drop_pending_guard_sql, exec_sql,
 };
 use secrecy::{ExposeSecret, SecretString};
-use time::macros::datetime;
-
-struct Fixture {
-    db: TestDatabase,
-    store: Arc<dyn Store>,
-    sealer: AuditSealer,
-    clock: ManualClock,
-}
-
-async fn fixture(engine: Engine) -> Fixture {
-    let db = TestDatabase::new(engine).await;
-    let sealer = AuditSealer::new(&[42u8; 32]);
-    let store: Arc<dyn Store> =
-        Arc::from(store::connect(&SecretString::from(db.url.clone()), 5, sealer.clone()).await.unwrap());
-    store.migrate().await.unwrap();
-    Fixture { db, store, sealer, clock: ManualClock::new(datetime!(2026-11-28 10:00:00.123456 UTC)) }
-}
-
-fn scopes(s: &str) -> Scopes {
-    s.parse().unwrap()
-}
-
-fn new_user(name: &str) -> NewUser {
-    NewUser { username: name.to_owned(), display_name: Some("Test User".into()), is_privileged: false }
-}
+use support::{Fixture, fixture, new_user, scopes};
 
 /// Five audited changes: three apps, two users.
 async fn five_events(f: &Fixture) {
