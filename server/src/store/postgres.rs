@@ -10,13 +10,15 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::audit::{DUPLICATE_EVENT_SQL, PendingEvent, PendingRow, link_pending, pending_row};
+use super::challenges::may_become;
 use super::pg_pool::{PgConnections, PooledConnection};
 use super::{
-    AlertCursor, AlertRecord, AppRecord, ApprovalProof, ChallengeEvent, ChallengeRecord, ChallengeTransition,
-    Conflict, DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord,
-    PendingEvent, PendingRow, PoolStats, Precondition, PromptTarget, PushJob, PushJobResult, PushStateChange,
-    ServerKeyRecord, Store, StoreError, StoredPush, UserRecord, check_migrations_applied, genesis_mac,
-    link_pending, map_unique_violation, may_become, pending_row, seals_genesis,
+    AlertCursor, AlertRecord, AlertStore, AppRecord, AppStore, ApprovalProof, AuditStore, ChallengeEvent,
+    ChallengeRecord, ChallengeStore, ChallengeTransition, Conflict, DeviceDecision, DeviceRecord,
+    DeviceStore, Engine, EnrollmentRecord, FatigueStore, NoticeRecord, PoolStats, Precondition, PromptTarget,
+    PushJob, PushJobResult, PushOutbox, PushStateChange, ServerKeyRecord, Store, StoreError, StoredPush,
+    UserRecord, UserStore, check_migrations_applied, genesis_mac, map_unique_violation, seals_genesis,
 };
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::audit::{AuditEvent, Subject};
@@ -609,10 +611,6 @@ impl Store for PgStore {
         result
     }
 
-    async fn database_now(&self) -> Result<Option<OffsetDateTime>, StoreError> {
-        Ok(Some(sqlx::query_scalar("SELECT now()").fetch_one(&mut *self.conn().await?).await?))
-    }
-
     async fn check_ready(&self) -> Result<(), StoreError> {
         let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
             .fetch_all(&mut *self.conn().await?)
@@ -621,76 +619,13 @@ impl Store for PgStore {
         check_migrations_applied(&MIGRATOR, &applied)
     }
 
-    async fn create_app(&self, app: AppRecord, audit: AuditEvent) -> Result<AppRecord, StoreError> {
-        let mut conn = self.conn().await?;
-        let mut tx = conn.begin().await?;
-        sqlx::query(
-            "INSERT INTO apps (id, name, key_id, key_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(app.id.0)
-        .bind(&app.name)
-        .bind(&app.key_id)
-        .bind(&app.key_hash)
-        .bind(app.scopes.to_string())
-        .bind(app.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_unique_violation)?;
-        self.append_audit(&mut tx, &audit).await?;
-        self.commit(tx).await?;
-        Ok(app)
+    async fn database_now(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        Ok(Some(sqlx::query_scalar("SELECT now()").fetch_one(&mut *self.conn().await?).await?))
     }
+}
 
-    async fn revoke_app(
-        &self,
-        id: AppId,
-        at: OffsetDateTime,
-        audit: AuditEvent,
-    ) -> Result<AppRecord, StoreError> {
-        let mut conn = self.conn().await?;
-        let mut tx = conn.begin().await?;
-        let row = sqlx::query(
-            "UPDATE apps SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL
-             RETURNING id, name, key_id, key_hash, scopes, created_at, revoked_at",
-        )
-        .bind(id.0)
-        .bind(at)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let app = app_from_row(&row)?;
-        self.append_audit(&mut tx, &audit).await?;
-        self.commit(tx).await?;
-        Ok(app)
-    }
-
-    async fn app_by_key_id(&self, key_id: &str) -> Result<Option<AppRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE key_id = $1"));
-        sqlx::query(sql)
-            .bind(key_id)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .as_ref()
-            .map(app_from_row)
-            .transpose()
-    }
-
-    async fn app_by_name(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1"));
-        sqlx::query(sql)
-            .bind(name)
-            .fetch_optional(&mut *self.conn().await?)
-            .await?
-            .as_ref()
-            .map(app_from_row)
-            .transpose()
-    }
-
-    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name"));
-        sqlx::query(sql).fetch_all(&mut *self.conn().await?).await?.iter().map(app_from_row).collect()
-    }
-
+#[async_trait]
+impl UserStore for PgStore {
     async fn create_user(&self, user: UserRecord, audit: AuditEvent) -> Result<UserRecord, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
@@ -767,7 +702,83 @@ impl Store for PgStore {
         self.commit(tx).await?;
         Ok(revoked)
     }
+}
 
+#[async_trait]
+impl AppStore for PgStore {
+    async fn create_app(&self, app: AppRecord, audit: AuditEvent) -> Result<AppRecord, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query(
+            "INSERT INTO apps (id, name, key_id, key_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(app.id.0)
+        .bind(&app.name)
+        .bind(&app.key_id)
+        .bind(&app.key_hash)
+        .bind(app.scopes.to_string())
+        .bind(app.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_unique_violation)?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(app)
+    }
+
+    async fn revoke_app(
+        &self,
+        id: AppId,
+        at: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<AppRecord, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let row = sqlx::query(
+            "UPDATE apps SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL
+             RETURNING id, name, key_id, key_hash, scopes, created_at, revoked_at",
+        )
+        .bind(id.0)
+        .bind(at)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let app = app_from_row(&row)?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(app)
+    }
+
+    async fn app_by_key_id(&self, key_id: &str) -> Result<Option<AppRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE key_id = $1"));
+        sqlx::query(sql)
+            .bind(key_id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .as_ref()
+            .map(app_from_row)
+            .transpose()
+    }
+
+    async fn app_by_name(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1"));
+        sqlx::query(sql)
+            .bind(name)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .as_ref()
+            .map(app_from_row)
+            .transpose()
+    }
+
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name"));
+        sqlx::query(sql).fetch_all(&mut *self.conn().await?).await?.iter().map(app_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl DeviceStore for PgStore {
     async fn create_enrollment(
         &self,
         e: EnrollmentRecord,
@@ -775,6 +786,38 @@ impl Store for PgStore {
     ) -> Result<EnrollmentRecord, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
+        insert_enrollment(&mut tx, &e).await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(e)
+    }
+
+    async fn create_enrollment_consuming_approval(
+        &self,
+        e: EnrollmentRecord,
+        approval: ApprovalProof,
+        redeemed: AuditEvent,
+        audit: AuditEvent,
+    ) -> Result<EnrollmentRecord, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        // Fresh by the database clock, like a redeem.
+        let consumed = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE challenges SET state = 'redeemed', redeemed_at = now()
+             WHERE id = $1 AND app_id = $2 AND user_id = $3 AND {}
+               AND decided_at > now() - $4::bigint * interval '1 microsecond'",
+            may_become(ChallengeState::Redeemed)
+        )))
+        .bind(approval.challenge.0)
+        .bind(approval.app_id.0)
+        .bind(approval.user.0)
+        .bind(approval.window.whole_microseconds() as i64)
+        .execute(&mut *tx)
+        .await?;
+        if consumed.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.append_audit(&mut tx, &redeemed).await?;
         insert_enrollment(&mut tx, &e).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
@@ -900,65 +943,6 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn prompt_target(&self, username: &str, recent: u32) -> Result<Option<PromptTarget>, StoreError> {
-        // One round trip: the user, their active devices, and their recent number tags.
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT u.id AS u_id, u.username AS u_username, u.display_name AS u_display_name,
-                    u.is_privileged AS u_is_privileged, u.created_at AS u_created_at,
-                    ARRAY(SELECT number_tag FROM challenges WHERE user_id = u.id
-                          ORDER BY created_at DESC LIMIT $2) AS recent_tags,
-                    {}
-             FROM users u LEFT JOIN devices d ON d.user_id = u.id AND d.revoked_at IS NULL
-             WHERE u.username = $1 ORDER BY d.created_at, d.id",
-            prefixed_device_columns()
-        ));
-        let rows = sqlx::query(sql)
-            .bind(username)
-            .bind(i64::from(recent))
-            .fetch_all(&mut *self.conn().await?)
-            .await?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let user = UserRecord {
-            id: UserId(first.try_get("u_id")?),
-            username: first.try_get("u_username")?,
-            display_name: first.try_get("u_display_name")?,
-            is_privileged: first.try_get("u_is_privileged")?,
-            created_at: first.try_get("u_created_at")?,
-        };
-        let mut devices = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if row.try_get::<Option<Uuid>, _>("d_id")?.is_some() {
-                devices.push(device_from_prefixed(row, "d_")?);
-            }
-        }
-        Ok(Some(PromptTarget { user, devices, recent_tags: first.try_get("recent_tags")? }))
-    }
-
-    async fn device_and_challenge(
-        &self,
-        device: DeviceId,
-        challenge: ChallengeId,
-    ) -> Result<(Option<DeviceRecord>, Option<ChallengeRecord>), StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {}, c.* FROM (SELECT 1) AS one
-             LEFT JOIN devices d ON d.id = $1 LEFT JOIN challenges c ON c.id = $2",
-            prefixed_device_columns()
-        ));
-        let row =
-            sqlx::query(sql).bind(device.0).bind(challenge.0).fetch_one(&mut *self.conn().await?).await?;
-        let device = match row.try_get::<Option<Uuid>, _>("d_id")? {
-            Some(_) => Some(device_from_prefixed(&row, "d_")?),
-            None => None,
-        };
-        let challenge = match row.try_get::<Option<Uuid>, _>("id")? {
-            Some(_) => Some(challenge_from_row(&row)?),
-            None => None,
-        };
-        Ok((device, challenge))
-    }
-
     async fn public_key_owner(&self, public_key: &[u8]) -> Result<Option<UserId>, StoreError> {
         let owner: Option<Uuid> = sqlx::query_scalar("SELECT user_id FROM devices WHERE public_key = $1")
             .bind(public_key)
@@ -1078,12 +1062,93 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn record_audit(&self, audit: AuditEvent) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        let mut tx = conn.begin().await?;
-        self.append_audit(&mut tx, &audit).await?;
-        self.commit(tx).await?;
-        Ok(())
+    async fn server_key(&self) -> Result<Option<ServerKeyRecord>, StoreError> {
+        let row = sqlx::query("SELECT public_key, sealed_pkcs8, created_at FROM server_keys WHERE id = 1")
+            .fetch_optional(&mut *self.conn().await?)
+            .await?;
+        row.map(|row| {
+            Ok(ServerKeyRecord {
+                public_key: row.try_get("public_key")?,
+                sealed_pkcs8: row.try_get("sealed_pkcs8")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_server_key(&self, key: ServerKeyRecord) -> Result<ServerKeyRecord, StoreError> {
+        sqlx::query(
+            "INSERT INTO server_keys (id, public_key, sealed_pkcs8, created_at) VALUES (1, $1, $2, $3)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&key.public_key)
+        .bind(&key.sealed_pkcs8)
+        .bind(key.created_at)
+        .execute(&mut *self.conn().await?)
+        .await?;
+        self.server_key().await?.ok_or_else(|| StoreError::Corrupt("server key vanished after insert".into()))
+    }
+}
+
+#[async_trait]
+impl ChallengeStore for PgStore {
+    async fn prompt_target(&self, username: &str, recent: u32) -> Result<Option<PromptTarget>, StoreError> {
+        // One round trip: the user, their active devices, and their recent number tags.
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT u.id AS u_id, u.username AS u_username, u.display_name AS u_display_name,
+                    u.is_privileged AS u_is_privileged, u.created_at AS u_created_at,
+                    ARRAY(SELECT number_tag FROM challenges WHERE user_id = u.id
+                          ORDER BY created_at DESC LIMIT $2) AS recent_tags,
+                    {}
+             FROM users u LEFT JOIN devices d ON d.user_id = u.id AND d.revoked_at IS NULL
+             WHERE u.username = $1 ORDER BY d.created_at, d.id",
+            prefixed_device_columns()
+        ));
+        let rows = sqlx::query(sql)
+            .bind(username)
+            .bind(i64::from(recent))
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let user = UserRecord {
+            id: UserId(first.try_get("u_id")?),
+            username: first.try_get("u_username")?,
+            display_name: first.try_get("u_display_name")?,
+            is_privileged: first.try_get("u_is_privileged")?,
+            created_at: first.try_get("u_created_at")?,
+        };
+        let mut devices = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<Uuid>, _>("d_id")?.is_some() {
+                devices.push(device_from_prefixed(row, "d_")?);
+            }
+        }
+        Ok(Some(PromptTarget { user, devices, recent_tags: first.try_get("recent_tags")? }))
+    }
+
+    async fn device_and_challenge(
+        &self,
+        device: DeviceId,
+        challenge: ChallengeId,
+    ) -> Result<(Option<DeviceRecord>, Option<ChallengeRecord>), StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {}, c.* FROM (SELECT 1) AS one
+             LEFT JOIN devices d ON d.id = $1 LEFT JOIN challenges c ON c.id = $2",
+            prefixed_device_columns()
+        ));
+        let row =
+            sqlx::query(sql).bind(device.0).bind(challenge.0).fetch_one(&mut *self.conn().await?).await?;
+        let device = match row.try_get::<Option<Uuid>, _>("d_id")? {
+            Some(_) => Some(device_from_prefixed(&row, "d_")?),
+            None => None,
+        };
+        let challenge = match row.try_get::<Option<Uuid>, _>("id")? {
+            Some(_) => Some(challenge_from_row(&row)?),
+            None => None,
+        };
+        Ok((device, challenge))
     }
 
     async fn create_challenge(
@@ -1261,6 +1326,20 @@ impl Store for PgStore {
         .await?)
     }
 
+    async fn recent_challenges(&self, user: UserId, limit: u32) -> Result<Vec<ChallengeRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2"
+        ));
+        sqlx::query(sql)
+            .bind(user.0)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.conn().await?)
+            .await?
+            .iter()
+            .map(challenge_from_row)
+            .collect()
+    }
+
     async fn decide_challenge(
         &self,
         decision: DeviceDecision,
@@ -1431,85 +1510,10 @@ impl Store for PgStore {
         });
         Ok(())
     }
+}
 
-    async fn claim_push_jobs(
-        &self,
-        now: OffsetDateTime,
-        lease: time::Duration,
-        limit: u32,
-    ) -> Result<Vec<PushJob>, StoreError> {
-        let rows = sqlx::query(
-            "WITH claimed AS (
-                 UPDATE push_outbox SET next_attempt_at = $2, attempts = attempts + 1, updated_at = $1
-                 WHERE id IN (SELECT id FROM push_outbox WHERE state = 'queued' AND next_attempt_at <= $1
-                              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-                 RETURNING id, challenge_id, device_id, attempts)
-             SELECT claimed.id, claimed.challenge_id, claimed.device_id, claimed.attempts,
-                    d.push_provider, d.push_token, d.push_environment, c.expires_at
-             FROM claimed JOIN devices d ON d.id = claimed.device_id JOIN challenges c ON c.id = claimed.challenge_id",
-        )
-        .bind(now)
-        .bind(now + lease)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PushJob {
-                    id: row.try_get("id")?,
-                    challenge_id: ChallengeId(row.try_get("challenge_id")?),
-                    device_id: DeviceId(row.try_get("device_id")?),
-                    attempts: row.try_get("attempts")?,
-                    push: StoredPush {
-                        provider: row.try_get("push_provider")?,
-                        token: row.try_get("push_token")?,
-                        environment: row.try_get("push_environment")?,
-                    },
-                    expires_at: row.try_get("expires_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn finish_push_job(
-        &self,
-        id: i64,
-        result: PushJobResult,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let (state, next, error) = match result {
-            PushJobResult::Sent => ("sent", now, None),
-            PushJobResult::Retry { at, error } => ("queued", at, Some(error)),
-            PushJobResult::Failed { error } => ("failed", now, Some(error)),
-        };
-        sqlx::query("UPDATE push_outbox SET state = $2, next_attempt_at = $3, last_error = $4, updated_at = $5 WHERE id = $1")
-            .bind(id)
-            .bind(state)
-            .bind(next)
-            .bind(error)
-            .bind(now)
-            .execute(&mut *self.conn().await?)
-            .await?;
-        Ok(())
-    }
-
-    async fn disable_push_token(&self, device: DeviceId, audit: AuditEvent) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        let mut tx = conn.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE devices SET push_provider = 'none', push_token = NULL, push_environment = NULL
-             WHERE id = $1 AND push_provider <> 'none'",
-        )
-        .bind(device.0)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 1 {
-            self.append_audit(&mut tx, &audit).await?;
-        }
-        self.commit(tx).await?;
-        Ok(())
-    }
-
+#[async_trait]
+impl FatigueStore for PgStore {
     async fn push_state(&self, user: UserId) -> Result<PushState, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {PUSH_STATE_COLUMNS} FROM user_push_state WHERE user_id = $1"
@@ -1548,31 +1552,6 @@ impl Store for PgStore {
         rows.iter().map(|row| Ok((user_from_row(row)?, push_state_from_row(row)?))).collect()
     }
 
-    async fn recent_challenges(&self, user: UserId, limit: u32) -> Result<Vec<ChallengeRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2"
-        ));
-        sqlx::query(sql)
-            .bind(user.0)
-            .bind(i64::from(limit))
-            .fetch_all(&mut *self.conn().await?)
-            .await?
-            .iter()
-            .map(challenge_from_row)
-            .collect()
-    }
-
-    async fn raise_alert(
-        &self,
-        kind: &str,
-        subject: &Subject,
-        details: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        insert_alert(&mut conn, kind, subject, details, now).await
-    }
-
     async fn record_refused_prompt(
         &self,
         user: UserId,
@@ -1607,98 +1586,16 @@ impl Store for PgStore {
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await
     }
+}
 
-    async fn lease_alert_cursor(
-        &self,
-        now: OffsetDateTime,
-        lease: time::Duration,
-    ) -> Result<Option<AlertCursor>, StoreError> {
-        let row = sqlx::query(
-            "UPDATE alert_cursor SET lease_until = $2
-             WHERE id = 1 AND (lease_until IS NULL OR lease_until < $1) AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
-             RETURNING last_delivered, attempts",
-        )
-        .bind(now)
-        .bind(now + lease)
-        .fetch_optional(&mut *self.conn().await?)
-        .await?;
-        row.map(|row| {
-            Ok(AlertCursor {
-                last_delivered: row.try_get("last_delivered")?,
-                attempts: row.try_get("attempts")?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn next_alert(&self, after: i64) -> Result<Option<AlertRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, kind, subject, details, created_at FROM alerts WHERE id > $1 ORDER BY id LIMIT 1",
-        )
-        .bind(after)
-        .fetch_optional(&mut *self.conn().await?)
-        .await?;
-        row.map(|row| {
-            Ok(AlertRecord {
-                id: row.try_get("id")?,
-                kind: row.try_get("kind")?,
-                subject: row.try_get("subject")?,
-                details: row.try_get("details")?,
-                created_at: row.try_get("created_at")?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn release_alert_cursor(
-        &self,
-        delivered: Option<i64>,
-        retry_at: Option<OffsetDateTime>,
-        error: Option<String>,
-    ) -> Result<(), StoreError> {
-        match delivered {
-            Some(id) => sqlx::query(
-                "UPDATE alert_cursor SET last_delivered = $1, attempts = 0, next_attempt_at = NULL, lease_until = NULL, last_error = NULL WHERE id = 1",
-            )
-            .bind(id)
-            .execute(&mut *self.conn().await?)
-            .await?,
-            None => sqlx::query(
-                "UPDATE alert_cursor SET attempts = attempts + 1, next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE id = 1",
-            )
-            .bind(retry_at)
-            .bind(error)
-            .execute(&mut *self.conn().await?)
-            .await?,
-        };
+#[async_trait]
+impl AuditStore for PgStore {
+    async fn record_audit(&self, audit: AuditEvent) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
         Ok(())
-    }
-
-    async fn server_key(&self) -> Result<Option<ServerKeyRecord>, StoreError> {
-        let row = sqlx::query("SELECT public_key, sealed_pkcs8, created_at FROM server_keys WHERE id = 1")
-            .fetch_optional(&mut *self.conn().await?)
-            .await?;
-        row.map(|row| {
-            Ok(ServerKeyRecord {
-                public_key: row.try_get("public_key")?,
-                sealed_pkcs8: row.try_get("sealed_pkcs8")?,
-                created_at: row.try_get("created_at")?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn insert_server_key(&self, key: ServerKeyRecord) -> Result<ServerKeyRecord, StoreError> {
-        sqlx::query(
-            "INSERT INTO server_keys (id, public_key, sealed_pkcs8, created_at) VALUES (1, $1, $2, $3)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&key.public_key)
-        .bind(&key.sealed_pkcs8)
-        .bind(key.created_at)
-        .execute(&mut *self.conn().await?)
-        .await?;
-        self.server_key().await?.ok_or_else(|| StoreError::Corrupt("server key vanished after insert".into()))
     }
 
     fn audit_pending_signal(&self) -> Arc<Notify> {
@@ -1844,36 +1741,166 @@ impl Store for PgStore {
             sqlx::query(DUPLICATE_EVENT_SQL).bind(up_to).fetch_optional(&mut *self.conn().await?).await?;
         row.map(|row| Ok((row.try_get("seq")?, row.try_get("first_seq")?))).transpose()
     }
-    async fn create_enrollment_consuming_approval(
+}
+
+#[async_trait]
+impl AlertStore for PgStore {
+    async fn raise_alert(
         &self,
-        e: EnrollmentRecord,
-        approval: ApprovalProof,
-        redeemed: AuditEvent,
-        audit: AuditEvent,
-    ) -> Result<EnrollmentRecord, StoreError> {
+        kind: &str,
+        subject: &Subject,
+        details: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        insert_alert(&mut conn, kind, subject, details, now).await
+    }
+
+    async fn lease_alert_cursor(
+        &self,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> Result<Option<AlertCursor>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE alert_cursor SET lease_until = $2
+             WHERE id = 1 AND (lease_until IS NULL OR lease_until < $1) AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
+             RETURNING last_delivered, attempts",
+        )
+        .bind(now)
+        .bind(now + lease)
+        .fetch_optional(&mut *self.conn().await?)
+        .await?;
+        row.map(|row| {
+            Ok(AlertCursor {
+                last_delivered: row.try_get("last_delivered")?,
+                attempts: row.try_get("attempts")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn next_alert(&self, after: i64) -> Result<Option<AlertRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, kind, subject, details, created_at FROM alerts WHERE id > $1 ORDER BY id LIMIT 1",
+        )
+        .bind(after)
+        .fetch_optional(&mut *self.conn().await?)
+        .await?;
+        row.map(|row| {
+            Ok(AlertRecord {
+                id: row.try_get("id")?,
+                kind: row.try_get("kind")?,
+                subject: row.try_get("subject")?,
+                details: row.try_get("details")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn release_alert_cursor(
+        &self,
+        delivered: Option<i64>,
+        retry_at: Option<OffsetDateTime>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        match delivered {
+            Some(id) => sqlx::query(
+                "UPDATE alert_cursor SET last_delivered = $1, attempts = 0, next_attempt_at = NULL, lease_until = NULL, last_error = NULL WHERE id = 1",
+            )
+            .bind(id)
+            .execute(&mut *self.conn().await?)
+            .await?,
+            None => sqlx::query(
+                "UPDATE alert_cursor SET attempts = attempts + 1, next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE id = 1",
+            )
+            .bind(retry_at)
+            .bind(error)
+            .execute(&mut *self.conn().await?)
+            .await?,
+        };
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PushOutbox for PgStore {
+    async fn claim_push_jobs(
+        &self,
+        now: OffsetDateTime,
+        lease: time::Duration,
+        limit: u32,
+    ) -> Result<Vec<PushJob>, StoreError> {
+        let rows = sqlx::query(
+            "WITH claimed AS (
+                 UPDATE push_outbox SET next_attempt_at = $2, attempts = attempts + 1, updated_at = $1
+                 WHERE id IN (SELECT id FROM push_outbox WHERE state = 'queued' AND next_attempt_at <= $1
+                              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, challenge_id, device_id, attempts)
+             SELECT claimed.id, claimed.challenge_id, claimed.device_id, claimed.attempts,
+                    d.push_provider, d.push_token, d.push_environment, c.expires_at
+             FROM claimed JOIN devices d ON d.id = claimed.device_id JOIN challenges c ON c.id = claimed.challenge_id",
+        )
+        .bind(now)
+        .bind(now + lease)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PushJob {
+                    id: row.try_get("id")?,
+                    challenge_id: ChallengeId(row.try_get("challenge_id")?),
+                    device_id: DeviceId(row.try_get("device_id")?),
+                    attempts: row.try_get("attempts")?,
+                    push: StoredPush {
+                        provider: row.try_get("push_provider")?,
+                        token: row.try_get("push_token")?,
+                        environment: row.try_get("push_environment")?,
+                    },
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_push_job(
+        &self,
+        id: i64,
+        result: PushJobResult,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (state, next, error) = match result {
+            PushJobResult::Sent => ("sent", now, None),
+            PushJobResult::Retry { at, error } => ("queued", at, Some(error)),
+            PushJobResult::Failed { error } => ("failed", now, Some(error)),
+        };
+        sqlx::query("UPDATE push_outbox SET state = $2, next_attempt_at = $3, last_error = $4, updated_at = $5 WHERE id = $1")
+            .bind(id)
+            .bind(state)
+            .bind(next)
+            .bind(error)
+            .bind(now)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    async fn disable_push_token(&self, device: DeviceId, audit: AuditEvent) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        // Fresh by the database clock, like a redeem.
-        let consumed = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE challenges SET state = 'redeemed', redeemed_at = now()
-             WHERE id = $1 AND app_id = $2 AND user_id = $3 AND {}
-               AND decided_at > now() - $4::bigint * interval '1 microsecond'",
-            may_become(ChallengeState::Redeemed)
-        )))
-        .bind(approval.challenge.0)
-        .bind(approval.app_id.0)
-        .bind(approval.user.0)
-        .bind(approval.window.whole_microseconds() as i64)
+        let updated = sqlx::query(
+            "UPDATE devices SET push_provider = 'none', push_token = NULL, push_environment = NULL
+             WHERE id = $1 AND push_provider <> 'none'",
+        )
+        .bind(device.0)
         .execute(&mut *tx)
         .await?;
-        if consumed.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+        if updated.rows_affected() == 1 {
+            self.append_audit(&mut tx, &audit).await?;
         }
-        self.append_audit(&mut tx, &redeemed).await?;
-        insert_enrollment(&mut tx, &e).await?;
-        self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
-        Ok(e)
+        Ok(())
     }
 }
 

@@ -17,12 +17,14 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::audit::{DUPLICATE_EVENT_SQL, PendingEvent, link_pending, pending_row};
+use super::challenges::may_become;
 use super::{
-    AlertCursor, AlertRecord, AppRecord, ApprovalProof, ChallengeEvent, ChallengeRecord, ChallengeTransition,
-    Conflict, DUPLICATE_EVENT_SQL, DeviceDecision, DeviceRecord, Engine, EnrollmentRecord, NoticeRecord,
-    PendingEvent, PoolStats, Precondition, PushJob, PushJobResult, PushStateChange, ServerKeyRecord, Store,
-    StoreError, StoredPush, UserRecord, check_migrations_applied, genesis_mac, link_pending,
-    map_unique_violation, may_become, pending_row, seals_genesis,
+    AlertCursor, AlertRecord, AlertStore, AppRecord, AppStore, ApprovalProof, AuditStore, ChallengeEvent,
+    ChallengeRecord, ChallengeStore, ChallengeTransition, Conflict, DeviceDecision, DeviceRecord,
+    DeviceStore, Engine, EnrollmentRecord, FatigueStore, NoticeRecord, PoolStats, Precondition, PromptTarget,
+    PushJob, PushJobResult, PushOutbox, PushStateChange, ServerKeyRecord, Store, StoreError, StoredPush,
+    UserRecord, UserStore, check_migrations_applied, genesis_mac, map_unique_violation, seals_genesis,
 };
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::audit::{AuditEvent, Subject};
@@ -394,11 +396,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn database_now(&self) -> Result<Option<OffsetDateTime>, StoreError> {
-        // One instance per file: the instance's clock is the only clock.
-        Ok(None)
-    }
-
     async fn check_ready(&self) -> Result<(), StoreError> {
         let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
             .fetch_all(&self.pool)
@@ -407,62 +404,14 @@ impl Store for SqliteStore {
         check_migrations_applied(&MIGRATOR, &applied)
     }
 
-    async fn create_app(&self, app: AppRecord, audit: AuditEvent) -> Result<AppRecord, StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO apps (id, name, key_id, key_hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(app.id.0.to_string())
-        .bind(&app.name)
-        .bind(&app.key_id)
-        .bind(&app.key_hash)
-        .bind(app.scopes.to_string())
-        .bind(unix_micros(app.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_unique_violation)?;
-        self.append_audit(&mut tx, &audit).await?;
-        self.commit(tx).await?;
-        Ok(app)
+    async fn database_now(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        // One instance per file: the instance's clock is the only clock.
+        Ok(None)
     }
+}
 
-    async fn revoke_app(
-        &self,
-        id: AppId,
-        at: OffsetDateTime,
-        audit: AuditEvent,
-    ) -> Result<AppRecord, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE apps SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL
-             RETURNING id, name, key_id, key_hash, scopes, created_at, revoked_at",
-        )
-        .bind(id.0.to_string())
-        .bind(unix_micros(at))
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let app = app_from_row(&row)?;
-        self.append_audit(&mut tx, &audit).await?;
-        self.commit(tx).await?;
-        Ok(app)
-    }
-
-    async fn app_by_key_id(&self, key_id: &str) -> Result<Option<AppRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE key_id = ?1"));
-        sqlx::query(sql).bind(key_id).fetch_optional(&self.pool).await?.as_ref().map(app_from_row).transpose()
-    }
-
-    async fn app_by_name(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE name = ?1"));
-        sqlx::query(sql).bind(name).fetch_optional(&self.pool).await?.as_ref().map(app_from_row).transpose()
-    }
-
-    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name"));
-        sqlx::query(sql).fetch_all(&self.pool).await?.iter().map(app_from_row).collect()
-    }
-
+#[async_trait]
+impl UserStore for SqliteStore {
     async fn create_user(&self, user: UserRecord, audit: AuditEvent) -> Result<UserRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -534,13 +483,105 @@ impl Store for SqliteStore {
         self.commit(tx).await?;
         Ok(revoked)
     }
+}
 
+#[async_trait]
+impl AppStore for SqliteStore {
+    async fn create_app(&self, app: AppRecord, audit: AuditEvent) -> Result<AppRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO apps (id, name, key_id, key_hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(app.id.0.to_string())
+        .bind(&app.name)
+        .bind(&app.key_id)
+        .bind(&app.key_hash)
+        .bind(app.scopes.to_string())
+        .bind(unix_micros(app.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_unique_violation)?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(app)
+    }
+
+    async fn revoke_app(
+        &self,
+        id: AppId,
+        at: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<AppRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE apps SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL
+             RETURNING id, name, key_id, key_hash, scopes, created_at, revoked_at",
+        )
+        .bind(id.0.to_string())
+        .bind(unix_micros(at))
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let app = app_from_row(&row)?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(app)
+    }
+
+    async fn app_by_key_id(&self, key_id: &str) -> Result<Option<AppRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE key_id = ?1"));
+        sqlx::query(sql).bind(key_id).fetch_optional(&self.pool).await?.as_ref().map(app_from_row).transpose()
+    }
+
+    async fn app_by_name(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE name = ?1"));
+        sqlx::query(sql).bind(name).fetch_optional(&self.pool).await?.as_ref().map(app_from_row).transpose()
+    }
+
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name"));
+        sqlx::query(sql).fetch_all(&self.pool).await?.iter().map(app_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl DeviceStore for SqliteStore {
     async fn create_enrollment(
         &self,
         e: EnrollmentRecord,
         audit: AuditEvent,
     ) -> Result<EnrollmentRecord, StoreError> {
         let mut tx = self.begin_write().await?;
+        insert_enrollment(&mut tx, &e).await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(e)
+    }
+
+    async fn create_enrollment_consuming_approval(
+        &self,
+        e: EnrollmentRecord,
+        approval: ApprovalProof,
+        redeemed: AuditEvent,
+        audit: AuditEvent,
+    ) -> Result<EnrollmentRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let consumed = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE challenges SET state = 'redeemed', redeemed_at = ?2
+             WHERE id = ?1 AND app_id = ?3 AND user_id = ?4 AND {} AND decided_at > ?5",
+            may_become(ChallengeState::Redeemed)
+        )))
+        .bind(approval.challenge.0.to_string())
+        .bind(unix_micros(e.created_at))
+        .bind(approval.app_id.0.to_string())
+        .bind(approval.user.0.to_string())
+        .bind(unix_micros(e.created_at - approval.window))
+        .execute(&mut *tx)
+        .await?;
+        if consumed.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.append_audit(&mut tx, &redeemed).await?;
         insert_enrollment(&mut tx, &e).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
@@ -780,11 +821,52 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn record_audit(&self, audit: AuditEvent) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        self.append_audit(&mut tx, &audit).await?;
-        self.commit(tx).await?;
-        Ok(())
+    async fn server_key(&self) -> Result<Option<ServerKeyRecord>, StoreError> {
+        let row = sqlx::query("SELECT public_key, sealed_pkcs8, created_at FROM server_keys WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(ServerKeyRecord {
+                public_key: row.try_get("public_key")?,
+                sealed_pkcs8: row.try_get("sealed_pkcs8")?,
+                created_at: time_at(&row, "created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_server_key(&self, key: ServerKeyRecord) -> Result<ServerKeyRecord, StoreError> {
+        sqlx::query(
+            "INSERT INTO server_keys (id, public_key, sealed_pkcs8, created_at) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&key.public_key)
+        .bind(&key.sealed_pkcs8)
+        .bind(unix_micros(key.created_at))
+        .execute(&self.pool)
+        .await?;
+        self.server_key().await?.ok_or_else(|| StoreError::Corrupt("server key vanished after insert".into()))
+    }
+}
+
+#[async_trait]
+impl ChallengeStore for SqliteStore {
+    async fn prompt_target(&self, username: &str, recent: u32) -> Result<Option<PromptTarget>, StoreError> {
+        let Some(user) = self.user_by_username(username).await? else {
+            return Ok(None);
+        };
+        let devices =
+            self.devices_for_user(user.id).await?.into_iter().filter(DeviceRecord::is_active).collect();
+        let recent_tags = self.recent_number_tags(user.id, recent).await?;
+        Ok(Some(PromptTarget { user, devices, recent_tags }))
+    }
+
+    async fn device_and_challenge(
+        &self,
+        device: DeviceId,
+        challenge: ChallengeId,
+    ) -> Result<(Option<DeviceRecord>, Option<ChallengeRecord>), StoreError> {
+        Ok((self.device_by_id(device).await?, self.challenge_by_id(challenge).await?))
     }
 
     async fn create_challenge(
@@ -960,6 +1042,20 @@ impl Store for SqliteStore {
         .await?)
     }
 
+    async fn recent_challenges(&self, user: UserId, limit: u32) -> Result<Vec<ChallengeRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE user_id = ?1 ORDER BY created_at DESC, id LIMIT ?2"
+        ));
+        sqlx::query(sql)
+            .bind(user.0.to_string())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(challenge_from_row)
+            .collect()
+    }
+
     async fn decide_challenge(
         &self,
         decision: DeviceDecision,
@@ -1085,91 +1181,10 @@ impl Store for SqliteStore {
         // One instance per SQLite file: the in-process notification already reaches every waiter.
         Ok(())
     }
+}
 
-    async fn claim_push_jobs(
-        &self,
-        now: OffsetDateTime,
-        lease: time::Duration,
-        limit: u32,
-    ) -> Result<Vec<PushJob>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE push_outbox SET next_attempt_at = ?2, attempts = attempts + 1, updated_at = ?1
-             WHERE id IN (SELECT id FROM push_outbox WHERE state = 'queued' AND next_attempt_at <= ?1
-                          ORDER BY next_attempt_at LIMIT ?3)
-             RETURNING id",
-        )
-        .bind(unix_micros(now))
-        .bind(unix_micros(now + lease))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            let row = sqlx::query(
-                "SELECT o.id, o.challenge_id, o.device_id, o.attempts, d.push_provider, d.push_token,
-                        d.push_environment, c.expires_at
-                 FROM push_outbox o JOIN devices d ON d.id = o.device_id JOIN challenges c ON c.id = o.challenge_id
-                 WHERE o.id = ?1",
-            )
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-            jobs.push(PushJob {
-                id: row.try_get("id")?,
-                challenge_id: ChallengeId(uuid_at(&row, "challenge_id")?),
-                device_id: DeviceId(uuid_at(&row, "device_id")?),
-                attempts: row.try_get("attempts")?,
-                push: StoredPush {
-                    provider: row.try_get("push_provider")?,
-                    token: row.try_get("push_token")?,
-                    environment: row.try_get("push_environment")?,
-                },
-                expires_at: time_at(&row, "expires_at")?,
-            });
-        }
-        self.commit(tx).await?;
-        Ok(jobs)
-    }
-
-    async fn finish_push_job(
-        &self,
-        id: i64,
-        result: PushJobResult,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let (state, next, error) = match result {
-            PushJobResult::Sent => ("sent", now, None),
-            PushJobResult::Retry { at, error } => ("queued", at, Some(error)),
-            PushJobResult::Failed { error } => ("failed", now, Some(error)),
-        };
-        sqlx::query("UPDATE push_outbox SET state = ?2, next_attempt_at = ?3, last_error = ?4, updated_at = ?5 WHERE id = ?1")
-            .bind(id)
-            .bind(state)
-            .bind(unix_micros(next))
-            .bind(error)
-            .bind(unix_micros(now))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn disable_push_token(&self, device: DeviceId, audit: AuditEvent) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE devices SET push_provider = 'none', push_token = NULL, push_environment = NULL
-             WHERE id = ?1 AND push_provider <> 'none'",
-        )
-        .bind(device.0.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 1 {
-            self.append_audit(&mut tx, &audit).await?;
-        }
-        self.commit(tx).await?;
-        Ok(())
-    }
-
+#[async_trait]
+impl FatigueStore for SqliteStore {
     async fn push_state(&self, user: UserId) -> Result<PushState, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {PUSH_STATE_COLUMNS} FROM user_push_state WHERE user_id = ?1"
@@ -1208,31 +1223,6 @@ impl Store for SqliteStore {
         rows.iter().map(|row| Ok((user_from_row(row)?, push_state_from_row(row)?))).collect()
     }
 
-    async fn recent_challenges(&self, user: UserId, limit: u32) -> Result<Vec<ChallengeRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE user_id = ?1 ORDER BY created_at DESC, id LIMIT ?2"
-        ));
-        sqlx::query(sql)
-            .bind(user.0.to_string())
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(challenge_from_row)
-            .collect()
-    }
-
-    async fn raise_alert(
-        &self,
-        kind: &str,
-        subject: &Subject,
-        details: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        insert_alert(&mut conn, kind, subject, details, now).await
-    }
-
     async fn record_refused_prompt(
         &self,
         user: UserId,
@@ -1265,98 +1255,15 @@ impl Store for SqliteStore {
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await
     }
+}
 
-    async fn lease_alert_cursor(
-        &self,
-        now: OffsetDateTime,
-        lease: time::Duration,
-    ) -> Result<Option<AlertCursor>, StoreError> {
-        let row = sqlx::query(
-            "UPDATE alert_cursor SET lease_until = ?2
-             WHERE id = 1 AND (lease_until IS NULL OR lease_until < ?1) AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)
-             RETURNING last_delivered, attempts",
-        )
-        .bind(unix_micros(now))
-        .bind(unix_micros(now + lease))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(AlertCursor {
-                last_delivered: row.try_get("last_delivered")?,
-                attempts: row.try_get("attempts")?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn next_alert(&self, after: i64) -> Result<Option<AlertRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, kind, subject, details, created_at FROM alerts WHERE id > ?1 ORDER BY id LIMIT 1",
-        )
-        .bind(after)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(AlertRecord {
-                id: row.try_get("id")?,
-                kind: row.try_get("kind")?,
-                subject: row.try_get("subject")?,
-                details: row.try_get("details")?,
-                created_at: time_at(&row, "created_at")?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn release_alert_cursor(
-        &self,
-        delivered: Option<i64>,
-        retry_at: Option<OffsetDateTime>,
-        error: Option<String>,
-    ) -> Result<(), StoreError> {
-        match delivered {
-            Some(id) => sqlx::query(
-                "UPDATE alert_cursor SET last_delivered = ?1, attempts = 0, next_attempt_at = NULL, lease_until = NULL, last_error = NULL WHERE id = 1",
-            )
-            .bind(id)
-            .execute(&self.pool)
-            .await?,
-            None => sqlx::query(
-                "UPDATE alert_cursor SET attempts = attempts + 1, next_attempt_at = ?1, lease_until = NULL, last_error = ?2 WHERE id = 1",
-            )
-            .bind(retry_at.map(unix_micros))
-            .bind(error)
-            .execute(&self.pool)
-            .await?,
-        };
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn record_audit(&self, audit: AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
         Ok(())
-    }
-
-    async fn server_key(&self) -> Result<Option<ServerKeyRecord>, StoreError> {
-        let row = sqlx::query("SELECT public_key, sealed_pkcs8, created_at FROM server_keys WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(ServerKeyRecord {
-                public_key: row.try_get("public_key")?,
-                sealed_pkcs8: row.try_get("sealed_pkcs8")?,
-                created_at: time_at(&row, "created_at")?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn insert_server_key(&self, key: ServerKeyRecord) -> Result<ServerKeyRecord, StoreError> {
-        sqlx::query(
-            "INSERT INTO server_keys (id, public_key, sealed_pkcs8, created_at) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&key.public_key)
-        .bind(&key.sealed_pkcs8)
-        .bind(unix_micros(key.created_at))
-        .execute(&self.pool)
-        .await?;
-        self.server_key().await?.ok_or_else(|| StoreError::Corrupt("server key vanished after insert".into()))
     }
 
     fn audit_pending_signal(&self) -> Arc<Notify> {
@@ -1489,34 +1396,172 @@ impl Store for SqliteStore {
         let row = sqlx::query(DUPLICATE_EVENT_SQL).bind(up_to).fetch_optional(&self.pool).await?;
         row.map(|row| Ok((row.try_get("seq")?, row.try_get("first_seq")?))).transpose()
     }
-    async fn create_enrollment_consuming_approval(
+}
+
+#[async_trait]
+impl AlertStore for SqliteStore {
+    async fn raise_alert(
         &self,
-        e: EnrollmentRecord,
-        approval: ApprovalProof,
-        redeemed: AuditEvent,
-        audit: AuditEvent,
-    ) -> Result<EnrollmentRecord, StoreError> {
+        kind: &str,
+        subject: &Subject,
+        details: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert_alert(&mut conn, kind, subject, details, now).await
+    }
+
+    async fn lease_alert_cursor(
+        &self,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> Result<Option<AlertCursor>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE alert_cursor SET lease_until = ?2
+             WHERE id = 1 AND (lease_until IS NULL OR lease_until < ?1) AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)
+             RETURNING last_delivered, attempts",
+        )
+        .bind(unix_micros(now))
+        .bind(unix_micros(now + lease))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(AlertCursor {
+                last_delivered: row.try_get("last_delivered")?,
+                attempts: row.try_get("attempts")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn next_alert(&self, after: i64) -> Result<Option<AlertRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, kind, subject, details, created_at FROM alerts WHERE id > ?1 ORDER BY id LIMIT 1",
+        )
+        .bind(after)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(AlertRecord {
+                id: row.try_get("id")?,
+                kind: row.try_get("kind")?,
+                subject: row.try_get("subject")?,
+                details: row.try_get("details")?,
+                created_at: time_at(&row, "created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn release_alert_cursor(
+        &self,
+        delivered: Option<i64>,
+        retry_at: Option<OffsetDateTime>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        match delivered {
+            Some(id) => sqlx::query(
+                "UPDATE alert_cursor SET last_delivered = ?1, attempts = 0, next_attempt_at = NULL, lease_until = NULL, last_error = NULL WHERE id = 1",
+            )
+            .bind(id)
+            .execute(&self.pool)
+            .await?,
+            None => sqlx::query(
+                "UPDATE alert_cursor SET attempts = attempts + 1, next_attempt_at = ?1, lease_until = NULL, last_error = ?2 WHERE id = 1",
+            )
+            .bind(retry_at.map(unix_micros))
+            .bind(error)
+            .execute(&self.pool)
+            .await?,
+        };
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PushOutbox for SqliteStore {
+    async fn claim_push_jobs(
+        &self,
+        now: OffsetDateTime,
+        lease: time::Duration,
+        limit: u32,
+    ) -> Result<Vec<PushJob>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let consumed = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE challenges SET state = 'redeemed', redeemed_at = ?2
-             WHERE id = ?1 AND app_id = ?3 AND user_id = ?4 AND {} AND decided_at > ?5",
-            may_become(ChallengeState::Redeemed)
-        )))
-        .bind(approval.challenge.0.to_string())
-        .bind(unix_micros(e.created_at))
-        .bind(approval.app_id.0.to_string())
-        .bind(approval.user.0.to_string())
-        .bind(unix_micros(e.created_at - approval.window))
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE push_outbox SET next_attempt_at = ?2, attempts = attempts + 1, updated_at = ?1
+             WHERE id IN (SELECT id FROM push_outbox WHERE state = 'queued' AND next_attempt_at <= ?1
+                          ORDER BY next_attempt_at LIMIT ?3)
+             RETURNING id",
+        )
+        .bind(unix_micros(now))
+        .bind(unix_micros(now + lease))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query(
+                "SELECT o.id, o.challenge_id, o.device_id, o.attempts, d.push_provider, d.push_token,
+                        d.push_environment, c.expires_at
+                 FROM push_outbox o JOIN devices d ON d.id = o.device_id JOIN challenges c ON c.id = o.challenge_id
+                 WHERE o.id = ?1",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            jobs.push(PushJob {
+                id: row.try_get("id")?,
+                challenge_id: ChallengeId(uuid_at(&row, "challenge_id")?),
+                device_id: DeviceId(uuid_at(&row, "device_id")?),
+                attempts: row.try_get("attempts")?,
+                push: StoredPush {
+                    provider: row.try_get("push_provider")?,
+                    token: row.try_get("push_token")?,
+                    environment: row.try_get("push_environment")?,
+                },
+                expires_at: time_at(&row, "expires_at")?,
+            });
+        }
+        self.commit(tx).await?;
+        Ok(jobs)
+    }
+
+    async fn finish_push_job(
+        &self,
+        id: i64,
+        result: PushJobResult,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (state, next, error) = match result {
+            PushJobResult::Sent => ("sent", now, None),
+            PushJobResult::Retry { at, error } => ("queued", at, Some(error)),
+            PushJobResult::Failed { error } => ("failed", now, Some(error)),
+        };
+        sqlx::query("UPDATE push_outbox SET state = ?2, next_attempt_at = ?3, last_error = ?4, updated_at = ?5 WHERE id = ?1")
+            .bind(id)
+            .bind(state)
+            .bind(unix_micros(next))
+            .bind(error)
+            .bind(unix_micros(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn disable_push_token(&self, device: DeviceId, audit: AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE devices SET push_provider = 'none', push_token = NULL, push_environment = NULL
+             WHERE id = ?1 AND push_provider <> 'none'",
+        )
+        .bind(device.0.to_string())
         .execute(&mut *tx)
         .await?;
-        if consumed.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+        if updated.rows_affected() == 1 {
+            self.append_audit(&mut tx, &audit).await?;
         }
-        self.append_audit(&mut tx, &redeemed).await?;
-        insert_enrollment(&mut tx, &e).await?;
-        self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
-        Ok(e)
+        Ok(())
     }
 }
 
