@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::StoreError;
+use super::codec::{Columns, Sql};
 use crate::api_keys::Scopes;
 use crate::audit::AuditEvent;
 use crate::ids::AppId;
@@ -17,6 +18,32 @@ pub struct AppRecord {
     pub scopes: Scopes,
     pub created_at: OffsetDateTime,
     pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// Every column of `apps`, as [`app_from_row`] reads them.
+const APP_COLUMNS: &str = "id, name, key_id, key_hash, scopes, created_at, revoked_at";
+
+pub(super) const INSERT_APP: &str =
+    "INSERT INTO apps (id, name, key_id, key_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+pub(super) static REVOKE_APP: Sql = Sql::new(|| {
+    format!("UPDATE apps SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING {APP_COLUMNS}")
+});
+pub(super) static APP_BY_KEY_ID: Sql =
+    Sql::new(|| format!("SELECT {APP_COLUMNS} FROM apps WHERE key_id = $1"));
+pub(super) static APP_BY_NAME: Sql = Sql::new(|| format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1"));
+pub(super) static ALL_APPS: Sql = Sql::new(|| format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name"));
+
+pub(super) fn app_from_row<R: Columns>(row: &R) -> Result<AppRecord, StoreError> {
+    let scopes: String = row.value("scopes")?;
+    Ok(AppRecord {
+        id: AppId(row.id("id")?),
+        name: row.value("name")?,
+        key_id: row.value("key_id")?,
+        key_hash: row.value("key_hash")?,
+        scopes: scopes.parse().map_err(|e| StoreError::Corrupt(format!("app scopes: {e}")))?,
+        created_at: row.time("created_at")?,
+        revoked_at: row.optional_time("revoked_at")?,
+    })
 }
 
 #[async_trait]

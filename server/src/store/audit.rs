@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use super::StoreError;
+use super::codec::{Columns, Sql};
 use crate::audit::chain::{AuditSealer, StoredEvent, StoredHead};
 use crate::audit::{AuditEvent, Subject};
 
@@ -91,6 +92,65 @@ pub(super) fn link_pending(
 pub(super) fn hash32(bytes: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
     bytes.try_into().map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, expected 32", bytes.len())))
 }
+
+/// Every column of `audit_events`, as [`stored_event_from_row`] reads them.
+const EVENT_COLUMNS: &str = "seq, event_id, occurred_at, actor, action, subject, details, prev_hash, hash";
+
+pub(super) fn stored_event_from_row<R: Columns>(row: &R) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        seq: row.value("seq")?,
+        event_id: row.value("event_id")?,
+        occurred_at_micros: row.micros("occurred_at")?,
+        actor: row.value("actor")?,
+        action: row.value("action")?,
+        subject: row.value("subject")?,
+        details: row.value("details")?,
+        prev_hash: row.value("prev_hash")?,
+        hash: row.value("hash")?,
+    })
+}
+
+pub(super) fn pending_event_from_row<R: Columns>(row: &R) -> Result<PendingEvent, StoreError> {
+    Ok(PendingEvent {
+        id: row.value("id")?,
+        event_id: row.value("event_id")?,
+        row: crate::audit::EventRow {
+            occurred_at_micros: row.micros("occurred_at")?,
+            actor: row.value("actor")?,
+            action: row.value("action")?,
+            subject: row.value("subject")?,
+            details: row.value("details")?,
+        },
+        mac: row.value("mac")?,
+    })
+}
+
+// Portable statements: the same text on both engines.
+
+pub(super) const OLDEST_PENDING_EVENTS: &str =
+    "SELECT id, event_id, occurred_at, actor, action, subject, details, mac FROM audit_pending
+     ORDER BY id LIMIT $1";
+
+pub(super) const MOVE_AUDIT_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1";
+
+pub(super) const COUNT_PENDING_EVENTS: &str = "SELECT COUNT(*) FROM audit_pending";
+
+pub(super) const AUDIT_HEAD: &str = "SELECT seq, hash, mac FROM audit_head WHERE id = 1";
+
+pub(super) static AUDIT_EVENTS_IN_RANGE: Sql = Sql::new(|| {
+    format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3")
+});
+
+pub(super) static AUDIT_EVENTS_ABOUT: Sql = Sql::new(|| {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM audit_events WHERE subject = $1 AND action = $2 ORDER BY seq DESC LIMIT $3"
+    )
+});
+
+/// Writes a sealed event for the chainer (`append_audit` on both engines).
+pub(super) const INSERT_PENDING_EVENT: &str =
+    "INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 #[async_trait]
 pub trait AuditStore: Send + Sync {

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use super::codec::{Columns, Sql};
 use super::{DeviceRecord, StoreError, UserRecord};
 use crate::audit::AuditEvent;
 use crate::challenges::model::ChallengeState;
@@ -82,6 +83,57 @@ pub(super) fn may_become(to: ChallengeState) -> String {
         .collect();
     if from.is_empty() { "FALSE".to_owned() } else { format!("state IN ({})", from.join(", ")) }
 }
+
+/// Every column of `challenges`, as [`challenge_from_row`] reads them (and in the order the
+/// engines insert them).
+pub(super) const CHALLENGE_COLUMNS: &str = "id, app_id, user_id, state, number_tag, number_sealed, number_digits, server_nonce, app_name, ip, user_agent, location, created_at, expires_at, decided_at, decided_by_device, redeemed_at, idempotency_key, request_hash, is_silent, source_prefix";
+
+pub(super) fn challenge_from_row<R: Columns>(row: &R) -> Result<ChallengeRecord, StoreError> {
+    let state: String = row.value("state")?;
+    Ok(ChallengeRecord {
+        id: ChallengeId(row.id("id")?),
+        app_id: AppId(row.id("app_id")?),
+        user_id: UserId(row.id("user_id")?),
+        state: state.parse().map_err(StoreError::Corrupt)?,
+        number_tag: row.value("number_tag")?,
+        number_sealed: row.value("number_sealed")?,
+        number_digits: row.value("number_digits")?,
+        server_nonce: row.value("server_nonce")?,
+        app_name: row.value("app_name")?,
+        ip: row.value("ip")?,
+        user_agent: row.value("user_agent")?,
+        location: row.value("location")?,
+        created_at: row.time("created_at")?,
+        expires_at: row.time("expires_at")?,
+        decided_at: row.optional_time("decided_at")?,
+        decided_by_device: row.optional_id("decided_by_device")?.map(DeviceId),
+        redeemed_at: row.optional_time("redeemed_at")?,
+        idempotency_key: row.value("idempotency_key")?,
+        request_hash: row.value("request_hash")?,
+        is_silent: row.value("is_silent")?,
+        source_prefix: row.value("source_prefix")?,
+    })
+}
+
+// Portable statements: the same text on both engines.
+
+pub(super) static CHALLENGE_BY_ID: Sql =
+    Sql::new(|| format!("SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = $1"));
+
+pub(super) static CHALLENGE_BY_IDEMPOTENCY_KEY: Sql = Sql::new(|| {
+    format!("SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE app_id = $1 AND idempotency_key = $2")
+});
+
+pub(super) const RECENT_NUMBER_TAGS: &str =
+    "SELECT number_tag FROM challenges WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2";
+
+pub(super) static RECENT_CHALLENGES: Sql = Sql::new(|| {
+    format!(
+        "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2"
+    )
+});
+
+pub(super) const DEVICE_REVOKED_AT: &str = "SELECT revoked_at FROM devices WHERE id = $1";
 
 #[async_trait]
 pub trait ChallengeStore: Send + Sync {

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::StoreError;
+use super::codec::{Columns, Sql};
 use crate::audit::AuditEvent;
 use crate::ids::{AppId, ChallengeId, DeviceId, EnrollmentId, UserId};
 
@@ -79,6 +80,135 @@ pub struct ServerKeyRecord {
     pub sealed_pkcs8: Vec<u8>,
     pub created_at: OffsetDateTime,
 }
+
+/// Every column of `enrollments`, as [`enrollment_from_row`] reads them.
+pub(super) const ENROLLMENT_COLUMNS: &str = "id, user_id, code_hash, code_sealed, is_second_device, created_by, created_at, expires_at, used_at, device_id";
+/// Every column of `devices`, as [`device_from_row`] reads them.
+pub(super) const DEVICE_COLUMNS: &str = "id, user_id, public_key, push_provider, push_token, push_environment, name, platform, created_at, revoked_at, last_counter";
+
+pub(super) fn enrollment_from_row<R: Columns>(row: &R) -> Result<EnrollmentRecord, StoreError> {
+    Ok(EnrollmentRecord {
+        id: EnrollmentId(row.id("id")?),
+        user_id: UserId(row.id("user_id")?),
+        code_hash: row.value("code_hash")?,
+        code_sealed: row.value("code_sealed")?,
+        is_second_device: row.value("is_second_device")?,
+        created_by: row.value("created_by")?,
+        created_at: row.time("created_at")?,
+        expires_at: row.time("expires_at")?,
+        used_at: row.optional_time("used_at")?,
+        device_id: row.optional_id("device_id")?.map(DeviceId),
+    })
+}
+
+pub(super) fn device_from_row<R: Columns>(row: &R) -> Result<DeviceRecord, StoreError> {
+    device_from_prefixed(row, "")
+}
+
+/// A device from columns named `{prefix}id`, `{prefix}user_id`, … (for rows that join it).
+pub(super) fn device_from_prefixed<R: Columns>(row: &R, prefix: &str) -> Result<DeviceRecord, StoreError> {
+    let column = |name: &str| format!("{prefix}{name}");
+    Ok(DeviceRecord {
+        id: DeviceId(row.id(&column("id"))?),
+        user_id: UserId(row.id(&column("user_id"))?),
+        public_key: row.value(&column("public_key"))?,
+        push: StoredPush {
+            provider: row.value(&column("push_provider"))?,
+            token: row.value(&column("push_token"))?,
+            environment: row.value(&column("push_environment"))?,
+        },
+        name: row.value(&column("name"))?,
+        platform: row.value(&column("platform"))?,
+        created_at: row.time(&column("created_at"))?,
+        revoked_at: row.optional_time(&column("revoked_at"))?,
+        last_counter: row.value(&column("last_counter"))?,
+    })
+}
+
+/// `DEVICE_COLUMNS` of table alias `d`, renamed `d_…` so they can sit beside another table's.
+pub(super) fn prefixed_device_columns() -> String {
+    DEVICE_COLUMNS.split(", ").map(|c| format!("d.{c} AS d_{c}")).collect::<Vec<_>>().join(", ")
+}
+
+pub(super) fn notice_from_row<R: Columns>(row: &R) -> Result<NoticeRecord, StoreError> {
+    Ok(NoticeRecord {
+        id: row.value("id")?,
+        device_id: DeviceId(row.id("device_id")?),
+        kind: row.value("kind")?,
+        details: row.value("details")?,
+        created_at: row.time("created_at")?,
+    })
+}
+
+pub(super) fn server_key_from_row<R: Columns>(row: &R) -> Result<ServerKeyRecord, StoreError> {
+    Ok(ServerKeyRecord {
+        public_key: row.value("public_key")?,
+        sealed_pkcs8: row.value("sealed_pkcs8")?,
+        created_at: row.time("created_at")?,
+    })
+}
+
+// Portable statements: the same text on both engines.
+
+pub(super) static ENROLLMENT_BY_ID: Sql =
+    Sql::new(|| format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id = $1"));
+
+pub(super) static ENROLLMENT_BY_CODE_HASH: Sql =
+    Sql::new(|| format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE code_hash = $1"));
+
+pub(super) const USE_ENROLLMENT: &str =
+    "UPDATE enrollments SET used_at = $2, device_id = $3, code_sealed = NULL
+     WHERE id = $1 AND used_at IS NULL AND expires_at > $2";
+
+pub(super) const COUNT_ACTIVE_DEVICES: &str =
+    "SELECT COUNT(*) FROM devices WHERE user_id = $1 AND revoked_at IS NULL";
+
+pub(super) const INSERT_DEVICE: &str = "INSERT INTO devices (id, user_id, public_key, push_provider, push_token, push_environment, name, platform, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+pub(super) const NOTIFY_OTHER_DEVICES: &str =
+    "INSERT INTO device_notices (device_id, kind, details, created_at)
+     SELECT id, $3, $4, $5 FROM devices WHERE user_id = $1 AND revoked_at IS NULL AND id <> $2";
+
+pub(super) static DEVICE_BY_ID: Sql =
+    Sql::new(|| format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"));
+
+pub(super) static DEVICES_OF_USER: Sql =
+    Sql::new(|| format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 ORDER BY created_at, id"));
+
+pub(super) const PUBLIC_KEY_OWNER: &str = "SELECT user_id FROM devices WHERE public_key = $1";
+
+pub(super) const PUSH_TOKEN_OWNER: &str =
+    "SELECT user_id FROM devices WHERE push_provider = $1 AND push_token = $2 AND revoked_at IS NULL";
+
+pub(super) static REVOKE_DEVICE: Sql = Sql::new(|| {
+    format!(
+        "UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING {DEVICE_COLUMNS}"
+    )
+});
+
+pub(super) const UPDATE_PUSH: &str =
+    "UPDATE devices SET push_provider = $2, push_token = $3, push_environment = $4
+     WHERE id = $1 AND revoked_at IS NULL";
+
+pub(super) const REMEMBER_NONCE: &str =
+    "INSERT INTO device_request_nonces (device_id, nonce, expires_at) VALUES ($1, $2, $3)
+     ON CONFLICT DO NOTHING";
+
+pub(super) const PURGE_EXPIRED_NONCES: &str = "DELETE FROM device_request_nonces WHERE expires_at < $1";
+
+pub(super) const DEVICE_NOTICES: &str = "SELECT id, device_id, kind, details, created_at FROM device_notices
+     WHERE device_id = $1 AND created_at >= $2 ORDER BY id";
+
+pub(super) const SERVER_KEY: &str =
+    "SELECT public_key, sealed_pkcs8, created_at FROM server_keys WHERE id = 1";
+
+pub(super) const INSERT_SERVER_KEY: &str =
+    "INSERT INTO server_keys (id, public_key, sealed_pkcs8, created_at) VALUES (1, $1, $2, $3)
+     ON CONFLICT (id) DO NOTHING";
+
+pub(super) const INSERT_ENROLLMENT: &str = "INSERT INTO enrollments (id, user_id, code_hash, code_sealed, is_second_device, created_by, created_at, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 #[async_trait]
 pub trait DeviceStore: Send + Sync {

@@ -9,6 +9,7 @@ mod alerts;
 mod apps;
 mod audit;
 mod challenges;
+mod codec;
 mod devices;
 mod fatigue;
 mod outbox;

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use super::codec::Columns;
 use super::{StoreError, StoredPush};
 use crate::audit::AuditEvent;
 use crate::ids::{ChallengeId, DeviceId};
@@ -30,6 +31,41 @@ pub enum PushJobResult {
     Failed {
         error: String,
     },
+}
+
+pub(super) fn push_job_from_row<R: Columns>(row: &R) -> Result<PushJob, StoreError> {
+    Ok(PushJob {
+        id: row.value("id")?,
+        challenge_id: ChallengeId(row.id("challenge_id")?),
+        device_id: DeviceId(row.id("device_id")?),
+        attempts: row.value("attempts")?,
+        push: StoredPush {
+            provider: row.value("push_provider")?,
+            token: row.value("push_token")?,
+            environment: row.value("push_environment")?,
+        },
+        expires_at: row.time("expires_at")?,
+    })
+}
+
+// Portable statements: the same text on both engines.
+
+pub(super) const FINISH_PUSH_JOB: &str =
+    "UPDATE push_outbox SET state = $2, next_attempt_at = $3, last_error = $4, updated_at = $5 WHERE id = $1";
+
+pub(super) const DISABLE_PUSH_TOKEN: &str =
+    "UPDATE devices SET push_provider = 'none', push_token = NULL, push_environment = NULL
+     WHERE id = $1 AND push_provider <> 'none'";
+
+impl PushJobResult {
+    /// The job's new `state`, `next_attempt_at` and `last_error`.
+    pub(super) fn columns(self, now: OffsetDateTime) -> (&'static str, OffsetDateTime, Option<String>) {
+        match self {
+            PushJobResult::Sent => ("sent", now, None),
+            PushJobResult::Retry { at, error } => ("queued", at, Some(error)),
+            PushJobResult::Failed { error } => ("failed", now, Some(error)),
+        }
+    }
 }
 
 #[async_trait]

@@ -1,11 +1,16 @@
 //! Security alerts and the webhook cursor.
 
 use async_trait::async_trait;
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 use super::PgStore;
 use crate::audit::Subject;
+use crate::store::alerts::alert_cursor_from_row;
+use crate::store::alerts::alert_from_row;
+use crate::store::alerts::{
+    ALERT_DELIVERED, ALERT_RETRY_LATER, INSERT_ALERT, LEASE_ALERT_CURSOR, NEXT_ALERT,
+};
 use crate::store::{AlertCursor, AlertRecord, AlertStore, StoreError};
 
 pub(super) async fn insert_alert(
@@ -15,7 +20,7 @@ pub(super) async fn insert_alert(
     details: &str,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO alerts (kind, subject, details, created_at) VALUES ($1, $2, $3, $4)")
+    sqlx::query(INSERT_ALERT)
         .bind(kind)
         .bind(subject.to_string())
         .bind(details)
@@ -43,41 +48,17 @@ impl AlertStore for PgStore {
         now: OffsetDateTime,
         lease: time::Duration,
     ) -> Result<Option<AlertCursor>, StoreError> {
-        let row = sqlx::query(
-            "UPDATE alert_cursor SET lease_until = $2
-             WHERE id = 1 AND (lease_until IS NULL OR lease_until < $1) AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
-             RETURNING last_delivered, attempts",
-        )
-        .bind(now)
-        .bind(now + lease)
-        .fetch_optional(&mut *self.conn().await?)
-        .await?;
-        row.map(|row| {
-            Ok(AlertCursor {
-                last_delivered: row.try_get("last_delivered")?,
-                attempts: row.try_get("attempts")?,
-            })
-        })
-        .transpose()
+        let row = sqlx::query(LEASE_ALERT_CURSOR)
+            .bind(now)
+            .bind(now + lease)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?;
+        row.as_ref().map(alert_cursor_from_row).transpose()
     }
 
     async fn next_alert(&self, after: i64) -> Result<Option<AlertRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, kind, subject, details, created_at FROM alerts WHERE id > $1 ORDER BY id LIMIT 1",
-        )
-        .bind(after)
-        .fetch_optional(&mut *self.conn().await?)
-        .await?;
-        row.map(|row| {
-            Ok(AlertRecord {
-                id: row.try_get("id")?,
-                kind: row.try_get("kind")?,
-                subject: row.try_get("subject")?,
-                details: row.try_get("details")?,
-                created_at: row.try_get("created_at")?,
-            })
-        })
-        .transpose()
+        let row = sqlx::query(NEXT_ALERT).bind(after).fetch_optional(&mut *self.conn().await?).await?;
+        row.as_ref().map(alert_from_row).transpose()
     }
 
     async fn release_alert_cursor(
@@ -87,19 +68,14 @@ impl AlertStore for PgStore {
         error: Option<String>,
     ) -> Result<(), StoreError> {
         match delivered {
-            Some(id) => sqlx::query(
-                "UPDATE alert_cursor SET last_delivered = $1, attempts = 0, next_attempt_at = NULL, lease_until = NULL, last_error = NULL WHERE id = 1",
-            )
-            .bind(id)
-            .execute(&mut *self.conn().await?)
-            .await?,
-            None => sqlx::query(
-                "UPDATE alert_cursor SET attempts = attempts + 1, next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE id = 1",
-            )
-            .bind(retry_at)
-            .bind(error)
-            .execute(&mut *self.conn().await?)
-            .await?,
+            Some(id) => sqlx::query(ALERT_DELIVERED).bind(id).execute(&mut *self.conn().await?).await?,
+            None => {
+                sqlx::query(ALERT_RETRY_LATER)
+                    .bind(retry_at)
+                    .bind(error)
+                    .execute(&mut *self.conn().await?)
+                    .await?
+            }
         };
         Ok(())
     }

@@ -6,10 +6,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::PgStore;
-use super::codec::{
-    CHALLENGE_COLUMNS, PUSH_STATE_COLUMNS, challenge_from_row, device_from_prefixed, prefixed_device_columns,
-    push_state_from_row,
-};
 use super::fatigue::{Lock, STANDING_RETRIES, read_standing};
 use super::statements::{
     EventArrays, bind_audit, bind_ladder, count_escalation, create_statement, decide_statement,
@@ -20,7 +16,16 @@ use crate::challenges::model::ChallengeState;
 use crate::fatigue::model::{Policy, PromptContext, ladder_move};
 use crate::ids::{AppId, ChallengeId, DeviceId, UserId};
 use crate::store::audit::{PendingRow, pending_row};
+use crate::store::challenges::CHALLENGE_COLUMNS;
+use crate::store::challenges::challenge_from_row;
 use crate::store::challenges::may_become;
+use crate::store::challenges::{
+    CHALLENGE_BY_ID, CHALLENGE_BY_IDEMPOTENCY_KEY, DEVICE_REVOKED_AT, RECENT_CHALLENGES, RECENT_NUMBER_TAGS,
+};
+use crate::store::devices::device_from_prefixed;
+use crate::store::devices::prefixed_device_columns;
+use crate::store::fatigue::PUSH_STATE_COLUMNS;
+use crate::store::fatigue::push_state_from_row;
 use crate::store::{
     ChallengeEvent, ChallengeRecord, ChallengeStore, ChallengeTransition, DeviceDecision, DeviceRecord,
     Precondition, PromptTarget, StoreError, UserRecord, map_unique_violation,
@@ -264,8 +269,7 @@ impl ChallengeStore for PgStore {
     }
 
     async fn challenge_by_id(&self, id: ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = $1"));
-        sqlx::query(sql)
+        sqlx::query(CHALLENGE_BY_ID.as_str())
             .bind(id.0)
             .fetch_optional(&mut *self.conn().await?)
             .await?
@@ -279,10 +283,7 @@ impl ChallengeStore for PgStore {
         app: AppId,
         key: &str,
     ) -> Result<Option<ChallengeRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE app_id = $1 AND idempotency_key = $2"
-        ));
-        sqlx::query(sql)
+        sqlx::query(CHALLENGE_BY_IDEMPOTENCY_KEY.as_str())
             .bind(app.0)
             .bind(key)
             .fetch_optional(&mut *self.conn().await?)
@@ -312,20 +313,15 @@ impl ChallengeStore for PgStore {
     }
 
     async fn recent_number_tags(&self, user: UserId, limit: u32) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT number_tag FROM challenges WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2",
-        )
-        .bind(user.0)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *self.conn().await?)
-        .await?)
+        Ok(sqlx::query_scalar(RECENT_NUMBER_TAGS)
+            .bind(user.0)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.conn().await?)
+            .await?)
     }
 
     async fn recent_challenges(&self, user: UserId, limit: u32) -> Result<Vec<ChallengeRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2"
-        ));
-        sqlx::query(sql)
+        sqlx::query(RECENT_CHALLENGES.as_str())
             .bind(user.0)
             .bind(i64::from(limit))
             .fetch_all(&mut *self.conn().await?)
@@ -365,10 +361,7 @@ impl ChallengeStore for PgStore {
             }
             if !row.try_get::<bool, _>("device_ok")? {
                 let revoked: Option<Option<OffsetDateTime>> =
-                    sqlx::query_scalar("SELECT revoked_at FROM devices WHERE id = $1")
-                        .bind(device.0)
-                        .fetch_optional(&mut *conn)
-                        .await?;
+                    sqlx::query_scalar(DEVICE_REVOKED_AT).bind(device.0).fetch_optional(&mut *conn).await?;
                 return Err(StoreError::PreconditionFailed(match revoked {
                     Some(None) => Precondition::CounterNotIncreasing,
                     _ => Precondition::DeviceInactive,

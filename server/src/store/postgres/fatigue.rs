@@ -6,10 +6,13 @@ use time::OffsetDateTime;
 
 use super::PgStore;
 use super::alerts::insert_alert;
-use super::codec::{PUSH_STATE_COLUMNS, push_state_from_row, user_from_row};
 use crate::audit::{AuditEvent, Subject};
 use crate::fatigue::model::{Policy, PushState, incident_alert_details};
 use crate::ids::UserId;
+use crate::store::fatigue::PUSH_STATE_COLUMNS;
+use crate::store::fatigue::push_state_from_row;
+use crate::store::fatigue::{PUSH_STATE, TROUBLED_USERS};
+use crate::store::users::user_from_row;
 use crate::store::{FatigueStore, PushStateChange, StoreError, UserRecord};
 
 pub(super) async fn save_push_state(
@@ -89,10 +92,8 @@ pub(super) async fn read_standing(
 #[async_trait]
 impl FatigueStore for PgStore {
     async fn push_state(&self, user: UserId) -> Result<PushState, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {PUSH_STATE_COLUMNS} FROM user_push_state WHERE user_id = $1"
-        ));
-        let row = sqlx::query(sql).bind(user.0).fetch_optional(&mut *self.conn().await?).await?;
+        let row =
+            sqlx::query(PUSH_STATE.as_str()).bind(user.0).fetch_optional(&mut *self.conn().await?).await?;
         row.as_ref().map(push_state_from_row).transpose().map(Option::unwrap_or_default)
     }
 
@@ -113,16 +114,10 @@ impl FatigueStore for PgStore {
     }
 
     async fn troubled_users(&self, limit: u32) -> Result<Vec<(UserRecord, PushState)>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT u.id, u.username, u.display_name, u.is_privileged, u.created_at, {PUSH_STATE_COLUMNS}
-             FROM user_push_state s JOIN users u ON u.id = s.user_id
-             WHERE u.deleted_at IS NULL AND (s.consecutive_failures > 0 OR s.frozen_until IS NOT NULL
-                   OR s.needs_strong_factor OR s.needs_admin_review OR s.hard_locked
-                   OR s.unanswered >= 2 OR s.under_attack_since IS NOT NULL)
-             ORDER BY s.hard_locked DESC, s.needs_admin_review DESC, s.needs_strong_factor DESC,
-                      s.consecutive_failures DESC LIMIT $1"
-        ));
-        let rows = sqlx::query(sql).bind(i64::from(limit)).fetch_all(&mut *self.conn().await?).await?;
+        let rows = sqlx::query(TROUBLED_USERS.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
         rows.iter().map(|row| Ok((user_from_row(row)?, push_state_from_row(row)?))).collect()
     }
 

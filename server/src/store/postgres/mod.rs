@@ -4,7 +4,6 @@ mod alerts;
 mod apps;
 mod audit;
 mod challenges;
-mod codec;
 mod devices;
 mod fatigue;
 mod outbox;
@@ -23,7 +22,7 @@ use tokio::sync::Notify;
 use crate::audit::AuditEvent;
 use crate::audit::chain::AuditSealer;
 use crate::clock::from_unix_micros;
-use crate::store::audit::pending_row;
+use crate::store::audit::{INSERT_PENDING_EVENT, pending_row};
 use crate::store::pg_pool::{PgConnections, PooledConnection};
 use crate::store::{
     Engine, PoolStats, Store, StoreError, check_migrations_applied, genesis_mac, seals_genesis,
@@ -56,19 +55,16 @@ impl PgStore {
     /// so concurrent changes never queue behind each other for the audit trail.
     async fn append_audit(&self, conn: &mut PgConnection, event: &AuditEvent) -> Result<(), StoreError> {
         let p = pending_row(&self.sealer, event);
-        sqlx::query(
-            "INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(p.event_id.as_slice())
-        .bind(micros_to_time(p.row.occurred_at_micros)?)
-        .bind(&p.row.actor)
-        .bind(&p.row.action)
-        .bind(&p.row.subject)
-        .bind(&p.row.details)
-        .bind(&p.mac)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(INSERT_PENDING_EVENT)
+            .bind(p.event_id.as_slice())
+            .bind(micros_to_time(p.row.occurred_at_micros)?)
+            .bind(&p.row.actor)
+            .bind(&p.row.action)
+            .bind(&p.row.subject)
+            .bind(&p.row.details)
+            .bind(&p.mac)
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 

@@ -1,13 +1,15 @@
 //! The push outbox.
 
 use async_trait::async_trait;
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 use time::OffsetDateTime;
 
 use super::PgStore;
 use crate::audit::AuditEvent;
-use crate::ids::{ChallengeId, DeviceId};
-use crate::store::{PushJob, PushJobResult, PushOutbox, StoreError, StoredPush};
+use crate::ids::DeviceId;
+use crate::store::outbox::push_job_from_row;
+use crate::store::outbox::{DISABLE_PUSH_TOKEN, FINISH_PUSH_JOB};
+use crate::store::{PushJob, PushJobResult, PushOutbox, StoreError};
 
 #[async_trait]
 impl PushOutbox for PgStore {
@@ -32,22 +34,7 @@ impl PushOutbox for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&mut *self.conn().await?)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PushJob {
-                    id: row.try_get("id")?,
-                    challenge_id: ChallengeId(row.try_get("challenge_id")?),
-                    device_id: DeviceId(row.try_get("device_id")?),
-                    attempts: row.try_get("attempts")?,
-                    push: StoredPush {
-                        provider: row.try_get("push_provider")?,
-                        token: row.try_get("push_token")?,
-                        environment: row.try_get("push_environment")?,
-                    },
-                    expires_at: row.try_get("expires_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(push_job_from_row).collect()
     }
 
     async fn finish_push_job(
@@ -56,12 +43,8 @@ impl PushOutbox for PgStore {
         result: PushJobResult,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let (state, next, error) = match result {
-            PushJobResult::Sent => ("sent", now, None),
-            PushJobResult::Retry { at, error } => ("queued", at, Some(error)),
-            PushJobResult::Failed { error } => ("failed", now, Some(error)),
-        };
-        sqlx::query("UPDATE push_outbox SET state = $2, next_attempt_at = $3, last_error = $4, updated_at = $5 WHERE id = $1")
+        let (state, next, error) = result.columns(now);
+        sqlx::query(FINISH_PUSH_JOB)
             .bind(id)
             .bind(state)
             .bind(next)
@@ -75,13 +58,7 @@ impl PushOutbox for PgStore {
     async fn disable_push_token(&self, device: DeviceId, audit: AuditEvent) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE devices SET push_provider = 'none', push_token = NULL, push_environment = NULL
-             WHERE id = $1 AND push_provider <> 'none'",
-        )
-        .bind(device.0)
-        .execute(&mut *tx)
-        .await?;
+        let updated = sqlx::query(DISABLE_PUSH_TOKEN).bind(device.0).execute(&mut *tx).await?;
         if updated.rows_affected() == 1 {
             self.append_audit(&mut tx, &audit).await?;
         }

@@ -3,7 +3,6 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::codec::CHALLENGE_COLUMNS;
 use super::micros_to_time;
 use crate::audit::Subject;
 use crate::challenges::model::ChallengeState;
@@ -11,6 +10,7 @@ use crate::fatigue::model::LadderMove;
 use crate::ids::UserId;
 use crate::store::StoreError;
 use crate::store::audit::PendingRow;
+use crate::store::challenges::CHALLENGE_COLUMNS;
 use crate::store::challenges::may_become;
 
 /// A device answer as one statement. `standing` locks the user's standing and checks it is the

@@ -7,10 +7,15 @@ use sqlx::Row;
 use tokio::sync::Notify;
 
 use super::SqliteStore;
-use super::codec::stored_event_from_row;
 use crate::audit::chain::{StoredEvent, StoredHead};
 use crate::audit::{AuditEvent, Subject};
-use crate::store::audit::{DUPLICATE_EVENT_SQL, PendingEvent, link_pending};
+use crate::store::audit::pending_event_from_row;
+use crate::store::audit::stored_event_from_row;
+use crate::store::audit::{
+    AUDIT_EVENTS_ABOUT, AUDIT_EVENTS_IN_RANGE, AUDIT_HEAD, COUNT_PENDING_EVENTS, MOVE_AUDIT_HEAD,
+    OLDEST_PENDING_EVENTS,
+};
+use crate::store::audit::{DUPLICATE_EVENT_SQL, link_pending};
 use crate::store::{AuditStore, StoreError};
 
 #[async_trait]
@@ -30,33 +35,11 @@ impl AuditStore for SqliteStore {
         // BEGIN IMMEDIATE: the one writer, so the head and the pending rows hold still.
         let mut tx = self.begin_write().await?;
         let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *tx).await?;
-        let rows = sqlx::query(
-            "SELECT id, event_id, occurred_at, actor, action, subject, details, mac FROM audit_pending
-             ORDER BY id LIMIT ?1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(OLDEST_PENDING_EVENTS).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
         if rows.is_empty() {
             return Ok(0);
         }
-        let pending = rows
-            .iter()
-            .map(|row| {
-                Ok(PendingEvent {
-                    id: row.try_get("id")?,
-                    event_id: row.try_get("event_id")?,
-                    row: crate::audit::EventRow {
-                        occurred_at_micros: row.try_get("occurred_at")?,
-                        actor: row.try_get("actor")?,
-                        action: row.try_get("action")?,
-                        subject: row.try_get("subject")?,
-                        details: row.try_get("details")?,
-                    },
-                    mac: row.try_get("mac")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let pending = rows.iter().map(pending_event_from_row).collect::<Result<Vec<_>, StoreError>>()?;
         // A pending event whose id is already on the chain is a captured copy: one lookup for
         // the whole batch (the same rows, read in the same write transaction).
         let chained: Vec<(Vec<u8>, i64)> = sqlx::query_as(
@@ -91,7 +74,7 @@ impl AuditStore for SqliteStore {
             .await?;
             sqlx::query("DELETE FROM audit_pending WHERE id = ?1").bind(p.id).execute(&mut *tx).await?;
         }
-        sqlx::query("UPDATE audit_head SET seq = ?1, hash = ?2, mac = ?3 WHERE id = 1")
+        sqlx::query(MOVE_AUDIT_HEAD)
             .bind(batch.head.seq)
             .bind(&batch.head.hash)
             .bind(&batch.head.mac)
@@ -102,27 +85,22 @@ impl AuditStore for SqliteStore {
     }
 
     async fn audit_pending_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_pending").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar(COUNT_PENDING_EVENTS).fetch_one(&self.pool).await?)
     }
 
     async fn audit_head(&self) -> Result<StoredHead, StoreError> {
-        let row = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AUDIT_HEAD).fetch_optional(&self.pool).await?;
         let row = row.ok_or_else(|| StoreError::Corrupt("the audit head row is missing".into()))?;
         Ok(StoredHead { seq: row.try_get("seq")?, hash: row.try_get("hash")?, mac: row.try_get("mac")? })
     }
 
     async fn audit_events(&self, after: i64, up_to: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, event_id, occurred_at, actor, action, subject, details, prev_hash, hash FROM audit_events
-             WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
-        )
-        .bind(after)
-        .bind(up_to)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(AUDIT_EVENTS_IN_RANGE.as_str())
+            .bind(after)
+            .bind(up_to)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(stored_event_from_row).collect()
     }
 
@@ -132,15 +110,12 @@ impl AuditStore for SqliteStore {
         action: crate::audit::Action,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, event_id, occurred_at, actor, action, subject, details, prev_hash, hash FROM audit_events
-             WHERE subject = ?1 AND action = ?2 ORDER BY seq DESC LIMIT ?3",
-        )
-        .bind(subject.to_string())
-        .bind(action.as_str())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(AUDIT_EVENTS_ABOUT.as_str())
+            .bind(subject.to_string())
+            .bind(action.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(stored_event_from_row).collect()
     }
 

@@ -4,14 +4,18 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::SqliteStore;
-use super::codec::{CHALLENGE_COLUMNS, challenge_from_row};
 use super::fatigue::{load_push_state, record_outcome};
 use crate::audit::AuditEvent;
 use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
 use crate::fatigue::model::{Policy, PromptContext};
 use crate::ids::{AppId, ChallengeId, DeviceId, UserId};
+use crate::store::challenges::CHALLENGE_COLUMNS;
+use crate::store::challenges::challenge_from_row;
 use crate::store::challenges::may_become;
+use crate::store::challenges::{
+    CHALLENGE_BY_ID, CHALLENGE_BY_IDEMPOTENCY_KEY, DEVICE_REVOKED_AT, RECENT_CHALLENGES, RECENT_NUMBER_TAGS,
+};
 use crate::store::{
     ChallengeEvent, ChallengeRecord, ChallengeStore, ChallengeTransition, DeviceDecision, DeviceRecord,
     DeviceStore, Precondition, PromptTarget, StoreError, UserStore, map_unique_violation,
@@ -153,8 +157,7 @@ impl ChallengeStore for SqliteStore {
     }
 
     async fn challenge_by_id(&self, id: ChallengeId) -> Result<Option<ChallengeRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = ?1"));
-        sqlx::query(sql)
+        sqlx::query(CHALLENGE_BY_ID.as_str())
             .bind(id.0.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -168,10 +171,7 @@ impl ChallengeStore for SqliteStore {
         app: AppId,
         key: &str,
     ) -> Result<Option<ChallengeRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE app_id = ?1 AND idempotency_key = ?2"
-        ));
-        sqlx::query(sql)
+        sqlx::query(CHALLENGE_BY_IDEMPOTENCY_KEY.as_str())
             .bind(app.0.to_string())
             .bind(key)
             .fetch_optional(&self.pool)
@@ -201,20 +201,15 @@ impl ChallengeStore for SqliteStore {
     }
 
     async fn recent_number_tags(&self, user: UserId, limit: u32) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT number_tag FROM challenges WHERE user_id = ?1 ORDER BY created_at DESC LIMIT ?2",
-        )
-        .bind(user.0.to_string())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(RECENT_NUMBER_TAGS)
+            .bind(user.0.to_string())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn recent_challenges(&self, user: UserId, limit: u32) -> Result<Vec<ChallengeRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE user_id = ?1 ORDER BY created_at DESC, id LIMIT ?2"
-        ));
-        sqlx::query(sql)
+        sqlx::query(RECENT_CHALLENGES.as_str())
             .bind(user.0.to_string())
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -242,11 +237,10 @@ impl ChallengeStore for SqliteStore {
         .fetch_optional(&mut *tx)
         .await?;
         if advanced.is_none() {
-            let revoked: Option<Option<i64>> =
-                sqlx::query_scalar("SELECT revoked_at FROM devices WHERE id = ?1")
-                    .bind(device.0.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let revoked: Option<Option<i64>> = sqlx::query_scalar(DEVICE_REVOKED_AT)
+                .bind(device.0.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
             return Err(StoreError::PreconditionFailed(match revoked {
                 Some(None) => Precondition::CounterNotIncreasing,
                 _ => Precondition::DeviceInactive,

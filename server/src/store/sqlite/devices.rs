@@ -1,18 +1,26 @@
 //! Enrollments, devices, request nonces, notices and the server key.
 
 use async_trait::async_trait;
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 use time::OffsetDateTime;
 
 use super::SqliteStore;
-use super::codec::{
-    DEVICE_COLUMNS, ENROLLMENT_COLUMNS, device_from_row, enrollment_from_row, parse_uuid, time_at, uuid_at,
-};
 use crate::audit::AuditEvent;
 use crate::challenges::model::ChallengeState;
 use crate::clock::unix_micros;
 use crate::ids::{DeviceId, EnrollmentId, UserId};
 use crate::store::challenges::may_become;
+use crate::store::codec::parse_uuid;
+use crate::store::devices::device_from_row;
+use crate::store::devices::enrollment_from_row;
+use crate::store::devices::notice_from_row;
+use crate::store::devices::server_key_from_row;
+use crate::store::devices::{
+    COUNT_ACTIVE_DEVICES, DEVICE_BY_ID, DEVICE_NOTICES, DEVICES_OF_USER, ENROLLMENT_BY_CODE_HASH,
+    ENROLLMENT_BY_ID, INSERT_DEVICE, INSERT_ENROLLMENT, INSERT_SERVER_KEY, NOTIFY_OTHER_DEVICES,
+    PUBLIC_KEY_OWNER, PURGE_EXPIRED_NONCES, PUSH_TOKEN_OWNER, REMEMBER_NONCE, REVOKE_DEVICE, SERVER_KEY,
+    UPDATE_PUSH, USE_ENROLLMENT,
+};
 use crate::store::{
     ApprovalProof, Conflict, DeviceRecord, DeviceStore, EnrollmentRecord, NoticeRecord, ServerKeyRecord,
     StoreError, StoredPush, map_unique_violation,
@@ -63,8 +71,7 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn enrollment_by_id(&self, id: EnrollmentId) -> Result<Option<EnrollmentRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id = ?1"));
-        sqlx::query(sql)
+        sqlx::query(ENROLLMENT_BY_ID.as_str())
             .bind(id.0.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -77,9 +84,7 @@ impl DeviceStore for SqliteStore {
         &self,
         code_hash: &[u8],
     ) -> Result<Option<EnrollmentRecord>, StoreError> {
-        let sql =
-            sqlx::AssertSqlSafe(format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE code_hash = ?1"));
-        sqlx::query(sql)
+        sqlx::query(ENROLLMENT_BY_CODE_HASH.as_str())
             .bind(code_hash)
             .fetch_optional(&self.pool)
             .await?
@@ -104,61 +109,50 @@ impl DeviceStore for SqliteStore {
         if user.is_none() {
             return Err(StoreError::NotFound);
         }
-        let used = sqlx::query(
-            "UPDATE enrollments SET used_at = ?2, device_id = ?3, code_sealed = NULL
-             WHERE id = ?1 AND used_at IS NULL AND expires_at > ?2",
-        )
-        .bind(enrollment.id.0.to_string())
-        .bind(unix_micros(d.created_at))
-        .bind(d.id.0.to_string())
-        .execute(&mut *tx)
-        .await?;
+        let used = sqlx::query(USE_ENROLLMENT)
+            .bind(enrollment.id.0.to_string())
+            .bind(unix_micros(d.created_at))
+            .bind(d.id.0.to_string())
+            .execute(&mut *tx)
+            .await?;
         if used.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let active: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE user_id = ?1 AND revoked_at IS NULL")
-                .bind(d.user_id.0.to_string())
-                .fetch_one(&mut *tx)
-                .await?;
+        let active: i64 = sqlx::query_scalar(COUNT_ACTIVE_DEVICES)
+            .bind(d.user_id.0.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
         if active > 0 && !enrollment.is_second_device {
             return Err(StoreError::Conflict(Conflict::SecondDevice));
         }
-        sqlx::query(
-            "INSERT INTO devices (id, user_id, public_key, push_provider, push_token, push_environment, name, platform, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .bind(d.id.0.to_string())
-        .bind(d.user_id.0.to_string())
-        .bind(&d.public_key)
-        .bind(&d.push.provider)
-        .bind(&d.push.token)
-        .bind(&d.push.environment)
-        .bind(&d.name)
-        .bind(&d.platform)
-        .bind(unix_micros(d.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_unique_violation)?;
-        sqlx::query(
-            "INSERT INTO device_notices (device_id, kind, details, created_at)
-             SELECT id, ?3, ?4, ?5 FROM devices WHERE user_id = ?1 AND revoked_at IS NULL AND id <> ?2",
-        )
-        .bind(d.user_id.0.to_string())
-        .bind(d.id.0.to_string())
-        .bind(notice.0)
-        .bind(&notice.1)
-        .bind(unix_micros(d.created_at))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(INSERT_DEVICE)
+            .bind(d.id.0.to_string())
+            .bind(d.user_id.0.to_string())
+            .bind(&d.public_key)
+            .bind(&d.push.provider)
+            .bind(&d.push.token)
+            .bind(&d.push.environment)
+            .bind(&d.name)
+            .bind(&d.platform)
+            .bind(unix_micros(d.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_unique_violation)?;
+        sqlx::query(NOTIFY_OTHER_DEVICES)
+            .bind(d.user_id.0.to_string())
+            .bind(d.id.0.to_string())
+            .bind(notice.0)
+            .bind(&notice.1)
+            .bind(unix_micros(d.created_at))
+            .execute(&mut *tx)
+            .await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(d)
     }
 
     async fn device_by_id(&self, id: DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"));
-        sqlx::query(sql)
+        sqlx::query(DEVICE_BY_ID.as_str())
             .bind(id.0.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -168,10 +162,7 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn devices_for_user(&self, user: UserId) -> Result<Vec<DeviceRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ?1 ORDER BY created_at, id"
-        ));
-        sqlx::query(sql)
+        sqlx::query(DEVICES_OF_USER.as_str())
             .bind(user.0.to_string())
             .fetch_all(&self.pool)
             .await?
@@ -181,21 +172,17 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn public_key_owner(&self, public_key: &[u8]) -> Result<Option<UserId>, StoreError> {
-        let owner: Option<String> = sqlx::query_scalar("SELECT user_id FROM devices WHERE public_key = ?1")
-            .bind(public_key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let owner: Option<String> =
+            sqlx::query_scalar(PUBLIC_KEY_OWNER).bind(public_key).fetch_optional(&self.pool).await?;
         owner.map(|id| parse_uuid(&id, "user_id").map(UserId)).transpose()
     }
 
     async fn push_token_owner(&self, provider: &str, token: &str) -> Result<Option<UserId>, StoreError> {
-        let owner: Option<String> = sqlx::query_scalar(
-            "SELECT user_id FROM devices WHERE push_provider = ?1 AND push_token = ?2 AND revoked_at IS NULL",
-        )
-        .bind(provider)
-        .bind(token)
-        .fetch_optional(&self.pool)
-        .await?;
+        let owner: Option<String> = sqlx::query_scalar(PUSH_TOKEN_OWNER)
+            .bind(provider)
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await?;
         owner.map(|id| parse_uuid(&id, "user_id").map(UserId)).transpose()
     }
 
@@ -206,10 +193,7 @@ impl DeviceStore for SqliteStore {
         audit: AuditEvent,
     ) -> Result<DeviceRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        let sql = sqlx::AssertSqlSafe(format!(
-            "UPDATE devices SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL RETURNING {DEVICE_COLUMNS}"
-        ));
-        let row = sqlx::query(sql)
+        let row = sqlx::query(REVOKE_DEVICE.as_str())
             .bind(id.0.to_string())
             .bind(unix_micros(at))
             .fetch_optional(&mut *tx)
@@ -223,17 +207,14 @@ impl DeviceStore for SqliteStore {
 
     async fn update_push(&self, id: DeviceId, push: StoredPush, audit: AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE devices SET push_provider = ?2, push_token = ?3, push_environment = ?4
-             WHERE id = ?1 AND revoked_at IS NULL",
-        )
-        .bind(id.0.to_string())
-        .bind(&push.provider)
-        .bind(&push.token)
-        .bind(&push.environment)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_unique_violation)?;
+        let updated = sqlx::query(UPDATE_PUSH)
+            .bind(id.0.to_string())
+            .bind(&push.provider)
+            .bind(&push.token)
+            .bind(&push.environment)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_unique_violation)?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -249,20 +230,17 @@ impl DeviceStore for SqliteStore {
         expires_at: OffsetDateTime,
         _now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO device_request_nonces (device_id, nonce, expires_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(device.0.to_string())
-        .bind(nonce)
-        .bind(unix_micros(expires_at))
-        .execute(&self.pool)
-        .await?;
+        let inserted = sqlx::query(REMEMBER_NONCE)
+            .bind(device.0.to_string())
+            .bind(nonce)
+            .bind(unix_micros(expires_at))
+            .execute(&self.pool)
+            .await?;
         Ok(inserted.rows_affected() == 1)
     }
 
     async fn purge_expired_nonces(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM device_request_nonces WHERE expires_at < ?1")
+        Ok(sqlx::query(PURGE_EXPIRED_NONCES)
             .bind(unix_micros(now))
             .execute(&self.pool)
             .await?
@@ -274,51 +252,26 @@ impl DeviceStore for SqliteStore {
         device: DeviceId,
         since: OffsetDateTime,
     ) -> Result<Vec<NoticeRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, device_id, kind, details, created_at FROM device_notices
-             WHERE device_id = ?1 AND created_at >= ?2 ORDER BY id",
-        )
-        .bind(device.0.to_string())
-        .bind(unix_micros(since))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(NoticeRecord {
-                    id: row.try_get("id")?,
-                    device_id: DeviceId(uuid_at(row, "device_id")?),
-                    kind: row.try_get("kind")?,
-                    details: row.try_get("details")?,
-                    created_at: time_at(row, "created_at")?,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(DEVICE_NOTICES)
+            .bind(device.0.to_string())
+            .bind(unix_micros(since))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(notice_from_row).collect()
     }
 
     async fn server_key(&self) -> Result<Option<ServerKeyRecord>, StoreError> {
-        let row = sqlx::query("SELECT public_key, sealed_pkcs8, created_at FROM server_keys WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(ServerKeyRecord {
-                public_key: row.try_get("public_key")?,
-                sealed_pkcs8: row.try_get("sealed_pkcs8")?,
-                created_at: time_at(&row, "created_at")?,
-            })
-        })
-        .transpose()
+        let row = sqlx::query(SERVER_KEY).fetch_optional(&self.pool).await?;
+        row.as_ref().map(server_key_from_row).transpose()
     }
 
     async fn insert_server_key(&self, key: ServerKeyRecord) -> Result<ServerKeyRecord, StoreError> {
-        sqlx::query(
-            "INSERT INTO server_keys (id, public_key, sealed_pkcs8, created_at) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&key.public_key)
-        .bind(&key.sealed_pkcs8)
-        .bind(unix_micros(key.created_at))
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(INSERT_SERVER_KEY)
+            .bind(&key.public_key)
+            .bind(&key.sealed_pkcs8)
+            .bind(unix_micros(key.created_at))
+            .execute(&self.pool)
+            .await?;
         self.server_key().await?.ok_or_else(|| StoreError::Corrupt("server key vanished after insert".into()))
     }
 }
@@ -327,19 +280,16 @@ pub(super) async fn insert_enrollment(
     conn: &mut SqliteConnection,
     e: &EnrollmentRecord,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO enrollments (id, user_id, code_hash, code_sealed, is_second_device, created_by, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .bind(e.id.0.to_string())
-    .bind(e.user_id.0.to_string())
-    .bind(&e.code_hash)
-    .bind(&e.code_sealed)
-    .bind(e.is_second_device)
-    .bind(&e.created_by)
-    .bind(unix_micros(e.created_at))
-    .bind(unix_micros(e.expires_at))
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(INSERT_ENROLLMENT)
+        .bind(e.id.0.to_string())
+        .bind(e.user_id.0.to_string())
+        .bind(&e.code_hash)
+        .bind(&e.code_sealed)
+        .bind(e.is_second_device)
+        .bind(&e.created_by)
+        .bind(unix_micros(e.created_at))
+        .bind(unix_micros(e.expires_at))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

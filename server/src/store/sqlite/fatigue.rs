@@ -6,12 +6,14 @@ use time::OffsetDateTime;
 
 use super::SqliteStore;
 use super::alerts::insert_alert;
-use super::codec::{PUSH_STATE_COLUMNS, push_state_from_row, user_from_row};
 use crate::audit::{AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::clock::unix_micros;
 use crate::fatigue::model::{Policy, PushState, incident_alert_details, ladder_move};
 use crate::ids::UserId;
+use crate::store::fatigue::push_state_from_row;
+use crate::store::fatigue::{PUSH_STATE, TROUBLED_USERS};
+use crate::store::users::user_from_row;
 use crate::store::{FatigueStore, PushStateChange, StoreError, UserRecord};
 
 /// The user's push standing (write transactions are exclusive on SQLite).
@@ -19,9 +21,7 @@ pub(super) async fn load_push_state(
     conn: &mut SqliteConnection,
     user: UserId,
 ) -> Result<PushState, StoreError> {
-    let sql =
-        sqlx::AssertSqlSafe(format!("SELECT {PUSH_STATE_COLUMNS} FROM user_push_state WHERE user_id = ?1"));
-    let row = sqlx::query(sql).bind(user.0.to_string()).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query(PUSH_STATE.as_str()).bind(user.0.to_string()).fetch_optional(&mut *conn).await?;
     row.as_ref().map(push_state_from_row).transpose().map(Option::unwrap_or_default)
 }
 
@@ -86,10 +86,8 @@ pub(super) async fn record_outcome(
 #[async_trait]
 impl FatigueStore for SqliteStore {
     async fn push_state(&self, user: UserId) -> Result<PushState, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {PUSH_STATE_COLUMNS} FROM user_push_state WHERE user_id = ?1"
-        ));
-        let row = sqlx::query(sql).bind(user.0.to_string()).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query(PUSH_STATE.as_str()).bind(user.0.to_string()).fetch_optional(&self.pool).await?;
         row.as_ref().map(push_state_from_row).transpose().map(Option::unwrap_or_default)
     }
 
@@ -110,16 +108,7 @@ impl FatigueStore for SqliteStore {
     }
 
     async fn troubled_users(&self, limit: u32) -> Result<Vec<(UserRecord, PushState)>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT u.id, u.username, u.display_name, u.is_privileged, u.created_at, {PUSH_STATE_COLUMNS}
-             FROM user_push_state s JOIN users u ON u.id = s.user_id
-             WHERE u.deleted_at IS NULL AND (s.consecutive_failures > 0 OR s.frozen_until IS NOT NULL
-                   OR s.needs_strong_factor OR s.needs_admin_review OR s.hard_locked
-                   OR s.unanswered >= 2 OR s.under_attack_since IS NOT NULL)
-             ORDER BY s.hard_locked DESC, s.needs_admin_review DESC, s.needs_strong_factor DESC,
-                      s.consecutive_failures DESC LIMIT ?1"
-        ));
-        let rows = sqlx::query(sql).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(TROUBLED_USERS.as_str()).bind(i64::from(limit)).fetch_all(&self.pool).await?;
         rows.iter().map(|row| Ok((user_from_row(row)?, push_state_from_row(row)?))).collect()
     }
 

@@ -8,7 +8,6 @@ mod alerts;
 mod apps;
 mod audit;
 mod challenges;
-mod codec;
 mod devices;
 mod fatigue;
 mod outbox;
@@ -26,7 +25,7 @@ use tokio::sync::Notify;
 
 use crate::audit::AuditEvent;
 use crate::audit::chain::AuditSealer;
-use crate::store::audit::pending_row;
+use crate::store::audit::{INSERT_PENDING_EVENT, pending_row};
 use crate::store::{
     Engine, PoolStats, Store, StoreError, check_migrations_applied, genesis_mac, seals_genesis,
 };
@@ -82,19 +81,16 @@ impl SqliteStore {
     /// Writes the event, sealed, for the chainer to link (the same path as on PostgreSQL).
     async fn append_audit(&self, conn: &mut SqliteConnection, event: &AuditEvent) -> Result<(), StoreError> {
         let p = pending_row(&self.sealer, event);
-        sqlx::query(
-            "INSERT INTO audit_pending (event_id, occurred_at, actor, action, subject, details, mac)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(p.event_id.as_slice())
-        .bind(p.row.occurred_at_micros)
-        .bind(&p.row.actor)
-        .bind(&p.row.action)
-        .bind(&p.row.subject)
-        .bind(&p.row.details)
-        .bind(&p.mac)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(INSERT_PENDING_EVENT)
+            .bind(p.event_id.as_slice())
+            .bind(p.row.occurred_at_micros)
+            .bind(&p.row.actor)
+            .bind(&p.row.action)
+            .bind(&p.row.subject)
+            .bind(&p.row.details)
+            .bind(&p.mac)
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 

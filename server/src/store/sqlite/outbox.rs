@@ -1,15 +1,15 @@
 //! The push outbox.
 
 use async_trait::async_trait;
-use sqlx::Row;
 use time::OffsetDateTime;
 
 use super::SqliteStore;
-use super::codec::{time_at, uuid_at};
 use crate::audit::AuditEvent;
 use crate::clock::unix_micros;
-use crate::ids::{ChallengeId, DeviceId};
-use crate::store::{PushJob, PushJobResult, PushOutbox, StoreError, StoredPush};
+use crate::ids::DeviceId;
+use crate::store::outbox::push_job_from_row;
+use crate::store::outbox::{DISABLE_PUSH_TOKEN, FINISH_PUSH_JOB};
+use crate::store::{PushJob, PushJobResult, PushOutbox, StoreError};
 
 #[async_trait]
 impl PushOutbox for SqliteStore {
@@ -42,18 +42,7 @@ impl PushOutbox for SqliteStore {
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
-            jobs.push(PushJob {
-                id: row.try_get("id")?,
-                challenge_id: ChallengeId(uuid_at(&row, "challenge_id")?),
-                device_id: DeviceId(uuid_at(&row, "device_id")?),
-                attempts: row.try_get("attempts")?,
-                push: StoredPush {
-                    provider: row.try_get("push_provider")?,
-                    token: row.try_get("push_token")?,
-                    environment: row.try_get("push_environment")?,
-                },
-                expires_at: time_at(&row, "expires_at")?,
-            });
+            jobs.push(push_job_from_row(&row)?);
         }
         self.commit(tx).await?;
         Ok(jobs)
@@ -65,12 +54,8 @@ impl PushOutbox for SqliteStore {
         result: PushJobResult,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let (state, next, error) = match result {
-            PushJobResult::Sent => ("sent", now, None),
-            PushJobResult::Retry { at, error } => ("queued", at, Some(error)),
-            PushJobResult::Failed { error } => ("failed", now, Some(error)),
-        };
-        sqlx::query("UPDATE push_outbox SET state = ?2, next_attempt_at = ?3, last_error = ?4, updated_at = ?5 WHERE id = ?1")
+        let (state, next, error) = result.columns(now);
+        sqlx::query(FINISH_PUSH_JOB)
             .bind(id)
             .bind(state)
             .bind(unix_micros(next))
@@ -83,13 +68,7 @@ impl PushOutbox for SqliteStore {
 
     async fn disable_push_token(&self, device: DeviceId, audit: AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE devices SET push_provider = 'none', push_token = NULL, push_environment = NULL
-             WHERE id = ?1 AND push_provider <> 'none'",
-        )
-        .bind(device.0.to_string())
-        .execute(&mut *tx)
-        .await?;
+        let updated = sqlx::query(DISABLE_PUSH_TOKEN).bind(device.0.to_string()).execute(&mut *tx).await?;
         if updated.rows_affected() == 1 {
             self.append_audit(&mut tx, &audit).await?;
         }

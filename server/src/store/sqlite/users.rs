@@ -4,10 +4,11 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::SqliteStore;
-use super::codec::user_from_row;
 use crate::audit::AuditEvent;
 use crate::clock::unix_micros;
 use crate::ids::UserId;
+use crate::store::users::user_from_row;
+use crate::store::users::{DELETE_USER, REVOKE_USER_DEVICES, USER_BY_USERNAME, VOID_USER_ENROLLMENTS};
 use crate::store::{StoreError, UserRecord, UserStore, map_unique_violation};
 
 #[async_trait]
@@ -31,15 +32,13 @@ impl UserStore for SqliteStore {
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
-        sqlx::query(
-            "SELECT id, username, display_name, is_privileged, created_at FROM users WHERE username = ?1",
-        )
-        .bind(username)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(user_from_row)
-        .transpose()
+        sqlx::query(USER_BY_USERNAME.as_str())
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
     }
 
     async fn delete_user(
@@ -50,31 +49,26 @@ impl UserStore for SqliteStore {
     ) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let freed_name = format!("deleted:{}", id.0);
-        let deleted = sqlx::query(
-            "UPDATE users SET deleted_at = ?2, username = ?3 WHERE id = ?1 AND deleted_at IS NULL",
-        )
-        .bind(id.0.to_string())
-        .bind(unix_micros(at))
-        .bind(freed_name)
-        .execute(&mut *tx)
-        .await?;
+        let deleted = sqlx::query(DELETE_USER)
+            .bind(id.0.to_string())
+            .bind(unix_micros(at))
+            .bind(freed_name)
+            .execute(&mut *tx)
+            .await?;
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let revoked =
-            sqlx::query("UPDATE devices SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL")
-                .bind(id.0.to_string())
-                .bind(unix_micros(at))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        sqlx::query(
-            "UPDATE enrollments SET expires_at = ?2, code_sealed = NULL WHERE user_id = ?1 AND used_at IS NULL AND expires_at > ?2",
-        )
-        .bind(id.0.to_string())
-        .bind(unix_micros(at))
-        .execute(&mut *tx)
-        .await?;
+        let revoked = sqlx::query(REVOKE_USER_DEVICES)
+            .bind(id.0.to_string())
+            .bind(unix_micros(at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(VOID_USER_ENROLLMENTS)
+            .bind(id.0.to_string())
+            .bind(unix_micros(at))
+            .execute(&mut *tx)
+            .await?;
         let mut audit = audit;
         if let serde_json::Value::Object(details) = &mut audit.details {
             details.insert("devices_revoked".into(), revoked.into());
