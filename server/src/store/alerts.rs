@@ -55,7 +55,7 @@ pub(super) const ALERT_DELIVERED: &str = "UPDATE alert_cursor SET last_delivered
 pub(super) const ALERT_RETRY_LATER: &str = "UPDATE alert_cursor SET attempts = attempts + 1, next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE id = 1";
 
 #[async_trait]
-pub trait AlertStore: Send + Sync {
+pub trait AlertStore: Send + Sync + std::fmt::Debug {
     /// Queues an alert that no state change carries (e.g. a throttled spraying source).
     async fn raise_alert(
         &self,

@@ -47,7 +47,7 @@ pub(super) fn app_from_row<R: Columns>(row: &R) -> Result<AppRecord, StoreError>
 }
 
 #[async_trait]
-pub trait AppStore: Send + Sync {
+pub trait AppStore: Send + Sync + std::fmt::Debug {
     async fn create_app(&self, app: AppRecord, audit: AuditEvent) -> Result<AppRecord, StoreError>;
 
     /// Marks an active app revoked; `NotFound` if there is no such app or it is already revoked.

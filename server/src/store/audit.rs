@@ -153,7 +153,7 @@ pub(super) const INSERT_PENDING_EVENT: &str =
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 #[async_trait]
-pub trait AuditStore: Send + Sync {
+pub trait AuditStore: Send + Sync + std::fmt::Debug {
     /// Appends an audit event that records no state change (a refused attempt).
     async fn record_audit(&self, audit: AuditEvent) -> Result<(), StoreError>;
 

@@ -136,7 +136,7 @@ pub(super) static RECENT_CHALLENGES: Sql = Sql::new(|| {
 pub(super) const DEVICE_REVOKED_AT: &str = "SELECT revoked_at FROM devices WHERE id = $1";
 
 #[async_trait]
-pub trait ChallengeStore: Send + Sync {
+pub trait ChallengeStore: Send + Sync + std::fmt::Debug {
     /// The user named `username` with their active devices and the number tags of their
     /// `recent` latest challenges (one round trip where the engine allows).
     async fn prompt_target(&self, username: &str, recent: u32) -> Result<Option<PromptTarget>, StoreError>;

@@ -211,7 +211,7 @@ pub(super) const INSERT_ENROLLMENT: &str = "INSERT INTO enrollments (id, user_id
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 #[async_trait]
-pub trait DeviceStore: Send + Sync {
+pub trait DeviceStore: Send + Sync + std::fmt::Debug {
     async fn create_enrollment(
         &self,
         enrollment: EnrollmentRecord,

@@ -51,7 +51,7 @@ pub(super) static TROUBLED_USERS: Sql = Sql::new(|| {
 });
 
 #[async_trait]
-pub trait FatigueStore: Send + Sync {
+pub trait FatigueStore: Send + Sync + std::fmt::Debug {
     /// The user's push standing (default when nothing happened yet).
     async fn push_state(&self, user: UserId) -> Result<PushState, StoreError>;
 

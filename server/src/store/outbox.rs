@@ -69,7 +69,7 @@ impl PushJobResult {
 }
 
 #[async_trait]
-pub trait PushOutbox: Send + Sync {
+pub trait PushOutbox: Send + Sync + std::fmt::Debug {
     /// Leases due push jobs for `lease` (another worker takes them over if this one dies).
     async fn claim_push_jobs(
         &self,

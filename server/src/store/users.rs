@@ -44,7 +44,7 @@ pub(super) const REVOKE_USER_DEVICES: &str =
 pub(super) const VOID_USER_ENROLLMENTS: &str = "UPDATE enrollments SET expires_at = $2, code_sealed = NULL WHERE user_id = $1 AND used_at IS NULL AND expires_at > $2";
 
 #[async_trait]
-pub trait UserStore: Send + Sync {
+pub trait UserStore: Send + Sync + std::fmt::Debug {
     async fn create_user(&self, user: UserRecord, audit: AuditEvent) -> Result<UserRecord, StoreError>;
 
     /// An active (not deleted) user.
