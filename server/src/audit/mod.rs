@@ -222,7 +222,10 @@ const VERIFY_PAGE: u32 = 1_000;
 pub const CHAIN_BATCH: u32 = 1_000;
 
 /// Chains what is pending and exports the sealed head, to be kept outside the database.
-pub async fn checkpoint(store: &dyn AuditStore, exported_at: OffsetDateTime) -> Result<Checkpoint, StoreError> {
+pub async fn checkpoint(
+    store: &dyn AuditStore,
+    exported_at: OffsetDateTime,
+) -> Result<Checkpoint, StoreError> {
     flush(store).await?;
     Ok(Checkpoint::from_head(&store.audit_head().await?, exported_at.unix_timestamp()))
 }

@@ -1,9 +1,23 @@
-//! The storage boundary. Services talk to `dyn Store`; only this module knows SQL.
+//! The storage boundary: only this module knows SQL.
+//!
+//! One repository trait per capability, each in its own module with its records, row mappers,
+//! column lists and the statements whose text is the same on both engines:
+//! [`UserStore`] (`users.rs`), [`AppStore`] (`apps.rs`), [`DeviceStore`] (`devices.rs`:
+//! enrollments, devices, request nonces, notices, the server key), [`ChallengeStore`]
+//! (`challenges.rs`), [`FatigueStore`] (`fatigue.rs`: push standing, refused prompts, signals),
+//! [`AuditStore`] (`audit.rs`), [`AlertStore`] (`alerts.rs`) and [`PushOutbox`] (`outbox.rs`).
+//! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
+//! takes the narrow trait it needs (`&dyn Store` coerces to it).
 //!
 //! Methods are shaped like operations, not tables: each state change runs in one transaction
 //! together with the audit event that records it, so a change whose audit event cannot be written
-//! does not happen. Two implementations, chosen once at start-up: [`sqlite::SqliteStore`] (the
-//! embedded default, single instance) and [`postgres::PgStore`] (production, many instances).
+//! does not happen. Two engines, chosen once at start-up: [`sqlite::SqliteStore`] (the embedded
+//! default, single instance) and [`postgres::PgStore`] (production, many instances), each with one
+//! file per capability (`sqlite/<capability>.rs`, `postgres/<capability>.rs`). `codec.rs` reads a
+//! row alike on both (ids and times through each engine's codec); the engines differ only in
+//! binds and in what really differs: PostgreSQL's single-statement hot paths
+//! (`postgres/statements.rs`), `SKIP LOCKED`, `LISTEN/NOTIFY`, row locks and `now()`; SQLite's
+//! `BEGIN IMMEDIATE` transactions.
 
 mod alerts;
 mod apps;
