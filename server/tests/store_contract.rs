@@ -1,18 +1,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The store contract: every test runs on SQLite and on PostgreSQL, each on a fresh database.
-//! The two engines must be indistinguishable to the services above them.
+//! The two engines must be indistinguishable to the services above them. A user's push standing
+//! follows one protocol on both: rules decide, the store applies by compare-and-set on the
+//! standing's version, and a decision made from a stale read is made again, never written.
 
 #[macro_use]
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use countersign::api_keys::service::{self as api_keys, AppAdminError, AuthError};
 use countersign::api_keys::{Scope, Scopes};
 use countersign::audit::chain::{AuditSealer, ChainBreak, CheckpointBreak};
-use countersign::audit::{self, Actor, VerifyError};
+use countersign::audit::{self, Action, Actor, AuditEvent, Subject, VerifyError};
 use countersign::clock::{Clock, ManualClock};
-use countersign::store::{self, Store, StoreError};
+use countersign::fatigue::model::{Policy, PushState};
+use countersign::ids::UserId;
+use countersign::store::{self, StandingUpdate, Store, StoreError};
 use countersign::users::service::{self as users, NewUser, UserError};
 use countersign_e2e::{
     Engine, Tamper, TestDatabase, break_audit_writes_sql, drop_audit_guard_sql, drop_pending_guard_sql,
@@ -378,6 +383,115 @@ async fn rolled_back_database_is_caught_by_a_checkpoint(engine: Engine) {
     );
 }
 
+/// A store with one user, "alice", whose push standing a test changes.
+struct StandingFixture {
+    base: Fixture,
+    now: time::OffsetDateTime,
+    user: UserId,
+}
+
+async fn standing_fixture(engine: Engine) -> StandingFixture {
+    let base = fixture(engine).await;
+    let user =
+        users::create_user(base.store.as_ref(), &base.clock, Actor::System, new_user("alice")).await.unwrap();
+    StandingFixture { now: base.clock.now(), user: user.id, base }
+}
+
+fn refusal_event(f: &StandingFixture) -> AuditEvent {
+    AuditEvent::new(f.now, Actor::System, Action::PromptRefused, Subject::User(f.user))
+}
+
+/// The kinds of every queued alert, oldest first.
+async fn alert_kinds(f: &StandingFixture) -> Vec<String> {
+    let mut kinds = Vec::new();
+    let mut after = 0;
+    while let Some(alert) = f.base.store.next_alert(after).await.unwrap() {
+        after = alert.id;
+        kinds.push(alert.kind);
+    }
+    kinds
+}
+
+/// One refused prompt, as the challenge service records it.
+async fn refuse_a_prompt(f: &StandingFixture) {
+    f.base
+        .store
+        .record_refused_prompt(f.user, "push_rate_limited", f.now, refusal_event(f), &Policy::default())
+        .await
+        .unwrap();
+}
+
+async fn a_write_from_a_stale_read_is_refused(engine: Engine) {
+    let f = standing_fixture(engine).await;
+    let read = f.base.store.standing(f.user, f.now).await.unwrap();
+    refuse_a_prompt(&f).await;
+    let pending = f.base.store.audit_pending_count().await.unwrap();
+
+    let stale = PushState { needs_admin_review: true, ..read.state.clone() };
+    let audit = refusal_event(&f);
+    let update = StandingUpdate {
+        user: f.user,
+        version: read.version,
+        next: &stale,
+        now: f.now,
+        audit: &audit,
+        alert: Some(("test_alert", "from a stale read")),
+    };
+    assert!(!f.base.store.apply_standing(update).await.unwrap(), "the version moved: the write is refused");
+
+    let current = f.base.store.push_state(f.user).await.unwrap();
+    assert_eq!(current.refused_prompts, 1, "the change that came first stands");
+    assert!(!current.needs_admin_review, "nothing of the stale decision landed");
+    assert_eq!(f.base.store.audit_pending_count().await.unwrap(), pending, "no audit event for it either");
+    assert_eq!(alert_kinds(&f).await, ["push_bombing"], "nor its alert");
+
+    let fresh = f.base.store.standing(f.user, f.now).await.unwrap();
+    assert!(fresh.version > read.version);
+    let update = StandingUpdate { version: fresh.version, next: &stale, alert: None, ..update };
+    assert!(f.base.store.apply_standing(update).await.unwrap(), "a write from the current version applies");
+    assert!(f.base.store.push_state(f.user).await.unwrap().needs_admin_review);
+    assert_eq!(f.base.store.audit_pending_count().await.unwrap(), pending + 1);
+}
+
+async fn a_change_overtaken_by_another_is_decided_again(engine: Engine) {
+    let f = Arc::new(standing_fixture(engine).await);
+    let decisions = AtomicUsize::new(0);
+    let interloper = Arc::clone(&f);
+    let change = |before: &PushState| {
+        if decisions.fetch_add(1, Ordering::SeqCst) == 0 {
+            // A refused prompt commits between this read and its write.
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::block_in_place(|| handle.block_on(refuse_a_prompt(&interloper)));
+        }
+        (PushState { reason: Some("reviewed".into()), ..before.clone() }, refusal_event(&f))
+    };
+
+    let (before, after) = f.base.store.change_push_state(f.user, f.now, &change).await.unwrap();
+
+    assert_eq!(decisions.load(Ordering::SeqCst), 2, "the stale decision was made again");
+    assert_eq!(before.refused_prompts, 1, "from the standing with the concurrent change");
+    assert_eq!(after.refused_prompts, 1, "which is kept");
+    assert_eq!(after.reason.as_deref(), Some("reviewed"));
+    assert_eq!(f.base.store.push_state(f.user).await.unwrap(), after);
+}
+
+async fn concurrent_changes_to_one_standing_are_never_lost(engine: Engine) {
+    let f = Arc::new(standing_fixture(engine).await);
+    let pending = f.base.store.audit_pending_count().await.unwrap();
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let f = Arc::clone(&f);
+            tokio::spawn(async move { refuse_a_prompt(&f).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(f.base.store.push_state(f.user).await.unwrap().refused_prompts, 12, "every refusal counted");
+    assert_eq!(f.base.store.audit_pending_count().await.unwrap(), pending + 12, "and audited once");
+    assert_eq!(alert_kinds(&f).await, ["push_bombing"], "one incident, one alert");
+}
+
 on_both_engines!(
     emptied_audit_trail_is_a_break_not_an_empty_trail,
     captured_pending_event_cannot_be_chained_twice,
@@ -392,6 +506,9 @@ on_both_engines!(
     append_only_guard_refuses_updates,
     every_kind_of_tampering_is_detected,
     forged_head_is_detected,
+    a_write_from_a_stale_read_is_refused,
+    a_change_overtaken_by_another_is_decided_again,
+    concurrent_changes_to_one_standing_are_never_lost,
 );
 
 #[test]

@@ -49,7 +49,7 @@ pub use challenges::{
 pub use devices::{
     ApprovalProof, DeviceRecord, DeviceStore, EnrollmentRecord, NoticeRecord, ServerKeyRecord, StoredPush,
 };
-pub use fatigue::{FatigueStore, PushStateChange};
+pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
 pub use outbox::{PushJob, PushJobResult, PushOutbox};
 pub use users::{UserRecord, UserStore};
 

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::PgStore;
-use super::fatigue::{Lock, STANDING_RETRIES, read_standing};
+use super::fatigue::{Lock, read_standing};
 use super::statements::{
     EventArrays, bind_audit, bind_ladder, count_escalation, create_statement, decide_statement,
     transition_statement,
@@ -25,6 +25,7 @@ use crate::store::challenges::{
 use crate::store::devices::device_from_prefixed;
 use crate::store::devices::prefixed_device_columns;
 use crate::store::fatigue::PUSH_STATE_COLUMNS;
+use crate::store::fatigue::STANDING_RETRIES;
 use crate::store::fatigue::push_state_from_row;
 use crate::store::{
     ChallengeEvent, ChallengeRecord, ChallengeStore, ChallengeTransition, DeviceDecision, DeviceRecord,

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::micros_to_time;
 use crate::audit::Subject;
 use crate::challenges::model::ChallengeState;
-use crate::fatigue::model::LadderMove;
+use crate::fatigue::model::{LadderMove, PushState};
 use crate::ids::UserId;
 use crate::store::StoreError;
 use crate::store::audit::PendingRow;
@@ -187,8 +187,19 @@ pub(super) fn bind_ladder<'q>(
     now: OffsetDateTime,
 ) -> PgQuery<'q> {
     let Some(step) = step else { return query };
-    let state = &step.next;
-    let query = query
+    let query = bind_standing(query, &step.next, now);
+    match step.alert {
+        Some(kind) => {
+            query.bind(kind).bind(Subject::User(user).to_string()).bind(step.alert_details(user)).bind(now)
+        }
+        None => query,
+    }
+}
+
+/// Binds a standing's columns and `updated_at` (`now`), in the order of the `p` CTE of
+/// [`transition_statement`] and of `APPLY_STANDING`.
+pub(super) fn bind_standing<'q>(query: PgQuery<'q>, state: &PushState, now: OffsetDateTime) -> PgQuery<'q> {
+    query
         .bind(state.consecutive_failures)
         .bind(state.freezes)
         .bind(state.frozen_until)
@@ -201,13 +212,7 @@ pub(super) fn bind_ladder<'q>(
         .bind(state.unanswered)
         .bind(state.refused_prompts)
         .bind(state.under_attack_since)
-        .bind(state.last_refused_at);
-    match step.alert {
-        Some(kind) => {
-            query.bind(kind).bind(Subject::User(user).to_string()).bind(step.alert_details(user)).bind(now)
-        }
-        None => query,
-    }
+        .bind(state.last_refused_at)
 }
 
 /// Counts an escalation once its transition is committed.
