@@ -23,7 +23,7 @@
 //! | [`audit`]   | the hash-chained audit trail and its verifier                           |
 //! | [`secrets`] | the master key, keys derived from it, encryption of stored secrets      |
 //! | [`private_files`] | the data directory (0700) and data files (0600)                  |
-//! | [`store`]   | `trait Store` and its SQLite and PostgreSQL implementations (all SQL)   |
+//! | [`store`]   | all SQL: a repository trait per capability, `Store` composing them, SQLite and PostgreSQL engines |
 //! | [`clock`]   | injected time                                                           |
 //! | [`skew`]    | the instance clock checked against the database's (expiry uses the latter) |
 //!

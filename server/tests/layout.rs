@@ -64,3 +64,27 @@ fn every_handler_says_who_may_call_it() {
         }
     }
 }
+
+/// The store stays split by capability: no file under `src/store/` grows past ~600 lines (a
+/// capability that does is due its own module, as PostgreSQL's hot-path statements got).
+#[test]
+fn no_store_file_is_over_600_lines() {
+    fn visit(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                visit(&path, files);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let store = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+    let mut files = Vec::new();
+    visit(&store, &mut files);
+    assert!(files.len() >= 20, "found only {} files under {}", files.len(), store.display());
+    for file in files {
+        let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+        assert!(lines <= 600, "{} has {lines} lines", file.display());
+    }
+}

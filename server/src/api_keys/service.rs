@@ -8,7 +8,7 @@ use super::model::{self, Scope, Scopes};
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
 use crate::ids::AppId;
-use crate::store::{AppRecord, Conflict, Store, StoreError};
+use crate::store::{AppRecord, AppStore, Conflict, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppAdminError {
@@ -28,7 +28,7 @@ pub enum AppAdminError {
 
 /// Registers an app and returns its key; the plaintext exists only in the return value.
 pub async fn create_app(
-    store: &dyn Store,
+    store: &dyn AppStore,
     clock: &dyn Clock,
     actor: Actor,
     name: &str,
@@ -62,7 +62,7 @@ pub async fn create_app(
 
 /// Revokes an app's key at once; later requests with it get 401.
 pub async fn revoke_app(
-    store: &dyn Store,
+    store: &dyn AppStore,
     clock: &dyn Clock,
     actor: Actor,
     name: &str,
@@ -116,7 +116,7 @@ impl AuthenticatedApp {
 
 /// Checks an `Authorization` header value against the stored keys.
 pub async fn authenticate(
-    store: &dyn Store,
+    store: &dyn AppStore,
     authorization: Option<&str>,
 ) -> Result<AuthenticatedApp, AuthError> {
     let header = authorization.ok_or(AuthError::Missing)?;

@@ -16,7 +16,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::clock::unix_micros;
-use crate::store::{Store, StoreError};
+use crate::store::{AuditStore, StoreError};
 use chain::{AuditSealer, ChainBreak, ChainVerifier, Checkpoint, CheckpointBreak};
 
 /// Who caused an event.
@@ -222,13 +222,16 @@ const VERIFY_PAGE: u32 = 1_000;
 pub const CHAIN_BATCH: u32 = 1_000;
 
 /// Chains what is pending and exports the sealed head, to be kept outside the database.
-pub async fn checkpoint(store: &dyn Store, exported_at: OffsetDateTime) -> Result<Checkpoint, StoreError> {
+pub async fn checkpoint(
+    store: &dyn AuditStore,
+    exported_at: OffsetDateTime,
+) -> Result<Checkpoint, StoreError> {
     flush(store).await?;
     Ok(Checkpoint::from_head(&store.audit_head().await?, exported_at.unix_timestamp()))
 }
 
 /// Chains every audit event committed so far; returns how many were chained.
-pub async fn flush(store: &dyn Store) -> Result<u64, StoreError> {
+pub async fn flush(store: &dyn AuditStore) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
         let chained = store.chain_pending_audit(CHAIN_BATCH).await?;
@@ -245,14 +248,14 @@ pub async fn flush(store: &dyn Store) -> Result<u64, StoreError> {
 /// The head is read first and the walk stops there, so events appended while verifying are not
 /// mistaken for tampering; rows beyond the head are only reported if they are still beyond the
 /// head when the walk ends.
-pub async fn verify(store: &dyn Store, sealer: &AuditSealer) -> Result<i64, VerifyError> {
+pub async fn verify(store: &dyn AuditStore, sealer: &AuditSealer) -> Result<i64, VerifyError> {
     verify_against(store, sealer, None).await
 }
 
 /// [`verify`], and the chain must also pass through `checkpoint` (a head exported earlier): a
 /// database rolled back to an older, self-consistent state fails here.
 pub async fn verify_against(
-    store: &dyn Store,
+    store: &dyn AuditStore,
     sealer: &AuditSealer,
     checkpoint: Option<&Checkpoint>,
 ) -> Result<i64, VerifyError> {

@@ -8,7 +8,7 @@ use ring::signature::EcdsaKeyPair;
 
 use crate::clock::Clock;
 use crate::secrets::MasterKey;
-use crate::store::{ServerKeyRecord, Store, StoreError};
+use crate::store::{DeviceStore, ServerKeyRecord, StoreError};
 
 const SEAL_CONTEXT: &[u8] = b"countersign/v1/server-signing-key";
 
@@ -51,7 +51,7 @@ impl ServerSigningKey {
 
     /// Loads the stored key, creating it on first start.
     pub async fn load_or_create(
-        store: &dyn Store,
+        store: &dyn DeviceStore,
         master: &MasterKey,
         clock: &dyn Clock,
     ) -> Result<Self, ServerKeyError> {

@@ -2,9 +2,10 @@
 //! changes to a user's push standing an app or an admin asks for.
 //!
 //! The ladder's rules live in `model`, what the signals mean in `report`; here they are read
-//! and applied. An unfreeze applies under the user's lock (`Store::change_push_state`), so a
-//! decision that lands at the same moment — a wrong number typed while an admin unfreezes — is
-//! read, not overwritten.
+//! and applied. An unfreeze is a compare-and-set on the standing's version
+//! (`FatigueStore::change_push_state`): a decision that lands at the same moment — a wrong number
+//! typed while an admin unfreezes — moves the version, so the unfreeze is decided again from the
+//! fresh standing instead of overwriting it.
 
 use std::sync::Arc;
 

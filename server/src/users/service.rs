@@ -8,7 +8,7 @@ use super::model::{self, UserInputError};
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
 use crate::ids::UserId;
-use crate::store::{Conflict, Store, StoreError, UserRecord};
+use crate::store::{Conflict, StoreError, UserRecord, UserStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -56,7 +56,7 @@ pub struct NewUser {
 }
 
 pub async fn create_user(
-    store: &dyn Store,
+    store: &dyn UserStore,
     clock: &dyn Clock,
     actor: Actor,
     new: NewUser,
@@ -81,7 +81,7 @@ pub async fn create_user(
     })
 }
 
-pub async fn find_user(store: &dyn Store, username: &str) -> Result<UserRecord, UserError> {
+pub async fn find_user(store: &dyn UserStore, username: &str) -> Result<UserRecord, UserError> {
     // An impossible username cannot exist: answer as for any unknown user.
     let Ok(username) = model::normalize_username(username) else {
         return Err(UserError::NotFound);
@@ -92,7 +92,7 @@ pub async fn find_user(store: &dyn Store, username: &str) -> Result<UserRecord, 
 /// Deletes a user: every device revoked, pending enrollments voided, username freed; the id and
 /// the audit trail remain.
 pub async fn delete_user(
-    store: &dyn Store,
+    store: &dyn UserStore,
     clock: &dyn Clock,
     actor: Actor,
     username: &str,

@@ -1,11 +1,15 @@
-//! Fatigue: the user's push standing, its changes under the user's lock, refused prompts and
+//! Fatigue: the user's push standing, its changes by compare-and-set on the standing's version
+//! (a decision made from a stale read is made again, never written), refused prompts and
 //! signals, the dashboard's list, and the ladder the store moves when challenges end.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use countersign::audit::{Action, Actor, AuditEvent, Subject};
 use countersign::challenges::model::ChallengeState;
 use countersign::fatigue::model::{Availability, Policy, PushState, Refusal};
 use countersign::ids::{DeviceId, UserId};
-use countersign::store::{AlertRecord, ChallengeRecord, ChallengeTransition, StoreError, UserRecord};
+use countersign::store::{AlertRecord, ChallengeRecord, ChallengeTransition, StandingUpdate, StoreError, UserRecord};
 use countersign_e2e::{Engine, break_audit_writes_sql, exec_sql};
 use time::Duration;
 
@@ -36,7 +40,7 @@ fn refusal(result: Result<ChallengeRecord, StoreError>) -> Refusal {
     }
 }
 
-async fn the_standing_is_default_until_changed_under_the_users_lock(engine: Engine) {
+async fn the_standing_is_default_until_changed(engine: Engine) {
     let f = fixture(engine).await;
     let alice = f.user("alice").await;
     assert_eq!(f.store.push_state(alice.id).await.unwrap(), PushState::default());
@@ -380,8 +384,99 @@ async fn budget_and_spray_refuse_prompts_before_writing(engine: Engine) {
     assert_eq!(f.challenge_now(allowed.id).await.source_prefix, Some(network), "the spray window has passed");
 }
 
+/// One refused prompt for `user`, as the challenge service records it.
+async fn refuse_a_prompt(f: &Fixture, user: UserId) {
+    let event = f.event(Action::PromptRefused, Subject::User(user));
+    f.store.record_refused_prompt(user, "push_rate_limited", f.now(), event, &Policy::default()).await.unwrap();
+}
+
+fn alert_kinds(alerts: Vec<AlertRecord>) -> Vec<String> {
+    alerts.into_iter().map(|alert| alert.kind).collect()
+}
+
+/// A write decided from a stale read of the standing is refused whole: no state, audit or alert.
+async fn a_write_from_a_stale_read_is_refused(engine: Engine) {
+    let f = fixture(engine).await;
+    let alice = f.user("alice").await;
+    let read = f.store.standing(alice.id, f.now()).await.unwrap();
+    refuse_a_prompt(&f, alice.id).await;
+    let pending = f.store.audit_pending_count().await.unwrap();
+
+    let stale = PushState { needs_admin_review: true, ..read.state.clone() };
+    let audit = f.event(Action::PromptRefused, Subject::User(alice.id));
+    let update = StandingUpdate {
+        user: alice.id,
+        version: read.version,
+        next: &stale,
+        now: f.now(),
+        audit: &audit,
+        alert: Some(("test_alert", "from a stale read")),
+    };
+    assert!(!f.store.apply_standing(update).await.unwrap(), "the version moved: the write is refused");
+
+    let current = f.store.push_state(alice.id).await.unwrap();
+    assert_eq!(current.refused_prompts, 1, "the change that came first stands");
+    assert!(!current.needs_admin_review, "nothing of the stale decision landed");
+    assert_eq!(f.store.audit_pending_count().await.unwrap(), pending, "no audit event for it either");
+    assert_eq!(alert_kinds(alerts(&f).await), ["push_bombing"], "nor its alert");
+
+    let fresh = f.store.standing(alice.id, f.now()).await.unwrap();
+    assert!(fresh.version > read.version);
+    let update = StandingUpdate { version: fresh.version, next: &stale, alert: None, ..update };
+    assert!(f.store.apply_standing(update).await.unwrap(), "a write from the current version applies");
+    assert!(f.store.push_state(alice.id).await.unwrap().needs_admin_review);
+    assert_eq!(f.store.audit_pending_count().await.unwrap(), pending + 1);
+}
+
+/// A change overtaken between its read and its write is decided again from the fresh standing,
+/// and the change that overtook it is kept.
+async fn a_change_overtaken_by_another_is_decided_again(engine: Engine) {
+    let f = Arc::new(fixture(engine).await);
+    let alice = f.user("alice").await.id;
+    let decisions = AtomicUsize::new(0);
+    let interloper = Arc::clone(&f);
+    let change = |before: &PushState| {
+        if decisions.fetch_add(1, Ordering::SeqCst) == 0 {
+            // A refused prompt commits between this read and its write.
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::block_in_place(|| handle.block_on(refuse_a_prompt(&interloper, alice)));
+        }
+        (PushState { reason: Some("reviewed".into()), ..before.clone() }, f.event(Action::PushUnfrozen, Subject::User(alice)))
+    };
+
+    let (before, after) = f.store.change_push_state(alice, f.now(), &change).await.unwrap();
+
+    assert_eq!(decisions.load(Ordering::SeqCst), 2, "the stale decision was made again");
+    assert_eq!(before.refused_prompts, 1, "from the standing with the concurrent change");
+    assert_eq!(after.refused_prompts, 1, "which is kept");
+    assert_eq!(after.reason.as_deref(), Some("reviewed"));
+    assert_eq!(f.store.push_state(alice).await.unwrap(), after);
+}
+
+/// Twelve refusals racing on one standing: every one counted and audited, one incident alert.
+async fn concurrent_refusals_on_one_standing_are_never_lost(engine: Engine) {
+    let f = Arc::new(fixture(engine).await);
+    let alice = f.user("alice").await.id;
+    let pending = f.store.audit_pending_count().await.unwrap();
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let f = Arc::clone(&f);
+            tokio::spawn(async move { refuse_a_prompt(&f, alice).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(f.store.push_state(alice).await.unwrap().refused_prompts, 12, "every refusal counted");
+    assert_eq!(f.store.audit_pending_count().await.unwrap(), pending + 12, "and audited once");
+    assert_eq!(alert_kinds(alerts(&f).await), ["push_bombing"], "one incident, one alert");
+}
+
 on_both_engines!(
-    the_standing_is_default_until_changed_under_the_users_lock,
+    a_write_from_a_stale_read_is_refused,
+    a_change_overtaken_by_another_is_decided_again,
+    concurrent_refusals_on_one_standing_are_never_lost,
+    the_standing_is_default_until_changed,
     concurrent_standing_changes_are_serialised,
     refused_prompts_open_one_incident_at_a_time,
     signals_and_refusals_are_atomic_with_their_audit,

@@ -1,0 +1,72 @@
+//! Users.
+
+use async_trait::async_trait;
+use sqlx::Connection;
+use time::OffsetDateTime;
+
+use super::PgStore;
+use crate::audit::AuditEvent;
+use crate::ids::UserId;
+use crate::store::users::user_from_row;
+use crate::store::users::{DELETE_USER, REVOKE_USER_DEVICES, USER_BY_USERNAME, VOID_USER_ENROLLMENTS};
+use crate::store::{StoreError, UserRecord, UserStore, map_unique_violation};
+
+#[async_trait]
+impl UserStore for PgStore {
+    async fn create_user(&self, user: UserRecord, audit: AuditEvent) -> Result<UserRecord, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        // With the push-standing row the user's prompts will lock.
+        sqlx::query(
+            "WITH u AS (INSERT INTO users (id, username, display_name, is_privileged, created_at)
+                        VALUES ($1, $2, $3, $4, $5))
+             INSERT INTO user_push_state (user_id, updated_at) VALUES ($1, $5)",
+        )
+        .bind(user.id.0)
+        .bind(&user.username)
+        .bind(&user.display_name)
+        .bind(user.is_privileged)
+        .bind(user.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_unique_violation)?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(user)
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        sqlx::query(USER_BY_USERNAME.as_str())
+            .bind(username)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn delete_user(
+        &self,
+        id: UserId,
+        at: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let freed_name = format!("deleted:{}", id.0);
+        let deleted = sqlx::query(DELETE_USER).bind(id.0).bind(at).bind(freed_name).execute(&mut *tx).await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let revoked =
+            sqlx::query(REVOKE_USER_DEVICES).bind(id.0).bind(at).execute(&mut *tx).await?.rows_affected();
+        sqlx::query(VOID_USER_ENROLLMENTS).bind(id.0).bind(at).execute(&mut *tx).await?;
+        let mut audit = audit;
+        if let serde_json::Value::Object(details) = &mut audit.details {
+            details.insert("devices_revoked".into(), revoked.into());
+        }
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(revoked)
+    }
+}

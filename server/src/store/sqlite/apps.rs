@@ -1,0 +1,74 @@
+//! Apps and their API keys.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::SqliteStore;
+use crate::audit::AuditEvent;
+use crate::clock::unix_micros;
+use crate::ids::AppId;
+use crate::store::apps::{ALL_APPS, APP_BY_KEY_ID, APP_BY_NAME, INSERT_APP, REVOKE_APP, app_from_row};
+use crate::store::{AppRecord, AppStore, StoreError, map_unique_violation};
+
+#[async_trait]
+impl AppStore for SqliteStore {
+    async fn create_app(&self, app: AppRecord, audit: AuditEvent) -> Result<AppRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(INSERT_APP)
+            .bind(app.id.0.to_string())
+            .bind(&app.name)
+            .bind(&app.key_id)
+            .bind(&app.key_hash)
+            .bind(app.scopes.to_string())
+            .bind(unix_micros(app.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_unique_violation)?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(app)
+    }
+
+    async fn revoke_app(
+        &self,
+        id: AppId,
+        at: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<AppRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(REVOKE_APP.as_str())
+            .bind(id.0.to_string())
+            .bind(unix_micros(at))
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let app = app_from_row(&row)?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(app)
+    }
+
+    async fn app_by_key_id(&self, key_id: &str) -> Result<Option<AppRecord>, StoreError> {
+        sqlx::query(APP_BY_KEY_ID.as_str())
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(app_from_row)
+            .transpose()
+    }
+
+    async fn app_by_name(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
+        sqlx::query(APP_BY_NAME.as_str())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(app_from_row)
+            .transpose()
+    }
+
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        sqlx::query(ALL_APPS.as_str()).fetch_all(&self.pool).await?.iter().map(app_from_row).collect()
+    }
+}

@@ -1,0 +1,57 @@
+//! Users: provisioning, lookup and deletion.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::StoreError;
+use super::codec::{Columns, Sql};
+use crate::audit::AuditEvent;
+use crate::ids::UserId;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub is_privileged: bool,
+    pub created_at: OffsetDateTime,
+}
+
+/// The columns of `users` a [`UserRecord`] holds, as [`user_from_row`] reads them.
+pub(super) const USER_COLUMNS: &str = "id, username, display_name, is_privileged, created_at";
+
+pub(super) fn user_from_row<R: Columns>(row: &R) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        id: UserId(row.id("id")?),
+        username: row.value("username")?,
+        display_name: row.value("display_name")?,
+        is_privileged: row.value("is_privileged")?,
+        created_at: row.time("created_at")?,
+    })
+}
+
+// Portable statements: the same text on both engines.
+
+pub(super) static USER_BY_USERNAME: Sql =
+    Sql::new(|| format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"));
+
+pub(super) const DELETE_USER: &str =
+    "UPDATE users SET deleted_at = $2, username = $3 WHERE id = $1 AND deleted_at IS NULL";
+
+pub(super) const REVOKE_USER_DEVICES: &str =
+    "UPDATE devices SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+
+pub(super) const VOID_USER_ENROLLMENTS: &str = "UPDATE enrollments SET expires_at = $2, code_sealed = NULL WHERE user_id = $1 AND used_at IS NULL AND expires_at > $2";
+
+#[async_trait]
+pub trait UserStore: Send + Sync + std::fmt::Debug {
+    async fn create_user(&self, user: UserRecord, audit: AuditEvent) -> Result<UserRecord, StoreError>;
+
+    /// An active (not deleted) user.
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Deletes a user: revokes every device, voids pending enrollments and frees the username
+    /// (the id and the audit trail stay). Returns how many devices were revoked.
+    async fn delete_user(&self, id: UserId, at: OffsetDateTime, audit: AuditEvent)
+    -> Result<u64, StoreError>;
+}
