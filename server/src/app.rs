@@ -23,7 +23,7 @@ use crate::factors::service::FactorService;
 use crate::fatigue::service::FatigueService;
 use crate::http::{ApiError, Code, ErrorBody};
 use crate::secrets::MasterKey;
-use crate::store::Store;
+use crate::store::{Store, UserStore};
 use crate::users::service::UserService;
 use crate::{api_keys, challenges, devices, factors, fatigue, middleware, users};
 
@@ -72,7 +72,8 @@ impl AppState {
             Arc::clone(&devices),
             challenge_settings,
         ));
-        let users = Arc::new(UserService::new(Arc::clone(&store), Arc::clone(&clock)));
+        let user_store: Arc<dyn UserStore> = Arc::<dyn Store>::clone(&store);
+        let users = Arc::new(UserService::new(user_store, Arc::clone(&clock)));
         let factors = Arc::new(FactorService::new(Arc::clone(&store), Arc::clone(&clock)));
         Ok(Self { store, clock, metrics, users, devices, challenges, factors, fatigue })
     }

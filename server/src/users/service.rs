@@ -26,12 +26,12 @@ pub enum UserError {
 /// they run on.
 #[derive(Debug)]
 pub struct UserService {
-    store: Arc<dyn Store>,
+    store: Arc<dyn UserStore>,
     clock: Arc<dyn Clock>,
 }
 
 impl UserService {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(store: Arc<dyn UserStore>, clock: Arc<dyn Clock>) -> Self {
         Self { store, clock }
     }
 

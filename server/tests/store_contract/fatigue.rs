@@ -9,7 +9,9 @@ use countersign::audit::{Action, Actor, AuditEvent, Subject};
 use countersign::challenges::model::ChallengeState;
 use countersign::fatigue::model::{Availability, Policy, PushState, Refusal};
 use countersign::ids::{DeviceId, UserId};
-use countersign::store::{AlertRecord, ChallengeRecord, ChallengeTransition, StandingUpdate, StoreError, UserRecord};
+use countersign::store::{
+    AlertRecord, ChallengeRecord, ChallengeTransition, StandingUpdate, StoreError, UserRecord,
+};
 use countersign_e2e::{Engine, break_audit_writes_sql, exec_sql};
 use time::Duration;
 
@@ -387,7 +389,10 @@ async fn budget_and_spray_refuse_prompts_before_writing(engine: Engine) {
 /// One refused prompt for `user`, as the challenge service records it.
 async fn refuse_a_prompt(f: &Fixture, user: UserId) {
     let event = f.event(Action::PromptRefused, Subject::User(user));
-    f.store.record_refused_prompt(user, "push_rate_limited", f.now(), event, &Policy::default()).await.unwrap();
+    f.store
+        .record_refused_prompt(user, "push_rate_limited", f.now(), event, &Policy::default())
+        .await
+        .unwrap();
 }
 
 fn alert_kinds(alerts: Vec<AlertRecord>) -> Vec<String> {
@@ -441,7 +446,10 @@ async fn a_change_overtaken_by_another_is_decided_again(engine: Engine) {
             let handle = tokio::runtime::Handle::current();
             tokio::task::block_in_place(|| handle.block_on(refuse_a_prompt(&interloper, alice)));
         }
-        (PushState { reason: Some("reviewed".into()), ..before.clone() }, f.event(Action::PushUnfrozen, Subject::User(alice)))
+        (
+            PushState { reason: Some("reviewed".into()), ..before.clone() },
+            f.event(Action::PushUnfrozen, Subject::User(alice)),
+        )
     };
 
     let (before, after) = f.store.change_push_state(alice, f.now(), &change).await.unwrap();
