@@ -17,6 +17,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use time::Duration;
 
+pub mod kind;
+
+pub use kind::AlertKind;
+
 use crate::clock::Clock;
 use crate::store::{AlertRecord, Store, StoreError};
 

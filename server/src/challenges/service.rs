@@ -20,6 +20,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::model::{self, ChallengeState, NumberTagger};
 use super::waiters::Waiters;
+use crate::alerts::AlertKind;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
@@ -384,7 +385,12 @@ impl ChallengeService {
         if let ChallengeError::SourceRateLimited { network, users } = &error {
             let details = json!({ "network": network, "users_prompted": users, "app": app.name });
             self.store
-                .raise_alert("push_spray", &Subject::Network(network.clone()), &details.to_string(), now)
+                .raise_alert(
+                    AlertKind::PushSpray,
+                    &Subject::Network(network.clone()),
+                    &details.to_string(),
+                    now,
+                )
                 .await?;
         }
         let event = AuditEvent::new(now, app.actor(), Action::PromptRefused, Subject::User(user.id))
@@ -786,7 +792,9 @@ impl ChallengeService {
         )
         .with_details(details.clone());
         let subject = Subject::User(device.user_id);
-        self.store.record_signal(event, ("possible_clone", &subject, &details.to_string()), now).await?;
+        self.store
+            .record_signal(event, (AlertKind::PossibleClone, &subject, &details.to_string()), now)
+            .await?;
         metrics::counter!("countersign_possible_clones_total").increment(1);
         Ok(ChallengeError::CounterNotIncreasing)
     }

@@ -16,6 +16,7 @@
 
 use time::{Duration, OffsetDateTime};
 
+use crate::alerts::AlertKind;
 use crate::challenges::model::ChallengeState;
 use crate::ids::UserId;
 
@@ -326,15 +327,15 @@ pub fn incident_alert_details(user: UserId, state: &PushState, reason: &str) -> 
 }
 
 /// The alert an escalation warrants: a new freeze, quarantine or lock (not a repeated one).
-fn escalation_alert(before: &PushState, after: &PushState) -> Option<&'static str> {
+fn escalation_alert(before: &PushState, after: &PushState) -> Option<AlertKind> {
     if after.hard_locked && !before.hard_locked {
-        Some("push_locked")
+        Some(AlertKind::PushLocked)
     } else if after.needs_admin_review && !before.needs_admin_review {
-        Some("push_quarantined")
+        Some(AlertKind::PushQuarantined)
     } else if after.needs_strong_factor && !before.needs_strong_factor {
-        Some("push_frozen_until_strong_factor")
+        Some(AlertKind::PushFrozenUntilStrongFactor)
     } else if after.frozen_until > before.frozen_until {
-        Some("push_frozen")
+        Some(AlertKind::PushFrozen)
     } else {
         None
     }
@@ -345,7 +346,7 @@ fn escalation_alert(before: &PushState, after: &PushState) -> Option<&'static st
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LadderMove {
     pub next: PushState,
-    pub alert: Option<&'static str>,
+    pub alert: Option<AlertKind>,
 }
 
 impl LadderMove {
@@ -537,9 +538,9 @@ mod tests {
         assert_eq!(ladder_move(&PushState::default(), ChallengeState::Redeemed, T0, &policy), None);
         let twice = run(&[PushEvent::Denied, PushEvent::Denied]);
         let third = ladder_move(&twice, ChallengeState::Denied, T0, &policy).unwrap();
-        assert_eq!(third.alert, Some("push_frozen"));
+        assert_eq!(third.alert, Some(AlertKind::PushFrozen));
         let reported = ladder_move(&PushState::default(), ChallengeState::Reported, T0, &policy).unwrap();
-        assert_eq!(reported.alert, Some("push_quarantined"));
+        assert_eq!(reported.alert, Some(AlertKind::PushQuarantined));
         let again = ladder_move(&reported.next, ChallengeState::Reported, T0, &policy);
         assert_eq!(again, None, "a second report changes nothing and raises nothing");
         let cancelled = ladder_move(&PushState::default(), ChallengeState::Cancelled, T0, &policy).unwrap();

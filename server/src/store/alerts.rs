@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 
 use super::StoreError;
 use super::codec::Columns;
+use crate::alerts::AlertKind;
 use crate::audit::Subject;
 
 /// A security alert, as queued for the webhook.
@@ -59,7 +60,7 @@ pub trait AlertStore: Send + Sync + std::fmt::Debug {
     /// Queues an alert that no state change carries (e.g. a throttled spraying source).
     async fn raise_alert(
         &self,
-        kind: &str,
+        kind: AlertKind,
         subject: &Subject,
         details: &str,
         now: OffsetDateTime,

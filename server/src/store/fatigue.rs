@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use super::codec::{Columns, Sql};
 use super::{StoreError, UserRecord};
+use crate::alerts::AlertKind;
 use crate::audit::{AuditEvent, Subject};
 use crate::fatigue::model::{Policy, PushState, incident_alert_details, refuse_prompt};
 use crate::ids::UserId;
@@ -62,7 +63,7 @@ pub struct StandingUpdate<'a> {
     pub now: OffsetDateTime,
     pub audit: &'a AuditEvent,
     /// An alert about the user raised with the change: its kind and details.
-    pub alert: Option<(&'a str, &'a str)>,
+    pub alert: Option<(AlertKind, &'a str)>,
 }
 
 // Portable statements: the same text on both engines.
@@ -156,7 +157,7 @@ pub trait FatigueStore: Send + Sync + std::fmt::Debug {
             let Standing { state: mut next, version } = self.standing(user, now).await?;
             let opens_incident = refuse_prompt(&mut next, now, policy);
             let details = opens_incident.then(|| incident_alert_details(user, &next, reason));
-            let alert = details.as_deref().map(|details| ("push_bombing", details));
+            let alert = details.as_deref().map(|details| (AlertKind::PushBombing, details));
             let update = StandingUpdate { user, version, next: &next, now, audit: &audit, alert };
             if self.apply_standing(update).await? {
                 return Ok(opens_incident);
@@ -170,7 +171,7 @@ pub trait FatigueStore: Send + Sync + std::fmt::Debug {
     async fn record_signal(
         &self,
         audit: AuditEvent,
-        alert: (&str, &Subject, &str),
+        alert: (AlertKind, &Subject, &str),
         now: OffsetDateTime,
     ) -> Result<(), StoreError>;
 }

@@ -1,6 +1,7 @@
 //! Alerts: the queue the webhook worker reads, and its cursor, which one worker at a time
 //! leases.
 
+use countersign::alerts::AlertKind;
 use countersign::audit::Subject;
 use countersign::ids::UserId;
 use countersign::store::AlertCursor;
@@ -19,9 +20,9 @@ async fn alerts_are_read_in_order_behind_the_cursor(engine: Engine) {
     let user = UserId::random();
     assert_eq!(f.store.next_alert(0).await.unwrap(), None);
     for (kind, subject) in [
-        ("push_spray", Subject::Network("203.0.113.0/24".into())),
-        ("push_bombing", Subject::User(user)),
-        ("possible_clone", Subject::UnknownDevices),
+        (AlertKind::PushSpray, Subject::Network("203.0.113.0/24".into())),
+        (AlertKind::PushBombing, Subject::User(user)),
+        (AlertKind::PossibleClone, Subject::UnknownDevices),
     ] {
         f.store.raise_alert(kind, &subject, &format!(r#"{{"kind":"{kind}"}}"#), f.now()).await.unwrap();
         f.advance(Duration::seconds(1)).await;
@@ -74,7 +75,10 @@ async fn one_worker_holds_the_cursor_at_a_time(engine: Engine) {
 /// A failed delivery is retried no earlier than asked, counting attempts, from the same alert.
 async fn a_failed_delivery_is_retried_when_due(engine: Engine) {
     let f = fixture(engine).await;
-    f.store.raise_alert("push_spray", &Subject::Network("192.0.2.0/24".into()), "{}", f.now()).await.unwrap();
+    f.store
+        .raise_alert(AlertKind::PushSpray, &Subject::Network("192.0.2.0/24".into()), "{}", f.now())
+        .await
+        .unwrap();
     let now = f.now();
     f.store.lease_alert_cursor(now, LEASE).await.unwrap().unwrap();
     let retry_at = now + Duration::minutes(1);

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use countersign::alerts::AlertKind;
 use countersign::audit::{Action, Actor, AuditEvent, Subject};
 use countersign::challenges::model::ChallengeState;
 use countersign::fatigue::model::{Availability, Policy, PushState, Refusal};
@@ -149,7 +150,11 @@ async fn signals_and_refusals_are_atomic_with_their_audit(engine: Engine) {
     let before = f.audit_len().await;
     let signal = || f.event(Action::PossibleClone, Subject::Device(device));
     f.store
-        .record_signal(signal(), ("possible_clone", &Subject::Device(device), r#"{"counter":3}"#), f.now())
+        .record_signal(
+            signal(),
+            (AlertKind::PossibleClone, &Subject::Device(device), r#"{"counter":3}"#),
+            f.now(),
+        )
         .await
         .unwrap();
     let raised = alerts(&f).await;
@@ -166,8 +171,10 @@ async fn signals_and_refusals_are_atomic_with_their_audit(engine: Engine) {
     assert_eq!(f.audit_len().await, before + 1);
 
     exec_sql(&f.db, break_audit_writes_sql(engine)).await.unwrap();
-    let result =
-        f.store.record_signal(signal(), ("possible_clone", &Subject::Device(device), "{}"), f.now()).await;
+    let result = f
+        .store
+        .record_signal(signal(), (AlertKind::PossibleClone, &Subject::Device(device), "{}"), f.now())
+        .await;
     assert!(matches!(result, Err(StoreError::Database(_))), "{result:?}");
     let event = f.event(Action::PromptRefused, Subject::User(alice.id));
     let result =
@@ -415,7 +422,7 @@ async fn a_write_from_a_stale_read_is_refused(engine: Engine) {
         next: &stale,
         now: f.now(),
         audit: &audit,
-        alert: Some(("test_alert", "from a stale read")),
+        alert: Some((AlertKind::PushQuarantined, "from a stale read")),
     };
     assert!(!f.store.apply_standing(update).await.unwrap(), "the version moved: the write is refused");
 

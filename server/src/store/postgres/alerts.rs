@@ -5,6 +5,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 use super::PgStore;
+use crate::alerts::AlertKind;
 use crate::audit::Subject;
 use crate::store::alerts::alert_cursor_from_row;
 use crate::store::alerts::alert_from_row;
@@ -15,13 +16,13 @@ use crate::store::{AlertCursor, AlertRecord, AlertStore, StoreError};
 
 pub(super) async fn insert_alert(
     conn: &mut PgConnection,
-    kind: &str,
+    kind: AlertKind,
     subject: &Subject,
     details: &str,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
     sqlx::query(INSERT_ALERT)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(subject.to_string())
         .bind(details)
         .bind(now)
@@ -34,7 +35,7 @@ pub(super) async fn insert_alert(
 impl AlertStore for PgStore {
     async fn raise_alert(
         &self,
-        kind: &str,
+        kind: AlertKind,
         subject: &Subject,
         details: &str,
         now: OffsetDateTime,

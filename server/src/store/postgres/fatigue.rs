@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use super::PgStore;
 use super::alerts::insert_alert;
 use super::statements::bind_standing;
+use crate::alerts::AlertKind;
 use crate::audit::{AuditEvent, Subject};
 use crate::fatigue::model::PushState;
 use crate::ids::UserId;
@@ -89,7 +90,7 @@ impl FatigueStore for PgStore {
     async fn record_signal(
         &self,
         audit: AuditEvent,
-        (kind, subject, details): (&str, &Subject, &str),
+        (kind, subject, details): (AlertKind, &Subject, &str),
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;

@@ -189,9 +189,11 @@ pub(super) fn bind_ladder<'q>(
     let Some(step) = step else { return query };
     let query = bind_standing(query, &step.next, now);
     match step.alert {
-        Some(kind) => {
-            query.bind(kind).bind(Subject::User(user).to_string()).bind(step.alert_details(user)).bind(now)
-        }
+        Some(kind) => query
+            .bind(kind.as_str())
+            .bind(Subject::User(user).to_string())
+            .bind(step.alert_details(user))
+            .bind(now),
         None => query,
     }
 }
@@ -218,6 +220,6 @@ pub(super) fn bind_standing<'q>(query: PgQuery<'q>, state: &PushState, now: Offs
 /// Counts an escalation once its transition is committed.
 pub(super) fn count_escalation(step: Option<&LadderMove>) {
     if let Some(kind) = step.and_then(|s| s.alert) {
-        metrics::counter!("countersign_push_escalations_total", "kind" => kind).increment(1);
+        metrics::counter!("countersign_push_escalations_total", "kind" => kind.as_str()).increment(1);
     }
 }

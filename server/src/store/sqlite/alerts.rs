@@ -5,6 +5,7 @@ use sqlx::SqliteConnection;
 use time::OffsetDateTime;
 
 use super::SqliteStore;
+use crate::alerts::AlertKind;
 use crate::audit::Subject;
 use crate::clock::unix_micros;
 use crate::store::alerts::alert_cursor_from_row;
@@ -16,13 +17,13 @@ use crate::store::{AlertCursor, AlertRecord, AlertStore, StoreError};
 
 pub(super) async fn insert_alert(
     conn: &mut SqliteConnection,
-    kind: &str,
+    kind: AlertKind,
     subject: &Subject,
     details: &str,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
     sqlx::query(INSERT_ALERT)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(subject.to_string())
         .bind(details)
         .bind(unix_micros(now))
@@ -35,7 +36,7 @@ pub(super) async fn insert_alert(
 impl AlertStore for SqliteStore {
     async fn raise_alert(
         &self,
-        kind: &str,
+        kind: AlertKind,
         subject: &Subject,
         details: &str,
         now: OffsetDateTime,

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 use super::SqliteStore;
 use super::alerts::insert_alert;
+use crate::alerts::AlertKind;
 use crate::audit::{AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::clock::unix_micros;
@@ -86,7 +87,7 @@ pub(super) async fn record_outcome(
         save_push_state(conn, user, &step.next, now).await?;
         if let Some(kind) = step.alert {
             insert_alert(conn, kind, &Subject::User(user), &step.alert_details(user), now).await?;
-            metrics::counter!("countersign_push_escalations_total", "kind" => kind).increment(1);
+            metrics::counter!("countersign_push_escalations_total", "kind" => kind.as_str()).increment(1);
         }
     }
     Ok(())
@@ -140,7 +141,7 @@ impl FatigueStore for SqliteStore {
     async fn record_signal(
         &self,
         audit: AuditEvent,
-        (kind, subject, details): (&str, &Subject, &str),
+        (kind, subject, details): (AlertKind, &Subject, &str),
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
