@@ -19,7 +19,7 @@
 //! | [`factors`] | pre-auth: which factors a user may use now, and why not (`/v1/users/{u}/factors`) |
 //! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`, timeline, unfreeze) |
 //! | [`push`]    | APNs and FCM clients (HTTP/2), what a push may carry                    |
-//! | [`alerts`]  | security alerts to a signed webhook                                     |
+//! | [`alerts`]  | security alerts (`AlertKind`) to a signed webhook                       |
 //! | [`audit`]   | the hash-chained audit trail and its verifier                           |
 //! | [`secrets`] | the master key, keys derived from it, encryption of stored secrets      |
 //! | [`private_files`] | the data directory (0700) and data files (0600)                  |
