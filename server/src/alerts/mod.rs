@@ -125,13 +125,21 @@ impl AlertDelivery {
         let now = self.clock.now();
         let Some(cursor) = self.store.lease_alert_cursor(now, LEASE).await? else { return Ok(false) };
         let Some(alert) = self.store.next_alert(cursor.last_delivered).await? else {
-            self.store.release_alert_cursor(Some(cursor.last_delivered), None, None).await?;
+            self.store.release_alert_cursor(&cursor, Some(cursor.last_delivered), None, None).await?;
             return Ok(false);
         };
         let checkpoint = crate::audit::checkpoint(self.store.as_ref(), now).await?;
         match self.post(&alert, &checkpoint, now.unix_timestamp()).await {
             Ok(()) => {
-                self.store.release_alert_cursor(Some(alert.id), None, None).await?;
+                if !self.store.release_alert_cursor(&cursor, Some(alert.id), None, None).await? {
+                    // Delivered after the lease ran out: the worker that took over delivers
+                    // from its own cursor, so the receiver may see this alert twice.
+                    tracing::warn!(
+                        alert = alert.id,
+                        "alert lease ran out during delivery; cursor left to its new holder"
+                    );
+                    return Ok(false);
+                }
                 metrics::counter!("countersign_alerts_delivered_total", "kind" => alert.kind).increment(1);
                 Ok(true)
             }
@@ -139,7 +147,12 @@ impl AlertDelivery {
                 // 1 s doubling to 5 minutes; alerts behind this one wait, so order is kept.
                 let backoff = Duration::seconds(1 << cursor.attempts.clamp(0, 8)).min(Duration::minutes(5));
                 tracing::warn!(alert = alert.id, %error, "webhook refused the alert; will retry");
-                self.store.release_alert_cursor(None, Some(now + backoff), Some(error)).await?;
+                if !self.store.release_alert_cursor(&cursor, None, Some(now + backoff), Some(error)).await? {
+                    tracing::warn!(
+                        alert = alert.id,
+                        "alert lease ran out during delivery; cursor left to its new holder"
+                    );
+                }
                 Ok(false)
             }
         }

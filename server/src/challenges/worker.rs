@@ -81,7 +81,14 @@ impl Worker {
         let handled = jobs.len();
         for job in jobs {
             let result = self.deliver(&job).await?;
-            self.store.finish_push_job(job.id, result, self.clock.now()).await?;
+            if !self.store.finish_push_job(&job, result, self.clock.now()).await? {
+                // The lease ran out while this worker was sending: another worker claimed the
+                // job and its outcome stands.
+                tracing::warn!(
+                    job = job.id,
+                    "push job lease ran out during delivery; outcome left to its new holder"
+                );
+            }
         }
         Ok(handled)
     }

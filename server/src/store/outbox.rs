@@ -50,8 +50,11 @@ pub(super) fn push_job_from_row<R: Columns>(row: &R) -> Result<PushJob, StoreErr
 
 // Portable statements: the same text on both engines.
 
+/// Only the claim that is still current: a worker whose lease ran out (the job was claimed
+/// again, so `attempts` moved on) cannot re-queue a job another worker has sent.
 pub(super) const FINISH_PUSH_JOB: &str =
-    "UPDATE push_outbox SET state = $2, next_attempt_at = $3, last_error = $4, updated_at = $5 WHERE id = $1";
+    "UPDATE push_outbox SET state = $2, next_attempt_at = $3, last_error = $4, updated_at = $5
+     WHERE id = $1 AND attempts = $6 AND state = 'queued'";
 
 pub(super) const DISABLE_PUSH_TOKEN: &str =
     "UPDATE devices SET push_provider = 'none', push_token = NULL, push_environment = NULL
@@ -78,12 +81,14 @@ pub trait PushOutbox: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<PushJob>, StoreError>;
 
+    /// Ends or reschedules the claimed `job`. `Ok(false)`, and nothing changed, if the claim
+    /// is no longer current (its lease ran out and another worker claimed the job).
     async fn finish_push_job(
         &self,
-        id: i64,
+        job: &PushJob,
         result: PushJobResult,
         now: OffsetDateTime,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// The provider says this token is dead: the device falls back to pulling.
     async fn disable_push_token(&self, device: DeviceId, audit: AuditEvent) -> Result<(), StoreError>;

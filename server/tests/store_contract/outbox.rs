@@ -69,13 +69,13 @@ async fn finished_jobs_are_done_and_retries_come_back_when_due(engine: Engine) {
     assert_eq!(jobs.len(), 3);
     let (sent, failed, retried) = (&jobs[0], &jobs[1], &jobs[2]);
     let retry_at = f.now() + Duration::minutes(1);
-    f.store.finish_push_job(sent.id, PushJobResult::Sent, f.now()).await.unwrap();
+    assert!(f.store.finish_push_job(sent, PushJobResult::Sent, f.now()).await.unwrap());
     f.store
-        .finish_push_job(failed.id, PushJobResult::Failed { error: "Unregistered".into() }, f.now())
+        .finish_push_job(failed, PushJobResult::Failed { error: "Unregistered".into() }, f.now())
         .await
         .unwrap();
     let retry = PushJobResult::Retry { at: retry_at, error: "HTTP 503".into() };
-    f.store.finish_push_job(retried.id, retry, f.now()).await.unwrap();
+    assert!(f.store.finish_push_job(retried, retry, f.now()).await.unwrap());
 
     f.advance(Duration::minutes(1) - Duration::SECOND).await;
     assert!(claim(&f).await.is_empty(), "nothing due: the retry is not yet");
@@ -83,7 +83,7 @@ async fn finished_jobs_are_done_and_retries_come_back_when_due(engine: Engine) {
     let due = claim(&f).await;
     assert_eq!(due.len(), 1);
     assert_eq!((due[0].id, due[0].attempts), (retried.id, 2));
-    f.store.finish_push_job(due[0].id, PushJobResult::Sent, f.now()).await.unwrap();
+    assert!(f.store.finish_push_job(&due[0], PushJobResult::Sent, f.now()).await.unwrap());
     f.advance(Duration::hours(1)).await;
     assert!(claim(&f).await.is_empty(), "sent and failed jobs never come back");
 }
@@ -133,7 +133,34 @@ async fn a_dead_push_token_is_disabled_once(engine: Engine) {
     assert_eq!(jobs[0].push, no_push(), "the job carries the device's registration as it is now");
 }
 
+/// A push worker stalls past its lease; another worker claims the job again and sends it. The
+/// stale worker then reports a retryable error: it must not re-queue the sent job (the phone
+/// would be pushed again) nor mark it failed.
+async fn a_worker_whose_lease_ran_out_cannot_finish_the_job(engine: Engine) {
+    let f = fixture(engine).await;
+    let app = f.app("portal").await;
+    let alice = f.user("alice").await;
+    let phone = f.device(&alice, push("apns", "phone-token")).await;
+    f.create_challenge(f.challenge_record(&app, &alice), &[phone.id], &Policy::default()).await.unwrap();
+    let stale = claim(&f).await.remove(0);
+    f.advance(LEASE).await;
+    let current = claim(&f).await.remove(0);
+    assert_eq!((current.id, current.attempts), (stale.id, stale.attempts + 1), "claimed again");
+
+    assert!(f.store.finish_push_job(&current, PushJobResult::Sent, f.now()).await.unwrap());
+    let retry = PushJobResult::Retry { at: f.now(), error: "HTTP 503".into() };
+    assert!(
+        !f.store.finish_push_job(&stale, retry, f.now()).await.unwrap(),
+        "a stale claim finishes nothing"
+    );
+    let failed = PushJobResult::Failed { error: "timeout".into() };
+    assert!(!f.store.finish_push_job(&stale, failed, f.now()).await.unwrap());
+    f.advance(Duration::hours(1)).await;
+    assert!(claim(&f).await.is_empty(), "the sent job is not sent again");
+}
+
 on_both_engines!(
+    a_worker_whose_lease_ran_out_cannot_finish_the_job,
     push_jobs_are_leased_to_one_worker,
     finished_jobs_are_done_and_retries_come_back_when_due,
     concurrent_claims_never_share_a_job,

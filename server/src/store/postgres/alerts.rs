@@ -64,20 +64,28 @@ impl AlertStore for PgStore {
 
     async fn release_alert_cursor(
         &self,
+        lease: &AlertCursor,
         delivered: Option<i64>,
         retry_at: Option<OffsetDateTime>,
         error: Option<String>,
-    ) -> Result<(), StoreError> {
-        match delivered {
-            Some(id) => sqlx::query(ALERT_DELIVERED).bind(id).execute(&mut *self.conn().await?).await?,
+    ) -> Result<bool, StoreError> {
+        let released = match delivered {
+            Some(id) => {
+                sqlx::query(ALERT_DELIVERED)
+                    .bind(id)
+                    .bind(lease.lease_until)
+                    .execute(&mut *self.conn().await?)
+                    .await?
+            }
             None => {
                 sqlx::query(ALERT_RETRY_LATER)
                     .bind(retry_at)
                     .bind(error)
+                    .bind(lease.lease_until)
                     .execute(&mut *self.conn().await?)
                     .await?
             }
         };
-        Ok(())
+        Ok(released.rows_affected() == 1)
     }
 }

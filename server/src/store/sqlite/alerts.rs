@@ -65,20 +65,28 @@ impl AlertStore for SqliteStore {
 
     async fn release_alert_cursor(
         &self,
+        lease: &AlertCursor,
         delivered: Option<i64>,
         retry_at: Option<OffsetDateTime>,
         error: Option<String>,
-    ) -> Result<(), StoreError> {
-        match delivered {
-            Some(id) => sqlx::query(ALERT_DELIVERED).bind(id).execute(&self.pool).await?,
+    ) -> Result<bool, StoreError> {
+        let released = match delivered {
+            Some(id) => {
+                sqlx::query(ALERT_DELIVERED)
+                    .bind(id)
+                    .bind(unix_micros(lease.lease_until))
+                    .execute(&self.pool)
+                    .await?
+            }
             None => {
                 sqlx::query(ALERT_RETRY_LATER)
                     .bind(retry_at.map(unix_micros))
                     .bind(error)
+                    .bind(unix_micros(lease.lease_until))
                     .execute(&self.pool)
                     .await?
             }
         };
-        Ok(())
+        Ok(released.rows_affected() == 1)
     }
 }

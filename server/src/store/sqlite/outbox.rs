@@ -50,20 +50,21 @@ impl PushOutbox for SqliteStore {
 
     async fn finish_push_job(
         &self,
-        id: i64,
+        job: &PushJob,
         result: PushJobResult,
         now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let (state, next, error) = result.columns(now);
-        sqlx::query(FINISH_PUSH_JOB)
-            .bind(id)
+        let finished = sqlx::query(FINISH_PUSH_JOB)
+            .bind(job.id)
             .bind(state)
             .bind(unix_micros(next))
             .bind(error)
             .bind(unix_micros(now))
+            .bind(job.attempts)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(finished.rows_affected() == 1)
     }
 
     async fn disable_push_token(&self, device: DeviceId, audit: AuditEvent) -> Result<(), StoreError> {
