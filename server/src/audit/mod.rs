@@ -100,6 +100,14 @@ pub enum Action {
     PossibleClone,
     /// An enrollment that would add a device was refused (no proof, or an unusable approval).
     EnrollmentRefused,
+    /// A passkey registration ceremony began.
+    PasskeyRegistrationStarted,
+    PasskeyRegistered,
+    /// A passkey registration was refused: no proof, an unusable approval, or a response that
+    /// does not verify (wrong origin or RP, no user verification, a disallowed authenticator).
+    PasskeyRegistrationRefused,
+    PasskeyRenamed,
+    PasskeyRevoked,
 }
 
 impl Action {
@@ -121,6 +129,11 @@ impl Action {
             Action::PushUnfrozen => "fatigue.unfrozen",
             Action::PossibleClone => "device.possible_clone",
             Action::EnrollmentRefused => "enrollment.refused",
+            Action::PasskeyRegistrationStarted => "passkey.registration_started",
+            Action::PasskeyRegistered => "passkey.registered",
+            Action::PasskeyRegistrationRefused => "passkey.registration_refused",
+            Action::PasskeyRenamed => "passkey.renamed",
+            Action::PasskeyRevoked => "passkey.revoked",
             Action::ChallengeRedeemRefused => "challenge.redeem_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;

@@ -69,6 +69,30 @@ codes! {
     EnrollmentNotFound = "enrollment_not_found" => NOT_FOUND;
     EnrollmentGone = "enrollment_gone" => GONE;
     DeviceNotFound = "device_not_found" => NOT_FOUND;
+    /// A key, push token or passkey credential is bound to another user (or, for a
+    /// credential, was registered once already): factor sharing.
+    FactorAlreadyBound = "factor_already_bound" => CONFLICT;
+
+    // Passkeys (WebAuthn).
+    RegistrationNotFound = "registration_not_found" => NOT_FOUND;
+    RegistrationExpired = "registration_expired" => GONE;
+    PasskeyNotFound = "passkey_not_found" => NOT_FOUND;
+    /// The body is JSON but not a `credential.toJSON()` of the expected kind.
+    WebauthnResponseInvalid = "webauthn_response_invalid" => BAD_REQUEST;
+    ClientDataTooLarge = "client_data_too_large" => PAYLOAD_TOO_LARGE;
+    /// The browser reports an origin this server does not accept.
+    WebauthnOriginMismatch = "webauthn_origin_mismatch" => BAD_REQUEST;
+    /// The authenticator data names another relying party (RP ID hash).
+    WebauthnRpIdMismatch = "webauthn_rp_id_mismatch" => BAD_REQUEST;
+    /// The authenticator did not verify the user (UV flag missing).
+    WebauthnUserNotVerified = "webauthn_user_not_verified" => BAD_REQUEST;
+    /// The response answers another ceremony's challenge.
+    WebauthnChallengeMismatch = "webauthn_challenge_mismatch" => BAD_REQUEST;
+    WebauthnSignatureInvalid = "webauthn_signature_invalid" => BAD_REQUEST;
+    /// The response breaks another rule of the ceremony.
+    WebauthnResponseRejected = "webauthn_response_rejected" => BAD_REQUEST;
+    /// `[webauthn] allowed_aaguids` does not list this authenticator model.
+    AuthenticatorNotAllowed = "authenticator_not_allowed" => FORBIDDEN;
 
     // Challenges and the fatigue defence.
     IdempotencyKeyReused = "idempotency_key_reused" => UNPROCESSABLE_ENTITY;

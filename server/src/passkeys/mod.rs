@@ -1,0 +1,5 @@
+//! Passkeys and security keys (WebAuthn): registration over REST, listing, renaming, revoking.
+
+pub mod http;
+pub mod model;
+pub mod service;
