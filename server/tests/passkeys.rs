@@ -325,6 +325,42 @@ async fn a_credential_is_bound_to_one_user_forever(engine: Engine) {
     assert_error(&again, StatusCode::CONFLICT, "factor_already_bound");
 }
 
+async fn an_aaguid_allow_list_refuses_other_authenticators(engine: Engine) {
+    let only_security_keys = countersign::passkeys::model::WebauthnConfig {
+        allowed_aaguids: vec![uuid::Uuid::from_bytes([7; 16])],
+        ..Default::default()
+    };
+    let app = TestApp::with_webauthn(engine, only_security_keys).await;
+    let key = app.key("portal", "users:read users:write").await;
+    assert_eq!(
+        app.post_json("/v1/users", &key, json!({ "username": "alice" })).await.status,
+        StatusCode::CREATED
+    );
+    let (id, options) = begun(&app, &key, "alice", json!({})).await;
+    let credential = SoftKey::new().create(&options).await;
+    let before = audit_len(&app).await;
+    let refused = complete(&app, &key, "alice", &id, &credential).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "authenticator_not_allowed");
+    assert!(passkeys(&app, &key, "alice").await.is_empty());
+    let events = actions_since(&app, before).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].0.as_str(), events[0].1["reason"].clone()),
+        ("passkey.registration_refused", json!("authenticator_not_allowed"))
+    );
+    assert_eq!(events[0].1["aaguid"], "00000000-0000-0000-0000-000000000000");
+}
+
+async fn expired_registrations_are_purged(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let (id, _) = begun(&app, &key, "alice", json!({})).await;
+    let id = countersign::ids::RegistrationId(id.parse().unwrap());
+    assert_eq!(app.store.purge_expired_registrations(app.clock_now()).await.unwrap(), 0, "not yet expired");
+    app.advance(time::Duration::minutes(5)).await;
+    assert_eq!(app.store.purge_expired_registrations(app.clock_now()).await.unwrap(), 1);
+    assert!(app.store.registration(id).await.unwrap().is_none());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input: each a precise JSON 4xx with a stable code, and nothing changes (the good
 // credential still registers afterwards).
@@ -370,7 +406,7 @@ async fn registration_with_malformed_json_is_invalid_json(engine: Engine) {
     assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_json");
 }
 
-async fn registration_with_wrong_types_is_webauthn_response_invalid(engine: Engine) {
+async fn registration_with_wrong_types_is_invalid_request(engine: Engine) {
     refused_then_genuine_registers(
         engine,
         |credential, _| {
@@ -378,7 +414,30 @@ async fn registration_with_wrong_types_is_webauthn_response_invalid(engine: Engi
             wrong["response"]["clientDataJSON"] = json!(42);
             wrong
         },
-        StatusCode::BAD_REQUEST,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+        false,
+    )
+    .await;
+    let (app, key) = app_with_user(engine, "alice").await;
+    let (id, _) = begun(&app, &key, "alice", json!({})).await;
+    let path = format!("/v1/users/alice/passkeys/registrations/{id}");
+    let array = app.post_raw(&path, &key, Some("application/json"), "[1, 2]").await;
+    assert_error(&array, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let no_type =
+        complete(&app, &key, "alice", &id, &json!({ "id": "AA", "rawId": "AA", "response": {} })).await;
+    assert_error(&no_type, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+}
+
+async fn registration_whose_contents_do_not_decode_is_refused(engine: Engine) {
+    refused_then_genuine_registers(
+        engine,
+        |credential, _| {
+            let mut garbage = credential.clone();
+            garbage["response"]["attestationObject"] = json!(URL_SAFE_NO_PAD.encode(b"not CBOR"));
+            garbage
+        },
+        StatusCode::FORBIDDEN,
         "webauthn_response_invalid",
         false,
     )
@@ -393,7 +452,7 @@ async fn registration_from_a_wrong_origin_is_refused(engine: Engine) {
             data["origin"] = json!("https://evil.example");
             with_client_data(credential, &data)
         },
-        StatusCode::BAD_REQUEST,
+        StatusCode::FORBIDDEN,
         "webauthn_origin_mismatch",
         true,
     )
@@ -407,7 +466,7 @@ async fn registration_with_a_wrong_rp_id_hash_is_refused(engine: Engine) {
             let evil = ring::digest::digest(&ring::digest::SHA256, b"evil.example");
             with_auth_data(credential, |data| data[..32].copy_from_slice(evil.as_ref()))
         },
-        StatusCode::BAD_REQUEST,
+        StatusCode::FORBIDDEN,
         "webauthn_rp_id_mismatch",
         true,
     )
@@ -418,7 +477,7 @@ async fn registration_without_user_verification_is_refused(engine: Engine) {
     refused_then_genuine_registers(
         engine,
         |credential, _| with_auth_data(credential, |data| data[32] &= !0x04),
-        StatusCode::BAD_REQUEST,
+        StatusCode::FORBIDDEN,
         "webauthn_user_not_verified",
         true,
     )
@@ -433,7 +492,7 @@ async fn registration_answering_another_challenge_is_refused(engine: Engine) {
             data["challenge"] = json!(URL_SAFE_NO_PAD.encode([1u8; 16]));
             with_client_data(credential, &data)
         },
-        StatusCode::BAD_REQUEST,
+        StatusCode::FORBIDDEN,
         "webauthn_challenge_mismatch",
         true,
     )
@@ -527,7 +586,8 @@ on_both_engines!(
     a_user_with_a_factor_needs_an_approval_which_counts_once,
     a_credential_is_bound_to_one_user_forever,
     registration_with_malformed_json_is_invalid_json,
-    registration_with_wrong_types_is_webauthn_response_invalid,
+    registration_with_wrong_types_is_invalid_request,
+    registration_whose_contents_do_not_decode_is_refused,
     registration_from_a_wrong_origin_is_refused,
     registration_with_a_wrong_rp_id_hash_is_refused,
     registration_without_user_verification_is_refused,
@@ -536,4 +596,6 @@ on_both_engines!(
     an_expired_registration_is_gone,
     another_users_registration_is_not_found,
     bad_registration_requests_are_precise,
+    an_aaguid_allow_list_refuses_other_authenticators,
+    expired_registrations_are_purged,
 );

@@ -73,24 +73,25 @@ codes! {
     /// credential, was registered once already): factor sharing.
     FactorAlreadyBound = "factor_already_bound" => CONFLICT;
 
-    // Passkeys (WebAuthn).
+    // Passkeys (WebAuthn). A credential that does not verify is refused (403) whatever the
+    // reason; a body of the wrong shape is `invalid_request` (422) like any other.
     RegistrationNotFound = "registration_not_found" => NOT_FOUND;
     RegistrationExpired = "registration_expired" => GONE;
     PasskeyNotFound = "passkey_not_found" => NOT_FOUND;
-    /// The body is JSON but not a `credential.toJSON()` of the expected kind.
-    WebauthnResponseInvalid = "webauthn_response_invalid" => BAD_REQUEST;
+    /// The credential's contents do not decode (base64url, CBOR, client data JSON).
+    WebauthnResponseInvalid = "webauthn_response_invalid" => FORBIDDEN;
     ClientDataTooLarge = "client_data_too_large" => PAYLOAD_TOO_LARGE;
     /// The browser reports an origin this server does not accept.
-    WebauthnOriginMismatch = "webauthn_origin_mismatch" => BAD_REQUEST;
+    WebauthnOriginMismatch = "webauthn_origin_mismatch" => FORBIDDEN;
     /// The authenticator data names another relying party (RP ID hash).
-    WebauthnRpIdMismatch = "webauthn_rp_id_mismatch" => BAD_REQUEST;
+    WebauthnRpIdMismatch = "webauthn_rp_id_mismatch" => FORBIDDEN;
     /// The authenticator did not verify the user (UV flag missing).
-    WebauthnUserNotVerified = "webauthn_user_not_verified" => BAD_REQUEST;
+    WebauthnUserNotVerified = "webauthn_user_not_verified" => FORBIDDEN;
     /// The response answers another ceremony's challenge.
-    WebauthnChallengeMismatch = "webauthn_challenge_mismatch" => BAD_REQUEST;
-    WebauthnSignatureInvalid = "webauthn_signature_invalid" => BAD_REQUEST;
+    WebauthnChallengeMismatch = "webauthn_challenge_mismatch" => FORBIDDEN;
+    WebauthnSignatureInvalid = "webauthn_signature_invalid" => FORBIDDEN;
     /// The response breaks another rule of the ceremony.
-    WebauthnResponseRejected = "webauthn_response_rejected" => BAD_REQUEST;
+    WebauthnResponseRejected = "webauthn_response_rejected" => FORBIDDEN;
     /// `[webauthn] allowed_aaguids` does not list this authenticator model.
     AuthenticatorNotAllowed = "authenticator_not_allowed" => FORBIDDEN;
 

@@ -59,6 +59,14 @@ fn rejection_code(rejection: Rejection) -> Code {
     }
 }
 
+/// A JSON object body as `T` (a struct also deserializes from an array; a body must not).
+fn object<T: serde::de::DeserializeOwned>(
+    body: serde_json::Map<String, serde_json::Value>,
+) -> Result<T, ApiError> {
+    serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::invalid_request(e.to_string()))
+}
+
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BeginRegistrationRequest {
@@ -87,6 +95,61 @@ pub struct RegistrationView {
     /// `navigator.credentials.create({ publicKey })`.
     #[schema(value_type = Object)]
     pub public_key: serde_json::Value,
+}
+
+/// `RegistrationResponseJSON` (WebAuthn Level 3), as `credential.toJSON()` writes it: buffers
+/// in base64url. Unknown members are ignored.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationResponseJson {
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
+    pub id: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
+    pub raw_id: String,
+    #[serde(rename = "type")]
+    pub credential_type: PublicKeyType,
+    pub response: AttestationResponseJson,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticator_attachment: Option<AuthenticatorAttachment>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub client_extension_results: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum PublicKeyType {
+    #[serde(rename = "public-key")]
+    PublicKey,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthenticatorAttachment {
+    Platform,
+    CrossPlatform,
+}
+
+/// `AuthenticatorAttestationResponseJSON`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestationResponseJson {
+    #[serde(rename = "clientDataJSON")]
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
+    pub client_data_json: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
+    pub attestation_object: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
+    pub authenticator_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transports: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
+    pub public_key: Option<String>,
+    /// A COSE algorithm (`-7` ES256 …); JSON numbers like `-7.0` are accepted as integers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>)]
+    pub public_key_algorithm: Option<serde_json::Number>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -145,8 +208,9 @@ async fn begin_registration(
     State(state): State<AppState>,
     app: AppKey<UsersWrite>,
     ApiPath(username): ApiPath<String>,
-    ApiJson(body): ApiJson<BeginRegistrationRequest>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<(StatusCode, Json<RegistrationView>), ApiError> {
+    let body: BeginRegistrationRequest = object(body)?;
     let request = RegistrationRequest { approval: body.approval, name: body.name };
     let begun = state.passkeys.begin_registration(&app, &username, request).await?;
     let view = RegistrationView {
@@ -165,11 +229,10 @@ async fn begin_registration(
     tag = "passkeys",
     security(("api_key" = ["users:write"])),
     params(("username" = crate::openapi::Username, Path), ("id" = uuid::Uuid, Path)),
-    request_body(content = Object, description = "`RegistrationResponseJSON`: what `credential.toJSON()` returns"),
+    request_body(content = RegistrationResponseJson, description = "`RegistrationResponseJSON`: what `credential.toJSON()` returns"),
     responses(
         (status = 201, description = "Registered", body = PasskeyView),
-        (status = 400, description = "`webauthn_response_invalid`, or the credential does not verify: `webauthn_origin_mismatch`, `webauthn_rp_id_mismatch`, `webauthn_user_not_verified`, `webauthn_challenge_mismatch`, `webauthn_signature_invalid`, `webauthn_response_rejected` (audited, nothing stored)", body = ErrorBody),
-        (status = 403, description = "`authenticator_not_allowed` (AAGUID allow-list), `second_factor_proof_required` (a factor appeared since a first-factor registration began)", body = ErrorBody),
+        (status = 403, description = "The credential is refused, nothing stored: `webauthn_response_invalid` (its contents do not decode); `webauthn_origin_mismatch`, `webauthn_rp_id_mismatch`, `webauthn_user_not_verified`, `webauthn_challenge_mismatch`, `webauthn_signature_invalid`, `webauthn_response_rejected` (it does not verify; audited); `authenticator_not_allowed` (AAGUID allow-list; audited); `second_factor_proof_required` (a factor appeared since a first-factor registration began)", body = ErrorBody),
         (status = 404, description = "`user_not_found`, `registration_not_found` (unknown, another user's or app's, or used)", body = ErrorBody),
         (status = 409, description = "`factor_already_bound`: the credential is registered already (audited naming both users)", body = ErrorBody),
         (status = 410, description = "`registration_expired`", body = ErrorBody),
@@ -180,8 +243,10 @@ async fn complete_registration(
     State(state): State<AppState>,
     app: AppKey<UsersWrite>,
     ApiPath((username, id)): ApiPath<(String, uuid::Uuid)>,
-    ApiJson(credential): ApiJson<serde_json::Value>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<(StatusCode, Json<PasskeyView>), ApiError> {
+    let credential: RegistrationResponseJson = object(body)?;
+    let credential = serde_json::to_value(&credential).map_err(|e| ApiError::internal(&e))?;
     let passkey =
         state.passkeys.complete_registration(&app, &username, RegistrationId(id), &credential).await?;
     Ok((StatusCode::CREATED, Json(PasskeyView::from(passkey))))
@@ -236,8 +301,9 @@ async fn rename_passkey(
     State(state): State<AppState>,
     app: AppKey<UsersWrite>,
     ApiPath((username, id)): ApiPath<(String, uuid::Uuid)>,
-    ApiJson(body): ApiJson<RenamePasskeyRequest>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Json<PasskeyView>, ApiError> {
+    let body: RenamePasskeyRequest = object(body)?;
     let passkey = state.passkeys.rename(&app, &username, PasskeyId(id), &body.name).await?;
     Ok(Json(PasskeyView::from(passkey)))
 }

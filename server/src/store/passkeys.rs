@@ -118,6 +118,9 @@ pub(super) const INSERT_REGISTRATION: &str = "INSERT INTO webauthn_registrations
 
 pub(super) const DELETE_REGISTRATION: &str = "DELETE FROM webauthn_registrations WHERE id = $1";
 
+pub(super) const PURGE_EXPIRED_REGISTRATIONS: &str =
+    "DELETE FROM webauthn_registrations WHERE expires_at <= $1";
+
 pub(super) const INSERT_PASSKEY: &str = "INSERT INTO passkeys (id, user_id, credential_id, name, static_state, dynamic_state, transports, aaguid, backup_eligible, backed_up, sign_count, created_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
@@ -177,6 +180,9 @@ pub trait PasskeyStore: Send + Sync + std::fmt::Debug {
         name: &str,
         audit: AuditEvent,
     ) -> Result<PasskeyRecord, StoreError>;
+
+    /// Deletes registration ceremonies that expired (they can no longer complete anyway).
+    async fn purge_expired_registrations(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// Revokes an active passkey of the user; `NotFound` if there is none with that id.
     async fn revoke_passkey(

@@ -110,6 +110,15 @@ impl TestApp {
         Self::on_database(db, start, true, settings, no_push()).await
     }
 
+    /// An app on `engine` whose WebAuthn relying party is configured as `[webauthn]` says.
+    pub async fn with_webauthn(engine: Engine, webauthn: WebauthnConfig) -> Self {
+        let (db, start) = fresh_database(engine).await;
+        let mut settings =
+            test_settings(HttpLimits::default(), ChallengeSettings::default(), BackgroundTasks::NONE);
+        settings.webauthn = Arc::new(WebauthnSettings::resolve(&webauthn, PUBLIC_URL).unwrap());
+        Self::on_database(db, start, true, settings, no_push()).await
+    }
+
     /// Another instance on this app's database whose clock is `offset` from the database's
     /// (and does not move it).
     pub async fn another_instance(&self, offset: time::Duration) -> Self {

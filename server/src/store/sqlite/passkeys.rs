@@ -11,8 +11,8 @@ use crate::clock::unix_micros;
 use crate::ids::{PasskeyId, RegistrationId, UserId};
 use crate::store::passkeys::{
     DELETE_REGISTRATION, HAS_ANY_FACTOR, INSERT_PASSKEY, INSERT_REGISTRATION, INSERT_USER_HANDLE,
-    NOTIFY_DEVICES, PASSKEY_BY_CREDENTIAL_ID, PASSKEY_COLUMNS, PASSKEYS_OF_USER, REGISTRATION_BY_ID,
-    USER_HANDLE, passkey_from_row, registration_from_row,
+    NOTIFY_DEVICES, PASSKEY_BY_CREDENTIAL_ID, PASSKEY_COLUMNS, PASSKEYS_OF_USER, PURGE_EXPIRED_REGISTRATIONS,
+    REGISTRATION_BY_ID, USER_HANDLE, passkey_from_row, registration_from_row,
 };
 use crate::store::{
     Conflict, PasskeyRecord, PasskeyStore, RegistrationCeremony, RegistrationProof, StoreError,
@@ -135,6 +135,14 @@ impl PasskeyStore for SqliteStore {
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(renamed)
+    }
+
+    async fn purge_expired_registrations(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        Ok(sqlx::query(PURGE_EXPIRED_REGISTRATIONS)
+            .bind(unix_micros(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn revoke_passkey(
