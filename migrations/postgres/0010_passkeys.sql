@@ -44,3 +44,12 @@ CREATE TABLE webauthn_registrations (
     expires_at       TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX webauthn_registrations_expires_idx ON webauthn_registrations (expires_at);
+
+-- A passkey sign-in is a challenge (`challenges`, with number_digits = 0: no number, no push)
+-- plus the WebAuthn request it is answered by, and the failed assertions it has seen (its own
+-- budget, apart from push).
+CREATE TABLE passkey_sign_ins (
+    challenge_id       UUID PRIMARY KEY REFERENCES challenges (id),
+    server_state       BYTEA NOT NULL,
+    failed_assertions  INTEGER NOT NULL DEFAULT 0
+);

@@ -37,3 +37,9 @@ CREATE TABLE webauthn_registrations (
     expires_at       INTEGER NOT NULL
 );
 CREATE INDEX webauthn_registrations_expires_idx ON webauthn_registrations (expires_at);
+
+CREATE TABLE passkey_sign_ins (
+    challenge_id       TEXT PRIMARY KEY REFERENCES challenges (id),
+    server_state       BLOB NOT NULL,
+    failed_assertions  INTEGER NOT NULL DEFAULT 0
+);

@@ -23,7 +23,7 @@ use crate::factors::service::FactorService;
 use crate::fatigue::service::FatigueService;
 use crate::http::{ApiError, Code, ErrorBody};
 use crate::passkeys::model::WebauthnSettings;
-use crate::passkeys::service::PasskeyService;
+use crate::passkeys::service::{PasskeyService, SignInSettings};
 use crate::secrets::MasterKey;
 use crate::store::{Store, UserStore};
 use crate::users::service::UserService;
@@ -69,6 +69,7 @@ impl AppState {
             Arc::clone(&clock),
             challenge_settings.policy.clone(),
         ));
+        let sign_in = SignInSettings { ttl: challenge_settings.ttl, waiters: Arc::new(Default::default()) };
         let challenges = Arc::new(ChallengeService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -79,7 +80,9 @@ impl AppState {
         let user_store: Arc<dyn UserStore> = Arc::<dyn Store>::clone(&store);
         let users = Arc::new(UserService::new(user_store, Arc::clone(&clock)));
         let factors = Arc::new(FactorService::new(Arc::clone(&store), Arc::clone(&clock)));
-        let passkeys = Arc::new(PasskeyService::new(Arc::clone(&store), Arc::clone(&clock), webauthn));
+        let sign_in = SignInSettings { waiters: Arc::clone(&challenges.waiters), ..sign_in };
+        let passkeys =
+            Arc::new(PasskeyService::new(Arc::clone(&store), Arc::clone(&clock), webauthn, sign_in));
         Ok(Self { store, clock, metrics, users, devices, challenges, factors, fatigue, passkeys })
     }
 }

@@ -178,6 +178,7 @@ async fn openapi_documents_every_v1_route() {
         "/v1/challenges/{id}",
         "/v1/challenges/{id}/redeem",
         "/v1/challenges/{id}/cancel",
+        "/v1/challenges/{id}/webauthn",
         "/v1/fatigue/users",
     ];
     assert_eq!(paths.len(), expected.len(), "every /v1 route is documented, and nothing else: {paths:?}");

@@ -17,7 +17,7 @@ use passkey::client::{Client, DefaultClientData};
 use passkey::crypto::rust_crypto::RustCryptoBackend;
 use passkey::types::Passkey;
 use passkey::types::ctap2::{Aaguid, Ctap2Error};
-use passkey::types::webauthn::CredentialCreationOptions;
+use passkey::types::webauthn::{CredentialCreationOptions, CredentialRequestOptions};
 use serde_json::{Value, json};
 
 /// The origin the test RP accepts (derived from the test public URL `http://127.0.0.1:8080`).
@@ -79,6 +79,45 @@ impl SoftKey {
         let credential = client.register(&origin, options, DefaultClientData).await.unwrap();
         self.authenticator = std::mem::replace(client.authenticator_mut(), soft_authenticator());
         to_json(serde_json::to_value(&credential).unwrap())
+    }
+
+    /// `navigator.credentials.get({ publicKey })` then `credential.toJSON()`.
+    async fn get(&mut self, public_key: &Value) -> Value {
+        let options: CredentialRequestOptions =
+            serde_json::from_value(json!({ "publicKey": public_key })).unwrap();
+        let authenticator = std::mem::replace(&mut self.authenticator, soft_authenticator());
+        let mut client = Client::new(authenticator).allows_insecure_localhost(true);
+        let origin = url::Url::parse(ORIGIN).unwrap();
+        let credential = client.authenticate(&origin, options, DefaultClientData).await.unwrap();
+        self.authenticator = std::mem::replace(client.authenticator_mut(), soft_authenticator());
+        to_json(serde_json::to_value(&credential).unwrap())
+    }
+
+    /// Signs an assertion again over `auth_data` and `client_data` with the passkey's private
+    /// key: what a compromised client or authenticator holding the key can produce. The
+    /// relying party must refuse it on its merits, not because the signature fails.
+    fn resign(&self, assertion: &Value, auth_data: &[u8], client_data: &Value) -> Value {
+        use passkey::crypto::SecretKeyT;
+        use passkey::crypto::rust_crypto::RustCryptoSecretKey;
+        let passkey = self.authenticator.store().values().next().unwrap();
+        let mut key = RustCryptoSecretKey::from_cose_key(&passkey.key).unwrap();
+        let client_data = client_data.to_string();
+        let hash = ring::digest::digest(&ring::digest::SHA256, client_data.as_bytes());
+        let signature = key.sign(&[auth_data, hash.as_ref()].concat());
+        let mut forged = assertion.clone();
+        forged["response"]["authenticatorData"] = json!(URL_SAFE_NO_PAD.encode(auth_data));
+        forged["response"]["clientDataJSON"] = json!(URL_SAFE_NO_PAD.encode(client_data));
+        forged["response"]["signature"] = json!(URL_SAFE_NO_PAD.encode(signature));
+        forged
+    }
+
+    /// The keys as they are now (a backup an attacker could restore to clone the key).
+    fn snapshot(&self) -> MemoryStore {
+        self.authenticator.store().clone()
+    }
+
+    fn restore(&mut self, keys: MemoryStore) {
+        *self.authenticator.store_mut() = keys;
     }
 }
 
@@ -362,6 +401,370 @@ async fn expired_registrations_are_purged(engine: Engine) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Sign-in: a challenge with `"factor": "passkey"`
+
+/// A passkey challenge for `username`: (id, request options).
+async fn passkey_challenge(app: &TestApp, key: &str, username: &str) -> (String, Value) {
+    let body = json!({ "username": username, "factor": "passkey", "context": { "ip": "203.0.113.7" } });
+    let reply = app.post_json("/v1/challenges", key, body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    assert_eq!(reply.body["factor"], "passkey");
+    assert!(reply.body.get("number").is_none(), "a passkey challenge has no number: {:?}", reply.body);
+    (reply.body["id"].as_str().unwrap().to_owned(), reply.body["webauthn"].clone())
+}
+
+async fn answer(app: &TestApp, key: &str, id: &str, assertion: &Value) -> common::Reply {
+    app.post_json(&format!("/v1/challenges/{id}/webauthn"), key, assertion.clone()).await
+}
+
+/// alice with a registered passkey on `soft_key`, and an app key for everything.
+async fn alice_with_passkey(engine: Engine) -> (TestApp, String, SoftKey) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let mut soft_key = SoftKey::new();
+    register(&app, &key, "alice", &mut soft_key, json!({})).await;
+    (app, key, soft_key)
+}
+
+async fn count_actions(app: &TestApp, action: &str, challenge: &str) -> usize {
+    audit_actions(app).await.iter().filter(|(a, d)| a == action && d["challenge_id"] == challenge).count()
+}
+
+async fn alerts(app: &TestApp) -> Vec<String> {
+    let mut kinds = Vec::new();
+    let mut after = 0;
+    while let Some(alert) = app.store.next_alert(after).await.unwrap() {
+        after = alert.id;
+        kinds.push(alert.kind);
+    }
+    kinds
+}
+
+async fn a_passkey_sign_in_is_approved_once_and_redeemed_once(engine: Engine) {
+    let (app, key, mut soft_key) = alice_with_passkey(engine).await;
+    let (id, options) = passkey_challenge(&app, &key, "alice").await;
+    assert_eq!(options["rpId"], "localhost");
+    assert_eq!(options["userVerification"], "required");
+    assert_eq!(options["allowCredentials"].as_array().unwrap().len(), 1);
+    assert_eq!(options["timeout"], 60_000, "the challenge TTL");
+    let assertion = soft_key.get(&options).await;
+    let approved = answer(&app, &key, &id, &assertion).await;
+    assert_eq!(
+        (approved.status, approved.body["state"].clone()),
+        (StatusCode::OK, json!("approved")),
+        "{:?}",
+        approved.body
+    );
+    assert_eq!(app.get(&format!("/v1/challenges/{id}"), Some(&key)).await.body["state"], "approved");
+    let redeem = format!("/v1/challenges/{id}/redeem");
+    assert_eq!(app.post_json(&redeem, &key, json!({})).await.status, StatusCode::OK);
+    assert_error(&app.post_json(&redeem, &key, json!({})).await, StatusCode::CONFLICT, "already_redeemed");
+    // The same assertion again (a replay) finds nothing to approve.
+    assert_error(&answer(&app, &key, &id, &assertion).await, StatusCode::CONFLICT, "challenge_not_pending");
+    let used = &passkeys(&app, &key, "alice").await[0];
+    assert!(used["last_used_at"].is_string(), "{used:?}");
+    assert_eq!(count_actions(&app, "challenge.approved", &id).await, 1);
+    assert_eq!(count_actions(&app, "challenge.created", &id).await, 1);
+}
+
+async fn two_concurrent_assertions_approve_once(engine: Engine) {
+    let (app, key, mut soft_key) = alice_with_passkey(engine).await;
+    let (id, options) = passkey_challenge(&app, &key, "alice").await;
+    let first = soft_key.get(&options).await;
+    let second = soft_key.get(&options).await;
+    let (a, b) = tokio::join!(answer(&app, &key, &id, &first), answer(&app, &key, &id, &second));
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT], "{:?} {:?}", a.body, b.body);
+    assert_eq!(count_actions(&app, "challenge.approved", &id).await, 1, "one approval, one audit event");
+}
+
+async fn a_signature_counter_that_does_not_rise_is_refused_and_alerted(engine: Engine) {
+    let (app, key, mut soft_key) = alice_with_passkey(engine).await;
+    let backup = soft_key.snapshot();
+    for _ in 0..2 {
+        let (id, options) = passkey_challenge(&app, &key, "alice").await;
+        let assertion = soft_key.get(&options).await;
+        assert_eq!(answer(&app, &key, &id, &assertion).await.status, StatusCode::OK);
+    }
+    // A clone restored from the backup signs with a counter the server has already seen.
+    soft_key.restore(backup);
+    let (id, options) = passkey_challenge(&app, &key, "alice").await;
+    let cloned = soft_key.get(&options).await;
+    let refused = answer(&app, &key, &id, &cloned).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "webauthn_counter_not_increasing");
+    assert_eq!(app.get(&format!("/v1/challenges/{id}"), Some(&key)).await.body["state"], "denied");
+    assert_eq!(count_actions(&app, "device.possible_clone", &id).await, 1);
+    assert!(alerts(&app).await.contains(&"possible_clone".to_owned()));
+}
+
+/// Answers a push prompt for alice on her phone: approve with the right number, or `decision`
+/// with a wrong one.
+async fn push_answer(
+    app: &TestApp,
+    key: &str,
+    phone: &mut countersign_e2e::device::TestDevice,
+    decision: countersign_mobile_protocol::Decision,
+    right_number: bool,
+) -> String {
+    let created = app.post_json("/v1/challenges", key, json!({ "username": "alice" })).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let number = created.body["number"].as_str().unwrap().to_owned();
+    let typed = match decision {
+        countersign_mobile_protocol::Decision::Approve if right_number => number,
+        countersign_mobile_protocol::Decision::Approve => {
+            format!("{:03}", (number.parse::<u32>().unwrap() + 1) % 1000)
+        }
+        _ => String::new(),
+    };
+    let pending: countersign_mobile_protocol::PendingChallenges =
+        serde_json::from_value(signed_get(app, phone, "/device/v1/challenges").await.body).unwrap();
+    assert_eq!(pending.challenges.len(), 1, "phones see push prompts only");
+    let details = phone.verify_details(&pending.challenges[0]).clone();
+    let response = phone.answer(&details, decision, &typed);
+    let path = format!("/device/v1/challenges/{}/response", details.challenge_id.as_str());
+    let reply = app.device_post(&path, &serde_json::to_vec(&response).unwrap()).await;
+    reply.body["outcome"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn push_factor(app: &TestApp, key: &str) -> Value {
+    let reply = app.get("/v1/users/alice/factors", Some(key)).await;
+    reply.body["factors"].as_array().unwrap().iter().find(|f| f["factor"] == "push").unwrap().clone()
+}
+
+async fn a_passkey_sign_in_lifts_a_freeze_but_not_a_quarantine(engine: Engine) {
+    use countersign_mobile_protocol::Decision;
+    let (app, key) = app_with_user(engine, "alice").await;
+    let mut phone =
+        enrolled_device(&app, &key, "alice", countersign_mobile_protocol::PushRegistration::None).await;
+    let approval = fresh_approval(&app, &key, "alice", &mut phone).await;
+    let mut soft_key = SoftKey::new();
+    register(&app, &key, "alice", &mut soft_key, json!({ "approval": approval })).await;
+
+    assert_eq!(push_answer(&app, &key, &mut phone, Decision::Approve, false).await, "denied_wrong_number");
+    let frozen = app.post_json("/v1/challenges", &key, json!({ "username": "alice" })).await;
+    assert_error(&frozen, StatusCode::LOCKED, "push_frozen");
+    assert_eq!(push_factor(&app, &key).await["available"], false);
+    // Push lockouts never hold a passkey sign-in, which lifts the freeze.
+    let (id, options) = passkey_challenge(&app, &key, "alice").await;
+    let assertion = soft_key.get(&options).await;
+    assert_eq!(answer(&app, &key, &id, &assertion).await.status, StatusCode::OK);
+    assert_eq!(push_factor(&app, &key).await["available"], true);
+    assert_eq!(push_answer(&app, &key, &mut phone, Decision::Approve, true).await, "approved");
+
+    // "Not me" quarantines push until an admin; a passkey sign-in still works but lifts nothing.
+    assert_eq!(push_answer(&app, &key, &mut phone, Decision::Report, true).await, "reported");
+    let (id, options) = passkey_challenge(&app, &key, "alice").await;
+    let assertion = soft_key.get(&options).await;
+    assert_eq!(answer(&app, &key, &id, &assertion).await.status, StatusCode::OK);
+    let push = push_factor(&app, &key).await;
+    assert_eq!(push["available"], false, "{push:?}");
+    assert!(push["reason"].as_str().unwrap().contains("reported_not_me"), "{push:?}");
+}
+
+async fn a_passkey_challenge_leaves_push_alone(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let mut phone =
+        enrolled_device(&app, &key, "alice", countersign_mobile_protocol::PushRegistration::None).await;
+    let approval = fresh_approval(&app, &key, "alice", &mut phone).await;
+    register(&app, &key, "alice", &mut SoftKey::new(), json!({ "approval": approval })).await;
+    // Unanswered passkey challenges neither supersede push prompts, nor spend the push
+    // budget, nor count as push failures when they expire.
+    for _ in 0..6 {
+        passkey_challenge(&app, &key, "alice").await;
+    }
+    let push = app.post_json("/v1/challenges", &key, json!({ "username": "alice" })).await;
+    assert_eq!(push.status, StatusCode::CREATED, "{:?}", push.body);
+    let (id, _) = passkey_challenge(&app, &key, "alice").await;
+    app.advance(time::Duration::minutes(2)).await;
+    app.state.challenges.expire_due(100).await.unwrap();
+    assert_eq!(app.get(&format!("/v1/challenges/{id}"), Some(&key)).await.body["state"], "expired");
+    assert_eq!(push_factor(&app, &key).await["available"], true);
+    let timeline = app.get("/v1/users/alice/factors", Some(&key)).await;
+    assert_eq!(timeline.status, StatusCode::OK);
+}
+
+async fn a_user_without_a_passkey_gets_no_passkey(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    for username in ["alice", "nobody"] {
+        let reply =
+            app.post_json("/v1/challenges", &key, json!({ "username": username, "factor": "passkey" })).await;
+        assert_error(&reply, StatusCode::CONFLICT, "no_passkey");
+    }
+    let bad = app.post_json("/v1/challenges", &key, json!({ "username": "alice", "factor": "sms" })).await;
+    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+}
+
+/// A refused assertion changes nothing but its own count: the genuine one still approves.
+async fn assertion_refused_then_genuine_approves(
+    engine: Engine,
+    forge: impl Fn(&SoftKey, &Value) -> Value,
+    status: StatusCode,
+    code: &str,
+) {
+    let (app, key, mut soft_key) = alice_with_passkey(engine).await;
+    let (id, options) = passkey_challenge(&app, &key, "alice").await;
+    let assertion = soft_key.get(&options).await;
+    let before = audit_len(&app).await;
+    assert_error(&answer(&app, &key, &id, &forge(&soft_key, &assertion)).await, status, code);
+    assert_eq!(app.get(&format!("/v1/challenges/{id}"), Some(&key)).await.body["state"], "pending");
+    let events = actions_since(&app, before).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "passkey.assertion_refused");
+    assert_eq!(answer(&app, &key, &id, &assertion).await.status, StatusCode::OK);
+}
+
+async fn an_assertion_with_a_bad_signature_is_refused(engine: Engine) {
+    let forge = |_: &SoftKey, assertion: &Value| {
+        let mut forged = assertion.clone();
+        let mut signature = decode(&assertion["response"]["signature"]);
+        let last = signature.len() - 2;
+        signature[last] ^= 0x01;
+        forged["response"]["signature"] = json!(URL_SAFE_NO_PAD.encode(signature));
+        forged
+    };
+    assertion_refused_then_genuine_approves(
+        engine,
+        forge,
+        StatusCode::FORBIDDEN,
+        "webauthn_signature_invalid",
+    )
+    .await;
+}
+
+async fn an_assertion_from_a_wrong_origin_is_refused(engine: Engine) {
+    let forge = |soft_key: &SoftKey, assertion: &Value| {
+        let mut data = client_data(assertion);
+        data["origin"] = json!("https://evil.example");
+        soft_key.resign(assertion, &decode(&assertion["response"]["authenticatorData"]), &data)
+    };
+    assertion_refused_then_genuine_approves(engine, forge, StatusCode::FORBIDDEN, "webauthn_origin_mismatch")
+        .await;
+}
+
+async fn an_assertion_without_user_verification_is_refused(engine: Engine) {
+    let forge = |soft_key: &SoftKey, assertion: &Value| {
+        let mut data = decode(&assertion["response"]["authenticatorData"]);
+        data[32] &= !0x04;
+        soft_key.resign(assertion, &data, &client_data(assertion))
+    };
+    assertion_refused_then_genuine_approves(
+        engine,
+        forge,
+        StatusCode::FORBIDDEN,
+        "webauthn_user_not_verified",
+    )
+    .await;
+}
+
+async fn an_assertion_with_a_wrong_rp_id_hash_is_refused(engine: Engine) {
+    let forge = |soft_key: &SoftKey, assertion: &Value| {
+        let mut data = decode(&assertion["response"]["authenticatorData"]);
+        data[..32].copy_from_slice(ring::digest::digest(&ring::digest::SHA256, b"evil.example").as_ref());
+        soft_key.resign(assertion, &data, &client_data(assertion))
+    };
+    assertion_refused_then_genuine_approves(engine, forge, StatusCode::FORBIDDEN, "webauthn_rp_id_mismatch")
+        .await;
+}
+
+async fn an_assertion_for_another_users_challenge_is_refused(engine: Engine) {
+    let (app, key, mut alice_key) = alice_with_passkey(engine).await;
+    assert_eq!(
+        app.post_json("/v1/users", &key, json!({ "username": "bob" })).await.status,
+        StatusCode::CREATED
+    );
+    let mut bob_key = SoftKey::new();
+    let (registration, creation) = begun(&app, &key, "bob", json!({})).await;
+    let bob_credential = bob_key.create(&creation).await;
+    assert_eq!(complete(&app, &key, "bob", &registration, &bob_credential).await.status, StatusCode::CREATED);
+    let (id, options) = passkey_challenge(&app, &key, "alice").await;
+    // Bob's authenticator answers alice's challenge with his own passkey.
+    let mut bobs_options = options.clone();
+    bobs_options["allowCredentials"] = json!([{ "type": "public-key", "id": bob_credential["rawId"] }]);
+    let bobs = bob_key.get(&bobs_options).await;
+    let before = audit_len(&app).await;
+    assert_error(&answer(&app, &key, &id, &bobs).await, StatusCode::FORBIDDEN, "webauthn_unknown_credential");
+    let events = actions_since(&app, before).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "passkey.assertion_refused");
+    let bob_id = app.get("/v1/users/bob", Some(&key)).await.body["id"].clone();
+    assert_eq!(events[0].1["credential_owner"], bob_id, "the credential's owner is named");
+    let alices = alice_key.get(&options).await;
+    assert_eq!(answer(&app, &key, &id, &alices).await.status, StatusCode::OK);
+}
+
+async fn passkey_challenge_bad_input_is_precise(engine: Engine) {
+    let (app, key, mut soft_key) = alice_with_passkey(engine).await;
+    let (id, options) = passkey_challenge(&app, &key, "alice").await;
+    let assertion = soft_key.get(&options).await;
+    let path = format!("/v1/challenges/{id}/webauthn");
+    assert_error(
+        &app.post_raw(&path, &key, Some("application/json"), "{").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    );
+    let mut wrong = assertion.clone();
+    wrong["response"]["signature"] = json!(7);
+    assert_error(&answer(&app, &key, &id, &wrong).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let mut big = client_data(&assertion);
+    big["padding"] = json!("x".repeat(4096));
+    let big = with_client_data(&assertion, &big);
+    assert_error(
+        &answer(&app, &key, &id, &big).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "client_data_too_large",
+    );
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_error(
+        &answer(&app, &key, &unknown, &assertion).await,
+        StatusCode::NOT_FOUND,
+        "challenge_not_found",
+    );
+    let other_app = app.key("other", "challenges:write").await;
+    assert_error(
+        &answer(&app, &other_app, &id, &assertion).await,
+        StatusCode::NOT_FOUND,
+        "challenge_not_found",
+    );
+    let keyed = axum::http::Request::post("/v1/challenges")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "login-1")
+        .body(axum::body::Body::from(json!({ "username": "alice", "factor": "passkey" }).to_string()))
+        .unwrap();
+    // A second passkey challenge (an Idempotency-Key is not kept for them) does not supersede
+    // the first, and nothing above used it up.
+    assert_eq!(app.send(keyed).await.status, StatusCode::CREATED);
+    assert_eq!(answer(&app, &key, &id, &assertion).await.status, StatusCode::OK);
+}
+
+async fn an_expired_passkey_challenge_is_gone(engine: Engine) {
+    let (app, key, mut soft_key) = alice_with_passkey(engine).await;
+    let (id, options) = passkey_challenge(&app, &key, "alice").await;
+    let assertion = soft_key.get(&options).await;
+    app.advance(time::Duration::seconds(61)).await;
+    assert_error(&answer(&app, &key, &id, &assertion).await, StatusCode::GONE, "challenge_expired");
+}
+
+async fn refused_assertions_have_a_budget(engine: Engine) {
+    let (app, key, mut soft_key) = alice_with_passkey(engine).await;
+    let (id, options) = passkey_challenge(&app, &key, "alice").await;
+    let assertion = soft_key.get(&options).await;
+    let mut forged = client_data(&assertion);
+    forged["origin"] = json!("https://evil.example");
+    let forged = soft_key.resign(&assertion, &decode(&assertion["response"]["authenticatorData"]), &forged);
+    for _ in 0..3 {
+        assert_error(
+            &answer(&app, &key, &id, &forged).await,
+            StatusCode::FORBIDDEN,
+            "webauthn_origin_mismatch",
+        );
+    }
+    assert_eq!(app.get(&format!("/v1/challenges/{id}"), Some(&key)).await.body["state"], "denied");
+    assert_error(&answer(&app, &key, &id, &assertion).await, StatusCode::CONFLICT, "challenge_not_pending");
+    assert_eq!(count_actions(&app, "passkey.assertion_refused", &id).await, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Bad input: each a precise JSON 4xx with a stable code, and nothing changes (the good
 // credential still registers afterwards).
 
@@ -598,4 +1001,18 @@ on_both_engines!(
     bad_registration_requests_are_precise,
     an_aaguid_allow_list_refuses_other_authenticators,
     expired_registrations_are_purged,
+    a_passkey_sign_in_is_approved_once_and_redeemed_once,
+    two_concurrent_assertions_approve_once,
+    a_signature_counter_that_does_not_rise_is_refused_and_alerted,
+    a_passkey_sign_in_lifts_a_freeze_but_not_a_quarantine,
+    a_passkey_challenge_leaves_push_alone,
+    a_user_without_a_passkey_gets_no_passkey,
+    an_assertion_with_a_bad_signature_is_refused,
+    an_assertion_from_a_wrong_origin_is_refused,
+    an_assertion_without_user_verification_is_refused,
+    an_assertion_with_a_wrong_rp_id_hash_is_refused,
+    an_assertion_for_another_users_challenge_is_refused,
+    passkey_challenge_bad_input_is_precise,
+    an_expired_passkey_challenge_is_gone,
+    refused_assertions_have_a_budget,
 );

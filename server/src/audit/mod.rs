@@ -108,6 +108,8 @@ pub enum Action {
     PasskeyRegistrationRefused,
     PasskeyRenamed,
     PasskeyRevoked,
+    /// An assertion for a passkey sign-in was refused (it counts against the sign-in's budget).
+    PasskeyAssertionRefused,
 }
 
 impl Action {
@@ -134,6 +136,7 @@ impl Action {
             Action::PasskeyRegistrationRefused => "passkey.registration_refused",
             Action::PasskeyRenamed => "passkey.renamed",
             Action::PasskeyRevoked => "passkey.revoked",
+            Action::PasskeyAssertionRefused => "passkey.assertion_refused",
             Action::ChallengeRedeemRefused => "challenge.redeem_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;

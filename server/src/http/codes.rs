@@ -92,6 +92,12 @@ codes! {
     WebauthnSignatureInvalid = "webauthn_signature_invalid" => FORBIDDEN;
     /// The response breaks another rule of the ceremony.
     WebauthnResponseRejected = "webauthn_response_rejected" => FORBIDDEN;
+    /// The credential is not an active passkey of the challenge's user.
+    WebauthnUnknownCredential = "webauthn_unknown_credential" => FORBIDDEN;
+    /// The signature counter did not rise: a cloned authenticator (audited, alerted).
+    WebauthnCounterNotIncreasing = "webauthn_counter_not_increasing" => FORBIDDEN;
+    /// A passkey sign-in for a user without an active passkey (or an unknown user).
+    NoPasskey = "no_passkey" => CONFLICT;
     /// `[webauthn] allowed_aaguids` does not list this authenticator model.
     AuthenticatorNotAllowed = "authenticator_not_allowed" => FORBIDDEN;
 
@@ -108,6 +114,7 @@ codes! {
     ChallengeNotApproved = "challenge_not_approved" => CONFLICT;
     ApprovalStale = "approval_stale" => CONFLICT;
     ChallengeNotPending = "challenge_not_pending" => CONFLICT;
+    ChallengeExpired = "challenge_expired" => GONE;
 
     // The server.
     /// A fault: opaque to the client, logged with its cause.

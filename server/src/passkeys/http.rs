@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::model::Rejection;
 use super::service::{PasskeyError, RegistrationRequest};
 use crate::app::AppState;
-use crate::http::scope::{UsersRead, UsersWrite};
+use crate::http::scope::{ChallengesWrite, UsersRead, UsersWrite};
 use crate::http::{ApiError, ApiJson, ApiPath, AppKey, Code, ErrorBody};
 use crate::ids::{ChallengeId, PasskeyId, RegistrationId};
 use crate::store::PasskeyRecord;
@@ -23,6 +23,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(complete_registration))
         .routes(routes!(list_passkeys))
         .routes(routes!(rename_passkey, revoke_passkey))
+        .routes(routes!(answer_challenge))
 }
 
 impl From<PasskeyError> for ApiError {
@@ -41,6 +42,12 @@ impl From<PasskeyError> for ApiError {
             PasskeyError::AuthenticatorNotAllowed => Code::AuthenticatorNotAllowed,
             PasskeyError::FactorAlreadyBound => Code::FactorAlreadyBound,
             PasskeyError::PasskeyNotFound => Code::PasskeyNotFound,
+            PasskeyError::NoPasskey => Code::NoPasskey,
+            PasskeyError::ChallengeNotFound => Code::ChallengeNotFound,
+            PasskeyError::ChallengeNotPending(_) => Code::ChallengeNotPending,
+            PasskeyError::ChallengeExpired => Code::ChallengeExpired,
+            PasskeyError::UnknownCredential => Code::WebauthnUnknownCredential,
+            PasskeyError::CounterNotIncreasing => Code::WebauthnCounterNotIncreasing,
             PasskeyError::Internal(e) => return ApiError::internal(&e),
             PasskeyError::Store(e) => return ApiError::from(e),
         };
@@ -127,6 +134,41 @@ pub enum PublicKeyType {
 pub enum AuthenticatorAttachment {
     Platform,
     CrossPlatform,
+}
+
+/// `AuthenticationResponseJSON` (WebAuthn Level 3), as `credential.toJSON()` writes it after
+/// `navigator.credentials.get()`: buffers in base64url. Unknown members are ignored.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthenticationResponseJson {
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
+    pub id: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
+    pub raw_id: String,
+    #[serde(rename = "type")]
+    pub credential_type: PublicKeyType,
+    pub response: AssertionResponseJson,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticator_attachment: Option<AuthenticatorAttachment>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub client_extension_results: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `AuthenticatorAssertionResponseJSON`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssertionResponseJson {
+    #[serde(rename = "clientDataJSON")]
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
+    pub client_data_json: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
+    pub authenticator_data: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
+    pub signature: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9_-]*$")]
+    pub user_handle: Option<String>,
 }
 
 /// `AuthenticatorAttestationResponseJSON`.
@@ -328,4 +370,49 @@ async fn revoke_passkey(
 ) -> Result<StatusCode, ApiError> {
     state.passkeys.revoke(&app, &username, PasskeyId(id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AnsweredChallengeView {
+    pub id: ChallengeId,
+    /// `approved`: redeem it once with `POST /v1/challenges/{id}/redeem`.
+    pub state: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub decided_at: Option<OffsetDateTime>,
+}
+
+/// Auth: app API key, scope `challenges:write`. Answers a passkey challenge with the browser's
+/// assertion (`credential.toJSON()` after `navigator.credentials.get()`); it becomes `approved`
+/// once, then is redeemed like any challenge.
+#[utoipa::path(
+    post,
+    path = "/v1/challenges/{id}/webauthn",
+    tag = "challenges",
+    security(("api_key" = ["challenges:write"])),
+    params(("id" = uuid::Uuid, Path)),
+    request_body(content = AuthenticationResponseJson, description = "`AuthenticationResponseJSON`: what `credential.toJSON()` returns"),
+    responses(
+        (status = 200, description = "Approved", body = AnsweredChallengeView),
+        (status = 403, description = "The assertion is refused, the challenge stays pending (a third refusal denies it): `webauthn_response_invalid`, `webauthn_unknown_credential` (not an active passkey of the challenge's user), `webauthn_origin_mismatch`, `webauthn_rp_id_mismatch`, `webauthn_user_not_verified`, `webauthn_challenge_mismatch`, `webauthn_signature_invalid`, `webauthn_response_rejected` (audited); `webauthn_counter_not_increasing`: the signature counter did not rise, the challenge is denied and a `possible_clone` alert raised", body = ErrorBody),
+        (status = 404, description = "`challenge_not_found`: no passkey challenge with that id from this app", body = ErrorBody),
+        (status = 409, description = "`challenge_not_pending`: already approved, denied or cancelled", body = ErrorBody),
+        (status = 410, description = "`challenge_expired`", body = ErrorBody),
+    )
+)]
+async fn answer_challenge(
+    State(state): State<AppState>,
+    app: AppKey<ChallengesWrite>,
+    ApiPath(id): ApiPath<uuid::Uuid>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<AnsweredChallengeView>, ApiError> {
+    let credential: AuthenticationResponseJson = object(body)?;
+    let credential = serde_json::to_value(&credential).map_err(|e| ApiError::internal(&e))?;
+    let approved = state.passkeys.complete_sign_in(&app, ChallengeId(id), &credential).await?;
+    let view = AnsweredChallengeView {
+        id: approved.id,
+        state: approved.state.as_str().to_owned(),
+        decided_at: approved.decided_at,
+    };
+    Ok(Json(view))
 }

@@ -180,6 +180,25 @@ impl Rejection {
     }
 }
 
+impl Rejection {
+    /// Names a failed assertion (sign-in).
+    pub fn of_authentication(error: &webauthn_rp::response::auth::error::AuthCeremonyErr) -> Self {
+        use webauthn_rp::response::auth::error::AuthCeremonyErr as E;
+        match error {
+            E::OriginMismatch | E::CrossOrigin | E::TopOriginMismatch => Rejection::OriginMismatch,
+            E::RpIdHashMismatch => Rejection::RpIdMismatch,
+            E::UserNotVerified => Rejection::UserNotVerified,
+            E::ChallengeMismatch => Rejection::ChallengeMismatch,
+            E::AssertionSignature => Rejection::SignatureInvalid,
+            _ => Rejection::Invalid,
+        }
+    }
+}
+
+/// Refused assertions a passkey sign-in takes before it is denied (its own budget, apart from
+/// push: a passkey is never locked out by push failures).
+pub const MAX_FAILED_ASSERTIONS: i32 = 3;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use crate::challenges::model::ChallengeState;
 use crate::clock::Clock;
 use crate::devices::model::SECOND_DEVICE_APPROVAL_WINDOW;
 use crate::fault::InternalError;
-use crate::ids::{ChallengeId, PasskeyId, RegistrationId};
+use crate::ids::{ChallengeId, PasskeyId, RegistrationId, UserId};
 use crate::store::{
     ApprovalProof, Conflict, DeviceRecord, PasskeyRecord, RegistrationCeremony, RegistrationProof, Store,
     StoreError, UserRecord,
@@ -64,6 +64,18 @@ pub enum PasskeyError {
     FactorAlreadyBound,
     #[error("no such passkey for this user")]
     PasskeyNotFound,
+    #[error("the user has no passkey that can answer a challenge")]
+    NoPasskey,
+    #[error("no such passkey challenge")]
+    ChallengeNotFound,
+    #[error("the challenge is {0}, not pending")]
+    ChallengeNotPending(ChallengeState),
+    #[error("the challenge has expired")]
+    ChallengeExpired,
+    #[error("the credential is not an active passkey of this challenge's user")]
+    UnknownCredential,
+    #[error("the signature counter did not rise: the sign-in is refused")]
+    CounterNotIncreasing,
     #[error("internal failure")]
     Internal(#[from] InternalError),
     #[error(transparent)]
@@ -85,26 +97,39 @@ pub struct BegunRegistration {
     pub options: serde_json::Value,
 }
 
+/// What passkey sign-ins share with push challenges: the TTL, and the long-poll waiters.
+#[derive(Debug, Clone)]
+pub struct SignInSettings {
+    pub ttl: time::Duration,
+    pub waiters: Arc<crate::challenges::waiters::Waiters>,
+}
+
 #[derive(Debug)]
 pub struct PasskeyService {
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    settings: Arc<WebauthnSettings>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) settings: Arc<WebauthnSettings>,
+    pub(super) sign_in: SignInSettings,
 }
 
 /// The name a passkey gets when the app gives none.
 const DEFAULT_NAME: &str = "Passkey";
 
 impl PasskeyService {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: Arc<WebauthnSettings>) -> Self {
-        Self { store, clock, settings }
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: Arc<WebauthnSettings>,
+        sign_in: SignInSettings,
+    ) -> Self {
+        Self { store, clock, settings, sign_in }
     }
 
     pub fn settings(&self) -> &WebauthnSettings {
         &self.settings
     }
 
-    async fn user(&self, username: &str) -> Result<UserRecord, PasskeyError> {
+    pub(super) async fn user(&self, username: &str) -> Result<UserRecord, PasskeyError> {
         let username =
             crate::users::model::normalize_username(username).map_err(|_| PasskeyError::UserNotFound)?;
         self.store.user_by_username(&username).await?.ok_or(PasskeyError::UserNotFound)
@@ -146,7 +171,7 @@ impl PasskeyService {
             }
             None => RegistrationProof::FirstFactor,
         };
-        let handle = self.user_handle(&user).await?;
+        let handle = self.user_handle_of(user.id).await?;
         let (server_state, options) = self.creation_options(&user, &handle, &passkeys)?;
         let ceremony = RegistrationCeremony {
             id,
@@ -178,9 +203,9 @@ impl PasskeyService {
     }
 
     /// The user's WebAuthn handle: random, shared by all their credentials, never their name.
-    async fn user_handle(&self, user: &UserRecord) -> Result<UserHandle64, PasskeyError> {
+    pub(super) async fn user_handle_of(&self, user: UserId) -> Result<UserHandle64, PasskeyError> {
         let candidate = infallible(UserHandle64::new().encode());
-        let stored = self.store.user_handle(user.id, &candidate).await?;
+        let stored = self.store.user_handle(user, &candidate).await?;
         let bytes: [u8; 64] = stored
             .try_into()
             .map_err(|_| InternalError::new("a stored WebAuthn user handle is not 64 bytes"))?;
@@ -433,7 +458,7 @@ impl PasskeyService {
 }
 
 /// An active passkey as a descriptor for `excludeCredentials` / `allowCredentials`.
-fn descriptor(passkey: &PasskeyRecord) -> Option<PublicKeyCredentialDescriptor<Vec<u8>>> {
+pub(super) fn descriptor(passkey: &PasskeyRecord) -> Option<PublicKeyCredentialDescriptor<Vec<u8>>> {
     if !passkey.is_active() {
         return None;
     }
@@ -448,7 +473,7 @@ fn aaguid_text(aaguid: &[u8]) -> String {
 }
 
 /// The value of an encoding that cannot fail.
-fn infallible<T>(result: Result<T, std::convert::Infallible>) -> T {
+pub(super) fn infallible<T>(result: Result<T, std::convert::Infallible>) -> T {
     match result {
         Ok(value) => value,
         Err(never) => match never {},

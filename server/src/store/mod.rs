@@ -6,7 +6,8 @@
 //! enrollments, devices, request nonces, notices, the server key), [`ChallengeStore`]
 //! (`challenges.rs`), [`FatigueStore`] (`fatigue.rs`: push standing, refused prompts, signals),
 //! [`AuditStore`] (`audit.rs`), [`AlertStore`] (`alerts.rs`), [`PushOutbox`] (`outbox.rs`) and
-//! [`PasskeyStore`] (`passkeys.rs`: user handles, passkeys, registration ceremonies).
+//! [`PasskeyStore`] (`passkeys.rs`: user handles, passkeys, registration ceremonies, passkey
+//! sign-ins).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
 //!
@@ -53,7 +54,9 @@ pub use devices::{
 };
 pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
 pub use outbox::{PushJob, PushJobResult, PushOutbox};
-pub use passkeys::{PasskeyRecord, PasskeyStore, RegistrationCeremony, RegistrationProof};
+pub use passkeys::{
+    PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore, RegistrationCeremony, RegistrationProof,
+};
 pub use users::{UserRecord, UserStore};
 
 /// Which database engine a store runs on.

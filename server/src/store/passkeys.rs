@@ -7,7 +7,8 @@ use time::OffsetDateTime;
 use super::codec::{Columns, Sql};
 use super::{ApprovalProof, StoreError};
 use crate::audit::AuditEvent;
-use crate::ids::{AppId, PasskeyId, RegistrationId, UserId};
+use crate::ids::{AppId, ChallengeId, PasskeyId, RegistrationId, UserId};
+use crate::store::ChallengeRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasskeyRecord {
@@ -58,6 +59,29 @@ pub struct RegistrationCeremony {
 pub enum RegistrationProof {
     FirstFactor,
     Approval { proof: ApprovalProof, redeemed: Box<AuditEvent> },
+}
+
+/// The WebAuthn request a passkey sign-in (a challenge) is answered by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeySignIn {
+    pub challenge_id: ChallengeId,
+    /// `webauthn_rp`'s encoding of the authentication server state.
+    pub server_state: Vec<u8>,
+    /// Assertions refused so far (the sign-in's own budget).
+    pub failed_assertions: i32,
+}
+
+/// A verified assertion, applied by compare-and-set: the challenge must still be pending and
+/// unexpired, the passkey active and its counter still `previous_sign_count`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyAssertion {
+    pub challenge: ChallengeId,
+    pub user: UserId,
+    pub passkey: PasskeyId,
+    pub previous_sign_count: i64,
+    pub sign_count: i64,
+    pub dynamic_state: Vec<u8>,
+    pub backed_up: bool,
 }
 
 pub(super) const PASSKEY_COLUMNS: &str = "id, user_id, credential_id, name, static_state, dynamic_state, transports, aaguid, backup_eligible, backed_up, sign_count, created_at, last_used_at, revoked_at";
@@ -124,6 +148,28 @@ pub(super) const PURGE_EXPIRED_REGISTRATIONS: &str =
 pub(super) const INSERT_PASSKEY: &str = "INSERT INTO passkeys (id, user_id, credential_id, name, static_state, dynamic_state, transports, aaguid, backup_eligible, backed_up, sign_count, created_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
+pub(super) const INSERT_SIGN_IN: &str =
+    "INSERT INTO passkey_sign_ins (challenge_id, server_state) VALUES ($1, $2)";
+
+pub(super) const SIGN_IN: &str =
+    "SELECT challenge_id, server_state, failed_assertions FROM passkey_sign_ins WHERE challenge_id = $1";
+
+pub(super) const COUNT_FAILED_ASSERTION: &str =
+    "UPDATE passkey_sign_ins SET failed_assertions = failed_assertions + 1
+     WHERE challenge_id = $1 RETURNING failed_assertions";
+
+pub(super) const USE_PASSKEY: &str =
+    "UPDATE passkeys SET dynamic_state = $3, sign_count = $4, backed_up = $5, last_used_at = $6
+     WHERE id = $1 AND sign_count = $2 AND revoked_at IS NULL";
+
+pub(super) fn sign_in_from_row<R: Columns>(row: &R) -> Result<PasskeySignIn, StoreError> {
+    Ok(PasskeySignIn {
+        challenge_id: ChallengeId(row.id("challenge_id")?),
+        server_state: row.value("server_state")?,
+        failed_assertions: row.value("failed_assertions")?,
+    })
+}
+
 /// Whether the user has any active factor: a device or a passkey.
 pub(super) const HAS_ANY_FACTOR: &str =
     "SELECT EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND revoked_at IS NULL)
@@ -183,6 +229,43 @@ pub trait PasskeyStore: Send + Sync + std::fmt::Debug {
 
     /// Deletes registration ceremonies that expired (they can no longer complete anyway).
     async fn purge_expired_registrations(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Creates a passkey sign-in: its challenge (no number, no push, outside the push budget
+    /// and ladder) and the WebAuthn request state, with the audit event.
+    async fn create_passkey_challenge(
+        &self,
+        challenge: ChallengeRecord,
+        server_state: &[u8],
+        audit: AuditEvent,
+    ) -> Result<ChallengeRecord, StoreError>;
+
+    async fn passkey_sign_in(&self, challenge: ChallengeId) -> Result<Option<PasskeySignIn>, StoreError>;
+
+    /// Counts a refused assertion for the sign-in, with its audit event; returns the count.
+    async fn count_failed_assertion(
+        &self,
+        challenge: ChallengeId,
+        audit: AuditEvent,
+    ) -> Result<i32, StoreError>;
+
+    /// `pending → approved` and the passkey's new state, in one transaction with `audit`.
+    /// `PreconditionFailed(ChallengeNotPending)` if the challenge is no longer pending (or has
+    /// expired); `PreconditionFailed(CounterNotIncreasing)` if the passkey was used meanwhile
+    /// (or revoked): nothing is written either way.
+    async fn approve_with_passkey(
+        &self,
+        assertion: &PasskeyAssertion,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<ChallengeRecord, StoreError>;
+
+    /// `pending → denied`: the sign-in is refused (audited). `NotFound` if it is not pending.
+    async fn deny_passkey_challenge(
+        &self,
+        challenge: ChallengeId,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<ChallengeRecord, StoreError>;
 
     /// Revokes an active passkey of the user; `NotFound` if there is none with that id.
     async fn revoke_passkey(

@@ -5,17 +5,21 @@ use sqlx::{Connection, PgConnection};
 use time::OffsetDateTime;
 
 use super::PgStore;
+use super::challenges::bind_challenge;
 use super::devices::consume_approval;
 use crate::audit::AuditEvent;
-use crate::ids::{PasskeyId, RegistrationId, UserId};
+use crate::challenges::model::ChallengeState;
+use crate::ids::{ChallengeId, PasskeyId, RegistrationId, UserId};
+use crate::store::challenges::{CHALLENGE_COLUMNS, INSERT_CHALLENGE, challenge_from_row, may_become};
 use crate::store::passkeys::{
-    DELETE_REGISTRATION, HAS_ANY_FACTOR, INSERT_PASSKEY, INSERT_REGISTRATION, INSERT_USER_HANDLE,
-    NOTIFY_DEVICES, PASSKEY_BY_CREDENTIAL_ID, PASSKEY_COLUMNS, PASSKEYS_OF_USER, PURGE_EXPIRED_REGISTRATIONS,
-    REGISTRATION_BY_ID, USER_HANDLE, passkey_from_row, registration_from_row,
+    COUNT_FAILED_ASSERTION, DELETE_REGISTRATION, HAS_ANY_FACTOR, INSERT_PASSKEY, INSERT_REGISTRATION,
+    INSERT_SIGN_IN, INSERT_USER_HANDLE, NOTIFY_DEVICES, PASSKEY_BY_CREDENTIAL_ID, PASSKEY_COLUMNS,
+    PASSKEYS_OF_USER, PURGE_EXPIRED_REGISTRATIONS, REGISTRATION_BY_ID, SIGN_IN, USE_PASSKEY, USER_HANDLE,
+    passkey_from_row, registration_from_row, sign_in_from_row,
 };
 use crate::store::{
-    Conflict, PasskeyRecord, PasskeyStore, RegistrationCeremony, RegistrationProof, StoreError,
-    map_unique_violation,
+    ChallengeRecord, Conflict, PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore, Precondition,
+    RegistrationCeremony, RegistrationProof, StoreError, map_unique_violation,
 };
 
 #[async_trait]
@@ -146,6 +150,107 @@ impl PasskeyStore for PgStore {
             .execute(&mut *self.conn().await?)
             .await?
             .rows_affected())
+    }
+
+    async fn create_passkey_challenge(
+        &self,
+        c: ChallengeRecord,
+        server_state: &[u8],
+        audit: AuditEvent,
+    ) -> Result<ChallengeRecord, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        bind_challenge(sqlx::query(INSERT_CHALLENGE.as_str()), &c).execute(&mut *tx).await?;
+        sqlx::query(INSERT_SIGN_IN).bind(c.id.0).bind(server_state).execute(&mut *tx).await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(c)
+    }
+
+    async fn passkey_sign_in(&self, challenge: ChallengeId) -> Result<Option<PasskeySignIn>, StoreError> {
+        sqlx::query(SIGN_IN)
+            .bind(challenge.0)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .as_ref()
+            .map(sign_in_from_row)
+            .transpose()
+    }
+
+    async fn count_failed_assertion(
+        &self,
+        challenge: ChallengeId,
+        audit: AuditEvent,
+    ) -> Result<i32, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let count: i32 = sqlx::query_scalar(COUNT_FAILED_ASSERTION)
+            .bind(challenge.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(count)
+    }
+
+    async fn approve_with_passkey(
+        &self,
+        a: &PasskeyAssertion,
+        _now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<ChallengeRecord, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        // Fresh by the database clock, like every challenge transition.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE challenges SET state = 'approved', decided_at = now()
+             WHERE id = $1 AND user_id = $2 AND {} AND expires_at > now() AND number_digits = 0
+             RETURNING {CHALLENGE_COLUMNS}",
+            may_become(ChallengeState::Approved)
+        )))
+        .bind(a.challenge.0)
+        .bind(a.user.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::PreconditionFailed(Precondition::ChallengeNotPending))?;
+        let used = sqlx::query(USE_PASSKEY)
+            .bind(a.passkey.0)
+            .bind(a.previous_sign_count)
+            .bind(&a.dynamic_state)
+            .bind(a.sign_count)
+            .bind(a.backed_up)
+            .bind(challenge_from_row(&row)?.decided_at)
+            .execute(&mut *tx)
+            .await?;
+        if used.rows_affected() == 0 {
+            return Err(StoreError::PreconditionFailed(Precondition::CounterNotIncreasing));
+        }
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        challenge_from_row(&row)
+    }
+
+    async fn deny_passkey_challenge(
+        &self,
+        challenge: ChallengeId,
+        _now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<ChallengeRecord, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE challenges SET state = 'denied', decided_at = now()
+             WHERE id = $1 AND {} AND number_digits = 0 RETURNING {CHALLENGE_COLUMNS}",
+            may_become(ChallengeState::Denied)
+        )))
+        .bind(challenge.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        challenge_from_row(&row)
     }
 
     async fn revoke_passkey(
