@@ -205,6 +205,13 @@ fn with_client_data(credential: &Value, client_data: &Value) -> Value {
     forged
 }
 
+/// The credential with one member of its `clientDataJSON` set to `value`.
+fn with_client_data_field(credential: &Value, field: &str, value: Value) -> Value {
+    let mut data = client_data(credential);
+    data[field] = value;
+    with_client_data(credential, &data)
+}
+
 /// The credential with its authenticator data patched where it starts (the RP ID hash), in
 /// both places a registration response carries it.
 fn with_auth_data(credential: &Value, patch: impl Fn(&mut [u8])) -> Value {
@@ -850,11 +857,7 @@ async fn registration_whose_contents_do_not_decode_is_refused(engine: Engine) {
 async fn registration_from_a_wrong_origin_is_refused(engine: Engine) {
     refused_then_genuine_registers(
         engine,
-        |credential, _| {
-            let mut data = client_data(credential);
-            data["origin"] = json!("https://evil.example");
-            with_client_data(credential, &data)
-        },
+        |credential, _| with_client_data_field(credential, "origin", json!("https://evil.example")),
         StatusCode::FORBIDDEN,
         "webauthn_origin_mismatch",
         true,
@@ -905,11 +908,7 @@ async fn registration_answering_another_challenge_is_refused(engine: Engine) {
 async fn registration_with_oversized_client_data_is_refused(engine: Engine) {
     refused_then_genuine_registers(
         engine,
-        |credential, _| {
-            let mut data = client_data(credential);
-            data["padding"] = json!("x".repeat(4096));
-            with_client_data(credential, &data)
-        },
+        |credential, _| with_client_data_field(credential, "padding", json!("x".repeat(4096))),
         StatusCode::PAYLOAD_TOO_LARGE,
         "client_data_too_large",
         false,

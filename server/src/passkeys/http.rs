@@ -104,18 +104,19 @@ pub struct RegistrationView {
     pub public_key: serde_json::Value,
 }
 
-/// `RegistrationResponseJSON` (WebAuthn Level 3), as `credential.toJSON()` writes it: buffers
-/// in base64url. Unknown members are ignored.
+/// A `PublicKeyCredential` as `credential.toJSON()` writes it (WebAuthn Level 3): buffers in
+/// base64url; unknown members are ignored. `R` is its response: an attestation
+/// (`RegistrationResponseJSON`) or an assertion (`AuthenticationResponseJSON`).
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RegistrationResponseJson {
+pub struct CredentialJson<R> {
     #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
     pub id: String,
     #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
     pub raw_id: String,
     #[serde(rename = "type")]
     pub credential_type: PublicKeyType,
-    pub response: AttestationResponseJson,
+    pub response: R,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authenticator_attachment: Option<AuthenticatorAttachment>,
     #[serde(default)]
@@ -134,25 +135,6 @@ pub enum PublicKeyType {
 pub enum AuthenticatorAttachment {
     Platform,
     CrossPlatform,
-}
-
-/// `AuthenticationResponseJSON` (WebAuthn Level 3), as `credential.toJSON()` writes it after
-/// `navigator.credentials.get()`: buffers in base64url. Unknown members are ignored.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AuthenticationResponseJson {
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
-    pub id: String,
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
-    pub raw_id: String,
-    #[serde(rename = "type")]
-    pub credential_type: PublicKeyType,
-    pub response: AssertionResponseJson,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authenticator_attachment: Option<AuthenticatorAttachment>,
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub client_extension_results: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `AuthenticatorAssertionResponseJSON`.
@@ -271,7 +253,7 @@ async fn begin_registration(
     tag = "passkeys",
     security(("api_key" = ["users:write"])),
     params(("username" = crate::openapi::Username, Path), ("id" = uuid::Uuid, Path)),
-    request_body(content = RegistrationResponseJson, description = "`RegistrationResponseJSON`: what `credential.toJSON()` returns"),
+    request_body(content = CredentialJson<AttestationResponseJson>, description = "`RegistrationResponseJSON`: what `credential.toJSON()` returns"),
     responses(
         (status = 201, description = "Registered", body = PasskeyView),
         (status = 403, description = "The credential is refused, nothing stored: `webauthn_response_invalid` (its contents do not decode); `webauthn_origin_mismatch`, `webauthn_rp_id_mismatch`, `webauthn_user_not_verified`, `webauthn_challenge_mismatch`, `webauthn_signature_invalid`, `webauthn_response_rejected` (it does not verify; audited); `authenticator_not_allowed` (AAGUID allow-list; audited); `second_factor_proof_required` (a factor appeared since a first-factor registration began)", body = ErrorBody),
@@ -287,7 +269,7 @@ async fn complete_registration(
     ApiPath((username, id)): ApiPath<(String, uuid::Uuid)>,
     ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<(StatusCode, Json<PasskeyView>), ApiError> {
-    let credential: RegistrationResponseJson = object(body)?;
+    let credential: CredentialJson<AttestationResponseJson> = object(body)?;
     let credential = serde_json::to_value(&credential).map_err(|e| ApiError::internal(&e))?;
     let passkey =
         state.passkeys.complete_registration(&app, &username, RegistrationId(id), &credential).await?;
@@ -391,7 +373,7 @@ pub struct AnsweredChallengeView {
     tag = "challenges",
     security(("api_key" = ["challenges:write"])),
     params(("id" = uuid::Uuid, Path)),
-    request_body(content = AuthenticationResponseJson, description = "`AuthenticationResponseJSON`: what `credential.toJSON()` returns"),
+    request_body(content = CredentialJson<AssertionResponseJson>, description = "`AuthenticationResponseJSON`: what `credential.toJSON()` returns"),
     responses(
         (status = 200, description = "Approved", body = AnsweredChallengeView),
         (status = 403, description = "The assertion is refused, the challenge stays pending (a third refusal denies it): `webauthn_response_invalid`, `webauthn_unknown_credential` (not an active passkey of the challenge's user), `webauthn_origin_mismatch`, `webauthn_rp_id_mismatch`, `webauthn_user_not_verified`, `webauthn_challenge_mismatch`, `webauthn_signature_invalid`, `webauthn_response_rejected` (audited); `webauthn_counter_not_increasing`: the signature counter did not rise, the challenge is denied and a `possible_clone` alert raised", body = ErrorBody),
@@ -406,7 +388,7 @@ async fn answer_challenge(
     ApiPath(id): ApiPath<uuid::Uuid>,
     ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Json<AnsweredChallengeView>, ApiError> {
-    let credential: AuthenticationResponseJson = object(body)?;
+    let credential: CredentialJson<AssertionResponseJson> = object(body)?;
     let credential = serde_json::to_value(&credential).map_err(|e| ApiError::internal(&e))?;
     let approved = state.passkeys.complete_sign_in(&app, ChallengeId(id), &credential).await?;
     let view = AnsweredChallengeView {

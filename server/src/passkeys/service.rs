@@ -306,9 +306,6 @@ impl PasskeyService {
             last_used_at: None,
             revoked_at: None,
         };
-        if let Some(bound) = self.store.passkey_by_credential_id(&passkey.credential_id).await? {
-            return Err(self.binding_refused(app, &user, &bound, id).await?);
-        }
         self.store_passkey(app, &user, &ceremony, passkey).await
     }
 
@@ -354,8 +351,8 @@ impl PasskeyService {
                 .await?;
                 Err(PasskeyError::SecondFactorProofRequired)
             }
+            // The ceremony was still unused (its delete comes first), so this is another binding.
             Err(StoreError::Conflict(Conflict::PasskeyCredential)) => {
-                // Bound by a concurrent registration since the check above.
                 match self.store.passkey_by_credential_id(&credential_id).await? {
                     Some(bound) => Err(self.binding_refused(app, user, &bound, ceremony.id).await?),
                     None => Err(PasskeyError::FactorAlreadyBound),

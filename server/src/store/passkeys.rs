@@ -148,6 +148,14 @@ pub(super) const PURGE_EXPIRED_REGISTRATIONS: &str =
 pub(super) const INSERT_PASSKEY: &str = "INSERT INTO passkeys (id, user_id, credential_id, name, static_state, dynamic_state, transports, aaguid, backup_eligible, backed_up, sign_count, created_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
+/// Sets one column of an active passkey of the user (rename, revoke), returning the row.
+pub(super) fn set_active_passkey_column(column: &str) -> String {
+    format!(
+        "UPDATE passkeys SET {column} = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+         RETURNING {PASSKEY_COLUMNS}"
+    )
+}
+
 pub(super) const INSERT_SIGN_IN: &str =
     "INSERT INTO passkey_sign_ins (challenge_id, server_state) VALUES ($1, $2)";
 

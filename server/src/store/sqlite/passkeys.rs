@@ -14,9 +14,9 @@ use crate::ids::{ChallengeId, PasskeyId, RegistrationId, UserId};
 use crate::store::challenges::{CHALLENGE_COLUMNS, challenge_from_row, may_become};
 use crate::store::passkeys::{
     COUNT_FAILED_ASSERTION, DELETE_REGISTRATION, HAS_ANY_FACTOR, INSERT_PASSKEY, INSERT_REGISTRATION,
-    INSERT_SIGN_IN, INSERT_USER_HANDLE, NOTIFY_DEVICES, PASSKEY_BY_CREDENTIAL_ID, PASSKEY_COLUMNS,
-    PASSKEYS_OF_USER, PURGE_EXPIRED_REGISTRATIONS, REGISTRATION_BY_ID, SIGN_IN, USE_PASSKEY, USER_HANDLE,
-    passkey_from_row, registration_from_row, sign_in_from_row,
+    INSERT_SIGN_IN, INSERT_USER_HANDLE, NOTIFY_DEVICES, PASSKEY_BY_CREDENTIAL_ID, PASSKEYS_OF_USER,
+    PURGE_EXPIRED_REGISTRATIONS, REGISTRATION_BY_ID, SIGN_IN, USE_PASSKEY, USER_HANDLE, passkey_from_row,
+    registration_from_row, set_active_passkey_column, sign_in_from_row,
 };
 use crate::store::{
     ChallengeRecord, Conflict, PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore, Precondition,
@@ -124,21 +124,7 @@ impl PasskeyStore for SqliteStore {
         name: &str,
         audit: AuditEvent,
     ) -> Result<PasskeyRecord, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE passkeys SET name = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
-             RETURNING {PASSKEY_COLUMNS}"
-        )))
-        .bind(id.0.to_string())
-        .bind(user.0.to_string())
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let renamed = passkey_from_row(&row)?;
-        self.append_audit(&mut tx, &audit).await?;
-        self.commit(tx).await?;
-        Ok(renamed)
+        self.update_active_passkey(user, id, ("name", name.to_owned()), audit).await
     }
 
     async fn purge_expired_registrations(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
@@ -254,21 +240,35 @@ impl PasskeyStore for SqliteStore {
         at: OffsetDateTime,
         audit: AuditEvent,
     ) -> Result<PasskeyRecord, StoreError> {
+        self.update_active_passkey(user, id, ("revoked_at", unix_micros(at)), audit).await
+    }
+}
+
+impl SqliteStore {
+    /// Sets `column` of an active passkey of the user, with its audit event; `NotFound` if
+    /// there is none with that id.
+    async fn update_active_passkey<V>(
+        &self,
+        user: UserId,
+        id: PasskeyId,
+        (column, value): (&str, V),
+        audit: AuditEvent,
+    ) -> Result<PasskeyRecord, StoreError>
+    where
+        V: for<'q> sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + Send,
+    {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE passkeys SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
-             RETURNING {PASSKEY_COLUMNS}"
-        )))
-        .bind(id.0.to_string())
-        .bind(user.0.to_string())
-        .bind(unix_micros(at))
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let revoked = passkey_from_row(&row)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(set_active_passkey_column(column)))
+            .bind(id.0.to_string())
+            .bind(user.0.to_string())
+            .bind(value)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let changed = passkey_from_row(&row)?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
-        Ok(revoked)
+        Ok(changed)
     }
 }
 
