@@ -59,7 +59,11 @@ impl PasskeyService {
     ) -> Result<BegunSignIn, PasskeyError> {
         let context =
             clean_context(context, &app.name).map_err(|e| PasskeyError::InvalidInput(e.to_string()))?;
-        let user = self.user(username).await.map_err(|_| PasskeyError::NoPasskey)?;
+        // Unknown users answer like users without a passkey: no enumeration.
+        let user = match self.user(username).await {
+            Err(PasskeyError::UserNotFound) => return Err(PasskeyError::NoPasskey),
+            other => other?,
+        };
         let passkeys = self.store.passkeys_for_user(user.id).await?;
         let mut allowed = AllowedCredentials::with_capacity(passkeys.len());
         for descriptor in passkeys.iter().filter_map(descriptor) {
@@ -169,6 +173,10 @@ impl PasskeyService {
         match verified {
             Ok(dynamic) => self.approve(app, &challenge, &passkey, dynamic, now).await,
             Err(AuthCeremonyErr::SignatureCounter) => {
+                // A second assertion for a challenge another one has just answered carries an
+                // older counter: it is over, not a clone. Anything else is a second key.
+                let current = self.store.challenge_by_id(id).await?.ok_or(PasskeyError::ChallengeNotFound)?;
+                check_pending(&current, now)?;
                 Err(self.possible_clone(app, &challenge, &passkey).await?)
             }
             Err(error) => {
