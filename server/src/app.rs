@@ -22,10 +22,12 @@ use crate::devices::service::{DeviceService, DeviceSettings};
 use crate::factors::service::FactorService;
 use crate::fatigue::service::FatigueService;
 use crate::http::{ApiError, Code, ErrorBody};
+use crate::passkeys::model::WebauthnSettings;
+use crate::passkeys::service::{PasskeyService, SignInSettings};
 use crate::secrets::MasterKey;
 use crate::store::{Store, UserStore};
 use crate::users::service::UserService;
-use crate::{api_keys, challenges, devices, factors, fatigue, middleware, users};
+use crate::{api_keys, challenges, devices, factors, fatigue, middleware, passkeys, users};
 
 /// Everything a handler may need; cheap to clone. Handlers call the services; the store is
 /// here for the edge (the API-key extractor, readiness, metrics) and the background tasks.
@@ -39,6 +41,7 @@ pub struct AppState {
     pub challenges: Arc<ChallengeService>,
     pub factors: Arc<FactorService>,
     pub fatigue: Arc<FatigueService>,
+    pub passkeys: Arc<PasskeyService>,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
         master: Arc<MasterKey>,
         device_settings: DeviceSettings,
         challenge_settings: ChallengeSettings,
+        webauthn: Arc<WebauthnSettings>,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, ServerKeyError> {
         let server_key =
@@ -65,6 +69,7 @@ impl AppState {
             Arc::clone(&clock),
             challenge_settings.policy.clone(),
         ));
+        let sign_in = SignInSettings { ttl: challenge_settings.ttl, waiters: Arc::new(Default::default()) };
         let challenges = Arc::new(ChallengeService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -75,7 +80,10 @@ impl AppState {
         let user_store: Arc<dyn UserStore> = Arc::<dyn Store>::clone(&store);
         let users = Arc::new(UserService::new(user_store, Arc::clone(&clock)));
         let factors = Arc::new(FactorService::new(Arc::clone(&store), Arc::clone(&clock)));
-        Ok(Self { store, clock, metrics, users, devices, challenges, factors, fatigue })
+        let sign_in = SignInSettings { waiters: Arc::clone(&challenges.waiters), ..sign_in };
+        let passkeys =
+            Arc::new(PasskeyService::new(Arc::clone(&store), Arc::clone(&clock), webauthn, sign_in));
+        Ok(Self { store, clock, metrics, users, devices, challenges, factors, fatigue, passkeys })
     }
 }
 
@@ -135,7 +143,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(devices::http::routes())
         .merge(challenges::http::routes())
         .merge(factors::http::routes())
-        .merge(fatigue::http::routes());
+        .merge(fatigue::http::routes())
+        .merge(passkeys::http::routes());
     crate::openapi::SharedErrorResponses.modify(router.get_openapi_mut());
     router
 }

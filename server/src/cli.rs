@@ -211,7 +211,7 @@ async fn serve(settings: Settings, log_format: Option<LogFormat>) -> anyhow::Res
         push: Arc::new(settings.push.build()?),
         alert_webhook: settings.alerts.webhook()?,
     };
-    let application = Application::build(deps, AppSettings::from_settings(&settings, public_url)).await?;
+    let application = Application::build(deps, AppSettings::from_settings(&settings, public_url)?).await?;
     tracing::info!(database = %store::redact_url(settings.database_url.expose_secret()), "listening on http://{address}");
     application.run_until_stopped(listener, shutdown_signal()).await?;
     tracing::info!("stopped");

@@ -57,6 +57,10 @@ pub struct Config {
     /// Push providers (`[push.apns]`, `[push.fcm]`); without them phones pull.
     #[serde(default)]
     pub push: crate::push::PushConfig,
+    /// The WebAuthn relying party (`[webauthn] rp_id`, `origins`, `allowed_aaguids`); by default
+    /// the public URL's host and origin (`localhost` for a loopback address).
+    #[serde(default)]
+    pub webauthn: crate::passkeys::model::WebauthnConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -377,6 +381,12 @@ impl Config {
                 });
             }
         };
+        // Checked now against the public URL (or the loopback address it will be derived from),
+        // resolved again at start-up once the bound port is known.
+        let url_for_check =
+            public_url.as_ref().map_or_else(|| format!("http://{listen}"), |u| u.as_str().to_owned());
+        crate::passkeys::model::WebauthnSettings::resolve(&self.webauthn, &url_for_check)
+            .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         Ok(Settings {
             listen,
             log_format: self.log_format,
@@ -398,6 +408,7 @@ impl Config {
             alerts: self.alerts,
             number_digits: self.challenges.number_digits,
             enrollment_ttl: time::Duration::seconds(self.devices.enrollment_ttl_secs as i64),
+            webauthn: self.webauthn,
         })
     }
 }
@@ -427,6 +438,7 @@ pub struct Settings {
     pub push: crate::push::PushConfig,
     pub fatigue: crate::fatigue::model::Policy,
     pub alerts: crate::alerts::AlertsConfig,
+    pub webauthn: crate::passkeys::model::WebauthnConfig,
 }
 
 impl Settings {

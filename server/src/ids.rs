@@ -48,3 +48,11 @@ uuid_id!(
     /// A number-matching challenge.
     ChallengeId
 );
+uuid_id!(
+    /// A registered passkey or security key (not its WebAuthn credential id).
+    PasskeyId
+);
+uuid_id!(
+    /// A passkey registration ceremony in flight.
+    RegistrationId
+);

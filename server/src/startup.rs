@@ -21,9 +21,10 @@ use crate::app::{AppState, HttpLimits, build_app};
 use crate::challenges::service::ChallengeSettings;
 use crate::challenges::worker::Worker;
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::devices::server_key::ServerKeyError;
 use crate::devices::service::DeviceSettings;
+use crate::passkeys::model::WebauthnSettings;
 use crate::push::PushSender;
 use crate::secrets::MasterKey;
 use crate::skew::SkewError;
@@ -52,6 +53,8 @@ pub struct Dependencies {
 pub struct AppSettings {
     pub devices: DeviceSettings,
     pub challenges: ChallengeSettings,
+    /// The WebAuthn relying party (RP ID, origins, allowed authenticators).
+    pub webauthn: Arc<WebauthnSettings>,
     pub limits: HttpLimits,
     /// How long in-flight requests may run on after the shutdown signal.
     pub shutdown_grace: Duration,
@@ -60,9 +63,12 @@ pub struct AppSettings {
 
 impl AppSettings {
     /// What `serve` runs: the configured settings, every background task; phones reach
-    /// `public_url` (the configured one, or the address actually bound).
-    pub fn from_settings(settings: &Settings, public_url: ServerUrl) -> Self {
-        Self {
+    /// `public_url` (the configured one, or the address actually bound), which the WebAuthn
+    /// relying party defaults to.
+    pub fn from_settings(settings: &Settings, public_url: ServerUrl) -> Result<Self, ConfigError> {
+        let webauthn = WebauthnSettings::resolve(&settings.webauthn, public_url.as_str())
+            .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
+        Ok(Self {
             devices: DeviceSettings {
                 public_url,
                 max_clock_skew_secs: settings.max_clock_skew_secs,
@@ -76,13 +82,14 @@ impl AppSettings {
                 max_clock_skew: settings.database_clock_skew,
                 ..ChallengeSettings::default()
             },
+            webauthn: Arc::new(webauthn),
             limits: HttpLimits {
                 body_limit_bytes: settings.body_limit_bytes,
                 request_timeout: settings.request_timeout,
             },
             shutdown_grace: settings.shutdown_grace,
             tasks: BackgroundTasks::ALL,
-        }
+        })
     }
 }
 
@@ -160,8 +167,16 @@ impl Application {
     /// assembles the router.
     pub async fn build(deps: Dependencies, settings: AppSettings) -> Result<Self, StartupError> {
         let Dependencies { store, clock, master, metrics, push, alert_webhook } = deps;
-        let state =
-            AppState::new(store, clock, master, settings.devices, settings.challenges, metrics).await?;
+        let state = AppState::new(
+            store,
+            clock,
+            master,
+            settings.devices,
+            settings.challenges,
+            settings.webauthn,
+            metrics,
+        )
+        .await?;
         let tasks = start_tasks(&state, settings.tasks, push, alert_webhook).await?;
         let router = build_app(state.clone(), settings.limits);
         Ok(Self { router, state, shutdown_grace: settings.shutdown_grace, _tasks: tasks })

@@ -168,12 +168,17 @@ async fn openapi_documents_every_v1_route() {
         "/v1/users/{username}/devices",
         "/v1/users/{username}/devices/{device_id}",
         "/v1/users/{username}/factors",
+        "/v1/users/{username}/passkeys",
+        "/v1/users/{username}/passkeys/registrations",
+        "/v1/users/{username}/passkeys/registrations/{id}",
+        "/v1/users/{username}/passkeys/{passkey_id}",
         "/v1/users/{username}/timeline",
         "/v1/users/{username}/unfreeze",
         "/v1/challenges",
         "/v1/challenges/{id}",
         "/v1/challenges/{id}/redeem",
         "/v1/challenges/{id}/cancel",
+        "/v1/challenges/{id}/webauthn",
         "/v1/fatigue/users",
     ];
     assert_eq!(paths.len(), expected.len(), "every /v1 route is documented, and nothing else: {paths:?}");

@@ -100,6 +100,16 @@ pub enum Action {
     PossibleClone,
     /// An enrollment that would add a device was refused (no proof, or an unusable approval).
     EnrollmentRefused,
+    /// A passkey registration ceremony began.
+    PasskeyRegistrationStarted,
+    PasskeyRegistered,
+    /// A passkey registration was refused: no proof, an unusable approval, or a response that
+    /// does not verify (wrong origin or RP, no user verification, a disallowed authenticator).
+    PasskeyRegistrationRefused,
+    PasskeyRenamed,
+    PasskeyRevoked,
+    /// An assertion for a passkey sign-in was refused (it counts against the sign-in's budget).
+    PasskeyAssertionRefused,
 }
 
 impl Action {
@@ -121,6 +131,12 @@ impl Action {
             Action::PushUnfrozen => "fatigue.unfrozen",
             Action::PossibleClone => "device.possible_clone",
             Action::EnrollmentRefused => "enrollment.refused",
+            Action::PasskeyRegistrationStarted => "passkey.registration_started",
+            Action::PasskeyRegistered => "passkey.registered",
+            Action::PasskeyRegistrationRefused => "passkey.registration_refused",
+            Action::PasskeyRenamed => "passkey.renamed",
+            Action::PasskeyRevoked => "passkey.revoked",
+            Action::PasskeyAssertionRefused => "passkey.assertion_refused",
             Action::ChallengeRedeemRefused => "challenge.redeem_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;

@@ -96,14 +96,35 @@ pub struct CreateChallengeRequest {
     pub username: String,
     #[serde(default)]
     pub context: ChallengeContext,
+    /// `push` (number matching on the phone, the default) or `passkey` (WebAuthn in the
+    /// browser: no number, no push, never held by push lockouts).
+    #[serde(default)]
+    pub factor: Factor,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Factor {
+    #[default]
+    Push,
+    Passkey,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedChallengeView {
     pub id: ChallengeId,
-    /// Show this on the login screen. It is never sent to the phone, never logged.
-    pub number: String,
+    pub factor: Factor,
+    /// Push: show this on the login screen. It is never sent to the phone, never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+    /// Push: how many digits the number has (0 for a passkey challenge).
     pub number_digits: i16,
+    /// Passkey: `PublicKeyCredentialRequestOptionsJSON` (WebAuthn Level 3) for
+    /// `PublicKeyCredential.parseRequestOptionsFromJSON()` and `navigator.credentials.get()`;
+    /// post the assertion to `/v1/challenges/{id}/webauthn`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub webauthn: Option<serde_json::Value>,
     pub state: String,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -144,18 +165,19 @@ impl From<ChallengeRecord> for ChallengeView {
     }
 }
 
-/// Auth: app API key, scope `challenges:write`. Starts a number-matching challenge.
+/// Auth: app API key, scope `challenges:write`. Starts a number-matching (push) or passkey
+/// challenge.
 #[utoipa::path(
     post,
     path = "/v1/challenges",
     tag = "challenges",
     security(("api_key" = ["challenges:write"])),
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "Retry safely: same key + same body → same challenge. 1-128 visible ASCII characters")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "Retry safely: same key + same body → same challenge. 1-128 visible ASCII characters. Push only: a passkey challenge sends nothing, so a retry just makes another")),
     request_body = CreateChallengeRequest,
     responses(
-        (status = 201, description = "Created; show `number` on the login screen", body = CreatedChallengeView),
-        (status = 409, description = "No enrolled device (also for unknown users)", body = ErrorBody),
-        (status = 422, description = "Invalid context, or Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 201, description = "Created; push: show `number` on the login screen; passkey: hand `webauthn` to the browser", body = CreatedChallengeView),
+        (status = 409, description = "`no_enrolled_device` (push) or `no_passkey` (passkey), also for unknown users", body = ErrorBody),
+        (status = 422, description = "Invalid context, or Idempotency-Key reused with another body (push; a passkey challenge ignores the key)", body = ErrorBody),
         (status = 423, description = "`push_frozen` or `push_locked`: push is held for this user; use a stronger factor", body = ErrorBody),
         (status = 429, description = "`source_rate_limited` or `push_rate_limited`; see `Retry-After`", body = ErrorBody),
     )
@@ -172,15 +194,28 @@ async fn create_challenge(
         }
         None => None,
     };
-    let created = state.challenges.create(&app, &body.username, body.context, key).await?;
+    let (record, number, webauthn) = match body.factor {
+        Factor::Push => {
+            let created = state.challenges.create(&app, &body.username, body.context, key).await?;
+            (created.record, Some(created.number), None)
+        }
+        // A passkey challenge sends nothing and spends no budget: a retry simply makes another
+        // (an Idempotency-Key is not needed, and not kept).
+        Factor::Passkey => {
+            let begun = state.passkeys.begin_sign_in(&app, &body.username, body.context).await?;
+            (begun.record, None, Some(begun.options))
+        }
+    };
     Ok((
         StatusCode::CREATED,
         Json(CreatedChallengeView {
-            id: created.record.id,
-            number: created.number,
-            number_digits: created.record.number_digits,
-            state: created.record.state.as_str().to_owned(),
-            expires_at: created.record.expires_at,
+            id: record.id,
+            factor: body.factor,
+            number,
+            number_digits: record.number_digits,
+            webauthn,
+            state: record.state.as_str().to_owned(),
+            expires_at: record.expires_at,
         }),
     ))
 }

@@ -611,7 +611,12 @@ impl ChallengeService {
         device: &DeviceRecord,
     ) -> Result<PendingChallenges, ChallengeError> {
         let pending = self.store.pending_challenges(device.user_id, self.clock.now()).await?;
-        let challenges = pending.iter().map(|c| self.signed_details(c, device)).collect::<Result<_, _>>()?;
+        // Passkey sign-ins are answered in the browser, never on a phone.
+        let challenges = pending
+            .iter()
+            .filter(|c| c.is_push())
+            .map(|c| self.signed_details(c, device))
+            .collect::<Result<_, _>>()?;
         Ok(PendingChallenges { challenges })
     }
 
@@ -625,7 +630,7 @@ impl ChallengeService {
             .store
             .challenge_by_id(id)
             .await?
-            .filter(|c| c.user_id == device.user_id)
+            .filter(|c| c.user_id == device.user_id && c.is_push())
             .ok_or(ChallengeError::ChallengeNotFound)?;
         let challenge = self.expire_if_due(challenge).await?;
         match challenge.state {
@@ -677,8 +682,10 @@ impl ChallengeService {
             return Err(refuse(None, RefusalReason::UnknownDevice, ChallengeError::SignatureInvalid));
         };
         // Another user's challenge looks like no challenge at all.
-        let challenge =
-            challenge.filter(|c| c.user_id == device.user_id).ok_or(ChallengeError::ChallengeNotFound)?;
+        // A passkey sign-in is not a phone's to answer: it looks like no challenge at all.
+        let challenge = challenge
+            .filter(|c| c.user_id == device.user_id && c.is_push())
+            .ok_or(ChallengeError::ChallengeNotFound)?;
         let path_id = countersign_mobile_protocol::ChallengeId::new(id.to_string())?;
         let nonce = Nonce::from_bytes(&challenge.server_nonce)?;
         let answer = response.check_binding(&path_id, &nonce)?;
@@ -822,14 +829,17 @@ fn expired_event(challenge: &ChallengeRecord, now: OffsetDateTime) -> AuditEvent
 }
 
 /// Validated, display-safe context (the phone shows it; it is signed as display text).
-struct CleanContext {
-    ip: String,
-    user_agent: String,
-    app_name: String,
-    location: Option<String>,
+pub(crate) struct CleanContext {
+    pub(crate) ip: String,
+    pub(crate) user_agent: String,
+    pub(crate) app_name: String,
+    pub(crate) location: Option<String>,
 }
 
-fn clean_context(context: ChallengeContext, app_name: &str) -> Result<CleanContext, ChallengeError> {
+pub(crate) fn clean_context(
+    context: ChallengeContext,
+    app_name: &str,
+) -> Result<CleanContext, ChallengeError> {
     let ip = match context.ip {
         Some(ip) => ip
             .parse::<std::net::IpAddr>()

@@ -53,6 +53,9 @@ impl Worker {
                 if let Err(error) = expiry.store.purge_expired_nonces(expiry.clock.now()).await {
                     tracing::warn!(%error, "purging request nonces failed");
                 }
+                if let Err(error) = expiry.store.purge_expired_registrations(expiry.clock.now()).await {
+                    tracing::warn!(%error, "purging expired passkey registrations failed");
+                }
                 tokio::time::sleep(StdDuration::from_secs(1)).await;
             }
         });

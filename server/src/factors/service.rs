@@ -1,4 +1,5 @@
-//! Reads what the factors model needs: the user, their devices, their push standing.
+//! Reads what the factors model needs: the user, their devices, their push standing, their
+//! passkeys.
 
 use std::sync::Arc;
 
@@ -25,13 +26,17 @@ impl FactorService {
             Some(name) => self.store.prompt_target(name, 0).await?,
             None => None,
         };
+        let passkeys = match &target {
+            Some(target) => self.store.passkeys_for_user(target.user.id).await?,
+            None => Vec::new(),
+        };
+        let passkeys = u32::try_from(passkeys.iter().filter(|p| p.is_active()).count()).unwrap_or(u32::MAX);
         let with_device = target.filter(|t| t.devices.iter().any(DeviceRecord::is_active));
         let push = match with_device {
             Some(target) => Some(self.store.push_state(target.user.id).await?),
             None => None,
         };
-        // Passkeys cannot be registered yet: there are none to count.
-        let enrolled = Enrolled { push: push.as_ref(), passkeys: 0 };
+        let enrolled = Enrolled { push: push.as_ref(), passkeys };
         let username = normalized.unwrap_or_else(|| username.to_owned());
         Ok(model::factors(username, enrolled, self.clock.now()))
     }

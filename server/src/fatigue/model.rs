@@ -276,6 +276,28 @@ pub fn unfreeze(state: PushState) -> PushState {
     PushState { last_wrong_number_at: state.last_wrong_number_at, ..PushState::default() }
 }
 
+/// A successful passkey sign-in: the user proved the stronger factor. It resets the failure
+/// streak and ends an attack incident, and lifts a wrong-number or denial freeze (timed, or
+/// waiting for a stronger factor); a "not me" quarantine and a hard lock stay (admin only).
+pub fn after_passkey_sign_in(state: PushState) -> PushState {
+    let mut next = PushState {
+        consecutive_failures: 0,
+        freezes: 0,
+        unanswered: 0,
+        refused_prompts: 0,
+        under_attack_since: None,
+        last_refused_at: None,
+        ..state
+    };
+    if !next.needs_admin_review && !next.hard_locked {
+        next.frozen_until = None;
+        next.needs_strong_factor = false;
+        next.last_wrong_number_at = None;
+        next.reason = None;
+    }
+    next
+}
+
 /// Why a new challenge was refused for the user's sake (fatigue defence).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -392,6 +414,27 @@ mod tests {
 
     fn run(events: &[PushEvent]) -> PushState {
         events.iter().fold(PushState::default(), |s, e| apply(s, *e, T0, &Policy::default()))
+    }
+
+    #[test]
+    fn a_passkey_sign_in_lifts_freezes_but_never_a_quarantine_or_a_lock() {
+        let policy = Policy::default();
+        let twice_wrong = run(&[PushEvent::WrongNumber, PushEvent::WrongNumber]);
+        assert!(matches!(availability(&twice_wrong, T0), Availability::Frozen { until: None, .. }));
+        assert_eq!(availability(&after_passkey_sign_in(twice_wrong), T0), Availability::Available);
+        let denied = run(&[PushEvent::Denied, PushEvent::Denied, PushEvent::Denied]);
+        let lifted = after_passkey_sign_in(denied);
+        assert_eq!((availability(&lifted, T0), lifted.consecutive_failures), (Availability::Available, 0));
+        let reported = apply(denied_twice(), PushEvent::Reported, T0, &policy);
+        let still = after_passkey_sign_in(reported);
+        assert!(still.needs_admin_review && matches!(availability(&still, T0), Availability::Frozen { .. }));
+        assert_eq!(still.consecutive_failures, 0, "the streak resets all the same");
+        let locked = PushState { hard_locked: true, ..PushState::default() };
+        assert_eq!(availability(&after_passkey_sign_in(locked), T0), Availability::HardLocked);
+    }
+
+    fn denied_twice() -> PushState {
+        run(&[PushEvent::Denied, PushEvent::Denied])
     }
 
     #[test]

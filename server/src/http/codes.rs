@@ -69,6 +69,37 @@ codes! {
     EnrollmentNotFound = "enrollment_not_found" => NOT_FOUND;
     EnrollmentGone = "enrollment_gone" => GONE;
     DeviceNotFound = "device_not_found" => NOT_FOUND;
+    /// A key, push token or passkey credential is bound to another user (or, for a
+    /// credential, was registered once already): factor sharing.
+    FactorAlreadyBound = "factor_already_bound" => CONFLICT;
+
+    // Passkeys (WebAuthn). A credential that does not verify is refused (403) whatever the
+    // reason; a body of the wrong shape is `invalid_request` (422) like any other.
+    RegistrationNotFound = "registration_not_found" => NOT_FOUND;
+    RegistrationExpired = "registration_expired" => GONE;
+    PasskeyNotFound = "passkey_not_found" => NOT_FOUND;
+    /// The credential's contents do not decode (base64url, CBOR, client data JSON).
+    WebauthnResponseInvalid = "webauthn_response_invalid" => FORBIDDEN;
+    ClientDataTooLarge = "client_data_too_large" => PAYLOAD_TOO_LARGE;
+    /// The browser reports an origin this server does not accept.
+    WebauthnOriginMismatch = "webauthn_origin_mismatch" => FORBIDDEN;
+    /// The authenticator data names another relying party (RP ID hash).
+    WebauthnRpIdMismatch = "webauthn_rp_id_mismatch" => FORBIDDEN;
+    /// The authenticator did not verify the user (UV flag missing).
+    WebauthnUserNotVerified = "webauthn_user_not_verified" => FORBIDDEN;
+    /// The response answers another ceremony's challenge.
+    WebauthnChallengeMismatch = "webauthn_challenge_mismatch" => FORBIDDEN;
+    WebauthnSignatureInvalid = "webauthn_signature_invalid" => FORBIDDEN;
+    /// The response breaks another rule of the ceremony.
+    WebauthnResponseRejected = "webauthn_response_rejected" => FORBIDDEN;
+    /// The credential is not an active passkey of the challenge's user.
+    WebauthnUnknownCredential = "webauthn_unknown_credential" => FORBIDDEN;
+    /// The signature counter did not rise: a cloned authenticator (audited, alerted).
+    WebauthnCounterNotIncreasing = "webauthn_counter_not_increasing" => FORBIDDEN;
+    /// A passkey sign-in for a user without an active passkey (or an unknown user).
+    NoPasskey = "no_passkey" => CONFLICT;
+    /// `[webauthn] allowed_aaguids` does not list this authenticator model.
+    AuthenticatorNotAllowed = "authenticator_not_allowed" => FORBIDDEN;
 
     // Challenges and the fatigue defence.
     IdempotencyKeyReused = "idempotency_key_reused" => UNPROCESSABLE_ENTITY;
@@ -83,6 +114,7 @@ codes! {
     ChallengeNotApproved = "challenge_not_approved" => CONFLICT;
     ApprovalStale = "approval_stale" => CONFLICT;
     ChallengeNotPending = "challenge_not_pending" => CONFLICT;
+    ChallengeExpired = "challenge_expired" => GONE;
 
     // The server.
     /// A fault: opaque to the client, logged with its cause.

@@ -18,6 +18,7 @@ pub struct ChallengeRecord {
     pub state: ChallengeState,
     pub number_tag: Vec<u8>,
     pub number_sealed: Vec<u8>,
+    /// 2-6 for a push challenge; 0 for a passkey sign-in, which has no number and no push.
     pub number_digits: i16,
     pub server_nonce: Vec<u8>,
     pub app_name: String,
@@ -35,6 +36,17 @@ pub struct ChallengeRecord {
     /// The client network the prompt came from (for spray detection).
     pub source_prefix: Option<String>,
 }
+
+impl ChallengeRecord {
+    /// A number-matching push prompt (not a passkey sign-in): only these move the push ladder,
+    /// count against the push budget, supersede each other, and reach phones.
+    pub fn is_push(&self) -> bool {
+        self.number_digits > 0
+    }
+}
+
+/// `… AND PUSH_ONLY`: the rows of push prompts (see [`ChallengeRecord::is_push`]).
+pub(super) const PUSH_ONLY: &str = "number_digits > 0";
 
 /// Whom a new prompt is for: the user, their active devices, their recent number tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +142,13 @@ pub(super) const RECENT_NUMBER_TAGS: &str =
 pub(super) static RECENT_CHALLENGES: Sql = Sql::new(|| {
     format!(
         "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2"
+    )
+});
+
+pub(super) static INSERT_CHALLENGE: Sql = Sql::new(|| {
+    format!(
+        "INSERT INTO challenges ({CHALLENGE_COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
     )
 });
 

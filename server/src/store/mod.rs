@@ -5,7 +5,9 @@
 //! [`UserStore`] (`users.rs`), [`AppStore`] (`apps.rs`), [`DeviceStore`] (`devices.rs`:
 //! enrollments, devices, request nonces, notices, the server key), [`ChallengeStore`]
 //! (`challenges.rs`), [`FatigueStore`] (`fatigue.rs`: push standing, refused prompts, signals),
-//! [`AuditStore`] (`audit.rs`), [`AlertStore`] (`alerts.rs`) and [`PushOutbox`] (`outbox.rs`).
+//! [`AuditStore`] (`audit.rs`), [`AlertStore`] (`alerts.rs`), [`PushOutbox`] (`outbox.rs`) and
+//! [`PasskeyStore`] (`passkeys.rs`: user handles, passkeys, registration ceremonies, passkey
+//! sign-ins).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
 //!
@@ -27,6 +29,7 @@ mod codec;
 mod devices;
 mod fatigue;
 mod outbox;
+mod passkeys;
 mod pg_pool;
 pub mod postgres;
 pub mod sqlite;
@@ -51,6 +54,9 @@ pub use devices::{
 };
 pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
 pub use outbox::{PushJob, PushJobResult, PushOutbox};
+pub use passkeys::{
+    PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore, RegistrationCeremony, RegistrationProof,
+};
 pub use users::{UserRecord, UserStore};
 
 /// Which database engine a store runs on.
@@ -82,6 +88,8 @@ pub enum Conflict {
     SecondDevice,
     /// The app already used this idempotency key.
     IdempotencyKey,
+    /// The WebAuthn credential id is already bound to a passkey (of any user).
+    PasskeyCredential,
 }
 
 pub use crate::fatigue::model::Refusal;
@@ -143,6 +151,7 @@ pub trait Store:
     + AuditStore
     + AlertStore
     + PushOutbox
+    + PasskeyStore
     + Send
     + Sync
     + fmt::Debug
@@ -232,6 +241,7 @@ fn map_unique_violation(error: sqlx::Error) -> StoreError {
         ("devices_public_key_key", "devices.public_key", Conflict::DeviceKey),
         ("devices_push_token_active_key", "devices.push_token", Conflict::PushToken),
         ("challenges_idempotency_key", "challenges.idempotency_key", Conflict::IdempotencyKey),
+        ("passkeys_credential_id_key", "passkeys.credential_id", Conflict::PasskeyCredential),
     ];
     if let sqlx::Error::Database(db) = &error
         && db.is_unique_violation()

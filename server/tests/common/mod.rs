@@ -25,6 +25,7 @@ use countersign::audit::Actor;
 use countersign::challenges::service::ChallengeSettings;
 use countersign::clock::{Clock, ManualClock};
 use countersign::devices::service::DeviceSettings;
+use countersign::passkeys::model::{WebauthnConfig, WebauthnSettings};
 use countersign::push::PushSender;
 use countersign::secrets::MasterKey;
 use countersign::startup::{AppSettings, Application, BackgroundTasks, Dependencies};
@@ -61,7 +62,10 @@ fn test_settings(limits: HttpLimits, challenges: ChallengeSettings, tasks: Backg
         enrollment_ttl: time::Duration::minutes(10),
         refusal_limits: Default::default(),
     };
-    AppSettings { devices, challenges, limits, shutdown_grace: std::time::Duration::ZERO, tasks }
+    // The RP defaults from the public URL: `localhost`, origin `http://localhost:8080`.
+    let webauthn = WebauthnSettings::resolve(&WebauthnConfig::default(), PUBLIC_URL).unwrap();
+    let webauthn = Arc::new(webauthn);
+    AppSettings { devices, challenges, webauthn, limits, shutdown_grace: std::time::Duration::ZERO, tasks }
 }
 
 /// A throwaway database whose clock (PostgreSQL) starts where the app's does.
@@ -103,6 +107,15 @@ impl TestApp {
     ) -> Self {
         let (db, start) = fresh_database(engine).await;
         let settings = test_settings(limits, challenge_settings, BackgroundTasks::NONE);
+        Self::on_database(db, start, true, settings, no_push()).await
+    }
+
+    /// An app on `engine` whose WebAuthn relying party is configured as `[webauthn]` says.
+    pub async fn with_webauthn(engine: Engine, webauthn: WebauthnConfig) -> Self {
+        let (db, start) = fresh_database(engine).await;
+        let mut settings =
+            test_settings(HttpLimits::default(), ChallengeSettings::default(), BackgroundTasks::NONE);
+        settings.webauthn = Arc::new(WebauthnSettings::resolve(&webauthn, PUBLIC_URL).unwrap());
         Self::on_database(db, start, true, settings, no_push()).await
     }
 

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::PgStore;
 use super::fatigue::{Lock, read_standing};
 use super::statements::{
-    EventArrays, bind_audit, bind_ladder, count_escalation, create_statement, decide_statement,
+    EventArrays, PgQuery, bind_audit, bind_ladder, count_escalation, create_statement, decide_statement,
     transition_statement,
 };
 use crate::audit::AuditEvent;
@@ -16,12 +16,12 @@ use crate::challenges::model::ChallengeState;
 use crate::fatigue::model::{Policy, PromptContext, ladder_move};
 use crate::ids::{AppId, ChallengeId, DeviceId, UserId};
 use crate::store::audit::{PendingRow, pending_row};
-use crate::store::challenges::CHALLENGE_COLUMNS;
 use crate::store::challenges::challenge_from_row;
 use crate::store::challenges::may_become;
 use crate::store::challenges::{
     CHALLENGE_BY_ID, CHALLENGE_BY_IDEMPOTENCY_KEY, DEVICE_REVOKED_AT, RECENT_CHALLENGES, RECENT_NUMBER_TAGS,
 };
+use crate::store::challenges::{CHALLENGE_COLUMNS, PUSH_ONLY};
 use crate::store::devices::device_from_prefixed;
 use crate::store::devices::prefixed_device_columns;
 use crate::store::fatigue::PUSH_STATE_COLUMNS;
@@ -32,16 +32,43 @@ use crate::store::{
     Precondition, PromptTarget, StoreError, UserRecord, map_unique_violation,
 };
 
+/// Binds a challenge's columns, in `CHALLENGE_COLUMNS` order, as `$1`-`$21`.
+pub(super) fn bind_challenge<'q>(query: PgQuery<'q>, c: &ChallengeRecord) -> PgQuery<'q> {
+    query
+        .bind(c.id.0)
+        .bind(c.app_id.0)
+        .bind(c.user_id.0)
+        .bind(c.state.as_str())
+        .bind(c.number_tag.clone())
+        .bind(c.number_sealed.clone())
+        .bind(c.number_digits)
+        .bind(c.server_nonce.clone())
+        .bind(c.app_name.clone())
+        .bind(c.ip.clone())
+        .bind(c.user_agent.clone())
+        .bind(c.location.clone())
+        .bind(c.created_at)
+        .bind(c.expires_at)
+        .bind(c.decided_at)
+        .bind(c.decided_by_device.map(|d| d.0))
+        .bind(c.redeemed_at)
+        .bind(c.idempotency_key.clone())
+        .bind(c.request_hash.clone())
+        .bind(c.is_silent)
+        .bind(c.source_prefix.clone())
+}
+
 impl PgStore {
     /// Ends a pending challenge without an answer — `expired` once due by the database clock, or
     /// `cancelled` by its app — under the user's lock, moving their ladder (both count as
-    /// unanswered); `None` if the challenge is no longer pending (or not due, or not the app's).
+    /// unanswered; a passkey sign-in, `is_push` false, leaves the ladder alone); `None` if the
+    /// challenge is no longer pending (or not due, or not the app's).
     #[allow(clippy::too_many_arguments)]
     async fn end_pending(
         &self,
         tx: &mut PgConnection,
         id: ChallengeId,
-        user: UserId,
+        (user, is_push): (UserId, bool),
         end: ChallengeTransition,
         now: OffsetDateTime,
         audit: &PendingRow,
@@ -68,7 +95,7 @@ impl PgStore {
                 3,
             ),
         };
-        let step = ladder_move(&state, to, now, policy);
+        let step = if is_push { ladder_move(&state, to, now, policy) } else { None };
         let sql = transition_statement(
             "",
             &update,
@@ -168,13 +195,13 @@ impl ChallengeStore for PgStore {
         for _ in 0..STANDING_RETRIES {
             let sql = format!(
                 "SELECT {PUSH_STATE_COLUMNS}, version,
-                        ARRAY(SELECT created_at FROM challenges WHERE user_id = $1 AND created_at > $2) AS recent,
+                        ARRAY(SELECT created_at FROM challenges WHERE user_id = $1 AND created_at > $2 AND {PUSH_ONLY}) AS recent,
                         CASE WHEN $3::text IS NULL THEN NULL
                              ELSE (SELECT COUNT(DISTINCT user_id) FROM challenges
                                    WHERE source_prefix = $3 AND created_at > $4 AND user_id <> $1) END AS source_users,
-                        ARRAY(SELECT id FROM challenges WHERE user_id = $1 AND state = 'pending') AS pending,
+                        ARRAY(SELECT id FROM challenges WHERE user_id = $1 AND state = 'pending' AND {PUSH_ONLY}) AS pending,
                         (SELECT COUNT(*) FROM challenges
-                         WHERE user_id = $1 AND created_at > $5 AND NOT is_silent) AS audible_today
+                         WHERE user_id = $1 AND created_at > $5 AND NOT is_silent AND {PUSH_ONLY}) AS audible_today
                  FROM user_push_state WHERE user_id = $1"
             );
             let gate = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -234,28 +261,7 @@ impl ChallengeStore for PgStore {
             for (id, event) in &old_events {
                 events.push(*id, event)?;
             }
-            let query = sqlx::query(sqlx::AssertSqlSafe(create_statement()))
-                .bind(record.id.0)
-                .bind(record.app_id.0)
-                .bind(record.user_id.0)
-                .bind(record.state.as_str())
-                .bind(record.number_tag.clone())
-                .bind(record.number_sealed.clone())
-                .bind(record.number_digits)
-                .bind(record.server_nonce.clone())
-                .bind(record.app_name.clone())
-                .bind(record.ip.clone())
-                .bind(record.user_agent.clone())
-                .bind(record.location.clone())
-                .bind(record.created_at)
-                .bind(record.expires_at)
-                .bind(record.decided_at)
-                .bind(record.decided_by_device.map(|d| d.0))
-                .bind(record.redeemed_at)
-                .bind(record.idempotency_key.clone())
-                .bind(record.request_hash.clone())
-                .bind(record.is_silent)
-                .bind(record.source_prefix.clone())
+            let query = bind_challenge(sqlx::query(sqlx::AssertSqlSafe(create_statement())), &record)
                 .bind(version)
                 .bind(old_events.iter().map(|(id, _)| *id).collect::<Vec<_>>())
                 .bind(jobs);
@@ -390,15 +396,16 @@ impl ChallengeStore for PgStore {
         let ChallengeTransition::Redeem { app_id, window } = transition else {
             // Expiry and cancellation move the user's ladder (unanswered prompts): they take
             // the user's lock like a device answer.
-            let user: Uuid = sqlx::query_scalar("SELECT user_id FROM challenges WHERE id = $1")
-                .bind(id.0)
-                .fetch_optional(&mut *self.conn().await?)
-                .await?
-                .ok_or(StoreError::NotFound)?;
+            let (user, digits): (Uuid, i16) =
+                sqlx::query_as("SELECT user_id, number_digits FROM challenges WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_optional(&mut *self.conn().await?)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
             let mut conn = self.conn().await?;
             let mut tx = conn.begin().await?;
-            let ended =
-                self.end_pending(&mut tx, id, UserId(user), transition, now, &pending, policy).await?;
+            let owner = (UserId(user), digits > 0);
+            let ended = self.end_pending(&mut tx, id, owner, transition, now, &pending, policy).await?;
             self.commit(tx).await?;
             return ended.ok_or(StoreError::NotFound);
         };
@@ -459,7 +466,7 @@ impl ChallengeStore for PgStore {
                 .end_pending(
                     &mut tx,
                     before.id,
-                    before.user_id,
+                    (before.user_id, before.is_push()),
                     ChallengeTransition::Expire,
                     now,
                     &pending,

@@ -25,6 +25,32 @@ use crate::store::{
     StoreError, StoredPush, map_unique_violation,
 };
 
+/// Moves an approval offered as proof `approved → redeemed` by compare-and-set, if it is the
+/// user's, from the app, and decided within its window (fresh by the database clock, like a
+/// redeem); `NotFound` otherwise. Used by every operation that adds a factor on the user's
+/// approval, so one approval adds one.
+pub(super) async fn consume_approval(
+    conn: &mut PgConnection,
+    approval: &ApprovalProof,
+) -> Result<(), StoreError> {
+    let consumed = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE challenges SET state = 'redeemed', redeemed_at = now()
+         WHERE id = $1 AND app_id = $2 AND user_id = $3 AND {}
+           AND decided_at > now() - $4::bigint * interval '1 microsecond'",
+        may_become(ChallengeState::Redeemed)
+    )))
+    .bind(approval.challenge.0)
+    .bind(approval.app_id.0)
+    .bind(approval.user.0)
+    .bind(approval.window.whole_microseconds() as i64)
+    .execute(&mut *conn)
+    .await?;
+    if consumed.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl DeviceStore for PgStore {
     async fn create_enrollment(
@@ -49,22 +75,7 @@ impl DeviceStore for PgStore {
     ) -> Result<EnrollmentRecord, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        // Fresh by the database clock, like a redeem.
-        let consumed = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE challenges SET state = 'redeemed', redeemed_at = now()
-             WHERE id = $1 AND app_id = $2 AND user_id = $3 AND {}
-               AND decided_at > now() - $4::bigint * interval '1 microsecond'",
-            may_become(ChallengeState::Redeemed)
-        )))
-        .bind(approval.challenge.0)
-        .bind(approval.app_id.0)
-        .bind(approval.user.0)
-        .bind(approval.window.whole_microseconds() as i64)
-        .execute(&mut *tx)
-        .await?;
-        if consumed.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        consume_approval(&mut tx, &approval).await?;
         self.append_audit(&mut tx, &redeemed).await?;
         insert_enrollment(&mut tx, &e).await?;
         self.append_audit(&mut tx, &audit).await?;

@@ -7,6 +7,7 @@ mod challenges;
 mod devices;
 mod fatigue;
 mod outbox;
+mod passkeys;
 mod statements;
 mod users;
 

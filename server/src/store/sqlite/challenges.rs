@@ -4,22 +4,48 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::SqliteStore;
-use super::fatigue::{load_push_state, record_outcome};
+use super::fatigue::{SqliteQuery, load_push_state, record_outcome};
 use crate::audit::AuditEvent;
 use crate::challenges::model::ChallengeState;
 use crate::clock::{from_unix_micros, unix_micros};
 use crate::fatigue::model::{Policy, PromptContext};
 use crate::ids::{AppId, ChallengeId, DeviceId, UserId};
-use crate::store::challenges::CHALLENGE_COLUMNS;
 use crate::store::challenges::challenge_from_row;
 use crate::store::challenges::may_become;
 use crate::store::challenges::{
     CHALLENGE_BY_ID, CHALLENGE_BY_IDEMPOTENCY_KEY, DEVICE_REVOKED_AT, RECENT_CHALLENGES, RECENT_NUMBER_TAGS,
 };
+use crate::store::challenges::{CHALLENGE_COLUMNS, INSERT_CHALLENGE, PUSH_ONLY};
 use crate::store::{
     ChallengeEvent, ChallengeRecord, ChallengeStore, ChallengeTransition, DeviceDecision, DeviceRecord,
     DeviceStore, Precondition, PromptTarget, StoreError, UserStore, map_unique_violation,
 };
+
+/// The INSERT of a challenge row, bound (push prompts and passkey sign-ins alike).
+pub(super) fn insert_challenge(c: &ChallengeRecord) -> SqliteQuery<'_> {
+    sqlx::query(INSERT_CHALLENGE.as_str())
+        .bind(c.id.0.to_string())
+        .bind(c.app_id.0.to_string())
+        .bind(c.user_id.0.to_string())
+        .bind(c.state.as_str())
+        .bind(&c.number_tag)
+        .bind(&c.number_sealed)
+        .bind(c.number_digits)
+        .bind(&c.server_nonce)
+        .bind(&c.app_name)
+        .bind(&c.ip)
+        .bind(&c.user_agent)
+        .bind(&c.location)
+        .bind(unix_micros(c.created_at))
+        .bind(unix_micros(c.expires_at))
+        .bind(c.decided_at.map(unix_micros))
+        .bind(c.decided_by_device.map(|d| d.0.to_string()))
+        .bind(c.redeemed_at.map(unix_micros))
+        .bind(&c.idempotency_key)
+        .bind(&c.request_hash)
+        .bind(c.is_silent)
+        .bind(&c.source_prefix)
+}
 
 #[async_trait]
 impl ChallengeStore for SqliteStore {
@@ -51,12 +77,13 @@ impl ChallengeStore for SqliteStore {
     ) -> Result<ChallengeRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         let state = load_push_state(&mut tx, c.user_id).await?;
-        let recent: Vec<i64> =
-            sqlx::query_scalar("SELECT created_at FROM challenges WHERE user_id = ?1 AND created_at > ?2")
-                .bind(c.user_id.0.to_string())
-                .bind(unix_micros(c.created_at - policy.budget_window))
-                .fetch_all(&mut *tx)
-                .await?;
+        let recent: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT created_at FROM challenges WHERE user_id = ?1 AND created_at > ?2 AND {PUSH_ONLY}"
+        )))
+        .bind(c.user_id.0.to_string())
+        .bind(unix_micros(c.created_at - policy.budget_window))
+        .fetch_all(&mut *tx)
+        .await?;
         let recent: Vec<OffsetDateTime> = recent.into_iter().filter_map(from_unix_micros).collect();
         let source_users: Option<u32> = match &c.source_prefix {
             Some(prefix) => {
@@ -73,10 +100,10 @@ impl ChallengeStore for SqliteStore {
             }
             None => None,
         };
-        let counts: (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM challenges WHERE user_id = ?1 AND state = 'pending'),
-                    (SELECT COUNT(*) FROM challenges WHERE user_id = ?1 AND created_at > ?2 AND NOT is_silent)",
-        )
+        let counts: (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT (SELECT COUNT(*) FROM challenges WHERE user_id = ?1 AND state = 'pending' AND {PUSH_ONLY}),
+                    (SELECT COUNT(*) FROM challenges WHERE user_id = ?1 AND created_at > ?2 AND NOT is_silent AND {PUSH_ONLY})"
+        )))
         .bind(c.user_id.0.to_string())
         .bind(unix_micros(c.created_at - time::Duration::DAY))
         .fetch_one(&mut *tx)
@@ -97,7 +124,7 @@ impl ChallengeStore for SqliteStore {
         let push_devices: &[DeviceId] = if is_silent { &[] } else { push_devices };
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE challenges SET state = 'cancelled', decided_at = ?2
-             WHERE user_id = ?1 AND {} RETURNING {CHALLENGE_COLUMNS}",
+             WHERE user_id = ?1 AND {} AND {PUSH_ONLY} RETURNING {CHALLENGE_COLUMNS}",
             may_become(ChallengeState::Cancelled)
         ));
         let cancelled = sqlx::query(sql)
@@ -111,35 +138,7 @@ impl ChallengeStore for SqliteStore {
             record_outcome(&mut tx, old.user_id, old.state, c.created_at, policy).await?;
             self.append_audit(&mut tx, &superseded(&old)).await?;
         }
-        let sql = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO challenges ({CHALLENGE_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
-        ));
-        sqlx::query(sql)
-            .bind(c.id.0.to_string())
-            .bind(c.app_id.0.to_string())
-            .bind(c.user_id.0.to_string())
-            .bind(c.state.as_str())
-            .bind(&c.number_tag)
-            .bind(&c.number_sealed)
-            .bind(c.number_digits)
-            .bind(&c.server_nonce)
-            .bind(&c.app_name)
-            .bind(&c.ip)
-            .bind(&c.user_agent)
-            .bind(&c.location)
-            .bind(unix_micros(c.created_at))
-            .bind(unix_micros(c.expires_at))
-            .bind(c.decided_at.map(unix_micros))
-            .bind(c.decided_by_device.map(|d| d.0.to_string()))
-            .bind(c.redeemed_at.map(unix_micros))
-            .bind(&c.idempotency_key)
-            .bind(&c.request_hash)
-            .bind(c.is_silent)
-            .bind(&c.source_prefix)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_unique_violation)?;
+        insert_challenge(&c).execute(&mut *tx).await.map_err(map_unique_violation)?;
         for device in push_devices {
             sqlx::query(
                 "INSERT INTO push_outbox (challenge_id, device_id, state, next_attempt_at, updated_at)
@@ -306,7 +305,9 @@ impl ChallengeStore for SqliteStore {
         };
         let row = query.fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound)?;
         let challenge = challenge_from_row(&row)?;
-        record_outcome(&mut tx, challenge.user_id, challenge.state, now, policy).await?;
+        if challenge.is_push() {
+            record_outcome(&mut tx, challenge.user_id, challenge.state, now, policy).await?;
+        }
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(challenge)
@@ -331,7 +332,9 @@ impl ChallengeStore for SqliteStore {
         let mut expired = Vec::with_capacity(rows.len());
         for row in &rows {
             let challenge = challenge_from_row(row)?;
-            record_outcome(&mut tx, challenge.user_id, challenge.state, now, policy).await?;
+            if challenge.is_push() {
+                record_outcome(&mut tx, challenge.user_id, challenge.state, now, policy).await?;
+            }
             self.append_audit(&mut tx, &event(&challenge)).await?;
             expired.push(challenge);
         }

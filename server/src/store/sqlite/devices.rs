@@ -26,6 +26,32 @@ use crate::store::{
     StoreError, StoredPush, map_unique_violation,
 };
 
+/// Moves an approval offered as proof `approved → redeemed` by compare-and-set, if it is the
+/// user's, from the app, and decided within its window before `at`; `NotFound` otherwise. Used
+/// by every operation that adds a factor on the user's approval, so one approval adds one.
+pub(super) async fn consume_approval(
+    conn: &mut SqliteConnection,
+    approval: &ApprovalProof,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let consumed = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE challenges SET state = 'redeemed', redeemed_at = ?2
+         WHERE id = ?1 AND app_id = ?3 AND user_id = ?4 AND {} AND decided_at > ?5",
+        may_become(ChallengeState::Redeemed)
+    )))
+    .bind(approval.challenge.0.to_string())
+    .bind(unix_micros(at))
+    .bind(approval.app_id.0.to_string())
+    .bind(approval.user.0.to_string())
+    .bind(unix_micros(at - approval.window))
+    .execute(&mut *conn)
+    .await?;
+    if consumed.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl DeviceStore for SqliteStore {
     async fn create_enrollment(
@@ -48,21 +74,7 @@ impl DeviceStore for SqliteStore {
         audit: AuditEvent,
     ) -> Result<EnrollmentRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        let consumed = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE challenges SET state = 'redeemed', redeemed_at = ?2
-             WHERE id = ?1 AND app_id = ?3 AND user_id = ?4 AND {} AND decided_at > ?5",
-            may_become(ChallengeState::Redeemed)
-        )))
-        .bind(approval.challenge.0.to_string())
-        .bind(unix_micros(e.created_at))
-        .bind(approval.app_id.0.to_string())
-        .bind(approval.user.0.to_string())
-        .bind(unix_micros(e.created_at - approval.window))
-        .execute(&mut *tx)
-        .await?;
-        if consumed.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        consume_approval(&mut tx, &approval, e.created_at).await?;
         self.append_audit(&mut tx, &redeemed).await?;
         insert_enrollment(&mut tx, &e).await?;
         self.append_audit(&mut tx, &audit).await?;

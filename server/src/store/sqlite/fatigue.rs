@@ -68,7 +68,7 @@ fn bind_standing<'q>(query: SqliteQuery<'q>, state: &'q PushState, now: OffsetDa
         .bind(state.last_refused_at.map(unix_micros))
 }
 
-type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+pub(super) type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
 /// Moves the user's ladder for a challenge that reached `to` (no-op for neutral states).
 pub(super) async fn record_outcome(

@@ -11,6 +11,7 @@ mod challenges;
 mod devices;
 mod fatigue;
 mod outbox;
+mod passkeys;
 mod users;
 
 use std::str::FromStr;

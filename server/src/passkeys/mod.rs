@@ -1,0 +1,7 @@
+//! Passkeys and security keys (WebAuthn): registration over REST, listing, renaming, revoking,
+//! and sign-in as a challenge (`"factor": "passkey"`).
+
+pub mod http;
+pub mod model;
+pub mod service;
+pub mod sign_in;

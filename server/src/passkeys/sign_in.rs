@@ -1,0 +1,397 @@
+//! Passkey sign-in as a challenge: `POST /v1/challenges` with `"factor": "passkey"` creates a
+//! challenge with WebAuthn request options instead of a number (no push), and the browser's
+//! assertion (`POST /v1/challenges/{id}/webauthn`) approves it by compare-and-set; the app then
+//! redeems it once like any challenge.
+//!
+//! A passkey sign-in never waits on push lockouts, and a successful one lifts a wrong-number or
+//! denial freeze (never a "not me" quarantine or a hard lock). Refused assertions are audited
+//! and have their own budget; a signature counter that does not rise denies the sign-in and
+//! raises `possible_clone`.
+
+use std::num::NonZeroU32;
+
+use ring::rand::SecureRandom;
+use serde_json::json;
+use time::OffsetDateTime;
+use webauthn_rp::bin::{Decode, Encode};
+use webauthn_rp::request::auth::{
+    AllowedCredentials, AuthenticationVerificationOptions, NonDiscoverableCredentialRequestOptions,
+    SignatureCounterEnforcement,
+};
+use webauthn_rp::request::{BackupReq, Credentials, UserVerificationRequirement};
+use webauthn_rp::response::CredentialId;
+use webauthn_rp::response::auth::error::AuthCeremonyErr;
+use webauthn_rp::response::register::{CompressedPubKey, DynamicState, StaticState};
+use webauthn_rp::{
+    AuthenticatedCredential, NonDiscoverableAuthentication64, NonDiscoverableAuthenticationServerState,
+};
+
+use super::model::{self, MAX_CLIENT_DATA_LEN, MAX_FAILED_ASSERTIONS, Rejection};
+use super::service::{PasskeyError, PasskeyService, descriptor, infallible};
+use crate::api_keys::service::AuthenticatedApp;
+use crate::audit::{Action, Actor, AuditEvent, Subject};
+use crate::challenges::model::ChallengeState;
+use crate::challenges::service::{ChallengeContext, clean_context};
+use crate::fault::InternalError;
+use crate::ids::ChallengeId;
+use crate::store::{
+    ChallengeRecord, PasskeyAssertion, PasskeyRecord, PasskeySignIn, Precondition, StoreError,
+};
+
+/// A stored public key as `webauthn_rp` decodes it.
+type StoredKey = CompressedPubKey<[u8; 32], [u8; 32], [u8; 48], Vec<u8>>;
+
+/// A created passkey sign-in and the options for `parseRequestOptionsFromJSON()`.
+#[derive(Debug)]
+pub struct BegunSignIn {
+    pub record: ChallengeRecord,
+    pub options: serde_json::Value,
+}
+
+impl PasskeyService {
+    /// `POST /v1/challenges` with `"factor": "passkey"`. Unknown users and users without an
+    /// active passkey get the same answer. No push is sent and push standing is not consulted.
+    pub async fn begin_sign_in(
+        &self,
+        app: &AuthenticatedApp,
+        username: &str,
+        context: ChallengeContext,
+    ) -> Result<BegunSignIn, PasskeyError> {
+        let context =
+            clean_context(context, &app.name).map_err(|e| PasskeyError::InvalidInput(e.to_string()))?;
+        // Unknown users answer like users without a passkey: no enumeration.
+        let user = match self.user(username).await {
+            Err(PasskeyError::UserNotFound) => return Err(PasskeyError::NoPasskey),
+            other => other?,
+        };
+        let passkeys = self.store.passkeys_for_user(user.id).await?;
+        let mut allowed = AllowedCredentials::with_capacity(passkeys.len());
+        for descriptor in passkeys.iter().filter_map(descriptor) {
+            allowed.push(descriptor.into());
+        }
+        let mut options =
+            NonDiscoverableCredentialRequestOptions::second_factor(&self.settings.rp_id, allowed)
+                .map_err(|_| PasskeyError::NoPasskey)?;
+        let ttl = self.sign_in.ttl;
+        options.options().user_verification = UserVerificationRequirement::Required;
+        let millis = u32::try_from(ttl.whole_milliseconds()).ok().and_then(NonZeroU32::new);
+        options.options().timeout =
+            millis.ok_or_else(|| InternalError::new("the challenge TTL is out of range"))?;
+        let (server, client) =
+            options.start_ceremony().map_err(|e| InternalError::caused_by("starting a sign-in", e))?;
+        let options = serde_json::to_value(&client)
+            .map_err(|e| InternalError::caused_by("writing request options", e))?;
+        let state = server.encode().map_err(|e| InternalError::caused_by("encoding a sign-in", e))?;
+        let now = self.clock.now();
+        let id = ChallengeId::random();
+        let mut nonce = [0u8; 32];
+        crate::challenges::model::rng()
+            .fill(&mut nonce)
+            .map_err(|_| InternalError::new("the system random number generator failed"))?;
+        let record = ChallengeRecord {
+            id,
+            app_id: app.id,
+            user_id: user.id,
+            state: ChallengeState::Pending,
+            number_tag: Vec::new(),
+            number_sealed: Vec::new(),
+            number_digits: 0,
+            server_nonce: nonce.to_vec(),
+            app_name: context.app_name,
+            ip: context.ip,
+            user_agent: context.user_agent,
+            location: context.location,
+            created_at: now,
+            expires_at: now + ttl,
+            decided_at: None,
+            decided_by_device: None,
+            redeemed_at: None,
+            idempotency_key: None,
+            request_hash: None,
+            // Nothing is pushed: no phone is notified.
+            is_silent: true,
+            source_prefix: None,
+        };
+        let event = AuditEvent::new(
+            now,
+            app.actor(),
+            Action::Challenge(ChallengeState::Pending),
+            Subject::User(user.id),
+        )
+        .with_details(json!({
+            "challenge_id": id,
+            "factor": "passkey",
+            "username": user.username,
+            "ip": record.ip,
+            "user_agent": record.user_agent,
+            "app_name": record.app_name,
+            "location": record.location,
+            "passkeys": passkeys.iter().filter(|p| p.is_active()).count(),
+        }));
+        let record = self.store.create_passkey_challenge(record, &state, event).await?;
+        metrics::counter!("countersign_challenges_created_total").increment(1);
+        Ok(BegunSignIn { record, options })
+    }
+
+    /// `POST /v1/challenges/{id}/webauthn` with the assertion (`credential.toJSON()`).
+    pub async fn complete_sign_in(
+        &self,
+        app: &AuthenticatedApp,
+        id: ChallengeId,
+        credential: &serde_json::Value,
+    ) -> Result<ChallengeRecord, PasskeyError> {
+        let challenge = self
+            .store
+            .challenge_by_id(id)
+            .await?
+            .filter(|c| c.app_id == app.id && !c.is_push())
+            .ok_or(PasskeyError::ChallengeNotFound)?;
+        let now = self.clock.now();
+        check_pending(&challenge, now)?;
+        let sign_in = self
+            .store
+            .passkey_sign_in(id)
+            .await?
+            .ok_or_else(|| InternalError::new("a passkey challenge has no WebAuthn request"))?;
+        let bytes =
+            serde_json::to_vec(credential).map_err(|e| PasskeyError::ResponseInvalid(e.to_string()))?;
+        let assertion = NonDiscoverableAuthentication64::from_json_relaxed(&bytes)
+            .map_err(|e| PasskeyError::ResponseInvalid(e.to_string()))?;
+        if assertion.response().client_data_json().len() > MAX_CLIENT_DATA_LEN {
+            return Err(PasskeyError::ClientDataTooLarge);
+        }
+        let raw_id = assertion.raw_id();
+        let passkey = match self.store.passkey_by_credential_id(raw_id.as_ref()).await? {
+            Some(passkey) if passkey.is_active() && passkey.user_id == challenge.user_id => passkey,
+            other => {
+                let details = json!({ "credential_owner": other.map(|p| p.user_id) });
+                self.refuse_assertion(app, &challenge, &sign_in, "unknown_credential", details).await?;
+                return Err(PasskeyError::UnknownCredential);
+            }
+        };
+        let verified = self.verify(&challenge, &sign_in, &assertion, &passkey).await?;
+        match verified {
+            Ok(dynamic) => self.approve(app, &challenge, &passkey, dynamic, now).await,
+            Err(AuthCeremonyErr::SignatureCounter) => {
+                // A second assertion for a challenge another one has just answered carries an
+                // older counter: it is over, not a clone. Anything else is a second key.
+                let current = self.store.challenge_by_id(id).await?.ok_or(PasskeyError::ChallengeNotFound)?;
+                check_pending(&current, now)?;
+                Err(self.possible_clone(app, &challenge, &passkey).await?)
+            }
+            Err(error) => {
+                let rejection = Rejection::of_authentication(&error);
+                let details = json!({ "rejection": rejection.as_str(), "cause": error.to_string(), "passkey_id": passkey.id });
+                self.refuse_assertion(app, &challenge, &sign_in, "credential_rejected", details).await?;
+                Err(PasskeyError::Rejected { rejection, message: error.to_string() })
+            }
+        }
+    }
+
+    /// Verifies the assertion against the stored request and passkey: the passkey's new
+    /// dynamic state, or why not.
+    async fn verify(
+        &self,
+        challenge: &ChallengeRecord,
+        sign_in: &PasskeySignIn,
+        assertion: &NonDiscoverableAuthentication64,
+        passkey: &PasskeyRecord,
+    ) -> Result<Result<DynamicState, AuthCeremonyErr>, PasskeyError> {
+        let corrupt = || InternalError::new("stored passkey data does not decode");
+        let handle = self.user_handle_of(challenge.user_id).await?;
+        let static_state =
+            StaticState::<StoredKey>::decode(passkey.static_state.as_slice()).map_err(|_| corrupt())?;
+        let dynamic: [u8; 7] = passkey.dynamic_state.as_slice().try_into().map_err(|_| corrupt())?;
+        let dynamic = DynamicState::decode(dynamic).map_err(|_| corrupt())?;
+        let credential_id =
+            CredentialId::<&[u8]>::decode(passkey.credential_id.as_slice()).map_err(|_| corrupt())?;
+        let mut credential = AuthenticatedCredential::new(credential_id, &handle, static_state, dynamic)
+            .map_err(|e| InternalError::caused_by("loading a passkey", e))?;
+        let server = NonDiscoverableAuthenticationServerState::decode(sign_in.server_state.as_slice())
+            .map_err(|e| InternalError::caused_by("decoding a stored sign-in", e))?;
+        let options = AuthenticationVerificationOptions::<'_, '_, String, String> {
+            allowed_origins: &self.settings.origins,
+            // Synced passkeys may start or stop being backed up; the flags are stored as seen.
+            backup_requirement: Some(BackupReq::None),
+            update_uv: true,
+            sig_counter_enforcement: SignatureCounterEnforcement::Fail,
+            ..AuthenticationVerificationOptions::default()
+        };
+        Ok(server
+            .verify(&self.settings.rp_id, assertion, &mut credential, &options)
+            .map(|_| credential.dynamic_state()))
+    }
+
+    /// Applies a verified assertion: the challenge becomes approved (once, whatever races it),
+    /// the passkey's counter and flags are kept, and push standing is relieved.
+    async fn approve(
+        &self,
+        app: &AuthenticatedApp,
+        challenge: &ChallengeRecord,
+        passkey: &PasskeyRecord,
+        dynamic: DynamicState,
+        now: OffsetDateTime,
+    ) -> Result<ChallengeRecord, PasskeyError> {
+        let (_, backed_up) = model::backup_flags(dynamic.backup);
+        let assertion = PasskeyAssertion {
+            challenge: challenge.id,
+            user: challenge.user_id,
+            passkey: passkey.id,
+            previous_sign_count: passkey.sign_count,
+            sign_count: i64::from(dynamic.sign_count),
+            dynamic_state: infallible(dynamic.encode()).to_vec(),
+            backed_up,
+        };
+        let event = AuditEvent::new(
+            now,
+            app.actor(),
+            Action::Challenge(ChallengeState::Approved),
+            Subject::User(challenge.user_id),
+        )
+        .with_details(json!({
+            "challenge_id": challenge.id,
+            "factor": "passkey",
+            "passkey_id": passkey.id,
+            "sign_count": dynamic.sign_count,
+            "seconds_to_decide": (now - challenge.created_at).as_seconds_f64(),
+            "ip": challenge.ip,
+            "user_agent": challenge.user_agent,
+            "app_name": challenge.app_name,
+        }));
+        match self.store.approve_with_passkey(&assertion, now, event).await {
+            Ok(approved) => {
+                self.sign_in.waiters.decided(&approved);
+                metrics::counter!("countersign_challenge_decisions_total", "outcome" => "approved")
+                    .increment(1);
+                self.relieve_push(app, challenge, now).await?;
+                Ok(approved)
+            }
+            Err(StoreError::PreconditionFailed(Precondition::ChallengeNotPending)) => {
+                let current =
+                    self.store.challenge_by_id(challenge.id).await?.ok_or(PasskeyError::ChallengeNotFound)?;
+                check_pending(&current, now)?;
+                Err(PasskeyError::ChallengeExpired)
+            }
+            // The passkey answered another sign-in meanwhile: this assertion's counter is spent.
+            Err(StoreError::PreconditionFailed(Precondition::CounterNotIncreasing)) => {
+                Err(PasskeyError::CounterNotIncreasing)
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// A passkey sign-in proves the stronger factor: lift a wrong-number or denial freeze and
+    /// reset the failure streak (audited when it changes anything).
+    async fn relieve_push(
+        &self,
+        app: &AuthenticatedApp,
+        challenge: &ChallengeRecord,
+        now: OffsetDateTime,
+    ) -> Result<(), PasskeyError> {
+        let before = self.store.push_state(challenge.user_id).await?;
+        if crate::fatigue::model::after_passkey_sign_in(before.clone()) == before {
+            return Ok(());
+        }
+        let change = |state: &crate::fatigue::model::PushState| {
+            let event =
+                AuditEvent::new(now, app.actor(), Action::PushUnfrozen, Subject::User(challenge.user_id))
+                    .with_details(json!({
+                        "by": "passkey_sign_in",
+                        "challenge_id": challenge.id,
+                        "was": { "failures": state.consecutive_failures, "reason": state.reason },
+                    }));
+            (crate::fatigue::model::after_passkey_sign_in(state.clone()), event)
+        };
+        self.store.change_push_state(challenge.user_id, now, &change).await?;
+        Ok(())
+    }
+
+    /// Audits a refused assertion and counts it against the sign-in's budget; the sign-in is
+    /// denied once the budget is spent.
+    async fn refuse_assertion(
+        &self,
+        app: &AuthenticatedApp,
+        challenge: &ChallengeRecord,
+        sign_in: &PasskeySignIn,
+        reason: &str,
+        mut details: serde_json::Value,
+    ) -> Result<(), PasskeyError> {
+        if let Some(map) = details.as_object_mut() {
+            map.insert("challenge_id".into(), json!(challenge.id));
+            map.insert("reason".into(), json!(reason));
+            map.insert("failed_assertions".into(), json!(sign_in.failed_assertions + 1));
+        }
+        let now = self.clock.now();
+        let event = AuditEvent::new(
+            now,
+            app.actor(),
+            Action::PasskeyAssertionRefused,
+            Subject::User(challenge.user_id),
+        )
+        .with_details(details);
+        let failed = self.store.count_failed_assertion(challenge.id, event).await?;
+        if failed >= MAX_FAILED_ASSERTIONS {
+            self.deny(app.actor(), challenge, "too_many_failed_assertions").await?;
+        }
+        Ok(())
+    }
+
+    /// A correctly signed assertion whose counter did not rise: a second copy of the key. The
+    /// sign-in is denied, audited and alerted as `possible_clone`.
+    async fn possible_clone(
+        &self,
+        app: &AuthenticatedApp,
+        challenge: &ChallengeRecord,
+        passkey: &PasskeyRecord,
+    ) -> Result<PasskeyError, PasskeyError> {
+        let now = self.clock.now();
+        self.deny(app.actor(), challenge, "possible_clone").await?;
+        let details = json!({
+            "factor": "passkey",
+            "passkey_id": passkey.id,
+            "challenge_id": challenge.id,
+            "last_accepted_counter": passkey.sign_count,
+        });
+        let event =
+            AuditEvent::new(now, app.actor(), Action::PossibleClone, Subject::User(challenge.user_id))
+                .with_details(details.clone());
+        let subject = Subject::User(challenge.user_id);
+        self.store.record_signal(event, ("possible_clone", &subject, &details.to_string()), now).await?;
+        metrics::counter!("countersign_possible_clones_total").increment(1);
+        Ok(PasskeyError::CounterNotIncreasing)
+    }
+
+    async fn deny(
+        &self,
+        actor: Actor,
+        challenge: &ChallengeRecord,
+        reason: &str,
+    ) -> Result<(), PasskeyError> {
+        let now = self.clock.now();
+        let event = AuditEvent::new(
+            now,
+            actor,
+            Action::Challenge(ChallengeState::Denied),
+            Subject::User(challenge.user_id),
+        )
+        .with_details(json!({ "challenge_id": challenge.id, "factor": "passkey", "reason": reason }));
+        match self.store.deny_passkey_challenge(challenge.id, now, event).await {
+            Ok(denied) => {
+                self.sign_in.waiters.decided(&denied);
+                Ok(())
+            }
+            // Decided meanwhile (approved by a concurrent assertion, or expired): nothing to deny.
+            Err(StoreError::NotFound) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+/// A sign-in can be answered only while pending and unexpired.
+fn check_pending(challenge: &ChallengeRecord, now: OffsetDateTime) -> Result<(), PasskeyError> {
+    match challenge.state {
+        ChallengeState::Pending if challenge.expires_at > now => Ok(()),
+        ChallengeState::Pending | ChallengeState::Expired => Err(PasskeyError::ChallengeExpired),
+        other => Err(PasskeyError::ChallengeNotPending(other)),
+    }
+}
