@@ -28,6 +28,7 @@ use webauthn_rp::{
 
 use super::model::{self, MAX_CLIENT_DATA_LEN, MAX_FAILED_ASSERTIONS, Rejection};
 use super::service::{PasskeyError, PasskeyService, descriptor, infallible};
+use crate::alerts::AlertKind;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
@@ -356,7 +357,9 @@ impl PasskeyService {
             AuditEvent::new(now, app.actor(), Action::PossibleClone, Subject::User(challenge.user_id))
                 .with_details(details.clone());
         let subject = Subject::User(challenge.user_id);
-        self.store.record_signal(event, ("possible_clone", &subject, &details.to_string()), now).await?;
+        self.store
+            .record_signal(event, (AlertKind::PossibleClone, &subject, &details.to_string()), now)
+            .await?;
         metrics::counter!("countersign_possible_clones_total").increment(1);
         Ok(PasskeyError::CounterNotIncreasing)
     }
