@@ -88,6 +88,9 @@ pub struct TimelineEntry {
     /// Absent for prompts refused before a challenge existed (`throttled`).
     pub challenge_id: Option<String>,
     pub state: String,
+    /// `push` (a number-matching prompt) or `passkey` (a WebAuthn sign-in, never a prompt on a
+    /// phone: it neither counts as a failure before a push approval nor gets push flags).
+    pub factor: &'static str,
     pub app_name: String,
     pub ip: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -141,6 +144,9 @@ fn flagged_challenges(newest_first: &[ChallengeRecord]) -> Vec<TimelineEntry> {
                 .map(|d| (d - c.created_at).as_seconds_f64());
             let mut flags = Vec::new();
             match c.state {
+                // A passkey sign-in resets the streak, as it does on the ladder.
+                ChallengeState::Approved | ChallengeState::Redeemed if !c.is_push() => failures_before = 0,
+                _ if !c.is_push() => {}
                 ChallengeState::Approved | ChallengeState::Redeemed => {
                     if failures_before > 0 {
                         flags.push(format!("approved_after_failures:{failures_before}"));
@@ -159,6 +165,7 @@ fn flagged_challenges(newest_first: &[ChallengeRecord]) -> Vec<TimelineEntry> {
             TimelineEntry {
                 challenge_id: Some(c.id.to_string()),
                 state: c.state.as_str().into(),
+                factor: if c.is_push() { "push" } else { "passkey" },
                 app_name: c.app_name.clone(),
                 ip: c.ip.clone(),
                 created_at: c.created_at,
@@ -179,6 +186,7 @@ fn refused_prompt(event: &StoredEvent) -> Option<TimelineEntry> {
     Some(TimelineEntry {
         challenge_id: None,
         state: "throttled".into(),
+        factor: "push",
         app_name: details["app_name"].as_str().unwrap_or_default().to_owned(),
         ip: details["ip"].as_str().unwrap_or_default().to_owned(),
         created_at: at,
@@ -247,6 +255,43 @@ mod tests {
             [&[], &["approved_after_failures:1"], &[], &["approved_after_failures:3"], &[], &[], &[], &[]];
         assert_eq!(flags, expected, "newest first; a cancel is no failure, an approval resets the count");
         assert_eq!(prompts[0].seconds_to_decide, Some(9.0));
+    }
+
+    fn passkey(minute: i64, state: ChallengeState, decided_after: Duration) -> ChallengeRecord {
+        ChallengeRecord { number_digits: 0, ..challenge(minute, state, decided_after) }
+    }
+
+    #[test]
+    fn passkey_sign_ins_are_marked_and_are_no_push_failures() {
+        use ChallengeState::*;
+        let (slow, instant) = (Duration::seconds(9), Duration::milliseconds(300));
+        let prompts = timeline_of(
+            vec![
+                challenge(0, Denied, slow),
+                passkey(1, Expired, slow),
+                passkey(2, Denied, slow),
+                challenge(3, Approved, slow),
+                challenge(4, DeniedWrongNumber, slow),
+                passkey(5, Approved, instant),
+                challenge(6, Approved, slow),
+            ],
+            &[],
+        );
+        let seen: Vec<(&str, Vec<&str>)> =
+            prompts.iter().map(|p| (p.factor, p.flags.iter().map(String::as_str).collect())).collect();
+        let expected = vec![
+            ("push", vec![]),
+            ("passkey", vec![]),
+            ("push", vec![]),
+            ("push", vec!["approved_after_failures:1"]),
+            ("passkey", vec![]),
+            ("passkey", vec![]),
+            ("push", vec![]),
+        ];
+        assert_eq!(
+            seen, expected,
+            "newest first: a passkey sign-in resets the streak, a failed one adds nothing"
+        );
     }
 
     #[test]
