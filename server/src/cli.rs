@@ -55,6 +55,31 @@ enum Command {
     /// Issue enrollments (activation codes for phones) as the operator.
     #[command(subcommand)]
     Enrollments(EnrollmentsCommand),
+    /// Manage users' policies as the operator.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Set whether a user must sign in with a passkey (push challenges refused). Apps can only
+    /// raise this; lowering it is the operator's act, audited with `cli` as actor.
+    PasskeyPolicy {
+        /// The username.
+        #[arg(long)]
+        user: String,
+        /// `required`: passkey only; `allowed`: push allowed even for a privileged user;
+        /// `default`: follow the user's privilege (privileged users are passkey-only).
+        #[arg(long, value_enum)]
+        set: PasskeyPolicy,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PasskeyPolicy {
+    Required,
+    Allowed,
+    Default,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +193,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Enrollments(command) => enrollments(&settings, command).await,
+        Command::Users(UsersCommand::PasskeyPolicy { user, set }) => {
+            let store = open_store(&settings).await?;
+            let required = match set {
+                PasskeyPolicy::Required => Some(true),
+                PasskeyPolicy::Allowed => Some(false),
+                PasskeyPolicy::Default => None,
+            };
+            let changed = crate::users::service::set_passkey_required(
+                store.as_ref(),
+                &SystemClock,
+                Actor::Cli,
+                &user,
+                required,
+            )
+            .await?;
+            let effective = crate::users::model::passkey_required(&changed);
+            eprintln!(
+                "`{}`: passkey {}",
+                changed.username,
+                if effective { "required" } else { "not required" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

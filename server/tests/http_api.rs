@@ -172,6 +172,7 @@ async fn openapi_documents_every_v1_route() {
         "/v1/users/{username}/passkeys/registrations",
         "/v1/users/{username}/passkeys/registrations/{id}",
         "/v1/users/{username}/passkeys/{passkey_id}",
+        "/v1/users/{username}/passkey-required",
         "/v1/users/{username}/timeline",
         "/v1/users/{username}/unfreeze",
         "/v1/challenges",

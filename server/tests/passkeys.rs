@@ -992,7 +992,112 @@ async fn bad_registration_requests_are_precise(engine: Engine) {
     );
 }
 
+/// The operator's CLI sets any passkey policy (`countersign users passkey-policy`).
+async fn operator_sets_passkey_policy(app: &TestApp, username: &str, required: Option<bool>) {
+    countersign::users::service::set_passkey_required(
+        app.store.as_ref(),
+        app.clock.as_ref(),
+        countersign::audit::Actor::Cli,
+        username,
+        required,
+    )
+    .await
+    .unwrap();
+}
+
+fn policy_changes(actions: &[(String, Value)]) -> Vec<Value> {
+    actions
+        .iter()
+        .filter(|(a, _)| a == "user.policy_changed")
+        .map(|(_, d)| d["passkey_required"].clone())
+        .collect()
+}
+
+/// An attacker who holds alice's password push-bombs her; the app makes her passkey-only. From
+/// then on no push reaches her phone (409 `passkey_required`, audited, before any budget), and
+/// `factors` tells the app to get her a passkey. Apps cannot undo it; the operator can.
+async fn a_passkey_only_user_gets_no_push(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let mut phone =
+        enrolled_device(&app, &key, "alice", countersign_mobile_protocol::PushRegistration::None).await;
+    let raised = app.post_json("/v1/users/alice/passkey-required", &key, json!({})).await;
+    assert_eq!((raised.status, raised.body["passkey_required"].clone()), (StatusCode::OK, json!(true)));
+    let before = audit_len(&app).await;
+    let again = app.post_json("/v1/users/alice/passkey-required", &key, json!({})).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(audit_len(&app).await, before, "idempotent: nothing changed, nothing audited");
+
+    let push = json!({ "username": "alice", "context": { "ip": "203.0.113.7" } });
+    assert_error(
+        &app.post_json("/v1/challenges", &key, push.clone()).await,
+        StatusCode::CONFLICT,
+        "passkey_required",
+    );
+    let pending = signed_get(&app, &phone, "/device/v1/challenges").await;
+    assert_eq!(pending.body["challenges"], json!([]), "nothing reaches the phone");
+    let refused = actions_since(&app, before).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        (refused[0].0.as_str(), &refused[0].1["reason"]),
+        ("fatigue.prompt_refused", &json!("passkey_required"))
+    );
+    assert_eq!(
+        app.store.push_state(alice_id(&app).await).await.unwrap().refused_prompts,
+        0,
+        "a policy, not an attack"
+    );
+    let factors = app.get("/v1/users/alice/factors", Some(&key)).await;
+    assert_eq!(factors.body["enrollment_required"], true, "{:?}", factors.body);
+    assert!(push_factor(&app, &key).await["reason"].as_str().unwrap().contains("passkey only"));
+
+    operator_sets_passkey_policy(&app, "alice", Some(false)).await;
+    assert_eq!(app.get("/v1/users/alice", Some(&key)).await.body["passkey_required"], false);
+    let outcome =
+        push_answer(&app, &key, &mut phone, countersign_mobile_protocol::Decision::Approve, true).await;
+    assert_eq!(outcome, "approved", "push works again");
+    let changes = policy_changes(&audit_actions(&app).await);
+    assert_eq!(changes.len(), 2, "raised by the app, lowered by the operator: {changes:?}");
+    assert_eq!((changes[0]["is"].clone(), changes[1]["is"].clone()), (json!(true), json!(false)));
+}
+
+/// Privileged users are passkey-only unless an operator says otherwise; an app can ask for it
+/// for anyone at creation. A passkey-only user still signs in with a passkey.
+async fn privileged_users_are_passkey_only_by_default(engine: Engine) {
+    let app = TestApp::build(engine, HttpLimits::default()).await;
+    let key = app.key("portal", "users:read users:write challenges:write").await;
+    let root = app.post_json("/v1/users", &key, json!({ "username": "root", "privileged": true })).await;
+    assert_eq!((root.status, root.body["passkey_required"].clone()), (StatusCode::CREATED, json!(true)));
+    let carol =
+        app.post_json("/v1/users", &key, json!({ "username": "carol", "passkey_required": true })).await;
+    assert_eq!(carol.body["passkey_required"], true);
+    let dave = app.post_json("/v1/users", &key, json!({ "username": "dave" })).await;
+    assert_eq!(dave.body["passkey_required"], false);
+
+    let mut soft_key = SoftKey::new();
+    register(&app, &key, "root", &mut soft_key, json!({})).await;
+    let (id, options) = passkey_challenge(&app, &key, "root").await;
+    let assertion = soft_key.get(&options).await;
+    assert_eq!(answer(&app, &key, &id, &assertion).await.body["state"], "approved");
+    let factors = app.get("/v1/users/root/factors", Some(&key)).await;
+    assert_eq!(factors.body["enrollment_required"], false, "{:?}", factors.body);
+
+    operator_sets_passkey_policy(&app, "root", Some(false)).await;
+    assert_eq!(app.get("/v1/users/root", Some(&key)).await.body["passkey_required"], false);
+    operator_sets_passkey_policy(&app, "root", None).await;
+    assert_eq!(
+        app.get("/v1/users/root", Some(&key)).await.body["passkey_required"],
+        true,
+        "back to the privilege"
+    );
+}
+
+async fn alice_id(app: &TestApp) -> countersign::ids::UserId {
+    app.store.user_by_username("alice").await.unwrap().unwrap().id
+}
+
 on_both_engines!(
+    a_passkey_only_user_gets_no_push,
+    privileged_users_are_passkey_only_by_default,
     a_first_passkey_registers_and_is_listed_renamed_and_revoked,
     a_registration_completes_once,
     a_user_with_a_factor_needs_an_approval_which_counts_once,

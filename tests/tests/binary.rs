@@ -70,6 +70,24 @@ async fn lifecycle(engine: Engine) {
     let fetched = client.get(server.url("/v1/users/ALICE")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(fetched.status(), 200);
 
+    // The operator sets a user's passkey policy (apps can only raise it); each change audited.
+    let passkey_required = |server: &Server| {
+        let (client, url, key) = (client.clone(), server.url("/v1/users/alice"), key.clone());
+        async move {
+            let user: Value = client.get(url).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+            user["passkey_required"].clone()
+        }
+    };
+    assert_eq!(passkey_required(&server).await, json!(false));
+    let set = server.cli(&["users", "passkey-policy", "--user", "alice", "--set", "required"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert_eq!(passkey_required(&server).await, json!(true));
+    let set = server.cli(&["users", "passkey-policy", "--user", "alice", "--set", "default"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert_eq!(passkey_required(&server).await, json!(false));
+    let unknown = server.cli(&["users", "passkey-policy", "--user", "nobody", "--set", "allowed"]);
+    assert!(!unknown.status.success() && stderr(&unknown).contains("no such user"), "{}", stderr(&unknown));
+
     let ready: Value = client.get(server.url("/readyz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["database"], if engine == Engine::Sqlite { "sqlite" } else { "postgres" });
     let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
@@ -88,7 +106,7 @@ async fn lifecycle(engine: Engine) {
 
     let verified = server.cli(&["audit", "verify"]);
     assert_eq!(verified.status.code(), Some(0), "{}{}", stdout(&verified), stderr(&verified));
-    assert!(stdout(&verified).contains("intact: 3 events"), "{}", stdout(&verified));
+    assert!(stdout(&verified).contains("intact: 5 events"), "{}", stdout(&verified));
 
     let status = server.terminate();
     assert!(status.success(), "SIGTERM is a clean shutdown: {status:?}\n{}", server.logs());
@@ -286,7 +304,7 @@ async fn json_logs_are_one_object_per_line() {
 fn help_explains_every_command() {
     let out = run_cli(&[], &["--help"]);
     let text = stdout(&out);
-    for command in ["serve", "migrate", "apps", "audit", "enrollments"] {
+    for command in ["serve", "migrate", "apps", "audit", "enrollments", "users"] {
         assert!(text.contains(command), "{text}");
     }
     let out = run_cli(&[], &["apps", "create", "--help"]);

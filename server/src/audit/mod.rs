@@ -77,6 +77,8 @@ pub enum Action {
     AppRevoked,
     UserCreated,
     UserDeleted,
+    /// A user's passkey policy changed.
+    UserPolicyChanged,
     EnrollmentCreated,
     DeviceEnrolled,
     /// A key or push token bound to another user was offered again (factor sharing).
@@ -119,6 +121,7 @@ impl Action {
             Action::AppRevoked => "app.revoked",
             Action::UserCreated => "user.created",
             Action::UserDeleted => "user.deleted",
+            Action::UserPolicyChanged => "user.policy_changed",
             Action::EnrollmentCreated => "enrollment.created",
             Action::DeviceEnrolled => "device.enrolled",
             Action::FactorBindingRefused => "device.factor_refused",

@@ -44,6 +44,7 @@ impl From<ChallengeError> for ApiError {
                 ApiError::new(Code::PushFrozen, message)
             }
             ChallengeError::PushLocked => ApiError::new(Code::PushLocked, message),
+            ChallengeError::PasskeyRequired => ApiError::new(Code::PasskeyRequired, message),
             ChallengeError::SourceRateLimited { .. } => {
                 ApiError::new(Code::SourceRateLimited, message).with_retry_after(60)
             }
@@ -176,7 +177,7 @@ impl From<ChallengeRecord> for ChallengeView {
     request_body = CreateChallengeRequest,
     responses(
         (status = 201, description = "Created; push: show `number` on the login screen; passkey: hand `webauthn` to the browser", body = CreatedChallengeView),
-        (status = 409, description = "`no_enrolled_device` (push) or `no_passkey` (passkey), also for unknown users", body = ErrorBody),
+        (status = 409, description = "`no_enrolled_device` (push) or `no_passkey` (passkey), also for unknown users; `passkey_required` (push for a passkey-only user: privileged, or by policy)", body = ErrorBody),
         (status = 422, description = "Invalid context, or Idempotency-Key reused with another body (push; a passkey challenge ignores the key)", body = ErrorBody),
         (status = 423, description = "`push_frozen` or `push_locked`: push is held for this user; use a stronger factor", body = ErrorBody),
         (status = 429, description = "`source_rate_limited` or `push_rate_limited`; see `Retry-After`", body = ErrorBody),

@@ -87,6 +87,8 @@ pub enum ChallengeError {
     PushFrozen { until: Option<OffsetDateTime>, reason: String },
     #[error("push is locked for this user after too many failures; only an admin can lift it")]
     PushLocked,
+    #[error("this user signs in with a passkey only; create the challenge with \"factor\": \"passkey\"")]
+    PasskeyRequired,
     #[error("too many prompts for this user; retry later")]
     PushRateLimited { retry_after_secs: u64 },
     #[error("too many users prompted from this network ({network}); it is throttled")]
@@ -255,6 +257,18 @@ impl ChallengeService {
         else {
             return Err(ChallengeError::NoDevice);
         };
+        let now = self.clock.now();
+        if crate::users::model::passkey_required(&user) {
+            // Before any budget or ladder: the policy, not an attack, refuses this prompt.
+            let event = AuditEvent::new(now, app.actor(), Action::PromptRefused, Subject::User(user.id))
+                .with_details(
+                    json!({ "username": user.username, "ip": context.ip, "reason": "passkey_required" }),
+                );
+            self.store.record_audit(event).await?;
+            metrics::counter!("countersign_prompts_refused_total", "reason" => "passkey_required")
+                .increment(1);
+            return Err(ChallengeError::PasskeyRequired);
+        }
         let devices: Vec<DeviceRecord> = devices.into_iter().filter(DeviceRecord::is_active).collect();
         let rng = model::rng();
         let number = model::draw_number(self.settings.number_digits, &rng, |candidate| {
@@ -264,7 +278,6 @@ impl ChallengeService {
         let mut nonce = [0u8; 32];
         rng.fill(&mut nonce).map_err(|_| InternalError::new("the system random number generator failed"))?;
         let id = ChallengeId::random();
-        let now = self.clock.now();
         let context_ip = context.ip.clone();
         let record = ChallengeRecord {
             id,

@@ -50,16 +50,27 @@ pub struct Enrolled<'a> {
     pub push: Option<&'a PushState>,
     /// Passkeys registered to the user.
     pub passkeys: u32,
+    /// The user's policy (or privilege) allows passkeys only.
+    pub passkey_required: bool,
 }
 
 /// Every factor, in a stable order (push first), usable now or with why not. Enrollment is
-/// required when nothing at all is enrolled; a frozen push with a passkey is no reason to enroll.
+/// required when nothing usable is enrolled: no factor at all, or no passkey for a user who may
+/// use nothing else; a frozen push with a passkey is no reason to enroll.
 pub fn factors(username: String, enrolled: Enrolled<'_>, now: OffsetDateTime) -> Factors {
-    let push = enrolled.push.map_or_else(push_without_device, |state| push(state, now));
+    let push = if enrolled.passkey_required {
+        Factor {
+            kind: FactorKind::Push,
+            unavailable_because: Some("this user signs in with a passkey only (policy)".to_owned()),
+        }
+    } else {
+        enrolled.push.map_or_else(push_without_device, |state| push(state, now))
+    };
+    let nothing_else = enrolled.push.is_none() || enrolled.passkey_required;
     Factors {
         username,
         factors: vec![push, passkey(enrolled.passkeys)],
-        enrollment_required: enrolled.push.is_none() && enrolled.passkeys == 0,
+        enrollment_required: nothing_else && enrolled.passkeys == 0,
     }
 }
 
@@ -125,11 +136,26 @@ mod tests {
         assert!(nothing.factors.iter().all(|f| !f.is_available()));
 
         let frozen = apply(PushState::default(), PushEvent::Reported, T0, &Policy::default());
-        let phone = factors("u".into(), Enrolled { push: Some(&frozen), passkeys: 0 }, T0);
+        let phone = factors("u".into(), Enrolled { push: Some(&frozen), ..Enrolled::default() }, T0);
         assert!(!phone.enrollment_required, "a frozen phone is still enrolled");
 
-        let passkey_only = factors("u".into(), Enrolled { push: None, passkeys: 1 }, T0);
+        let passkey_only = factors("u".into(), Enrolled { passkeys: 1, ..Enrolled::default() }, T0);
         assert!(!passkey_only.enrollment_required);
         assert_eq!(passkey_only.factors.iter().map(Factor::is_available).collect::<Vec<_>>(), [false, true]);
+    }
+
+    #[test]
+    fn a_passkey_only_user_has_no_push_and_must_enroll_a_passkey() {
+        let clean = PushState::default();
+        let phone = Enrolled { push: Some(&clean), passkeys: 0, passkey_required: true };
+        let needs = factors("u".into(), phone, T0);
+        assert_eq!(
+            needs.factors[0].unavailable_because.as_deref(),
+            Some("this user signs in with a passkey only (policy)")
+        );
+        assert!(needs.enrollment_required, "a phone is no usable factor for a passkey-only user");
+        let ready = factors("u".into(), Enrolled { passkeys: 1, ..phone }, T0);
+        assert_eq!(ready.factors.iter().map(Factor::is_available).collect::<Vec<_>>(), [false, true]);
+        assert!(!ready.enrollment_required);
     }
 }

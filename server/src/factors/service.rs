@@ -31,12 +31,14 @@ impl FactorService {
             None => Vec::new(),
         };
         let passkeys = u32::try_from(passkeys.iter().filter(|p| p.is_active()).count()).unwrap_or(u32::MAX);
+        let passkey_required =
+            target.as_ref().is_some_and(|t| crate::users::model::passkey_required(&t.user));
         let with_device = target.filter(|t| t.devices.iter().any(DeviceRecord::is_active));
         let push = match with_device {
             Some(target) => Some(self.store.push_state(target.user.id).await?),
             None => None,
         };
-        let enrolled = Enrolled { push: push.as_ref(), passkeys };
+        let enrolled = Enrolled { push: push.as_ref(), passkeys, passkey_required };
         let username = normalized.unwrap_or_else(|| username.to_owned());
         Ok(model::factors(username, enrolled, self.clock.now()))
     }

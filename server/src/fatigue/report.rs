@@ -344,6 +344,7 @@ mod tests {
             username: name.into(),
             display_name: None,
             is_privileged: false,
+            passkey_required: None,
             created_at: T0,
         };
         let denied = apply(PushState::default(), PushEvent::Denied, T0, &policy);

@@ -104,6 +104,8 @@ codes! {
     // Challenges and the fatigue defence.
     IdempotencyKeyReused = "idempotency_key_reused" => UNPROCESSABLE_ENTITY;
     NoEnrolledDevice = "no_enrolled_device" => CONFLICT;
+    /// The user's policy (or privilege) allows passkeys only: no push is sent.
+    PasskeyRequired = "passkey_required" => CONFLICT;
     PushFrozen = "push_frozen" => LOCKED;
     PushLocked = "push_locked" => LOCKED;
     SourceRateLimited = "source_rate_limited" => TOO_MANY_REQUESTS;

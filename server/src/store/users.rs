@@ -14,11 +14,16 @@ pub struct UserRecord {
     pub username: String,
     pub display_name: Option<String>,
     pub is_privileged: bool,
+    /// The user's passkey policy: `Some(true)` requires a passkey, `Some(false)` allows push
+    /// whatever the privilege, `None` follows the privilege (see
+    /// [`crate::users::model::passkey_required`]).
+    pub passkey_required: Option<bool>,
     pub created_at: OffsetDateTime,
 }
 
 /// The columns of `users` a [`UserRecord`] holds, as [`user_from_row`] reads them.
-pub(super) const USER_COLUMNS: &str = "id, username, display_name, is_privileged, created_at";
+pub(super) const USER_COLUMNS: &str =
+    "id, username, display_name, is_privileged, passkey_required, created_at";
 
 pub(super) fn user_from_row<R: Columns>(row: &R) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
@@ -26,6 +31,7 @@ pub(super) fn user_from_row<R: Columns>(row: &R) -> Result<UserRecord, StoreErro
         username: row.value("username")?,
         display_name: row.value("display_name")?,
         is_privileged: row.value("is_privileged")?,
+        passkey_required: row.value("passkey_required")?,
         created_at: row.time("created_at")?,
     })
 }
@@ -37,6 +43,9 @@ pub(super) static USER_BY_USERNAME: Sql =
 
 pub(super) const DELETE_USER: &str =
     "UPDATE users SET deleted_at = $2, username = $3 WHERE id = $1 AND deleted_at IS NULL";
+
+pub(super) const SET_PASSKEY_REQUIRED: &str =
+    "UPDATE users SET passkey_required = $2 WHERE id = $1 AND deleted_at IS NULL";
 
 pub(super) const REVOKE_USER_DEVICES: &str =
     "UPDATE devices SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
@@ -54,4 +63,12 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
     /// (the id and the audit trail stay). Returns how many devices were revoked.
     async fn delete_user(&self, id: UserId, at: OffsetDateTime, audit: AuditEvent)
     -> Result<u64, StoreError>;
+
+    /// Sets the user's passkey policy, with its audit event; `NotFound` for a deleted user.
+    async fn set_passkey_required(
+        &self,
+        id: UserId,
+        required: Option<bool>,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError>;
 }

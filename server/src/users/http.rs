@@ -17,7 +17,10 @@ use crate::openapi::Username;
 use crate::store::UserRecord;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_user)).routes(routes!(get_user, delete_user))
+    OpenApiRouter::new()
+        .routes(routes!(create_user))
+        .routes(routes!(get_user, delete_user))
+        .routes(routes!(require_passkey))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -28,9 +31,14 @@ pub struct CreateUserRequest {
     /// At most 128 characters, no control characters.
     #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]*$", max_length = 128)]
     pub display_name: Option<String>,
-    /// Privileged users (admins, executives) may be held to stronger factors.
+    /// Privileged users (admins, executives) are passkey-only by default: push challenges for
+    /// them are refused with 409 `passkey_required`.
     #[serde(default)]
     pub privileged: bool,
+    /// Require a passkey even if the user is not privileged. (Only an operator can lower the
+    /// requirement: `countersign users passkey-policy`.)
+    #[serde(default)]
+    pub passkey_required: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -39,6 +47,8 @@ pub struct UserView {
     pub username: String,
     pub display_name: Option<String>,
     pub privileged: bool,
+    /// Push challenges are refused: the user signs in with a passkey.
+    pub passkey_required: bool,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
@@ -46,11 +56,13 @@ pub struct UserView {
 
 impl From<UserRecord> for UserView {
     fn from(user: UserRecord) -> Self {
+        let passkey_required = super::model::passkey_required(&user);
         Self {
             id: user.id,
             username: user.username,
             display_name: user.display_name,
             privileged: user.is_privileged,
+            passkey_required,
             created_at: user.created_at,
         }
     }
@@ -85,8 +97,12 @@ async fn create_user(
     app: AppKey<UsersWrite>,
     ApiJson(body): ApiJson<CreateUserRequest>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let new =
-        NewUser { username: body.username, display_name: body.display_name, is_privileged: body.privileged };
+    let new = NewUser {
+        username: body.username,
+        display_name: body.display_name,
+        is_privileged: body.privileged,
+        passkey_required: body.passkey_required,
+    };
     let user = state.users.create(app.actor(), new).await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
@@ -132,4 +148,27 @@ async fn delete_user(
 ) -> Result<StatusCode, ApiError> {
     state.users.delete(app.actor(), &username).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Auth: app API key, scope `users:write`. Makes the user passkey-only (idempotent, audited
+/// when it changes anything): push challenges for them are refused with 409
+/// `passkey_required`. Apps cannot lower the requirement; an operator can.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{username}/passkey-required",
+    tag = "users",
+    security(("api_key" = ["users:write"])),
+    params(("username" = Username, Path)),
+    responses(
+        (status = 200, description = "The user, now passkey-only", body = UserView),
+        (status = 404, description = "No such user", body = ErrorBody),
+    )
+)]
+async fn require_passkey(
+    State(state): State<AppState>,
+    app: AppKey<UsersWrite>,
+    ApiPath(username): ApiPath<String>,
+) -> Result<Json<UserView>, ApiError> {
+    let user = state.users.require_passkey(app.actor(), &username).await?;
+    Ok(Json(user.into()))
 }

@@ -16,6 +16,13 @@ pub enum UserInputError {
     InvalidDisplayName,
 }
 
+/// Whether the user must sign in with a passkey (push challenges refused): their own policy
+/// when one is set, otherwise their privilege — privileged users are passkey-only by default
+/// (phishing-resistant factors where it matters).
+pub fn passkey_required(user: &crate::store::UserRecord) -> bool {
+    user.passkey_required.unwrap_or(user.is_privileged)
+}
+
 /// Usernames are compared case-insensitively, so they are stored lower-cased: `Alice` and
 /// `alice` must never become two users sharing one person's factors.
 ///

@@ -46,6 +46,39 @@ impl UserService {
     pub async fn delete(&self, actor: Actor, username: &str) -> Result<u64, UserError> {
         delete_user(self.store.as_ref(), self.clock.as_ref(), actor, username).await
     }
+
+    /// An app raises the user's requirement to passkey-only (idempotent). Apps cannot lower it:
+    /// a stolen app key must not reopen push to a privileged user.
+    pub async fn require_passkey(&self, actor: Actor, username: &str) -> Result<UserRecord, UserError> {
+        set_passkey_required(self.store.as_ref(), self.clock.as_ref(), actor, username, Some(true)).await
+    }
+}
+
+/// Sets a user's passkey policy (`None`: follow the privilege), audited with what it was and
+/// what it is. The REST API only raises it ([`UserService::require_passkey`]); the operator's
+/// CLI may set any value.
+pub async fn set_passkey_required(
+    store: &dyn UserStore,
+    clock: &dyn Clock,
+    actor: Actor,
+    username: &str,
+    required: Option<bool>,
+) -> Result<UserRecord, UserError> {
+    let user = find_user(store, username).await?;
+    if user.passkey_required == required {
+        return Ok(user);
+    }
+    let now = clock.now();
+    let changed = UserRecord { passkey_required: required, ..user.clone() };
+    let event = AuditEvent::new(now, actor, Action::UserPolicyChanged, Subject::User(user.id)).with_details(json!({
+        "username": user.username,
+        "passkey_required": { "was": user.passkey_required, "is": required, "effective": model::passkey_required(&changed) },
+    }));
+    store.set_passkey_required(user.id, required, event).await.map_err(|e| match e {
+        StoreError::NotFound => UserError::NotFound,
+        other => UserError::Store(other),
+    })?;
+    Ok(changed)
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +86,9 @@ pub struct NewUser {
     pub username: String,
     pub display_name: Option<String>,
     pub is_privileged: bool,
+    /// `true` requires a passkey even if the user is not privileged; `false` leaves it to the
+    /// privilege. (Apps can only raise the requirement; lowering it is an operator's act.)
+    pub passkey_required: bool,
 }
 
 pub async fn create_user(
@@ -71,10 +107,15 @@ pub async fn create_user(
         username,
         display_name: new.display_name,
         is_privileged: new.is_privileged,
+        passkey_required: new.passkey_required.then_some(true),
         created_at: now,
     };
-    let event = AuditEvent::new(now, actor, Action::UserCreated, Subject::User(user.id))
-        .with_details(json!({ "username": user.username, "privileged": user.is_privileged }));
+    let event =
+        AuditEvent::new(now, actor, Action::UserCreated, Subject::User(user.id)).with_details(json!({
+            "username": user.username,
+            "privileged": user.is_privileged,
+            "passkey_required": model::passkey_required(&user),
+        }));
     store.create_user(user, event).await.map_err(|e| match e {
         StoreError::Conflict(Conflict::Username) => UserError::Exists,
         other => UserError::Store(other),

@@ -61,7 +61,12 @@ pub fn scopes(s: &str) -> countersign::api_keys::Scopes {
 }
 
 pub fn new_user(name: &str) -> NewUser {
-    NewUser { username: name.to_owned(), display_name: Some("Test User".into()), is_privileged: false }
+    NewUser {
+        username: name.to_owned(),
+        display_name: Some("Test User".into()),
+        is_privileged: false,
+        passkey_required: false,
+    }
 }
 
 /// A push registration as stored.

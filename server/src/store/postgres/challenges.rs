@@ -124,7 +124,8 @@ impl ChallengeStore for PgStore {
         // One round trip: the user, their active devices, and their recent number tags.
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT u.id AS u_id, u.username AS u_username, u.display_name AS u_display_name,
-                    u.is_privileged AS u_is_privileged, u.created_at AS u_created_at,
+                    u.is_privileged AS u_is_privileged, u.passkey_required AS u_passkey_required,
+                    u.created_at AS u_created_at,
                     ARRAY(SELECT number_tag FROM challenges WHERE user_id = u.id
                           ORDER BY created_at DESC LIMIT $2) AS recent_tags,
                     {}
@@ -145,6 +146,7 @@ impl ChallengeStore for PgStore {
             username: first.try_get("u_username")?,
             display_name: first.try_get("u_display_name")?,
             is_privileged: first.try_get("u_is_privileged")?,
+            passkey_required: first.try_get("u_passkey_required")?,
             created_at: first.try_get("u_created_at")?,
         };
         let mut devices = Vec::with_capacity(rows.len());

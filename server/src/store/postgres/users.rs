@@ -8,7 +8,9 @@ use super::PgStore;
 use crate::audit::AuditEvent;
 use crate::ids::UserId;
 use crate::store::users::user_from_row;
-use crate::store::users::{DELETE_USER, REVOKE_USER_DEVICES, USER_BY_USERNAME, VOID_USER_ENROLLMENTS};
+use crate::store::users::{
+    DELETE_USER, REVOKE_USER_DEVICES, SET_PASSKEY_REQUIRED, USER_BY_USERNAME, VOID_USER_ENROLLMENTS,
+};
 use crate::store::{StoreError, UserRecord, UserStore, map_unique_violation};
 
 #[async_trait]
@@ -18,8 +20,8 @@ impl UserStore for PgStore {
         let mut tx = conn.begin().await?;
         // With the push-standing row the user's prompts will lock.
         sqlx::query(
-            "WITH u AS (INSERT INTO users (id, username, display_name, is_privileged, created_at)
-                        VALUES ($1, $2, $3, $4, $5))
+            "WITH u AS (INSERT INTO users (id, username, display_name, is_privileged, created_at, passkey_required)
+                        VALUES ($1, $2, $3, $4, $5, $6))
              INSERT INTO user_push_state (user_id, updated_at) VALUES ($1, $5)",
         )
         .bind(user.id.0)
@@ -27,6 +29,7 @@ impl UserStore for PgStore {
         .bind(&user.display_name)
         .bind(user.is_privileged)
         .bind(user.created_at)
+        .bind(user.passkey_required)
         .execute(&mut *tx)
         .await
         .map_err(map_unique_violation)?;
@@ -68,5 +71,22 @@ impl UserStore for PgStore {
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(revoked)
+    }
+
+    async fn set_passkey_required(
+        &self,
+        id: UserId,
+        required: Option<bool>,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let set = sqlx::query(SET_PASSKEY_REQUIRED).bind(id.0).bind(required).execute(&mut *tx).await?;
+        if set.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(())
     }
 }

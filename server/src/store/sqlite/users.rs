@@ -8,7 +8,9 @@ use crate::audit::AuditEvent;
 use crate::clock::unix_micros;
 use crate::ids::UserId;
 use crate::store::users::user_from_row;
-use crate::store::users::{DELETE_USER, REVOKE_USER_DEVICES, USER_BY_USERNAME, VOID_USER_ENROLLMENTS};
+use crate::store::users::{
+    DELETE_USER, REVOKE_USER_DEVICES, SET_PASSKEY_REQUIRED, USER_BY_USERNAME, VOID_USER_ENROLLMENTS,
+};
 use crate::store::{StoreError, UserRecord, UserStore, map_unique_violation};
 
 #[async_trait]
@@ -16,13 +18,15 @@ impl UserStore for SqliteStore {
     async fn create_user(&self, user: UserRecord, audit: AuditEvent) -> Result<UserRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO users (id, username, display_name, is_privileged, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO users (id, username, display_name, is_privileged, created_at, passkey_required)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .bind(user.id.0.to_string())
         .bind(&user.username)
         .bind(&user.display_name)
         .bind(user.is_privileged)
         .bind(unix_micros(user.created_at))
+        .bind(user.passkey_required)
         .execute(&mut *tx)
         .await
         .map_err(map_unique_violation)?;
@@ -76,5 +80,22 @@ impl UserStore for SqliteStore {
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(revoked)
+    }
+
+    async fn set_passkey_required(
+        &self,
+        id: UserId,
+        required: Option<bool>,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let set =
+            sqlx::query(SET_PASSKEY_REQUIRED).bind(id.0.to_string()).bind(required).execute(&mut *tx).await?;
+        if set.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(())
     }
 }
