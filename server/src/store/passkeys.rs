@@ -61,6 +61,25 @@ pub enum RegistrationProof {
     Approval { proof: ApprovalProof, redeemed: Box<AuditEvent> },
 }
 
+/// A single-use link to the hosted registration page, carrying one registration ceremony.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentLink {
+    /// SHA-256 of the code in the link: the code itself is never stored.
+    pub code_hash: Vec<u8>,
+    /// The ceremony the page completes; once it is gone (completed) the link is used.
+    pub registration_id: RegistrationId,
+    pub user_id: UserId,
+    /// The user's name when the link was created: the link is void if it now names another.
+    pub username: String,
+    /// The app that created the link, the actor of what the page does.
+    pub app_id: AppId,
+    pub app_name: String,
+    /// `PublicKeyCredentialCreationOptionsJSON`, as the page hands it to the browser.
+    pub options: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
 /// The WebAuthn request a passkey sign-in (a challenge) is answered by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasskeySignIn {
@@ -121,6 +140,23 @@ pub(super) fn registration_from_row<R: Columns>(row: &R) -> Result<RegistrationC
     })
 }
 
+pub(super) const LINK_COLUMNS: &str =
+    "code_hash, registration_id, user_id, username, app_id, app_name, options, created_at, expires_at";
+
+pub(super) fn link_from_row<R: Columns>(row: &R) -> Result<EnrollmentLink, StoreError> {
+    Ok(EnrollmentLink {
+        code_hash: row.value("code_hash")?,
+        registration_id: RegistrationId(row.id("registration_id")?),
+        user_id: UserId(row.id("user_id")?),
+        username: row.value("username")?,
+        app_id: AppId(row.id("app_id")?),
+        app_name: row.value("app_name")?,
+        options: row.value("options")?,
+        created_at: row.time("created_at")?,
+        expires_at: row.time("expires_at")?,
+    })
+}
+
 // Portable statements: the same text on both engines.
 
 pub(super) const USER_HANDLE: &str = "SELECT handle FROM webauthn_user_handles WHERE user_id = $1";
@@ -139,6 +175,14 @@ pub(super) static REGISTRATION_BY_ID: Sql =
 
 pub(super) const INSERT_REGISTRATION: &str = "INSERT INTO webauthn_registrations (id, user_id, app_id, name, is_first_factor, server_state, created_at, expires_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+pub(super) const INSERT_LINK: &str = "INSERT INTO passkey_enrollment_links (code_hash, registration_id, user_id, username, app_id, app_name, options, created_at, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+pub(super) static LINK_BY_CODE_HASH: Sql =
+    Sql::new(|| format!("SELECT {LINK_COLUMNS} FROM passkey_enrollment_links WHERE code_hash = $1"));
+
+pub(super) const PURGE_EXPIRED_LINKS: &str = "DELETE FROM passkey_enrollment_links WHERE expires_at <= $1";
 
 pub(super) const DELETE_REGISTRATION: &str = "DELETE FROM webauthn_registrations WHERE id = $1";
 
@@ -202,15 +246,20 @@ pub trait PasskeyStore: Send + Sync + std::fmt::Debug {
         credential_id: &[u8],
     ) -> Result<Option<PasskeyRecord>, StoreError>;
 
-    /// Stores a ceremony with its audit event. With an approval, the approval moves `approved →
-    /// redeemed` by compare-and-set in the same transaction (the second-device rule): `NotFound`,
-    /// and nothing written, if it does not qualify or was used meanwhile.
+    /// Stores a ceremony (and the enrollment link carrying it, if any) with its audit event.
+    /// With an approval, the approval moves `approved → redeemed` by compare-and-set in the same
+    /// transaction (the second-device rule): `NotFound`, and nothing written, if it does not
+    /// qualify or was used meanwhile.
     async fn begin_registration(
         &self,
         ceremony: RegistrationCeremony,
         proof: RegistrationProof,
+        link: Option<&EnrollmentLink>,
         audit: AuditEvent,
     ) -> Result<(), StoreError>;
+
+    /// The enrollment link whose code hashes to `code_hash` (used or not, until purged).
+    async fn enrollment_link(&self, code_hash: &[u8]) -> Result<Option<EnrollmentLink>, StoreError>;
 
     async fn registration(&self, id: RegistrationId) -> Result<Option<RegistrationCeremony>, StoreError>;
 
@@ -235,7 +284,8 @@ pub trait PasskeyStore: Send + Sync + std::fmt::Debug {
         audit: AuditEvent,
     ) -> Result<PasskeyRecord, StoreError>;
 
-    /// Deletes registration ceremonies that expired (they can no longer complete anyway).
+    /// Deletes registration ceremonies and enrollment links that expired (they can no longer
+    /// complete anyway).
     async fn purge_expired_registrations(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// Creates a passkey sign-in: its challenge (no number, no push, outside the push budget

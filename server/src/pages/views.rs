@@ -1,0 +1,23 @@
+//! The pages' templates (`server/templates/`), filled in; HTML-escaped by askama.
+
+use askama::Template;
+
+/// The registration page of an enrollment link that can still be used.
+#[derive(Debug, Template)]
+#[template(path = "enroll.html")]
+pub struct EnrollPage {
+    pub username: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// What a person reads: `14:05 UTC`.
+    pub expires_at_text: String,
+}
+
+/// A page that cannot be used, and why (a stable code, as in the API's errors).
+#[derive(Debug, Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub code: &'static str,
+    pub title: &'static str,
+    pub message: String,
+}
