@@ -47,6 +47,8 @@ async fn page_post(app: &TestApp, path: &str, body: Value) -> common::Reply {
 async fn enroll(app: &TestApp, code: &str, soft_key: &mut SoftKey) -> common::Reply {
     let options = page_post(app, "/passkeys/enroll/options", json!({ "code": code })).await;
     assert_eq!(options.status, StatusCode::OK, "{:?}", options.body);
+    // Enforced credProtect makes browsers refuse authenticators without it (Chromium's own).
+    assert_eq!(options.body["public_key"]["extensions"]["enforceCredentialProtectionPolicy"], false);
     let credential = soft_key.create(&options.body["public_key"]).await;
     page_post(app, "/passkeys/enroll/credential", json!({ "code": code, "credential": credential })).await
 }

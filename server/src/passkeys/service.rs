@@ -10,11 +10,12 @@ use std::sync::Arc;
 use serde_json::json;
 use time::OffsetDateTime;
 use webauthn_rp::bin::{Decode, Encode};
-use webauthn_rp::request::PublicKeyCredentialDescriptor;
+use webauthn_rp::request::register::CredProtect;
 use webauthn_rp::request::register::{
     Nickname, PublicKeyCredentialCreationOptions, PublicKeyCredentialUserEntity,
     RegistrationVerificationOptions, ResidentKeyRequirement, UserHandle64, Username,
 };
+use webauthn_rp::request::{ExtensionInfo, PublicKeyCredentialDescriptor};
 use webauthn_rp::response::{AuthTransports, CredentialId};
 use webauthn_rp::{Registration, RegistrationServerState};
 
@@ -265,6 +266,12 @@ impl PasskeyService {
         };
         let mut options = PublicKeyCredentialCreationOptions::passkey(&self.settings.rp_id, entity, exclude);
         options.authenticator_selection.resident_key = ResidentKeyRequirement::Preferred;
+        // Ask for credProtect (user verification required) without enforcing it: browsers refuse
+        // to create a credential on an authenticator without the extension when it is enforced
+        // (Chromium's platform authenticator among them), and every sign-in requires user
+        // verification anyway.
+        options.extensions.cred_protect =
+            CredProtect::UserVerificationRequired(ExtensionInfo::AllowDontEnforceValue);
         let (server, client) =
             options.start_ceremony().map_err(|e| InternalError::caused_by("starting a registration", e))?;
         let json = serde_json::to_value(&client)
