@@ -55,9 +55,9 @@
       await post(ceremony.answer, { [ceremony.param]: secret, credential: credential.toJSON() });
       show(ceremony.done, "done");
     } catch (error) {
-      // NotAllowedError: the user cancelled, or the prompt timed out.
+      // NotAllowedError: the user cancelled, the prompt timed out, or the browser refused.
       show(error.name === "NotAllowedError"
-        ? "The passkey prompt was cancelled or timed out. Try again."
+        ? "The passkey prompt was cancelled or timed out. Try again. (" + error.message + ")"
         : error.message, "error");
       button.disabled = false;
     }
