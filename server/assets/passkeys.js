@@ -19,6 +19,15 @@
       }),
       done: "Your passkey is registered. You can close this page.",
     },
+    "sign-in": {
+      param: "token",
+      options: "/passkeys/sign-in/options",
+      answer: "/passkeys/sign-in/assertion",
+      run: (options) => navigator.credentials.get({
+        publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(options),
+      }),
+      done: "You are signed in. Return to the application.",
+    },
   };
   const ceremony = ceremonies[button.dataset.ceremony];
 
@@ -46,7 +55,8 @@
     button.disabled = true;
     show("Follow your browser's prompt…", "working");
     try {
-      if (!window.PublicKeyCredential || !PublicKeyCredential.parseCreationOptionsFromJSON) {
+      if (!window.PublicKeyCredential || !PublicKeyCredential.parseCreationOptionsFromJSON
+          || !PublicKeyCredential.parseRequestOptionsFromJSON) {
         throw new Error("This browser cannot use passkeys on this page; try a current browser.");
       }
       const secret = new URLSearchParams(window.location.search).get(ceremony.param) || "";

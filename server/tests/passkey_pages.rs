@@ -1,5 +1,5 @@
-//! The hosted passkey registration page and its enrollment links, driven as the page's script
-//! drives them, with 1Password's `passkey` crate as the authenticator, on both engines. (The
+//! The hosted passkey pages — registration through an enrollment link, sign-in for a passkey
+//! challenge — driven as the page's script drives them, with 1Password's `passkey` crate as the authenticator, on both engines. (The
 //! real browser runs the same page in `tests/tests/browser.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,22 +9,14 @@ mod common;
 mod soft_key;
 
 use axum::http::StatusCode;
-use common::{TestApp, assert_error, audit_actions, audit_len, enrolled_device, fresh_approval};
-use countersign::app::HttpLimits;
+use common::{
+    TestApp, app_with_user, assert_error, audit_actions, audit_len, enrolled_device, fresh_approval,
+};
 use countersign_e2e::Engine;
 use serde_json::{Value, json};
 use soft_key::{ORIGIN, SoftKey};
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-
-/// An app key that may manage users, and the user `username`.
-async fn app_with_user(engine: Engine, username: &str) -> (TestApp, String) {
-    let app = TestApp::build(engine, HttpLimits::default()).await;
-    let key = app.key("portal", "users:read users:write challenges:write").await;
-    let created = app.post_json("/v1/users", &key, json!({ "username": username })).await;
-    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-    (app, key)
-}
 
 async fn create_link(app: &TestApp, key: &str, username: &str, body: Value) -> common::Reply {
     app.post_json(&format!("/v1/users/{username}/passkeys/enrollment-links"), key, body).await
@@ -261,7 +253,105 @@ async fn the_page_assets_carry_the_same_headers(engine: Engine) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The hosted sign-in page of a passkey challenge
+
+/// A passkey challenge for `username`: (id, page token, the create response's options).
+async fn passkey_challenge(app: &TestApp, key: &str, username: &str) -> (String, String, Value) {
+    let body = json!({ "username": username, "factor": "passkey", "context": { "app_name": "Portal" } });
+    let reply = app.post_json("/v1/challenges", key, body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let url = reply.body["sign_in_url"].as_str().unwrap();
+    let token = url.strip_prefix(&format!("{ORIGIN}/passkeys/sign-in?token=")).unwrap().to_owned();
+    (reply.body["id"].as_str().unwrap().to_owned(), token, reply.body["webauthn"].clone())
+}
+
+/// The page's ceremony: options, `navigator.credentials.get`, the assertion posted.
+async fn sign_in(app: &TestApp, token: &str, soft_key: &mut SoftKey) -> common::Reply {
+    let options = page_post(app, "/passkeys/sign-in/options", json!({ "token": token })).await;
+    assert_eq!(options.status, StatusCode::OK, "{:?}", options.body);
+    let assertion = soft_key.get(&options.body["public_key"]).await;
+    page_post(app, "/passkeys/sign-in/assertion", json!({ "token": token, "credential": assertion })).await
+}
+
+/// alice with a passkey registered on the enrollment page.
+async fn alice_with_passkey(engine: Engine) -> (TestApp, String, SoftKey) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let code = link_code(&app, &key, "alice", json!({})).await;
+    let mut soft_key = SoftKey::new();
+    assert_eq!(enroll(&app, &code, &mut soft_key).await.status, StatusCode::CREATED);
+    (app, key, soft_key)
+}
+
+async fn a_passkey_signs_in_on_the_hosted_page_and_the_app_redeems_once(engine: Engine) {
+    let (app, key, mut soft_key) = alice_with_passkey(engine).await;
+    let (id, token, webauthn) = passkey_challenge(&app, &key, "alice").await;
+    assert!(token.len() >= 22, "at least 128 random bits: {token}");
+    let (status, html) = page(&app, &format!("/passkeys/sign-in?token={token}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Portal") && html.contains(r#"data-ceremony="sign-in""#), "{html}");
+    assert!(!html.contains(&token) && !html.contains("<script>"), "{html}");
+    let options = page_post(&app, "/passkeys/sign-in/options", json!({ "token": token })).await;
+    assert_eq!(options.body["public_key"], webauthn, "the page runs the challenge's own request");
+
+    let approved = sign_in(&app, &token, &mut soft_key).await;
+    assert_eq!((approved.status, approved.body["state"].clone()), (StatusCode::OK, json!("approved")));
+    assert_eq!(approved.body["id"], id.as_str());
+    let redeem = format!("/v1/challenges/{id}/redeem");
+    assert_eq!(app.post_json(&redeem, &key, json!({})).await.status, StatusCode::OK);
+    assert_error(&app.post_json(&redeem, &key, json!({})).await, StatusCode::CONFLICT, "already_redeemed");
+
+    // Over: the page says so, and another assertion approves nothing.
+    let (status, html) = page(&app, &format!("/passkeys/sign-in?token={token}")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(html.contains("challenge_not_pending"), "{html}");
+    let options = webauthn.clone();
+    let late = soft_key.get(&options).await;
+    let again =
+        page_post(&app, "/passkeys/sign-in/assertion", json!({ "token": token, "credential": late })).await;
+    assert_error(&again, StatusCode::CONFLICT, "challenge_not_pending");
+
+    // A push challenge has no sign-in page.
+    let push = app.post_json("/v1/challenges", &key, json!({ "username": "alice" })).await;
+    assert!(push.body.get("sign_in_url").is_none(), "{:?}", push.body);
+}
+
+async fn unknown_and_expired_sign_in_pages_change_nothing(engine: Engine) {
+    let (app, key, mut soft_key) = alice_with_passkey(engine).await;
+    let (_, token, webauthn) = passkey_challenge(&app, &key, "alice").await;
+    let assertion = soft_key.get(&webauthn).await;
+    let before = audit_len(&app).await;
+    for path in ["/passkeys/sign-in", "/passkeys/sign-in?token=AAAAAAAAAAAAAAAAAAAAAA"] {
+        let (status, html) = page(&app, path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(html.contains("sign_in_page_invalid"), "{html}");
+    }
+    let unknown = json!({ "token": "AAAAAAAAAAAAAAAAAAAAAA", "credential": assertion });
+    assert_error(
+        &page_post(&app, "/passkeys/sign-in/assertion", unknown).await,
+        StatusCode::NOT_FOUND,
+        "sign_in_page_invalid",
+    );
+    for body in [json!({ "token": 5 }), json!({}), json!({ "token": token, "extra": 1 })] {
+        let reply = page_post(&app, "/passkeys/sign-in/options", body).await;
+        assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    }
+    app.advance(time::Duration::minutes(1)).await;
+    let (status, html) = page(&app, &format!("/passkeys/sign-in?token={token}")).await;
+    assert_eq!(status, StatusCode::GONE);
+    assert!(html.contains("challenge_expired"), "{html}");
+    let late = json!({ "token": token, "credential": assertion });
+    assert_error(
+        &page_post(&app, "/passkeys/sign-in/assertion", late).await,
+        StatusCode::GONE,
+        "challenge_expired",
+    );
+    assert_eq!(audit_len(&app).await, before, "nothing was answered or recorded");
+}
+
 on_both_engines!(
+    a_passkey_signs_in_on_the_hosted_page_and_the_app_redeems_once,
+    unknown_and_expired_sign_in_pages_change_nothing,
     an_enrollment_link_registers_a_passkey_once,
     an_enrollment_link_completes_once,
     unknown_and_expired_links_change_nothing,

@@ -11,20 +11,13 @@ mod soft_key;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{TestApp, assert_error, audit_actions, audit_len, enrolled_device, fresh_approval, signed_get};
-use countersign::app::HttpLimits;
+use common::{
+    TestApp, app_with_user, assert_error, audit_actions, audit_len, enrolled_device, fresh_approval,
+    signed_get,
+};
 use countersign_e2e::Engine;
 use serde_json::{Value, json};
 use soft_key::SoftKey;
-
-/// An app key that may manage users, and the user `username`.
-async fn app_with_user(engine: Engine, username: &str) -> (TestApp, String) {
-    let app = TestApp::build(engine, HttpLimits::default()).await;
-    let key = app.key("portal", "users:read users:write challenges:write").await;
-    let created = app.post_json("/v1/users", &key, json!({ "username": username })).await;
-    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-    (app, key)
-}
 
 async fn begin(app: &TestApp, key: &str, username: &str, body: Value) -> common::Reply {
     app.post_json(&format!("/v1/users/{username}/passkeys/registrations"), key, body).await

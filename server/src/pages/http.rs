@@ -10,11 +10,12 @@ use axum::routing::get;
 use axum::{Router, middleware};
 use serde::Deserialize;
 
-use super::views::{EnrollPage, ErrorPage};
+use super::views::{EnrollPage, ErrorPage, SignInPage};
 use crate::app::AppState;
 use crate::http::{ApiError, Code};
 use crate::passkeys::enrollment::ENROLL_PAGE_PATH;
 use crate::passkeys::service::PasskeyError;
+use crate::passkeys::sign_in::SIGN_IN_PAGE_PATH;
 
 /// No inline script or style, nothing from elsewhere, no framing, forms and fetches to this
 /// origin only.
@@ -23,6 +24,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route(ENROLL_PAGE_PATH, get(enroll_page))
+        .route(SIGN_IN_PAGE_PATH, get(sign_in_page))
         .route("/assets/passkeys.js", get(script))
         .route("/assets/pages.css", get(stylesheet))
         .layer(middleware::map_response(|mut response: Response| async move {
@@ -61,21 +63,45 @@ async fn enroll_page(
         Ok(open) => open,
         Err(error) => return link_error_page(error),
     };
-    let expires_at = open.link.expires_at;
-    let page = EnrollPage {
-        username: open.user.username,
-        expires_at: expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        expires_at_text: format!("{:02}:{:02} UTC", expires_at.hour(), expires_at.minute()),
-    };
-    html(StatusCode::OK, &page)
+    let (expires_at, expires_at_text) = expiry(open.link.expires_at);
+    html(StatusCode::OK, &EnrollPage { username: open.user.username, expires_at, expires_at_text })
 }
 
-/// An enrollment link that cannot be used, as a page that says why; other failures as errors.
+#[derive(Debug, Deserialize)]
+struct SignInQuery {
+    token: Option<String>,
+}
+
+/// Auth: a passkey challenge's page token (`?token=`). The sign-in page, or why the challenge
+/// cannot be answered (404 unknown, 410 expired, 409 decided); opening it changes nothing.
+async fn sign_in_page(
+    State(state): State<AppState>,
+    Query(query): Query<SignInQuery>,
+) -> Result<Response, ApiError> {
+    let token = query.token.unwrap_or_default();
+    let open = match state.passkeys.open_sign_in(&token).await {
+        Ok(open) => open,
+        Err(error) => return link_error_page(error),
+    };
+    let (expires_at, expires_at_text) = expiry(open.challenge.expires_at);
+    html(StatusCode::OK, &SignInPage { app_name: open.challenge.app_name, expires_at, expires_at_text })
+}
+
+/// An expiry as RFC 3339 and as a person reads it (`14:05 UTC`).
+fn expiry(at: time::OffsetDateTime) -> (String, String) {
+    let rfc3339 = at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    (rfc3339, format!("{:02}:{:02} UTC", at.hour(), at.minute()))
+}
+
+/// A page link that cannot be used, as a page that says why; other failures as errors.
 fn link_error_page(error: PasskeyError) -> Result<Response, ApiError> {
     let (code, title) = match error {
         PasskeyError::EnrollmentLinkInvalid => (Code::EnrollmentLinkInvalid, "This link is not valid"),
         PasskeyError::EnrollmentLinkExpired => (Code::EnrollmentLinkExpired, "This link has expired"),
         PasskeyError::EnrollmentLinkUsed => (Code::EnrollmentLinkUsed, "This link has been used"),
+        PasskeyError::SignInPageInvalid => (Code::SignInPageInvalid, "This link is not valid"),
+        PasskeyError::ChallengeExpired => (Code::ChallengeExpired, "This sign-in has expired"),
+        PasskeyError::ChallengeNotPending(_) => (Code::ChallengeNotPending, "This sign-in is over"),
         other => return Err(ApiError::from(other)),
     };
     let page = ErrorPage { code: code.as_str(), title, message: error.to_string() };

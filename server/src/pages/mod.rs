@@ -1,7 +1,8 @@
 //! Hosted pages: server-rendered HTML (askama, `server/templates/`) with one small vanilla
 //! script (`server/assets/`, no build step), under a strict Content-Security-Policy: no inline
-//! script or style, same-origin fetches only, never framed. The passkey registration page is
-//! the first; the OIDC sign-in page and the admin login reuse the layout, script and headers.
+//! script or style, same-origin fetches only, never framed. The passkey registration page
+//! (enrollment links) and sign-in page (passkey challenges) come first; the OIDC sign-in page
+//! and the admin login reuse the layout, script and headers.
 //!
 //! Pages decide nothing: they render what a capability's service answers.
 

@@ -13,6 +13,18 @@ pub struct EnrollPage {
     pub expires_at_text: String,
 }
 
+/// The sign-in page of a passkey challenge that can still be answered.
+#[derive(Debug, Template)]
+#[template(path = "sign_in.html")]
+pub struct SignInPage {
+    /// The app asking (as its challenge context names it).
+    pub app_name: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// What a person reads: `14:05 UTC`.
+    pub expires_at_text: String,
+}
+
 /// A page that cannot be used, and why (a stable code, as in the API's errors).
 #[derive(Debug, Template)]
 #[template(path = "error.html")]

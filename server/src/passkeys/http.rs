@@ -1,5 +1,6 @@
 //! `/v1/users/{username}/passkeys`: registration ceremonies over REST (for apps with their own
-//! front end), listing, renaming and revoking.
+//! front end), enrollment links, listing, renaming and revoking; passkey answers to challenges;
+//! and the endpoints of the hosted pages' script (`/passkeys/…`).
 
 use axum::Json;
 use axum::extract::State;
@@ -28,12 +29,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(answer_challenge))
 }
 
-/// What the hosted registration page calls (same origin, the link's code as its credential).
-/// Not part of the `/v1` API: only the page's script uses them.
+/// What the hosted pages call (same origin; the enrollment link's code or the sign-in page's
+/// token is the credential). Not part of the `/v1` API: only the pages' script uses them.
 pub fn page_routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/passkeys/enroll/options", axum::routing::post(enrollment_options))
         .route("/passkeys/enroll/credential", axum::routing::post(complete_enrollment))
+        .route("/passkeys/sign-in/options", axum::routing::post(sign_in_options))
+        .route("/passkeys/sign-in/assertion", axum::routing::post(answer_sign_in_page))
 }
 
 impl From<PasskeyError> for ApiError {
@@ -55,6 +58,7 @@ impl From<PasskeyError> for ApiError {
             PasskeyError::EnrollmentLinkInvalid => Code::EnrollmentLinkInvalid,
             PasskeyError::EnrollmentLinkExpired => Code::EnrollmentLinkExpired,
             PasskeyError::EnrollmentLinkUsed => Code::EnrollmentLinkUsed,
+            PasskeyError::SignInPageInvalid => Code::SignInPageInvalid,
             PasskeyError::NoPasskey => Code::NoPasskey,
             PasskeyError::ChallengeNotFound => Code::ChallengeNotFound,
             PasskeyError::ChallengeNotPending(_) => Code::ChallengeNotPending,
@@ -345,6 +349,49 @@ async fn complete_enrollment(
     Ok((StatusCode::CREATED, Json(PasskeyView::from(passkey))))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignInToken {
+    token: String,
+}
+
+#[derive(Debug, Serialize)]
+struct SignInOptionsView {
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+    /// For `PublicKeyCredential.parseRequestOptionsFromJSON()`.
+    public_key: serde_json::Value,
+}
+
+/// Auth: a passkey challenge's page token. The request options of its sign-in.
+async fn sign_in_options(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<SignInOptionsView>, ApiError> {
+    let body: SignInToken = object(body)?;
+    let open = state.passkeys.open_sign_in(&body.token).await?;
+    Ok(Json(SignInOptionsView { expires_at: open.challenge.expires_at, public_key: open.options()? }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignInAssertion {
+    token: String,
+    credential: CredentialJson<AssertionResponseJson>,
+}
+
+/// Auth: a passkey challenge's page token. Answers the challenge with the browser's assertion,
+/// as `POST /v1/challenges/{id}/webauthn` would.
+async fn answer_sign_in_page(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<AnsweredChallengeView>, ApiError> {
+    let body: SignInAssertion = object(body)?;
+    let credential = serde_json::to_value(&body.credential).map_err(|e| ApiError::internal(&e))?;
+    let approved = state.passkeys.complete_sign_in_page(&body.token, &credential).await?;
+    Ok(Json(AnsweredChallengeView::from(approved)))
+}
+
 /// Auth: app API key, scope `users:write`. Completes a registration with the browser's
 /// `credential.toJSON()`; the credential id is bound to this user forever.
 #[utoipa::path(
@@ -464,6 +511,12 @@ pub struct AnsweredChallengeView {
     pub decided_at: Option<OffsetDateTime>,
 }
 
+impl From<crate::store::ChallengeRecord> for AnsweredChallengeView {
+    fn from(approved: crate::store::ChallengeRecord) -> Self {
+        Self { id: approved.id, state: approved.state.as_str().to_owned(), decided_at: approved.decided_at }
+    }
+}
+
 /// Auth: app API key, scope `challenges:write`. Answers a passkey challenge with the browser's
 /// assertion (`credential.toJSON()` after `navigator.credentials.get()`); it becomes `approved`
 /// once, then is redeemed like any challenge.
@@ -491,10 +544,5 @@ async fn answer_challenge(
     let credential: CredentialJson<AssertionResponseJson> = object(body)?;
     let credential = serde_json::to_value(&credential).map_err(|e| ApiError::internal(&e))?;
     let approved = state.passkeys.complete_sign_in(&app, ChallengeId(id), &credential).await?;
-    let view = AnsweredChallengeView {
-        id: approved.id,
-        state: approved.state.as_str().to_owned(),
-        decided_at: approved.decided_at,
-    };
-    Ok(Json(view))
+    Ok(Json(AnsweredChallengeView::from(approved)))
 }

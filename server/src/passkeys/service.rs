@@ -71,6 +71,8 @@ pub enum PasskeyError {
     EnrollmentLinkExpired,
     #[error("this passkey link has been used already: ask for a new one")]
     EnrollmentLinkUsed,
+    #[error("this sign-in link is not valid: start the sign-in again")]
+    SignInPageInvalid,
     #[error("no such passkey for this user")]
     PasskeyNotFound,
     #[error("the user has no passkey that can answer a challenge")]

@@ -56,7 +56,7 @@ pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
 pub use outbox::{PushJob, PushJobResult, PushOutbox};
 pub use passkeys::{
     EnrollmentLink, PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore, RegistrationCeremony,
-    RegistrationProof,
+    RegistrationProof, SignInPage,
 };
 pub use users::{UserRecord, UserStore};
 

@@ -88,6 +88,19 @@ pub struct PasskeySignIn {
     pub server_state: Vec<u8>,
     /// Assertions refused so far (the sign-in's own budget).
     pub failed_assertions: i32,
+    /// The hosted sign-in page's (none for a sign-in created before pages existed).
+    pub page: Option<SignInPage>,
+}
+
+/// What the hosted sign-in page of a passkey challenge needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInPage {
+    /// SHA-256 of the token in the page's URL: the token itself is never stored.
+    pub token_hash: Vec<u8>,
+    /// `PublicKeyCredentialRequestOptionsJSON`, as the page hands it to the browser.
+    pub options: String,
+    /// The app that created the challenge, the actor of what the page does.
+    pub app_name: String,
 }
 
 /// A verified assertion, applied by compare-and-set: the challenge must still be pending and
@@ -201,10 +214,17 @@ pub(super) fn set_active_passkey_column(column: &str) -> String {
 }
 
 pub(super) const INSERT_SIGN_IN: &str =
-    "INSERT INTO passkey_sign_ins (challenge_id, server_state) VALUES ($1, $2)";
+    "INSERT INTO passkey_sign_ins (challenge_id, server_state, page_token_hash, options, app_name)
+     VALUES ($1, $2, $3, $4, $5)";
 
-pub(super) const SIGN_IN: &str =
-    "SELECT challenge_id, server_state, failed_assertions FROM passkey_sign_ins WHERE challenge_id = $1";
+const SIGN_IN_COLUMNS: &str =
+    "challenge_id, server_state, failed_assertions, page_token_hash, options, app_name";
+
+pub(super) static SIGN_IN: Sql =
+    Sql::new(|| format!("SELECT {SIGN_IN_COLUMNS} FROM passkey_sign_ins WHERE challenge_id = $1"));
+
+pub(super) static SIGN_IN_BY_PAGE_TOKEN: Sql =
+    Sql::new(|| format!("SELECT {SIGN_IN_COLUMNS} FROM passkey_sign_ins WHERE page_token_hash = $1"));
 
 pub(super) const COUNT_FAILED_ASSERTION: &str =
     "UPDATE passkey_sign_ins SET failed_assertions = failed_assertions + 1
@@ -219,6 +239,12 @@ pub(super) fn sign_in_from_row<R: Columns>(row: &R) -> Result<PasskeySignIn, Sto
         challenge_id: ChallengeId(row.id("challenge_id")?),
         server_state: row.value("server_state")?,
         failed_assertions: row.value("failed_assertions")?,
+        page: match (row.value("page_token_hash")?, row.value("options")?, row.value("app_name")?) {
+            (Some(token_hash), Some(options), Some(app_name)) => {
+                Some(SignInPage { token_hash, options, app_name })
+            }
+            _ => None,
+        },
     })
 }
 
@@ -294,10 +320,17 @@ pub trait PasskeyStore: Send + Sync + std::fmt::Debug {
         &self,
         challenge: ChallengeRecord,
         server_state: &[u8],
+        page: &SignInPage,
         audit: AuditEvent,
     ) -> Result<ChallengeRecord, StoreError>;
 
     async fn passkey_sign_in(&self, challenge: ChallengeId) -> Result<Option<PasskeySignIn>, StoreError>;
+
+    /// The sign-in whose page token hashes to `token_hash`.
+    async fn passkey_sign_in_by_page_token(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<PasskeySignIn>, StoreError>;
 
     /// Counts a refused assertion for the sign-in, with its audit event; returns the count.
     async fn count_failed_assertion(

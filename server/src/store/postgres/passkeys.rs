@@ -15,12 +15,12 @@ use crate::store::passkeys::{
     COUNT_FAILED_ASSERTION, DELETE_REGISTRATION, HAS_ANY_FACTOR, INSERT_LINK, INSERT_PASSKEY,
     INSERT_REGISTRATION, INSERT_SIGN_IN, INSERT_USER_HANDLE, LINK_BY_CODE_HASH, NOTIFY_DEVICES,
     PASSKEY_BY_CREDENTIAL_ID, PASSKEYS_OF_USER, PURGE_EXPIRED_LINKS, PURGE_EXPIRED_REGISTRATIONS,
-    REGISTRATION_BY_ID, SIGN_IN, USE_PASSKEY, USER_HANDLE, link_from_row, passkey_from_row,
-    registration_from_row, set_active_passkey_column, sign_in_from_row,
+    REGISTRATION_BY_ID, SIGN_IN, SIGN_IN_BY_PAGE_TOKEN, USE_PASSKEY, USER_HANDLE, link_from_row,
+    passkey_from_row, registration_from_row, set_active_passkey_column, sign_in_from_row,
 };
 use crate::store::{
     ChallengeRecord, Conflict, EnrollmentLink, PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore,
-    Precondition, RegistrationCeremony, RegistrationProof, StoreError, map_unique_violation,
+    Precondition, RegistrationCeremony, RegistrationProof, SignInPage, StoreError, map_unique_violation,
 };
 
 #[async_trait]
@@ -168,19 +168,40 @@ impl PasskeyStore for PgStore {
         &self,
         c: ChallengeRecord,
         server_state: &[u8],
+        page: &SignInPage,
         audit: AuditEvent,
     ) -> Result<ChallengeRecord, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
         bind_challenge(sqlx::query(INSERT_CHALLENGE.as_str()), &c).execute(&mut *tx).await?;
-        sqlx::query(INSERT_SIGN_IN).bind(c.id.0).bind(server_state).execute(&mut *tx).await?;
+        sqlx::query(INSERT_SIGN_IN)
+            .bind(c.id.0)
+            .bind(server_state)
+            .bind(&page.token_hash)
+            .bind(&page.options)
+            .bind(&page.app_name)
+            .execute(&mut *tx)
+            .await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(c)
     }
 
+    async fn passkey_sign_in_by_page_token(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<PasskeySignIn>, StoreError> {
+        sqlx::query(SIGN_IN_BY_PAGE_TOKEN.as_str())
+            .bind(token_hash)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .as_ref()
+            .map(sign_in_from_row)
+            .transpose()
+    }
+
     async fn passkey_sign_in(&self, challenge: ChallengeId) -> Result<Option<PasskeySignIn>, StoreError> {
-        sqlx::query(SIGN_IN)
+        sqlx::query(SIGN_IN.as_str())
             .bind(challenge.0)
             .fetch_optional(&mut *self.conn().await?)
             .await?
