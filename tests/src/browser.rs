@@ -35,7 +35,8 @@ fn prerequisite(env: &str, name: &str) -> PathBuf {
     })
 }
 
-/// ChromeDriver on a loopback port it picks, killed on drop.
+/// ChromeDriver on a loopback port it picks, in a process group of its own with the browsers it
+/// starts: the whole group is killed on drop, so a failing test leaves no browser behind.
 #[derive(Debug)]
 struct Driver {
     child: Child,
@@ -45,7 +46,10 @@ struct Driver {
 impl Driver {
     fn start() -> Self {
         let program = prerequisite("CS_TEST_CHROMEDRIVER", "chromedriver");
-        let mut child = Command::new(&program)
+        let mut command = Command::new(&program);
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
             .arg("--port=0")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -68,6 +72,8 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        #[cfg(unix)]
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.child.id())]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
