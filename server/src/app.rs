@@ -27,7 +27,7 @@ use crate::passkeys::service::{PasskeyService, SignInSettings};
 use crate::secrets::MasterKey;
 use crate::store::{Store, UserStore};
 use crate::users::service::UserService;
-use crate::{api_keys, challenges, devices, factors, fatigue, middleware, passkeys, users};
+use crate::{api_keys, challenges, devices, factors, fatigue, middleware, pages, passkeys, users};
 
 /// Everything a handler may need; cheap to clone. Handlers call the services; the store is
 /// here for the edge (the API-key extractor, readiness, metrics) and the background tasks.
@@ -188,6 +188,8 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(pages::http::routes())
+        .merge(passkeys::http::page_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

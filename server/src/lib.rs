@@ -17,7 +17,8 @@
 //! | [`devices`] | enrollment, signed device requests, revocation (`/device/v1`, PROTOCOL.md) |
 //! | [`challenges`] | number matching: `/v1/challenges`, device answers, long-poll, push outbox worker |
 //! | [`factors`] | pre-auth: which factors a user may use now, and why not (`/v1/users/{u}/factors`) |
-//! | [`passkeys`] | WebAuthn relying party (`[webauthn]`), passkey registration ceremonies, list/rename/revoke (`/v1/users/{u}/passkeys`), passkey sign-in challenges (`/v1/challenges/{id}/webauthn`) |
+//! | [`passkeys`] | WebAuthn relying party (`[webauthn]`), passkey registration ceremonies, enrollment links for the hosted page, list/rename/revoke (`/v1/users/{u}/passkeys`), passkey sign-in challenges (`/v1/challenges/{id}/webauthn`) and what the hosted pages' script calls (`/passkeys/…`) |
+//! | [`pages`]   | hosted pages (askama + one vanilla script, strict CSP): passkey registration (`/passkeys/enroll`) and sign-in (`/passkeys/sign-in`) |
 //! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`, timeline, unfreeze) |
 //! | [`push`]    | APNs and FCM clients (HTTP/2), what a push may carry                    |
 //! | [`alerts`]  | security alerts (`AlertKind`) to a signed webhook                       |
@@ -50,6 +51,7 @@ pub mod http;
 pub mod ids;
 pub mod middleware;
 pub mod openapi;
+pub mod pages;
 pub mod passkeys;
 pub mod private_files;
 pub mod push;

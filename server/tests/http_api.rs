@@ -169,6 +169,7 @@ async fn openapi_documents_every_v1_route() {
         "/v1/users/{username}/devices/{device_id}",
         "/v1/users/{username}/factors",
         "/v1/users/{username}/passkeys",
+        "/v1/users/{username}/passkeys/enrollment-links",
         "/v1/users/{username}/passkeys/registrations",
         "/v1/users/{username}/passkeys/registrations/{id}",
         "/v1/users/{username}/passkeys/{passkey_id}",

@@ -5,151 +5,19 @@
 
 #[macro_use]
 mod common;
+#[path = "common/soft_key.rs"]
+mod soft_key;
 
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{TestApp, assert_error, audit_actions, audit_len, enrolled_device, fresh_approval, signed_get};
-use countersign::app::HttpLimits;
+use common::{
+    TestApp, app_with_user, assert_error, audit_actions, audit_len, enrolled_device, fresh_approval,
+    signed_get,
+};
 use countersign_e2e::Engine;
-use passkey::authenticator::{Authenticator, MemoryStore, UiHint, UserCheck, UserValidationMethod};
-use passkey::client::{Client, DefaultClientData};
-use passkey::crypto::rust_crypto::RustCryptoBackend;
-use passkey::types::Passkey;
-use passkey::types::ctap2::{Aaguid, Ctap2Error};
-use passkey::types::webauthn::{CredentialCreationOptions, CredentialRequestOptions};
 use serde_json::{Value, json};
-
-/// The origin the test RP accepts (derived from the test public URL `http://127.0.0.1:8080`).
-const ORIGIN: &str = "http://localhost:8080";
-
-/// A user who is present and verified (PIN or biometrics) whenever asked.
-struct VerifiedUser;
-
-#[async_trait::async_trait]
-impl UserValidationMethod for VerifiedUser {
-    type PasskeyItem = Passkey;
-
-    async fn check_user<'a>(
-        &self,
-        _hint: UiHint<'a, Passkey>,
-        _presence: bool,
-        _verification: bool,
-    ) -> Result<UserCheck, Ctap2Error> {
-        Ok(UserCheck { presence: true, verification: true })
-    }
-
-    fn is_verification_enabled(&self) -> Option<bool> {
-        Some(true)
-    }
-
-    fn is_presence_enabled(&self) -> bool {
-        true
-    }
-}
-
-type SoftAuthenticator = Authenticator<MemoryStore, VerifiedUser, RustCryptoBackend>;
-
-fn soft_authenticator() -> SoftAuthenticator {
-    let mut authenticator =
-        Authenticator::new(Aaguid::new_empty(), MemoryStore::new(), VerifiedUser, RustCryptoBackend);
-    authenticator.set_make_credentials_with_signature_counter(true);
-    authenticator
-}
-
-/// A software authenticator (with a signature counter), used through a WebAuthn client as a
-/// browser page would use it (on `http://localhost`, which browsers treat as secure). The
-/// client is made per ceremony around the kept authenticator.
-struct SoftKey {
-    authenticator: SoftAuthenticator,
-}
-
-impl SoftKey {
-    fn new() -> Self {
-        Self { authenticator: soft_authenticator() }
-    }
-
-    /// `navigator.credentials.create({ publicKey })` then `credential.toJSON()`.
-    async fn create(&mut self, public_key: &Value) -> Value {
-        let options: CredentialCreationOptions =
-            serde_json::from_value(json!({ "publicKey": public_key })).unwrap();
-        let authenticator = std::mem::replace(&mut self.authenticator, soft_authenticator());
-        let mut client = Client::new(authenticator).allows_insecure_localhost(true);
-        let origin = url::Url::parse(ORIGIN).unwrap();
-        let credential = client.register(&origin, options, DefaultClientData).await.unwrap();
-        self.authenticator = std::mem::replace(client.authenticator_mut(), soft_authenticator());
-        to_json(serde_json::to_value(&credential).unwrap())
-    }
-
-    /// `navigator.credentials.get({ publicKey })` then `credential.toJSON()`.
-    async fn get(&mut self, public_key: &Value) -> Value {
-        let options: CredentialRequestOptions =
-            serde_json::from_value(json!({ "publicKey": public_key })).unwrap();
-        let authenticator = std::mem::replace(&mut self.authenticator, soft_authenticator());
-        let mut client = Client::new(authenticator).allows_insecure_localhost(true);
-        let origin = url::Url::parse(ORIGIN).unwrap();
-        let credential = client.authenticate(&origin, options, DefaultClientData).await.unwrap();
-        self.authenticator = std::mem::replace(client.authenticator_mut(), soft_authenticator());
-        to_json(serde_json::to_value(&credential).unwrap())
-    }
-
-    /// Signs an assertion again over `auth_data` and `client_data` with the passkey's private
-    /// key: what a compromised client or authenticator holding the key can produce. The
-    /// relying party must refuse it on its merits, not because the signature fails.
-    fn resign(&self, assertion: &Value, auth_data: &[u8], client_data: &Value) -> Value {
-        use passkey::crypto::SecretKeyT;
-        use passkey::crypto::rust_crypto::RustCryptoSecretKey;
-        let passkey = self.authenticator.store().values().next().unwrap();
-        let mut key = RustCryptoSecretKey::from_cose_key(&passkey.key).unwrap();
-        let client_data = client_data.to_string();
-        let hash = ring::digest::digest(&ring::digest::SHA256, client_data.as_bytes());
-        let signature = key.sign(&[auth_data, hash.as_ref()].concat());
-        let mut forged = assertion.clone();
-        forged["response"]["authenticatorData"] = json!(URL_SAFE_NO_PAD.encode(auth_data));
-        forged["response"]["clientDataJSON"] = json!(URL_SAFE_NO_PAD.encode(client_data));
-        forged["response"]["signature"] = json!(URL_SAFE_NO_PAD.encode(signature));
-        forged
-    }
-
-    /// The keys as they are now (a backup an attacker could restore to clone the key).
-    fn snapshot(&self) -> MemoryStore {
-        self.authenticator.store().clone()
-    }
-
-    fn restore(&mut self, keys: MemoryStore) {
-        *self.authenticator.store_mut() = keys;
-    }
-}
-
-/// What a browser's `credential.toJSON()` gives: the crate writes buffers as byte arrays, a
-/// browser as base64url.
-fn to_json(mut credential: Value) -> Value {
-    let base64url = |value: &mut Value| {
-        if let Some(bytes) = value.as_array() {
-            let bytes: Vec<u8> = bytes.iter().map(|b| u8::try_from(b.as_u64().unwrap()).unwrap()).collect();
-            *value = json!(URL_SAFE_NO_PAD.encode(bytes));
-        }
-    };
-    base64url(&mut credential["rawId"]);
-    let response = &mut credential["response"];
-    for field in
-        ["clientDataJSON", "authenticatorData", "publicKey", "attestationObject", "signature", "userHandle"]
-    {
-        if let Some(value) = response.get_mut(field) {
-            base64url(value);
-        }
-    }
-    credential
-}
-
-/// An app key that may manage users, and the user `username`.
-async fn app_with_user(engine: Engine, username: &str) -> (TestApp, String) {
-    let app = TestApp::build(engine, HttpLimits::default()).await;
-    let key = app.key("portal", "users:read users:write challenges:write").await;
-    let created = app.post_json("/v1/users", &key, json!({ "username": username })).await;
-    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-    (app, key)
-}
+use soft_key::SoftKey;
 
 async fn begin(app: &TestApp, key: &str, username: &str, body: Value) -> common::Reply {
     app.post_json(&format!("/v1/users/{username}/passkeys/registrations"), key, body).await
@@ -1063,7 +931,7 @@ async fn a_passkey_only_user_gets_no_push(engine: Engine) {
 /// Privileged users are passkey-only unless an operator says otherwise; an app can ask for it
 /// for anyone at creation. A passkey-only user still signs in with a passkey.
 async fn privileged_users_are_passkey_only_by_default(engine: Engine) {
-    let app = TestApp::build(engine, HttpLimits::default()).await;
+    let app = TestApp::build(engine, countersign::app::HttpLimits::default()).await;
     let key = app.key("portal", "users:read users:write challenges:write").await;
     let root = app.post_json("/v1/users", &key, json!({ "username": "root", "privileged": true })).await;
     assert_eq!((root.status, root.body["passkey_required"].clone()), (StatusCode::CREATED, json!(true)));

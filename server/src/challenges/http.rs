@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use countersign_mobile_protocol::{
     ChallengeResponse, ChallengeResponseResult, ErrorCode, PendingChallenges, SignedChallengeDetails,
 };
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
@@ -126,6 +127,11 @@ pub struct CreatedChallengeView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub webauthn: Option<serde_json::Value>,
+    /// Passkey: instead of running the ceremony in your own page, send the user to this hosted
+    /// sign-in page (single-purpose token, shown only here); it answers the challenge, which you
+    /// then redeem as usual.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sign_in_url: Option<String>,
     pub state: String,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -195,16 +201,17 @@ async fn create_challenge(
         }
         None => None,
     };
-    let (record, number, webauthn) = match body.factor {
+    let (record, number, webauthn, sign_in_url) = match body.factor {
         Factor::Push => {
             let created = state.challenges.create(&app, &body.username, body.context, key).await?;
-            (created.record, Some(created.number), None)
+            (created.record, Some(created.number), None, None)
         }
         // A passkey challenge sends nothing and spends no budget: a retry simply makes another
         // (an Idempotency-Key is not needed, and not kept).
         Factor::Passkey => {
             let begun = state.passkeys.begin_sign_in(&app, &body.username, body.context).await?;
-            (begun.record, None, Some(begun.options))
+            let url = begun.sign_in_url.expose_secret().to_owned();
+            (begun.record, None, Some(begun.options), Some(url))
         }
     };
     Ok((
@@ -215,6 +222,7 @@ async fn create_challenge(
             number,
             number_digits: record.number_digits,
             webauthn,
+            sign_in_url,
             state: record.state.as_str().to_owned(),
             expires_at: record.expires_at,
         }),

@@ -78,6 +78,13 @@ codes! {
     RegistrationNotFound = "registration_not_found" => NOT_FOUND;
     RegistrationExpired = "registration_expired" => GONE;
     PasskeyNotFound = "passkey_not_found" => NOT_FOUND;
+    /// No enrollment link has that code (or its user is gone).
+    EnrollmentLinkInvalid = "enrollment_link_invalid" => NOT_FOUND;
+    EnrollmentLinkExpired = "enrollment_link_expired" => GONE;
+    /// The link's passkey is registered: a link completes once.
+    EnrollmentLinkUsed = "enrollment_link_used" => GONE;
+    /// No passkey sign-in has that page token.
+    SignInPageInvalid = "sign_in_page_invalid" => NOT_FOUND;
     /// The credential's contents do not decode (base64url, CBOR, client data JSON).
     WebauthnResponseInvalid = "webauthn_response_invalid" => FORBIDDEN;
     ClientDataTooLarge = "client_data_too_large" => PAYLOAD_TOO_LARGE;

@@ -1,9 +1,11 @@
 //! `/v1/users/{username}/passkeys`: registration ceremonies over REST (for apps with their own
-//! front end), listing, renaming and revoking.
+//! front end), enrollment links, listing, renaming and revoking; passkey answers to challenges;
+//! and the endpoints of the hosted pages' script (`/passkeys/…`).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
@@ -20,10 +22,21 @@ use crate::store::PasskeyRecord;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(begin_registration))
+        .routes(routes!(create_enrollment_link))
         .routes(routes!(complete_registration))
         .routes(routes!(list_passkeys))
         .routes(routes!(rename_passkey, revoke_passkey))
         .routes(routes!(answer_challenge))
+}
+
+/// What the hosted pages call (same origin; the enrollment link's code or the sign-in page's
+/// token is the credential). Not part of the `/v1` API: only the pages' script uses them.
+pub fn page_routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/passkeys/enroll/options", axum::routing::post(enrollment_options))
+        .route("/passkeys/enroll/credential", axum::routing::post(complete_enrollment))
+        .route("/passkeys/sign-in/options", axum::routing::post(sign_in_options))
+        .route("/passkeys/sign-in/assertion", axum::routing::post(answer_sign_in_page))
 }
 
 impl From<PasskeyError> for ApiError {
@@ -42,6 +55,10 @@ impl From<PasskeyError> for ApiError {
             PasskeyError::AuthenticatorNotAllowed => Code::AuthenticatorNotAllowed,
             PasskeyError::FactorAlreadyBound => Code::FactorAlreadyBound,
             PasskeyError::PasskeyNotFound => Code::PasskeyNotFound,
+            PasskeyError::EnrollmentLinkInvalid => Code::EnrollmentLinkInvalid,
+            PasskeyError::EnrollmentLinkExpired => Code::EnrollmentLinkExpired,
+            PasskeyError::EnrollmentLinkUsed => Code::EnrollmentLinkUsed,
+            PasskeyError::SignInPageInvalid => Code::SignInPageInvalid,
             PasskeyError::NoPasskey => Code::NoPasskey,
             PasskeyError::ChallengeNotFound => Code::ChallengeNotFound,
             PasskeyError::ChallengeNotPending(_) => Code::ChallengeNotPending,
@@ -245,6 +262,136 @@ async fn begin_registration(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EnrollmentLinkView {
+    /// The hosted registration page with its single-use code: give it to the user (it is shown
+    /// only this once). It must be opened on this origin (`[webauthn] origins`, the first).
+    pub url: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+}
+
+/// Auth: app API key, scope `users:write`. Creates a single-use link (10 minutes) to the hosted
+/// registration page, under the same trust rule as beginning a registration.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{username}/passkeys/enrollment-links",
+    tag = "passkeys",
+    security(("api_key" = ["users:write"])),
+    params(("username" = crate::openapi::Username, Path)),
+    request_body(content = BeginRegistrationRequest, description = "`{}` for a user without any factor; `{\"approval\": \"<challenge id>\"}` for a user who has one (consumed now)"),
+    responses(
+        (status = 201, description = "Created: the registration is begun and waits for the page", body = EnrollmentLinkView),
+        (status = 403, description = "`second_factor_proof_required`, `approval_invalid` (as for a registration; audited, nothing created)", body = ErrorBody),
+        (status = 404, description = "`user_not_found`", body = ErrorBody),
+    )
+)]
+async fn create_enrollment_link(
+    State(state): State<AppState>,
+    app: AppKey<UsersWrite>,
+    ApiPath(username): ApiPath<String>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<(StatusCode, Json<EnrollmentLinkView>), ApiError> {
+    let body: BeginRegistrationRequest = object(body)?;
+    let request = RegistrationRequest { approval: body.approval, name: body.name };
+    let link = state.passkeys.create_enrollment_link(&app, &username, request).await?;
+    let view = EnrollmentLinkView { url: link.url.expose_secret().to_owned(), expires_at: link.expires_at };
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollmentCode {
+    code: String,
+}
+
+#[derive(Debug, Serialize)]
+struct EnrollmentOptionsView {
+    username: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+    /// For `PublicKeyCredential.parseCreationOptionsFromJSON()`.
+    public_key: serde_json::Value,
+}
+
+/// Auth: an enrollment link's code. The creation options of the link's ceremony.
+async fn enrollment_options(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<EnrollmentOptionsView>, ApiError> {
+    let body: EnrollmentCode = object(body)?;
+    let open = state.passkeys.open_enrollment(&body.code).await?;
+    let public_key = open.options()?;
+    Ok(Json(EnrollmentOptionsView {
+        username: open.user.username,
+        expires_at: open.link.expires_at,
+        public_key,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollmentCredential {
+    code: String,
+    credential: CredentialJson<AttestationResponseJson>,
+}
+
+/// Auth: an enrollment link's code. Completes the link's registration with the browser's
+/// `credential.toJSON()`; the link is used up.
+async fn complete_enrollment(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<(StatusCode, Json<PasskeyView>), ApiError> {
+    let body: EnrollmentCredential = object(body)?;
+    let credential = serde_json::to_value(&body.credential).map_err(|e| ApiError::internal(&e))?;
+    let passkey = state.passkeys.complete_enrollment(&body.code, &credential).await?;
+    Ok((StatusCode::CREATED, Json(PasskeyView::from(passkey))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignInToken {
+    token: String,
+}
+
+#[derive(Debug, Serialize)]
+struct SignInOptionsView {
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+    /// For `PublicKeyCredential.parseRequestOptionsFromJSON()`.
+    public_key: serde_json::Value,
+}
+
+/// Auth: a passkey challenge's page token. The request options of its sign-in.
+async fn sign_in_options(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<SignInOptionsView>, ApiError> {
+    let body: SignInToken = object(body)?;
+    let open = state.passkeys.open_sign_in(&body.token).await?;
+    Ok(Json(SignInOptionsView { expires_at: open.challenge.expires_at, public_key: open.options()? }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignInAssertion {
+    token: String,
+    credential: CredentialJson<AssertionResponseJson>,
+}
+
+/// Auth: a passkey challenge's page token. Answers the challenge with the browser's assertion,
+/// as `POST /v1/challenges/{id}/webauthn` would.
+async fn answer_sign_in_page(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<AnsweredChallengeView>, ApiError> {
+    let body: SignInAssertion = object(body)?;
+    let credential = serde_json::to_value(&body.credential).map_err(|e| ApiError::internal(&e))?;
+    let approved = state.passkeys.complete_sign_in_page(&body.token, &credential).await?;
+    Ok(Json(AnsweredChallengeView::from(approved)))
+}
+
 /// Auth: app API key, scope `users:write`. Completes a registration with the browser's
 /// `credential.toJSON()`; the credential id is bound to this user forever.
 #[utoipa::path(
@@ -364,6 +511,12 @@ pub struct AnsweredChallengeView {
     pub decided_at: Option<OffsetDateTime>,
 }
 
+impl From<crate::store::ChallengeRecord> for AnsweredChallengeView {
+    fn from(approved: crate::store::ChallengeRecord) -> Self {
+        Self { id: approved.id, state: approved.state.as_str().to_owned(), decided_at: approved.decided_at }
+    }
+}
+
 /// Auth: app API key, scope `challenges:write`. Answers a passkey challenge with the browser's
 /// assertion (`credential.toJSON()` after `navigator.credentials.get()`); it becomes `approved`
 /// once, then is redeemed like any challenge.
@@ -391,10 +544,5 @@ async fn answer_challenge(
     let credential: CredentialJson<AssertionResponseJson> = object(body)?;
     let credential = serde_json::to_value(&credential).map_err(|e| ApiError::internal(&e))?;
     let approved = state.passkeys.complete_sign_in(&app, ChallengeId(id), &credential).await?;
-    let view = AnsweredChallengeView {
-        id: approved.id,
-        state: approved.state.as_str().to_owned(),
-        decided_at: approved.decided_at,
-    };
-    Ok(Json(view))
+    Ok(Json(AnsweredChallengeView::from(approved)))
 }

@@ -34,6 +34,10 @@ pub struct WebauthnSettings {
 /// How long a registration ceremony may take (the options tell the browser the same).
 pub const REGISTRATION_TTL: time::Duration = time::Duration::minutes(5);
 
+/// How long an enrollment link (and the ceremony it carries) lives, like a device activation
+/// code: long enough to open it on another screen, short enough to be worthless once leaked.
+pub const ENROLLMENT_LINK_TTL: time::Duration = time::Duration::minutes(10);
+
 /// Longest passkey name, in characters.
 pub const MAX_NAME_LEN: usize = 64;
 

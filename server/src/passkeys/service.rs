@@ -10,15 +10,18 @@ use std::sync::Arc;
 use serde_json::json;
 use time::OffsetDateTime;
 use webauthn_rp::bin::{Decode, Encode};
-use webauthn_rp::request::PublicKeyCredentialDescriptor;
+use webauthn_rp::request::register::CredProtect;
 use webauthn_rp::request::register::{
     Nickname, PublicKeyCredentialCreationOptions, PublicKeyCredentialUserEntity,
     RegistrationVerificationOptions, ResidentKeyRequirement, UserHandle64, Username,
 };
+use webauthn_rp::request::{ExtensionInfo, PublicKeyCredentialDescriptor};
 use webauthn_rp::response::{AuthTransports, CredentialId};
 use webauthn_rp::{Registration, RegistrationServerState};
 
-use super::model::{self, MAX_CLIENT_DATA_LEN, REGISTRATION_TTL, Rejection, WebauthnSettings};
+use super::model::{
+    self, ENROLLMENT_LINK_TTL, MAX_CLIENT_DATA_LEN, REGISTRATION_TTL, Rejection, WebauthnSettings,
+};
 use crate::api_keys::service::AuthenticatedApp;
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
@@ -27,8 +30,8 @@ use crate::devices::model::SECOND_DEVICE_APPROVAL_WINDOW;
 use crate::fault::InternalError;
 use crate::ids::{ChallengeId, PasskeyId, RegistrationId, UserId};
 use crate::store::{
-    ApprovalProof, Conflict, DeviceRecord, PasskeyRecord, RegistrationCeremony, RegistrationProof, Store,
-    StoreError, UserRecord,
+    ApprovalProof, Conflict, DeviceRecord, EnrollmentLink, PasskeyRecord, RegistrationCeremony,
+    RegistrationProof, Store, StoreError, UserRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,14 @@ pub enum PasskeyError {
     AuthenticatorNotAllowed,
     #[error("the credential is already bound to a user")]
     FactorAlreadyBound,
+    #[error("this passkey link is not valid: ask for a new one")]
+    EnrollmentLinkInvalid,
+    #[error("this passkey link has expired: ask for a new one")]
+    EnrollmentLinkExpired,
+    #[error("this passkey link has been used already: ask for a new one")]
+    EnrollmentLinkUsed,
+    #[error("this sign-in link is not valid: start the sign-in again")]
+    SignInPageInvalid,
     #[error("no such passkey for this user")]
     PasskeyNotFound,
     #[error("the user has no passkey that can answer a challenge")]
@@ -143,6 +154,18 @@ impl PasskeyService {
         username: &str,
         request: RegistrationRequest,
     ) -> Result<BegunRegistration, PasskeyError> {
+        self.begin(app, username, request, None).await
+    }
+
+    /// Begins a ceremony under the trust rule; with `link_code_hash`, for an enrollment link
+    /// (stored with it, living as long as the link).
+    pub(super) async fn begin(
+        &self,
+        app: &AuthenticatedApp,
+        username: &str,
+        request: RegistrationRequest,
+        link_code_hash: Option<&[u8]>,
+    ) -> Result<BegunRegistration, PasskeyError> {
         let name = match &request.name {
             Some(name) => model::clean_name(name).map_err(PasskeyError::InvalidInput)?,
             None => DEFAULT_NAME.to_owned(),
@@ -181,8 +204,19 @@ impl PasskeyService {
             is_first_factor: matches!(proof, RegistrationProof::FirstFactor),
             server_state,
             created_at: now,
-            expires_at: now + REGISTRATION_TTL,
+            expires_at: now + if link_code_hash.is_some() { ENROLLMENT_LINK_TTL } else { REGISTRATION_TTL },
         };
+        let link = link_code_hash.map(|hash| EnrollmentLink {
+            code_hash: hash.to_vec(),
+            registration_id: id,
+            user_id: user.id,
+            username: user.username.clone(),
+            app_id: app.id,
+            app_name: app.name.clone(),
+            options: options.to_string(),
+            created_at: now,
+            expires_at: ceremony.expires_at,
+        });
         let event =
             AuditEvent::new(now, app.actor(), Action::PasskeyRegistrationStarted, Subject::User(user.id))
                 .with_details(json!({
@@ -190,8 +224,9 @@ impl PasskeyService {
                     "username": user.username,
                     "first_factor": ceremony.is_first_factor,
                     "approval": request.approval,
+                    "enrollment_link": link.is_some(),
                 }));
-        match self.store.begin_registration(ceremony.clone(), proof, event).await {
+        match self.store.begin_registration(ceremony.clone(), proof, link.as_ref(), event).await {
             Ok(()) => Ok(BegunRegistration { ceremony, options }),
             Err(StoreError::NotFound) => {
                 let details = json!({ "approval": request.approval });
@@ -233,6 +268,12 @@ impl PasskeyService {
         };
         let mut options = PublicKeyCredentialCreationOptions::passkey(&self.settings.rp_id, entity, exclude);
         options.authenticator_selection.resident_key = ResidentKeyRequirement::Preferred;
+        // Ask for credProtect (user verification required) without enforcing it: browsers refuse
+        // to create a credential on an authenticator without the extension when it is enforced
+        // (Chromium's platform authenticator among them), and every sign-in requires user
+        // verification anyway.
+        options.extensions.cred_protect =
+            CredProtect::UserVerificationRequired(ExtensionInfo::AllowDontEnforceValue);
         let (server, client) =
             options.start_ceremony().map_err(|e| InternalError::caused_by("starting a registration", e))?;
         let json = serde_json::to_value(&client)
@@ -256,6 +297,19 @@ impl PasskeyService {
             .await?
             .filter(|c| c.user_id == user.id && c.app_id == app.id)
             .ok_or(PasskeyError::RegistrationNotFound)?;
+        self.finish_registration(&app.actor(), &user, &ceremony, credential).await
+    }
+
+    /// Verifies the credential against the ceremony and stores the passkey; `actor` is who
+    /// the audit trail names (the app, directly or through its enrollment link).
+    pub(super) async fn finish_registration(
+        &self,
+        actor: &Actor,
+        user: &UserRecord,
+        ceremony: &RegistrationCeremony,
+        credential: &serde_json::Value,
+    ) -> Result<PasskeyRecord, PasskeyError> {
+        let id = ceremony.id;
         let now = self.clock.now();
         if ceremony.expires_at <= now {
             return Err(PasskeyError::RegistrationExpired);
@@ -278,7 +332,7 @@ impl PasskeyService {
             Err(error) => {
                 let rejection = Rejection::of_registration(&error);
                 let details = json!({ "registration_id": id, "rejection": rejection.as_str(), "cause": error.to_string() });
-                self.audit_refused(app.actor(), &user, "credential_rejected", details).await?;
+                self.audit_refused(actor.clone(), user, "credential_rejected", details).await?;
                 return Err(PasskeyError::Rejected { rejection, message: error.to_string() });
             }
         };
@@ -286,7 +340,7 @@ impl PasskeyService {
         let aaguid = metadata.aaguid.data().to_vec();
         if !self.settings.allows_aaguid(&aaguid) {
             let details = json!({ "registration_id": id, "aaguid": aaguid_text(&aaguid) });
-            self.audit_refused(app.actor(), &user, "authenticator_not_allowed", details).await?;
+            self.audit_refused(actor.clone(), user, "authenticator_not_allowed", details).await?;
             return Err(PasskeyError::AuthenticatorNotAllowed);
         }
         let (backup_eligible, backed_up) = model::backup_flags(dynamic_state.backup);
@@ -306,12 +360,12 @@ impl PasskeyService {
             last_used_at: None,
             revoked_at: None,
         };
-        self.store_passkey(app, &user, &ceremony, passkey).await
+        self.store_passkey(actor, user, ceremony, passkey).await
     }
 
     async fn store_passkey(
         &self,
-        app: &AuthenticatedApp,
+        actor: &Actor,
         user: &UserRecord,
         ceremony: &RegistrationCeremony,
         passkey: PasskeyRecord,
@@ -319,7 +373,7 @@ impl PasskeyService {
         let notice_details = json!({ "passkey_id": passkey.id, "name": passkey.name }).to_string();
         let event = AuditEvent::new(
             passkey.created_at,
-            app.actor(),
+            actor.clone(),
             Action::PasskeyRegistered,
             Subject::User(user.id),
         )
@@ -343,7 +397,7 @@ impl PasskeyService {
             Err(StoreError::NotFound) => Err(PasskeyError::RegistrationNotFound),
             Err(StoreError::Conflict(Conflict::SecondDevice)) => {
                 self.audit_refused(
-                    app.actor(),
+                    actor.clone(),
                     user,
                     "second_factor_proof_required",
                     json!({ "registration_id": ceremony.id }),
@@ -354,7 +408,7 @@ impl PasskeyService {
             // The ceremony was still unused (its delete comes first), so this is another binding.
             Err(StoreError::Conflict(Conflict::PasskeyCredential)) => {
                 match self.store.passkey_by_credential_id(&credential_id).await? {
-                    Some(bound) => Err(self.binding_refused(app, user, &bound, ceremony.id).await?),
+                    Some(bound) => Err(self.binding_refused(actor, user, &bound, ceremony.id).await?),
                     None => Err(PasskeyError::FactorAlreadyBound),
                 }
             }
@@ -365,14 +419,14 @@ impl PasskeyService {
     /// A credential offered for a second binding (factor sharing): audited naming both users.
     async fn binding_refused(
         &self,
-        app: &AuthenticatedApp,
+        actor: &Actor,
         user: &UserRecord,
         bound: &PasskeyRecord,
         registration: RegistrationId,
     ) -> Result<PasskeyError, PasskeyError> {
         let event = AuditEvent::new(
             self.clock.now(),
-            app.actor(),
+            actor.clone(),
             Action::FactorBindingRefused,
             Subject::User(user.id),
         )

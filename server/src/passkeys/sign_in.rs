@@ -1,7 +1,9 @@
 //! Passkey sign-in as a challenge: `POST /v1/challenges` with `"factor": "passkey"` creates a
 //! challenge with WebAuthn request options instead of a number (no push), and the browser's
 //! assertion (`POST /v1/challenges/{id}/webauthn`) approves it by compare-and-set; the app then
-//! redeems it once like any challenge.
+//! redeems it once like any challenge. The create response also names the challenge's hosted
+//! sign-in page (`/passkeys/sign-in?token=…`, a 128-bit token stored as its hash), which answers
+//! it as the app would.
 //!
 //! A passkey sign-in never waits on push lockouts, and a successful one lifts a wrong-number or
 //! denial freeze (never a "not me" quarantine or a hard lock). Refused assertions are audited
@@ -11,6 +13,7 @@
 use std::num::NonZeroU32;
 
 use ring::rand::SecureRandom;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use time::OffsetDateTime;
 use webauthn_rp::bin::{Decode, Encode};
@@ -33,20 +36,41 @@ use crate::api_keys::service::AuthenticatedApp;
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::challenges::service::{ChallengeContext, clean_context};
+use crate::devices::model::{hash_activation_code, new_activation_code};
 use crate::fault::InternalError;
 use crate::ids::ChallengeId;
 use crate::store::{
-    ChallengeRecord, PasskeyAssertion, PasskeyRecord, PasskeySignIn, Precondition, StoreError,
+    ChallengeRecord, PasskeyAssertion, PasskeyRecord, PasskeySignIn, Precondition, SignInPage, StoreError,
 };
 
 /// A stored public key as `webauthn_rp` decodes it.
 type StoredKey = CompressedPubKey<[u8; 32], [u8; 32], [u8; 48], Vec<u8>>;
 
-/// A created passkey sign-in and the options for `parseRequestOptionsFromJSON()`.
+/// A created passkey sign-in, the options for `parseRequestOptionsFromJSON()`, and the URL of
+/// its hosted sign-in page (shown once: only the token's hash is kept).
 #[derive(Debug)]
 pub struct BegunSignIn {
     pub record: ChallengeRecord,
     pub options: serde_json::Value,
+    pub sign_in_url: SecretString,
+}
+
+/// The path of the hosted sign-in page, relative to an allowed origin.
+pub const SIGN_IN_PAGE_PATH: &str = "/passkeys/sign-in";
+
+/// A passkey sign-in whose page can still answer it.
+#[derive(Debug)]
+pub struct OpenSignIn {
+    pub challenge: ChallengeRecord,
+    pub page: SignInPage,
+}
+
+impl OpenSignIn {
+    /// `PublicKeyCredentialRequestOptionsJSON` for the page.
+    pub fn options(&self) -> Result<serde_json::Value, PasskeyError> {
+        Ok(serde_json::from_str(&self.page.options)
+            .map_err(|e| InternalError::caused_by("reading stored request options", e))?)
+    }
 }
 
 impl PasskeyService {
@@ -129,9 +153,49 @@ impl PasskeyService {
             "location": record.location,
             "passkeys": passkeys.iter().filter(|p| p.is_active()).count(),
         }));
-        let record = self.store.create_passkey_challenge(record, &state, event).await?;
+        let origin = self
+            .settings
+            .origins
+            .first()
+            .ok_or_else(|| InternalError::new("the relying party has no allowed origin"))?;
+        let (token, token_hash) =
+            new_activation_code().map_err(|e| InternalError::caused_by("drawing a page token", e))?;
+        let sign_in_url = format!("{origin}{SIGN_IN_PAGE_PATH}?token={}", token.expose_secret());
+        let page = SignInPage {
+            token_hash: token_hash.to_vec(),
+            options: options.to_string(),
+            app_name: app.name.clone(),
+        };
+        let record = self.store.create_passkey_challenge(record, &state, &page, event).await?;
         metrics::counter!("countersign_challenges_created_total").increment(1);
-        Ok(BegunSignIn { record, options })
+        Ok(BegunSignIn { record, options, sign_in_url: SecretString::from(sign_in_url) })
+    }
+
+    /// The passkey sign-in the page token names, if it can still be answered: unknown (404),
+    /// expired (410) and decided (409) are told apart. Changes nothing.
+    pub async fn open_sign_in(&self, token: &str) -> Result<OpenSignIn, PasskeyError> {
+        let sign_in = self
+            .store
+            .passkey_sign_in_by_page_token(&hash_activation_code(token))
+            .await?
+            .ok_or(PasskeyError::SignInPageInvalid)?;
+        let page = sign_in.page.ok_or(PasskeyError::SignInPageInvalid)?;
+        let challenge =
+            self.store.challenge_by_id(sign_in.challenge_id).await?.ok_or(PasskeyError::SignInPageInvalid)?;
+        check_pending(&challenge, self.clock.now())?;
+        Ok(OpenSignIn { challenge, page })
+    }
+
+    /// The page's assertion for the sign-in its token names: answered as the app that created
+    /// the challenge would answer it (`POST /v1/challenges/{id}/webauthn`).
+    pub async fn complete_sign_in_page(
+        &self,
+        token: &str,
+        credential: &serde_json::Value,
+    ) -> Result<ChallengeRecord, PasskeyError> {
+        let open = self.open_sign_in(token).await?;
+        let actor = Actor::App { id: open.challenge.app_id, name: open.page.app_name };
+        self.answer(&actor, open.challenge, credential).await
     }
 
     /// `POST /v1/challenges/{id}/webauthn` with the assertion (`credential.toJSON()`).
@@ -147,6 +211,18 @@ impl PasskeyService {
             .await?
             .filter(|c| c.app_id == app.id && !c.is_push())
             .ok_or(PasskeyError::ChallengeNotFound)?;
+        self.answer(&app.actor(), challenge, credential).await
+    }
+
+    /// Verifies an assertion for a passkey challenge and applies it; `actor` is who the audit
+    /// trail names (the app, directly or through the challenge's page).
+    async fn answer(
+        &self,
+        actor: &Actor,
+        challenge: ChallengeRecord,
+        credential: &serde_json::Value,
+    ) -> Result<ChallengeRecord, PasskeyError> {
+        let id = challenge.id;
         let now = self.clock.now();
         check_pending(&challenge, now)?;
         let sign_in = self
@@ -166,24 +242,24 @@ impl PasskeyService {
             Some(passkey) if passkey.is_active() && passkey.user_id == challenge.user_id => passkey,
             other => {
                 let details = json!({ "credential_owner": other.map(|p| p.user_id) });
-                self.refuse_assertion(app, &challenge, &sign_in, "unknown_credential", details).await?;
+                self.refuse_assertion(actor, &challenge, &sign_in, "unknown_credential", details).await?;
                 return Err(PasskeyError::UnknownCredential);
             }
         };
         let verified = self.verify(&challenge, &sign_in, &assertion, &passkey).await?;
         match verified {
-            Ok(dynamic) => self.approve(app, &challenge, &passkey, dynamic, now).await,
+            Ok(dynamic) => self.approve(actor, &challenge, &passkey, dynamic, now).await,
             Err(AuthCeremonyErr::SignatureCounter) => {
                 // A second assertion for a challenge another one has just answered carries an
                 // older counter: it is over, not a clone. Anything else is a second key.
                 let current = self.store.challenge_by_id(id).await?.ok_or(PasskeyError::ChallengeNotFound)?;
                 check_pending(&current, now)?;
-                Err(self.possible_clone(app, &challenge, &passkey).await?)
+                Err(self.possible_clone(actor, &challenge, &passkey).await?)
             }
             Err(error) => {
                 let rejection = Rejection::of_authentication(&error);
                 let details = json!({ "rejection": rejection.as_str(), "cause": error.to_string(), "passkey_id": passkey.id });
-                self.refuse_assertion(app, &challenge, &sign_in, "credential_rejected", details).await?;
+                self.refuse_assertion(actor, &challenge, &sign_in, "credential_rejected", details).await?;
                 Err(PasskeyError::Rejected { rejection, message: error.to_string() })
             }
         }
@@ -227,7 +303,7 @@ impl PasskeyService {
     /// the passkey's counter and flags are kept, and push standing is relieved.
     async fn approve(
         &self,
-        app: &AuthenticatedApp,
+        actor: &Actor,
         challenge: &ChallengeRecord,
         passkey: &PasskeyRecord,
         dynamic: DynamicState,
@@ -245,7 +321,7 @@ impl PasskeyService {
         };
         let event = AuditEvent::new(
             now,
-            app.actor(),
+            actor.clone(),
             Action::Challenge(ChallengeState::Approved),
             Subject::User(challenge.user_id),
         )
@@ -264,7 +340,7 @@ impl PasskeyService {
                 self.sign_in.waiters.decided(&approved);
                 metrics::counter!("countersign_challenge_decisions_total", "outcome" => "approved")
                     .increment(1);
-                self.relieve_push(app, challenge, now).await?;
+                self.relieve_push(actor, challenge, now).await?;
                 Ok(approved)
             }
             Err(StoreError::PreconditionFailed(Precondition::ChallengeNotPending)) => {
@@ -285,7 +361,7 @@ impl PasskeyService {
     /// reset the failure streak (audited when it changes anything).
     async fn relieve_push(
         &self,
-        app: &AuthenticatedApp,
+        actor: &Actor,
         challenge: &ChallengeRecord,
         now: OffsetDateTime,
     ) -> Result<(), PasskeyError> {
@@ -295,7 +371,7 @@ impl PasskeyService {
         }
         let change = |state: &crate::fatigue::model::PushState| {
             let event =
-                AuditEvent::new(now, app.actor(), Action::PushUnfrozen, Subject::User(challenge.user_id))
+                AuditEvent::new(now, actor.clone(), Action::PushUnfrozen, Subject::User(challenge.user_id))
                     .with_details(json!({
                         "by": "passkey_sign_in",
                         "challenge_id": challenge.id,
@@ -311,7 +387,7 @@ impl PasskeyService {
     /// denied once the budget is spent.
     async fn refuse_assertion(
         &self,
-        app: &AuthenticatedApp,
+        actor: &Actor,
         challenge: &ChallengeRecord,
         sign_in: &PasskeySignIn,
         reason: &str,
@@ -325,14 +401,14 @@ impl PasskeyService {
         let now = self.clock.now();
         let event = AuditEvent::new(
             now,
-            app.actor(),
+            actor.clone(),
             Action::PasskeyAssertionRefused,
             Subject::User(challenge.user_id),
         )
         .with_details(details);
         let failed = self.store.count_failed_assertion(challenge.id, event).await?;
         if failed >= MAX_FAILED_ASSERTIONS {
-            self.deny(app.actor(), challenge, "too_many_failed_assertions").await?;
+            self.deny(actor.clone(), challenge, "too_many_failed_assertions").await?;
         }
         Ok(())
     }
@@ -341,12 +417,12 @@ impl PasskeyService {
     /// sign-in is denied, audited and alerted as `possible_clone`.
     async fn possible_clone(
         &self,
-        app: &AuthenticatedApp,
+        actor: &Actor,
         challenge: &ChallengeRecord,
         passkey: &PasskeyRecord,
     ) -> Result<PasskeyError, PasskeyError> {
         let now = self.clock.now();
-        self.deny(app.actor(), challenge, "possible_clone").await?;
+        self.deny(actor.clone(), challenge, "possible_clone").await?;
         let details = json!({
             "factor": "passkey",
             "passkey_id": passkey.id,
@@ -354,7 +430,7 @@ impl PasskeyService {
             "last_accepted_counter": passkey.sign_count,
         });
         let event =
-            AuditEvent::new(now, app.actor(), Action::PossibleClone, Subject::User(challenge.user_id))
+            AuditEvent::new(now, actor.clone(), Action::PossibleClone, Subject::User(challenge.user_id))
                 .with_details(details.clone());
         let subject = Subject::User(challenge.user_id);
         self.store

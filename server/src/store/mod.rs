@@ -55,7 +55,8 @@ pub use devices::{
 pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
 pub use outbox::{PushJob, PushJobResult, PushOutbox};
 pub use passkeys::{
-    PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore, RegistrationCeremony, RegistrationProof,
+    EnrollmentLink, PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore, RegistrationCeremony,
+    RegistrationProof, SignInPage,
 };
 pub use users::{UserRecord, UserStore};
 

@@ -61,6 +61,25 @@ pub enum RegistrationProof {
     Approval { proof: ApprovalProof, redeemed: Box<AuditEvent> },
 }
 
+/// A single-use link to the hosted registration page, carrying one registration ceremony.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentLink {
+    /// SHA-256 of the code in the link: the code itself is never stored.
+    pub code_hash: Vec<u8>,
+    /// The ceremony the page completes; once it is gone (completed) the link is used.
+    pub registration_id: RegistrationId,
+    pub user_id: UserId,
+    /// The user's name when the link was created: the link is void if it now names another.
+    pub username: String,
+    /// The app that created the link, the actor of what the page does.
+    pub app_id: AppId,
+    pub app_name: String,
+    /// `PublicKeyCredentialCreationOptionsJSON`, as the page hands it to the browser.
+    pub options: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
 /// The WebAuthn request a passkey sign-in (a challenge) is answered by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasskeySignIn {
@@ -69,6 +88,19 @@ pub struct PasskeySignIn {
     pub server_state: Vec<u8>,
     /// Assertions refused so far (the sign-in's own budget).
     pub failed_assertions: i32,
+    /// The hosted sign-in page's (none for a sign-in created before pages existed).
+    pub page: Option<SignInPage>,
+}
+
+/// What the hosted sign-in page of a passkey challenge needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInPage {
+    /// SHA-256 of the token in the page's URL: the token itself is never stored.
+    pub token_hash: Vec<u8>,
+    /// `PublicKeyCredentialRequestOptionsJSON`, as the page hands it to the browser.
+    pub options: String,
+    /// The app that created the challenge, the actor of what the page does.
+    pub app_name: String,
 }
 
 /// A verified assertion, applied by compare-and-set: the challenge must still be pending and
@@ -121,6 +153,23 @@ pub(super) fn registration_from_row<R: Columns>(row: &R) -> Result<RegistrationC
     })
 }
 
+pub(super) const LINK_COLUMNS: &str =
+    "code_hash, registration_id, user_id, username, app_id, app_name, options, created_at, expires_at";
+
+pub(super) fn link_from_row<R: Columns>(row: &R) -> Result<EnrollmentLink, StoreError> {
+    Ok(EnrollmentLink {
+        code_hash: row.value("code_hash")?,
+        registration_id: RegistrationId(row.id("registration_id")?),
+        user_id: UserId(row.id("user_id")?),
+        username: row.value("username")?,
+        app_id: AppId(row.id("app_id")?),
+        app_name: row.value("app_name")?,
+        options: row.value("options")?,
+        created_at: row.time("created_at")?,
+        expires_at: row.time("expires_at")?,
+    })
+}
+
 // Portable statements: the same text on both engines.
 
 pub(super) const USER_HANDLE: &str = "SELECT handle FROM webauthn_user_handles WHERE user_id = $1";
@@ -140,6 +189,14 @@ pub(super) static REGISTRATION_BY_ID: Sql =
 pub(super) const INSERT_REGISTRATION: &str = "INSERT INTO webauthn_registrations (id, user_id, app_id, name, is_first_factor, server_state, created_at, expires_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
+pub(super) const INSERT_LINK: &str = "INSERT INTO passkey_enrollment_links (code_hash, registration_id, user_id, username, app_id, app_name, options, created_at, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+pub(super) static LINK_BY_CODE_HASH: Sql =
+    Sql::new(|| format!("SELECT {LINK_COLUMNS} FROM passkey_enrollment_links WHERE code_hash = $1"));
+
+pub(super) const PURGE_EXPIRED_LINKS: &str = "DELETE FROM passkey_enrollment_links WHERE expires_at <= $1";
+
 pub(super) const DELETE_REGISTRATION: &str = "DELETE FROM webauthn_registrations WHERE id = $1";
 
 pub(super) const PURGE_EXPIRED_REGISTRATIONS: &str =
@@ -157,10 +214,17 @@ pub(super) fn set_active_passkey_column(column: &str) -> String {
 }
 
 pub(super) const INSERT_SIGN_IN: &str =
-    "INSERT INTO passkey_sign_ins (challenge_id, server_state) VALUES ($1, $2)";
+    "INSERT INTO passkey_sign_ins (challenge_id, server_state, page_token_hash, options, app_name)
+     VALUES ($1, $2, $3, $4, $5)";
 
-pub(super) const SIGN_IN: &str =
-    "SELECT challenge_id, server_state, failed_assertions FROM passkey_sign_ins WHERE challenge_id = $1";
+const SIGN_IN_COLUMNS: &str =
+    "challenge_id, server_state, failed_assertions, page_token_hash, options, app_name";
+
+pub(super) static SIGN_IN: Sql =
+    Sql::new(|| format!("SELECT {SIGN_IN_COLUMNS} FROM passkey_sign_ins WHERE challenge_id = $1"));
+
+pub(super) static SIGN_IN_BY_PAGE_TOKEN: Sql =
+    Sql::new(|| format!("SELECT {SIGN_IN_COLUMNS} FROM passkey_sign_ins WHERE page_token_hash = $1"));
 
 pub(super) const COUNT_FAILED_ASSERTION: &str =
     "UPDATE passkey_sign_ins SET failed_assertions = failed_assertions + 1
@@ -175,6 +239,12 @@ pub(super) fn sign_in_from_row<R: Columns>(row: &R) -> Result<PasskeySignIn, Sto
         challenge_id: ChallengeId(row.id("challenge_id")?),
         server_state: row.value("server_state")?,
         failed_assertions: row.value("failed_assertions")?,
+        page: match (row.value("page_token_hash")?, row.value("options")?, row.value("app_name")?) {
+            (Some(token_hash), Some(options), Some(app_name)) => {
+                Some(SignInPage { token_hash, options, app_name })
+            }
+            _ => None,
+        },
     })
 }
 
@@ -202,15 +272,20 @@ pub trait PasskeyStore: Send + Sync + std::fmt::Debug {
         credential_id: &[u8],
     ) -> Result<Option<PasskeyRecord>, StoreError>;
 
-    /// Stores a ceremony with its audit event. With an approval, the approval moves `approved →
-    /// redeemed` by compare-and-set in the same transaction (the second-device rule): `NotFound`,
-    /// and nothing written, if it does not qualify or was used meanwhile.
+    /// Stores a ceremony (and the enrollment link carrying it, if any) with its audit event.
+    /// With an approval, the approval moves `approved → redeemed` by compare-and-set in the same
+    /// transaction (the second-device rule): `NotFound`, and nothing written, if it does not
+    /// qualify or was used meanwhile.
     async fn begin_registration(
         &self,
         ceremony: RegistrationCeremony,
         proof: RegistrationProof,
+        link: Option<&EnrollmentLink>,
         audit: AuditEvent,
     ) -> Result<(), StoreError>;
+
+    /// The enrollment link whose code hashes to `code_hash` (used or not, until purged).
+    async fn enrollment_link(&self, code_hash: &[u8]) -> Result<Option<EnrollmentLink>, StoreError>;
 
     async fn registration(&self, id: RegistrationId) -> Result<Option<RegistrationCeremony>, StoreError>;
 
@@ -235,7 +310,8 @@ pub trait PasskeyStore: Send + Sync + std::fmt::Debug {
         audit: AuditEvent,
     ) -> Result<PasskeyRecord, StoreError>;
 
-    /// Deletes registration ceremonies that expired (they can no longer complete anyway).
+    /// Deletes registration ceremonies and enrollment links that expired (they can no longer
+    /// complete anyway).
     async fn purge_expired_registrations(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// Creates a passkey sign-in: its challenge (no number, no push, outside the push budget
@@ -244,10 +320,17 @@ pub trait PasskeyStore: Send + Sync + std::fmt::Debug {
         &self,
         challenge: ChallengeRecord,
         server_state: &[u8],
+        page: &SignInPage,
         audit: AuditEvent,
     ) -> Result<ChallengeRecord, StoreError>;
 
     async fn passkey_sign_in(&self, challenge: ChallengeId) -> Result<Option<PasskeySignIn>, StoreError>;
+
+    /// The sign-in whose page token hashes to `token_hash`.
+    async fn passkey_sign_in_by_page_token(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<PasskeySignIn>, StoreError>;
 
     /// Counts a refused assertion for the sign-in, with its audit event; returns the count.
     async fn count_failed_assertion(

@@ -319,6 +319,15 @@ pub async fn signed_get(app: &TestApp, device: &countersign_e2e::device::TestDev
     app.signed("GET", path, b"", &headers).await
 }
 
+/// A test app with an app key that may manage users and challenges, and the user `username`.
+pub async fn app_with_user(engine: Engine, username: &str) -> (TestApp, String) {
+    let app = TestApp::build(engine, HttpLimits::default()).await;
+    let key = app.key("portal", "users:read users:write challenges:write").await;
+    let created = app.post_json("/v1/users", &key, serde_json::json!({ "username": username })).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    (app, key)
+}
+
 /// How many audit events were recorded so far (chaining what is pending first).
 pub async fn audit_len(app: &TestApp) -> i64 {
     countersign::audit::flush(app.store.as_ref()).await.unwrap();

@@ -12,14 +12,15 @@ use crate::challenges::model::ChallengeState;
 use crate::ids::{ChallengeId, PasskeyId, RegistrationId, UserId};
 use crate::store::challenges::{CHALLENGE_COLUMNS, INSERT_CHALLENGE, challenge_from_row, may_become};
 use crate::store::passkeys::{
-    COUNT_FAILED_ASSERTION, DELETE_REGISTRATION, HAS_ANY_FACTOR, INSERT_PASSKEY, INSERT_REGISTRATION,
-    INSERT_SIGN_IN, INSERT_USER_HANDLE, NOTIFY_DEVICES, PASSKEY_BY_CREDENTIAL_ID, PASSKEYS_OF_USER,
-    PURGE_EXPIRED_REGISTRATIONS, REGISTRATION_BY_ID, SIGN_IN, USE_PASSKEY, USER_HANDLE, passkey_from_row,
-    registration_from_row, set_active_passkey_column, sign_in_from_row,
+    COUNT_FAILED_ASSERTION, DELETE_REGISTRATION, HAS_ANY_FACTOR, INSERT_LINK, INSERT_PASSKEY,
+    INSERT_REGISTRATION, INSERT_SIGN_IN, INSERT_USER_HANDLE, LINK_BY_CODE_HASH, NOTIFY_DEVICES,
+    PASSKEY_BY_CREDENTIAL_ID, PASSKEYS_OF_USER, PURGE_EXPIRED_LINKS, PURGE_EXPIRED_REGISTRATIONS,
+    REGISTRATION_BY_ID, SIGN_IN, SIGN_IN_BY_PAGE_TOKEN, USE_PASSKEY, USER_HANDLE, link_from_row,
+    passkey_from_row, registration_from_row, set_active_passkey_column, sign_in_from_row,
 };
 use crate::store::{
-    ChallengeRecord, Conflict, PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore, Precondition,
-    RegistrationCeremony, RegistrationProof, StoreError, map_unique_violation,
+    ChallengeRecord, Conflict, EnrollmentLink, PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore,
+    Precondition, RegistrationCeremony, RegistrationProof, SignInPage, StoreError, map_unique_violation,
 };
 
 #[async_trait]
@@ -57,6 +58,7 @@ impl PasskeyStore for PgStore {
         &self,
         c: RegistrationCeremony,
         proof: RegistrationProof,
+        link: Option<&EnrollmentLink>,
         audit: AuditEvent,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
@@ -76,8 +78,32 @@ impl PasskeyStore for PgStore {
             .bind(c.expires_at)
             .execute(&mut *tx)
             .await?;
+        if let Some(link) = link {
+            sqlx::query(INSERT_LINK)
+                .bind(&link.code_hash)
+                .bind(link.registration_id.0)
+                .bind(link.user_id.0)
+                .bind(&link.username)
+                .bind(link.app_id.0)
+                .bind(&link.app_name)
+                .bind(&link.options)
+                .bind(link.created_at)
+                .bind(link.expires_at)
+                .execute(&mut *tx)
+                .await?;
+        }
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await
+    }
+
+    async fn enrollment_link(&self, code_hash: &[u8]) -> Result<Option<EnrollmentLink>, StoreError> {
+        sqlx::query(LINK_BY_CODE_HASH.as_str())
+            .bind(code_hash)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .as_ref()
+            .map(link_from_row)
+            .transpose()
     }
 
     async fn registration(&self, id: RegistrationId) -> Result<Option<RegistrationCeremony>, StoreError> {
@@ -130,30 +156,52 @@ impl PasskeyStore for PgStore {
     }
 
     async fn purge_expired_registrations(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        Ok(sqlx::query(PURGE_EXPIRED_REGISTRATIONS)
-            .bind(now)
-            .execute(&mut *self.conn().await?)
-            .await?
-            .rows_affected())
+        let mut conn = self.conn().await?;
+        let mut purged = 0;
+        for statement in [PURGE_EXPIRED_REGISTRATIONS, PURGE_EXPIRED_LINKS] {
+            purged += sqlx::query(statement).bind(now).execute(&mut *conn).await?.rows_affected();
+        }
+        Ok(purged)
     }
 
     async fn create_passkey_challenge(
         &self,
         c: ChallengeRecord,
         server_state: &[u8],
+        page: &SignInPage,
         audit: AuditEvent,
     ) -> Result<ChallengeRecord, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
         bind_challenge(sqlx::query(INSERT_CHALLENGE.as_str()), &c).execute(&mut *tx).await?;
-        sqlx::query(INSERT_SIGN_IN).bind(c.id.0).bind(server_state).execute(&mut *tx).await?;
+        sqlx::query(INSERT_SIGN_IN)
+            .bind(c.id.0)
+            .bind(server_state)
+            .bind(&page.token_hash)
+            .bind(&page.options)
+            .bind(&page.app_name)
+            .execute(&mut *tx)
+            .await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(c)
     }
 
+    async fn passkey_sign_in_by_page_token(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<PasskeySignIn>, StoreError> {
+        sqlx::query(SIGN_IN_BY_PAGE_TOKEN.as_str())
+            .bind(token_hash)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .as_ref()
+            .map(sign_in_from_row)
+            .transpose()
+    }
+
     async fn passkey_sign_in(&self, challenge: ChallengeId) -> Result<Option<PasskeySignIn>, StoreError> {
-        sqlx::query(SIGN_IN)
+        sqlx::query(SIGN_IN.as_str())
             .bind(challenge.0)
             .fetch_optional(&mut *self.conn().await?)
             .await?

@@ -1,0 +1,35 @@
+//! The pages' templates (`server/templates/`), filled in; HTML-escaped by askama.
+
+use askama::Template;
+
+/// The registration page of an enrollment link that can still be used.
+#[derive(Debug, Template)]
+#[template(path = "enroll.html")]
+pub struct EnrollPage {
+    pub username: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// What a person reads: `14:05 UTC`.
+    pub expires_at_text: String,
+}
+
+/// The sign-in page of a passkey challenge that can still be answered.
+#[derive(Debug, Template)]
+#[template(path = "sign_in.html")]
+pub struct SignInPage {
+    /// The app asking (as its challenge context names it).
+    pub app_name: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// What a person reads: `14:05 UTC`.
+    pub expires_at_text: String,
+}
+
+/// A page that cannot be used, and why (a stable code, as in the API's errors).
+#[derive(Debug, Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub code: &'static str,
+    pub title: &'static str,
+    pub message: String,
+}
