@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::codec::{Columns, Sql};
+use super::users::USER_COLUMNS;
 use super::{StoreError, UserRecord};
 use crate::alerts::AlertKind;
 use crate::audit::{AuditEvent, Subject};
@@ -91,13 +92,15 @@ pub(super) static PUSH_STATE: Sql =
 
 pub(super) static TROUBLED_USERS: Sql = Sql::new(|| {
     format!(
-        "SELECT u.id, u.username, u.display_name, u.is_privileged, u.created_at, {PUSH_STATE_COLUMNS}
+        "SELECT {}, {PUSH_STATE_COLUMNS}
      FROM user_push_state s JOIN users u ON u.id = s.user_id
      WHERE u.deleted_at IS NULL AND (s.consecutive_failures > 0 OR s.frozen_until IS NOT NULL
      OR s.needs_strong_factor OR s.needs_admin_review OR s.hard_locked
      OR s.unanswered >= 2 OR s.under_attack_since IS NOT NULL)
      ORDER BY s.hard_locked DESC, s.needs_admin_review DESC, s.needs_strong_factor DESC,
-     s.consecutive_failures DESC LIMIT $1"
+     s.consecutive_failures DESC LIMIT $1",
+        // The user's columns as `user_from_row` reads them, so the two cannot drift apart.
+        USER_COLUMNS.split(", ").map(|column| format!("u.{column}")).collect::<Vec<_>>().join(", ")
     )
 });
 
