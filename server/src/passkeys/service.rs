@@ -194,7 +194,7 @@ impl PasskeyService {
             }
             None => RegistrationProof::FirstFactor,
         };
-        let handle = self.user_handle_of(user.id).await?;
+        let handle = self.ensure_user_handle(user.id).await?;
         let (server_state, options) = self.creation_options(&user, &handle, &passkeys)?;
         let ceremony = RegistrationCeremony {
             id,
@@ -237,14 +237,19 @@ impl PasskeyService {
         }
     }
 
-    /// The user's WebAuthn handle: random, shared by all their credentials, never their name.
-    pub(super) async fn user_handle_of(&self, user: UserId) -> Result<UserHandle64, PasskeyError> {
+    /// The user's WebAuthn handle, made on their first registration: random, shared by all their
+    /// credentials, never their name.
+    pub(super) async fn ensure_user_handle(&self, user: UserId) -> Result<UserHandle64, PasskeyError> {
         let candidate = infallible(UserHandle64::new().encode());
-        let stored = self.store.user_handle(user, &candidate).await?;
-        let bytes: [u8; 64] = stored
-            .try_into()
-            .map_err(|_| InternalError::new("a stored WebAuthn user handle is not 64 bytes"))?;
-        Ok(infallible(UserHandle64::decode(bytes)))
+        decode_user_handle(self.store.ensure_user_handle(user, &candidate).await?)
+    }
+
+    /// The handle of a user who has a passkey (a sign-in reads it, never writes it).
+    pub(super) async fn user_handle_of(&self, user: UserId) -> Result<UserHandle64, PasskeyError> {
+        let stored = self.store.user_handle(user).await?;
+        decode_user_handle(
+            stored.ok_or_else(|| InternalError::new("a user with a passkey has no WebAuthn user handle"))?,
+        )
     }
 
     /// Creation options (user verification required, resident key preferred, the user's
@@ -529,4 +534,10 @@ pub(super) fn infallible<T>(result: Result<T, std::convert::Infallible>) -> T {
         Ok(value) => value,
         Err(never) => match never {},
     }
+}
+
+fn decode_user_handle(stored: Vec<u8>) -> Result<UserHandle64, PasskeyError> {
+    let bytes: [u8; 64] =
+        stored.try_into().map_err(|_| InternalError::new("a stored WebAuthn user handle is not 64 bytes"))?;
+    Ok(infallible(UserHandle64::decode(bytes)))
 }

@@ -261,7 +261,10 @@ pub(super) const NOTIFY_DEVICES: &str = "INSERT INTO device_notices (device_id, 
 pub trait PasskeyStore: Send + Sync + std::fmt::Debug {
     /// The user's WebAuthn user handle, storing `candidate` if they have none yet (the first one
     /// stored wins, so concurrent first registrations agree).
-    async fn user_handle(&self, user: UserId, candidate: &[u8]) -> Result<Vec<u8>, StoreError>;
+    async fn ensure_user_handle(&self, user: UserId, candidate: &[u8]) -> Result<Vec<u8>, StoreError>;
+
+    /// The user's WebAuthn user handle if they have one (read only: a sign-in needs no write).
+    async fn user_handle(&self, user: UserId) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// The user's passkeys, revoked ones included, oldest first.
     async fn passkeys_for_user(&self, user: UserId) -> Result<Vec<PasskeyRecord>, StoreError>;

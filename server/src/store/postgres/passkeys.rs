@@ -25,10 +25,14 @@ use crate::store::{
 
 #[async_trait]
 impl PasskeyStore for PgStore {
-    async fn user_handle(&self, user: UserId, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+    async fn ensure_user_handle(&self, user: UserId, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
         let mut conn = self.conn().await?;
         sqlx::query(INSERT_USER_HANDLE).bind(user.0).bind(candidate).execute(&mut *conn).await?;
         Ok(sqlx::query_scalar(USER_HANDLE).bind(user.0).fetch_one(&mut *conn).await?)
+    }
+
+    async fn user_handle(&self, user: UserId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(USER_HANDLE).bind(user.0).fetch_optional(&mut *self.conn().await?).await?)
     }
 
     async fn passkeys_for_user(&self, user: UserId) -> Result<Vec<PasskeyRecord>, StoreError> {

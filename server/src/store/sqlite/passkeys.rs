@@ -26,9 +26,13 @@ use crate::store::{
 
 #[async_trait]
 impl PasskeyStore for SqliteStore {
-    async fn user_handle(&self, user: UserId, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+    async fn ensure_user_handle(&self, user: UserId, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
         sqlx::query(INSERT_USER_HANDLE).bind(user.0.to_string()).bind(candidate).execute(&self.pool).await?;
         Ok(sqlx::query_scalar(USER_HANDLE).bind(user.0.to_string()).fetch_one(&self.pool).await?)
+    }
+
+    async fn user_handle(&self, user: UserId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(USER_HANDLE).bind(user.0.to_string()).fetch_optional(&self.pool).await?)
     }
 
     async fn passkeys_for_user(&self, user: UserId) -> Result<Vec<PasskeyRecord>, StoreError> {
