@@ -963,7 +963,69 @@ async fn alice_id(app: &TestApp) -> countersign::ids::UserId {
     app.store.user_by_username("alice").await.unwrap().unwrap().id
 }
 
+/// A user is deleted (they left; their account was taken over) while a passkey sign-in is
+/// pending. Whoever holds the passkey must not approve it afterwards: deletion revokes the
+/// user's passkeys as it revokes their devices, and audits how many.
+async fn a_deleted_users_pending_passkey_sign_in_cannot_be_approved(engine: Engine) {
+    let (app, key, mut soft_key) = alice_with_passkey(engine).await;
+    let (id, options) = passkey_challenge(&app, &key, "alice").await;
+    let assertion = soft_key.get(&options).await;
+    assert_eq!(app.delete("/v1/users/alice", &key).await.status, StatusCode::NO_CONTENT);
+    let deleted = audit_actions(&app).await.into_iter().rev().find(|(a, _)| a == "user.deleted").unwrap().1;
+    assert_eq!(deleted["passkeys_revoked"], 1, "{deleted:?}");
+    assert_error(
+        &answer(&app, &key, &id, &assertion).await,
+        StatusCode::FORBIDDEN,
+        "webauthn_unknown_credential",
+    );
+    assert_eq!(app.get(&format!("/v1/challenges/{id}"), Some(&key)).await.body["state"], "pending");
+    assert_eq!(count_actions(&app, "challenge.approved", &id).await, 0);
+}
+
+/// A passkey revoked (lost, stolen) while a sign-in with it is pending cannot answer it.
+async fn a_revoked_passkey_cannot_answer_a_pending_sign_in(engine: Engine) {
+    let (app, key, mut soft_key) = alice_with_passkey(engine).await;
+    let (id, options) = passkey_challenge(&app, &key, "alice").await;
+    let assertion = soft_key.get(&options).await;
+    let passkey = passkeys(&app, &key, "alice").await[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.delete(&format!("/v1/users/alice/passkeys/{passkey}"), &key).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_error(
+        &answer(&app, &key, &id, &assertion).await,
+        StatusCode::FORBIDDEN,
+        "webauthn_unknown_credential",
+    );
+    assert_eq!(count_actions(&app, "challenge.approved", &id).await, 0);
+}
+
+/// The attacker holds alice's password; alice's only factor is a passkey. The attacker asks the
+/// app to "enroll your first phone" for alice: a user with any factor gets no first-device
+/// enrollment on the app's word, and a first-device code issued before the passkey existed
+/// cannot enroll a phone once it does.
+async fn a_passkey_user_gets_no_first_device_on_the_apps_word(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let early = app.post_json("/v1/users/alice/enrollments", &key, json!({})).await;
+    assert_eq!(early.status, StatusCode::CREATED, "{:?}", early.body);
+    let mut soft_key = SoftKey::new();
+    register(&app, &key, "alice", &mut soft_key, json!({})).await;
+
+    let refused = app.post_json("/v1/users/alice/enrollments", &key, json!({})).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "second_factor_proof_required");
+    let mut phone = countersign_e2e::device::TestDevice::new();
+    let uri = early.body["activation_uri"].as_str().unwrap();
+    let late =
+        common::enroll(&app, &mut phone, uri, countersign_mobile_protocol::PushRegistration::None).await;
+    assert_error(&late, StatusCode::FORBIDDEN, "enrollment_not_allowed");
+    let factors = app.get("/v1/users/alice/factors", Some(&key)).await;
+    assert_eq!(factors.body["factors"][0]["available"], false, "still no phone: {:?}", factors.body);
+}
+
 on_both_engines!(
+    a_deleted_users_pending_passkey_sign_in_cannot_be_approved,
+    a_revoked_passkey_cannot_answer_a_pending_sign_in,
+    a_passkey_user_gets_no_first_device_on_the_apps_word,
     a_passkey_only_user_gets_no_push,
     privileged_users_are_passkey_only_by_default,
     a_first_passkey_registers_and_is_listed_renamed_and_revoked,

@@ -179,8 +179,8 @@ impl DeviceService {
     ) -> Result<CreatedEnrollment, DeviceError> {
         let user = self.user(username).await?;
         let Some(challenge) = approval else {
-            let has_device = self.store.devices_for_user(user.id).await?.iter().any(DeviceRecord::is_active);
-            if has_device || wants_second_device {
+            // Any active factor, a passkey too: only a first factor comes on the app's word alone.
+            if wants_second_device || self.store.has_any_factor(user.id).await? {
                 self.audit_enrollment_refused(&actor, &user, "second_factor_proof_required", None).await?;
                 return Err(DeviceError::SecondFactorProofRequired);
             }

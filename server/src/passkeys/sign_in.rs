@@ -353,6 +353,10 @@ impl PasskeyService {
             Err(StoreError::PreconditionFailed(Precondition::CounterNotIncreasing)) => {
                 Err(PasskeyError::CounterNotIncreasing)
             }
+            // Revoked (or its user deleted) while this sign-in was under way.
+            Err(StoreError::PreconditionFailed(Precondition::DeviceInactive)) => {
+                Err(PasskeyError::UnknownCredential)
+            }
             Err(other) => Err(other.into()),
         }
     }

@@ -160,9 +160,6 @@ pub(super) const USE_ENROLLMENT: &str =
     "UPDATE enrollments SET used_at = $2, device_id = $3, code_sealed = NULL
      WHERE id = $1 AND used_at IS NULL AND expires_at > $2";
 
-pub(super) const COUNT_ACTIVE_DEVICES: &str =
-    "SELECT COUNT(*) FROM devices WHERE user_id = $1 AND revoked_at IS NULL";
-
 pub(super) const INSERT_DEVICE: &str = "INSERT INTO devices (id, user_id, public_key, push_provider, push_token, push_environment, name, platform, created_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 

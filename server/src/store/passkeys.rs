@@ -197,7 +197,9 @@ pub(super) static LINK_BY_CODE_HASH: Sql =
 
 pub(super) const PURGE_EXPIRED_LINKS: &str = "DELETE FROM passkey_enrollment_links WHERE expires_at <= $1";
 
-pub(super) const DELETE_REGISTRATION: &str = "DELETE FROM webauthn_registrations WHERE id = $1";
+/// Uses a ceremony once, and only before it expires (the service checks too; this closes the race).
+pub(super) const DELETE_REGISTRATION: &str =
+    "DELETE FROM webauthn_registrations WHERE id = $1 AND expires_at > $2";
 
 pub(super) const PURGE_EXPIRED_REGISTRATIONS: &str =
     "DELETE FROM webauthn_registrations WHERE expires_at <= $1";
@@ -232,7 +234,10 @@ pub(super) const COUNT_FAILED_ASSERTION: &str =
 
 pub(super) const USE_PASSKEY: &str =
     "UPDATE passkeys SET dynamic_state = $3, sign_count = $4, backed_up = $5, last_used_at = $6
-     WHERE id = $1 AND sign_count = $2 AND revoked_at IS NULL";
+     WHERE id = $1 AND sign_count = $2 AND revoked_at IS NULL AND user_id = $7";
+
+pub(super) const PASSKEY_ACTIVE: &str =
+    "SELECT revoked_at IS NULL FROM passkeys WHERE id = $1 AND user_id = $2";
 
 pub(super) fn sign_in_from_row<R: Columns>(row: &R) -> Result<PasskeySignIn, StoreError> {
     Ok(PasskeySignIn {
@@ -249,9 +254,6 @@ pub(super) fn sign_in_from_row<R: Columns>(row: &R) -> Result<PasskeySignIn, Sto
 }
 
 /// Whether the user has any active factor: a device or a passkey.
-pub(super) const HAS_ANY_FACTOR: &str =
-    "SELECT EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND revoked_at IS NULL)
-     OR EXISTS (SELECT 1 FROM passkeys WHERE user_id = $1 AND revoked_at IS NULL)";
 
 /// Tells every active device of the user about a change to their factors.
 pub(super) const NOTIFY_DEVICES: &str = "INSERT INTO device_notices (device_id, kind, details, created_at)

@@ -50,6 +50,24 @@ pub(super) const SET_PASSKEY_REQUIRED: &str =
 pub(super) const REVOKE_USER_DEVICES: &str =
     "UPDATE devices SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
 
+/// What else a deleted user loses, each bound to `($1 user, $2 at)`: their passkeys are
+/// revoked (a pending passkey sign-in can no longer be approved) and their unfinished passkey
+/// ceremonies and enrollment links expire. Returns the passkeys revoked first.
+pub(super) const VOID_USER_PASSKEY_FACTORS: [&str; 3] = [
+    "UPDATE passkeys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+    "UPDATE webauthn_registrations SET expires_at = $2 WHERE user_id = $1 AND expires_at > $2",
+    "UPDATE passkey_enrollment_links SET expires_at = $2 WHERE user_id = $1 AND expires_at > $2",
+];
+
+/// Whether the user has any active factor (a device or a passkey): the one rule for "a first
+/// factor needs only the app's word; any later one needs proof from the user".
+/// An active user's row, locked until the transaction ends (PostgreSQL).
+pub(super) const LOCK_USER: &str = "SELECT id FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE";
+
+pub(super) const HAS_ANY_FACTOR: &str =
+    "SELECT EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND revoked_at IS NULL)
+     OR EXISTS (SELECT 1 FROM passkeys WHERE user_id = $1 AND revoked_at IS NULL)";
+
 pub(super) const VOID_USER_ENROLLMENTS: &str = "UPDATE enrollments SET expires_at = $2, code_sealed = NULL WHERE user_id = $1 AND used_at IS NULL AND expires_at > $2";
 
 #[async_trait]
@@ -63,6 +81,9 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
     /// (the id and the audit trail stay). Returns how many devices were revoked.
     async fn delete_user(&self, id: UserId, at: OffsetDateTime, audit: AuditEvent)
     -> Result<u64, StoreError>;
+
+    /// Whether the user has an active device or passkey (see [`HAS_ANY_FACTOR`]).
+    async fn has_any_factor(&self, id: UserId) -> Result<bool, StoreError>;
 
     /// Sets the user's passkey policy, with its audit event; `NotFound` for a deleted user.
     async fn set_passkey_required(

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::PgStore;
+use super::users::{has_any_factor, lock_user};
 use crate::audit::AuditEvent;
 use crate::challenges::model::ChallengeState;
 use crate::ids::{DeviceId, EnrollmentId, UserId};
@@ -15,10 +16,9 @@ use crate::store::devices::enrollment_from_row;
 use crate::store::devices::notice_from_row;
 use crate::store::devices::server_key_from_row;
 use crate::store::devices::{
-    COUNT_ACTIVE_DEVICES, DEVICE_BY_ID, DEVICE_NOTICES, DEVICES_OF_USER, ENROLLMENT_BY_CODE_HASH,
-    ENROLLMENT_BY_ID, INSERT_DEVICE, INSERT_ENROLLMENT, INSERT_SERVER_KEY, NOTIFY_OTHER_DEVICES,
-    PUBLIC_KEY_OWNER, PURGE_EXPIRED_NONCES, PUSH_TOKEN_OWNER, REMEMBER_NONCE, REVOKE_DEVICE, SERVER_KEY,
-    UPDATE_PUSH, USE_ENROLLMENT,
+    DEVICE_BY_ID, DEVICE_NOTICES, DEVICES_OF_USER, ENROLLMENT_BY_CODE_HASH, ENROLLMENT_BY_ID, INSERT_DEVICE,
+    INSERT_ENROLLMENT, INSERT_SERVER_KEY, NOTIFY_OTHER_DEVICES, PUBLIC_KEY_OWNER, PURGE_EXPIRED_NONCES,
+    PUSH_TOKEN_OWNER, REMEMBER_NONCE, REVOKE_DEVICE, SERVER_KEY, UPDATE_PUSH, USE_ENROLLMENT,
 };
 use crate::store::{
     ApprovalProof, Conflict, DeviceRecord, DeviceStore, EnrollmentRecord, NoticeRecord, ServerKeyRecord,
@@ -116,11 +116,7 @@ impl DeviceStore for PgStore {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
         // Serialises enrollments of one user, so two first-device enrollments cannot both win.
-        let user = sqlx::query("SELECT id FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE")
-            .bind(d.user_id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if user.is_none() {
+        if !lock_user(&mut tx, d.user_id).await? {
             return Err(StoreError::NotFound);
         }
         let used = sqlx::query(USE_ENROLLMENT)
@@ -132,9 +128,8 @@ impl DeviceStore for PgStore {
         if used.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let active: i64 =
-            sqlx::query_scalar(COUNT_ACTIVE_DEVICES).bind(d.user_id.0).fetch_one(&mut *tx).await?;
-        if active > 0 && !enrollment.is_second_device {
+        // Any active factor, a passkey too: only a first factor comes on the app's word alone.
+        if !enrollment.is_second_device && has_any_factor(&mut tx, d.user_id).await? {
             return Err(StoreError::Conflict(Conflict::SecondDevice));
         }
         sqlx::query(INSERT_DEVICE)

@@ -7,13 +7,14 @@ use time::OffsetDateTime;
 use super::PgStore;
 use super::challenges::bind_challenge;
 use super::devices::consume_approval;
+use super::users::{has_any_factor, lock_user};
 use crate::audit::AuditEvent;
 use crate::challenges::model::ChallengeState;
 use crate::ids::{ChallengeId, PasskeyId, RegistrationId, UserId};
 use crate::store::challenges::{CHALLENGE_COLUMNS, INSERT_CHALLENGE, challenge_from_row, may_become};
 use crate::store::passkeys::{
-    COUNT_FAILED_ASSERTION, DELETE_REGISTRATION, HAS_ANY_FACTOR, INSERT_LINK, INSERT_PASSKEY,
-    INSERT_REGISTRATION, INSERT_SIGN_IN, INSERT_USER_HANDLE, LINK_BY_CODE_HASH, NOTIFY_DEVICES,
+    COUNT_FAILED_ASSERTION, DELETE_REGISTRATION, INSERT_LINK, INSERT_PASSKEY, INSERT_REGISTRATION,
+    INSERT_SIGN_IN, INSERT_USER_HANDLE, LINK_BY_CODE_HASH, NOTIFY_DEVICES, PASSKEY_ACTIVE,
     PASSKEY_BY_CREDENTIAL_ID, PASSKEYS_OF_USER, PURGE_EXPIRED_LINKS, PURGE_EXPIRED_REGISTRATIONS,
     REGISTRATION_BY_ID, SIGN_IN, SIGN_IN_BY_PAGE_TOKEN, USE_PASSKEY, USER_HANDLE, link_from_row,
     passkey_from_row, registration_from_row, set_active_passkey_column, sign_in_from_row,
@@ -129,8 +130,14 @@ impl PasskeyStore for PgStore {
     ) -> Result<PasskeyRecord, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        let used = sqlx::query(DELETE_REGISTRATION).bind(ceremony.id.0).execute(&mut *tx).await?;
+        let used =
+            sqlx::query(DELETE_REGISTRATION).bind(ceremony.id.0).bind(p.created_at).execute(&mut *tx).await?;
         if used.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        // Serialises the user's first factors (as enroll_device does), so a first passkey and a
+        // first device, or two first passkeys, cannot both win.
+        if ceremony.is_first_factor && !lock_user(&mut tx, p.user_id).await? {
             return Err(StoreError::NotFound);
         }
         if ceremony.is_first_factor && has_any_factor(&mut tx, p.user_id).await? {
@@ -258,10 +265,19 @@ impl PasskeyStore for PgStore {
             .bind(a.sign_count)
             .bind(a.backed_up)
             .bind(challenge_from_row(&row)?.decided_at)
+            .bind(a.user.0)
             .execute(&mut *tx)
             .await?;
         if used.rows_affected() == 0 {
-            return Err(StoreError::PreconditionFailed(Precondition::CounterNotIncreasing));
+            let active: Option<bool> = sqlx::query_scalar(PASSKEY_ACTIVE)
+                .bind(a.passkey.0)
+                .bind(a.user.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(StoreError::PreconditionFailed(match active {
+                Some(true) => Precondition::CounterNotIncreasing,
+                _ => Precondition::DeviceInactive,
+            }));
         }
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
@@ -328,10 +344,6 @@ impl PgStore {
         self.commit(tx).await?;
         Ok(changed)
     }
-}
-
-async fn has_any_factor(conn: &mut PgConnection, user: UserId) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar(HAS_ANY_FACTOR).bind(user.0).fetch_one(&mut *conn).await?)
 }
 
 async fn insert_passkey(conn: &mut PgConnection, p: &PasskeyRecord) -> Result<(), StoreError> {

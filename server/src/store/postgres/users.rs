@@ -1,7 +1,7 @@
 //! Users.
 
 use async_trait::async_trait;
-use sqlx::Connection;
+use sqlx::{Connection, PgConnection};
 use time::OffsetDateTime;
 
 use super::PgStore;
@@ -9,7 +9,8 @@ use crate::audit::AuditEvent;
 use crate::ids::UserId;
 use crate::store::users::user_from_row;
 use crate::store::users::{
-    DELETE_USER, REVOKE_USER_DEVICES, SET_PASSKEY_REQUIRED, USER_BY_USERNAME, VOID_USER_ENROLLMENTS,
+    DELETE_USER, HAS_ANY_FACTOR, LOCK_USER, REVOKE_USER_DEVICES, SET_PASSKEY_REQUIRED, USER_BY_USERNAME,
+    VOID_USER_ENROLLMENTS, VOID_USER_PASSKEY_FACTORS,
 };
 use crate::store::{StoreError, UserRecord, UserStore, map_unique_violation};
 
@@ -64,13 +65,23 @@ impl UserStore for PgStore {
         let revoked =
             sqlx::query(REVOKE_USER_DEVICES).bind(id.0).bind(at).execute(&mut *tx).await?.rows_affected();
         sqlx::query(VOID_USER_ENROLLMENTS).bind(id.0).bind(at).execute(&mut *tx).await?;
+        let mut passkeys_revoked = None;
+        for statement in VOID_USER_PASSKEY_FACTORS {
+            let voided = sqlx::query(statement).bind(id.0).bind(at).execute(&mut *tx).await?.rows_affected();
+            passkeys_revoked.get_or_insert(voided);
+        }
         let mut audit = audit;
         if let serde_json::Value::Object(details) = &mut audit.details {
             details.insert("devices_revoked".into(), revoked.into());
+            details.insert("passkeys_revoked".into(), passkeys_revoked.unwrap_or_default().into());
         }
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(revoked)
+    }
+
+    async fn has_any_factor(&self, id: UserId) -> Result<bool, StoreError> {
+        has_any_factor(&mut *self.conn().await?, id).await
     }
 
     async fn set_passkey_required(
@@ -89,4 +100,15 @@ impl UserStore for PgStore {
         self.commit(tx).await?;
         Ok(())
     }
+}
+
+/// Whether the user has an active device or passkey ([`HAS_ANY_FACTOR`]), inside a transaction.
+pub(super) async fn has_any_factor(conn: &mut PgConnection, user: UserId) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(HAS_ANY_FACTOR).bind(user.0).fetch_one(&mut *conn).await?)
+}
+
+/// Locks an active user's row until the transaction ends, so changes to their first factor are
+/// serialised; `false` if the user is gone.
+pub(super) async fn lock_user(conn: &mut PgConnection, user: UserId) -> Result<bool, StoreError> {
+    Ok(sqlx::query(LOCK_USER).bind(user.0).fetch_optional(&mut *conn).await?.is_some())
 }

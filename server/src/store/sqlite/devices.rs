@@ -5,6 +5,7 @@ use sqlx::SqliteConnection;
 use time::OffsetDateTime;
 
 use super::SqliteStore;
+use super::users::has_any_factor;
 use crate::audit::AuditEvent;
 use crate::challenges::model::ChallengeState;
 use crate::clock::unix_micros;
@@ -16,10 +17,9 @@ use crate::store::devices::enrollment_from_row;
 use crate::store::devices::notice_from_row;
 use crate::store::devices::server_key_from_row;
 use crate::store::devices::{
-    COUNT_ACTIVE_DEVICES, DEVICE_BY_ID, DEVICE_NOTICES, DEVICES_OF_USER, ENROLLMENT_BY_CODE_HASH,
-    ENROLLMENT_BY_ID, INSERT_DEVICE, INSERT_ENROLLMENT, INSERT_SERVER_KEY, NOTIFY_OTHER_DEVICES,
-    PUBLIC_KEY_OWNER, PURGE_EXPIRED_NONCES, PUSH_TOKEN_OWNER, REMEMBER_NONCE, REVOKE_DEVICE, SERVER_KEY,
-    UPDATE_PUSH, USE_ENROLLMENT,
+    DEVICE_BY_ID, DEVICE_NOTICES, DEVICES_OF_USER, ENROLLMENT_BY_CODE_HASH, ENROLLMENT_BY_ID, INSERT_DEVICE,
+    INSERT_ENROLLMENT, INSERT_SERVER_KEY, NOTIFY_OTHER_DEVICES, PUBLIC_KEY_OWNER, PURGE_EXPIRED_NONCES,
+    PUSH_TOKEN_OWNER, REMEMBER_NONCE, REVOKE_DEVICE, SERVER_KEY, UPDATE_PUSH, USE_ENROLLMENT,
 };
 use crate::store::{
     ApprovalProof, Conflict, DeviceRecord, DeviceStore, EnrollmentRecord, NoticeRecord, ServerKeyRecord,
@@ -130,11 +130,8 @@ impl DeviceStore for SqliteStore {
         if used.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let active: i64 = sqlx::query_scalar(COUNT_ACTIVE_DEVICES)
-            .bind(d.user_id.0.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-        if active > 0 && !enrollment.is_second_device {
+        // Any active factor, a passkey too: only a first factor comes on the app's word alone.
+        if !enrollment.is_second_device && has_any_factor(&mut tx, d.user_id).await? {
             return Err(StoreError::Conflict(Conflict::SecondDevice));
         }
         sqlx::query(INSERT_DEVICE)

@@ -7,14 +7,15 @@ use time::OffsetDateTime;
 use super::SqliteStore;
 use super::challenges::insert_challenge;
 use super::devices::consume_approval;
+use super::users::has_any_factor;
 use crate::audit::AuditEvent;
 use crate::challenges::model::ChallengeState;
 use crate::clock::unix_micros;
 use crate::ids::{ChallengeId, PasskeyId, RegistrationId, UserId};
 use crate::store::challenges::{CHALLENGE_COLUMNS, challenge_from_row, may_become};
 use crate::store::passkeys::{
-    COUNT_FAILED_ASSERTION, DELETE_REGISTRATION, HAS_ANY_FACTOR, INSERT_LINK, INSERT_PASSKEY,
-    INSERT_REGISTRATION, INSERT_SIGN_IN, INSERT_USER_HANDLE, LINK_BY_CODE_HASH, NOTIFY_DEVICES,
+    COUNT_FAILED_ASSERTION, DELETE_REGISTRATION, INSERT_LINK, INSERT_PASSKEY, INSERT_REGISTRATION,
+    INSERT_SIGN_IN, INSERT_USER_HANDLE, LINK_BY_CODE_HASH, NOTIFY_DEVICES, PASSKEY_ACTIVE,
     PASSKEY_BY_CREDENTIAL_ID, PASSKEYS_OF_USER, PURGE_EXPIRED_LINKS, PURGE_EXPIRED_REGISTRATIONS,
     REGISTRATION_BY_ID, SIGN_IN, SIGN_IN_BY_PAGE_TOKEN, USE_PASSKEY, USER_HANDLE, link_from_row,
     passkey_from_row, registration_from_row, set_active_passkey_column, sign_in_from_row,
@@ -127,7 +128,11 @@ impl PasskeyStore for SqliteStore {
         audit: AuditEvent,
     ) -> Result<PasskeyRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        let used = sqlx::query(DELETE_REGISTRATION).bind(ceremony.id.0.to_string()).execute(&mut *tx).await?;
+        let used = sqlx::query(DELETE_REGISTRATION)
+            .bind(ceremony.id.0.to_string())
+            .bind(unix_micros(p.created_at))
+            .execute(&mut *tx)
+            .await?;
         if used.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -253,10 +258,19 @@ impl PasskeyStore for SqliteStore {
             .bind(a.sign_count)
             .bind(a.backed_up)
             .bind(unix_micros(now))
+            .bind(a.user.0.to_string())
             .execute(&mut *tx)
             .await?;
         if used.rows_affected() == 0 {
-            return Err(StoreError::PreconditionFailed(Precondition::CounterNotIncreasing));
+            let active: Option<bool> = sqlx::query_scalar(PASSKEY_ACTIVE)
+                .bind(a.passkey.0.to_string())
+                .bind(a.user.0.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(StoreError::PreconditionFailed(match active {
+                Some(true) => Precondition::CounterNotIncreasing,
+                _ => Precondition::DeviceInactive,
+            }));
         }
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
@@ -322,10 +336,6 @@ impl SqliteStore {
         self.commit(tx).await?;
         Ok(changed)
     }
-}
-
-async fn has_any_factor(conn: &mut SqliteConnection, user: UserId) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar(HAS_ANY_FACTOR).bind(user.0.to_string()).fetch_one(&mut *conn).await?)
 }
 
 async fn insert_passkey(conn: &mut SqliteConnection, p: &PasskeyRecord) -> Result<(), StoreError> {

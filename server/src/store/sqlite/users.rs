@@ -1,6 +1,7 @@
 //! Users.
 
 use async_trait::async_trait;
+use sqlx::SqliteConnection;
 use time::OffsetDateTime;
 
 use super::SqliteStore;
@@ -9,7 +10,8 @@ use crate::clock::unix_micros;
 use crate::ids::UserId;
 use crate::store::users::user_from_row;
 use crate::store::users::{
-    DELETE_USER, REVOKE_USER_DEVICES, SET_PASSKEY_REQUIRED, USER_BY_USERNAME, VOID_USER_ENROLLMENTS,
+    DELETE_USER, HAS_ANY_FACTOR, REVOKE_USER_DEVICES, SET_PASSKEY_REQUIRED, USER_BY_USERNAME,
+    VOID_USER_ENROLLMENTS, VOID_USER_PASSKEY_FACTORS,
 };
 use crate::store::{StoreError, UserRecord, UserStore, map_unique_violation};
 
@@ -73,13 +75,28 @@ impl UserStore for SqliteStore {
             .bind(unix_micros(at))
             .execute(&mut *tx)
             .await?;
+        let mut passkeys_revoked = None;
+        for statement in VOID_USER_PASSKEY_FACTORS {
+            let voided = sqlx::query(statement)
+                .bind(id.0.to_string())
+                .bind(unix_micros(at))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            passkeys_revoked.get_or_insert(voided);
+        }
         let mut audit = audit;
         if let serde_json::Value::Object(details) = &mut audit.details {
             details.insert("devices_revoked".into(), revoked.into());
+            details.insert("passkeys_revoked".into(), passkeys_revoked.unwrap_or_default().into());
         }
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(revoked)
+    }
+
+    async fn has_any_factor(&self, id: UserId) -> Result<bool, StoreError> {
+        has_any_factor(&mut *self.pool.acquire().await?, id).await
     }
 
     async fn set_passkey_required(
@@ -98,4 +115,9 @@ impl UserStore for SqliteStore {
         self.commit(tx).await?;
         Ok(())
     }
+}
+
+/// Whether the user has an active device or passkey ([`HAS_ANY_FACTOR`]), inside a transaction.
+pub(super) async fn has_any_factor(conn: &mut SqliteConnection, user: UserId) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(HAS_ANY_FACTOR).bind(user.0.to_string()).fetch_one(&mut *conn).await?)
 }
