@@ -108,6 +108,17 @@ pub(super) fn parse_uuid(text: &str, column: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(text).map_err(|_| StoreError::Corrupt(format!("{column} `{text}` is not a UUID")))
 }
 
-fn micros_to_time(micros: i64, column: &str) -> Result<OffsetDateTime, StoreError> {
+pub(super) fn micros_to_time(micros: i64, column: &str) -> Result<OffsetDateTime, StoreError> {
     from_unix_micros(micros).ok_or_else(|| StoreError::Corrupt(format!("{column} {micros} out of range")))
+}
+
+/// `columns` of `table` as `t.c`, for a query that joins it.
+pub(super) fn qualified(columns: &str, table: &str) -> String {
+    columns.split(", ").map(|c| format!("{table}.{c}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `columns` of `table` as `t.c AS t_c`, read back with the prefix `t_` (a join whose tables
+/// share column names).
+pub(super) fn aliased(columns: &str, table: &str) -> String {
+    columns.split(", ").map(|c| format!("{table}.{c} AS {table}_{c}")).collect::<Vec<_>>().join(", ")
 }

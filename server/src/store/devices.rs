@@ -127,7 +127,7 @@ pub(super) fn device_from_prefixed<R: Columns>(row: &R, prefix: &str) -> Result<
 
 /// `DEVICE_COLUMNS` of table alias `d`, renamed `d_…` so they can sit beside another table's.
 pub(super) fn prefixed_device_columns() -> String {
-    DEVICE_COLUMNS.split(", ").map(|c| format!("d.{c} AS d_{c}")).collect::<Vec<_>>().join(", ")
+    super::codec::aliased(DEVICE_COLUMNS, "d")
 }
 
 pub(super) fn notice_from_row<R: Columns>(row: &R) -> Result<NoticeRecord, StoreError> {

@@ -100,7 +100,7 @@ pub(super) static TROUBLED_USERS: Sql = Sql::new(|| {
      ORDER BY s.hard_locked DESC, s.needs_admin_review DESC, s.needs_strong_factor DESC,
      s.consecutive_failures DESC LIMIT $1",
         // The user's columns as `user_from_row` reads them, so the two cannot drift apart.
-        USER_COLUMNS.split(", ").map(|column| format!("u.{column}")).collect::<Vec<_>>().join(", ")
+        super::codec::qualified(USER_COLUMNS, "u")
     )
 });
 

@@ -26,13 +26,19 @@ pub(super) const USER_COLUMNS: &str =
     "id, username, display_name, is_privileged, passkey_required, created_at";
 
 pub(super) fn user_from_row<R: Columns>(row: &R) -> Result<UserRecord, StoreError> {
+    user_from_prefixed(row, "")
+}
+
+/// A user read from columns named `{prefix}{column}` (see [`super::codec::aliased`]).
+pub(super) fn user_from_prefixed<R: Columns>(row: &R, prefix: &str) -> Result<UserRecord, StoreError> {
+    let column = |name: &str| format!("{prefix}{name}");
     Ok(UserRecord {
-        id: UserId(row.id("id")?),
-        username: row.value("username")?,
-        display_name: row.value("display_name")?,
-        is_privileged: row.value("is_privileged")?,
-        passkey_required: row.value("passkey_required")?,
-        created_at: row.time("created_at")?,
+        id: UserId(row.id(&column("id"))?),
+        username: row.value(&column("username"))?,
+        display_name: row.value(&column("display_name"))?,
+        is_privileged: row.value(&column("is_privileged"))?,
+        passkey_required: row.value(&column("passkey_required"))?,
+        created_at: row.time(&column("created_at"))?,
     })
 }
 

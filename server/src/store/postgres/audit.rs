@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sqlx::{Connection, Row};
 use tokio::sync::Notify;
 
-use super::{PgStore, micros_to_time};
+use super::PgStore;
 use crate::audit::chain::{StoredEvent, StoredHead};
 use crate::audit::{AuditEvent, Subject};
 use crate::store::audit::pending_event_from_row;
@@ -16,6 +16,7 @@ use crate::store::audit::{
     OLDEST_PENDING_EVENTS,
 };
 use crate::store::audit::{DUPLICATE_EVENT_SQL, link_pending};
+use crate::store::codec::micros_to_time;
 use crate::store::{AuditStore, StoreError};
 
 #[async_trait]
@@ -61,7 +62,7 @@ impl AuditStore for PgStore {
         let times = batch
             .events
             .iter()
-            .map(|e| micros_to_time(e.occurred_at_micros))
+            .map(|e| micros_to_time(e.occurred_at_micros, "occurred_at"))
             .collect::<Result<Vec<_>, _>>()?;
         sqlx::query(
             "INSERT INTO audit_events (seq, occurred_at, actor, action, subject, details, prev_hash, hash, event_id)

@@ -22,14 +22,16 @@ use crate::store::challenges::{
     CHALLENGE_BY_ID, CHALLENGE_BY_IDEMPOTENCY_KEY, DEVICE_REVOKED_AT, RECENT_CHALLENGES, RECENT_NUMBER_TAGS,
 };
 use crate::store::challenges::{CHALLENGE_COLUMNS, PUSH_ONLY};
+use crate::store::codec::aliased;
 use crate::store::devices::device_from_prefixed;
 use crate::store::devices::prefixed_device_columns;
 use crate::store::fatigue::PUSH_STATE_COLUMNS;
 use crate::store::fatigue::STANDING_RETRIES;
 use crate::store::fatigue::push_state_from_row;
+use crate::store::users::{USER_COLUMNS, user_from_prefixed};
 use crate::store::{
     ChallengeEvent, ChallengeRecord, ChallengeStore, ChallengeTransition, DeviceDecision, DeviceRecord,
-    Precondition, PromptTarget, StoreError, UserRecord, map_unique_violation,
+    Precondition, PromptTarget, StoreError, map_unique_violation,
 };
 
 /// Binds a challenge's columns, in `CHALLENGE_COLUMNS` order, as `$1`-`$21`.
@@ -123,14 +125,13 @@ impl ChallengeStore for PgStore {
     async fn prompt_target(&self, username: &str, recent: u32) -> Result<Option<PromptTarget>, StoreError> {
         // One round trip: the user, their active devices, and their recent number tags.
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT u.id AS u_id, u.username AS u_username, u.display_name AS u_display_name,
-                    u.is_privileged AS u_is_privileged, u.passkey_required AS u_passkey_required,
-                    u.created_at AS u_created_at,
+            "SELECT {},
                     ARRAY(SELECT number_tag FROM challenges WHERE user_id = u.id
                           ORDER BY created_at DESC LIMIT $2) AS recent_tags,
                     {}
              FROM users u LEFT JOIN devices d ON d.user_id = u.id AND d.revoked_at IS NULL
              WHERE u.username = $1 ORDER BY d.created_at, d.id",
+            aliased(USER_COLUMNS, "u"),
             prefixed_device_columns()
         ));
         let rows = sqlx::query(sql)
@@ -141,14 +142,7 @@ impl ChallengeStore for PgStore {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let user = UserRecord {
-            id: UserId(first.try_get("u_id")?),
-            username: first.try_get("u_username")?,
-            display_name: first.try_get("u_display_name")?,
-            is_privileged: first.try_get("u_is_privileged")?,
-            passkey_required: first.try_get("u_passkey_required")?,
-            created_at: first.try_get("u_created_at")?,
-        };
+        let user = user_from_prefixed(first, "u_")?;
         let mut devices = Vec::with_capacity(rows.len());
         for row in &rows {
             if row.try_get::<Option<Uuid>, _>("d_id")?.is_some() {

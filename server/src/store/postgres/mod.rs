@@ -22,12 +22,12 @@ use tokio::sync::Notify;
 
 use crate::audit::AuditEvent;
 use crate::audit::chain::AuditSealer;
-use crate::clock::from_unix_micros;
 use crate::store::audit::{INSERT_PENDING_EVENT, pending_row};
 use crate::store::pg_pool::{PgConnections, PooledConnection};
 use crate::store::{
     Engine, PoolStats, Store, StoreError, check_migrations_applied, genesis_mac, seals_genesis,
 };
+use statements::bind_audit;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -56,16 +56,7 @@ impl PgStore {
     /// so concurrent changes never queue behind each other for the audit trail.
     async fn append_audit(&self, conn: &mut PgConnection, event: &AuditEvent) -> Result<(), StoreError> {
         let p = pending_row(&self.sealer, event);
-        sqlx::query(INSERT_PENDING_EVENT)
-            .bind(p.event_id.as_slice())
-            .bind(micros_to_time(p.row.occurred_at_micros)?)
-            .bind(&p.row.actor)
-            .bind(&p.row.action)
-            .bind(&p.row.subject)
-            .bind(&p.row.details)
-            .bind(&p.mac)
-            .execute(&mut *conn)
-            .await?;
+        bind_audit(sqlx::query(INSERT_PENDING_EVENT), &p)?.execute(&mut *conn).await?;
         Ok(())
     }
 
@@ -98,10 +89,6 @@ async fn migrate_and_seal_genesis(pool: &sqlx::PgPool, sealer: &AuditSealer) -> 
         .await?;
     }
     Ok(())
-}
-
-pub(super) fn micros_to_time(micros: i64) -> Result<OffsetDateTime, StoreError> {
-    from_unix_micros(micros).ok_or_else(|| StoreError::Corrupt(format!("timestamp {micros} out of range")))
 }
 
 #[async_trait]

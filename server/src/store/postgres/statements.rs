@@ -3,7 +3,6 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::micros_to_time;
 use crate::audit::Subject;
 use crate::challenges::model::ChallengeState;
 use crate::fatigue::model::{LadderMove, PushState};
@@ -12,6 +11,7 @@ use crate::store::StoreError;
 use crate::store::audit::PendingRow;
 use crate::store::challenges::CHALLENGE_COLUMNS;
 use crate::store::challenges::may_become;
+use crate::store::codec::micros_to_time;
 
 /// A device answer as one statement. `standing` locks the user's standing and checks it is the
 /// version the ladder move was computed from; `dv` locks the device and checks it is active and
@@ -97,7 +97,7 @@ impl EventArrays {
     pub(super) fn push(&mut self, challenge: Uuid, p: &PendingRow) -> Result<(), StoreError> {
         self.challenge_ids.push(challenge);
         self.event_ids.push(p.event_id.to_vec());
-        self.times.push(micros_to_time(p.row.occurred_at_micros)?);
+        self.times.push(micros_to_time(p.row.occurred_at_micros, "occurred_at")?);
         self.actors.push(p.row.actor.clone());
         self.actions.push(p.row.action.clone());
         self.subjects.push(p.row.subject.clone());
@@ -170,7 +170,7 @@ pub(super) fn transition_statement(
 pub(super) fn bind_audit<'q>(query: PgQuery<'q>, p: &PendingRow) -> Result<PgQuery<'q>, StoreError> {
     Ok(query
         .bind(p.event_id.to_vec())
-        .bind(micros_to_time(p.row.occurred_at_micros)?)
+        .bind(micros_to_time(p.row.occurred_at_micros, "occurred_at")?)
         .bind(p.row.actor.clone())
         .bind(p.row.action.clone())
         .bind(p.row.subject.clone())

@@ -96,9 +96,7 @@ pub(super) async fn record_outcome(
 #[async_trait]
 impl FatigueStore for SqliteStore {
     async fn push_state(&self, user: UserId) -> Result<PushState, StoreError> {
-        let row =
-            sqlx::query(PUSH_STATE.as_str()).bind(user.0.to_string()).fetch_optional(&self.pool).await?;
-        row.as_ref().map(push_state_from_row).transpose().map(Option::unwrap_or_default)
+        load_push_state(&mut *self.pool.acquire().await?, user).await
     }
 
     async fn standing(&self, user: UserId, now: OffsetDateTime) -> Result<Standing, StoreError> {
