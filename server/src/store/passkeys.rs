@@ -253,8 +253,6 @@ pub(super) fn sign_in_from_row<R: Columns>(row: &R) -> Result<PasskeySignIn, Sto
     })
 }
 
-/// Whether the user has any active factor: a device or a passkey.
-
 /// Tells every active device of the user about a change to their factors.
 pub(super) const NOTIFY_DEVICES: &str = "INSERT INTO device_notices (device_id, kind, details, created_at)
      SELECT id, $2, $3, $4 FROM devices WHERE user_id = $1 AND revoked_at IS NULL";
