@@ -52,7 +52,7 @@ enum Command {
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Issue enrollments (activation codes for phones) as the operator.
+    /// Issue enrollments as the operator: activation codes for phones, links for passkeys.
     #[command(subcommand)]
     Enrollments(EnrollmentsCommand),
     /// Manage users' policies as the operator.
@@ -118,6 +118,22 @@ enum EnrollmentsCommand {
         /// device is refused.
         #[arg(long)]
         recovery: bool,
+    },
+    /// Issue a single-use link to the hosted passkey registration page and print it once, to
+    /// stdout. It works once, within 10 minutes, in a browser on an allowed WebAuthn origin.
+    PasskeyLink {
+        /// The username.
+        #[arg(long)]
+        user: String,
+        /// Recovery: may add a passkey although the user has a factor (a passkey-only user whose
+        /// only factor is a phone, a lost security key). Audited with the operator (`cli`) as
+        /// actor; the user's phones are told when it is used. Without it, a user who has a
+        /// factor is refused.
+        #[arg(long)]
+        recovery: bool,
+        /// What the passkey will be called (default "Passkey").
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -353,12 +369,31 @@ async fn audit_verify(settings: &Settings, checkpoint: Option<PathBuf>) -> anyho
     }
 }
 
-/// `countersign enrollments create`: an operator-issued enrollment (the admin plane will take
-/// this over, with four-eyes for recovery).
+/// `countersign enrollments create|passkey-link`: operator-issued enrollments (the admin plane
+/// will take these over, with four-eyes for recovery).
 async fn enrollments(settings: &Settings, command: EnrollmentsCommand) -> anyhow::Result<ExitCode> {
-    let EnrollmentsCommand::Create { user, recovery } = command;
     let master = Arc::new(crate::secrets::load_master_key(settings)?);
     let store = open_store_with(settings, &master).await?;
+    let outcome = match command {
+        EnrollmentsCommand::Create { user, recovery } => {
+            device_enrollment(settings, &store, master, &user, recovery).await
+        }
+        EnrollmentsCommand::PasskeyLink { user, recovery, name } => {
+            passkey_link(settings, &store, &user, recovery, name).await
+        }
+    };
+    // No server may be running: chain what this command recorded now.
+    crate::audit::flush(store.as_ref()).await?;
+    outcome
+}
+
+async fn device_enrollment(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    master: Arc<MasterKey>,
+    user: &str,
+    recovery: bool,
+) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
     let server_key =
         crate::devices::server_key::ServerSigningKey::load_or_create(store.as_ref(), &master, clock.as_ref())
@@ -370,18 +405,18 @@ async fn enrollments(settings: &Settings, command: EnrollmentsCommand) -> anyhow
         refusal_limits: settings.device_refusals,
     };
     let devices = crate::devices::service::DeviceService::new(
-        Arc::clone(&store),
+        Arc::clone(store),
         clock,
         master,
         Arc::new(server_key),
         device_settings,
     );
     let created = if recovery {
-        devices.create_recovery_enrollment(&user).await
+        devices.create_recovery_enrollment(user).await
     } else {
-        devices.create_enrollment(Actor::Cli, &user, false, None).await
+        devices.create_enrollment(Actor::Cli, user, false, None).await
     };
-    let outcome = match created {
+    match created {
         Ok(created) => {
             let record = &created.record;
             let kind = if recovery { "recovery enrollment" } else { "enrollment" };
@@ -394,10 +429,36 @@ async fn enrollments(settings: &Settings, command: EnrollmentsCommand) -> anyhow
             "`{user}` already has a device: use --recovery to add another (audited; their devices are told)"
         )),
         Err(error) => Err(error.into()),
-    };
-    // No server may be running: chain what this command recorded now.
-    crate::audit::flush(store.as_ref()).await?;
-    outcome
+    }
+}
+
+async fn passkey_link(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    user: &str,
+    recovery: bool,
+    name: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use crate::passkeys::service::{PasskeyError, PasskeyService, SignInSettings};
+    let public_url = operator_public_url(settings)?;
+    let webauthn = crate::passkeys::model::WebauthnSettings::resolve(&settings.webauthn, public_url.as_str())
+        .map_err(|(key, problem)| anyhow::anyhow!("{key}: {problem}"))?;
+    // The command begins a registration only; sign-ins (and their waiters) are the server's.
+    let sign_in = SignInSettings { ttl: settings.challenge_ttl, waiters: Arc::default() };
+    let passkeys = PasskeyService::new(Arc::clone(store), Arc::new(SystemClock), Arc::new(webauthn), sign_in);
+    match passkeys.create_operator_link(user, recovery, name).await {
+        Ok(link) => {
+            let kind = if recovery { "recovery passkey link" } else { "passkey link" };
+            eprintln!("created a {kind} for `{user}`, usable once until {}", link.expires_at);
+            eprintln!("it follows; it is shown only this once:");
+            println!("{}", link.url.expose_secret());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(PasskeyError::SecondFactorProofRequired) => Err(anyhow::anyhow!(
+            "`{user}` already has a factor: use --recovery to add a passkey (audited; their phones are told)"
+        )),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// The URL phones reach, as `serve` computes it; without `public_url`, only a fixed loopback

@@ -11,6 +11,7 @@ mod soft_key;
 use axum::http::StatusCode;
 use common::{
     TestApp, app_with_user, assert_error, audit_actions, audit_len, enrolled_device, fresh_approval,
+    signed_get,
 };
 use countersign_e2e::Engine;
 use serde_json::{Value, json};
@@ -79,6 +80,7 @@ async fn an_enrollment_link_registers_a_passkey_once(engine: Engine) {
     let (status, html) = page(&app, &format!("/passkeys/enroll?code={code}")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("alice") && html.contains(r#"<script src="/assets/passkeys.js" defer></script>"#));
+    assert!(html.contains("Requested by <strong>portal</strong>"), "who asked is on the page: {html}");
     assert!(!html.contains("<script>") && !html.contains("style="), "no inline script or style");
     assert!(!html.contains(&code), "the page does not repeat its secret");
 
@@ -349,6 +351,62 @@ async fn unknown_and_expired_sign_in_pages_change_nothing(engine: Engine) {
     assert_eq!(audit_len(&app).await, before, "nothing was answered or recorded");
 }
 
+/// The upgrade lock-out and its way out. alice's only factor is a phone and she becomes
+/// passkey-only: push is refused, so she can prove no approval, and an app's link is refused.
+/// The operator's recovery link (`countersign enrollments passkey-link --recovery`) adds her
+/// passkey: audited with the operator as actor, announced on her phone as operator-issued,
+/// and the page says plainly that the help desk issued it. Without `recovery` the operator is
+/// held to the same rule as an app.
+async fn an_operator_recovery_link_gives_a_passkey_only_user_a_passkey(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let phone =
+        enrolled_device(&app, &key, "alice", countersign_mobile_protocol::PushRegistration::None).await;
+    let raised = app.post_json("/v1/users/alice/passkey-required", &key, json!({})).await;
+    assert_eq!(raised.body["passkey_required"], true, "{:?}", raised.body);
+    let push = app.post_json("/v1/challenges", &key, json!({ "username": "alice" })).await;
+    assert_error(&push, StatusCode::CONFLICT, "passkey_required");
+    let by_app = create_link(&app, &key, "alice", json!({})).await;
+    assert_error(&by_app, StatusCode::FORBIDDEN, "second_factor_proof_required");
+
+    let plain = app.state.passkeys.create_operator_link("alice", false, None).await;
+    assert!(
+        matches!(plain, Err(countersign::passkeys::service::PasskeyError::SecondFactorProofRequired)),
+        "{plain:?}"
+    );
+    let link = app.state.passkeys.create_operator_link("alice", true, Some("Laptop".into())).await.unwrap();
+    let url = secrecy::ExposeSecret::expose_secret(&link.url).to_owned();
+    let code = url.strip_prefix(&format!("{ORIGIN}/passkeys/enroll?code=")).unwrap().to_owned();
+    let (status, html) = page(&app, &format!("/passkeys/enroll?code={code}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Issued by your administrator"), "{html}");
+
+    let mut soft_key = SoftKey::new();
+    let registered = enroll(&app, &code, &mut soft_key).await;
+    assert_eq!((registered.status, registered.body["name"].clone()), (StatusCode::CREATED, json!("Laptop")));
+    countersign::audit::flush(app.store.as_ref()).await.unwrap();
+    let head = app.store.audit_head().await.unwrap();
+    let events = app.store.audit_events(0, head.seq, 100_000).await.unwrap();
+    let by_operator = |action: &str| {
+        events.iter().filter(|e| e.action == action).map(|e| (e.actor.clone(), e.details.clone())).next_back()
+    };
+    let (actor, details) = by_operator("passkey.registration_started").unwrap();
+    assert_eq!(actor, "cli");
+    assert_eq!(serde_json::from_str::<Value>(&details).unwrap()["recovery"], true, "{details}");
+    let (actor, details) = by_operator("passkey.registered").unwrap();
+    assert_eq!(actor, "cli");
+    assert_eq!(serde_json::from_str::<Value>(&details).unwrap()["operator_issued"], true, "{details}");
+
+    let notices = signed_get(&app, &phone, "/device/v1/notices").await;
+    let added: Vec<_> =
+        notices.body["notices"].as_array().unwrap().iter().filter(|n| n["kind"] == "passkey_added").collect();
+    assert_eq!(added.len(), 1, "{:?}", notices.body);
+    assert_eq!(added[0]["details"]["operator_issued"], true, "{:?}", added[0]);
+
+    // And she is in: a passkey sign-in on the hosted page approves.
+    let (_, token, _) = passkey_challenge(&app, &key, "alice").await;
+    assert_eq!(sign_in(&app, &token, &mut soft_key).await.body["state"], "approved");
+}
+
 on_both_engines!(
     a_passkey_signs_in_on_the_hosted_page_and_the_app_redeems_once,
     unknown_and_expired_sign_in_pages_change_nothing,
@@ -359,4 +417,5 @@ on_both_engines!(
     a_refused_credential_leaves_the_link_usable,
     enrollment_link_bad_input_is_precise,
     the_page_assets_carry_the_same_headers,
+    an_operator_recovery_link_gives_a_passkey_only_user_a_passkey,
 );

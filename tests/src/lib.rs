@@ -284,12 +284,17 @@ pub async fn start_challenge(server: &Server, key: &str, username: &str) -> serd
 /// Runs `countersign enrollments create --user U [ARGS]` as the operator. The CLI names the
 /// server by `public_url`; a server on an ephemeral port is named by the address it bound.
 pub fn operator_enrollment(server: &Server, username: &str, args: &[&str]) -> Output {
+    operator_cli(server, &[&["enrollments", "create", "--user", username][..], args].concat())
+}
+
+/// Runs an operator command that must name the server (an activation URI, a page link): the
+/// CLI gets the running server's URL as `public_url`, as an operator's config would give it.
+pub fn operator_cli(server: &Server, args: &[&str]) -> Output {
     let mut env = server.env.clone();
     if !env.iter().any(|(key, _)| key == "COUNTERSIGN_PUBLIC_URL") {
         env.push(("COUNTERSIGN_PUBLIC_URL".to_owned(), server.base_url.clone()));
     }
-    let command = [&["enrollments", "create", "--user", username][..], args].concat();
-    run_cli(&env, &command)
+    run_cli(&env, args)
 }
 
 /// Issues an operator recovery enrollment (`--recovery`) and returns the activation URI it

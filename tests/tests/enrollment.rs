@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use countersign_e2e::{
-    Engine, Server, authenticator, create_app, get_json, http, new_enrollment, operator_enrollment,
-    recovery_enrollment, start_challenge,
+    Engine, Server, authenticator, create_app, get_json, http, new_enrollment, operator_cli,
+    operator_enrollment, recovery_enrollment, start_challenge,
 };
 use serde_json::{Value, json};
 
@@ -140,6 +140,51 @@ async fn operator_recovery_enrollment_adds_a_device(engine: Engine) {
     assert_eq!(devices.as_array().unwrap().len(), 2);
     let verified = server.cli(&["audit", "verify"]);
     assert!(verified.status.success(), "{}", text(&verified.stdout));
+}
+
+/// The operator's passkey link with the real binary (`countersign enrollments passkey-link`):
+/// refused without `--recovery` for a user who has a phone, printed once with it, and the
+/// running server opens its page saying the help desk issued it. (The ceremony on that page is
+/// `server/tests/passkey_pages.rs`'s and, in a browser, `browser.rs`'s.)
+async fn operator_passkey_link_opens_the_registration_page(engine: Engine) {
+    let server = Server::start(engine).await;
+    let key = create_app(&server, "idp", "users:read users:write");
+    let dir = tempfile::tempdir().unwrap();
+    let phone = dir.path().join("phone.json");
+    let first = new_enrollment(&server, &key, "alice", None).await;
+    let enrolled = authenticator(&phone, &["enroll", first["activation_uri"].as_str().unwrap(), "--yes"]);
+    assert!(enrolled.status.success(), "{}", text(&enrolled.stderr));
+
+    let plain = operator_cli(&server, &["enrollments", "passkey-link", "--user", "alice"]);
+    assert_eq!(plain.status.code(), Some(2), "{}", text(&plain.stdout));
+    assert!(text(&plain.stderr).contains("--recovery"), "{}", text(&plain.stderr));
+    assert!(plain.stdout.is_empty(), "nothing printed when refused");
+    let unknown = operator_cli(&server, &["enrollments", "passkey-link", "--user", "nobody", "--recovery"]);
+    assert_eq!(unknown.status.code(), Some(2));
+
+    let made = operator_cli(
+        &server,
+        &["enrollments", "passkey-link", "--user", "alice", "--recovery", "--name", "Laptop"],
+    );
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let url = text(&made.stdout).trim().to_owned();
+    assert!(url.contains("/passkeys/enroll?code="), "{url}");
+    let page = http().get(&url).send().await.unwrap();
+    assert_eq!(page.status(), 200, "{url}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("alice") && html.contains("Issued by your administrator"), "{html}");
+    let verified = server.cli(&["audit", "verify"]);
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+}
+
+#[tokio::test]
+async fn operator_passkey_link_opens_the_registration_page_on_sqlite() {
+    operator_passkey_link_opens_the_registration_page(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn operator_passkey_link_opens_the_registration_page_on_postgres() {
+    operator_passkey_link_opens_the_registration_page(Engine::Postgres).await;
 }
 
 #[tokio::test]

@@ -7,6 +7,9 @@ use askama::Template;
 #[template(path = "enroll.html")]
 pub struct EnrollPage {
     pub username: String,
+    /// Who created the link: an app's name, or `None` for the operator (a help-desk recovery,
+    /// said plainly so a user who asked for nothing can tell).
+    pub requested_by: Option<String>,
     /// RFC 3339.
     pub expires_at: String,
     /// What a person reads: `14:05 UTC`.

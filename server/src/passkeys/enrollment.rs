@@ -7,13 +7,18 @@
 //! stored only as its SHA-256; the link lives 10 minutes and completes once (the ceremony is
 //! deleted by compare-and-set when the passkey is stored). The page acts as the app that
 //! created the link: the audit trail names it.
+//!
+//! The operator makes links too (`countersign enrollments passkey-link`), for a user who cannot
+//! prove an approval: a lost phone, or a passkey-only user whose only factor is a phone. With
+//! `--recovery` such a link adds a passkey to a user who has a factor; it is audited with the
+//! operator as actor and the user's phones are told when it is used (`passkey_added`, marked
+//! `operator_issued`).
 
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
-use super::service::{PasskeyError, PasskeyService, RegistrationRequest};
+use super::service::{Issuer, PasskeyError, PasskeyService, RegistrationRequest};
 use crate::api_keys::service::AuthenticatedApp;
-use crate::audit::Actor;
 use crate::devices::model::{hash_activation_code, new_activation_code};
 use crate::fault::InternalError;
 use crate::store::{EnrollmentLink, PasskeyRecord, RegistrationCeremony, UserRecord};
@@ -53,6 +58,27 @@ impl PasskeyService {
         username: &str,
         request: RegistrationRequest,
     ) -> Result<CreatedLink, PasskeyError> {
+        self.create_link(Issuer::App(app), username, request).await
+    }
+
+    /// `countersign enrollments passkey-link`: a link the operator hands over. Without
+    /// `recovery` it is refused for a user who has a factor, like an app's.
+    pub async fn create_operator_link(
+        &self,
+        username: &str,
+        recovery: bool,
+        name: Option<String>,
+    ) -> Result<CreatedLink, PasskeyError> {
+        let request = RegistrationRequest { approval: None, name };
+        self.create_link(Issuer::Operator { recovery }, username, request).await
+    }
+
+    async fn create_link(
+        &self,
+        issuer: Issuer<'_>,
+        username: &str,
+        request: RegistrationRequest,
+    ) -> Result<CreatedLink, PasskeyError> {
         let origin = self
             .settings
             .origins
@@ -61,7 +87,7 @@ impl PasskeyService {
             .clone();
         let (code, hash) =
             new_activation_code().map_err(|e| InternalError::caused_by("drawing a link code", e))?;
-        let begun = self.begin(app, username, request, Some(&hash)).await?;
+        let begun = self.begin(issuer, username, request, Some(&hash)).await?;
         let url = format!("{origin}{ENROLL_PAGE_PATH}?code={}", code.expose_secret());
         Ok(CreatedLink { url: SecretString::from(url), expires_at: begun.ceremony.expires_at })
     }
@@ -95,8 +121,7 @@ impl PasskeyService {
         credential: &serde_json::Value,
     ) -> Result<PasskeyRecord, PasskeyError> {
         let open = self.open_enrollment(code).await?;
-        let actor = Actor::App { id: open.link.app_id, name: open.link.app_name.clone() };
-        match self.finish_registration(&actor, &open.user, &open.ceremony, credential).await {
+        match self.finish_registration(&open.link.actor(), &open.user, &open.ceremony, credential).await {
             // Another request completed the ceremony meanwhile, or it has just expired.
             Err(PasskeyError::RegistrationNotFound) => Err(PasskeyError::EnrollmentLinkUsed),
             Err(PasskeyError::RegistrationExpired) => Err(PasskeyError::EnrollmentLinkExpired),

@@ -28,7 +28,7 @@ use crate::challenges::model::ChallengeState;
 use crate::clock::Clock;
 use crate::devices::model::SECOND_DEVICE_APPROVAL_WINDOW;
 use crate::fault::InternalError;
-use crate::ids::{ChallengeId, PasskeyId, RegistrationId, UserId};
+use crate::ids::{AppId, ChallengeId, PasskeyId, RegistrationId, UserId};
 use crate::store::{
     ApprovalProof, Conflict, DeviceRecord, EnrollmentLink, PasskeyRecord, RegistrationCeremony,
     RegistrationProof, Store, StoreError, UserRecord,
@@ -115,6 +115,40 @@ pub struct SignInSettings {
     pub waiters: Arc<crate::challenges::waiters::Waiters>,
 }
 
+/// Who begins a registration: an app (its REST calls and its enrollment links), or the
+/// operator from the command line (the admin plane will take this over, with four-eyes).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Issuer<'a> {
+    App(&'a AuthenticatedApp),
+    /// `recovery`: may add a passkey to a user who has a factor, without their approval.
+    Operator {
+        recovery: bool,
+    },
+}
+
+impl Issuer<'_> {
+    fn actor(self) -> Actor {
+        match self {
+            Issuer::App(app) => app.actor(),
+            Issuer::Operator { .. } => Actor::Cli,
+        }
+    }
+
+    fn app_id(self) -> Option<AppId> {
+        match self {
+            Issuer::App(app) => Some(app.id),
+            Issuer::Operator { .. } => None,
+        }
+    }
+
+    fn app_name(self) -> Option<String> {
+        match self {
+            Issuer::App(app) => Some(app.name.clone()),
+            Issuer::Operator { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct PasskeyService {
     pub(super) store: Arc<dyn Store>,
@@ -154,14 +188,14 @@ impl PasskeyService {
         username: &str,
         request: RegistrationRequest,
     ) -> Result<BegunRegistration, PasskeyError> {
-        self.begin(app, username, request, None).await
+        self.begin(Issuer::App(app), username, request, None).await
     }
 
     /// Begins a ceremony under the trust rule; with `link_code_hash`, for an enrollment link
     /// (stored with it, living as long as the link).
     pub(super) async fn begin(
         &self,
-        app: &AuthenticatedApp,
+        issuer: Issuer<'_>,
         username: &str,
         request: RegistrationRequest,
         link_code_hash: Option<&[u8]>,
@@ -176,30 +210,37 @@ impl PasskeyService {
         let has_factor = has_device || passkeys.iter().any(PasskeyRecord::is_active);
         let now = self.clock.now();
         let id = RegistrationId::random();
-        let proof = match request.approval {
-            Some(challenge) => {
+        let actor = issuer.actor();
+        let proof = match (issuer, request.approval) {
+            (Issuer::Operator { recovery: true }, None) => RegistrationProof::Operator,
+            (Issuer::App(app), Some(challenge)) => {
                 let proof = ApprovalProof {
                     challenge,
                     app_id: app.id,
                     user: user.id,
                     window: SECOND_DEVICE_APPROVAL_WINDOW,
                 };
-                let redeemed = AuditEvent::new(now, app.actor(), Action::Challenge(ChallengeState::Redeemed), Subject::Challenge(challenge))
+                let redeemed = AuditEvent::new(now, actor.clone(), Action::Challenge(ChallengeState::Redeemed), Subject::Challenge(challenge))
                     .with_details(json!({ "challenge_id": challenge, "purpose": "passkey_registration", "registration_id": id }));
                 RegistrationProof::Approval { proof, redeemed: Box::new(redeemed) }
             }
-            None if has_factor => {
-                self.audit_refused(app.actor(), &user, "second_factor_proof_required", json!({})).await?;
+            (Issuer::Operator { .. }, Some(_)) => {
+                return Err(PasskeyError::InvalidInput(
+                    "the operator vouches; it presents no approval".into(),
+                ));
+            }
+            (_, None) if has_factor => {
+                self.audit_refused(actor, &user, "second_factor_proof_required", json!({})).await?;
                 return Err(PasskeyError::SecondFactorProofRequired);
             }
-            None => RegistrationProof::FirstFactor,
+            (_, None) => RegistrationProof::FirstFactor,
         };
         let handle = self.ensure_user_handle(user.id).await?;
         let (server_state, options) = self.creation_options(&user, &handle, &passkeys)?;
         let ceremony = RegistrationCeremony {
             id,
             user_id: user.id,
-            app_id: app.id,
+            app_id: issuer.app_id(),
             name,
             is_first_factor: matches!(proof, RegistrationProof::FirstFactor),
             server_state,
@@ -211,18 +252,19 @@ impl PasskeyService {
             registration_id: id,
             user_id: user.id,
             username: user.username.clone(),
-            app_id: app.id,
-            app_name: app.name.clone(),
+            app_id: issuer.app_id(),
+            app_name: issuer.app_name(),
             options: options.to_string(),
             created_at: now,
             expires_at: ceremony.expires_at,
         });
         let event =
-            AuditEvent::new(now, app.actor(), Action::PasskeyRegistrationStarted, Subject::User(user.id))
+            AuditEvent::new(now, actor.clone(), Action::PasskeyRegistrationStarted, Subject::User(user.id))
                 .with_details(json!({
                     "registration_id": id,
                     "username": user.username,
                     "first_factor": ceremony.is_first_factor,
+                    "recovery": matches!(proof, RegistrationProof::Operator),
                     "approval": request.approval,
                     "enrollment_link": link.is_some(),
                 }));
@@ -230,7 +272,7 @@ impl PasskeyService {
             Ok(()) => Ok(BegunRegistration { ceremony, options }),
             Err(StoreError::NotFound) => {
                 let details = json!({ "approval": request.approval });
-                self.audit_refused(app.actor(), &user, "approval_invalid", details).await?;
+                self.audit_refused(actor, &user, "approval_invalid", details).await?;
                 Err(PasskeyError::ApprovalInvalid)
             }
             Err(other) => Err(other.into()),
@@ -300,7 +342,7 @@ impl PasskeyService {
             .store
             .registration(id)
             .await?
-            .filter(|c| c.user_id == user.id && c.app_id == app.id)
+            .filter(|c| c.user_id == user.id && c.app_id == Some(app.id))
             .ok_or(PasskeyError::RegistrationNotFound)?;
         self.finish_registration(&app.actor(), &user, &ceremony, credential).await
     }
@@ -375,7 +417,13 @@ impl PasskeyService {
         ceremony: &RegistrationCeremony,
         passkey: PasskeyRecord,
     ) -> Result<PasskeyRecord, PasskeyError> {
-        let notice_details = json!({ "passkey_id": passkey.id, "name": passkey.name }).to_string();
+        // The operator's word replaced the user's approval: the user's phones say so.
+        let operator_issued = ceremony.app_id.is_none();
+        let mut notice = json!({ "passkey_id": passkey.id, "name": passkey.name });
+        if operator_issued {
+            notice["operator_issued"] = json!(true);
+        }
+        let notice_details = notice.to_string();
         let event = AuditEvent::new(
             passkey.created_at,
             actor.clone(),
@@ -391,6 +439,7 @@ impl PasskeyService {
             "backup_eligible": passkey.backup_eligible,
             "backed_up": passkey.backed_up,
             "first_factor": ceremony.is_first_factor,
+            "operator_issued": operator_issued,
         }));
         let credential_id = passkey.credential_id.clone();
         match self

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::codec::{Columns, Sql};
 use super::{ApprovalProof, StoreError};
-use crate::audit::AuditEvent;
+use crate::audit::{Actor, AuditEvent};
 use crate::ids::{AppId, ChallengeId, PasskeyId, RegistrationId, UserId};
 use crate::store::ChallengeRecord;
 
@@ -42,7 +42,8 @@ impl PasskeyRecord {
 pub struct RegistrationCeremony {
     pub id: RegistrationId,
     pub user_id: UserId,
-    pub app_id: AppId,
+    /// The app that began it; `None`: the operator (a recovery link).
+    pub app_id: Option<AppId>,
     /// The name the passkey will have.
     pub name: String,
     /// Begun for a user without any factor: completing it is refused if one appeared meanwhile.
@@ -53,12 +54,14 @@ pub struct RegistrationCeremony {
     pub expires_at: OffsetDateTime,
 }
 
-/// How a registration may begin: for a user without any factor, or with the user's approval
-/// (consumed exactly once, like a second device's enrollment) and its audit event.
+/// How a registration may begin: for a user without any factor, with the user's approval
+/// (consumed exactly once, like a second device's enrollment) and its audit event, or on the
+/// operator's word (a recovery link).
 #[derive(Debug, Clone)]
 pub enum RegistrationProof {
     FirstFactor,
     Approval { proof: ApprovalProof, redeemed: Box<AuditEvent> },
+    Operator,
 }
 
 /// A single-use link to the hosted registration page, carrying one registration ceremony.
@@ -71,13 +74,23 @@ pub struct EnrollmentLink {
     pub user_id: UserId,
     /// The user's name when the link was created: the link is void if it now names another.
     pub username: String,
-    /// The app that created the link, the actor of what the page does.
-    pub app_id: AppId,
-    pub app_name: String,
+    /// The app that created the link, the actor of what the page does; `None`: the operator.
+    pub app_id: Option<AppId>,
+    pub app_name: Option<String>,
     /// `PublicKeyCredentialCreationOptionsJSON`, as the page hands it to the browser.
     pub options: String,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+}
+
+impl EnrollmentLink {
+    /// Who the page acts as: the app that created the link, or the operator.
+    pub fn actor(&self) -> Actor {
+        match (self.app_id, &self.app_name) {
+            (Some(id), Some(name)) => Actor::App { id, name: name.clone() },
+            _ => Actor::Cli,
+        }
+    }
 }
 
 /// The WebAuthn request a passkey sign-in (a challenge) is answered by.
@@ -144,7 +157,7 @@ pub(super) fn registration_from_row<R: Columns>(row: &R) -> Result<RegistrationC
     Ok(RegistrationCeremony {
         id: RegistrationId(row.id("id")?),
         user_id: UserId(row.id("user_id")?),
-        app_id: AppId(row.id("app_id")?),
+        app_id: row.optional_id("app_id")?.map(AppId),
         name: row.value("name")?,
         is_first_factor: row.value("is_first_factor")?,
         server_state: row.value("server_state")?,
@@ -162,7 +175,7 @@ pub(super) fn link_from_row<R: Columns>(row: &R) -> Result<EnrollmentLink, Store
         registration_id: RegistrationId(row.id("registration_id")?),
         user_id: UserId(row.id("user_id")?),
         username: row.value("username")?,
-        app_id: AppId(row.id("app_id")?),
+        app_id: row.optional_id("app_id")?.map(AppId),
         app_name: row.value("app_name")?,
         options: row.value("options")?,
         created_at: row.time("created_at")?,
