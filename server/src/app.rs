@@ -189,7 +189,7 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(pages::http::routes())
-        .merge(passkeys::http::page_routes())
+        .merge(pages::http::with_security_headers(passkeys::http::page_routes()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

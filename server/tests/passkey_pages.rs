@@ -255,6 +255,44 @@ async fn the_page_assets_carry_the_same_headers(engine: Engine) {
     }
 }
 
+/// What the pages' script fetches carries secrets too (the options name the user; the code or
+/// token is in the body): never cached, never sent on as a referrer, like the pages.
+async fn the_page_endpoints_are_never_cached(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let code = link_code(&app, &key, "alice", json!({})).await;
+    let options = page_post(&app, "/passkeys/enroll/options", json!({ "code": code })).await;
+    assert_eq!(options.status, StatusCode::OK);
+    assert_eq!(options.headers["cache-control"], "no-store");
+    assert_eq!(options.headers["referrer-policy"], "no-referrer");
+    assert_eq!(options.headers["x-content-type-options"], "nosniff");
+    for path in ["/passkeys/enroll/credential", "/passkeys/sign-in/options", "/passkeys/sign-in/assertion"] {
+        let reply = page_post(&app, path, json!({})).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+        assert_eq!(reply.headers["cache-control"], "no-store", "{path}");
+    }
+}
+
+/// A database dump must not hand out usable links: the link code and the page token are kept
+/// only as their SHA-256, and nothing else in their rows repeats them.
+async fn link_codes_and_page_tokens_are_stored_only_hashed(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let sha256 =
+        |secret: &str| ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref().to_vec();
+    let code = link_code(&app, &key, "alice", json!({})).await;
+    let link = app.store.enrollment_link(&sha256(&code)).await.unwrap().expect("found by its hash");
+    assert_eq!(link.code_hash, sha256(&code));
+    assert!(!format!("{link:?}").contains(&code), "{link:?}");
+    assert!(app.store.enrollment_link(code.as_bytes()).await.unwrap().is_none());
+    assert_eq!(enroll(&app, &code, &mut SoftKey::new()).await.status, StatusCode::CREATED);
+
+    let (id, token, _) = passkey_challenge(&app, &key, "alice").await;
+    let challenge = countersign::ids::ChallengeId(id.parse().unwrap());
+    let sign_in = app.store.passkey_sign_in(challenge).await.unwrap().unwrap();
+    let page = sign_in.page.clone().unwrap();
+    assert_eq!(page.token_hash, sha256(&token));
+    assert!(!format!("{sign_in:?}").contains(&token), "{sign_in:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The hosted sign-in page of a passkey challenge
 
@@ -418,4 +456,6 @@ on_both_engines!(
     enrollment_link_bad_input_is_precise,
     the_page_assets_carry_the_same_headers,
     an_operator_recovery_link_gives_a_passkey_only_user_a_passkey,
+    the_page_endpoints_are_never_cached,
+    link_codes_and_page_tokens_are_stored_only_hashed,
 );

@@ -22,15 +22,22 @@ use crate::passkeys::sign_in::SIGN_IN_PAGE_PATH;
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(ENROLL_PAGE_PATH, get(enroll_page))
-        .route(SIGN_IN_PAGE_PATH, get(sign_in_page))
-        .route("/assets/passkeys.js", get(script))
-        .route("/assets/pages.css", get(stylesheet))
-        .layer(middleware::map_response(|mut response: Response| async move {
-            add_security_headers(response.headers_mut());
-            response
-        }))
+    with_security_headers(
+        Router::new()
+            .route(ENROLL_PAGE_PATH, get(enroll_page))
+            .route(SIGN_IN_PAGE_PATH, get(sign_in_page))
+            .route("/assets/passkeys.js", get(script))
+            .route("/assets/pages.css", get(stylesheet)),
+    )
+}
+
+/// `router` with the pages' security headers on every response: the pages, their assets, and
+/// the JSON endpoints their script calls (which carry the same secrets).
+pub fn with_security_headers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router.layer(middleware::map_response(|mut response: Response| async move {
+        add_security_headers(response.headers_mut());
+        response
+    }))
 }
 
 /// The pages' headers. Pages carry single-use secrets in their URL: never cached, never sent
@@ -64,7 +71,13 @@ async fn enroll_page(
         Err(error) => return link_error_page(error),
     };
     let (expires_at, expires_at_text) = expiry(open.link.expires_at);
-    html(StatusCode::OK, &EnrollPage { username: open.user.username, expires_at, expires_at_text })
+    let page = EnrollPage {
+        username: open.user.username,
+        requested_by: open.link.app_name,
+        expires_at,
+        expires_at_text,
+    };
+    html(StatusCode::OK, &page)
 }
 
 #[derive(Debug, Deserialize)]
