@@ -356,6 +356,32 @@ async fn a_passkey_signs_in_on_the_hosted_page_and_the_app_redeems_once(engine: 
     assert!(push.body.get("sign_in_url").is_none(), "{:?}", push.body);
 }
 
+/// The sign-in link is worth an approval to whoever holds it, so the page says whose sign-in
+/// it is: the place and device the app saw (a user sent an attacker's link sees the attacker's),
+/// when it was asked, and a plain warning. App-supplied text is escaped.
+async fn the_sign_in_page_shows_where_the_request_came_from(engine: Engine) {
+    let (app, key, _) = alice_with_passkey(engine).await;
+    let context = json!({
+        "app_name": "Portal",
+        "ip": "203.0.113.7",
+        "location": "Lisbon, PT",
+        "user_agent": "<img src=x onerror=alert(1)> Firefox",
+    });
+    let body = json!({ "username": "alice", "factor": "passkey", "context": context });
+    let reply = app.post_json("/v1/challenges", &key, body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let url = reply.body["sign_in_url"].as_str().unwrap();
+    let path = url.strip_prefix(ORIGIN).unwrap();
+    let (status, html) = page(&app, path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("203.0.113.7 (Lisbon, PT)"), "{html}");
+    assert!(html.contains("&#60;img src=x onerror=alert(1)&#62; Firefox"), "escaped: {html}");
+    assert!(!html.contains("<img"), "{html}");
+    let now = app.clock_now();
+    assert!(html.contains(&format!("{:02}:{:02} UTC", now.hour(), now.minute())), "{html}");
+    assert!(html.contains("If someone sent you this link"), "{html}");
+}
+
 async fn unknown_and_expired_sign_in_pages_change_nothing(engine: Engine) {
     let (app, key, mut soft_key) = alice_with_passkey(engine).await;
     let (_, token, webauthn) = passkey_challenge(&app, &key, "alice").await;
@@ -458,4 +484,5 @@ on_both_engines!(
     an_operator_recovery_link_gives_a_passkey_only_user_a_passkey,
     the_page_endpoints_are_never_cached,
     link_codes_and_page_tokens_are_stored_only_hashed,
+    the_sign_in_page_shows_where_the_request_came_from,
 );

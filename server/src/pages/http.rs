@@ -70,7 +70,7 @@ async fn enroll_page(
         Ok(open) => open,
         Err(error) => return link_error_page(error),
     };
-    let (expires_at, expires_at_text) = expiry(open.link.expires_at);
+    let (expires_at, expires_at_text) = shown_time(open.link.expires_at);
     let page = EnrollPage {
         username: open.user.username,
         requested_by: open.link.app_name,
@@ -96,12 +96,23 @@ async fn sign_in_page(
         Ok(open) => open,
         Err(error) => return link_error_page(error),
     };
-    let (expires_at, expires_at_text) = expiry(open.challenge.expires_at);
-    html(StatusCode::OK, &SignInPage { app_name: open.challenge.app_name, expires_at, expires_at_text })
+    let challenge = open.challenge;
+    let (expires_at, expires_at_text) = shown_time(challenge.expires_at);
+    let present = |text: String| Some(text).filter(|t| !t.is_empty());
+    let page = SignInPage {
+        requested_at_text: shown_time(challenge.created_at).1,
+        app_name: challenge.app_name,
+        ip: present(challenge.ip),
+        location: challenge.location,
+        user_agent: present(challenge.user_agent),
+        expires_at,
+        expires_at_text,
+    };
+    html(StatusCode::OK, &page)
 }
 
-/// An expiry as RFC 3339 and as a person reads it (`14:05 UTC`).
-fn expiry(at: time::OffsetDateTime) -> (String, String) {
+/// A time as RFC 3339 and as a person reads it (`14:05 UTC`).
+fn shown_time(at: time::OffsetDateTime) -> (String, String) {
     let rfc3339 = at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     (rfc3339, format!("{:02}:{:02} UTC", at.hour(), at.minute()))
 }

@@ -22,6 +22,13 @@ pub struct EnrollPage {
 pub struct SignInPage {
     /// The app asking (as its challenge context names it).
     pub app_name: String,
+    /// Where the sign-in came from, as the app saw it (what the phone shows for a push): a
+    /// user sent someone else's sign-in link sees a place and device that are not theirs.
+    pub ip: Option<String>,
+    pub location: Option<String>,
+    pub user_agent: Option<String>,
+    /// When it was asked for, as a person reads it.
+    pub requested_at_text: String,
     /// RFC 3339.
     pub expires_at: String,
     /// What a person reads: `14:05 UTC`.
