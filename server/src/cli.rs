@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
+use time::format_description::well_known::Rfc3339;
 
 use crate::api_keys::{Scopes, service as api_keys};
 use crate::audit::{Actor, VerifyError};
@@ -445,11 +446,12 @@ async fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<ExitC
     let master = Arc::new(crate::secrets::load_master_key(settings)?);
     let store = open_store_with(settings, &master).await?;
     let keys = SigningKeys::new(Arc::clone(&store) as _, Arc::new(SystemClock), master, KeyTimings::DEFAULT);
-    let when = |at: Option<time::OffsetDateTime>| at.map_or_else(|| "-".to_owned(), |at| at.to_string());
+    let date = |at: time::OffsetDateTime| at.format(&Rfc3339).unwrap_or_else(|_| at.to_string());
+    let when = |at: Option<time::OffsetDateTime>| at.map_or_else(|| "-".to_owned(), date);
     match command {
         KeysCommand::Rotate { alg } => {
             let key = keys.rotate(alg, Actor::Cli).await?;
-            eprintln!("published {alg} key {} now; it signs from {}", key.kid, key.activates_at);
+            eprintln!("published {alg} key {} now; it signs from {}", key.kid, date(key.activates_at));
             println!("{}", key.kid);
         }
         KeysCommand::List => {
@@ -459,8 +461,8 @@ async fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<ExitC
                     key.kid,
                     key.alg,
                     key.state,
-                    key.created_at,
-                    key.activates_at,
+                    date(key.created_at),
+                    date(key.activates_at),
                     when(key.signs_until),
                     when(key.published_until),
                     when(key.revoked_at),
