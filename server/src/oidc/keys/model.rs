@@ -72,7 +72,9 @@ impl FromStr for SigningAlg {
 }
 
 /// The lifetimes the key timeline is built on, in one place. The defaults ([`KeyTimings::DEFAULT`])
-/// are what the server and the CLI use.
+/// are what the server and the CLI use. Whatever mints tokens must give them these lifetimes
+/// (`id_token_lifetime`, `access_token_lifetime`): a token living longer could outlive its key
+/// in the JWKS after a rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyTimings {
     /// How long relying parties may cache the JWKS (`Cache-Control: max-age`).
