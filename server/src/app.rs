@@ -160,7 +160,7 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The `/v1` routes together with their OpenAPI description.
+/// The `/v1` routes (and the OIDC provider's JWKS) together with their OpenAPI description.
 fn api_routes() -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api_keys::http::routes())
@@ -175,7 +175,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     router
 }
 
-/// The OpenAPI document for every `/v1` route, as served at `/v1/openapi.json`.
+/// The OpenAPI document for every `/v1` route (and `/oidc/jwks`), as served at `/v1/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     api_routes().into_openapi()
 }

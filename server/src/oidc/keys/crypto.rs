@@ -209,3 +209,48 @@ fn public_jwk(kty: &str, alg: SigningAlg, kid: &str) -> Jwk {
         e: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn master() -> MasterKey {
+        MasterKey::from_bytes(&[5; 32])
+    }
+
+    /// A stored public JWK that gained a private member (or any other member) is refused: what
+    /// is served comes from the private key itself, never from text that could carry `d`.
+    #[test]
+    fn a_stored_jwk_with_a_private_member_does_not_open() {
+        let (sealed, jwk) = generate(SigningAlg::Es256, "k1", &master()).unwrap();
+        let stored = serde_json::to_string(&jwk).unwrap();
+        assert!(OpenedKey::open(SigningAlg::Es256, "k1", &sealed, &stored, &master()).is_ok());
+        let mut leaky = serde_json::to_value(&jwk).unwrap();
+        leaky["d"] = serde_json::json!("AAAA");
+        let refused = OpenedKey::open(SigningAlg::Es256, "k1", &sealed, &leaky.to_string(), &master());
+        assert!(matches!(refused, Err(CryptoError::Invalid { .. })), "{refused:?}");
+    }
+
+    /// The sealed key opens only under its own kid and algorithm, and only with its master key.
+    #[test]
+    fn a_sealed_key_opens_only_as_itself() {
+        let (sealed, jwk) = generate(SigningAlg::Es256, "k1", &master()).unwrap();
+        let stored = serde_json::to_string(&jwk).unwrap();
+        for (alg, kid, key) in [
+            (SigningAlg::Es256, "k2", master()),
+            (SigningAlg::Rs256, "k1", master()),
+            (SigningAlg::Es256, "k1", MasterKey::from_bytes(&[6; 32])),
+        ] {
+            let opened = OpenedKey::open(alg, kid, &sealed, &stored, &key);
+            assert!(matches!(opened, Err(CryptoError::Sealed { .. })), "{alg} {kid}: {opened:?}");
+        }
+    }
+
+    #[test]
+    fn kids_are_random_and_url_safe() {
+        let (a, b) = (new_kid().unwrap(), new_kid().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 22);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'), "{a}");
+    }
+}
