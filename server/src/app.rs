@@ -17,17 +17,19 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::challenges::service::{ChallengeService, ChallengeSettings};
 use crate::clock::Clock;
-use crate::devices::server_key::{ServerKeyError, ServerSigningKey};
+use crate::devices::server_key::ServerSigningKey;
 use crate::devices::service::{DeviceService, DeviceSettings};
 use crate::factors::service::FactorService;
 use crate::fatigue::service::FatigueService;
 use crate::http::{ApiError, Code, ErrorBody};
+use crate::oidc::keys::{KeyTimings, SigningKeys};
 use crate::passkeys::model::WebauthnSettings;
 use crate::passkeys::service::{PasskeyService, SignInSettings};
 use crate::secrets::MasterKey;
+use crate::startup::StartupError;
 use crate::store::{Store, UserStore};
 use crate::users::service::UserService;
-use crate::{api_keys, challenges, devices, factors, fatigue, middleware, pages, passkeys, users};
+use crate::{api_keys, challenges, devices, factors, fatigue, middleware, oidc, pages, passkeys, users};
 
 /// Everything a handler may need; cheap to clone. Handlers call the services; the store is
 /// here for the edge (the API-key extractor, readiness, metrics) and the background tasks.
@@ -42,10 +44,13 @@ pub struct AppState {
     pub factors: Arc<FactorService>,
     pub fatigue: Arc<FatigueService>,
     pub passkeys: Arc<PasskeyService>,
+    /// The OIDC provider's signing keys and JWKS.
+    pub signing_keys: Arc<SigningKeys>,
 }
 
 impl AppState {
-    /// Wires the capabilities together; loads (or creates) the server's device-signing key.
+    /// Wires the capabilities together; loads (or creates) the server's device-signing key and
+    /// the OIDC signing keys (a first start creates an ES256 key).
     pub async fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -54,9 +59,18 @@ impl AppState {
         challenge_settings: ChallengeSettings,
         webauthn: Arc<WebauthnSettings>,
         metrics: Option<PrometheusHandle>,
-    ) -> Result<Self, ServerKeyError> {
+    ) -> Result<Self, StartupError> {
         let server_key =
             Arc::new(ServerSigningKey::load_or_create(store.as_ref(), &master, clock.as_ref()).await?);
+        let signing_keys = Arc::new(
+            SigningKeys::load(
+                Arc::<dyn Store>::clone(&store),
+                Arc::clone(&clock),
+                Arc::clone(&master),
+                KeyTimings::DEFAULT,
+            )
+            .await?,
+        );
         let devices = Arc::new(DeviceService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -83,7 +97,18 @@ impl AppState {
         let sign_in = SignInSettings { waiters: Arc::clone(&challenges.waiters), ..sign_in };
         let passkeys =
             Arc::new(PasskeyService::new(Arc::clone(&store), Arc::clone(&clock), webauthn, sign_in));
-        Ok(Self { store, clock, metrics, users, devices, challenges, factors, fatigue, passkeys })
+        Ok(Self {
+            store,
+            clock,
+            metrics,
+            users,
+            devices,
+            challenges,
+            factors,
+            fatigue,
+            passkeys,
+            signing_keys,
+        })
     }
 }
 
@@ -135,7 +160,7 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The `/v1` routes together with their OpenAPI description.
+/// The `/v1` routes (and the OIDC provider's JWKS) together with their OpenAPI description.
 fn api_routes() -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api_keys::http::routes())
@@ -144,12 +169,13 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(challenges::http::routes())
         .merge(factors::http::routes())
         .merge(fatigue::http::routes())
-        .merge(passkeys::http::routes());
+        .merge(passkeys::http::routes())
+        .merge(oidc::http::routes());
     crate::openapi::SharedErrorResponses.modify(router.get_openapi_mut());
     router
 }
 
-/// The OpenAPI document for every `/v1` route, as served at `/v1/openapi.json`.
+/// The OpenAPI document for every `/v1` route (and `/oidc/jwks`), as served at `/v1/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     api_routes().into_openapi()
 }

@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
+use time::format_description::well_known::Rfc3339;
 
 use crate::api_keys::{Scopes, service as api_keys};
 use crate::audit::{Actor, VerifyError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat, Settings};
 use crate::devices::service::DeviceSettings;
+use crate::oidc::keys::{KeyTimings, SigningAlg, SigningKeys};
 use crate::secrets::MasterKey;
 use crate::startup::{AppSettings, Application, Dependencies};
 use crate::store::{self, Store};
@@ -58,6 +60,32 @@ enum Command {
     /// Manage users' policies as the operator.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage the OpenID Connect signing keys (never shows private keys).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Publish the next signing key of an algorithm: in the JWKS at once, signing only after
+    /// the publish overlap (1 hour), so relying parties that cached the JWKS see it before any
+    /// token carries it. The key it supersedes stays published until its tokens have expired.
+    /// Prints the new kid.
+    Rotate {
+        /// ES256 (the default for every token) or RS256 (for relying parties that only do RS256).
+        #[arg(long, default_value = "ES256")]
+        alg: SigningAlg,
+    },
+    /// List the signing keys: kid, algorithm, state (pending, active, retiring, retired,
+    /// revoked) and dates. Never key material.
+    List,
+    /// Emergency: revoke a key. It leaves the JWKS at once and never signs again; if it was
+    /// signing, a fresh key of its algorithm replaces it at once (relying parties refetch the
+    /// JWKS on its unknown kid). Running servers follow within a second.
+    Revoke {
+        #[arg(long)]
+        kid: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Enrollments(command) => enrollments(&settings, command).await,
+        Command::Keys(command) => keys(&settings, command).await,
         Command::Users(UsersCommand::PasskeyPolicy { user, set }) => {
             let store = open_store(&settings).await?;
             let required = match set {
@@ -471,4 +500,49 @@ fn operator_public_url(settings: &Settings) -> anyhow::Result<ServerUrl> {
             "set public_url: `listen` has no fixed port, so the activation URI could not name the server"
         )),
     }
+}
+
+/// `countersign keys rotate|list|revoke`: the OIDC signing keys, as the operator.
+async fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<ExitCode> {
+    let master = Arc::new(crate::secrets::load_master_key(settings)?);
+    let store = open_store_with(settings, &master).await?;
+    let keys = SigningKeys::new(Arc::clone(&store) as _, Arc::new(SystemClock), master, KeyTimings::DEFAULT);
+    let date = |at: time::OffsetDateTime| at.format(&Rfc3339).unwrap_or_else(|_| at.to_string());
+    let when = |at: Option<time::OffsetDateTime>| at.map_or_else(|| "-".to_owned(), date);
+    match command {
+        KeysCommand::Rotate { alg } => {
+            let key = keys.rotate(alg, Actor::Cli).await?;
+            eprintln!("published {alg} key {} now; it signs from {}", key.kid, date(key.activates_at));
+            println!("{}", key.kid);
+        }
+        KeysCommand::List => {
+            for key in keys.list().await? {
+                println!(
+                    "{}\t{}\t{}\tcreated={}\tactivates={}\tsigns_until={}\tpublished_until={}\trevoked={}",
+                    key.kid,
+                    key.alg,
+                    key.state,
+                    date(key.created_at),
+                    date(key.activates_at),
+                    when(key.signs_until),
+                    when(key.published_until),
+                    when(key.revoked_at),
+                );
+            }
+        }
+        KeysCommand::Revoke { kid } => {
+            let revoked = keys.revoke(&kid, Actor::Cli).await?;
+            eprintln!(
+                "revoked {} key {}: out of the JWKS, it never signs again",
+                revoked.key.alg, revoked.key.kid
+            );
+            if let Some(fresh) = revoked.replacement {
+                eprintln!("it was signing: {} key {} replaces it, signing now", fresh.alg, fresh.kid);
+                println!("{}", fresh.kid);
+            }
+        }
+    }
+    // No server may be running: chain what this command recorded now.
+    crate::audit::flush(store.as_ref()).await?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,7 @@
 //!
 //! | module      | owns                                                                   |
 //! |-------------|------------------------------------------------------------------------|
-//! | [`cli`]     | the `countersign` command: `serve`, `migrate`, `apps`, `audit`          |
+//! | [`cli`]     | the `countersign` command: `serve`, `migrate`, `apps`, `audit`, `enrollments`, `users`, `keys` |
 //! | [`config`]  | typed configuration (file + `COUNTERSIGN_*`), validated at start         |
 //! | [`startup`] | the composition root: `Application` (state, router, background tasks, shutdown) for `serve` and tests |
 //! | [`app`]     | `AppState`, router assembly, tower layers, health/ready/metrics/OpenAPI |
@@ -18,6 +18,7 @@
 //! | [`challenges`] | number matching: `/v1/challenges`, device answers, long-poll, push outbox worker |
 //! | [`factors`] | pre-auth: which factors a user may use now, and why not (`/v1/users/{u}/factors`) |
 //! | [`passkeys`] | WebAuthn relying party (`[webauthn]`), passkey registration ceremonies, enrollment links for the hosted page, list/rename/revoke (`/v1/users/{u}/passkeys`), passkey sign-in challenges (`/v1/challenges/{id}/webauthn`) and what the hosted pages' script calls (`/passkeys/…`) |
+//! | [`oidc`]    | the OpenID Connect provider: signing keys (sealed, rotated with overlap, revocable) and the JWKS (`/oidc/jwks`) |
 //! | [`pages`]   | hosted pages (askama + one vanilla script, strict CSP): passkey registration (`/passkeys/enroll`) and sign-in (`/passkeys/sign-in`) |
 //! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`, timeline, unfreeze) |
 //! | [`push`]    | APNs and FCM clients (HTTP/2), what a push may carry                    |
@@ -50,6 +51,7 @@ pub mod fault;
 pub mod http;
 pub mod ids;
 pub mod middleware;
+pub mod oidc;
 pub mod openapi;
 pub mod pages;
 pub mod passkeys;

@@ -4,7 +4,8 @@
 //! first start; it never lives in the database it protects.
 //!
 //! Derived today: the audit-head seal and the key that encrypts secrets stored in the database
-//! (AES-256-GCM: the server's device-signing key, pending activation codes).
+//! (AES-256-GCM: the server's device-signing key, the OIDC signing keys, pending activation
+//! codes).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

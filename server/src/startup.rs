@@ -135,6 +135,8 @@ impl BackgroundTasks {
 pub enum StartupError {
     #[error(transparent)]
     ServerKey(#[from] ServerKeyError),
+    #[error("cannot load the OIDC signing keys: {0}")]
+    SigningKeys(#[from] crate::oidc::keys::KeyError),
     #[error(transparent)]
     ClockSkew(#[from] SkewError),
     #[error("cannot watch challenge changes: {0}")]

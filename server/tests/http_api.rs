@@ -182,6 +182,8 @@ async fn openapi_documents_every_v1_route() {
         "/v1/challenges/{id}/cancel",
         "/v1/challenges/{id}/webauthn",
         "/v1/fatigue/users",
+        // The OIDC provider's public JWKS, documented alongside.
+        "/oidc/jwks",
     ];
     assert_eq!(paths.len(), expected.len(), "every /v1 route is documented, and nothing else: {paths:?}");
     for expected in expected {

@@ -19,6 +19,8 @@ mod devices;
 mod fatigue;
 #[path = "store_contract/outbox.rs"]
 mod outbox;
+#[path = "store_contract/signing_keys.rs"]
+mod signing_keys;
 #[path = "store_contract/upgrades.rs"]
 mod upgrades;
 

@@ -55,6 +55,8 @@ pub enum Subject {
     Network(String),
     /// Requests naming device ids the server does not know, taken together.
     UnknownDevices,
+    /// An OpenID Connect signing key, by its `kid`.
+    SigningKey(String),
 }
 
 impl fmt::Display for Subject {
@@ -66,6 +68,7 @@ impl fmt::Display for Subject {
             Subject::Device(id) => write!(f, "device:{id}"),
             Subject::Network(network) => write!(f, "network:{network}"),
             Subject::UnknownDevices => f.write_str("devices:unknown"),
+            Subject::SigningKey(kid) => write!(f, "signing_key:{kid}"),
         }
     }
 }
@@ -112,6 +115,10 @@ pub enum Action {
     PasskeyRevoked,
     /// An assertion for a passkey sign-in was refused (it counts against the sign-in's budget).
     PasskeyAssertionRefused,
+    /// An OIDC signing key was created: published at once, signing from its `activates_at`.
+    SigningKeyCreated,
+    /// An OIDC signing key was revoked: out of the JWKS at once, never signs again.
+    SigningKeyRevoked,
 }
 
 impl Action {
@@ -141,6 +148,8 @@ impl Action {
             Action::PasskeyRevoked => "passkey.revoked",
             Action::PasskeyAssertionRefused => "passkey.assertion_refused",
             Action::ChallengeRedeemRefused => "challenge.redeem_refused",
+            Action::SigningKeyCreated => "signing_key.created",
+            Action::SigningKeyRevoked => "signing_key.revoked",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;
                 match state {

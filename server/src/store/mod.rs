@@ -7,7 +7,7 @@
 //! (`challenges.rs`), [`FatigueStore`] (`fatigue.rs`: push standing, refused prompts, signals),
 //! [`AuditStore`] (`audit.rs`), [`AlertStore`] (`alerts.rs`), [`PushOutbox`] (`outbox.rs`) and
 //! [`PasskeyStore`] (`passkeys.rs`: user handles, passkeys, registration ceremonies, passkey
-//! sign-ins).
+//! sign-ins) and [`SigningKeyStore`] (`signing_keys.rs`: the OIDC provider's signing keys).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
 //!
@@ -32,6 +32,7 @@ mod outbox;
 mod passkeys;
 mod pg_pool;
 pub mod postgres;
+mod signing_keys;
 pub mod sqlite;
 mod users;
 
@@ -58,6 +59,7 @@ pub use passkeys::{
     EnrollmentLink, PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore, RegistrationCeremony,
     RegistrationProof, SignInPage,
 };
+pub use signing_keys::{Replacement, SigningKeyRecord, SigningKeyStore};
 pub use users::{UserRecord, UserStore};
 
 /// Which database engine a store runs on.
@@ -91,6 +93,8 @@ pub enum Conflict {
     IdempotencyKey,
     /// The WebAuthn credential id is already bound to a passkey (of any user).
     PasskeyCredential,
+    /// Another key of the algorithm took this generation first (a concurrent start or rotation).
+    SigningKeyGeneration,
 }
 
 pub use crate::fatigue::model::Refusal;
@@ -153,6 +157,7 @@ pub trait Store:
     + AlertStore
     + PushOutbox
     + PasskeyStore
+    + SigningKeyStore
     + Send
     + Sync
     + fmt::Debug
@@ -243,6 +248,7 @@ fn map_unique_violation(error: sqlx::Error) -> StoreError {
         ("devices_push_token_active_key", "devices.push_token", Conflict::PushToken),
         ("challenges_idempotency_key", "challenges.idempotency_key", Conflict::IdempotencyKey),
         ("passkeys_credential_id_key", "passkeys.credential_id", Conflict::PasskeyCredential),
+        ("oidc_signing_keys_generation_key", "oidc_signing_keys.generation", Conflict::SigningKeyGeneration),
     ];
     if let sqlx::Error::Database(db) = &error
         && db.is_unique_violation()

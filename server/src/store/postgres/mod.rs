@@ -8,6 +8,7 @@ mod devices;
 mod fatigue;
 mod outbox;
 mod passkeys;
+mod signing_keys;
 mod statements;
 mod users;
 

@@ -12,6 +12,7 @@ mod devices;
 mod fatigue;
 mod outbox;
 mod passkeys;
+mod signing_keys;
 mod users;
 
 use std::str::FromStr;

@@ -1,0 +1,70 @@
+//! The OpenID Connect provider's signing keys.
+
+use async_trait::async_trait;
+use sqlx::{Connection, PgConnection};
+use time::OffsetDateTime;
+
+use super::PgStore;
+use crate::audit::AuditEvent;
+use crate::store::signing_keys::{ALL_KEYS, INSERT_KEY, REVOKE_KEY, Replacement, signing_key_from_row};
+use crate::store::{SigningKeyRecord, SigningKeyStore, StoreError, map_unique_violation};
+
+async fn insert_key(conn: &mut PgConnection, key: &SigningKeyRecord) -> Result<(), StoreError> {
+    sqlx::query(INSERT_KEY)
+        .bind(&key.kid)
+        .bind(key.alg.as_str())
+        .bind(key.generation)
+        .bind(&key.public_jwk)
+        .bind(&key.sealed_pkcs8)
+        .bind(key.created_at)
+        .bind(key.activates_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_unique_violation)?;
+    Ok(())
+}
+
+#[async_trait]
+impl SigningKeyStore for PgStore {
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        sqlx::query(ALL_KEYS.as_str())
+            .fetch_all(&mut *self.conn().await?)
+            .await?
+            .iter()
+            .map(signing_key_from_row)
+            .collect()
+    }
+
+    async fn add_signing_key(&self, key: &SigningKeyRecord, audit: AuditEvent) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        insert_key(&mut tx, key).await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await
+    }
+
+    async fn revoke_signing_key(
+        &self,
+        kid: &str,
+        at: OffsetDateTime,
+        audit: AuditEvent,
+        replacement: Option<Replacement>,
+    ) -> Result<SigningKeyRecord, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let row = sqlx::query(REVOKE_KEY.as_str())
+            .bind(kid)
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let revoked = signing_key_from_row(&row)?;
+        self.append_audit(&mut tx, &audit).await?;
+        if let Some(replacement) = replacement {
+            insert_key(&mut tx, &replacement.key).await?;
+            self.append_audit(&mut tx, &replacement.audit).await?;
+        }
+        self.commit(tx).await?;
+        Ok(revoked)
+    }
+}
