@@ -50,6 +50,7 @@ pub mod fault;
 pub mod http;
 pub mod ids;
 pub mod middleware;
+pub mod oidc;
 pub mod openapi;
 pub mod pages;
 pub mod passkeys;

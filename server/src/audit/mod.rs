@@ -55,6 +55,10 @@ pub enum Subject {
     Network(String),
     /// Requests naming device ids the server does not know, taken together.
     UnknownDevices,
+    /// A registered OIDC client.
+    OidcClient(crate::oidc::clients::ClientId),
+    /// Token requests naming client ids the server does not know, taken together.
+    UnknownOidcClients,
 }
 
 impl fmt::Display for Subject {
@@ -66,6 +70,8 @@ impl fmt::Display for Subject {
             Subject::Device(id) => write!(f, "device:{id}"),
             Subject::Network(network) => write!(f, "network:{network}"),
             Subject::UnknownDevices => f.write_str("devices:unknown"),
+            Subject::OidcClient(id) => write!(f, "oidc_client:{id}"),
+            Subject::UnknownOidcClients => f.write_str("oidc_clients:unknown"),
         }
     }
 }
@@ -112,6 +118,11 @@ pub enum Action {
     PasskeyRevoked,
     /// An assertion for a passkey sign-in was refused (it counts against the sign-in's budget).
     PasskeyAssertionRefused,
+    OidcClientCreated,
+    OidcClientRevoked,
+    /// An OIDC client's authentication was refused: unknown or revoked client, wrong secret,
+    /// a bad or replayed assertion, the wrong method (a flood of these is a signal).
+    OidcClientAuthRefused,
 }
 
 impl Action {
@@ -141,6 +152,9 @@ impl Action {
             Action::PasskeyRevoked => "passkey.revoked",
             Action::PasskeyAssertionRefused => "passkey.assertion_refused",
             Action::ChallengeRedeemRefused => "challenge.redeem_refused",
+            Action::OidcClientCreated => "oidc_client.created",
+            Action::OidcClientRevoked => "oidc_client.revoked",
+            Action::OidcClientAuthRefused => "oidc_client.auth_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;
                 match state {
