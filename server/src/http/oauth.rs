@@ -1,6 +1,6 @@
 //! OAuth endpoints' errors as responses: RFC 6749 §5.2 bodies `{"error", "error_description"}`
-//! with the code's status, never cached, and `WWW-Authenticate: Basic` on a 401 for a client
-//! that tried HTTP Basic (RFC 6749 §5.2). Server errors carry no detail.
+//! with the code's status, never cached, with the error's `WWW-Authenticate` challenge (`Basic`
+//! for a client that tried HTTP Basic, RFC 6749 §5.2). Server errors carry no detail.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -15,9 +15,8 @@ impl IntoResponse for OAuthError {
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-        if status == StatusCode::UNAUTHORIZED {
-            let challenge = if self.basic_challenge { r#"Basic realm="countersign""# } else { "Basic" };
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        if let Some(challenge) = self.www_authenticate.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }
@@ -26,12 +25,12 @@ impl IntoResponse for OAuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oidc::oauth_error::OAuthErrorCode;
+    use crate::oidc::oauth_error::{BASIC_CHALLENGE, OAuthErrorCode};
 
     #[tokio::test]
     async fn an_oauth_error_renders_as_rfc_6749_json() {
         let response = OAuthError::invalid_client("client authentication failed")
-            .with_basic_challenge(true)
+            .with_challenge(BASIC_CHALLENGE)
             .into_response();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], r#"Basic realm="countersign""#);

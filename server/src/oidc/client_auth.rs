@@ -27,7 +27,7 @@ use time::Duration;
 use super::client_jwks::{ClientJwksFetcher, JwksFetchError};
 use super::clients::{AuthMethod, Client, ClientId, ClientKeys};
 use super::jose::{self, JwtError, JwtPolicy};
-use super::oauth_error::OAuthError;
+use super::oauth_error::{BASIC_CHALLENGE, OAuthError};
 use crate::api_keys::key_matches;
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
@@ -180,7 +180,12 @@ impl ClientAuthFailure {
             | KeysUnavailable(_) => OAuthError::invalid_client("client authentication failed"),
             Store(_) => OAuthError::server_error(),
         };
-        error.with_basic_challenge(self.basic_attempted)
+        // RFC 6749 §5.2: a client that tried Basic is answered with a Basic challenge.
+        if self.basic_attempted && error.status() == 401 {
+            error.with_challenge(BASIC_CHALLENGE)
+        } else {
+            error
+        }
     }
 }
 
@@ -417,7 +422,12 @@ impl ClientAuthenticator {
         credentials: &ClientCredentials<'_>,
         named: Option<ClientId>,
     ) {
-        if matches!(reason, ClientAuthError::ReplayedAssertion | ClientAuthError::Store(_)) {
+        if matches!(reason, ClientAuthError::Store(_)) {
+            return;
+        }
+        metrics::counter!("countersign_oidc_client_auth_refusals_total", "reason" => reason.reason())
+            .increment(1);
+        if matches!(reason, ClientAuthError::ReplayedAssertion) {
             return;
         }
         let method = presented(credentials).map(|p| p.method().as_str()).unwrap_or("unclear");
@@ -528,9 +538,11 @@ mod tests {
         let failure = |reason, basic_attempted| ClientAuthFailure { reason, basic_attempted }.oauth_error();
         let wrong = failure(ClientAuthError::WrongSecret, true);
         assert_eq!(
-            (wrong.code.as_str(), wrong.status(), wrong.basic_challenge),
-            ("invalid_client", 401, true)
+            (wrong.code.as_str(), wrong.status(), wrong.www_authenticate.as_deref()),
+            ("invalid_client", 401, Some(BASIC_CHALLENGE))
         );
+        let two_with_basic = failure(ClientAuthError::MultipleMethods, true);
+        assert_eq!(two_with_basic.www_authenticate, None, "a 400 carries no challenge");
         assert_eq!(wrong.body()["error_description"], "client authentication failed");
         let two = failure(ClientAuthError::MultipleMethods, false);
         assert_eq!((two.code.as_str(), two.status()), ("invalid_request", 400));

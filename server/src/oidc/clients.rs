@@ -507,6 +507,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any one-byte change to a registered redirect URI (replaced, inserted or removed)
+        /// no longer matches it.
+        #[test]
+        fn no_one_byte_variant_of_a_redirect_uri_matches(at in 0usize..64, byte in 0u8..=255, edit in 0u8..3) {
+            let registered = "https://rp.example.com:8443/cb/path?tenant=a&x=%2F";
+            let c = client(&[registered]);
+            let mut bytes = registered.as_bytes().to_vec();
+            let i = at % bytes.len();
+            match edit {
+                0 if bytes[i] != byte => bytes[i] = byte,
+                0 => bytes[i] = byte.wrapping_add(1),
+                1 => bytes.insert(i, byte),
+                _ => { bytes.remove(i); }
+            }
+            let variant = String::from_utf8_lossy(&bytes).into_owned();
+            proptest::prop_assert!(variant == registered || !c.redirect_uri_matches(&variant));
+        }
+    }
+
     #[test]
     fn jwks_uri_follows_the_same_transport_rules() {
         assert_eq!(validate_jwks_uri("https://rp.example.com/jwks.json"), Ok(()));

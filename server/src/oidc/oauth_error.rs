@@ -1,7 +1,7 @@
 //! OAuth 2.0 errors (RFC 6749 §5.2, OIDC Core §3.1.2.6, RFC 9126, RFC 9101, OpenID CIBA):
 //! the stable `error` codes the OIDC endpoints answer with, their HTTP status, and the JSON body
 //! `{"error": "...", "error_description": "..."}`. `crate::http::oauth` turns one into a
-//! response (`Cache-Control: no-store`, `WWW-Authenticate: Basic` when Basic was tried).
+//! response (`Cache-Control: no-store`, and its `WWW-Authenticate` challenge if it has one).
 
 use std::fmt;
 
@@ -87,13 +87,17 @@ impl fmt::Display for OAuthErrorCode {
 pub struct OAuthError {
     pub code: OAuthErrorCode,
     pub description: String,
-    /// The client tried HTTP Basic: a 401 must then challenge with `WWW-Authenticate: Basic`.
-    pub basic_challenge: bool,
+    /// The `WWW-Authenticate` challenge to send, if any: `Basic` for a client that tried HTTP
+    /// Basic (RFC 6749 §5.2), `Bearer error="invalid_token"` for a bad access token (RFC 6750).
+    pub www_authenticate: Option<String>,
 }
+
+/// The challenge for a client that tried HTTP Basic.
+pub const BASIC_CHALLENGE: &str = r#"Basic realm="countersign""#;
 
 impl OAuthError {
     pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> Self {
-        Self { code, description: description.into(), basic_challenge: false }
+        Self { code, description: description.into(), www_authenticate: None }
     }
 
     pub fn invalid_request(description: impl Into<String>) -> Self {
@@ -109,8 +113,9 @@ impl OAuthError {
         Self::new(OAuthErrorCode::ServerError, "the server could not complete the request")
     }
 
-    pub fn with_basic_challenge(mut self, basic: bool) -> Self {
-        self.basic_challenge = basic;
+    /// Adds a `WWW-Authenticate` challenge.
+    pub fn with_challenge(mut self, challenge: impl Into<String>) -> Self {
+        self.www_authenticate = Some(challenge.into());
         self
     }
 

@@ -213,12 +213,15 @@ async fn basic_and_post_authenticate_with_the_right_secret_only(engine: Engine) 
         .unwrap_err();
     assert!(matches!(failure.reason, ClientAuthError::WrongSecret));
     let oauth = failure.oauth_error();
-    assert_eq!((oauth.code.as_str(), oauth.status(), oauth.basic_challenge), ("invalid_client", 401, true));
+    assert_eq!(
+        (oauth.code.as_str(), oauth.status(), oauth.www_authenticate.as_deref()),
+        ("invalid_client", 401, Some(r#"Basic realm="countersign""#))
+    );
     let post_wrong =
         ClientCredentials { client_id: Some(pid), client_secret: Some("guess"), ..Default::default() };
     let failure = s.auth.authenticate(&post_wrong).await.unwrap_err();
     assert!(matches!(failure.reason, ClientAuthError::WrongSecret));
-    assert!(!failure.oauth_error().basic_challenge, "no Basic challenge when Basic was not tried");
+    assert_eq!(failure.oauth_error().www_authenticate, None, "no Basic challenge when Basic was not tried");
     let refusals = s.refusals(Subject::OidcClient(basic_client.client.client_id.clone())).await;
     assert_eq!(refusals, vec![json!({ "reason": "wrong_secret", "method": "client_secret_basic" })]);
     assert!(!refusals.iter().any(|r| r.to_string().contains(psecret)), "no secret in the audit trail");
