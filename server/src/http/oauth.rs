@@ -39,7 +39,10 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             body,
-            serde_json::json!({ "error": "invalid_client", "error_description": "client authentication failed" })
+            serde_json::json!({
+                "error": "invalid_client",
+                "error_description": "client authentication failed",
+            })
         );
         let bad = OAuthError::new(OAuthErrorCode::InvalidRequest, "two methods").into_response();
         assert_eq!(bad.status(), StatusCode::BAD_REQUEST);

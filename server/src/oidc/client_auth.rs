@@ -391,6 +391,7 @@ impl ClientAuthenticator {
                     .map_err(ClientAuthError::KeysUnavailable)?;
                 fetched.keys()
             }
+            // The schema forbids a private_key_jwt client without keys; refuse, never trust.
             ClientKeys::None => {
                 return Err(ClientAuthError::WrongMethod {
                     registered: client.auth_method,
@@ -402,8 +403,13 @@ impl ClientAuthenticator {
         let verified = jose::verify(assertion, keys, &policy, now).map_err(ClientAuthError::BadAssertion)?;
         let jti =
             verified.jti.as_deref().ok_or(ClientAuthError::BadAssertion(JwtError::MissingClaim("jti")))?;
-        let replay = AuditEvent::new(now, Actor::System, Action::OidcClientAuthRefused, Subject::OidcClient(client.client_id.clone()))
-            .with_details(json!({ "reason": ClientAuthError::ReplayedAssertion.reason(), "method": AuthMethod::PrivateKeyJwt.as_str() }));
+        let subject = Subject::OidcClient(client.client_id.clone());
+        let details = json!({
+            "reason": ClientAuthError::ReplayedAssertion.reason(),
+            "method": AuthMethod::PrivateKeyJwt.as_str(),
+        });
+        let replay =
+            AuditEvent::new(now, Actor::System, Action::OidcClientAuthRefused, subject).with_details(details);
         // Remembered past `exp` by the leeway `exp` is checked with.
         let remember_until = verified.expires_at + self.settings.leeway;
         let first_use = self

@@ -262,6 +262,10 @@ fn raw_uri_problem(uri: &str) -> Option<&'static str> {
     if uri.contains('*') {
         return Some("wildcards are not allowed");
     }
+    // Browsers and URL parsers read `\` as `/`: a host hidden behind one is a parser confusion.
+    if uri.contains('\\') {
+        return Some("it contains a backslash");
+    }
     None
 }
 
@@ -272,9 +276,10 @@ fn web_uri_problem(uri: &str) -> Result<url::Url, &'static str> {
         return Err(problem);
     }
     let url = url::Url::parse(uri).map_err(|_| "it is not an absolute URI")?;
-    // `url` lowercases the scheme; the raw text must already be lowercase to be matched exactly.
-    let authority = uri.split_once("://").map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
-    if !url.username().is_empty() || url.password().is_some() || authority.is_some_and(|a| a.contains('@')) {
+    // The raw text must spell `scheme://authority` itself: `url` would accept `https:host/x`.
+    let (_, rest) = uri.split_once("://").ok_or("it is not an absolute URI with `//` and a host")?;
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if !url.username().is_empty() || url.password().is_some() || authority.contains('@') {
         return Err("it has userinfo (user:password@)");
     }
     match url.scheme() {
@@ -475,6 +480,10 @@ mod tests {
             "https://rp.example.com/cb\n",
             "https://rp.exämple.com/cb",
             "file:///etc/passwd",
+            "https:rp.example.com/cb",
+            "https:/rp.example.com/cb",
+            "https://evil.example\\@rp.example.com/cb",
+            "https://rp.example.com\\cb",
         ] {
             assert!(validate_redirect_uri(uri).is_err(), "accepted {uri:?}");
         }
