@@ -54,6 +54,9 @@ pub enum JwksFetchError {
 struct Entry {
     keys: Option<(Arc<ClientJwks>, OffsetDateTime)>,
     last_attempt: Option<OffsetDateTime>,
+    /// Held while deciding and fetching, so concurrent requests wait for one fetch's result
+    /// instead of starting their own (or being refused while it is in flight).
+    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Fetches and caches client key sets by URI.
@@ -86,6 +89,8 @@ impl ClientJwksFetcher {
     /// The key set at `uri`, holding `kid` if one is wanted and it can be had: from the cache
     /// while fresh and not missing `kid`, else fetched (rate-limited per URI).
     pub async fn keys(&self, uri: &str, kid: Option<&str>) -> Result<Arc<ClientJwks>, JwksFetchError> {
+        let gate = self.with_entry(uri, |entry| Arc::clone(&entry.gate));
+        let _one_at_a_time = gate.lock().await;
         let now = self.clock.now();
         let plan = self.plan(uri, kid, now);
         let stale = match plan {
@@ -109,7 +114,7 @@ impl ClientJwksFetcher {
         f(cache.entry(uri.to_owned()).or_default())
     }
 
-    /// Decides under the lock, and records the attempt there, so concurrent callers see it.
+    /// Decides what to do, recording a fetch attempt before it starts.
     fn plan(&self, uri: &str, kid: Option<&str>, now: OffsetDateTime) -> Plan {
         let settings = self.settings;
         self.with_entry(uri, |entry| {

@@ -454,7 +454,28 @@ async fn private_key_jwt_with_a_jwks_uri(engine: Engine) {
     assert_eq!(failure.oauth_error().code.as_str(), "invalid_client");
 }
 
+/// Requests arriving together for a client whose keys are not cached yet share one fetch
+/// (none is refused because another's fetch is in flight).
+async fn concurrent_assertions_share_one_jwks_fetch(engine: Engine) {
+    let s = setup(engine).await;
+    let key = TestKey::es256("k");
+    let server = JwksServer::start(jwks_json(&[&key])).await;
+    let client = s.register(AuthMethod::PrivateKeyJwt, ClientKeys::Uri(server.url())).await.client.client_id;
+    let tokens: Vec<String> = (0..4).map(|i| s.assertion(&key, &client, &format!("c-{i}"))).collect();
+    let (a, b, c, d) = tokio::join!(
+        s.authenticate(assertion_credentials(&tokens[0])),
+        s.authenticate(assertion_credentials(&tokens[1])),
+        s.authenticate(assertion_credentials(&tokens[2])),
+        s.authenticate(assertion_credentials(&tokens[3])),
+    );
+    for result in [a, b, c, d] {
+        assert_eq!(result.unwrap(), AuthMethod::PrivateKeyJwt);
+    }
+    assert_eq!(server.hits(), 1);
+}
+
 on_both_engines!(
+    concurrent_assertions_share_one_jwks_fetch,
     a_client_secret_is_stored_only_hashed,
     clients_round_trip_keys_and_refuse_bad_registrations,
     an_assertion_jti_is_single_use_until_it_expires,
