@@ -15,6 +15,18 @@ fn printed(stdout: &[u8], name: &str) -> Option<String> {
     text(stdout).lines().find_map(|line| line.strip_prefix(&format!("{name}=")).map(str::to_owned))
 }
 
+/// Runs `clients create`, which must succeed; returns what it printed to stdout.
+fn create(server: &Server, name: &str, auth: &str, redirect_uris: &[&str], extra: &[&str]) -> Vec<u8> {
+    let mut args = vec!["clients", "create", "--name", name, "--auth", auth];
+    for uri in redirect_uris {
+        args.extend(["--redirect-uri", uri]);
+    }
+    args.extend_from_slice(extra);
+    let output = server.cli(&args);
+    assert!(output.status.success(), "{args:?}: {}", text(&output.stderr));
+    output.stdout
+}
+
 /// How many events `audit verify` finds (it must find the chain intact).
 fn audited_events(server: &Server) -> usize {
     let verified = server.cli(&["audit", "verify"]);
@@ -28,67 +40,39 @@ async fn operator_manages_oidc_clients(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let events_before = audited_events(&server);
 
-    let basic = server.cli(&[
-        "clients",
-        "create",
-        "--name",
+    let basic = create(
+        &server,
         "Keycloak",
-        "--auth",
         "client_secret_basic",
-        "--redirect-uri",
-        "https://sso.example.com/realms/corp/broker/cs/endpoint",
-        "--redirect-uri",
-        "http://127.0.0.1:8000/cb",
-    ]);
-    assert!(basic.status.success(), "{}", text(&basic.stderr));
-    let basic_id = printed(&basic.stdout, "client_id").unwrap();
-    let secret = printed(&basic.stdout, "client_secret").unwrap();
+        &["https://sso.example.com/realms/corp/broker/cs/endpoint", "http://127.0.0.1:8000/cb"],
+        &[],
+    );
+    let basic_id = printed(&basic, "client_id").unwrap();
+    let secret = printed(&basic, "client_secret").unwrap();
     assert_eq!((basic_id.len(), secret.len()), (22, 43), "128-bit id, 256-bit secret");
 
     let key = TestKey::es256("rp-key-1");
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, jwks_json(&[&key])).unwrap();
-    let jwt = server.cli(&[
-        "clients",
-        "create",
-        "--name",
+    let okta = ["https://okta.example.com/cb"];
+    let jwt = create(
+        &server,
         "Okta",
-        "--auth",
         "private_key_jwt",
-        "--redirect-uri",
-        "https://okta.example.com/cb",
-        "--jwks-file",
-        jwks.to_str().unwrap(),
-        "--id-token-alg",
-        "RS256",
-    ]);
-    assert!(jwt.status.success(), "{}", text(&jwt.stderr));
-    assert!(printed(&jwt.stdout, "client_secret").is_none(), "no secret for private_key_jwt");
-    let by_uri = server.cli(&[
-        "clients",
-        "create",
-        "--name",
+        &okta,
+        &["--jwks-file", jwks.to_str().unwrap(), "--id-token-alg", "RS256"],
+    );
+    assert!(printed(&jwt, "client_secret").is_none(), "no secret for private_key_jwt");
+    let authentik = ["https://auth.example.com/cb"];
+    create(
+        &server,
         "authentik",
-        "--auth",
         "private_key_jwt",
-        "--redirect-uri",
-        "https://auth.example.com/cb",
-        "--jwks-uri",
-        "https://auth.example.com/jwks",
-    ]);
-    assert!(by_uri.status.success(), "{}", text(&by_uri.stderr));
-    let public = server.cli(&[
-        "clients",
-        "create",
-        "--name",
-        "CLI app",
-        "--auth",
-        "none",
-        "--redirect-uri",
-        "http://[::1]/cb",
-    ]);
-    assert!(public.status.success(), "{}", text(&public.stderr));
-    let public_id = printed(&public.stdout, "client_id").unwrap();
+        &authentik,
+        &["--jwks-uri", "https://auth.example.com/jwks"],
+    );
+    let public = create(&server, "CLI app", "none", &["http://[::1]/cb"], &[]);
+    let public_id = printed(&public, "client_id").unwrap();
 
     let revoked = server.cli(&["clients", "revoke", "--client-id", &public_id]);
     assert!(revoked.status.success(), "{}", text(&revoked.stderr));
