@@ -9,7 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::jwk::Jwk;
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -405,11 +405,6 @@ pub fn validate_jwks(json: &str) -> Result<ClientJwks, ClientRuleError> {
         return Err(refuse("two keys share a `kid`".to_owned()));
     }
     Ok(ClientJwks { json: json.to_owned(), keys })
-}
-
-/// The key set as `jsonwebtoken` reads it.
-pub fn as_jwk_set(jwks: &ClientJwks) -> JwkSet {
-    JwkSet { keys: jwks.keys.clone() }
 }
 
 /// Checks that the method and the keys given fit together.
