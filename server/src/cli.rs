@@ -14,6 +14,8 @@ use crate::audit::{Actor, VerifyError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat, Settings};
 use crate::devices::service::DeviceSettings;
+use crate::oidc::client_admin::{self, NewClient};
+use crate::oidc::clients::{self, AuthMethod, ClientId, ClientKeys, IdTokenAlg};
 use crate::oidc::keys::{KeyTimings, SigningAlg, SigningKeys};
 use crate::secrets::MasterKey;
 use crate::startup::{AppSettings, Application, Dependencies};
@@ -63,6 +65,9 @@ enum Command {
     /// Manage the OpenID Connect signing keys (never shows private keys).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage OpenID Connect clients (the SSO products that use Countersign as their MFA step).
+    #[command(subcommand)]
+    Clients(ClientsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +90,43 @@ enum KeysCommand {
     Revoke {
         #[arg(long)]
         kid: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// Register a client and print its client_id and, for the secret methods, its secret. The
+    /// secret is shown once and only its hash is stored: keep it in the client's secret store.
+    Create {
+        /// A name for people (shown in lists and on the sign-in page).
+        #[arg(long)]
+        name: String,
+        /// An exact redirect URI (repeat for several): absolute, https (http only on
+        /// 127.0.0.1, [::1] or localhost), no fragment, no userinfo, no wildcard. Matched byte
+        /// for byte.
+        #[arg(long = "redirect-uri", value_name = "URI", required = true)]
+        redirect_uris: Vec<String>,
+        /// How the client authenticates at the token endpoint: client_secret_basic,
+        /// client_secret_post, private_key_jwt, or none (a public client, PKCE mandatory).
+        #[arg(long, value_name = "METHOD")]
+        auth: AuthMethod,
+        /// private_key_jwt: a file holding the client's public keys as a JWK set.
+        #[arg(long, value_name = "FILE", conflicts_with = "jwks_uri")]
+        jwks_file: Option<PathBuf>,
+        /// private_key_jwt: where the client publishes its public keys (https; http only on
+        /// loopback).
+        #[arg(long, value_name = "URI")]
+        jwks_uri: Option<String>,
+        /// How the client's ID tokens are signed: ES256 (default) or RS256.
+        #[arg(long, value_name = "ALG", default_value = "ES256")]
+        id_token_alg: IdTokenAlg,
+    },
+    /// List clients (never secrets: only their hashes are stored).
+    List,
+    /// Revoke a client at once: it can no longer authenticate or start a sign-in.
+    Revoke {
+        #[arg(long, value_name = "ID")]
+        client_id: String,
     },
 }
 
@@ -238,6 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Enrollments(command) => enrollments(&settings, command).await,
         Command::Keys(command) => keys(&settings, command).await,
+        Command::Clients(command) => clients(&settings, command).await,
         Command::Users(UsersCommand::PasskeyPolicy { user, set }) => {
             let store = open_store(&settings).await?;
             let required = match set {
@@ -355,6 +398,68 @@ async fn apps(settings: &Settings, command: AppsCommand) -> anyhow::Result<ExitC
             }
         }
     }
+    // No server may be running: chain what this command recorded now.
+    crate::audit::flush(store.as_ref()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `countersign clients create|list|revoke`.
+async fn clients(settings: &Settings, command: ClientsCommand) -> anyhow::Result<ExitCode> {
+    let clock = SystemClock;
+    let store = match command {
+        ClientsCommand::Create { name, redirect_uris, auth, jwks_file, jwks_uri, id_token_alg } => {
+            let keys = match (jwks_file, jwks_uri) {
+                (Some(path), _) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot read --jwks-file {}: {e}", path.display()))?;
+                    ClientKeys::Inline(clients::validate_jwks(text.trim())?)
+                }
+                (None, Some(uri)) => ClientKeys::Uri(uri),
+                (None, None) => ClientKeys::None,
+            };
+            let new = NewClient { name, redirect_uris, auth_method: auth, keys, id_token_alg };
+            // Refuse bad input before touching the database.
+            clients::validate_name(&new.name)?;
+            clients::validate_redirect_uris(&new.redirect_uris)?;
+            clients::validate_keys(new.auth_method, &new.keys)?;
+            let store = open_store(settings).await?;
+            let created = client_admin::create_client(store.as_ref(), &clock, Actor::Cli, new).await?;
+            let client = &created.client;
+            eprintln!(
+                "registered OIDC client `{}` ({}, ID tokens {})",
+                client.name, client.auth_method, client.id_token_alg
+            );
+            println!("client_id={}", client.client_id);
+            if let Some(secret) = &created.secret {
+                eprintln!("its client secret follows; it is shown only this once:");
+                println!("client_secret={}", secret.expose_secret());
+            }
+            store
+        }
+        ClientsCommand::Revoke { client_id } => {
+            let store = open_store(settings).await?;
+            let client =
+                client_admin::revoke_client(store.as_ref(), &clock, Actor::Cli, &ClientId(client_id)).await?;
+            eprintln!("revoked OIDC client `{}` ({})", client.name, client.client_id);
+            store
+        }
+        ClientsCommand::List => {
+            let store = open_store(settings).await?;
+            for client in client_admin::list_clients(store.as_ref()).await? {
+                let status = if client.is_active() { "active" } else { "revoked" };
+                let keys = match &client.keys {
+                    ClientKeys::None => "-".to_owned(),
+                    ClientKeys::Inline(jwks) => format!("inline:{}", jwks.keys().len()),
+                    ClientKeys::Uri(uri) => uri.clone(),
+                };
+                let uris = client.redirect_uris.join(" ");
+                let (id, name, method, alg) =
+                    (&client.client_id, &client.name, client.auth_method, client.id_token_alg);
+                println!("{id}\t{name}\t{status}\t{method}\t{alg}\t{uris}\t{keys}");
+            }
+            store
+        }
+    };
     // No server may be running: chain what this command recorded now.
     crate::audit::flush(store.as_ref()).await?;
     Ok(ExitCode::SUCCESS)

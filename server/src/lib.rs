@@ -4,12 +4,12 @@
 //!
 //! | module      | owns                                                                   |
 //! |-------------|------------------------------------------------------------------------|
-//! | [`cli`]     | the `countersign` command: `serve`, `migrate`, `apps`, `audit`, `enrollments`, `users`, `keys` |
+//! | [`cli`]     | the `countersign` command: `serve`, `migrate`, `apps`, `clients`, `audit`, `enrollments`, `users`, `keys` |
 //! | [`config`]  | typed configuration (file + `COUNTERSIGN_*`), validated at start         |
 //! | [`startup`] | the composition root: `Application` (state, router, background tasks, shutdown) for `serve` and tests |
 //! | [`app`]     | `AppState`, router assembly, tower layers, health/ready/metrics/OpenAPI |
 //! | [`middleware`] | request ids, access log, HTTP metrics, timeout, panic guard          |
-//! | [`http`]    | the edge: `AppKey<Scope>` and `SignedDevice` extractors, JSON/path extractors, the table of error codes, `ApiError` |
+//! | [`http`]    | the edge: `AppKey<Scope>` and `SignedDevice` extractors, JSON/path extractors, the table of error codes, `ApiError`, OAuth error responses |
 //! | [`fault`]   | `InternalError`: an unexpected failure with its cause, for the logs      |
 //! | [`openapi`] | the error responses every `/v1` route shares, added to its OpenAPI document |
 //! | [`api_keys`]| app API keys and scopes: keys, hashes, checking a presented key          |
@@ -18,7 +18,7 @@
 //! | [`challenges`] | number matching: `/v1/challenges`, device answers, long-poll, push outbox worker |
 //! | [`factors`] | pre-auth: which factors a user may use now, and why not (`/v1/users/{u}/factors`) |
 //! | [`passkeys`] | WebAuthn relying party (`[webauthn]`), passkey registration ceremonies, enrollment links for the hosted page, list/rename/revoke (`/v1/users/{u}/passkeys`), passkey sign-in challenges (`/v1/challenges/{id}/webauthn`) and what the hosted pages' script calls (`/passkeys/…`) |
-//! | [`oidc`]    | the OpenID Connect provider: signing keys (sealed, rotated with overlap, revocable) and the JWKS (`/oidc/jwks`) |
+//! | [`oidc`]    | the OpenID Connect provider: signing keys (sealed, rotated with overlap, revocable) and the JWKS (`/oidc/jwks`); clients (`countersign clients`), client authentication (`client_secret_basic`/`_post`, `private_key_jwt`, public clients), the strict JWT verifier, RFC 6749 errors |
 //! | [`pages`]   | hosted pages (askama + one vanilla script, strict CSP): passkey registration (`/passkeys/enroll`) and sign-in (`/passkeys/sign-in`) |
 //! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`, timeline, unfreeze) |
 //! | [`push`]    | APNs and FCM clients (HTTP/2), what a push may carry                    |

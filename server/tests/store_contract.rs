@@ -17,6 +17,8 @@ mod challenges;
 mod devices;
 #[path = "store_contract/fatigue.rs"]
 mod fatigue;
+#[path = "store_contract/oidc_clients.rs"]
+mod oidc_clients;
 #[path = "store_contract/outbox.rs"]
 mod outbox;
 #[path = "store_contract/signing_keys.rs"]

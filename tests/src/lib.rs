@@ -15,6 +15,7 @@ use std::time::Duration;
 pub mod browser;
 pub mod device;
 pub mod fake_push;
+pub mod jose;
 
 use base64::Engine as _;
 use sqlx::Connection;

@@ -5,4 +5,6 @@ pub mod http;
 mod model;
 pub mod service;
 
-pub use model::{Scope, Scopes, UnknownScope, hash_key, parse_key_id};
+pub use model::{
+    RandomFailure, Scope, Scopes, UnknownScope, hash_key, key_matches, parse_key_id, random_urlsafe,
+};

@@ -128,13 +128,19 @@ pub struct RandomFailure;
 
 pub fn generate(rng: &SystemRandom) -> Result<GeneratedKey, RandomFailure> {
     let mut id = [0u8; KEY_ID_HEX_LEN / 2];
-    let mut secret = [0u8; 32];
     rng.fill(&mut id).map_err(|_| RandomFailure)?;
-    rng.fill(&mut secret).map_err(|_| RandomFailure)?;
     let key_id = hex::encode(id);
-    let plaintext = SecretString::from(format!("{PREFIX}{key_id}_{}", URL_SAFE_NO_PAD.encode(secret)));
+    let plaintext = SecretString::from(format!("{PREFIX}{key_id}_{}", random_urlsafe(rng, 32)?));
     let hash = hash_key(plaintext.expose_secret());
     Ok(GeneratedKey { plaintext, key_id, hash })
+}
+
+/// `bytes` random bytes as unpadded base64url: unguessable identifiers and secrets (API keys,
+/// OIDC client ids and client secrets), made and hashed one way.
+pub fn random_urlsafe(rng: &SystemRandom, bytes: usize) -> Result<String, RandomFailure> {
+    let mut buf = vec![0u8; bytes];
+    rng.fill(&mut buf).map_err(|_| RandomFailure)?;
+    Ok(URL_SAFE_NO_PAD.encode(buf))
 }
 
 /// The key id of a well-formed key, or `None` if the presented string cannot be a key.

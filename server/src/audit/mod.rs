@@ -57,6 +57,10 @@ pub enum Subject {
     UnknownDevices,
     /// An OpenID Connect signing key, by its `kid`.
     SigningKey(String),
+    /// A registered OIDC client.
+    OidcClient(crate::oidc::clients::ClientId),
+    /// Token requests naming client ids the server does not know, taken together.
+    UnknownOidcClients,
 }
 
 impl fmt::Display for Subject {
@@ -69,6 +73,8 @@ impl fmt::Display for Subject {
             Subject::Network(network) => write!(f, "network:{network}"),
             Subject::UnknownDevices => f.write_str("devices:unknown"),
             Subject::SigningKey(kid) => write!(f, "signing_key:{kid}"),
+            Subject::OidcClient(id) => write!(f, "oidc_client:{id}"),
+            Subject::UnknownOidcClients => f.write_str("oidc_clients:unknown"),
         }
     }
 }
@@ -119,6 +125,11 @@ pub enum Action {
     SigningKeyCreated,
     /// An OIDC signing key was revoked: out of the JWKS at once, never signs again.
     SigningKeyRevoked,
+    OidcClientCreated,
+    OidcClientRevoked,
+    /// An OIDC client's authentication was refused: unknown or revoked client, wrong secret,
+    /// a bad or replayed assertion, the wrong method (a flood of these is a signal).
+    OidcClientAuthRefused,
 }
 
 impl Action {
@@ -150,6 +161,9 @@ impl Action {
             Action::ChallengeRedeemRefused => "challenge.redeem_refused",
             Action::SigningKeyCreated => "signing_key.created",
             Action::SigningKeyRevoked => "signing_key.revoked",
+            Action::OidcClientCreated => "oidc_client.created",
+            Action::OidcClientRevoked => "oidc_client.revoked",
+            Action::OidcClientAuthRefused => "oidc_client.auth_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;
                 match state {

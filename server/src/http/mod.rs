@@ -4,7 +4,8 @@
 //! - [`device`]: `SignedDevice`, a request signed by an enrolled device, and device bodies;
 //! - [`extract`]: JSON, path and peer-address extractors whose rejections are [`ApiError`]s;
 //! - [`codes`]: every stable `/v1` error code with its status, spelled once;
-//! - [`error`]: [`ApiError`], the one way failures become responses.
+//! - [`error`]: [`ApiError`], the one way failures become responses;
+//! - [`oauth`]: OAuth endpoints' errors (`crate::oidc::oauth_error::OAuthError`) as RFC 6749 responses.
 //!
 //! Handlers extract, call a service, and map the result; they never touch the store.
 
@@ -13,6 +14,7 @@ pub mod codes;
 pub mod device;
 pub mod error;
 pub mod extract;
+pub mod oauth;
 
 pub use app_key::AppKey;
 pub use app_key::scope;

@@ -7,7 +7,25 @@
 //! - [`keys`]: the signing keys (ES256 by default, RS256 on demand) sealed in the database,
 //!   their rotation with publish overlap and emergency revocation, signing compact JWS, and
 //!   the JWKS (`keys::JWKS_PATH`).
+//! - [`clients`]: the rules — a registered client, its redirect URIs (validated once, matched
+//!   byte for byte), auth method, key set, ID token algorithm;
+//! - [`client_admin`]: registering, listing and revoking clients (`countersign clients …`),
+//!   audited;
+//! - [`client_auth`]: authenticating a client at a token-style endpoint (`client_secret_basic`,
+//!   `client_secret_post`, `private_key_jwt` per RFC 7523, public clients), single-use assertion
+//!   `jti`s, refusals audited;
+//! - [`client_jwks`]: fetching and caching a client's `jwks_uri` (timeout, size limit, TTL,
+//!   rate-limited refetch on an unknown `kid`);
+//! - [`jose`]: the strict verifier every incoming JWT goes through;
+//! - [`oauth_error`]: RFC 6749 errors (`{"error","error_description"}` and their status),
+//!   rendered by `crate::http::oauth`;
 //! - [`http`]: the provider's endpoints (the JWKS).
 
+pub mod client_admin;
+pub mod client_auth;
+pub mod client_jwks;
+pub mod clients;
 pub mod http;
+pub mod jose;
 pub mod keys;
+pub mod oauth_error;

@@ -7,7 +7,8 @@
 //! (`challenges.rs`), [`FatigueStore`] (`fatigue.rs`: push standing, refused prompts, signals),
 //! [`AuditStore`] (`audit.rs`), [`AlertStore`] (`alerts.rs`), [`PushOutbox`] (`outbox.rs`) and
 //! [`PasskeyStore`] (`passkeys.rs`: user handles, passkeys, registration ceremonies, passkey
-//! sign-ins) and [`SigningKeyStore`] (`signing_keys.rs`: the OIDC provider's signing keys).
+//! sign-ins), [`SigningKeyStore`] (`signing_keys.rs`: the OIDC provider's signing keys) and
+//! [`ClientStore`] (`oidc_clients.rs`: OIDC clients, used client-assertion ids).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
 //!
@@ -28,6 +29,7 @@ mod challenges;
 mod codec;
 mod devices;
 mod fatigue;
+mod oidc_clients;
 mod outbox;
 mod passkeys;
 mod pg_pool;
@@ -54,6 +56,7 @@ pub use devices::{
     ApprovalProof, DeviceRecord, DeviceStore, EnrollmentRecord, NoticeRecord, ServerKeyRecord, StoredPush,
 };
 pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
+pub use oidc_clients::ClientStore;
 pub use outbox::{PushJob, PushJobResult, PushOutbox};
 pub use passkeys::{
     EnrollmentLink, PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore, RegistrationCeremony,
@@ -158,6 +161,7 @@ pub trait Store:
     + PushOutbox
     + PasskeyStore
     + SigningKeyStore
+    + ClientStore
     + Send
     + Sync
     + fmt::Debug

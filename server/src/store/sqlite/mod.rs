@@ -10,6 +10,7 @@ mod audit;
 mod challenges;
 mod devices;
 mod fatigue;
+mod oidc_clients;
 mod outbox;
 mod passkeys;
 mod signing_keys;
