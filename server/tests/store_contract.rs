@@ -21,6 +21,8 @@ mod fatigue;
 mod oidc_clients;
 #[path = "store_contract/outbox.rs"]
 mod outbox;
+#[path = "store_contract/passkeys.rs"]
+mod passkeys;
 #[path = "store_contract/signing_keys.rs"]
 mod signing_keys;
 #[path = "store_contract/upgrades.rs"]

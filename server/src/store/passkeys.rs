@@ -357,8 +357,9 @@ pub trait PasskeyStore: Send + Sync + std::fmt::Debug {
 
     /// `pending → approved` and the passkey's new state, in one transaction with `audit`.
     /// `PreconditionFailed(ChallengeNotPending)` if the challenge is no longer pending (or has
-    /// expired); `PreconditionFailed(CounterNotIncreasing)` if the passkey was used meanwhile
-    /// (or revoked): nothing is written either way.
+    /// expired, or is not the user's passkey sign-in); `PreconditionFailed(CounterNotIncreasing)`
+    /// if the passkey was used meanwhile; `PreconditionFailed(DeviceInactive)` if it was revoked
+    /// (or is not the user's): nothing is written in any case.
     async fn approve_with_passkey(
         &self,
         assertion: &PasskeyAssertion,

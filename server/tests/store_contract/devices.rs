@@ -29,14 +29,7 @@ async fn consume(
 
 /// Alice's challenge from the app "portal", approved on her phone just now, as proof.
 async fn approval(f: &Fixture) -> (UserRecord, ApprovalProof) {
-    let app = f.app("portal").await;
-    let alice = f.user("alice").await;
-    let phone = f.device(&alice, no_push()).await;
-    let challenge = f.challenge(&app, &alice).await;
-    f.decide(&challenge, &phone, ChallengeState::Approved).await.unwrap();
-    let proof =
-        ApprovalProof { challenge: challenge.id, app_id: app.id, user: alice.id, window: REDEEM_WINDOW };
-    (alice, proof)
+    f.approval(&f.app("portal").await).await
 }
 
 /// `proof` was refused and its enrollment not written.
@@ -289,11 +282,8 @@ async fn request_nonces_are_single_use(engine: Engine) {
 async fn an_approval_is_consumed_by_one_enrollment(engine: Engine) {
     let f = fixture(engine).await;
     let (app, other_app) = (f.app("portal").await, f.app("other").await);
-    let (alice, bob) = (f.user("alice").await, f.user("bob").await);
-    let phone = f.device(&alice, no_push()).await;
-    let challenge = f.challenge(&app, &alice).await;
-    let proof =
-        ApprovalProof { challenge: challenge.id, app_id: app.id, user: alice.id, window: REDEEM_WINDOW };
+    let (alice, phone, challenge, proof) = f.approval_request(&app).await;
+    let bob = f.user("bob").await;
     let before = f.audit_len().await;
     assert_refused(&f, "still pending", consume(&f, proof, &alice).await).await;
     f.decide(&challenge, &phone, ChallengeState::Approved).await.unwrap();

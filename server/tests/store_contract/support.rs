@@ -13,8 +13,8 @@ use countersign::clock::{Clock, ManualClock};
 use countersign::fatigue::model::Policy;
 use countersign::ids::{ChallengeId, DeviceId, EnrollmentId};
 use countersign::store::{
-    self, AppRecord, ChallengeRecord, ChallengeTransition, DeviceDecision, DeviceRecord, EnrollmentRecord,
-    Store, StoreError, StoredPush, UserRecord,
+    self, AppRecord, ApprovalProof, ChallengeRecord, ChallengeTransition, DeviceDecision, DeviceRecord,
+    EnrollmentRecord, Store, StoreError, StoredPush, UserRecord,
 };
 use countersign::users::service::{self as users, NewUser};
 use countersign_e2e::{Engine, TestDatabase};
@@ -320,6 +320,27 @@ impl Fixture {
         };
         let event = self.event(Action::Challenge(to), Subject::Challenge(challenge.id));
         self.store.transition_challenge(challenge.id, transition, self.now(), event, &Policy::default()).await
+    }
+
+    /// Alice, her phone, and her pending challenge from `app`, with the proof naming it (good
+    /// for [`REDEEM_WINDOW`] once the phone approves it).
+    pub async fn approval_request(
+        &self,
+        app: &AppRecord,
+    ) -> (UserRecord, DeviceRecord, ChallengeRecord, ApprovalProof) {
+        let alice = self.user("alice").await;
+        let phone = self.device(&alice, no_push()).await;
+        let challenge = self.challenge(app, &alice).await;
+        let proof =
+            ApprovalProof { challenge: challenge.id, app_id: app.id, user: alice.id, window: REDEEM_WINDOW };
+        (alice, phone, challenge, proof)
+    }
+
+    /// Alice's challenge from `app`, approved on her phone just now, as proof.
+    pub async fn approval(&self, app: &AppRecord) -> (UserRecord, ApprovalProof) {
+        let (alice, phone, challenge, proof) = self.approval_request(app).await;
+        self.decide(&challenge, &phone, ChallengeState::Approved).await.unwrap();
+        (alice, proof)
     }
 
     pub async fn challenge_now(&self, id: ChallengeId) -> ChallengeRecord {
