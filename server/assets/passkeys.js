@@ -1,6 +1,7 @@
 // Countersign hosted pages: runs the WebAuthn ceremony the page's button names
-// (data-ceremony), with the single-use credential from the page's URL. No build step, no
-// dependencies; the browser does all encoding (parse*OptionsFromJSON, toJSON).
+// (data-ceremony), with the single-use credential from the button (data-token) or the page's
+// URL. No build step, no dependencies; the browser does all encoding (parse*OptionsFromJSON,
+// toJSON).
 "use strict";
 (function () {
   const button = document.getElementById("start");
@@ -59,7 +60,9 @@
           || !PublicKeyCredential.parseRequestOptionsFromJSON) {
         throw new Error("This browser cannot use passkeys on this page; try a current browser.");
       }
-      const secret = new URLSearchParams(window.location.search).get(ceremony.param) || "";
+      // The page's own token (the OIDC sign-in page), else the one in the page's URL.
+      const secret = button.dataset[ceremony.param]
+        || new URLSearchParams(window.location.search).get(ceremony.param) || "";
       const options = await post(ceremony.options, { [ceremony.param]: secret });
       const credential = await ceremony.run(options.public_key);
       await post(ceremony.answer, { [ceremony.param]: secret, credential: credential.toJSON() });

@@ -22,6 +22,9 @@ use crate::devices::service::{DeviceService, DeviceSettings};
 use crate::factors::service::FactorService;
 use crate::fatigue::service::FatigueService;
 use crate::http::{ApiError, Code, ErrorBody};
+use crate::oidc::client_auth::{ClientAuthSettings, ClientAuthenticator};
+use crate::oidc::client_jwks::{ClientJwksFetcher, JwksFetchSettings};
+use crate::oidc::flow::{Factors, OidcFlow, OidcSettings, TOKEN_PATH};
 use crate::oidc::keys::{KeyTimings, SigningKeys};
 use crate::passkeys::model::WebauthnSettings;
 use crate::passkeys::service::{PasskeyService, SignInSettings};
@@ -46,6 +49,8 @@ pub struct AppState {
     pub passkeys: Arc<PasskeyService>,
     /// The OIDC provider's signing keys and JWKS.
     pub signing_keys: Arc<SigningKeys>,
+    /// The OIDC provider's authorization code flow.
+    pub oidc: Arc<OidcFlow>,
 }
 
 impl AppState {
@@ -71,6 +76,8 @@ impl AppState {
             )
             .await?,
         );
+        let oidc_settings =
+            OidcSettings { issuer: device_settings.public_url.as_str().trim_end_matches('/').to_owned() };
         let devices = Arc::new(DeviceService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -87,7 +94,7 @@ impl AppState {
         let challenges = Arc::new(ChallengeService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
-            master,
+            Arc::clone(&master),
             Arc::clone(&devices),
             challenge_settings,
         ));
@@ -97,6 +104,21 @@ impl AppState {
         let sign_in = SignInSettings { waiters: Arc::clone(&challenges.waiters), ..sign_in };
         let passkeys =
             Arc::new(PasskeyService::new(Arc::clone(&store), Arc::clone(&clock), webauthn, sign_in));
+        let client_auth = ClientAuthenticator::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            ClientJwksFetcher::new(Arc::clone(&clock), JwksFetchSettings::default())?,
+            ClientAuthSettings::new(oidc_settings.issuer.clone(), oidc_settings.endpoint(TOKEN_PATH)),
+        );
+        let oidc = Arc::new(OidcFlow::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            master,
+            Arc::clone(&signing_keys),
+            client_auth,
+            Factors { challenges: Arc::clone(&challenges), passkeys: Arc::clone(&passkeys) },
+            oidc_settings,
+        ));
         Ok(Self {
             store,
             clock,
@@ -108,6 +130,7 @@ impl AppState {
             fatigue,
             passkeys,
             signing_keys,
+            oidc,
         })
     }
 }
@@ -215,7 +238,8 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(pages::http::routes())
-        .merge(pages::http::with_security_headers(passkeys::http::page_routes()))
+        .merge(oidc::http::flow_routes())
+        .merge(crate::http::page::with_page_headers(passkeys::http::page_routes()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -56,3 +56,7 @@ uuid_id!(
     /// A passkey registration ceremony in flight.
     RegistrationId
 );
+uuid_id!(
+    /// An OpenID Connect sign-in in progress (an authorization request being answered).
+    AuthorizationId
+);

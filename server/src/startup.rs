@@ -137,6 +137,8 @@ pub enum StartupError {
     ServerKey(#[from] ServerKeyError),
     #[error("cannot load the OIDC signing keys: {0}")]
     SigningKeys(#[from] crate::oidc::keys::KeyError),
+    #[error("cannot build the HTTP client for OIDC clients' key sets: {0}")]
+    ClientJwks(#[from] crate::oidc::client_jwks::JwksFetchError),
     #[error(transparent)]
     ClockSkew(#[from] SkewError),
     #[error("cannot watch challenge changes: {0}")]

@@ -30,6 +30,8 @@ pub enum Actor {
     Device { id: crate::ids::DeviceId },
     /// The server itself (expiry, workers).
     System,
+    /// An OpenID Connect client, through its client authentication.
+    OidcClient { id: crate::oidc::clients::ClientId },
 }
 
 impl fmt::Display for Actor {
@@ -39,6 +41,7 @@ impl fmt::Display for Actor {
             Actor::App { id, .. } => write!(f, "app:{id}"),
             Actor::Device { id } => write!(f, "device:{id}"),
             Actor::System => f.write_str("system"),
+            Actor::OidcClient { id } => write!(f, "oidc_client:{id}"),
         }
     }
 }
@@ -130,6 +133,17 @@ pub enum Action {
     /// An OIDC client's authentication was refused: unknown or revoked client, wrong secret,
     /// a bad or replayed assertion, the wrong method (a flood of these is a signal).
     OidcClientAuthRefused,
+    /// A client pushed an authorization request (PAR), naming the user to prompt.
+    OidcRequestPushed,
+    /// An OIDC sign-in began: its challenge was created for the user the client named.
+    OidcSignInStarted,
+    /// An OIDC sign-in ended: a code was issued, or the client is told `access_denied`.
+    OidcSignInFinished,
+    /// A code was exchanged for tokens.
+    OidcTokensIssued,
+    /// A code was refused at the token endpoint (another client's, wrong PKCE verifier or
+    /// redirect URI, expired); a second use of a redeemed code also revokes what it issued.
+    OidcCodeRefused,
 }
 
 impl Action {
@@ -164,6 +178,11 @@ impl Action {
             Action::OidcClientCreated => "oidc_client.created",
             Action::OidcClientRevoked => "oidc_client.revoked",
             Action::OidcClientAuthRefused => "oidc_client.auth_refused",
+            Action::OidcRequestPushed => "oidc.request_pushed",
+            Action::OidcSignInStarted => "oidc.sign_in_started",
+            Action::OidcSignInFinished => "oidc.sign_in_finished",
+            Action::OidcTokensIssued => "oidc.tokens_issued",
+            Action::OidcCodeRefused => "oidc.code_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;
                 match state {

@@ -46,7 +46,7 @@ impl Worker {
     pub fn spawn(self: Arc<Self>) -> [tokio::task::JoinHandle<()>; 2] {
         let expiry = Arc::clone(&self);
         let expiring = tokio::spawn(async move {
-            loop {
+            for round in 0u64.. {
                 if let Err(error) = expiry.challenges.expire_due(EXPIRY_BATCH).await {
                     tracing::warn!(%error, "expiring challenges failed");
                 }
@@ -55,6 +55,13 @@ impl Worker {
                 }
                 if let Err(error) = expiry.store.purge_expired_registrations(expiry.clock.now()).await {
                     tracing::warn!(%error, "purging expired passkey registrations failed");
+                }
+                // OIDC rows outlive their use by their tokens' lifetime (a replayed code must
+                // still find what it issued); once a minute is enough.
+                if round % 60 == 0
+                    && let Err(error) = expiry.store.purge_oidc_flow(expiry.clock.now()).await
+                {
+                    tracing::warn!(%error, "purging finished OIDC sign-ins failed");
                 }
                 tokio::time::sleep(StdDuration::from_secs(1)).await;
             }

@@ -83,6 +83,8 @@ codes! {
     EnrollmentLinkExpired = "enrollment_link_expired" => GONE;
     /// The link's passkey is registered: a link completes once.
     EnrollmentLinkUsed = "enrollment_link_used" => GONE;
+    /// An OIDC sign-in that has ended (a code was issued or the client was told no).
+    SignInFinished = "sign_in_finished" => GONE;
     /// No passkey sign-in has that page token.
     SignInPageInvalid = "sign_in_page_invalid" => NOT_FOUND;
     /// The credential's contents do not decode (base64url, CBOR, client data JSON).

@@ -5,6 +5,7 @@
 //! - [`extract`]: JSON, path and peer-address extractors whose rejections are [`ApiError`]s;
 //! - [`codes`]: every stable `/v1` error code with its status, spelled once;
 //! - [`error`]: [`ApiError`], the one way failures become responses;
+//! - [`page`]: the hosted pages' security headers, rendering, and times as people read them;
 //! - [`oauth`]: OAuth endpoints' errors (`crate::oidc::oauth_error::OAuthError`) as RFC 6749 responses.
 //!
 //! Handlers extract, call a service, and map the result; they never touch the store.
@@ -15,6 +16,7 @@ pub mod device;
 pub mod error;
 pub mod extract;
 pub mod oauth;
+pub mod page;
 
 pub use app_key::AppKey;
 pub use app_key::scope;

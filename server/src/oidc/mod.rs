@@ -19,13 +19,25 @@
 //! - [`jose`]: the strict verifier every incoming JWT goes through;
 //! - [`oauth_error`]: RFC 6749 errors (`{"error","error_description"}` and their status),
 //!   rendered by `crate::http::oauth`;
-//! - [`http`]: the provider's endpoints (the JWKS).
+//! - [`authorization`]: authorization requests, the rules (parameters, PKCE `S256`, `prompt`,
+//!   `acr`, which errors may be redirected);
+//! - [`flow`]: the code flow up to the code — PAR, `/authorize`, the browser-bound sign-in page
+//!   answered by a number-matched push or a passkey;
+//! - [`token`]: the token endpoint (single-use codes, replay revokes) and userinfo;
+//! - [`tokens`]: what the ID token and access token say (`acr`, `amr`, audiences, lifetimes);
+//! - [`discovery`]: the discovery document;
+//! - [`http`]: the provider's endpoints.
 
+pub mod authorization;
 pub mod client_admin;
 pub mod client_auth;
 pub mod client_jwks;
 pub mod clients;
+pub mod discovery;
+pub mod flow;
 pub mod http;
 pub mod jose;
 pub mod keys;
 pub mod oauth_error;
+pub mod token;
+pub mod tokens;

@@ -2,56 +2,30 @@
 //! security headers. What the pages' script calls lives with its capability
 //! (`passkeys::http::page_routes`).
 
-use askama::Template;
+use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Router, middleware};
 use serde::Deserialize;
 
 use super::views::{EnrollPage, ErrorPage, SignInPage};
 use crate::app::AppState;
+use crate::http::page::{html, shown_time, with_page_headers};
 use crate::http::{ApiError, Code};
 use crate::passkeys::enrollment::ENROLL_PAGE_PATH;
 use crate::passkeys::service::PasskeyError;
 use crate::passkeys::sign_in::SIGN_IN_PAGE_PATH;
 
-/// No inline script or style, nothing from elsewhere, no framing, forms and fetches to this
-/// origin only.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-
 pub fn routes() -> Router<AppState> {
-    with_security_headers(
+    with_page_headers(
         Router::new()
             .route(ENROLL_PAGE_PATH, get(enroll_page))
             .route(SIGN_IN_PAGE_PATH, get(sign_in_page))
             .route("/assets/passkeys.js", get(script))
+            .route("/assets/oidc.js", get(oidc_script))
             .route("/assets/pages.css", get(stylesheet)),
     )
-}
-
-/// `router` with the pages' security headers on every response: the pages, their assets, and
-/// the JSON endpoints their script calls (which carry the same secrets).
-pub fn with_security_headers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
-    router.layer(middleware::map_response(|mut response: Response| async move {
-        add_security_headers(response.headers_mut());
-        response
-    }))
-}
-
-/// The pages' headers. Pages carry single-use secrets in their URL: never cached, never sent
-/// on as a referrer.
-fn add_security_headers(headers: &mut HeaderMap) {
-    for (name, value) in [
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::CACHE_CONTROL, "no-store"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-    ] {
-        headers.insert(name, HeaderValue::from_static(value));
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,12 +85,6 @@ async fn sign_in_page(
     html(StatusCode::OK, &page)
 }
 
-/// A time as RFC 3339 and as a person reads it (`14:05 UTC`).
-fn shown_time(at: time::OffsetDateTime) -> (String, String) {
-    let rfc3339 = at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-    (rfc3339, format!("{:02}:{:02} UTC", at.hour(), at.minute()))
-}
-
 /// A page link that cannot be used, as a page that says why; other failures as errors.
 fn link_error_page(error: PasskeyError) -> Result<Response, ApiError> {
     let (code, title) = match error {
@@ -132,14 +100,14 @@ fn link_error_page(error: PasskeyError) -> Result<Response, ApiError> {
     html(code.status(), &page)
 }
 
-fn html(status: StatusCode, page: &impl Template) -> Result<Response, ApiError> {
-    let body = page.render().map_err(|e| ApiError::internal(&e))?;
-    Ok((status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response())
-}
-
 /// Auth: none. The pages' script.
 async fn script() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../assets/passkeys.js"))
+}
+
+/// Auth: none. The OIDC sign-in page's script (live status, then back to the client).
+async fn oidc_script() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../assets/oidc.js"))
 }
 
 /// Auth: none. The pages' stylesheet.

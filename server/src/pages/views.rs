@@ -43,3 +43,32 @@ pub struct ErrorPage {
     pub title: &'static str,
     pub message: String,
 }
+
+/// The OIDC sign-in page: the number to type on the phone (or the passkey button), who asks,
+/// and the time left; its script follows the challenge and sends the browser back.
+#[derive(Debug, Template)]
+#[template(path = "oidc_sign_in.html")]
+pub struct OidcSignInPage {
+    /// Where the page's script asks for the state and posts the finish.
+    pub sign_in_path: String,
+    /// The client asking.
+    pub client_name: String,
+    pub username: String,
+    /// A push's number (none for a passkey sign-in).
+    pub number: Option<String>,
+    /// A passkey sign-in's page token, for the page's WebAuthn ceremony.
+    pub passkey_token: Option<String>,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// What a person reads: `14:05 UTC`.
+    pub expires_at_text: String,
+}
+
+/// The user cannot sign in here now: why, and the way back to the client.
+#[derive(Debug, Template)]
+#[template(path = "oidc_refused.html")]
+pub struct OidcRefusedPage {
+    pub message: String,
+    /// The client's redirect URI carrying `error=access_denied`.
+    pub back: String,
+}

@@ -8,7 +8,8 @@
 //! [`AuditStore`] (`audit.rs`), [`AlertStore`] (`alerts.rs`), [`PushOutbox`] (`outbox.rs`) and
 //! [`PasskeyStore`] (`passkeys.rs`: user handles, passkeys, registration ceremonies, passkey
 //! sign-ins), [`SigningKeyStore`] (`signing_keys.rs`: the OIDC provider's signing keys) and
-//! [`ClientStore`] (`oidc_clients.rs`: OIDC clients, used client-assertion ids).
+//! [`ClientStore`] (`oidc_clients.rs`: OIDC clients, used client-assertion ids) and
+//! [`OidcFlowStore`] (`oidc_flow.rs`: pushed requests, sign-ins in progress, codes, tokens).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
 //!
@@ -30,6 +31,7 @@ mod codec;
 mod devices;
 mod fatigue;
 mod oidc_clients;
+mod oidc_flow;
 mod outbox;
 mod passkeys;
 mod pg_pool;
@@ -57,6 +59,7 @@ pub use devices::{
 };
 pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
 pub use oidc_clients::ClientStore;
+pub use oidc_flow::{AccessTokenRecord, AuthorizationRecord, CodeRecord, OidcFlowStore, PushedRequest};
 pub use outbox::{PushJob, PushJobResult, PushOutbox};
 pub use passkeys::{
     EnrollmentLink, PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore, RegistrationCeremony,
@@ -162,6 +165,7 @@ pub trait Store:
     + PasskeyStore
     + SigningKeyStore
     + ClientStore
+    + OidcFlowStore
     + Send
     + Sync
     + fmt::Debug

@@ -7,6 +7,7 @@ mod challenges;
 mod devices;
 mod fatigue;
 mod oidc_clients;
+mod oidc_flow;
 mod outbox;
 mod passkeys;
 mod signing_keys;

@@ -1,0 +1,44 @@
+//! The discovery document (OpenID Connect Discovery 1.0 §3, RFC 8414): what this provider
+//! serves, said exactly — no endpoint or feature it does not have. Refresh tokens, implicit
+//! and hybrid flows are absent on purpose (an MFA step needs none of them).
+
+use serde_json::{Value, json};
+
+use super::authorization::{ACR_NUMBER_MATCHED_PUSH, ACR_PHISHING_RESISTANT};
+use super::client_auth::ASSERTION_ALGORITHMS;
+use super::clients::AuthMethod;
+use super::flow::{AUTHORIZE_PATH, OidcSettings, PAR_PATH, TOKEN_PATH, USERINFO_PATH};
+use super::keys::{JWKS_PATH, SigningAlg};
+
+pub fn document(settings: &OidcSettings) -> Value {
+    let algorithms: Vec<&str> = SigningAlg::ALL.iter().map(|alg| alg.as_str()).collect();
+    let assertion_algorithms: Vec<String> =
+        ASSERTION_ALGORITHMS.iter().map(|alg| format!("{alg:?}")).collect();
+    let auth_methods: Vec<&str> = AuthMethod::ALL.iter().map(|method| method.as_str()).collect();
+    json!({
+        "issuer": settings.issuer,
+        "authorization_endpoint": settings.endpoint(AUTHORIZE_PATH),
+        "pushed_authorization_request_endpoint": settings.endpoint(PAR_PATH),
+        // A bare /authorize names nobody to prompt: the user comes from a pushed request.
+        "require_pushed_authorization_requests": true,
+        "token_endpoint": settings.endpoint(TOKEN_PATH),
+        "userinfo_endpoint": settings.endpoint(USERINFO_PATH),
+        "jwks_uri": settings.endpoint(JWKS_PATH),
+        "scopes_supported": ["openid", "profile"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algorithms,
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algorithms,
+        "code_challenge_methods_supported": ["S256"],
+        "acr_values_supported": [ACR_PHISHING_RESISTANT, ACR_NUMBER_MATCHED_PUSH],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "preferred_username"],
+        "claims_parameter_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "authorization_response_iss_parameter_supported": true,
+        "prompt_values_supported": ["login", "consent", "select_account"],
+    })
+}

@@ -1,0 +1,752 @@
+//! The authorization code flow up to the code: a client pushes its request (PAR, RFC 9126,
+//! client-authenticated), the browser brings the `request_uri` to `/oidc/authorize`, the user
+//! answers a number-matched push or a passkey on the sign-in page (bound to that browser by a
+//! cookie), and the page sends the browser back with a single-use code.
+//!
+//! Who may be prompted: only a user the client vouched for in an authenticated request. A bare
+//! `/authorize` with a `login_hint` prompts nobody (a public URL must not send pushes). Every
+//! prompt goes through the challenge machinery as an app (the client's), so the push budget,
+//! fatigue ladder, silent mode, spray detection and audit apply exactly as for REST prompts.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use time::{Duration, OffsetDateTime};
+
+use super::authorization::{AuthorizationRequest, FactorPolicy, Params, Target, TargetError};
+use super::client_auth::{ClientAuthenticator, ClientCredentials};
+use super::clients::{Client, ClientId};
+use super::keys::SigningKeys;
+use super::oauth_error::{OAuthError, OAuthErrorCode};
+use super::tokens::{Grant, Proof};
+use crate::api_keys::Scopes;
+use crate::api_keys::service::AuthenticatedApp;
+use crate::audit::{Action, Actor, AuditEvent, Subject};
+use crate::challenges::model::ChallengeState;
+use crate::challenges::service::{ChallengeContext, ChallengeError, ChallengeService};
+use crate::clock::Clock;
+use crate::fault::InternalError;
+use crate::ids::{AppId, AuthorizationId};
+use crate::passkeys::service::{PasskeyError, PasskeyService};
+use crate::secrets::MasterKey;
+use crate::store::{
+    AppRecord, AuthorizationRecord, CodeRecord, PushedRequest, Store, StoreError, UserRecord,
+};
+
+/// Paths of the provider's endpoints, relative to the issuer.
+pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+pub const PAR_PATH: &str = "/oidc/par";
+pub const AUTHORIZE_PATH: &str = "/oidc/authorize";
+pub const TOKEN_PATH: &str = "/oidc/token";
+pub const USERINFO_PATH: &str = "/oidc/userinfo";
+/// The sign-in page of an authorization: `/oidc/sign-in/{id}`.
+pub const SIGN_IN_PATH: &str = "/oidc/sign-in";
+
+/// RFC 9126 §2.2: the `request_uri` a pushed request answers with.
+pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
+/// How long a pushed request may wait for the browser (RFC 9126 suggests 5 to 600 s).
+pub const PAR_TTL: Duration = Duration::seconds(90);
+/// How long a code may wait for the token request (OAuth 2.0 Security BCP: short).
+pub const CODE_TTL: Duration = Duration::seconds(60);
+/// The parameters of client authentication, which a pushed request never stores.
+const CLIENT_AUTH_PARAMS: [&str; 3] = ["client_secret", "client_assertion", "client_assertion_type"];
+
+/// The cookie binding a sign-in to the browser that started it: `__Host-` (Secure, no Domain,
+/// Path=/), one per sign-in.
+pub fn browser_cookie_name(id: AuthorizationId) -> String {
+    format!("__Host-countersign-oidc-{id}")
+}
+
+/// Where the provider lives.
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    /// `public_url` without a trailing slash: the `iss` of every token and response.
+    pub issuer: String,
+}
+
+impl OidcSettings {
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+}
+
+/// What the browser brings to `/oidc/authorize` and the sign-in page: who it seems to be.
+#[derive(Debug, Clone, Default)]
+pub struct Browser {
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// An error to send back to the client's registered redirect URI (RFC 6749 §4.1.2.1, with
+/// RFC 9207's `iss`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorRedirect {
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub error: OAuthError,
+}
+
+/// Why `/oidc/authorize` did not start a sign-in.
+#[derive(Debug)]
+pub enum AuthorizeFailure {
+    /// Shown on our page and never redirected: the client or redirect URI is not established.
+    Page(TargetError),
+    /// The pushed request is unknown, used, expired or another client's.
+    RequestUri,
+    /// Sent back to the client.
+    Redirect(Box<ErrorRedirect>),
+    /// The user cannot sign in here now (no factor, push frozen with no passkey, …): said on a
+    /// page, with a way back to the client carrying `access_denied`.
+    Refused {
+        message: String,
+        back: Box<ErrorRedirect>,
+    },
+    Internal(InternalError),
+}
+
+impl From<StoreError> for AuthorizeFailure {
+    fn from(error: StoreError) -> Self {
+        AuthorizeFailure::Internal(InternalError::caused_by("the OIDC store", error))
+    }
+}
+
+/// A sign-in that began: the browser gets `browser_secret` in its cookie and goes to its page.
+#[derive(Debug)]
+pub struct Started {
+    pub id: AuthorizationId,
+    pub browser_secret: String,
+    pub expires_at: OffsetDateTime,
+}
+
+/// What the sign-in page shows.
+#[derive(Debug)]
+pub struct SignInView {
+    pub id: AuthorizationId,
+    pub client_name: String,
+    pub username: String,
+    pub expires_at: OffsetDateTime,
+    pub state: ChallengeState,
+    pub factor: PageFactor,
+}
+
+#[derive(Debug)]
+pub enum PageFactor {
+    /// The number to type on the phone.
+    Push { number: String },
+    /// The passkey sign-in's page token (for the page's WebAuthn ceremony).
+    Passkey { token: String },
+}
+
+/// Why a sign-in page request is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// Unknown, or not this browser's: the same answer, so ids cannot be probed.
+    #[error("this sign-in is not known in this browser: start again from the application")]
+    NotFound,
+    #[error("this sign-in is over: start again from the application")]
+    Finished,
+    #[error("the sign-in has not been answered yet")]
+    Pending,
+    #[error("internal failure")]
+    Internal(#[from] InternalError),
+}
+
+impl From<StoreError> for SignInError {
+    fn from(error: StoreError) -> Self {
+        SignInError::Internal(InternalError::caused_by("the OIDC store", error))
+    }
+}
+
+/// The stored form of a validated request (what the sign-in and the code need of it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredRequest {
+    /// The user as named when the sign-in began.
+    username: String,
+    redirect_uri: String,
+    state: Option<String>,
+    nonce: Option<String>,
+    code_challenge: String,
+    scope: Vec<String>,
+    acr_values: Vec<String>,
+    acr_essential: bool,
+    proof: Proof,
+}
+
+/// How users are asked: a number-matched push, or a passkey.
+#[derive(Debug)]
+pub struct Factors {
+    pub challenges: Arc<ChallengeService>,
+    pub passkeys: Arc<PasskeyService>,
+}
+
+#[derive(Debug)]
+pub struct OidcFlow {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) clock: Arc<dyn Clock>,
+    master: Arc<MasterKey>,
+    pub(super) keys: Arc<SigningKeys>,
+    pub(super) clients: ClientAuthenticator,
+    challenges: Arc<ChallengeService>,
+    passkeys: Arc<PasskeyService>,
+    pub(super) settings: OidcSettings,
+}
+
+impl OidcFlow {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        master: Arc<MasterKey>,
+        keys: Arc<SigningKeys>,
+        clients: ClientAuthenticator,
+        factors: Factors,
+        settings: OidcSettings,
+    ) -> Self {
+        let Factors { challenges, passkeys } = factors;
+        Self { store, clock, master, keys, clients, challenges, passkeys, settings }
+    }
+
+    pub fn settings(&self) -> &OidcSettings {
+        &self.settings
+    }
+
+    /// `POST /oidc/par`: an authenticated client pushes its request; answers the
+    /// `request_uri` for the browser and how long it lives.
+    pub async fn push(
+        &self,
+        credentials: &ClientCredentials<'_>,
+        params: Params,
+    ) -> Result<(String, Duration), OAuthError> {
+        let client = self.clients.authenticate(credentials).await.map_err(OAuthError::from)?.client;
+        if params.get("request_uri").is_some() {
+            return Err(OAuthError::invalid_request("a pushed request cannot carry `request_uri`"));
+        }
+        if params.get("request").is_some() {
+            return Err(OAuthError::new(
+                OAuthErrorCode::RequestNotSupported,
+                "signed request objects are not supported yet",
+            ));
+        }
+        if params.get("client_id").is_some_and(|id| id != client.client_id.0) {
+            return Err(OAuthError::invalid_request("`client_id` is not the authenticated client"));
+        }
+        // With HTTP Basic or an assertion the form may not repeat the client id.
+        let redirect_uri = params
+            .get("redirect_uri")
+            .ok_or_else(|| OAuthError::invalid_request(TargetError::MissingRedirectUri.to_string()))?;
+        let target = Target { client_id: client.client_id.0.clone(), redirect_uri: redirect_uri.to_owned() };
+        if !client.redirect_uri_matches(&target.redirect_uri) {
+            return Err(OAuthError::invalid_request("the redirect_uri is not one this client registered"));
+        }
+        let request = AuthorizationRequest::validate(target, &params)?;
+        if request.login_hint.is_none() {
+            return Err(OAuthError::invalid_request("name the user to prompt with `login_hint`"));
+        }
+        let mut stored: serde_json::Map<String, serde_json::Value> = params
+            .into_pairs()
+            .filter(|(name, _)| !CLIENT_AUTH_PARAMS.contains(&name.as_str()))
+            .map(|(name, value)| (name, serde_json::Value::String(value)))
+            .collect();
+        stored.insert("client_id".into(), serde_json::Value::String(client.client_id.0.clone()));
+        let (reference, request_hash) = secret().map_err(|_| OAuthError::server_error())?;
+        let now = self.clock.now();
+        let pushed = PushedRequest {
+            request_hash: request_hash.to_vec(),
+            client_id: client.client_id.clone(),
+            params: serde_json::Value::Object(stored).to_string(),
+            created_at: now,
+            expires_at: now + PAR_TTL,
+        };
+        let event = AuditEvent::new(now, client_actor(&client), Action::OidcRequestPushed, Subject::OidcClient(client.client_id.clone()))
+            .with_details(json!({ "client_id": client.client_id.0, "scope": request.scope, "acr_values": request.acr_values }));
+        self.store
+            .push_authorization_request(&pushed, event)
+            .await
+            .map_err(|_| OAuthError::server_error())?;
+        Ok((format!("{REQUEST_URI_PREFIX}{reference}"), PAR_TTL))
+    }
+
+    /// `/oidc/authorize`: resolves the pushed request, prompts the user it names, and begins a
+    /// sign-in bound to this browser.
+    pub async fn authorize(&self, params: Params, browser: Browser) -> Result<Started, AuthorizeFailure> {
+        let client_id = params.get("client_id").ok_or(AuthorizeFailure::Page(TargetError::MissingClient))?;
+        let client = self.active_client(client_id).await?;
+        let (params, pushed) = match params.get("request_uri") {
+            // RFC 9126 §4: only the pushed parameters count.
+            Some(request_uri) => (self.take_pushed(&client, request_uri).await?, true),
+            None => (params, false),
+        };
+        let target = Target::presented(&params).map_err(AuthorizeFailure::Page)?;
+        let target = target
+            .clone()
+            .check_redirect_uri(client.redirect_uri_matches(&target.redirect_uri))
+            .map_err(AuthorizeFailure::Page)?;
+        let state = params.get("state").map(str::to_owned);
+        let back = |error: OAuthError| {
+            Box::new(ErrorRedirect { redirect_uri: target.redirect_uri.clone(), state: state.clone(), error })
+        };
+        if params.get("request").is_some() {
+            let error = OAuthError::new(
+                OAuthErrorCode::RequestNotSupported,
+                "signed request objects are not supported yet",
+            );
+            return Err(AuthorizeFailure::Redirect(back(error)));
+        }
+        let request = AuthorizationRequest::validate(target.clone(), &params)
+            .map_err(|e| AuthorizeFailure::Redirect(back(e)))?;
+        // Only an authenticated request may name whom to prompt: a bare login_hint prompts nobody.
+        let hint = match (&request.login_hint, pushed) {
+            (Some(hint), true) => hint.clone(),
+            _ => {
+                let error = OAuthError::invalid_request(format!(
+                    "push the request to {PAR_PATH} (client-authenticated) and send its request_uri: this provider prompts only a user the client vouched for"
+                ));
+                return Err(AuthorizeFailure::Redirect(back(error)));
+            }
+        };
+        let app = self.client_app(&client).await?;
+        let refused = |message: &str| AuthorizeFailure::Refused {
+            message: message.to_owned(),
+            back: back(OAuthError::new(OAuthErrorCode::AccessDenied, message)),
+        };
+        // Unknown users and users without a usable factor get the same answer.
+        const NO_FACTOR: &str = "This account cannot confirm a sign-in here. Ask your help desk.";
+        let Some(user) = self.user(&hint).await? else { return Err(refused(NO_FACTOR)) };
+        let context = ChallengeContext {
+            ip: browser.ip.map(|ip| ip.to_string()),
+            user_agent: browser.user_agent.clone(),
+            app_name: Some(client.name.clone()),
+            location: None,
+        };
+        let passkey_only = request.factor_policy() == FactorPolicy::PasskeyOnly
+            || crate::users::model::passkey_required(&user);
+        let (challenge, proof, page_secret) = if passkey_only {
+            match self.passkeys.begin_sign_in(&app, &user.username, context).await {
+                Ok(begun) => (begun.record, Proof::Passkey, passkey_token(&begun.sign_in_url)?),
+                Err(PasskeyError::NoPasskey) => {
+                    return Err(refused(
+                        "This sign-in needs a passkey, and this account has none. Ask your help desk.",
+                    ));
+                }
+                Err(other) => {
+                    return Err(AuthorizeFailure::Internal(InternalError::caused_by(
+                        "starting a passkey sign-in",
+                        other,
+                    )));
+                }
+            }
+        } else {
+            match self.challenges.create(&app, &user.username, context.clone(), None).await {
+                Ok(created) => (created.record, Proof::NumberMatchedPush, created.number),
+                Err(refusal) => {
+                    // Push refused (frozen, locked, throttled, no phone): a passkey still works.
+                    let why = push_refusal(refusal)?;
+                    match self.passkeys.begin_sign_in(&app, &user.username, context).await {
+                        Ok(begun) => (begun.record, Proof::Passkey, passkey_token(&begun.sign_in_url)?),
+                        Err(PasskeyError::NoPasskey) => return Err(refused(why)),
+                        Err(other) => {
+                            return Err(AuthorizeFailure::Internal(InternalError::caused_by(
+                                "starting a passkey sign-in",
+                                other,
+                            )));
+                        }
+                    }
+                }
+            }
+        };
+        let stored = StoredRequest {
+            username: user.username.clone(),
+            redirect_uri: request.target.redirect_uri.clone(),
+            state: request.state.clone(),
+            nonce: request.nonce.clone(),
+            code_challenge: request.code_challenge.clone(),
+            scope: request.scope.clone(),
+            acr_values: request.acr_values.clone(),
+            acr_essential: request.acr_essential,
+            proof,
+        };
+        let id = AuthorizationId::random();
+        let sealed = self.master.encrypt(&page_secret_context(id), page_secret.as_bytes()).map_err(|e| {
+            AuthorizeFailure::Internal(InternalError::caused_by("sealing the page secret", e))
+        })?;
+        let (browser_secret, browser_hash) = secret().map_err(AuthorizeFailure::Internal)?;
+        let now = self.clock.now();
+        let record = AuthorizationRecord {
+            id,
+            client_id: client.client_id.clone(),
+            user_id: user.id,
+            request: serde_json::to_string(&stored).map_err(|e| {
+                AuthorizeFailure::Internal(InternalError::caused_by("storing the request", e))
+            })?,
+            challenge_id: challenge.id,
+            page_secret_sealed: sealed,
+            browser_hash: browser_hash.to_vec(),
+            created_at: now,
+            expires_at: challenge.expires_at,
+            finished_at: None,
+        };
+        let event = AuditEvent::new(now, app.actor(), Action::OidcSignInStarted, Subject::User(user.id))
+            .with_details(json!({
+                "authorization_id": id,
+                "client_id": client.client_id.0,
+                "challenge_id": challenge.id,
+                "factor": match proof { Proof::Passkey => "passkey", Proof::NumberMatchedPush => "push" },
+                "acr_values": request.acr_values,
+            }));
+        self.store.create_authorization(&record, event).await?;
+        Ok(Started { id, browser_secret, expires_at: record.expires_at })
+    }
+
+    async fn active_client(&self, client_id: &str) -> Result<Client, AuthorizeFailure> {
+        if !ClientId::is_well_formed(client_id) {
+            return Err(AuthorizeFailure::Page(TargetError::UnknownClient));
+        }
+        match self.store.oidc_client(&ClientId(client_id.to_owned())).await? {
+            Some(client) if client.is_active() => Ok(client),
+            _ => Err(AuthorizeFailure::Page(TargetError::UnknownClient)),
+        }
+    }
+
+    async fn take_pushed(&self, client: &Client, request_uri: &str) -> Result<Params, AuthorizeFailure> {
+        let reference = request_uri.strip_prefix(REQUEST_URI_PREFIX).ok_or(AuthorizeFailure::RequestUri)?;
+        let hash = sha256(reference.as_bytes());
+        let pushed = self
+            .store
+            .take_pushed_request(&hash, &client.client_id, self.clock.now())
+            .await?
+            .ok_or(AuthorizeFailure::RequestUri)?;
+        let stored: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&pushed.params)
+            .map_err(|e| {
+                AuthorizeFailure::Internal(InternalError::caused_by("reading a pushed request", e))
+            })?;
+        let pairs = stored
+            .into_iter()
+            .filter_map(|(name, value)| value.as_str().map(|v| (name.clone(), v.to_owned())));
+        Params::from_pairs(pairs)
+            .map_err(|e| AuthorizeFailure::Internal(InternalError::caused_by("reading a pushed request", e)))
+    }
+
+    async fn user(&self, hint: &str) -> Result<Option<UserRecord>, StoreError> {
+        match crate::users::model::normalize_username(hint) {
+            Ok(username) => self.store.user_by_username(&username).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The app a client acts as in the challenge machinery, made on its first sign-in (an app
+    /// row with no scopes and a key nobody was ever shown).
+    pub(super) async fn client_app(&self, client: &Client) -> Result<AuthenticatedApp, AuthorizeFailure> {
+        let name = format!("oidc-client.{}", client.client_id);
+        let id = match self.store.oidc_client_app(&client.client_id).await? {
+            Some(id) => id,
+            None => {
+                let rng = SystemRandom::new();
+                let key = crate::api_keys::generate(&rng).map_err(|_| {
+                    AuthorizeFailure::Internal(InternalError::new(
+                        "the system random number generator failed",
+                    ))
+                })?;
+                let now = self.clock.now();
+                let app = AppRecord {
+                    id: AppId::random(),
+                    name: name.clone(),
+                    key_id: key.key_id,
+                    key_hash: key.hash.to_vec(),
+                    scopes: Scopes::default(),
+                    created_at: now,
+                    revoked_at: None,
+                };
+                let event = AuditEvent::new(now, Actor::System, Action::AppCreated, Subject::App(app.id))
+                    .with_details(json!({ "name": name, "oidc_client": client.client_id.0, "scopes": "" }));
+                self.store.create_oidc_client_app(&client.client_id, app, event).await?
+            }
+        };
+        Ok(AuthenticatedApp { id, name: client.name.clone(), scopes: Scopes::default() })
+    }
+
+    /// The sign-in `id` as this browser (holding `browser_secret`) may see it.
+    async fn bound(
+        &self,
+        id: AuthorizationId,
+        browser_secret: Option<&str>,
+    ) -> Result<AuthorizationRecord, SignInError> {
+        let record = self.store.authorization(id).await?.ok_or(SignInError::NotFound)?;
+        let presented = sha256(browser_secret.unwrap_or_default().as_bytes());
+        if !bool::from(presented.as_slice().ct_eq(&record.browser_hash)) {
+            return Err(SignInError::NotFound);
+        }
+        Ok(record)
+    }
+
+    /// What the sign-in page shows (changes nothing).
+    pub async fn sign_in_view(
+        &self,
+        id: AuthorizationId,
+        browser_secret: Option<&str>,
+    ) -> Result<SignInView, SignInError> {
+        let record = self.bound(id, browser_secret).await?;
+        if record.finished_at.is_some() {
+            return Err(SignInError::Finished);
+        }
+        let stored = stored_request(&record)?;
+        let client = self.store.oidc_client(&record.client_id).await?.ok_or(SignInError::NotFound)?;
+        let challenge =
+            self.store.challenge_by_id(record.challenge_id).await?.ok_or(SignInError::NotFound)?;
+        let secret = self
+            .master
+            .decrypt(&page_secret_context(id), &record.page_secret_sealed)
+            .map_err(|e| InternalError::caused_by("opening the page secret", e))?;
+        let secret =
+            String::from_utf8(secret).map_err(|e| InternalError::caused_by("reading the page secret", e))?;
+        let factor = match stored.proof {
+            Proof::NumberMatchedPush => PageFactor::Push { number: secret },
+            Proof::Passkey => PageFactor::Passkey { token: secret },
+        };
+        Ok(SignInView {
+            id,
+            client_name: client.name,
+            username: stored.username,
+            expires_at: record.expires_at,
+            state: challenge.state,
+            factor,
+        })
+    }
+
+    /// `GET /oidc/sign-in/{id}/status?wait=N`: the challenge's state, once it leaves pending
+    /// or after `wait` seconds.
+    pub async fn sign_in_status(
+        &self,
+        id: AuthorizationId,
+        browser_secret: Option<&str>,
+        wait: u64,
+    ) -> Result<ChallengeState, SignInError> {
+        let record = self.bound(id, browser_secret).await?;
+        if record.finished_at.is_some() {
+            return Err(SignInError::Finished);
+        }
+        let client = self.store.oidc_client(&record.client_id).await?.ok_or(SignInError::NotFound)?;
+        let app = self.client_app(&client).await.map_err(|_| InternalError::new("the client's app"))?;
+        let wait = wait.min(self.challenges.settings().max_wait.as_secs());
+        match self.challenges.status(&app, record.challenge_id, wait).await {
+            Ok(challenge) => Ok(challenge.state),
+            Err(error) => Err(InternalError::caused_by("reading the sign-in's challenge", error).into()),
+        }
+    }
+
+    /// `POST /oidc/sign-in/{id}/finish`: once the challenge is decided, ends the sign-in and
+    /// answers where to send the browser: back to the client with a code (approved) or with
+    /// `access_denied`. Exactly once.
+    pub async fn finish(
+        &self,
+        id: AuthorizationId,
+        browser_secret: Option<&str>,
+    ) -> Result<String, SignInError> {
+        let record = self.bound(id, browser_secret).await?;
+        if record.finished_at.is_some() {
+            return Err(SignInError::Finished);
+        }
+        let stored = stored_request(&record)?;
+        let client = self.store.oidc_client(&record.client_id).await?.ok_or(SignInError::NotFound)?;
+        let app = self.client_app(&client).await.map_err(|_| InternalError::new("the client's app"))?;
+        let challenge =
+            self.store.challenge_by_id(record.challenge_id).await?.ok_or(SignInError::NotFound)?;
+        let now = self.clock.now();
+        let back = |error: OAuthError| ErrorRedirect {
+            redirect_uri: stored.redirect_uri.clone(),
+            state: stored.state.clone(),
+            error,
+        };
+        let outcome = match challenge.state {
+            ChallengeState::Pending if challenge.expires_at > now => return Err(SignInError::Pending),
+            ChallengeState::Approved => match self.challenges.redeem(&app, challenge.id).await {
+                Ok(redeemed) => Ok(redeemed),
+                Err(
+                    ChallengeError::AlreadyRedeemed
+                    | ChallengeError::ApprovalStale
+                    | ChallengeError::NotApproved(_),
+                ) => Err("the approval could not be used"),
+                Err(other) => {
+                    return Err(InternalError::caused_by("redeeming the sign-in's approval", other).into());
+                }
+            },
+            ChallengeState::Denied => Err("the sign-in was denied"),
+            _ => Err("the sign-in was not answered in time"),
+        };
+        let (location, code, details) = match outcome {
+            Ok(redeemed) => {
+                let (code, code_hash) = secret()?;
+                let auth_time = redeemed.decided_at.unwrap_or(now).unix_timestamp();
+                let grant = Grant {
+                    username: stored.username.clone(),
+                    redirect_uri: stored.redirect_uri.clone(),
+                    code_challenge: stored.code_challenge.clone(),
+                    nonce: stored.nonce.clone(),
+                    scope: stored.scope.clone(),
+                    proof: stored.proof,
+                    auth_time,
+                };
+                if stored.acr_essential && !stored.acr_values.iter().any(|acr| acr == stored.proof.acr()) {
+                    let location = error_location(
+                        &back(OAuthError::new(
+                            OAuthErrorCode::AccessDenied,
+                            "the essential acr could not be met",
+                        )),
+                        &self.settings.issuer,
+                    )?;
+                    (location, None, json!({ "outcome": "acr_not_met" }))
+                } else {
+                    let record_code = CodeRecord {
+                        code_hash: code_hash.to_vec(),
+                        authorization_id: id,
+                        client_id: client.client_id.clone(),
+                        user_id: record.user_id,
+                        grant_details: serde_json::to_string(&grant)
+                            .map_err(|e| InternalError::caused_by("storing a grant", e))?,
+                        created_at: now,
+                        expires_at: now + CODE_TTL,
+                        redeemed_at: None,
+                    };
+                    let location = success_location(
+                        &stored.redirect_uri,
+                        &code,
+                        stored.state.as_deref(),
+                        &self.settings.issuer,
+                    )?;
+                    (
+                        location,
+                        Some(record_code),
+                        json!({ "outcome": "code_issued", "acr": stored.proof.acr() }),
+                    )
+                }
+            }
+            Err(why) => {
+                let location = error_location(
+                    &back(OAuthError::new(OAuthErrorCode::AccessDenied, why)),
+                    &self.settings.issuer,
+                )?;
+                (location, None, json!({ "outcome": "access_denied", "reason": why }))
+            }
+        };
+        let mut details = details;
+        details["authorization_id"] = json!(id);
+        details["client_id"] = json!(client.client_id.0);
+        details["challenge_id"] = json!(challenge.id);
+        let event =
+            AuditEvent::new(now, app.actor(), Action::OidcSignInFinished, Subject::User(record.user_id))
+                .with_details(details);
+        match self.store.finish_authorization(id, now, code.as_ref(), event).await {
+            Ok(()) => Ok(location),
+            Err(StoreError::NotFound) => Err(SignInError::Finished),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+pub(super) fn client_actor(client: &Client) -> Actor {
+    Actor::OidcClient { id: client.client_id.clone() }
+}
+
+/// Why a push could not be sent, in words for the page (the challenge machinery has audited
+/// it); an internal failure stays one.
+fn push_refusal(error: ChallengeError) -> Result<&'static str, AuthorizeFailure> {
+    Ok(match error {
+        ChallengeError::NoDevice => "This account cannot confirm a sign-in here. Ask your help desk.",
+        ChallengeError::PushFrozen { .. } => {
+            "Push sign-in is frozen for this account after unanswered or refused prompts. Use a passkey, or ask your help desk."
+        }
+        ChallengeError::PushLocked => {
+            "Push sign-in is locked for this account. Only an administrator can lift it."
+        }
+        ChallengeError::PasskeyRequired => {
+            "This account signs in with a passkey only, and has none. Ask your help desk."
+        }
+        ChallengeError::PushRateLimited { .. } | ChallengeError::SourceRateLimited { .. } => {
+            "Too many sign-in prompts right now. Wait a few minutes and try again."
+        }
+        other => {
+            return Err(AuthorizeFailure::Internal(InternalError::caused_by(
+                "creating a push challenge",
+                other,
+            )));
+        }
+    })
+}
+
+/// The page token in a passkey sign-in's URL.
+fn passkey_token(sign_in_url: &secrecy::SecretString) -> Result<String, AuthorizeFailure> {
+    sign_in_url.expose_secret().split_once("?token=").map(|(_, token)| token.to_owned()).ok_or_else(|| {
+        AuthorizeFailure::Internal(InternalError::new("a passkey sign-in URL without a token"))
+    })
+}
+
+fn stored_request(record: &AuthorizationRecord) -> Result<StoredRequest, SignInError> {
+    Ok(serde_json::from_str(&record.request)
+        .map_err(|e| InternalError::caused_by("reading a stored request", e))?)
+}
+
+fn page_secret_context(id: AuthorizationId) -> Vec<u8> {
+    format!("countersign/v1/oidc-page-secret/{id}").into_bytes()
+}
+
+pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
+    out
+}
+
+/// 256 random bits, URL-safe, and their SHA-256 (what is stored).
+pub(super) fn secret() -> Result<(String, [u8; 32]), InternalError> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| InternalError::new("the system random number generator failed"))?;
+    let text = URL_SAFE_NO_PAD.encode(bytes);
+    let hash = sha256(text.as_bytes());
+    Ok((text, hash))
+}
+
+/// `redirect_uri` with `params` added to its query (it may have one already).
+fn with_query(redirect_uri: &str, params: &[(&str, &str)]) -> Result<String, InternalError> {
+    let mut url = url::Url::parse(redirect_uri)
+        .map_err(|e| InternalError::caused_by("a registered redirect URI", e))?;
+    {
+        let mut query = url.query_pairs_mut();
+        for (name, value) in params {
+            query.append_pair(name, value);
+        }
+    }
+    Ok(url.into())
+}
+
+fn success_location(
+    redirect_uri: &str,
+    code: &str,
+    state: Option<&str>,
+    issuer: &str,
+) -> Result<String, InternalError> {
+    let mut params = vec![("code", code)];
+    if let Some(state) = state {
+        params.push(("state", state));
+    }
+    params.push(("iss", issuer));
+    with_query(redirect_uri, &params)
+}
+
+/// Where an error goes back to the client: `error`, `error_description`, `state`, `iss`.
+pub fn error_location(redirect: &ErrorRedirect, issuer: &str) -> Result<String, InternalError> {
+    let mut params = vec![
+        ("error", redirect.error.code.as_str()),
+        ("error_description", redirect.error.description.as_str()),
+    ];
+    if let Some(state) = &redirect.state {
+        params.push(("state", state));
+    }
+    params.push(("iss", issuer));
+    with_query(&redirect.redirect_uri, &params)
+}

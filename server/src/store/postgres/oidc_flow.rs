@@ -1,0 +1,232 @@
+//! The OIDC authorization code flow.
+
+use async_trait::async_trait;
+use sqlx::Connection;
+use time::OffsetDateTime;
+
+use super::PgStore;
+use crate::audit::AuditEvent;
+use crate::ids::{AppId, AuthorizationId};
+use crate::oidc::clients::ClientId;
+use crate::store::apps::INSERT_APP;
+use crate::store::oidc_flow::{
+    AUTHORIZATION_BY_ID, CLIENT_APP, CODE_BY_HASH, FINISH_AUTHORIZATION, INSERT_AUTHORIZATION,
+    INSERT_CLIENT_APP, INSERT_CODE, INSERT_PUSHED, INSERT_TOKEN, PURGE_FLOW, REDEEM_CODE, REVOKE_CODE_TOKENS,
+    TAKE_PUSHED, TOKEN_BY_JTI, authorization_from_row, code_from_row, pushed_from_row, token_from_row,
+};
+use crate::store::{
+    AccessTokenRecord, AppRecord, AuthorizationRecord, CodeRecord, OidcFlowStore, PushedRequest, StoreError,
+    map_unique_violation,
+};
+
+#[async_trait]
+impl OidcFlowStore for PgStore {
+    async fn oidc_client_app(&self, client: &ClientId) -> Result<Option<AppId>, StoreError> {
+        let id: Option<uuid::Uuid> =
+            sqlx::query_scalar(CLIENT_APP).bind(&client.0).fetch_optional(&mut *self.conn().await?).await?;
+        Ok(id.map(AppId))
+    }
+
+    async fn create_oidc_client_app(
+        &self,
+        client: &ClientId,
+        app: AppRecord,
+        audit: AuditEvent,
+    ) -> Result<AppId, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query(INSERT_APP)
+            .bind(app.id.0)
+            .bind(&app.name)
+            .bind(&app.key_id)
+            .bind(&app.key_hash)
+            .bind(app.scopes.to_string())
+            .bind(app.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_unique_violation)?;
+        let linked = sqlx::query(INSERT_CLIENT_APP).bind(&client.0).bind(app.id.0).execute(&mut *tx).await?;
+        if linked.rows_affected() == 0 {
+            // Another instance gave the client its app first: keep that one, add nothing.
+            drop(tx);
+            return self.oidc_client_app(client).await?.ok_or(StoreError::NotFound);
+        }
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(app.id)
+    }
+
+    async fn push_authorization_request(
+        &self,
+        r: &PushedRequest,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query(INSERT_PUSHED.as_str())
+            .bind(&r.request_hash)
+            .bind(&r.client_id.0)
+            .bind(&r.params)
+            .bind(r.created_at)
+            .bind(r.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await
+    }
+
+    async fn take_pushed_request(
+        &self,
+        request_hash: &[u8],
+        client: &ClientId,
+        now: OffsetDateTime,
+    ) -> Result<Option<PushedRequest>, StoreError> {
+        sqlx::query(TAKE_PUSHED.as_str())
+            .bind(request_hash)
+            .bind(&client.0)
+            .bind(now)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .as_ref()
+            .map(pushed_from_row)
+            .transpose()
+    }
+
+    async fn create_authorization(
+        &self,
+        r: &AuthorizationRecord,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query(INSERT_AUTHORIZATION.as_str())
+            .bind(r.id.0)
+            .bind(&r.client_id.0)
+            .bind(r.user_id.0)
+            .bind(&r.request)
+            .bind(r.challenge_id.0)
+            .bind(&r.page_secret_sealed)
+            .bind(&r.browser_hash)
+            .bind(r.created_at)
+            .bind(r.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await
+    }
+
+    async fn authorization(&self, id: AuthorizationId) -> Result<Option<AuthorizationRecord>, StoreError> {
+        sqlx::query(AUTHORIZATION_BY_ID.as_str())
+            .bind(id.0)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .as_ref()
+            .map(authorization_from_row)
+            .transpose()
+    }
+
+    async fn finish_authorization(
+        &self,
+        id: AuthorizationId,
+        now: OffsetDateTime,
+        code: Option<&CodeRecord>,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let finished = sqlx::query(FINISH_AUTHORIZATION).bind(id.0).bind(now).execute(&mut *tx).await?;
+        if finished.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        if let Some(c) = code {
+            sqlx::query(INSERT_CODE.as_str())
+                .bind(&c.code_hash)
+                .bind(c.authorization_id.0)
+                .bind(&c.client_id.0)
+                .bind(c.user_id.0)
+                .bind(&c.grant_details)
+                .bind(c.created_at)
+                .bind(c.expires_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await
+    }
+
+    async fn oidc_code(&self, code_hash: &[u8]) -> Result<Option<CodeRecord>, StoreError> {
+        sqlx::query(CODE_BY_HASH.as_str())
+            .bind(code_hash)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .as_ref()
+            .map(code_from_row)
+            .transpose()
+    }
+
+    async fn redeem_oidc_code(
+        &self,
+        code_hash: &[u8],
+        client: &ClientId,
+        now: OffsetDateTime,
+        token: &AccessTokenRecord,
+        audit: AuditEvent,
+    ) -> Result<CodeRecord, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let row = sqlx::query(REDEEM_CODE.as_str())
+            .bind(code_hash)
+            .bind(&client.0)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let code = code_from_row(&row)?;
+        sqlx::query(INSERT_TOKEN.as_str())
+            .bind(&token.jti)
+            .bind(&token.code_hash)
+            .bind(&token.client_id.0)
+            .bind(token.user_id.0)
+            .bind(token.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(code)
+    }
+
+    async fn revoke_code_tokens(
+        &self,
+        code_hash: &[u8],
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let revoked = sqlx::query(REVOKE_CODE_TOKENS).bind(code_hash).bind(now).execute(&mut *tx).await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(revoked.rows_affected())
+    }
+
+    async fn access_token(&self, jti: &str) -> Result<Option<AccessTokenRecord>, StoreError> {
+        sqlx::query(TOKEN_BY_JTI.as_str())
+            .bind(jti)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+    }
+
+    async fn purge_oidc_flow(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let mut purged = 0;
+        for statement in PURGE_FLOW {
+            purged += sqlx::query(statement).bind(before).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(purged)
+    }
+}

@@ -1,0 +1,637 @@
+//! The OIDC authorization code flow on both engines, in process: PAR → authorize → the sign-in
+//! page shows the number → the phone (the reference test device) approves with it → the page
+//! finishes → code → tokens → userinfo; and the attacks on each step, each a named test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[macro_use]
+mod common;
+#[path = "common/soft_key.rs"]
+mod soft_key;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use common::{Reply, TestApp, app_with_user, audit_actions, enrolled_device, signed_get};
+use countersign::audit::Actor;
+use countersign::oidc::client_admin::{NewClient, create_client};
+use countersign::oidc::clients::{AuthMethod, ClientKeys, IdTokenAlg};
+use countersign_e2e::Engine;
+use countersign_e2e::device::TestDevice;
+use countersign_mobile_protocol::{Decision, PendingChallenges, PushRegistration};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use soft_key::{ORIGIN, SoftKey};
+
+const ISSUER: &str = "http://127.0.0.1:8080";
+const REDIRECT_URI: &str = "https://rp.example/cb";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+/// A relying party registered with `client_secret_basic`.
+struct Rp {
+    client_id: String,
+    secret: String,
+}
+
+impl Rp {
+    fn basic(&self) -> String {
+        format!("Basic {}", STANDARD.encode(format!("{}:{}", self.client_id, self.secret)))
+    }
+}
+
+async fn rp(app: &TestApp, name: &str) -> Rp {
+    let new = NewClient {
+        name: name.into(),
+        redirect_uris: vec![REDIRECT_URI.into(), "https://rp.example/cb?tenant=1".into()],
+        auth_method: AuthMethod::ClientSecretBasic,
+        keys: ClientKeys::None,
+        id_token_alg: IdTokenAlg::Es256,
+    };
+    let created = create_client(app.store.as_ref(), app.clock.as_ref(), Actor::Cli, new).await.unwrap();
+    Rp { client_id: created.client.client_id.0, secret: created.secret.unwrap().expose_secret().to_owned() }
+}
+
+fn form_body(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+async fn post_form(app: &TestApp, path: &str, authorization: Option<&str>, pairs: &[(&str, &str)]) -> Reply {
+    let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(authorization) = authorization {
+        request = request.header(header::AUTHORIZATION, authorization);
+    }
+    app.send(request.body(Body::from(form_body(pairs))).unwrap()).await
+}
+
+/// The authorization request alice's SSO pushes: code flow, PKCE S256, state and nonce.
+fn request_params<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut pairs = vec![
+        ("response_type", "code"),
+        ("redirect_uri", REDIRECT_URI),
+        ("scope", "openid profile"),
+        ("state", "xyz-state"),
+        ("nonce", "n-0S6_WzA2Mj"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+        ("login_hint", "alice"),
+    ];
+    for (name, value) in extra {
+        pairs.retain(|(n, _)| n != name);
+        if !value.is_empty() {
+            pairs.push((name, value));
+        }
+    }
+    pairs
+}
+
+async fn par(app: &TestApp, rp: &Rp, extra: &[(&str, &str)]) -> Reply {
+    post_form(app, "/oidc/par", Some(&rp.basic()), &request_params(extra)).await
+}
+
+async fn request_uri(app: &TestApp, rp: &Rp, extra: &[(&str, &str)]) -> String {
+    let pushed = par(app, rp, extra).await;
+    assert_eq!(pushed.status, StatusCode::CREATED, "{:?}", pushed.body);
+    assert_eq!(pushed.body["expires_in"], 90);
+    pushed.body["request_uri"].as_str().unwrap().to_owned()
+}
+
+fn query(path: &str, pairs: &[(&str, &str)]) -> String {
+    format!("{path}?{}", form_body(pairs))
+}
+
+async fn get(app: &TestApp, path: &str, cookie: Option<&str>) -> Reply {
+    let mut request = Request::get(path);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    app.send(request.body(Body::empty()).unwrap()).await
+}
+
+/// A sign-in begun in a browser: its page path and the cookie binding it to that browser.
+struct Browser {
+    page: String,
+    cookie: String,
+}
+
+async fn begin(app: &TestApp, rp: &Rp, request_uri: &str) -> Browser {
+    let reply = get(
+        app,
+        &query("/oidc/authorize", &[("client_id", &rp.client_id), ("request_uri", request_uri)]),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{:?}", reply.body);
+    let page = reply.headers[header::LOCATION].to_str().unwrap().to_owned();
+    let set_cookie = reply.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(set_cookie.starts_with("__Host-countersign-oidc-"), "{set_cookie}");
+    for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    Browser { page, cookie }
+}
+
+/// The number the sign-in page shows.
+async fn shown_number(app: &TestApp, browser: &Browser) -> String {
+    let page = get(app, &browser.page, Some(&browser.cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+    assert_eq!(page.headers["cache-control"], "no-store");
+    let html = page.body.as_str().unwrap();
+    let start = html.find(r#"id="number""#).unwrap();
+    let number = &html[start..];
+    let number = &number[number.find('>').unwrap() + 1..number.find("</p>").unwrap()];
+    number.trim().to_owned()
+}
+
+/// The phone answers its pending challenge with `number`.
+async fn phone_answers(app: &TestApp, phone: &mut TestDevice, number: &str, decision: Decision) -> Value {
+    let pending = signed_get(app, phone, "/device/v1/challenges").await;
+    let pending: PendingChallenges = serde_json::from_value(pending.body).unwrap();
+    let signed = pending.challenges.last().expect("a pending challenge");
+    let details = phone.verify_details(signed).clone();
+    let id = details.challenge_id.as_str().to_owned();
+    let response = phone.answer(&details, decision, number);
+    let reply = app
+        .device_post(&format!("/device/v1/challenges/{id}/response"), &serde_json::to_vec(&response).unwrap())
+        .await;
+    reply.body
+}
+
+async fn finish(app: &TestApp, browser: &Browser) -> Reply {
+    let request = Request::post(format!("{}/finish", browser.page))
+        .header(header::COOKIE, &browser.cookie)
+        .header(header::ORIGIN, ISSUER);
+    app.send(request.body(Body::empty()).unwrap()).await
+}
+
+/// The query of the redirect back to the client.
+fn redirect_query(reply: &Reply) -> Vec<(String, String)> {
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{:?}", reply.body);
+    let location = url::Url::parse(reply.headers[header::LOCATION].to_str().unwrap()).unwrap();
+    assert_eq!(
+        format!("{}://{}{}", location.scheme(), location.host_str().unwrap(), location.path()),
+        REDIRECT_URI
+    );
+    location.query_pairs().into_owned().collect()
+}
+
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+async fn exchange(app: &TestApp, rp: &Rp, code: &str, verifier: &str) -> Reply {
+    let pairs = [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", verifier),
+    ];
+    post_form(app, "/oidc/token", Some(&rp.basic()), &pairs).await
+}
+
+/// alice with a phone, a registered relying party, and a code from a full approved sign-in.
+async fn signed_in(engine: Engine) -> (TestApp, Rp, TestDevice, String) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let mut phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let rp = rp(&app, "Acme SSO").await;
+    let uri = request_uri(&app, &rp, &[]).await;
+    let browser = begin(&app, &rp, &uri).await;
+    let number = shown_number(&app, &browser).await;
+    assert_eq!(phone_answers(&app, &mut phone, &number, Decision::Approve).await["outcome"], "approved");
+    let status = get(&app, &format!("{}/status", browser.page), Some(&browser.cookie)).await;
+    assert_eq!(status.body["state"], "approved");
+    let back = finish(&app, &browser).await;
+    let query = redirect_query(&back);
+    assert_eq!(param(&query, "state"), Some("xyz-state"));
+    assert_eq!(param(&query, "iss"), Some(ISSUER), "RFC 9207: iss in every authorization response");
+    let code = param(&query, "code").unwrap().to_owned();
+    (app, rp, phone, code)
+}
+
+/// The JWKS as jsonwebtoken keys.
+async fn jwks(app: &TestApp) -> jsonwebtoken::jwk::JwkSet {
+    let reply = app.get("/oidc/jwks", None).await;
+    serde_json::from_value(reply.body).unwrap()
+}
+
+async fn verify(app: &TestApp, token: &str, audience: &str) -> Value {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let set = jwks(app).await;
+    let jwk = set.find(header.kid.as_deref().unwrap()).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[ISSUER]);
+    // The test clock is in 2026-11-28; the tokens are dated by it.
+    validation.validate_exp = false;
+    jsonwebtoken::decode::<Value>(token, &key, &validation).unwrap().claims
+}
+
+async fn the_code_flow_signs_alice_in_with_a_number_on_her_phone(engine: Engine) {
+    let (app, rp, _, code) = signed_in(engine).await;
+    let tokens = exchange(&app, &rp, &code, VERIFIER).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{:?}", tokens.body);
+    assert_eq!(tokens.headers["cache-control"], "no-store");
+    assert_eq!(
+        (tokens.body["token_type"].clone(), tokens.body["scope"].clone()),
+        (json!("Bearer"), json!("openid profile"))
+    );
+    let id_token = tokens.body["id_token"].as_str().unwrap();
+    assert_eq!(jsonwebtoken::decode_header(id_token).unwrap().typ.as_deref(), Some("JWT"));
+    let claims = verify(&app, id_token, &rp.client_id).await;
+    let alice = app.store.user_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(claims["sub"], alice.id.to_string(), "sub is the user's id, never the name");
+    assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+    assert_eq!(claims["acr"], countersign::oidc::authorization::ACR_NUMBER_MATCHED_PUSH);
+    assert_eq!(claims["amr"], json!(["mca", "swk"]));
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(claims["auth_time"], app.clock_now().unix_timestamp());
+
+    let access = tokens.body["access_token"].as_str().unwrap();
+    assert_eq!(jsonwebtoken::decode_header(access).unwrap().typ.as_deref(), Some("at+jwt"));
+    let info = app.get("/oidc/userinfo", Some(access)).await;
+    assert_eq!(info.status, StatusCode::OK, "{:?}", info.body);
+    assert_eq!(info.body, json!({ "sub": alice.id.to_string(), "preferred_username": "alice" }));
+    // An ID token is never an access token.
+    let refused = app.get("/oidc/userinfo", Some(id_token)).await;
+    assert_eq!(
+        (refused.status, refused.body["error"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("invalid_token"))
+    );
+    assert_eq!(refused.headers["www-authenticate"], r#"Bearer error="invalid_token""#);
+
+    let actions: Vec<String> = audit_actions(&app).await.into_iter().map(|(a, _)| a).collect();
+    for expected in [
+        "oidc.request_pushed",
+        "oidc.sign_in_started",
+        "challenge.redeemed",
+        "oidc.sign_in_finished",
+        "oidc.tokens_issued",
+    ] {
+        assert!(actions.iter().any(|a| a == expected), "{expected} missing: {actions:?}");
+    }
+}
+
+/// A code presented twice leaked: the second use is refused and revokes the tokens the first
+/// issued (RFC 6749 §4.1.2).
+async fn a_second_redemption_revokes_what_the_first_issued(engine: Engine) {
+    let (app, rp, _, code) = signed_in(engine).await;
+    let first = exchange(&app, &rp, &code, VERIFIER).await;
+    let access = first.body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(app.get("/oidc/userinfo", Some(&access)).await.status, StatusCode::OK);
+    let again = exchange(&app, &rp, &code, VERIFIER).await;
+    assert_eq!(
+        (again.status, again.body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_grant"))
+    );
+    let revoked = app.get("/oidc/userinfo", Some(&access)).await;
+    assert_eq!(revoked.status, StatusCode::UNAUTHORIZED, "{:?}", revoked.body);
+    let refusals: Vec<Value> = audit_actions(&app)
+        .await
+        .into_iter()
+        .filter(|(a, _)| a == "oidc.code_refused")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(refusals.last().unwrap()["reason"], "replayed");
+}
+
+/// A code is bound to its client: client B presenting client A's code gets nothing, and the
+/// code still works for A.
+async fn a_code_of_client_a_is_refused_to_client_b(engine: Engine) {
+    let (app, rp_a, _, code) = signed_in(engine).await;
+    let rp_b = rp(&app, "Other SSO").await;
+    let stolen = exchange(&app, &rp_b, &code, VERIFIER).await;
+    assert_eq!(
+        (stolen.status, stolen.body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_grant"))
+    );
+    assert_eq!(exchange(&app, &rp_a, &code, VERIFIER).await.status, StatusCode::OK);
+}
+
+/// PKCE: a wrong verifier, or none, gets nothing; the right one still works afterwards.
+async fn the_code_needs_its_pkce_verifier(engine: Engine) {
+    let (app, rp, _, code) = signed_in(engine).await;
+    let wrong = exchange(&app, &rp, &code, "wrong-verifier-wrong-verifier-wrong-verifier-00").await;
+    assert_eq!(wrong.body["error"], "invalid_grant");
+    let pairs =
+        [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", REDIRECT_URI)];
+    let missing = post_form(&app, "/oidc/token", Some(&rp.basic()), &pairs).await;
+    assert_eq!(missing.body["error"], "invalid_grant");
+    let other_redirect = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", "https://rp.example/cb?tenant=1"),
+        ("code_verifier", VERIFIER),
+    ];
+    assert_eq!(
+        post_form(&app, "/oidc/token", Some(&rp.basic()), &other_redirect).await.body["error"],
+        "invalid_grant"
+    );
+    assert_eq!(exchange(&app, &rp, &code, VERIFIER).await.status, StatusCode::OK);
+}
+
+/// A code lives 60 seconds.
+async fn an_expired_code_is_refused(engine: Engine) {
+    let (app, rp, _, code) = signed_in(engine).await;
+    app.advance(time::Duration::seconds(61)).await;
+    assert_eq!(exchange(&app, &rp, &code, VERIFIER).await.body["error"], "invalid_grant");
+}
+
+/// `/oidc/authorize` is public: a bare `login_hint` must never send a push, or it is a
+/// push-bombing endpoint. The client is told to push its request; nobody is prompted.
+async fn a_bare_login_hint_sends_no_push(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let rp = rp(&app, "Acme SSO").await;
+    let mut pairs = request_params(&[]);
+    pairs.push(("client_id", rp.client_id.as_str()));
+    let reply = get(&app, &query("/oidc/authorize", &pairs), None).await;
+    let back = redirect_query(&reply);
+    assert_eq!(param(&back, "error"), Some("invalid_request"));
+    assert_eq!(param(&back, "state"), Some("xyz-state"));
+    assert_eq!(param(&back, "iss"), Some(ISSUER));
+    assert!(reply.headers.get(header::SET_COOKIE).is_none());
+    let pending = signed_get(&app, &phone, "/device/v1/challenges").await;
+    assert_eq!(pending.body["challenges"], json!([]), "no prompt reached the phone");
+    let actions = audit_actions(&app).await;
+    assert!(
+        !actions.iter().any(|(a, _)| a == "challenge.pending" || a == "oidc.sign_in_started"),
+        "{actions:?}"
+    );
+}
+
+/// A redirect URI is matched byte for byte: every near miss gets our error page, never a
+/// redirect (an open redirector would hand codes or errors to an attacker's site).
+async fn redirect_uri_mutations_get_a_page_and_no_location(engine: Engine) {
+    let (app, _key) = app_with_user(engine, "alice").await;
+    let rp = rp(&app, "Acme SSO").await;
+    let mutations = [
+        "https://rp.example/cb/",
+        "https://RP.example/cb",
+        "https://rp.example/CB",
+        "https://rp.example/cb?x=1",
+        "https://rp.example/cb#frag",
+        "https://user@rp.example/cb",
+        "https://rp.example/%63b",
+        "https://rp.example/a/../cb",
+        "https://rp.example/./cb",
+        "https://rp.example:443/cb",
+        "https://rp.example:8443/cb",
+        "http://rp.example/cb",
+        " https://rp.example/cb",
+        "https://rp.example/cb ",
+        "https://rp.example/cb%20",
+        "https://rp.example.evil.test/cb",
+        "https://evil.test/cb",
+        "https://rp.example/cb?tenant=2",
+        "https://rp.example/cb?tenant=1&tenant=1",
+        "https://rp.example//cb",
+    ];
+    for mutated in mutations {
+        let mut pairs = request_params(&[("redirect_uri", mutated)]);
+        pairs.push(("client_id", rp.client_id.as_str()));
+        let reply = get(&app, &query("/oidc/authorize", &pairs), None).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{mutated}: {:?}", reply.body);
+        assert!(reply.headers.get(header::LOCATION).is_none(), "{mutated}");
+        // PAR refuses it too (a JSON error to the client, nothing stored).
+        let pushed = par(&app, &rp, &[("redirect_uri", mutated)]).await;
+        assert_eq!(
+            (pushed.status, pushed.body["error"].clone()),
+            (StatusCode::BAD_REQUEST, json!("invalid_request")),
+            "{mutated}"
+        );
+    }
+    // A duplicated redirect_uri parameter is no match either.
+    let reply = get(
+        &app,
+        &format!(
+            "/oidc/authorize?client_id={}&redirect_uri={REDIRECT_URI}&redirect_uri={REDIRECT_URI}",
+            rp.client_id
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.headers.get(header::LOCATION).is_none());
+    // An unknown client: a page too.
+    let mut pairs = request_params(&[]);
+    pairs.push(("client_id", "AAAAAAAAAAAAAAAAAAAAAA"));
+    let reply = get(&app, &query("/oidc/authorize", &pairs), None).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.headers.get(header::LOCATION).is_none());
+}
+
+/// The sign-in is bound to the browser that started it: a forwarded page link, another
+/// browser's cookie or none at all shows nothing and finishes nothing.
+async fn another_browser_cannot_see_or_finish_the_sign_in(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let _phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let rp = rp(&app, "Acme SSO").await;
+    let uri = request_uri(&app, &rp, &[]).await;
+    let browser = begin(&app, &rp, &uri).await;
+    let forged = format!("{}=AAAA", browser.cookie.split('=').next().unwrap());
+    for cookie in [None, Some(forged.as_str())] {
+        let page = get(&app, &browser.page, cookie).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND);
+        assert!(!page.body.as_str().unwrap().contains("id=\"number\""));
+        let status = get(&app, &format!("{}/status", browser.page), cookie).await;
+        assert_eq!(status.status, StatusCode::NOT_FOUND);
+    }
+    let request = Request::post(format!("{}/finish", browser.page)).header(header::COOKIE, &forged);
+    assert_eq!(app.send(request.body(Body::empty()).unwrap()).await.status, StatusCode::NOT_FOUND);
+    // A post from another site's page is refused even with the cookie.
+    let request = Request::post(format!("{}/finish", browser.page))
+        .header(header::COOKIE, &browser.cookie)
+        .header(header::ORIGIN, "https://evil.test");
+    assert_eq!(app.send(request.body(Body::empty()).unwrap()).await.status, StatusCode::FORBIDDEN);
+    // A pushed request is used once.
+    let again =
+        get(&app, &query("/oidc/authorize", &[("client_id", &rp.client_id), ("request_uri", &uri)]), None)
+            .await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    assert!(again.headers.get(header::LOCATION).is_none());
+}
+
+/// The phone says no: the client gets `access_denied`, with state and iss; nothing to redeem.
+async fn a_denied_push_sends_access_denied(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let mut phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let rp = rp(&app, "Acme SSO").await;
+    let uri = request_uri(&app, &rp, &[]).await;
+    let browser = begin(&app, &rp, &uri).await;
+    assert_eq!(shown_number(&app, &browser).await.len(), 3);
+    assert_eq!(phone_answers(&app, &mut phone, "", Decision::Deny).await["outcome"], "denied");
+    let back = redirect_query(&finish(&app, &browser).await);
+    assert_eq!(param(&back, "error"), Some("access_denied"));
+    assert_eq!((param(&back, "state"), param(&back, "iss")), (Some("xyz-state"), Some(ISSUER)));
+    assert!(param(&back, "code").is_none());
+    // Over: the page says so, a second finish changes nothing.
+    assert_eq!(get(&app, &browser.page, Some(&browser.cookie)).await.status, StatusCode::GONE);
+    assert_eq!(finish(&app, &browser).await.status, StatusCode::GONE);
+}
+
+/// Before the phone answers, finishing is refused and nothing is issued.
+async fn an_unanswered_sign_in_cannot_finish(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let _phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let rp = rp(&app, "Acme SSO").await;
+    let uri = request_uri(&app, &rp, &[]).await;
+    let browser = begin(&app, &rp, &uri).await;
+    assert_eq!(finish(&app, &browser).await.status, StatusCode::CONFLICT);
+    assert_eq!(get(&app, &browser.page, Some(&browser.cookie)).await.status, StatusCode::OK, "still open");
+}
+
+/// What PAR refuses, each with an RFC 6749 code and nothing stored.
+async fn pushed_requests_are_checked(engine: Engine) {
+    let (app, _key) = app_with_user(engine, "alice").await;
+    let rp = rp(&app, "Acme SSO").await;
+    let unauthenticated = post_form(&app, "/oidc/par", None, &request_params(&[])).await;
+    assert_eq!(
+        (unauthenticated.status, unauthenticated.body["error"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("invalid_client"))
+    );
+    let wrong_secret = Rp { client_id: rp.client_id.clone(), secret: "nope".into() };
+    assert_eq!(par(&app, &wrong_secret, &[]).await.body["error"], "invalid_client");
+    for (extra, error) in [
+        (&[("login_hint", "")][..], "invalid_request"),
+        (&[("code_challenge_method", "plain")][..], "invalid_request"),
+        (&[("code_challenge_method", ""), ("code_challenge", "")][..], "invalid_request"),
+        (&[("scope", "profile")][..], "invalid_scope"),
+        (&[("response_type", "token")][..], "unsupported_response_type"),
+        (&[("request_uri", "urn:ietf:params:oauth:request_uri:x")][..], "invalid_request"),
+        (&[("request", "eyJhbGciOiJub25lIn0.e30.")][..], "request_not_supported"),
+        (&[("prompt", "none")][..], "login_required"),
+        (&[("client_id", "AAAAAAAAAAAAAAAAAAAAAA")][..], "invalid_request"),
+    ] {
+        let reply = par(&app, &rp, extra).await;
+        assert_eq!(reply.body["error"], error, "{extra:?}: {:?}", reply.body);
+        assert!(reply.status.is_client_error(), "{extra:?}");
+    }
+    let not_a_form = app
+        .send(
+            Request::post("/oidc/par")
+                .header(header::AUTHORIZATION, rp.basic())
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(not_a_form.body["error"], "invalid_request");
+    let repeated = post_form(&app, "/oidc/par", Some(&rp.basic()), &[("state", "a"), ("state", "b")]).await;
+    assert_eq!(repeated.body["error"], "invalid_request");
+    let pushed: Vec<_> =
+        audit_actions(&app).await.into_iter().filter(|(a, _)| a == "oidc.request_pushed").collect();
+    assert!(pushed.is_empty(), "nothing was pushed: {pushed:?}");
+}
+
+/// Unknown users and users with no factor look alike, and nobody is prompted.
+async fn an_unknown_user_is_refused_like_one_without_a_factor(engine: Engine) {
+    let (app, _key) = app_with_user(engine, "alice").await;
+    let rp = rp(&app, "Acme SSO").await;
+    let mut pages = Vec::new();
+    for user in ["alice", "nobody"] {
+        let uri = request_uri(&app, &rp, &[("login_hint", user)]).await;
+        let reply = get(
+            &app,
+            &query("/oidc/authorize", &[("client_id", &rp.client_id), ("request_uri", &uri)]),
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{user}");
+        let html = reply.body.as_str().unwrap().to_owned();
+        assert!(html.contains("error=access_denied"), "a way back to the client: {html}");
+        pages.push(html);
+    }
+    assert_eq!(pages[0], pages[1], "no enumeration");
+}
+
+/// `acr_values=phr` allows only a passkey: the page runs the passkey ceremony (no number, no
+/// push), and the ID token says `phr`.
+async fn acr_phr_signs_in_with_a_passkey_only(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let mut soft_key = SoftKey::new();
+    let begun = app.state.passkeys.create_operator_link("alice", true, None).await.unwrap();
+    let url = begun.url.expose_secret().to_owned();
+    let code = url.strip_prefix(&format!("{ORIGIN}/passkeys/enroll?code=")).unwrap().to_owned();
+    let options =
+        app.device_post("/passkeys/enroll/options", json!({ "code": code }).to_string().as_bytes()).await;
+    let credential = soft_key.create(&options.body["public_key"]).await;
+    let body = json!({ "code": code, "credential": credential }).to_string();
+    assert_eq!(
+        app.device_post("/passkeys/enroll/credential", body.as_bytes()).await.status,
+        StatusCode::CREATED
+    );
+
+    let rp = rp(&app, "Acme SSO").await;
+    let uri = request_uri(&app, &rp, &[("acr_values", "phr")]).await;
+    let browser = begin(&app, &rp, &uri).await;
+    let page = get(&app, &browser.page, Some(&browser.cookie)).await;
+    let html = page.body.as_str().unwrap();
+    assert!(!html.contains(r#"id="number""#), "no number for a passkey sign-in");
+    let start = html.find(r#"data-token=""#).unwrap() + r#"data-token=""#.len();
+    let token = &html[start..start + html[start..].find('"').unwrap()];
+    let pending = signed_get(&app, &phone, "/device/v1/challenges").await;
+    assert_eq!(pending.body["challenges"], json!([]), "no push for acr=phr");
+
+    let options =
+        app.device_post("/passkeys/sign-in/options", json!({ "token": token }).to_string().as_bytes()).await;
+    let assertion = soft_key.get(&options.body["public_key"]).await;
+    let body = json!({ "token": token, "credential": assertion }).to_string();
+    assert_eq!(
+        app.device_post("/passkeys/sign-in/assertion", body.as_bytes()).await.body["state"],
+        "approved"
+    );
+    let query = redirect_query(&finish(&app, &browser).await);
+    let tokens = exchange(&app, &rp, param(&query, "code").unwrap(), VERIFIER).await;
+    let claims = verify(&app, tokens.body["id_token"].as_str().unwrap(), &rp.client_id).await;
+    assert_eq!((claims["acr"].clone(), claims["amr"].clone()), (json!("phr"), json!(["mfa", "user"])));
+}
+
+/// The discovery document names this issuer byte for byte, and only what is served.
+async fn discovery_names_the_issuer_and_what_is_served(engine: Engine) {
+    let (app, _key) = app_with_user(engine, "alice").await;
+    let doc = app.get("/.well-known/openid-configuration", None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert_eq!(doc.body["issuer"], ISSUER);
+    assert_eq!(doc.body["jwks_uri"], format!("{ISSUER}/oidc/jwks"));
+    assert_eq!(doc.body["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(doc.body["response_types_supported"], json!(["code"]));
+    assert_eq!(doc.body["require_pushed_authorization_requests"], true);
+    assert_eq!(doc.body["authorization_response_iss_parameter_supported"], true);
+    assert!(
+        doc.body.get("refresh_token").is_none()
+            && !doc.body["grant_types_supported"].to_string().contains("refresh")
+    );
+    for endpoint in [
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "pushed_authorization_request_endpoint",
+    ] {
+        let url = doc.body[endpoint].as_str().unwrap();
+        let path = url.strip_prefix(ISSUER).unwrap();
+        let probe = app.get(path, None).await;
+        assert_ne!(probe.status, StatusCode::NOT_FOUND, "{endpoint} is served");
+    }
+    let verifier = URL_SAFE_NO_PAD.encode([7u8; 32]);
+    assert!(!countersign::oidc::authorization::pkce_matches(&verifier, CHALLENGE));
+}
+
+on_both_engines!(
+    the_code_flow_signs_alice_in_with_a_number_on_her_phone,
+    a_second_redemption_revokes_what_the_first_issued,
+    a_code_of_client_a_is_refused_to_client_b,
+    the_code_needs_its_pkce_verifier,
+    an_expired_code_is_refused,
+    a_bare_login_hint_sends_no_push,
+    redirect_uri_mutations_get_a_page_and_no_location,
+    another_browser_cannot_see_or_finish_the_sign_in,
+    a_denied_push_sends_access_denied,
+    an_unanswered_sign_in_cannot_finish,
+    pushed_requests_are_checked,
+    an_unknown_user_is_refused_like_one_without_a_factor,
+    acr_phr_signs_in_with_a_passkey_only,
+    discovery_names_the_issuer_and_what_is_served,
+);
