@@ -24,8 +24,9 @@ use crate::fatigue::service::FatigueService;
 use crate::http::{ApiError, Code, ErrorBody};
 use crate::oidc::client_auth::{ClientAuthSettings, ClientAuthenticator};
 use crate::oidc::client_jwks::{ClientJwksFetcher, JwksFetchSettings};
-use crate::oidc::flow::{Factors, OidcFlow, OidcSettings, TOKEN_PATH};
+use crate::oidc::flow::{Clients, Factors, OidcFlow, OidcSettings, TOKEN_PATH};
 use crate::oidc::keys::{KeyTimings, SigningKeys};
+use crate::oidc::upstream::{Upstream, UpstreamIssuers};
 use crate::passkeys::model::WebauthnSettings;
 use crate::passkeys::service::{PasskeyService, SignInSettings};
 use crate::secrets::MasterKey;
@@ -33,6 +34,16 @@ use crate::startup::StartupError;
 use crate::store::{Store, UserStore};
 use crate::users::service::UserService;
 use crate::{api_keys, challenges, devices, factors, fatigue, middleware, oidc, pages, passkeys, users};
+
+/// What the capabilities are configured with.
+#[derive(Debug)]
+pub struct ServiceSettings {
+    pub devices: DeviceSettings,
+    pub challenges: ChallengeSettings,
+    pub webauthn: Arc<WebauthnSettings>,
+    /// OIDC upstream issuers whose `id_token_hint` may name the user to prompt.
+    pub upstream: Vec<Upstream>,
+}
 
 /// Everything a handler may need; cheap to clone. Handlers call the services; the store is
 /// here for the edge (the API-key extractor, readiness, metrics) and the background tasks.
@@ -60,11 +71,11 @@ impl AppState {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         master: Arc<MasterKey>,
-        device_settings: DeviceSettings,
-        challenge_settings: ChallengeSettings,
-        webauthn: Arc<WebauthnSettings>,
+        settings: ServiceSettings,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, StartupError> {
+        let ServiceSettings { devices: device_settings, challenges: challenge_settings, webauthn, upstream } =
+            settings;
         let server_key =
             Arc::new(ServerSigningKey::load_or_create(store.as_ref(), &master, clock.as_ref()).await?);
         let signing_keys = Arc::new(
@@ -104,18 +115,20 @@ impl AppState {
         let sign_in = SignInSettings { waiters: Arc::clone(&challenges.waiters), ..sign_in };
         let passkeys =
             Arc::new(PasskeyService::new(Arc::clone(&store), Arc::clone(&clock), webauthn, sign_in));
+        let fetcher = Arc::new(ClientJwksFetcher::new(Arc::clone(&clock), JwksFetchSettings::default())?);
         let client_auth = ClientAuthenticator::new(
             Arc::clone(&store),
             Arc::clone(&clock),
-            ClientJwksFetcher::new(Arc::clone(&clock), JwksFetchSettings::default())?,
+            Arc::clone(&fetcher),
             ClientAuthSettings::new(oidc_settings.issuer.clone(), oidc_settings.endpoint(TOKEN_PATH)),
         );
+        let upstream = UpstreamIssuers::new(upstream, fetcher);
         let oidc = Arc::new(OidcFlow::new(
             Arc::clone(&store),
             Arc::clone(&clock),
             master,
             Arc::clone(&signing_keys),
-            client_auth,
+            Clients { auth: client_auth, upstream },
             Factors { challenges: Arc::clone(&challenges), passkeys: Arc::clone(&passkeys) },
             oidc_settings,
         ));

@@ -61,6 +61,9 @@ pub struct Config {
     /// the public URL's host and origin (`localhost` for a loopback address).
     #[serde(default)]
     pub webauthn: crate::passkeys::model::WebauthnConfig,
+    /// The OIDC provider (`[[oidc.upstream]]`: issuers whose `id_token_hint` names the user).
+    #[serde(default)]
+    pub oidc: crate::oidc::upstream::OidcConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -387,6 +390,7 @@ impl Config {
             public_url.as_ref().map_or_else(|| format!("http://{listen}"), |u| u.as_str().to_owned());
         crate::passkeys::model::WebauthnSettings::resolve(&self.webauthn, &url_for_check)
             .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
+        self.oidc.resolve().map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         Ok(Settings {
             listen,
             log_format: self.log_format,
@@ -409,6 +413,7 @@ impl Config {
             number_digits: self.challenges.number_digits,
             enrollment_ttl: time::Duration::seconds(self.devices.enrollment_ttl_secs as i64),
             webauthn: self.webauthn,
+            oidc: self.oidc,
         })
     }
 }
@@ -439,6 +444,7 @@ pub struct Settings {
     pub fatigue: crate::fatigue::model::Policy,
     pub alerts: crate::alerts::AlertsConfig,
     pub webauthn: crate::passkeys::model::WebauthnConfig,
+    pub oidc: crate::oidc::upstream::OidcConfig,
 }
 
 impl Settings {

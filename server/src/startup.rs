@@ -17,13 +17,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::alerts::{AlertDelivery, Webhook};
-use crate::app::{AppState, HttpLimits, build_app};
+use crate::app::{AppState, HttpLimits, ServiceSettings, build_app};
 use crate::challenges::service::ChallengeSettings;
 use crate::challenges::worker::Worker;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
 use crate::devices::server_key::ServerKeyError;
 use crate::devices::service::DeviceSettings;
+use crate::oidc::upstream::Upstream;
 use crate::passkeys::model::WebauthnSettings;
 use crate::push::PushSender;
 use crate::secrets::MasterKey;
@@ -55,6 +56,8 @@ pub struct AppSettings {
     pub challenges: ChallengeSettings,
     /// The WebAuthn relying party (RP ID, origins, allowed authenticators).
     pub webauthn: Arc<WebauthnSettings>,
+    /// OIDC upstream issuers (`[[oidc.upstream]]`).
+    pub upstream: Vec<Upstream>,
     pub limits: HttpLimits,
     /// How long in-flight requests may run on after the shutdown signal.
     pub shutdown_grace: Duration,
@@ -68,6 +71,8 @@ impl AppSettings {
     pub fn from_settings(settings: &Settings, public_url: ServerUrl) -> Result<Self, ConfigError> {
         let webauthn = WebauthnSettings::resolve(&settings.webauthn, public_url.as_str())
             .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
+        let upstream =
+            settings.oidc.resolve().map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         Ok(Self {
             devices: DeviceSettings {
                 public_url,
@@ -83,6 +88,7 @@ impl AppSettings {
                 ..ChallengeSettings::default()
             },
             webauthn: Arc::new(webauthn),
+            upstream,
             limits: HttpLimits {
                 body_limit_bytes: settings.body_limit_bytes,
                 request_timeout: settings.request_timeout,
@@ -171,16 +177,13 @@ impl Application {
     /// assembles the router.
     pub async fn build(deps: Dependencies, settings: AppSettings) -> Result<Self, StartupError> {
         let Dependencies { store, clock, master, metrics, push, alert_webhook } = deps;
-        let state = AppState::new(
-            store,
-            clock,
-            master,
-            settings.devices,
-            settings.challenges,
-            settings.webauthn,
-            metrics,
-        )
-        .await?;
+        let services = ServiceSettings {
+            devices: settings.devices,
+            challenges: settings.challenges,
+            webauthn: settings.webauthn,
+            upstream: settings.upstream,
+        };
+        let state = AppState::new(store, clock, master, services, metrics).await?;
         let tasks = start_tasks(&state, settings.tasks, push, alert_webhook).await?;
         let router = build_app(state.clone(), settings.limits);
         Ok(Self { router, state, shutdown_grace: settings.shutdown_grace, _tasks: tasks })

@@ -597,7 +597,7 @@ async fn discovery_names_the_issuer_and_what_is_served(engine: Engine) {
     assert_eq!(doc.body["issuer"], ISSUER);
     assert_eq!(doc.body["jwks_uri"], format!("{ISSUER}/oidc/jwks"));
     assert_eq!(doc.body["code_challenge_methods_supported"], json!(["S256"]));
-    assert_eq!(doc.body["response_types_supported"], json!(["code"]));
+    assert_eq!(doc.body["response_types_supported"], json!(["code", "id_token"]));
     assert_eq!(doc.body["require_pushed_authorization_requests"], true);
     assert_eq!(doc.body["authorization_response_iss_parameter_supported"], true);
     assert!(

@@ -144,6 +144,9 @@ pub enum Action {
     /// A code was refused at the token endpoint (another client's, wrong PKCE verifier or
     /// redirect URI, expired); a second use of a redeemed code also revokes what it issued.
     OidcCodeRefused,
+    /// An upstream issuer's `id_token_hint` was refused (does not verify, unknown issuer for
+    /// the client, too old, used before): nobody was prompted.
+    OidcHintRefused,
 }
 
 impl Action {
@@ -183,6 +186,7 @@ impl Action {
             Action::OidcSignInFinished => "oidc.sign_in_finished",
             Action::OidcTokensIssued => "oidc.tokens_issued",
             Action::OidcCodeRefused => "oidc.code_refused",
+            Action::OidcHintRefused => "oidc.hint_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;
                 match state {

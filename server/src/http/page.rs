@@ -25,8 +25,11 @@ pub fn with_page_headers<S: Clone + Send + Sync + 'static>(router: Router<S>) ->
 }
 
 fn add_page_headers(headers: &mut HeaderMap) {
+    // A page that must post elsewhere (an OAuth form post) sets its own, equally strict policy.
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     for (name, value) in [
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::CACHE_CONTROL, "no-store"),
@@ -46,4 +49,9 @@ pub fn html(status: StatusCode, page: &impl Template) -> Result<Response, ApiErr
 pub fn shown_time(at: time::OffsetDateTime) -> (String, String) {
     let rfc3339 = at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     (rfc3339, format!("{:02}:{:02} UTC", at.hour(), at.minute()))
+}
+
+/// The policy of a page whose only form posts to `origin` (`scheme://host[:port]`).
+pub fn content_security_policy_posting_to(origin: &str) -> String {
+    CONTENT_SECURITY_POLICY.replace("form-action 'self'", &format!("form-action {origin}"))
 }

@@ -24,6 +24,10 @@ pub const ACR_PHISHING_RESISTANT: &str = "phr";
 pub const ACR_PHISHING_RESISTANT_HARDWARE: &str = "phrh";
 /// `acr` of a number-matched push approved with the phone's device key.
 pub const ACR_NUMBER_MATCHED_PUSH: &str = "urn:countersign:acr:push:number-matching";
+/// Microsoft Entra's `acr` values for an external method (by factor type), those a possession
+/// factor meets: both a number-matched push (the phone's key) and a passkey are possession.
+pub const ENTRA_POSSESSION_ACRS: [&str; 4] =
+    ["possession", "possessionorinherence", "knowledgeorpossession", "knowledgeorpossessionorinherence"];
 
 /// Longest `state`, `nonce` or hint accepted: enough for any real client, small enough to keep
 /// stored requests and URLs bounded.
@@ -141,15 +145,27 @@ pub enum FactorPolicy {
     PasskeyOnly,
 }
 
-/// A validated authorization request (`response_type=code`, PKCE `S256`).
+/// What the client gets back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseKind {
+    /// `response_type=code`: a code in the redirect's query, PKCE `S256` required.
+    Code,
+    /// `response_type=id_token` with `response_mode=form_post` and an `id_token_hint`: the
+    /// Microsoft Entra external method profile; the ID token is posted back by form.
+    IdToken,
+}
+
+/// A validated authorization request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationRequest {
     pub target: Target,
+    pub response: ResponseKind,
     pub scope: Vec<String>,
     pub state: Option<String>,
     pub nonce: Option<String>,
-    /// `BASE64URL(SHA256(code_verifier))`, 43 characters.
-    pub code_challenge: String,
+    /// `BASE64URL(SHA256(code_verifier))`, 43 characters (the code flow only).
+    pub code_challenge: Option<String>,
     pub prompt: Prompt,
     pub max_age: Option<u32>,
     /// The requested `acr` values, in the client's order of preference.
@@ -157,6 +173,8 @@ pub struct AuthorizationRequest {
     /// Whether the requested `acr` is essential (a `claims` request): then the ID token must
     /// carry one of them or the sign-in fails.
     pub acr_essential: bool,
+    /// The `amr` values a `claims` request lists (Entra: the methods it accepts).
+    pub amr_values: Vec<String>,
     pub login_hint: Option<String>,
     pub id_token_hint: Option<String>,
 }
@@ -198,9 +216,18 @@ impl AuthorizationRequest {
                 "`request_uri` must be resolved before validation",
             ));
         }
-        match params.get("response_type") {
-            Some("code") => {}
-            Some(other) => {
+        let response = match (params.get("response_type"), params.get("response_mode")) {
+            (Some("code"), None | Some("query")) => ResponseKind::Code,
+            (Some("code"), Some(_)) => {
+                return Err(OAuthError::invalid_request("`response_mode` must be `query` for the code flow"));
+            }
+            (Some("id_token"), Some("form_post")) => ResponseKind::IdToken,
+            (Some("id_token"), _) => {
+                return Err(OAuthError::invalid_request(
+                    "`response_type=id_token` is served with `response_mode=form_post` only",
+                ));
+            }
+            (Some(other), _) => {
                 return Err(error(
                     OAuthErrorCode::UnsupportedResponseType,
                     format!(
@@ -209,18 +236,16 @@ impl AuthorizationRequest {
                     ),
                 ));
             }
-            None => return Err(OAuthError::invalid_request("`response_type` is required")),
-        }
-        match params.get("response_mode") {
-            None | Some("query") => {}
-            Some(_) => {
-                return Err(OAuthError::invalid_request("`response_mode` must be `query` for the code flow"));
-            }
-        }
+            (None, _) => return Err(OAuthError::invalid_request("`response_type` is required")),
+        };
         let scope = scope(params)?;
         let state = bounded(params, "state", MAX_STATE_LEN)?.map(str::to_owned);
         let nonce = bounded(params, "nonce", MAX_NONCE_LEN)?.map(str::to_owned);
-        let code_challenge = code_challenge(params)?;
+        let code_challenge = match response {
+            ResponseKind::Code => Some(code_challenge(params)?),
+            // The ID token goes straight back by form: no code to bind a verifier to.
+            ResponseKind::IdToken => None,
+        };
         let prompt = prompt(params)?;
         let max_age = match params.get("max_age") {
             None => None,
@@ -228,11 +253,17 @@ impl AuthorizationRequest {
                 OAuthError::invalid_request("`max_age` must be a non-negative integer of seconds")
             })?),
         };
-        let (acr_values, acr_essential) = acr(params)?;
+        let (acr_values, acr_essential, amr_values) = acr(params)?;
         let login_hint = bounded(params, "login_hint", MAX_HINT_LEN)?.map(str::to_owned);
         let id_token_hint = bounded(params, "id_token_hint", MAX_HINT_LEN)?.map(str::to_owned);
+        if response == ResponseKind::IdToken && (id_token_hint.is_none() || nonce.is_none()) {
+            return Err(OAuthError::invalid_request(
+                "`response_type=id_token` needs `id_token_hint` and `nonce`",
+            ));
+        }
         Ok(Self {
             target,
+            response,
             scope,
             state,
             nonce,
@@ -241,6 +272,7 @@ impl AuthorizationRequest {
             max_age,
             acr_values,
             acr_essential,
+            amr_values,
             login_hint,
             id_token_hint,
         })
@@ -255,12 +287,6 @@ impl AuthorizationRequest {
         } else {
             FactorPolicy::Any
         }
-    }
-
-    /// The `acr` to put in the ID token for a sign-in with `passkey` (or a push): the
-    /// requested one it satisfies, or what it is.
-    pub fn acr_for(&self, passkey: bool) -> &'static str {
-        if passkey { ACR_PHISHING_RESISTANT } else { ACR_NUMBER_MATCHED_PUSH }
     }
 }
 
@@ -331,54 +357,55 @@ fn prompt(params: &Params) -> Result<Prompt, OAuthError> {
     Ok(prompt)
 }
 
-/// `acr_values` (voluntary) or `claims.id_token.acr` (essential, with `value` or `values`).
-fn acr(params: &Params) -> Result<(Vec<String>, bool), OAuthError> {
+/// `acr_values` (voluntary) or `claims.id_token.acr` (essential, with `value` or `values`), and
+/// the `amr` values `claims.id_token.amr` lists.
+fn acr(params: &Params) -> Result<(Vec<String>, bool, Vec<String>), OAuthError> {
     let voluntary: Vec<String> = bounded(params, "acr_values", MAX_SCOPE_LEN)?
         .map(|raw| raw.split(' ').filter(|v| !v.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default();
-    let Some(claims) = bounded(params, "claims", MAX_CLAIMS_LEN)? else { return Ok((voluntary, false)) };
+    let Some(claims) = bounded(params, "claims", MAX_CLAIMS_LEN)? else {
+        return Ok((voluntary, false, Vec::new()));
+    };
     let claims: serde_json::Value = serde_json::from_str(claims)
         .map_err(|_| OAuthError::invalid_request("`claims` is not a JSON object"))?;
     let Some(object) = claims.as_object() else {
         return Err(OAuthError::invalid_request("`claims` is not a JSON object"));
     };
+    let amr = requested_values(object.get("id_token").and_then(|id_token| id_token.get("amr")))?;
     let acr = object.get("id_token").and_then(|id_token| id_token.get("acr"));
-    let Some(acr) = acr.filter(|a| !a.is_null()) else { return Ok((voluntary, false)) };
+    let Some(acr) = acr.filter(|a| !a.is_null()) else { return Ok((voluntary, false, amr)) };
     let essential = acr.get("essential").and_then(serde_json::Value::as_bool).unwrap_or(false);
-    let mut requested: Vec<String> = Vec::new();
-    if let Some(value) = acr.get("value") {
-        requested.push(
-            value
-                .as_str()
-                .ok_or_else(|| OAuthError::invalid_request("`claims` acr value is not a string"))?
-                .to_owned(),
-        );
-    }
-    if let Some(values) = acr.get("values") {
-        let values = values
-            .as_array()
-            .ok_or_else(|| OAuthError::invalid_request("`claims` acr values is not an array"))?;
-        for value in values {
-            requested.push(
-                value
-                    .as_str()
-                    .ok_or_else(|| OAuthError::invalid_request("`claims` acr value is not a string"))?
-                    .to_owned(),
-            );
-        }
-    }
+    let requested = requested_values(Some(acr))?;
     if requested.is_empty() {
-        return Ok((voluntary, false));
+        return Ok((voluntary, false, amr));
     }
     if essential && !requested.iter().any(|acr| is_supported_acr(acr)) {
         return Err(OAuthError::invalid_request("none of the essential `acr` values can be met here"));
     }
-    Ok((requested, essential))
+    Ok((requested, essential, amr))
+}
+
+/// The `value` and `values` of one claim's request (OIDC Core §5.5.1), as strings.
+fn requested_values(claim: Option<&serde_json::Value>) -> Result<Vec<String>, OAuthError> {
+    let Some(claim) = claim.filter(|c| !c.is_null()) else { return Ok(Vec::new()) };
+    let not_a_string = || OAuthError::invalid_request("a `claims` value is not a string");
+    let mut values = Vec::new();
+    if let Some(value) = claim.get("value") {
+        values.push(value.as_str().ok_or_else(not_a_string)?.to_owned());
+    }
+    if let Some(list) = claim.get("values") {
+        let list =
+            list.as_array().ok_or_else(|| OAuthError::invalid_request("`claims` values is not an array"))?;
+        for value in list {
+            values.push(value.as_str().ok_or_else(not_a_string)?.to_owned());
+        }
+    }
+    Ok(values)
 }
 
 /// An `acr` value Countersign can assert.
 pub fn is_supported_acr(acr: &str) -> bool {
-    acr == ACR_PHISHING_RESISTANT || acr == ACR_NUMBER_MATCHED_PUSH
+    acr == ACR_PHISHING_RESISTANT || acr == ACR_NUMBER_MATCHED_PUSH || ENTRA_POSSESSION_ACRS.contains(&acr)
 }
 
 /// Whether `verifier` (RFC 7636 §4.1: 43–128 characters of `[A-Za-z0-9-._~]`) hashes to

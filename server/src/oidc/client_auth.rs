@@ -284,7 +284,7 @@ fn presented<'a>(credentials: &ClientCredentials<'a>) -> Result<Presented<'a>, C
 pub struct ClientAuthenticator {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    jwks: ClientJwksFetcher,
+    jwks: Arc<ClientJwksFetcher>,
     settings: ClientAuthSettings,
 }
 
@@ -292,7 +292,7 @@ impl ClientAuthenticator {
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        jwks: ClientJwksFetcher,
+        jwks: Arc<ClientJwksFetcher>,
         settings: ClientAuthSettings,
     ) -> Self {
         Self { store, clock, jwks, settings }
@@ -378,6 +378,7 @@ impl ClientAuthenticator {
             max_lifetime: self.settings.max_assertion_lifetime,
             leeway: self.settings.leeway,
             require_jti: true,
+            expired_grace: Duration::ZERO,
         };
         let header = jose::read_header(assertion, &policy).map_err(ClientAuthError::BadAssertion)?;
         let fetched;

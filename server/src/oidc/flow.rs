@@ -19,12 +19,13 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
 
-use super::authorization::{AuthorizationRequest, FactorPolicy, Params, Target, TargetError};
+use super::authorization::{AuthorizationRequest, FactorPolicy, Params, ResponseKind, Target, TargetError};
 use super::client_auth::{ClientAuthenticator, ClientCredentials};
 use super::clients::{Client, ClientId};
 use super::keys::SigningKeys;
 use super::oauth_error::{OAuthError, OAuthErrorCode};
-use super::tokens::{Grant, Proof};
+use super::tokens::{Grant, ID_TOKEN_TYP, Issue, Proof};
+use super::upstream::UpstreamIssuers;
 use crate::api_keys::Scopes;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::audit::{Action, Actor, AuditEvent, Subject};
@@ -90,6 +91,35 @@ pub struct ErrorRedirect {
     pub redirect_uri: String,
     pub state: Option<String>,
     pub error: OAuthError,
+    /// Posted back by form (`response_mode=form_post`) rather than in the query.
+    pub form_post: bool,
+}
+
+/// Where a finished sign-in sends the browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A 303 to this URL (the code flow, and its errors).
+    Redirect(String),
+    /// A form posted to `action` with `fields` (`response_mode=form_post`).
+    FormPost { action: String, fields: Vec<(String, String)> },
+}
+
+impl ErrorRedirect {
+    /// The answer carrying this error, with `state` and `iss` (RFC 9207).
+    pub fn answer(&self, issuer: &str) -> Result<Answer, InternalError> {
+        if self.form_post {
+            let mut fields = vec![
+                ("error".to_owned(), self.error.code.as_str().to_owned()),
+                ("error_description".to_owned(), self.error.description.clone()),
+            ];
+            if let Some(state) = &self.state {
+                fields.push(("state".to_owned(), state.clone()));
+            }
+            fields.push(("iss".to_owned(), issuer.to_owned()));
+            return Ok(Answer::FormPost { action: self.redirect_uri.clone(), fields });
+        }
+        error_location(self, issuer).map(Answer::Redirect)
+    }
 }
 
 /// Why `/oidc/authorize` did not start a sign-in.
@@ -169,14 +199,26 @@ impl From<StoreError> for SignInError {
 struct StoredRequest {
     /// The user as named when the sign-in began.
     username: String,
+    /// An upstream hint's `sub`, which the ID token must carry back.
+    subject: Option<String>,
+    response: ResponseKind,
+    amr_values: Vec<String>,
     redirect_uri: String,
     state: Option<String>,
     nonce: Option<String>,
-    code_challenge: String,
+    code_challenge: Option<String>,
     scope: Vec<String>,
     acr_values: Vec<String>,
     acr_essential: bool,
     proof: Proof,
+}
+
+/// Who may ask: clients (authenticated at PAR and token) and the upstream issuers whose hints
+/// name a user on a client's behalf.
+#[derive(Debug)]
+pub struct Clients {
+    pub auth: ClientAuthenticator,
+    pub upstream: UpstreamIssuers,
 }
 
 /// How users are asked: a number-matched push, or a passkey.
@@ -193,6 +235,7 @@ pub struct OidcFlow {
     master: Arc<MasterKey>,
     pub(super) keys: Arc<SigningKeys>,
     pub(super) clients: ClientAuthenticator,
+    upstream: UpstreamIssuers,
     challenges: Arc<ChallengeService>,
     passkeys: Arc<PasskeyService>,
     pub(super) settings: OidcSettings,
@@ -204,12 +247,13 @@ impl OidcFlow {
         clock: Arc<dyn Clock>,
         master: Arc<MasterKey>,
         keys: Arc<SigningKeys>,
-        clients: ClientAuthenticator,
+        clients: Clients,
         factors: Factors,
         settings: OidcSettings,
     ) -> Self {
         let Factors { challenges, passkeys } = factors;
-        Self { store, clock, master, keys, clients, challenges, passkeys, settings }
+        let Clients { auth: clients, upstream } = clients;
+        Self { store, clock, master, keys, clients, upstream, challenges, passkeys, settings }
     }
 
     pub fn settings(&self) -> &OidcSettings {
@@ -288,8 +332,14 @@ impl OidcFlow {
             .check_redirect_uri(client.redirect_uri_matches(&target.redirect_uri))
             .map_err(AuthorizeFailure::Page)?;
         let state = params.get("state").map(str::to_owned);
+        let form_post = params.get("response_mode") == Some("form_post");
         let back = |error: OAuthError| {
-            Box::new(ErrorRedirect { redirect_uri: target.redirect_uri.clone(), state: state.clone(), error })
+            Box::new(ErrorRedirect {
+                redirect_uri: target.redirect_uri.clone(),
+                state: state.clone(),
+                error,
+                form_post,
+            })
         };
         if params.get("request").is_some() {
             let error = OAuthError::new(
@@ -300,9 +350,18 @@ impl OidcFlow {
         }
         let request = AuthorizationRequest::validate(target.clone(), &params)
             .map_err(|e| AuthorizeFailure::Redirect(back(e)))?;
-        // Only an authenticated request may name whom to prompt: a bare login_hint prompts nobody.
-        let hint = match (&request.login_hint, pushed) {
-            (Some(hint), true) => hint.clone(),
+        // Only an authenticated request may name whom to prompt: a pushed request's login_hint, or
+        // a configured upstream issuer's signed hint. A bare login_hint prompts nobody.
+        let (hint, subject) = match (&request.id_token_hint, &request.login_hint, pushed) {
+            (Some(id_token_hint), _, _) => match self.upstream_hint(&client, id_token_hint).await? {
+                Ok(hint) => (hint.username, Some(hint.subject)),
+                Err(reason) => {
+                    let error =
+                        OAuthError::invalid_request(format!("the id_token_hint is refused ({reason})"));
+                    return Err(AuthorizeFailure::Redirect(back(error)));
+                }
+            },
+            (None, Some(hint), true) => (hint.clone(), None),
             _ => {
                 let error = OAuthError::invalid_request(format!(
                     "push the request to {PAR_PATH} (client-authenticated) and send its request_uri: this provider prompts only a user the client vouched for"
@@ -362,6 +421,9 @@ impl OidcFlow {
         };
         let stored = StoredRequest {
             username: user.username.clone(),
+            subject,
+            response: request.response,
+            amr_values: request.amr_values.clone(),
             redirect_uri: request.target.redirect_uri.clone(),
             state: request.state.clone(),
             nonce: request.nonce.clone(),
@@ -540,13 +602,13 @@ impl OidcFlow {
     }
 
     /// `POST /oidc/sign-in/{id}/finish`: once the challenge is decided, ends the sign-in and
-    /// answers where to send the browser: back to the client with a code (approved) or with
-    /// `access_denied`. Exactly once.
+    /// answers where to send the browser: back to the client with a code (or, for the Entra
+    /// profile, a posted ID token) when approved, else with `access_denied`. Exactly once.
     pub async fn finish(
         &self,
         id: AuthorizationId,
         browser_secret: Option<&str>,
-    ) -> Result<String, SignInError> {
+    ) -> Result<Answer, SignInError> {
         let record = self.bound(id, browser_secret).await?;
         if record.finished_at.is_some() {
             return Err(SignInError::Finished);
@@ -557,10 +619,11 @@ impl OidcFlow {
         let challenge =
             self.store.challenge_by_id(record.challenge_id).await?.ok_or(SignInError::NotFound)?;
         let now = self.clock.now();
-        let back = |error: OAuthError| ErrorRedirect {
+        let denied = |why: &str| ErrorRedirect {
             redirect_uri: stored.redirect_uri.clone(),
             state: stored.state.clone(),
-            error,
+            error: OAuthError::new(OAuthErrorCode::AccessDenied, why),
+            form_post: stored.response == ResponseKind::IdToken,
         };
         let outcome = match challenge.state {
             ChallengeState::Pending if challenge.expires_at > now => return Err(SignInError::Pending),
@@ -578,60 +641,64 @@ impl OidcFlow {
             ChallengeState::Denied => Err("the sign-in was denied"),
             _ => Err("the sign-in was not answered in time"),
         };
-        let (location, code, details) = match outcome {
+        let proof = stored.proof;
+        let outcome = outcome.and_then(|redeemed| {
+            // An essential acr the proof does not meet fails the sign-in (OIDC Core §5.5.1.1).
+            let met = !stored.acr_essential || stored.acr_values.iter().any(|acr| proof.satisfies(acr));
+            if met { Ok(redeemed) } else { Err("the essential acr could not be met") }
+        });
+        let (answer, code, details) = match outcome {
             Ok(redeemed) => {
-                let (code, code_hash) = secret()?;
-                let auth_time = redeemed.decided_at.unwrap_or(now).unix_timestamp();
                 let grant = Grant {
                     username: stored.username.clone(),
+                    subject: stored.subject.clone(),
                     redirect_uri: stored.redirect_uri.clone(),
                     code_challenge: stored.code_challenge.clone(),
                     nonce: stored.nonce.clone(),
                     scope: stored.scope.clone(),
-                    proof: stored.proof,
-                    auth_time,
+                    proof,
+                    acr: proof.acr_for(&stored.acr_values),
+                    amr: proof.amr_for(&stored.amr_values),
+                    auth_time: redeemed.decided_at.unwrap_or(now).unix_timestamp(),
                 };
-                if stored.acr_essential && !stored.acr_values.iter().any(|acr| acr == stored.proof.acr()) {
-                    let location = error_location(
-                        &back(OAuthError::new(
-                            OAuthErrorCode::AccessDenied,
-                            "the essential acr could not be met",
-                        )),
-                        &self.settings.issuer,
-                    )?;
-                    (location, None, json!({ "outcome": "acr_not_met" }))
-                } else {
-                    let record_code = CodeRecord {
-                        code_hash: code_hash.to_vec(),
-                        authorization_id: id,
-                        client_id: client.client_id.clone(),
-                        user_id: record.user_id,
-                        grant_details: serde_json::to_string(&grant)
-                            .map_err(|e| InternalError::caused_by("storing a grant", e))?,
-                        created_at: now,
-                        expires_at: now + CODE_TTL,
-                        redeemed_at: None,
-                    };
-                    let location = success_location(
-                        &stored.redirect_uri,
-                        &code,
-                        stored.state.as_deref(),
-                        &self.settings.issuer,
-                    )?;
-                    (
-                        location,
-                        Some(record_code),
-                        json!({ "outcome": "code_issued", "acr": stored.proof.acr() }),
-                    )
+                let details = json!({ "outcome": "approved", "response": stored.response, "acr": grant.acr, "amr": grant.amr });
+                match stored.response {
+                    ResponseKind::Code => {
+                        let (code, code_hash) = secret()?;
+                        let record_code = CodeRecord {
+                            code_hash: code_hash.to_vec(),
+                            authorization_id: id,
+                            client_id: client.client_id.clone(),
+                            user_id: record.user_id,
+                            grant_details: serde_json::to_string(&grant)
+                                .map_err(|e| InternalError::caused_by("storing a grant", e))?,
+                            created_at: now,
+                            expires_at: now + CODE_TTL,
+                            redeemed_at: None,
+                        };
+                        let location = success_location(
+                            &stored.redirect_uri,
+                            &code,
+                            stored.state.as_deref(),
+                            &self.settings.issuer,
+                        )?;
+                        (Answer::Redirect(location), Some(record_code), details)
+                    }
+                    ResponseKind::IdToken => {
+                        let id_token = self.id_token(&client, &grant, record.user_id, now).await?;
+                        let mut fields = vec![("id_token".to_owned(), id_token)];
+                        if let Some(state) = &stored.state {
+                            fields.push(("state".to_owned(), state.clone()));
+                        }
+                        (Answer::FormPost { action: stored.redirect_uri.clone(), fields }, None, details)
+                    }
                 }
             }
-            Err(why) => {
-                let location = error_location(
-                    &back(OAuthError::new(OAuthErrorCode::AccessDenied, why)),
-                    &self.settings.issuer,
-                )?;
-                (location, None, json!({ "outcome": "access_denied", "reason": why }))
-            }
+            Err(why) => (
+                denied(why).answer(&self.settings.issuer)?,
+                None,
+                json!({ "outcome": "access_denied", "reason": why }),
+            ),
         };
         let mut details = details;
         details["authorization_id"] = json!(id);
@@ -641,10 +708,85 @@ impl OidcFlow {
             AuditEvent::new(now, app.actor(), Action::OidcSignInFinished, Subject::User(record.user_id))
                 .with_details(details);
         match self.store.finish_authorization(id, now, code.as_ref(), event).await {
-            Ok(()) => Ok(location),
+            Ok(()) => Ok(answer),
             Err(StoreError::NotFound) => Err(SignInError::Finished),
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// An ID token for `grant`, signed as the client registered (the Entra profile's answer).
+    async fn id_token(
+        &self,
+        client: &Client,
+        grant: &Grant,
+        user: crate::ids::UserId,
+        now: OffsetDateTime,
+    ) -> Result<String, InternalError> {
+        let timings = self.keys.timings();
+        let userinfo_endpoint = self.settings.endpoint(USERINFO_PATH);
+        let issue = Issue {
+            issuer: &self.settings.issuer,
+            userinfo_endpoint: &userinfo_endpoint,
+            client_id: &client.client_id.0,
+            subject: user.to_string(),
+            grant,
+            now,
+            id_token_lifetime: timings.id_token_lifetime,
+            access_token_lifetime: timings.access_token_lifetime,
+            jti: String::new(),
+        };
+        self.keys
+            .sign(signing_alg(client), ID_TOKEN_TYP, &issue.id_token())
+            .await
+            .map_err(|e| InternalError::caused_by("signing an ID token", e))
+    }
+
+    /// Verifies an upstream issuer's hint on `client`'s request and spends it; the refusal
+    /// (audited) says why in a word.
+    async fn upstream_hint(
+        &self,
+        client: &Client,
+        hint: &str,
+    ) -> Result<Result<super::upstream::Hint, &'static str>, AuthorizeFailure> {
+        let now = self.clock.now();
+        let verified = match self.upstream.verify(&client.client_id, hint, now).await {
+            Ok(verified) => verified,
+            Err(error) => {
+                let reason = error.reason();
+                let event = AuditEvent::new(
+                    now,
+                    client_actor(client),
+                    Action::OidcHintRefused,
+                    Subject::OidcClient(client.client_id.clone()),
+                )
+                .with_details(
+                    json!({ "client_id": client.client_id.0, "reason": reason, "cause": error.to_string() }),
+                );
+                self.store.record_audit(event).await?;
+                return Ok(Err(reason));
+            }
+        };
+        if !self.store.use_upstream_hint(&sha256(hint.as_bytes()), verified.usable_until).await? {
+            let event = AuditEvent::new(
+                now,
+                client_actor(client),
+                Action::OidcHintRefused,
+                Subject::OidcClient(client.client_id.clone()),
+            )
+            .with_details(
+                json!({ "client_id": client.client_id.0, "reason": "replayed", "issuer": verified.issuer }),
+            );
+            self.store.record_audit(event).await?;
+            return Ok(Err("replayed"));
+        }
+        Ok(Ok(verified))
+    }
+}
+
+pub(super) fn signing_alg(client: &Client) -> super::keys::SigningAlg {
+    match client.id_token_alg {
+        super::clients::IdTokenAlg::Es256 => super::keys::SigningAlg::Es256,
+        super::clients::IdTokenAlg::Rs256 => super::keys::SigningAlg::Rs256,
     }
 }
 

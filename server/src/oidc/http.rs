@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Query, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,16 +15,16 @@ use utoipa_axum::routes;
 use super::authorization::{Params, ParamsError};
 use super::client_auth::ClientCredentials;
 use super::flow::{
-    AUTHORIZE_PATH, AuthorizeFailure, Browser, DISCOVERY_PATH, PAR_PATH, PageFactor, SIGN_IN_PATH,
+    AUTHORIZE_PATH, Answer, AuthorizeFailure, Browser, DISCOVERY_PATH, PAR_PATH, PageFactor, SIGN_IN_PATH,
     SignInError, TOKEN_PATH, USERINFO_PATH, browser_cookie_name, error_location,
 };
 use super::keys::{JWKS_PATH, JwkSet};
 use super::oauth_error::OAuthError;
 use crate::app::AppState;
-use crate::http::page::{html, shown_time, with_page_headers};
+use crate::http::page::{content_security_policy_posting_to, html, shown_time, with_page_headers};
 use crate::http::{ApiError, ApiPath, Code, PeerAddr};
 use crate::ids::AuthorizationId;
-use crate::pages::views::{ErrorPage, OidcRefusedPage, OidcSignInPage};
+use crate::pages::views::{ErrorPage, OidcFormPostPage, OidcRefusedPage, OidcSignInPage};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(jwks))
@@ -180,8 +180,13 @@ async fn begin(
             "This sign-in link has expired or was used already. Start again from the application.",
         ),
         Err(AuthorizeFailure::Redirect(redirect)) => {
-            let location = error_location(redirect.as_ref(), &issuer).map_err(|e| ApiError::internal(&e))?;
-            Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
+            answer_response(redirect.answer(&issuer).map_err(|e| ApiError::internal(&e))?, None)
+        }
+        Err(AuthorizeFailure::Refused { message, back }) if back.form_post => {
+            let answer = back.answer(&issuer).map_err(|e| ApiError::internal(&e))?;
+            let mut response = answer_response(answer, Some(message))?;
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            Ok(response)
         }
         Err(AuthorizeFailure::Refused { message, back }) => {
             let back = error_location(back.as_ref(), &issuer).map_err(|e| ApiError::internal(&e))?;
@@ -212,6 +217,26 @@ fn sign_in_error(error: SignInError) -> Result<Response, ApiError> {
         SignInError::Finished => oidc_error_page(StatusCode::GONE, "sign_in_finished", &error.to_string()),
         SignInError::Pending => oidc_error_page(StatusCode::CONFLICT, "sign_in_pending", &error.to_string()),
         SignInError::Internal(error) => Err(ApiError::internal(&error)),
+    }
+}
+
+/// An answer to the client as a response: a 303, or a page posting the form to the client
+/// (its policy allows posting there and nowhere else) — with `message`, the user sends it.
+fn answer_response(answer: Answer, message: Option<String>) -> Result<Response, ApiError> {
+    match answer {
+        Answer::Redirect(location) => {
+            Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
+        }
+        Answer::FormPost { action, fields } => {
+            let origin = url::Url::parse(&action)
+                .map(|url| url.origin().ascii_serialization())
+                .map_err(|e| ApiError::internal(&e))?;
+            let mut response = html(StatusCode::OK, &OidcFormPostPage { action, fields, message })?;
+            let policy = HeaderValue::from_str(&content_security_policy_posting_to(&origin))
+                .map_err(|e| ApiError::internal(&e))?;
+            response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, policy);
+            Ok(response)
+        }
     }
 }
 
@@ -289,11 +314,14 @@ async fn finish(
         );
     }
     match state.oidc.finish(id, browser_secret(&headers, id).as_deref()).await {
-        Ok(location) => {
+        Ok(answer) => {
             let expired =
                 format!("{}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0", browser_cookie_name(id));
-            Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location), (header::SET_COOKIE, expired)])
-                .into_response())
+            let mut response = answer_response(answer, None)?;
+            if let Ok(value) = HeaderValue::from_str(&expired) {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+            Ok(response)
         }
         Err(error) => sign_in_error(error),
     }

@@ -46,6 +46,10 @@ pub struct JwtPolicy<'a> {
     pub leeway: Duration,
     /// Whether a `jti` is required (single-use tokens).
     pub require_jti: bool,
+    /// How long after `exp` a token is still accepted. Zero for every token but an upstream
+    /// issuer's `id_token_hint`, which Microsoft Entra issues already expired (a hint is not an
+    /// authentication); such a token must carry `iat`, and `iat` bounds its age instead.
+    pub expired_grace: Duration,
 }
 
 /// A token whose signature and claims checked out.
@@ -294,8 +298,15 @@ fn check_times(
     now: OffsetDateTime,
 ) -> Result<OffsetDateTime, JwtError> {
     let exp = numeric_date(claims, "exp")?.ok_or(JwtError::MissingClaim("exp"))?;
-    if exp + policy.leeway <= now {
+    if exp + policy.leeway + policy.expired_grace <= now {
         return Err(JwtError::Expired);
+    }
+    if policy.expired_grace > Duration::ZERO {
+        // Past its exp on purpose: its age is bounded by iat instead.
+        let iat = numeric_date(claims, "iat")?.ok_or(JwtError::MissingClaim("iat"))?;
+        if iat + policy.expired_grace + policy.leeway <= now {
+            return Err(JwtError::Expired);
+        }
     }
     if numeric_date(claims, "nbf")?.is_some_and(|nbf| nbf > now + policy.leeway) {
         return Err(JwtError::NotYetValid);

@@ -21,6 +21,7 @@ fn policy() -> JwtPolicy<'static> {
         max_lifetime: Duration::minutes(5),
         leeway: Duration::seconds(30),
         require_jti: true,
+        expired_grace: Duration::ZERO,
     }
 }
 
@@ -307,4 +308,30 @@ proptest::proptest! {
             && altered.split('.').take(2).eq(token.split('.').take(2));
         proptest::prop_assert!(same_meaning || check(&altered, &[key]).is_err());
     }
+}
+
+/// An upstream issuer's hint arrives already expired (Microsoft Entra issues it so): it is
+/// accepted within the policy's grace, measured from `iat`, and never without `iat`.
+#[test]
+fn an_expired_hint_is_accepted_only_within_its_grace() {
+    let key = TestKey::rs256("r");
+    let hints = JwtPolicy {
+        expired_grace: Duration::minutes(10),
+        max_lifetime: Duration::minutes(10),
+        require_jti: false,
+        ..policy()
+    };
+    let jwks = [key.jwk.clone()];
+    let issued = |age: i64| {
+        let iat = (NOW - Duration::seconds(age)).unix_timestamp();
+        // Entra's own example: exp one second before iat.
+        with(with(claims(), "iat", json!(iat)), "exp", json!(iat - 1))
+    };
+    assert!(verify(&key.sign(&issued(5)), &jwks, &hints, NOW).is_ok());
+    assert!(verify(&key.sign(&issued(9 * 60)), &jwks, &hints, NOW).is_ok());
+    assert_eq!(verify(&key.sign(&issued(11 * 60)), &jwks, &hints, NOW).unwrap_err(), JwtError::Expired);
+    let no_iat = without(issued(5), "iat");
+    assert_eq!(verify(&key.sign(&no_iat), &jwks, &hints, NOW).unwrap_err(), JwtError::MissingClaim("iat"));
+    // Without a grace (every other token kind) the same hint is expired.
+    assert_eq!(verify(&key.sign(&issued(60)), &jwks, &policy(), NOW).unwrap_err(), JwtError::Expired);
 }

@@ -25,6 +25,8 @@
 //!   answered by a number-matched push or a passkey;
 //! - [`token`]: the token endpoint (single-use codes, replay revokes) and userinfo;
 //! - [`tokens`]: what the ID token and access token say (`acr`, `amr`, audiences, lifetimes);
+//! - [`upstream`]: upstream issuers whose `id_token_hint` names the user (the Microsoft Entra
+//!   external authentication method profile);
 //! - [`discovery`]: the discovery document;
 //! - [`http`]: the provider's endpoints.
 
@@ -41,3 +43,4 @@ pub mod keys;
 pub mod oauth_error;
 pub mod token;
 pub mod tokens;
+pub mod upstream;

@@ -9,8 +9,8 @@ use time::Duration;
 
 use super::authorization::{Params, pkce_matches};
 use super::client_auth::ClientCredentials;
-use super::clients::{Client, IdTokenAlg};
-use super::flow::{OidcFlow, USERINFO_PATH, client_actor, secret, sha256};
+use super::clients::Client;
+use super::flow::{OidcFlow, USERINFO_PATH, client_actor, secret, sha256, signing_alg};
 use super::jose::{self, JwtPolicy};
 use super::keys::SigningAlg;
 use super::oauth_error::{OAuthError, OAuthErrorCode};
@@ -87,8 +87,10 @@ impl OidcFlow {
             self.refuse_code(&client, &record, "redirect_uri_mismatch").await?;
             return Err(invalid_grant("`redirect_uri` is not the one the code was issued for"));
         }
-        let verified =
-            form.get("code_verifier").is_some_and(|verifier| pkce_matches(verifier, &grant.code_challenge));
+        let verified = match (form.get("code_verifier"), &grant.code_challenge) {
+            (Some(verifier), Some(challenge)) => pkce_matches(verifier, challenge),
+            _ => false,
+        };
         if !verified {
             let reason = if form.get("code_verifier").is_some() { "pkce_mismatch" } else { "pkce_missing" };
             self.refuse_code(&client, &record, reason).await?;
@@ -137,8 +139,8 @@ impl OidcFlow {
         .with_details(json!({
             "client_id": client.client_id.0,
             "authorization_id": record.authorization_id,
-            "acr": grant.proof.acr(),
-            "amr": grant.proof.amr(),
+            "acr": grant.acr,
+            "amr": grant.amr,
             "scope": grant.scope,
         }));
         match self.store.redeem_oidc_code(&code_hash, &client.client_id, now, &token, event).await {
@@ -203,6 +205,7 @@ impl OidcFlow {
             max_lifetime: timings.access_token_lifetime,
             leeway: Duration::seconds(30),
             require_jti: true,
+            expired_grace: Duration::ZERO,
         };
         let verified = jose::verify(token, &jwks.keys, &policy, self.clock.now())
             .map_err(|_| invalid_token("the access token is not valid here"))?;
@@ -221,13 +224,6 @@ impl OidcFlow {
             }
         }
         Ok(claims)
-    }
-}
-
-fn signing_alg(client: &Client) -> SigningAlg {
-    match client.id_token_alg {
-        IdTokenAlg::Es256 => SigningAlg::Es256,
-        IdTokenAlg::Rs256 => SigningAlg::Rs256,
     }
 }
 

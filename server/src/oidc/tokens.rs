@@ -7,6 +7,8 @@
 //! pins the `typ`.
 
 use serde::{Deserialize, Serialize};
+
+use super::authorization::{ACR_NUMBER_MATCHED_PUSH, ACR_PHISHING_RESISTANT, ENTRA_POSSESSION_ACRS};
 use time::OffsetDateTime;
 
 /// The `typ` header of an ID token.
@@ -25,20 +27,52 @@ pub enum Proof {
 }
 
 impl Proof {
-    /// RFC 8176: `mca` (the number travels over a second channel), `swk` (a software-held
-    /// device key); for a passkey `user` (user presence and verification) and `hwk`/`swk`
-    /// cannot be told apart without attestation, so only `user` and `mfa` are claimed.
-    pub fn amr(self) -> Vec<&'static str> {
+    /// The `amr` (RFC 8176) when the client asked for none in particular: `mca` (the number
+    /// travels over a second channel) and `swk` (a software-held device key) for the push;
+    /// `mfa` and `user` (presence and verification) for a passkey, whose hardware or software
+    /// key cannot be told apart without attestation.
+    fn default_amr(self) -> &'static [&'static str] {
         match self {
-            Proof::NumberMatchedPush => vec!["mca", "swk"],
-            Proof::Passkey => vec!["mfa", "user"],
+            Proof::NumberMatchedPush => &["mca", "swk"],
+            Proof::Passkey => &["mfa", "user"],
         }
     }
 
-    pub fn acr(self) -> &'static str {
+    /// The one `amr` to answer when the client lists the methods it accepts (Microsoft Entra
+    /// wants exactly one), in order of how precisely it says what happened.
+    fn listed_amr(self) -> &'static [&'static str] {
         match self {
-            Proof::NumberMatchedPush => super::authorization::ACR_NUMBER_MATCHED_PUSH,
-            Proof::Passkey => super::authorization::ACR_PHISHING_RESISTANT,
+            Proof::NumberMatchedPush => &["swk", "pop"],
+            Proof::Passkey => &["fido", "hwk", "pop"],
+        }
+    }
+
+    /// Whether this proof meets the `acr` value `acr`.
+    pub fn satisfies(self, acr: &str) -> bool {
+        let own = match self {
+            Proof::NumberMatchedPush => ACR_NUMBER_MATCHED_PUSH,
+            Proof::Passkey => ACR_PHISHING_RESISTANT,
+        };
+        acr == own || ENTRA_POSSESSION_ACRS.contains(&acr)
+    }
+
+    /// The `acr` to assert: the first requested value this proof meets, else its own.
+    pub fn acr_for(self, requested: &[String]) -> String {
+        requested.iter().find(|acr| self.satisfies(acr)).cloned().unwrap_or_else(|| {
+            match self {
+                Proof::NumberMatchedPush => ACR_NUMBER_MATCHED_PUSH,
+                Proof::Passkey => ACR_PHISHING_RESISTANT,
+            }
+            .to_owned()
+        })
+    }
+
+    /// The `amr` to assert given the methods the client listed (none: the default).
+    pub fn amr_for(self, listed: &[String]) -> Vec<String> {
+        let chosen = self.listed_amr().iter().find(|amr| listed.iter().any(|l| l == *amr));
+        match chosen {
+            Some(amr) if !listed.is_empty() => vec![(*amr).to_owned()],
+            _ => self.default_amr().iter().map(|a| (*a).to_owned()).collect(),
         }
     }
 }
@@ -49,11 +83,17 @@ impl Proof {
 pub struct Grant {
     /// The user's name when they signed in (`preferred_username` with the `profile` scope).
     pub username: String,
+    /// The `sub` to assert when an upstream issuer's hint named the user (its own `sub`);
+    /// otherwise the user's id.
+    pub subject: Option<String>,
     pub redirect_uri: String,
-    pub code_challenge: String,
+    /// The code flow's PKCE challenge.
+    pub code_challenge: Option<String>,
     pub nonce: Option<String>,
     pub scope: Vec<String>,
     pub proof: Proof,
+    pub acr: String,
+    pub amr: Vec<String>,
     /// When the user answered (the challenge's decision), Unix seconds.
     pub auth_time: i64,
 }
@@ -97,7 +137,8 @@ pub struct Issue<'a> {
     pub issuer: &'a str,
     pub userinfo_endpoint: &'a str,
     pub client_id: &'a str,
-    /// The user's stable subject: their id, never their name.
+    /// The user's stable subject: their id, never their name (an upstream hint's `sub` in the
+    /// grant takes its place in the ID token).
     pub subject: String,
     pub grant: &'a Grant,
     pub now: OffsetDateTime,
@@ -112,14 +153,14 @@ impl Issue<'_> {
         let profile = self.grant.scope.iter().any(|s| s == "profile");
         IdTokenClaims {
             iss: self.issuer.to_owned(),
-            sub: self.subject.clone(),
+            sub: self.grant.subject.clone().unwrap_or_else(|| self.subject.clone()),
             aud: self.client_id.to_owned(),
             exp: now + self.id_token_lifetime.whole_seconds(),
             iat: now,
             auth_time: self.grant.auth_time,
             nonce: self.grant.nonce.clone(),
-            acr: self.grant.proof.acr().to_owned(),
-            amr: self.grant.proof.amr().into_iter().map(str::to_owned).collect(),
+            acr: self.grant.acr.clone(),
+            amr: self.grant.amr.clone(),
             preferred_username: profile.then(|| self.grant.username.clone()),
         }
     }
@@ -136,8 +177,8 @@ impl Issue<'_> {
             jti: self.jti.clone(),
             scope: self.grant.scope.join(" "),
             auth_time: self.grant.auth_time,
-            acr: self.grant.proof.acr().to_owned(),
-            amr: self.grant.proof.amr().into_iter().map(str::to_owned).collect(),
+            acr: self.grant.acr.clone(),
+            amr: self.grant.amr.clone(),
         }
     }
 }
@@ -149,11 +190,14 @@ mod tests {
     fn grant(proof: Proof, scope: &[&str]) -> Grant {
         Grant {
             username: "alice".into(),
+            subject: None,
             redirect_uri: "https://rp.example/cb".into(),
-            code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+            code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
             nonce: Some("n-0S6_WzA2Mj".into()),
             scope: scope.iter().map(|s| (*s).to_owned()).collect(),
             proof,
+            acr: proof.acr_for(&[]),
+            amr: proof.amr_for(&[]),
             auth_time: 1_700_000_000,
         }
     }
@@ -198,6 +242,30 @@ mod tests {
         assert_ne!(id.aud, access.aud);
         assert_eq!(access.aud, "https://mfa.example/oidc/userinfo");
         assert_eq!((access.client_id.as_str(), access.scope.as_str()), ("client-1", "openid profile"));
+    }
+
+    /// Microsoft Entra asks for an `acr` by factor type and lists the `amr` it accepts; it
+    /// wants one of its `acr` values back and exactly one method.
+    #[test]
+    fn entra_gets_one_of_its_own_acr_values_and_one_amr() {
+        let requested = vec!["possessionorinherence".to_owned()];
+        let listed: Vec<String> =
+            ["face", "fido", "fpt", "hwk", "iris", "otp", "pop", "retina", "sc", "sms", "swk", "tel", "vbm"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+        assert_eq!(Proof::NumberMatchedPush.acr_for(&requested), "possessionorinherence");
+        assert_eq!(Proof::NumberMatchedPush.amr_for(&listed), ["swk"]);
+        assert_eq!(Proof::Passkey.acr_for(&requested), "possessionorinherence");
+        assert_eq!(Proof::Passkey.amr_for(&listed), ["fido"]);
+        // A knowledge-only acr is not met by either: each asserts its own.
+        assert_eq!(Proof::Passkey.acr_for(&["knowledge".to_owned()]), "phr");
+        assert!(!Proof::NumberMatchedPush.satisfies("phr"), "a push is not phishing-resistant");
+        assert_eq!(
+            Proof::NumberMatchedPush.amr_for(&["otp".to_owned()]),
+            ["mca", "swk"],
+            "nothing listed fits"
+        );
     }
 
     #[test]

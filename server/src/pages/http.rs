@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
             .route(SIGN_IN_PAGE_PATH, get(sign_in_page))
             .route("/assets/passkeys.js", get(script))
             .route("/assets/oidc.js", get(oidc_script))
+            .route("/assets/form_post.js", get(form_post_script))
             .route("/assets/pages.css", get(stylesheet)),
     )
 }
@@ -108,6 +109,11 @@ async fn script() -> impl IntoResponse {
 /// Auth: none. The OIDC sign-in page's script (live status, then back to the client).
 async fn oidc_script() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../assets/oidc.js"))
+}
+
+/// Auth: none. The form-post answer page's script (sends the form on load).
+async fn form_post_script() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../assets/form_post.js"))
 }
 
 /// Auth: none. The pages' stylesheet.

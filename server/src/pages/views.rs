@@ -72,3 +72,13 @@ pub struct OidcRefusedPage {
     /// The client's redirect URI carrying `error=access_denied`.
     pub back: String,
 }
+
+/// An answer posted back to the client (`response_mode=form_post`): sent by the page's script
+/// at once, or by the user's click after `message` (a refusal).
+#[derive(Debug, Template)]
+#[template(path = "oidc_form_post.html")]
+pub struct OidcFormPostPage {
+    pub action: String,
+    pub fields: Vec<(String, String)>,
+    pub message: Option<String>,
+}

@@ -141,6 +141,14 @@ pub trait OidcFlowStore: Send + Sync + std::fmt::Debug {
 
     async fn access_token(&self, jti: &str) -> Result<Option<AccessTokenRecord>, StoreError>;
 
+    /// Spends an upstream issuer's hint (by hash) until `expires_at`: true the first time,
+    /// false if it was used before.
+    async fn use_upstream_hint(
+        &self,
+        hint_hash: &[u8],
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
     /// Deletes pushed requests, codes, tokens and sign-ins that ended before `before`.
     async fn purge_oidc_flow(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }
@@ -249,12 +257,16 @@ pub(super) static TOKEN_BY_JTI: Sql =
 pub(super) const REVOKE_CODE_TOKENS: &str =
     "UPDATE oidc_access_tokens SET revoked_at = $2 WHERE code_hash = $1 AND revoked_at IS NULL";
 
-/// Purged children first (foreign keys): tokens, codes, sign-ins, pushed requests.
-pub(super) const PURGE_FLOW: [&str; 4] = [
+pub(super) const USE_HINT: &str =
+    "INSERT INTO oidc_used_hints (hint_hash, expires_at) VALUES ($1, $2) ON CONFLICT (hint_hash) DO NOTHING";
+
+/// Purged children first (foreign keys): tokens, codes, sign-ins, pushed requests, used hints.
+pub(super) const PURGE_FLOW: [&str; 5] = [
     "DELETE FROM oidc_access_tokens WHERE expires_at < $1",
     "DELETE FROM oidc_codes WHERE expires_at < $1
          AND NOT EXISTS (SELECT 1 FROM oidc_access_tokens t WHERE t.code_hash = oidc_codes.code_hash)",
     "DELETE FROM oidc_authorizations WHERE expires_at < $1
          AND NOT EXISTS (SELECT 1 FROM oidc_codes c WHERE c.authorization_id = oidc_authorizations.id)",
     "DELETE FROM oidc_pushed_requests WHERE expires_at < $1",
+    "DELETE FROM oidc_used_hints WHERE expires_at < $1",
 ];

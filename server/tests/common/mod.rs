@@ -65,7 +65,15 @@ fn test_settings(limits: HttpLimits, challenges: ChallengeSettings, tasks: Backg
     // The RP defaults from the public URL: `localhost`, origin `http://localhost:8080`.
     let webauthn = WebauthnSettings::resolve(&WebauthnConfig::default(), PUBLIC_URL).unwrap();
     let webauthn = Arc::new(webauthn);
-    AppSettings { devices, challenges, webauthn, limits, shutdown_grace: std::time::Duration::ZERO, tasks }
+    AppSettings {
+        devices,
+        challenges,
+        webauthn,
+        upstream: Vec::new(),
+        limits,
+        shutdown_grace: std::time::Duration::ZERO,
+        tasks,
+    }
 }
 
 /// A throwaway database whose clock (PostgreSQL) starts where the app's does.
@@ -125,6 +133,16 @@ impl TestApp {
         let challenges = self.state.challenges.settings().clone();
         let settings = test_settings(HttpLimits::default(), challenges, BackgroundTasks::NONE);
         Self::on_database(Arc::clone(&self.db), self.clock.now() + offset, false, settings, no_push()).await
+    }
+
+    /// This app's database and time, served by an app configured with OIDC upstream issuers
+    /// (whose client ids exist only once the first app has made the clients).
+    pub async fn with_upstream(&self, upstream: Vec<countersign::oidc::upstream::Upstream>) -> Self {
+        let challenges = self.state.challenges.settings().clone();
+        let mut settings = test_settings(HttpLimits::default(), challenges, BackgroundTasks::NONE);
+        settings.upstream = upstream;
+        Self::on_database(Arc::clone(&self.db), self.clock.now(), self.drives_db_clock, settings, no_push())
+            .await
     }
 
     /// An app on `engine` whose background tasks `tasks` run (as `serve` starts them),

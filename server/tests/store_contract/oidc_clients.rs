@@ -46,7 +46,7 @@ struct Setup {
 async fn setup(engine: Engine) -> Setup {
     let f = fixture(engine).await;
     let clock = Arc::new(ManualClock::new(START));
-    let fetcher = ClientJwksFetcher::new(clock.clone(), JwksFetchSettings::default()).unwrap();
+    let fetcher = Arc::new(ClientJwksFetcher::new(clock.clone(), JwksFetchSettings::default()).unwrap());
     let auth = ClientAuthenticator::new(
         Arc::clone(&f.store),
         clock.clone(),

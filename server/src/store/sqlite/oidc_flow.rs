@@ -12,7 +12,8 @@ use crate::store::apps::INSERT_APP;
 use crate::store::oidc_flow::{
     AUTHORIZATION_BY_ID, CLIENT_APP, CODE_BY_HASH, FINISH_AUTHORIZATION, INSERT_AUTHORIZATION,
     INSERT_CLIENT_APP, INSERT_CODE, INSERT_PUSHED, INSERT_TOKEN, PURGE_FLOW, REDEEM_CODE, REVOKE_CODE_TOKENS,
-    TAKE_PUSHED, TOKEN_BY_JTI, authorization_from_row, code_from_row, pushed_from_row, token_from_row,
+    TAKE_PUSHED, TOKEN_BY_JTI, USE_HINT, authorization_from_row, code_from_row, pushed_from_row,
+    token_from_row,
 };
 use crate::store::{
     AccessTokenRecord, AppRecord, AuthorizationRecord, CodeRecord, OidcFlowStore, PushedRequest, StoreError,
@@ -223,6 +224,16 @@ impl OidcFlowStore for SqliteStore {
             .as_ref()
             .map(token_from_row)
             .transpose()
+    }
+
+    async fn use_upstream_hint(
+        &self,
+        hint_hash: &[u8],
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let used =
+            sqlx::query(USE_HINT).bind(hint_hash).bind(unix_micros(expires_at)).execute(&self.pool).await?;
+        Ok(used.rows_affected() == 1)
     }
 
     async fn purge_oidc_flow(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
