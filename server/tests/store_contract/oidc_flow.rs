@@ -9,8 +9,8 @@ use countersign::ids::{AppId, AuthorizationId};
 use countersign::oidc::client_admin::{self, NewClient};
 use countersign::oidc::clients::{AuthMethod, ClientId, ClientKeys, IdTokenAlg};
 use countersign::store::{
-    AccessTokenRecord, AppRecord, AuthorizationRecord, ChallengeRecord, CodeRecord, PushedRequest, Store,
-    StoreError, UserRecord,
+    AccessTokenRecord, AppRecord, AuthorizationRecord, ChallengeRecord, CodeRecord, Conflict, PushedRequest,
+    Store, StoreError, UserRecord,
 };
 use countersign_e2e::{Engine, break_audit_writes_sql, exec_sql};
 use time::Duration;
@@ -229,6 +229,18 @@ async fn a_client_gets_one_app(engine: Engine) {
         "no second app row, no second audit event"
     );
     assert_eq!(t.store().oidc_client_app(&t.other).await.unwrap(), None, "the other client has none");
+}
+
+/// Attack: an operator-made app holds the name a client's app would get. The client is not
+/// given that app (nor any): the name conflict stands.
+async fn a_client_is_never_given_an_app_it_did_not_make(engine: Engine) {
+    let t = flow(engine).await;
+    let squatter = t.f.app(&format!("oidc-client.{}", t.client)).await;
+    let events = t.f.audit_len().await;
+    let result = t.create_client_app(&t.client, t.client_app_record(&t.client)).await;
+    assert!(matches!(result, Err(StoreError::Conflict(Conflict::AppName))), "{result:?}");
+    assert_eq!(t.store().oidc_client_app(&t.client).await.unwrap(), None, "not linked to {}", squatter.id);
+    assert_eq!(t.f.audit_len().await, events, "no event");
 }
 
 /// Instances racing to make a client's app on its first sign-ins all get the same one.
@@ -617,6 +629,7 @@ async fn purge_keeps_a_sign_in_whose_code_remains(engine: Engine) {
 
 on_both_engines!(
     a_client_gets_one_app,
+    a_client_is_never_given_an_app_it_did_not_make,
     concurrent_first_sign_ins_give_a_client_one_app,
     a_pushed_request_is_taken_once_only_by_its_client,
     an_expired_pushed_request_cannot_be_taken,
