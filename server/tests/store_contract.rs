@@ -19,6 +19,8 @@ mod devices;
 mod fatigue;
 #[path = "store_contract/oidc_clients.rs"]
 mod oidc_clients;
+#[path = "store_contract/oidc_flow.rs"]
+mod oidc_flow;
 #[path = "store_contract/outbox.rs"]
 mod outbox;
 #[path = "store_contract/passkeys.rs"]

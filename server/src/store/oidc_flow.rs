@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::codec::{Columns, Sql};
-use super::{AppRecord, StoreError};
+use super::{AppRecord, Conflict, StoreError};
 use crate::audit::AuditEvent;
 use crate::ids::{AppId, AuthorizationId, ChallengeId, UserId};
 use crate::oidc::clients::ClientId;
@@ -151,6 +151,20 @@ pub trait OidcFlowStore: Send + Sync + std::fmt::Debug {
 
     /// Deletes pushed requests, codes, tokens and sign-ins that ended before `before`.
     async fn purge_oidc_flow(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
+/// What `create_oidc_client_app` answers when the app could not be added: the app another
+/// instance made for the client first (under the same name, so it took the name), else the
+/// error as it was (the name is some other app's).
+pub(super) async fn lost_race(
+    error: StoreError,
+    client: &ClientId,
+    store: &dyn OidcFlowStore,
+) -> Result<AppId, StoreError> {
+    match error {
+        StoreError::Conflict(Conflict::AppName) => store.oidc_client_app(client).await?.ok_or(error),
+        error => Err(error),
+    }
 }
 
 pub(super) const PUSHED_COLUMNS: &str = "request_hash, client_id, params, created_at, expires_at";

@@ -12,7 +12,7 @@ use crate::store::apps::INSERT_APP;
 use crate::store::oidc_flow::{
     AUTHORIZATION_BY_ID, CLIENT_APP, CODE_BY_HASH, FINISH_AUTHORIZATION, INSERT_AUTHORIZATION,
     INSERT_CLIENT_APP, INSERT_CODE, INSERT_PUSHED, INSERT_TOKEN, PURGE_FLOW, REDEEM_CODE, REVOKE_CODE_TOKENS,
-    TAKE_PUSHED, TOKEN_BY_JTI, USE_HINT, authorization_from_row, code_from_row, pushed_from_row,
+    TAKE_PUSHED, TOKEN_BY_JTI, USE_HINT, authorization_from_row, code_from_row, lost_race, pushed_from_row,
     token_from_row,
 };
 use crate::store::{
@@ -36,7 +36,7 @@ impl OidcFlowStore for PgStore {
     ) -> Result<AppId, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        sqlx::query(INSERT_APP)
+        let inserted = sqlx::query(INSERT_APP)
             .bind(app.id.0)
             .bind(&app.name)
             .bind(&app.key_id)
@@ -45,11 +45,18 @@ impl OidcFlowStore for PgStore {
             .bind(app.created_at)
             .execute(&mut *tx)
             .await
-            .map_err(map_unique_violation)?;
+            .map_err(map_unique_violation);
+        if let Err(error) = inserted {
+            // A taken name: perhaps another instance made the client's app first.
+            drop(tx);
+            drop(conn);
+            return lost_race(error, client, self).await;
+        }
         let linked = sqlx::query(INSERT_CLIENT_APP).bind(&client.0).bind(app.id.0).execute(&mut *tx).await?;
         if linked.rows_affected() == 0 {
             // Another instance gave the client its app first: keep that one, add nothing.
             drop(tx);
+            drop(conn);
             return self.oidc_client_app(client).await?.ok_or(StoreError::NotFound);
         }
         self.append_audit(&mut tx, &audit).await?;
