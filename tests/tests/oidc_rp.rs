@@ -20,15 +20,16 @@ use countersign_e2e::{
     Engine, Server, authenticator, create_app, get_json, new_enrollment, stderr_of, stdout_of, unix_now,
 };
 use openidconnect::core::{
-    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod, CoreGrantType,
-    CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
-    CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
-    CoreUserInfoClaims,
+    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod, CoreErrorResponseType,
+    CoreGrantType, CoreIdTokenClaims, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType,
+    CoreSubjectIdentifierType, CoreTokenResponse, CoreUserInfoClaims,
 };
 use openidconnect::{
     AdditionalProviderMetadata, AsyncHttpClient, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
     EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest, HttpResponse, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, ProviderMetadata, RedirectUrl, TokenResponse,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl,
+    RequestTokenError, StandardErrorResponse, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -92,6 +93,8 @@ type Metadata = ProviderMetadata<
     CoreSubjectIdentifierType,
 >;
 
+type TokenError = RequestTokenError<reqwest::Error, StandardErrorResponse<CoreErrorResponseType>>;
+
 /// What `from_provider_metadata` builds: the authorization endpoint is set; token and
 /// userinfo endpoints are as discovery gave them.
 type RpClient = CoreClient<
@@ -145,6 +148,23 @@ impl Provider {
         serde_json::from_str(&stdout_of(&pending)).unwrap()
     }
 
+    /// Whether `/oidc/jwks` lists a key of `alg` within 3 s (the server re-reads its keys after
+    /// at most 1 s).
+    async fn jwks_lists(&self, alg: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let jwks: Value =
+                no_redirects().get(self.server.url("/oidc/jwks")).send().await.unwrap().json().await.unwrap();
+            if jwks["keys"].as_array().unwrap().iter().any(|key| key["alg"] == alg) {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn alice_id(&self) -> String {
         let user = get_json(&self.server, &self.app_key, "/v1/users/alice").await;
         user["id"].as_str().unwrap().to_owned()
@@ -158,7 +178,7 @@ fn printed(lines: &[(String, String)], name: &str) -> Option<String> {
 /// How the RP authenticates at PAR and token.
 enum ClientAuth {
     Basic { secret: String },
-    PrivateKeyJwt { key: TestKey },
+    PrivateKeyJwt { key: Box<TestKey> },
 }
 
 /// The relying party: its registration and what discovery told it.
@@ -236,16 +256,17 @@ impl Rp {
         body["request_uri"].as_str().unwrap().to_owned()
     }
 
-    /// Redeems `code` with openidconnect, and validates the ID token with its verifier.
-    async fn redeem(
+    /// openidconnect's token request for `code`, authenticated as registered.
+    async fn exchange(
         &self,
-        code: String,
-        verifier: openidconnect::PkceCodeVerifier,
-        nonce: &Nonce,
-        alg: CoreJwsSigningAlgorithm,
-    ) -> (openidconnect::core::CoreTokenResponse, openidconnect::core::CoreIdTokenClaims) {
-        let mut exchange =
-            self.client.exchange_code(AuthorizationCode::new(code)).unwrap().set_pkce_verifier(verifier);
+        code: &str,
+        verifier: &PkceCodeVerifier,
+    ) -> Result<CoreTokenResponse, TokenError> {
+        let mut exchange = self
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .unwrap()
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.secret().clone()));
         if let ClientAuth::PrivateKeyJwt { key } = &self.auth {
             // openidconnect authenticates only with a secret; the assertion goes in the form,
             // aimed at the token endpoint this time.
@@ -254,7 +275,18 @@ impl Rp {
                 .add_extra_param("client_assertion_type", JWT_BEARER)
                 .add_extra_param("client_assertion", self.assertion(key, &token_endpoint));
         }
-        let tokens = exchange.request_async(&self.http).await.unwrap();
+        exchange.request_async(&self.http).await
+    }
+
+    /// Redeems `code` with openidconnect, and validates the ID token with its verifier.
+    async fn redeem(
+        &self,
+        code: &str,
+        verifier: &PkceCodeVerifier,
+        nonce: &Nonce,
+        alg: CoreJwsSigningAlgorithm,
+    ) -> (CoreTokenResponse, CoreIdTokenClaims) {
+        let tokens = self.exchange(code, verifier).await.unwrap();
         let id_token = tokens.id_token().expect("an ID token");
         assert_eq!(id_token.signing_alg().unwrap(), &alg);
         let verifier = self.client.id_token_verifier().set_allowed_algs([alg]);
@@ -352,7 +384,7 @@ async fn sign_alice_in(provider: &Provider, rp: &Rp, alg: CoreJwsSigningAlgorith
     assert_eq!(query_param(&location, "iss").as_deref(), Some(rp.issuer()), "RFC 9207, byte for byte");
     let code = query_param(&location, "code").expect("a code");
 
-    let (tokens, claims) = rp.redeem(code.clone(), verifier, &nonce, alg).await;
+    let (tokens, claims) = rp.redeem(&code, &verifier, &nonce, alg).await;
     let alice = provider.alice_id().await;
     assert_eq!(claims.subject().as_str(), alice, "sub is alice's id");
     assert_eq!(claims.issuer().as_str(), rp.issuer());
@@ -373,22 +405,9 @@ async fn sign_alice_in(provider: &Provider, rp: &Rp, alg: CoreJwsSigningAlgorith
         .unwrap();
     assert_eq!(info.preferred_username().map(|name| name.as_str()), Some("alice"));
 
-    // The code was spent: openidconnect gets invalid_grant the second time.
-    let (_, verifier) = PkceCodeChallenge::new_random_sha256();
-    let again = rp.client.exchange_code(AuthorizationCode::new(code)).unwrap().set_pkce_verifier(verifier);
-    let again = match &rp.auth {
-        ClientAuth::Basic { .. } => again.request_async(&rp.http).await,
-        ClientAuth::PrivateKeyJwt { key } => {
-            let token_endpoint = rp.metadata.token_endpoint().unwrap().as_str().to_owned();
-            again
-                .add_extra_param("client_assertion_type", JWT_BEARER)
-                .add_extra_param("client_assertion", rp.assertion(key, &token_endpoint))
-                .request_async(&rp.http)
-                .await
-        }
-    };
-    match again {
-        Err(openidconnect::RequestTokenError::ServerResponse(error)) => {
+    // The code was spent: the same request again gets invalid_grant.
+    match rp.exchange(&code, &verifier).await {
+        Err(RequestTokenError::ServerResponse(error)) => {
             assert_eq!(error.error().as_ref(), "invalid_grant");
         }
         other => panic!("a spent code was redeemed: {other:?}"),
@@ -416,7 +435,11 @@ async fn an_openidconnect_rp_signs_alice_in_with_private_key_jwt(engine: Engine)
         .register("private_key_jwt", &["--jwks-file", jwks.to_str().unwrap(), "--id-token-alg", "RS256"]);
     assert!(printed(&registered, "client_secret").is_none());
     let client_id = printed(&registered, "client_id").unwrap();
-    let rp = Rp::discover(&provider, client_id, ClientAuth::PrivateKeyJwt { key }).await;
+    // Registering the client published the RS256 key its ID tokens will carry, so the JWKS the
+    // RP fetches at discovery has it (a key made with the first token would come too late).
+    // The running server re-reads the key table at most 1 s after the CLI's change.
+    assert!(provider.jwks_lists("RS256").await, "no RS256 key published on registration");
+    let rp = Rp::discover(&provider, client_id, ClientAuth::PrivateKeyJwt { key: Box::new(key) }).await;
     sign_alice_in(&provider, &rp, CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256).await;
 }
 
