@@ -422,7 +422,15 @@ async fn clients(settings: &Settings, command: ClientsCommand) -> anyhow::Result
             clients::validate_name(&new.name)?;
             clients::validate_redirect_uris(&new.redirect_uris)?;
             clients::validate_keys(new.auth_method, &new.keys)?;
-            let store = open_store(settings).await?;
+            let master = Arc::new(crate::secrets::load_master_key(settings)?);
+            let store = open_store_with(settings, &master).await?;
+            if new.id_token_alg == IdTokenAlg::Rs256 {
+                // Published before the client exists: its RP fetches the JWKS (at discovery)
+                // before its first sign-in, and must find the key its ID tokens will carry.
+                let keys =
+                    SigningKeys::new(Arc::clone(&store) as _, Arc::new(clock), master, KeyTimings::DEFAULT);
+                keys.ensure_signing_key(SigningAlg::Rs256, Actor::Cli).await?;
+            }
             let created = client_admin::create_client(store.as_ref(), &clock, Actor::Cli, new).await?;
             let client = &created.client;
             eprintln!(

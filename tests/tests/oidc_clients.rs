@@ -63,6 +63,9 @@ async fn operator_manages_oidc_clients(engine: Engine) {
         &["--jwks-file", jwks.to_str().unwrap(), "--id-token-alg", "RS256"],
     );
     assert!(printed(&jwt, "client_secret").is_none(), "no secret for private_key_jwt");
+    // Its ID tokens are RS256: the key is published now, before its RP first fetches the JWKS.
+    let keys = text(&server.cli(&["keys", "list"]).stdout);
+    assert_eq!(keys.lines().filter(|line| line.contains("\tRS256\tactive\t")).count(), 1, "{keys}");
     let authentik = ["https://auth.example.com/cb"];
     create(
         &server,
@@ -187,7 +190,11 @@ async fn operator_manages_oidc_clients(engine: Engine) {
         "nothing written by refusals"
     );
 
-    assert_eq!(audited_events(&server), events_before + 5, "4 created + 1 revoked, refusals wrote nothing");
+    assert_eq!(
+        audited_events(&server),
+        events_before + 6,
+        "4 created + the RS256 signing key + 1 revoked, refusals wrote nothing"
+    );
     assert!(!server.logs().contains(&secret), "no secret in the server's logs");
 }
 

@@ -11,9 +11,11 @@
 //! are in [`model`]; key material in [`crypto`].
 //!
 //! - First start: with no ES256 key signing, [`SigningKeys::load`] creates one active at once
-//!   (no relying party can have cached a JWKS yet). An RS256 key is created the same way the
-//!   first time an RS256 token is asked for (RSA keys are slow to make and most deployments
-//!   never need one); `countersign keys rotate --alg RS256` makes one ahead of time.
+//!   (no relying party can have cached a JWKS yet). An RS256 key is created the same way when
+//!   the first client wanting RS256 ID tokens is registered (before that client can fetch the
+//!   JWKS), or else the first time an RS256 token is asked for (RSA keys are slow to make and
+//!   most deployments never need one); `countersign keys rotate --alg RS256` makes one ahead of
+//!   time.
 //! - Several instances: each new key of an algorithm takes the next `generation`, unique per
 //!   algorithm, so two instances creating the first key at once add exactly one (the loser reads
 //!   the winner's). Each instance re-reads the key table when its view is older than
@@ -140,7 +142,7 @@ impl SigningKeys {
         timings: KeyTimings,
     ) -> Result<Self, KeyError> {
         let keys = Self::new(store, clock, master, timings);
-        keys.ensure_signing_key(SigningAlg::Es256).await?;
+        keys.ensure_signing_key(SigningAlg::Es256, Actor::System).await?;
         keys.view(true).await?;
         Ok(keys)
     }
@@ -161,7 +163,7 @@ impl SigningKeys {
         let key = match self.active(alg, false).await? {
             Some(key) => key,
             None => {
-                self.ensure_signing_key(alg).await?;
+                self.ensure_signing_key(alg, Actor::System).await?;
                 self.active(alg, true).await?.ok_or(KeyError::Contended)?
             }
         };
@@ -255,8 +257,11 @@ impl SigningKeys {
     }
 
     /// Makes sure `alg` has a key signing now: if none does, creates one active at once (audited
-    /// as `system`). Two instances doing this at once add one key: the loser reads the winner's.
-    async fn ensure_signing_key(&self, alg: SigningAlg) -> Result<(), KeyError> {
+    /// as `actor`). Two instances doing this at once add one key: the loser reads the winner's.
+    /// Registering a client that wants `alg` calls it too, so the key is in the JWKS before the
+    /// client first fetches it (a key made with the first token comes after the client cached a
+    /// JWKS without it).
+    pub async fn ensure_signing_key(&self, alg: SigningAlg, actor: Actor) -> Result<(), KeyError> {
         for _ in 0..CREATE_ATTEMPTS {
             let records = self.store.signing_keys().await?;
             let now = self.clock.now();
@@ -264,7 +269,7 @@ impl SigningKeys {
                 return Ok(());
             }
             let key = self.new_key(alg, model::next_generation(&records, alg), now).await?;
-            let audit = created_event(&key, Actor::System, "no_signing_key", None);
+            let audit = created_event(&key, actor.clone(), "no_signing_key", None);
             let added = self.store.add_signing_key(&key, audit).await;
             self.forget_view();
             match added {
