@@ -306,6 +306,8 @@ async fn finish(
 ) -> Result<Response, ApiError> {
     let issuer = &state.oidc.settings().issuer;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    // `null`: what browsers send for a form posted from a `no-referrer` page, as ours are; the
+    // `SameSite=Lax` cookie is what keeps other sites' posts out.
     if origin.is_some_and(|origin| origin != issuer.as_str() && origin != "null") {
         return oidc_error_page(
             StatusCode::FORBIDDEN,
