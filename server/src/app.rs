@@ -122,13 +122,13 @@ impl AppState {
             Arc::clone(&fetcher),
             ClientAuthSettings::new(oidc_settings.issuer.clone(), oidc_settings.endpoint(TOKEN_PATH)),
         );
-        let upstream = UpstreamIssuers::new(upstream, fetcher);
+        let upstream = UpstreamIssuers::new(upstream, Arc::clone(&fetcher));
         let oidc = Arc::new(OidcFlow::new(
             Arc::clone(&store),
             Arc::clone(&clock),
             master,
             Arc::clone(&signing_keys),
-            Clients { auth: client_auth, upstream },
+            Clients { auth: client_auth, upstream, jwks: fetcher },
             Factors { challenges: Arc::clone(&challenges), passkeys: Arc::clone(&passkeys) },
             oidc_settings,
         ));

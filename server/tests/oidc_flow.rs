@@ -18,6 +18,7 @@ use countersign::oidc::client_admin::{NewClient, create_client};
 use countersign::oidc::clients::{AuthMethod, ClientKeys, IdTokenAlg};
 use countersign_e2e::Engine;
 use countersign_e2e::device::TestDevice;
+use countersign_e2e::jose::TestKey;
 use countersign_mobile_protocol::{Decision, PendingChallenges, PushRegistration};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -619,6 +620,123 @@ async fn discovery_names_the_issuer_and_what_is_served(engine: Engine) {
     assert!(!countersign::oidc::authorization::pkce_matches(&verifier, CHALLENGE));
 }
 
+/// A client registered with keys (`private_key_jwt`) may sign its request (RFC 9101): the
+/// request object's `login_hint` is vouched for like a pushed one, so it prompts the user.
+async fn a_signed_request_object_names_the_user(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let mut phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let (client_id, signer) = keyed_rp(&app).await;
+    let object = signer.sign(&request_object(&app, &client_id, "ro-1"));
+    let reply =
+        get(&app, &query("/oidc/authorize", &[("client_id", &client_id), ("request", &object)]), None).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{:?}", reply.body);
+    let page = reply.headers[header::LOCATION].to_str().unwrap().to_owned();
+    let cookie = reply.headers[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let browser = Browser { page, cookie };
+    let number = shown_number(&app, &browser).await;
+    assert_eq!(phone_answers(&app, &mut phone, &number, Decision::Approve).await["outcome"], "approved");
+    let back = redirect_query(&finish(&app, &browser).await);
+    assert_eq!(param(&back, "state"), Some("ro-state"));
+    assert!(param(&back, "code").is_some());
+}
+
+/// Forged, stale, misaddressed and replayed request objects prompt nobody: an error page (the
+/// redirect URI inside cannot be trusted), no cookie, audited.
+async fn forged_request_objects_prompt_nobody(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let (client_id, signer) = keyed_rp(&app).await;
+    let other = TestKey::es256("rp-key");
+    let claims = request_object(&app, &client_id, "ro-2");
+    let with = |name: &str, value: Value| {
+        let mut c = claims.clone();
+        c[name] = value;
+        c
+    };
+    let now = app.clock_now().unix_timestamp();
+    let good = signer.sign(&claims);
+    let forged = [
+        ("another key", other.sign(&claims)),
+        ("alg none", countersign_e2e::jose::forge(&json!({ "alg": "none", "kid": "rp-key" }), &claims, b"")),
+        (
+            "embedded jwk",
+            signer.sign_raw(&json!({ "alg": "ES256", "kid": "rp-key", "jwk": other.public_jwk() }), &claims),
+        ),
+        ("expired", signer.sign(&with("exp", json!(now - 120)))),
+        ("string exp", signer.sign(&with("exp", json!((now + 60).to_string())))),
+        ("another audience", signer.sign(&with("aud", json!("https://elsewhere.example")))),
+        ("another issuer", signer.sign(&with("iss", json!("AAAAAAAAAAAAAAAAAAAAAA")))),
+        (
+            "no jti",
+            signer.sign(&{
+                let mut c = claims.clone();
+                c.as_object_mut().unwrap().remove("jti");
+                c
+            }),
+        ),
+    ];
+    for (what, object) in forged {
+        let reply =
+            get(&app, &query("/oidc/authorize", &[("client_id", &client_id), ("request", &object)]), None)
+                .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{what}");
+        assert!(
+            reply.headers.get(header::LOCATION).is_none() && reply.headers.get(header::SET_COOKIE).is_none(),
+            "{what}"
+        );
+        assert!(reply.body.as_str().unwrap().contains("invalid_request_object"), "{what}");
+    }
+    assert_eq!(
+        get(&app, &query("/oidc/authorize", &[("client_id", &client_id), ("request", &good)]), None)
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    let replayed =
+        get(&app, &query("/oidc/authorize", &[("client_id", &client_id), ("request", &good)]), None).await;
+    assert_eq!(replayed.status, StatusCode::BAD_REQUEST, "a request object is used once");
+    let pending = signed_get(&app, &phone, "/device/v1/challenges").await;
+    assert_eq!(pending.body["challenges"].as_array().unwrap().len(), 1, "only the good one prompted");
+    // A client without keys cannot sign requests at all.
+    let secret_rp = rp(&app, "Acme SSO").await;
+    let reply = get(
+        &app,
+        &query("/oidc/authorize", &[("client_id", &secret_rp.client_id), ("request", &good)]),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let refused =
+        audit_actions(&app).await.into_iter().filter(|(a, _)| a == "oidc.request_object_refused").count();
+    assert!(refused >= 8, "{refused}");
+}
+
+/// A `private_key_jwt` client and the key it signs with.
+async fn keyed_rp(app: &TestApp) -> (String, TestKey) {
+    let signer = TestKey::es256("rp-key");
+    let jwks =
+        countersign::oidc::clients::validate_jwks(&countersign_e2e::jose::jwks_json(&[&signer])).unwrap();
+    let new = NewClient {
+        name: "Keyed SSO".into(),
+        redirect_uris: vec![REDIRECT_URI.into()],
+        auth_method: AuthMethod::PrivateKeyJwt,
+        keys: ClientKeys::Inline(jwks),
+        id_token_alg: IdTokenAlg::Es256,
+    };
+    let created = create_client(app.store.as_ref(), app.clock.as_ref(), Actor::Cli, new).await.unwrap();
+    (created.client.client_id.0, signer)
+}
+
+fn request_object(app: &TestApp, client_id: &str, jti: &str) -> Value {
+    let now = app.clock_now().unix_timestamp();
+    json!({
+        "iss": client_id, "aud": ISSUER, "iat": now, "exp": now + 60, "jti": jti,
+        "client_id": client_id, "response_type": "code", "redirect_uri": REDIRECT_URI, "scope": "openid",
+        "state": "ro-state", "nonce": "ro-nonce", "code_challenge": CHALLENGE, "code_challenge_method": "S256",
+        "login_hint": "alice",
+    })
+}
+
 on_both_engines!(
     the_code_flow_signs_alice_in_with_a_number_on_her_phone,
     a_second_redemption_revokes_what_the_first_issued,
@@ -634,4 +752,6 @@ on_both_engines!(
     an_unknown_user_is_refused_like_one_without_a_factor,
     acr_phr_signs_in_with_a_passkey_only,
     discovery_names_the_issuer_and_what_is_served,
+    a_signed_request_object_names_the_user,
+    forged_request_objects_prompt_nobody,
 );

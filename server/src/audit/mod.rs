@@ -147,6 +147,9 @@ pub enum Action {
     /// An upstream issuer's `id_token_hint` was refused (does not verify, unknown issuer for
     /// the client, too old, used before): nobody was prompted.
     OidcHintRefused,
+    /// A client's signed request object was refused (does not verify, replayed): nobody was
+    /// prompted.
+    OidcRequestObjectRefused,
 }
 
 impl Action {
@@ -187,6 +190,7 @@ impl Action {
             Action::OidcTokensIssued => "oidc.tokens_issued",
             Action::OidcCodeRefused => "oidc.code_refused",
             Action::OidcHintRefused => "oidc.hint_refused",
+            Action::OidcRequestObjectRefused => "oidc.request_object_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;
                 match state {

@@ -87,6 +87,11 @@ impl Params {
         self.0.keys().map(String::as_str)
     }
 
+    /// Adds `name` unless present (a request object may leave `client_id` to its `iss`).
+    pub fn insert_if_absent(&mut self, name: &str, value: &str) {
+        self.0.entry(name.to_owned()).or_insert_with(|| value.to_owned());
+    }
+
     pub fn into_pairs(self) -> impl Iterator<Item = (String, String)> {
         self.0.into_iter()
     }

@@ -20,8 +20,10 @@ use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
 
 use super::authorization::{AuthorizationRequest, FactorPolicy, Params, ResponseKind, Target, TargetError};
-use super::client_auth::{ClientAuthenticator, ClientCredentials};
-use super::clients::{Client, ClientId};
+use super::client_auth::{ASSERTION_ALGORITHMS, ClientAuthenticator, ClientCredentials};
+use super::client_jwks::ClientJwksFetcher;
+use super::clients::{Client, ClientId, ClientKeys};
+use super::jose::{self, JwtPolicy};
 use super::keys::SigningKeys;
 use super::oauth_error::{OAuthError, OAuthErrorCode};
 use super::tokens::{Grant, ID_TOKEN_TYP, Issue, Proof};
@@ -55,6 +57,10 @@ pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 pub const PAR_TTL: Duration = Duration::seconds(90);
 /// How long a code may wait for the token request (OAuth 2.0 Security BCP: short).
 pub const CODE_TTL: Duration = Duration::seconds(60);
+/// The longest a request object may live (RFC 9101 leaves it to the server; FAPI says 60 min).
+const REQUEST_OBJECT_MAX_LIFETIME: Duration = Duration::minutes(10);
+/// A request object's JWT claims, which are not authorization parameters.
+const JWT_CLAIMS: [&str; 6] = ["iss", "aud", "exp", "iat", "nbf", "jti"];
 /// The parameters of client authentication, which a pushed request never stores.
 const CLIENT_AUTH_PARAMS: [&str; 3] = ["client_secret", "client_assertion", "client_assertion_type"];
 
@@ -129,6 +135,8 @@ pub enum AuthorizeFailure {
     Page(TargetError),
     /// The pushed request is unknown, used, expired or another client's.
     RequestUri,
+    /// The signed request object does not verify (its redirect URI cannot be trusted either).
+    RequestObject(OAuthError),
     /// Sent back to the client.
     Redirect(Box<ErrorRedirect>),
     /// The user cannot sign in here now (no factor, push frozen with no passkey, …): said on a
@@ -219,6 +227,8 @@ struct StoredRequest {
 pub struct Clients {
     pub auth: ClientAuthenticator,
     pub upstream: UpstreamIssuers,
+    /// Fetches the key sets of clients registered with a `jwks_uri` (request objects).
+    pub jwks: Arc<ClientJwksFetcher>,
 }
 
 /// How users are asked: a number-matched push, or a passkey.
@@ -236,6 +246,7 @@ pub struct OidcFlow {
     pub(super) keys: Arc<SigningKeys>,
     pub(super) clients: ClientAuthenticator,
     upstream: UpstreamIssuers,
+    client_jwks: Arc<ClientJwksFetcher>,
     challenges: Arc<ChallengeService>,
     passkeys: Arc<PasskeyService>,
     pub(super) settings: OidcSettings,
@@ -252,8 +263,8 @@ impl OidcFlow {
         settings: OidcSettings,
     ) -> Self {
         let Factors { challenges, passkeys } = factors;
-        let Clients { auth: clients, upstream } = clients;
-        Self { store, clock, master, keys, clients, upstream, challenges, passkeys, settings }
+        let Clients { auth: clients, upstream, jwks: client_jwks } = clients;
+        Self { store, clock, master, keys, clients, upstream, client_jwks, challenges, passkeys, settings }
     }
 
     pub fn settings(&self) -> &OidcSettings {
@@ -271,12 +282,11 @@ impl OidcFlow {
         if params.get("request_uri").is_some() {
             return Err(OAuthError::invalid_request("a pushed request cannot carry `request_uri`"));
         }
-        if params.get("request").is_some() {
-            return Err(OAuthError::new(
-                OAuthErrorCode::RequestNotSupported,
-                "signed request objects are not supported yet",
-            ));
-        }
+        // A signed request object (RFC 9101) replaces the other parameters (§6.3).
+        let params = match params.get("request") {
+            Some(jwt) => self.request_object(&client, jwt).await?,
+            None => params,
+        };
         if params.get("client_id").is_some_and(|id| id != client.client_id.0) {
             return Err(OAuthError::invalid_request("`client_id` is not the authenticated client"));
         }
@@ -321,10 +331,16 @@ impl OidcFlow {
     pub async fn authorize(&self, params: Params, browser: Browser) -> Result<Started, AuthorizeFailure> {
         let client_id = params.get("client_id").ok_or(AuthorizeFailure::Page(TargetError::MissingClient))?;
         let client = self.active_client(client_id).await?;
-        let (params, pushed) = match params.get("request_uri") {
-            // RFC 9126 §4: only the pushed parameters count.
-            Some(request_uri) => (self.take_pushed(&client, request_uri).await?, true),
-            None => (params, false),
+        // A pushed request (RFC 9126 §4) or a signed request object (RFC 9101 §6.3): only its
+        // parameters count, and the client vouched for them.
+        let (params, vouched) = match (params.get("request_uri"), params.get("request")) {
+            (Some(request_uri), _) => (self.take_pushed(&client, request_uri).await?, true),
+            (None, Some(jwt)) => {
+                let resolved =
+                    self.request_object(&client, jwt).await.map_err(AuthorizeFailure::RequestObject)?;
+                (resolved, true)
+            }
+            (None, None) => (params, false),
         };
         let target = Target::presented(&params).map_err(AuthorizeFailure::Page)?;
         let target = target
@@ -341,18 +357,16 @@ impl OidcFlow {
                 form_post,
             })
         };
-        if params.get("request").is_some() {
-            let error = OAuthError::new(
-                OAuthErrorCode::RequestNotSupported,
-                "signed request objects are not supported yet",
-            );
+        if params.get("request").is_some() || params.get("request_uri").is_some() {
+            let error =
+                OAuthError::invalid_request("a pushed request or request object cannot carry another");
             return Err(AuthorizeFailure::Redirect(back(error)));
         }
         let request = AuthorizationRequest::validate(target.clone(), &params)
             .map_err(|e| AuthorizeFailure::Redirect(back(e)))?;
         // Only an authenticated request may name whom to prompt: a pushed request's login_hint, or
         // a configured upstream issuer's signed hint. A bare login_hint prompts nobody.
-        let (hint, subject) = match (&request.id_token_hint, &request.login_hint, pushed) {
+        let (hint, subject) = match (&request.id_token_hint, &request.login_hint, vouched) {
             (Some(id_token_hint), _, _) => match self.upstream_hint(&client, id_token_hint).await? {
                 Ok(hint) => (hint.username, Some(hint.subject)),
                 Err(reason) => {
@@ -473,6 +487,116 @@ impl OidcFlow {
             Some(client) if client.is_active() => Ok(client),
             _ => Err(AuthorizeFailure::Page(TargetError::UnknownClient)),
         }
+    }
+
+    /// A signed request object (RFC 9101) of `client`, verified with the keys it registered
+    /// (`private_key_jwt` clients): `iss` = the client, `aud` = this issuer, `exp` and a
+    /// single-use `jti` required (it may name whom to prompt, so it is never replayed). Its
+    /// claims become the request's parameters.
+    async fn request_object(&self, client: &Client, jwt: &str) -> Result<Params, OAuthError> {
+        let invalid = |why: String| OAuthError::new(OAuthErrorCode::InvalidRequestObject, why);
+        let audiences = [self.settings.issuer.as_str()];
+        let policy = JwtPolicy {
+            algorithms: &ASSERTION_ALGORITHMS,
+            issuer: &client.client_id.0,
+            audiences: &audiences,
+            subject: None,
+            typ: None,
+            max_lifetime: REQUEST_OBJECT_MAX_LIFETIME,
+            leeway: Duration::seconds(30),
+            require_jti: true,
+            expired_grace: Duration::ZERO,
+        };
+        if matches!(client.keys, ClientKeys::None) {
+            return Err(OAuthError::new(
+                OAuthErrorCode::RequestNotSupported,
+                "request objects are taken from clients that registered keys (private_key_jwt)",
+            ));
+        }
+        let now = self.clock.now();
+        let verified = match self.verify_request_object(client, jwt, &policy, now).await {
+            Ok(verified) => verified,
+            Err(reason) => {
+                let event = AuditEvent::new(
+                    now,
+                    client_actor(client),
+                    Action::OidcRequestObjectRefused,
+                    Subject::OidcClient(client.client_id.clone()),
+                )
+                .with_details(json!({ "client_id": client.client_id.0, "reason": reason }));
+                self.store.record_audit(event).await.map_err(|_| OAuthError::server_error())?;
+                return Err(invalid(format!("it does not verify: {reason}")));
+            }
+        };
+        let jti = verified.jti.clone().unwrap_or_default();
+        let replay = AuditEvent::new(
+            now,
+            client_actor(client),
+            Action::OidcRequestObjectRefused,
+            Subject::OidcClient(client.client_id.clone()),
+        )
+        .with_details(json!({ "client_id": client.client_id.0, "reason": "replayed" }));
+        let first_use = self
+            .store
+            .use_client_assertion_jti(
+                &client.client_id,
+                &jti,
+                verified.expires_at + policy.leeway,
+                now,
+                replay,
+            )
+            .await
+            .map_err(|_| OAuthError::server_error())?;
+        if !first_use {
+            return Err(invalid("it was used before".into()));
+        }
+        if verified
+            .claims
+            .get("client_id")
+            .and_then(|v| v.as_str())
+            .is_some_and(|id| id != client.client_id.0)
+        {
+            return Err(invalid("its client_id is not the client's".into()));
+        }
+        let pairs = verified.claims.into_iter().filter(|(name, _)| !JWT_CLAIMS.contains(&name.as_str())).map(
+            |(name, value)| {
+                let value = match value {
+                    serde_json::Value::String(text) => text,
+                    // `claims` is an object, `max_age` a number: as they would be in a form.
+                    other => other.to_string(),
+                };
+                (name, value)
+            },
+        );
+        let mut params = Params::from_pairs(pairs).map_err(|e| invalid(e.to_string()))?;
+        params.insert_if_absent("client_id", &client.client_id.0);
+        Ok(params)
+    }
+
+    /// The request object's signature and claims under `policy`, with the client's keys; the
+    /// refusal's reason in a word.
+    async fn verify_request_object(
+        &self,
+        client: &Client,
+        jwt: &str,
+        policy: &JwtPolicy<'_>,
+        now: OffsetDateTime,
+    ) -> Result<jose::VerifiedJwt, &'static str> {
+        let header = jose::read_header(jwt, policy).map_err(|e| e.reason())?;
+        let fetched;
+        let keys = match &client.keys {
+            ClientKeys::Inline(jwks) => jwks.keys(),
+            ClientKeys::Uri(uri) => {
+                fetched = self
+                    .client_jwks
+                    .keys(uri, header.kid.as_deref())
+                    .await
+                    .map_err(|_| "client_keys_unavailable")?;
+                fetched.keys()
+            }
+            ClientKeys::None => return Err("no_client_keys"),
+        };
+        jose::verify(jwt, keys, policy, now).map_err(|e| e.reason())
     }
 
     async fn take_pushed(&self, client: &Client, request_uri: &str) -> Result<Params, AuthorizeFailure> {

@@ -179,6 +179,9 @@ async fn begin(
             "invalid_request_uri",
             "This sign-in link has expired or was used already. Start again from the application.",
         ),
+        Err(AuthorizeFailure::RequestObject(error)) => {
+            oidc_error_page(StatusCode::BAD_REQUEST, "invalid_request_object", &error.description)
+        }
         Err(AuthorizeFailure::Redirect(redirect)) => {
             answer_response(redirect.answer(&issuer).map_err(|e| ApiError::internal(&e))?, None)
         }
