@@ -154,8 +154,9 @@ async fn entra_signs_alice_in_and_gets_an_id_token_posted_back(engine: Engine) {
     assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256, "the client registered RS256 (Entra supports it)");
     let jwks: jsonwebtoken::jwk::JwkSet =
         serde_json::from_value(entra.app.get("/oidc/jwks", None).await.body).unwrap();
-    let key =
-        jsonwebtoken::DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap()).unwrap();
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
+    assert!(jwk.common.x509_chain.as_ref().is_some_and(|chain| chain.len() == 1), "Entra requires x5c");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_audience(&[entra.client_id.as_str()]);
     validation.set_issuer(&[ISSUER]);

@@ -11,22 +11,29 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::http::{StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::TestApp;
 use countersign::app::HttpLimits;
 use countersign::audit::Actor;
 use countersign::clock::Clock;
+use countersign::oidc::keys::certificate::subject_public_key_info;
 use countersign::oidc::keys::{
     JWKS_PATH, KeyError, KeyState, KeyTimings, RevocationRefused, RotationRefused, SigningAlg, SigningKeys,
 };
 use countersign::store::SigningKeyStore;
-use countersign_e2e::Engine;
+use countersign_e2e::{Engine, exec_sql};
 use serde_json::{Value, json};
 
 const TIMINGS: KeyTimings = KeyTimings::DEFAULT;
 
 /// The members a public JWK may have; private ones (`d`, `p`, `q`, `dp`, `dq`, `qi`, `oth`, `k`)
 /// must never appear.
-const PUBLIC_MEMBERS: [&str; 9] = ["kty", "use", "alg", "kid", "crv", "x", "y", "n", "e"];
+const PUBLIC_MEMBERS: [&str; 12] =
+    ["kty", "use", "alg", "kid", "crv", "x", "y", "n", "e", "x5c", "x5t", "x5t#S256"];
+
+/// The certificate members of a JWK.
+const CERTIFICATE_MEMBERS: [&str; 3] = ["x5c", "x5t", "x5t#S256"];
 
 async fn jwks(app: &TestApp) -> Value {
     let reply = app.get(JWKS_PATH, None).await;
@@ -69,6 +76,57 @@ fn forge_payload(token: &str, claims: Value) -> String {
     format!("{}.{payload}.{}", parts[0], parts[2])
 }
 
+/// The one certificate (DER) in a JWK's `x5c`, which is standard base64 (RFC 7517 §4.7).
+fn certificate_of(jwk: &Value) -> Vec<u8> {
+    let chain = jwk["x5c"].as_array().unwrap_or_else(|| panic!("no x5c: {jwk}"));
+    assert_eq!(chain.len(), 1, "one self-signed certificate: {jwk}");
+    STANDARD.decode(chain[0].as_str().unwrap()).unwrap()
+}
+
+/// A DER element (short or two-byte long form: enough for these keys).
+fn der(tag: u8, contents: &[u8]) -> Vec<u8> {
+    let length = match contents.len() {
+        n if n < 0x80 => vec![n as u8],
+        n if n < 0x100 => vec![0x81, n as u8],
+        n => vec![0x82, (n >> 8) as u8, n as u8],
+    };
+    [&[tag][..], &length, contents].concat()
+}
+
+/// The SubjectPublicKeyInfo of a JWK's key (RFC 5480, RFC 3279), encoded here from `x`/`y` or
+/// `n`/`e`, independently of the server.
+fn spki_of(jwk: &Value) -> Vec<u8> {
+    let member = |name: &str| URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap();
+    let integer = |magnitude: Vec<u8>| {
+        let sign = if magnitude[0] & 0x80 != 0 { vec![0] } else { vec![] };
+        der(0x02, &[sign, magnitude].concat())
+    };
+    match jwk["kty"].as_str().unwrap() {
+        "EC" => {
+            // id-ecPublicKey with prime256v1, then the uncompressed point 04 ‖ x ‖ y.
+            let algorithm = hex::decode("301306072a8648ce3d020106082a8648ce3d030107").unwrap();
+            let point = [vec![0, 4], member("x"), member("y")].concat();
+            der(0x30, &[algorithm, der(0x03, &point)].concat())
+        }
+        "RSA" => {
+            // rsaEncryption with NULL parameters, then RSAPublicKey { n, e }.
+            let algorithm = hex::decode("300d06092a864886f70d0101010500").unwrap();
+            let key = der(0x30, &[integer(member("n")), integer(member("e"))].concat());
+            der(0x30, &[algorithm, der(0x03, &[vec![0], key].concat())].concat())
+        }
+        other => panic!("unexpected kty {other}"),
+    }
+}
+
+/// Checks that `jwk` carries one certificate of its own key, named by its thumbprints.
+fn assert_certificate_of_itself(jwk: &Value) {
+    let certificate = certificate_of(jwk);
+    assert_eq!(subject_public_key_info(&certificate), Some(spki_of(jwk).as_slice()), "{jwk}");
+    let thumbprint = |algorithm| URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(algorithm, &certificate));
+    assert_eq!(jwk["x5t#S256"], thumbprint(&aws_lc_rs::digest::SHA256), "{jwk}");
+    assert_eq!(jwk["x5t"], thumbprint(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY), "{jwk}");
+}
+
 /// An operator's `countersign keys …` (or another instance) on the app's database and clock.
 fn operator(app: &TestApp) -> SigningKeys {
     let store: Arc<dyn SigningKeyStore> = Arc::clone(&app.store) as _;
@@ -96,10 +154,20 @@ async fn the_jwks_never_holds_private_members(engine: Engine) {
     let set = jwks(&app).await;
     let keys = set["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 2, "{set}");
+    let stored = app.store.signing_keys().await.unwrap();
     for key in keys {
         let members: BTreeSet<&str> = key.as_object().unwrap().keys().map(String::as_str).collect();
         assert!(members.iter().all(|m| PUBLIC_MEMBERS.contains(m)), "{key}");
         assert_eq!(key["use"], "sig");
+        // The certificate shares no run of 32 bytes with the private key but public ones.
+        let record = stored.iter().find(|r| r.kid == key["kid"]).unwrap();
+        let context = format!("countersign/v1/oidc-signing-key/{}/{}", record.kid, record.alg);
+        let pkcs8 = app.master.decrypt(context.as_bytes(), &record.sealed_pkcs8).unwrap();
+        let (certificate, public) = (certificate_of(key), spki_of(key));
+        let contains = |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+        for run in pkcs8.windows(32).filter(|run| contains(&certificate, run)) {
+            assert!(contains(&public, run), "x5c carries private bytes of {}", record.kid);
+        }
     }
     let ec = keys.iter().find(|k| k["alg"] == "ES256").unwrap();
     assert_eq!((&ec["kty"], &ec["crv"]), (&json!("EC"), &json!("P-256")));
@@ -117,6 +185,40 @@ async fn the_jwks_never_holds_private_members(engine: Engine) {
         let forged = forge_payload(token, json!({ "sub": "mallory", "aud": "rp" }));
         assert!(verify(&set, &forged).is_err(), "a changed payload does not verify");
     }
+}
+
+/// Microsoft Entra ID requires `x5c` on every key of the JWKS: each published key, ES256 and
+/// RS256, carries one self-signed certificate whose public key is the JWK's, with its own
+/// thumbprints. A key stored before certificates is served with one too, made from its private
+/// key and stored once, so every instance serves the same certificate.
+async fn every_published_key_carries_a_certificate_of_itself(engine: Engine) {
+    let app = TestApp::build(engine, HttpLimits::default()).await;
+    sign(&app, SigningAlg::Rs256).await;
+    let set = jwks(&app).await;
+    let algs: Vec<&str> =
+        set["keys"].as_array().unwrap().iter().map(|k| k["alg"].as_str().unwrap()).collect();
+    assert_eq!(algs, ["ES256", "RS256"]);
+    for key in set["keys"].as_array().unwrap() {
+        assert_certificate_of_itself(key);
+    }
+
+    // A key stored by a version without certificates: its row has none.
+    let old = app.state.signing_keys.rotate(SigningAlg::Es256, Actor::Cli).await.unwrap();
+    let mut without: Value = serde_json::from_str(&old.public_jwk).unwrap();
+    for member in CERTIFICATE_MEMBERS {
+        assert!(without.as_object_mut().unwrap().remove(member).is_some(), "made with {member}");
+    }
+    let strip = format!("UPDATE oidc_signing_keys SET public_jwk = '{without}' WHERE kid = '{}'", old.kid);
+    exec_sql(&app.db, &strip).await.unwrap();
+    app.advance(TIMINGS.refresh).await;
+    let set = jwks(&app).await;
+    let served = set["keys"].as_array().unwrap().iter().find(|k| k["kid"] == old.kid.as_str()).unwrap();
+    assert_certificate_of_itself(served);
+    let record = app.store.signing_keys().await.unwrap().into_iter().find(|k| k.kid == old.kid).unwrap();
+    let stored: Value = serde_json::from_str(&record.public_jwk).unwrap();
+    assert_eq!(&stored, served, "stored for every instance");
+    let elsewhere = serde_json::to_value(operator(&app).jwks().await.unwrap()).unwrap();
+    assert!(elsewhere["keys"].as_array().unwrap().contains(served), "another instance serves the same");
 }
 
 /// Relying parties may cache the JWKS, but never past a rotation's publish overlap: otherwise
@@ -243,6 +345,7 @@ async fn a_change_made_elsewhere_reaches_a_running_server(engine: Engine) {
 
 on_both_engines!(
     the_jwks_never_holds_private_members,
+    every_published_key_carries_a_certificate_of_itself,
     the_jwks_may_be_cached_no_longer_than_the_publish_overlap,
     a_rotated_key_is_published_before_it_signs_and_the_old_one_until_its_tokens_expire,
     a_revoked_key_leaves_the_jwks_at_once_and_signing_continues_with_a_fresh_key,

@@ -99,6 +99,9 @@ async fn operator_rotates_lists_and_revokes_signing_keys(engine: Engine) {
     for key in set["keys"].as_array().unwrap() {
         let public = key.get("x").or(key.get("n")).unwrap().as_str().unwrap();
         assert!(!listing.contains(public), "the listing shows no key material");
+        let chain = key["x5c"].as_array().unwrap_or_else(|| panic!("Entra requires x5c: {key}"));
+        assert_eq!(chain.len(), 1, "{key}");
+        assert!(key["x5t#S256"].is_string() && key["x5t"].is_string(), "{key}");
     }
     let verified = server.cli(&["audit", "verify"]);
     assert!(verified.status.success(), "{}", stdout_of(&verified));

@@ -6,7 +6,7 @@
 //!
 //! - [`keys`]: the signing keys (ES256 by default, RS256 on demand) sealed in the database,
 //!   their rotation with publish overlap and emergency revocation, signing compact JWS, and
-//!   the JWKS (`keys::JWKS_PATH`).
+//!   the JWKS (`keys::JWKS_PATH`), each key with a self-signed `x5c` certificate of itself.
 //! - [`clients`]: the rules — a registered client, its redirect URIs (validated once, matched
 //!   byte for byte), auth method, key set, ID token algorithm;
 //! - [`client_admin`]: registering, listing and revoking clients (`countersign clients …`),

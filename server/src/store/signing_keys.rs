@@ -15,7 +15,8 @@ pub struct SigningKeyRecord {
     pub alg: SigningAlg,
     /// One more than the last key of `alg` when it was created (unique per algorithm).
     pub generation: i64,
-    /// The public key as a JWK (JSON text).
+    /// The public key as a JWK (JSON text), with its certificate (`x5c`). Written once more
+    /// after creation only to give a key made before certificates its certificate.
     pub public_jwk: String,
     /// The PKCS#8 private key sealed under the master key (`MasterKey::encrypt`).
     pub sealed_pkcs8: Vec<u8>,
@@ -37,6 +38,8 @@ pub(super) static REVOKE_KEY: Sql = Sql::new(|| {
          RETURNING {KEY_COLUMNS}"
     )
 });
+pub(super) const REPLACE_JWK: &str =
+    "UPDATE oidc_signing_keys SET public_jwk = $3 WHERE kid = $1 AND public_jwk = $2";
 pub(super) static ALL_KEYS: Sql =
     Sql::new(|| format!("SELECT {KEY_COLUMNS} FROM oidc_signing_keys ORDER BY alg, generation"));
 
@@ -69,6 +72,16 @@ pub trait SigningKeyStore: Send + Sync + std::fmt::Debug {
     /// Adds a key with its audit event; `Conflict(SigningKeyGeneration)` when another key of
     /// its algorithm already took its generation (someone else added the next key first).
     async fn add_signing_key(&self, key: &SigningKeyRecord, audit: AuditEvent) -> Result<(), StoreError>;
+
+    /// Replaces the public JWK of `kid` with `public_jwk` if it is still `expected`
+    /// (compare-and-set); `false` if it is not (another instance replaced it first) or there is
+    /// no such key. Gives a key made before certificates its certificate, once.
+    async fn replace_signing_key_jwk(
+        &self,
+        kid: &str,
+        expected: &str,
+        public_jwk: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Revokes an unrevoked key (`NotFound` if there is none with this kid) and, in the same
     /// transaction, adds its replacement: the service is never left without its signing key.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use countersign::audit::{Action, Actor, AuditEvent, Subject};
 use countersign::clock::{Clock, ManualClock};
 use countersign::oidc::keys::crypto::CryptoError;
-use countersign::oidc::keys::{KeyError, KeyTimings, SigningAlg, SigningKeys};
+use countersign::oidc::keys::{Jwk, KeyError, KeyTimings, SigningAlg, SigningKeys};
 use countersign::secrets::MasterKey;
 use countersign::store::{Conflict, Replacement, SigningKeyRecord, SigningKeyStore, Store, StoreError};
 use countersign_e2e::{Engine, exec_sql};
@@ -88,6 +88,51 @@ async fn a_revocation_and_its_replacement_are_one_change(engine: Engine) {
     assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
 }
 
+/// A key made before certificates gets its certificate once: its public JWK is replaced only
+/// while it is still what the caller read (compare-and-set).
+async fn a_public_jwk_is_replaced_only_while_unchanged(engine: Engine) {
+    let f = fixture(engine).await;
+    let key = record(&f, "k1", SigningAlg::Es256, 1);
+    f.store.add_signing_key(&key, created(&f, "k1")).await.unwrap();
+    let (first, second) = (r#"{"kid":"k1","x5c":["AA=="]}"#, r#"{"kid":"k1","x5c":["AQ=="]}"#);
+    assert!(f.store.replace_signing_key_jwk("k1", &key.public_jwk, first).await.unwrap());
+    assert!(!f.store.replace_signing_key_jwk("k1", &key.public_jwk, second).await.unwrap(), "read before");
+    assert!(!f.store.replace_signing_key_jwk("k2", &key.public_jwk, second).await.unwrap(), "no such key");
+    let stored = f.store.signing_keys().await.unwrap();
+    assert_eq!(stored, [SigningKeyRecord { public_jwk: first.into(), ..key }], "only the first, only there");
+}
+
+/// Several instances meet a key stored before certificates at once: one certificate is
+/// stored, and every instance serves that one.
+async fn instances_certifying_an_old_key_at_once_serve_one_certificate(engine: Engine) {
+    let f = fixture(engine).await;
+    service(&f, Arc::clone(&f.store), MASTER)
+        .sign(SigningAlg::Es256, "JWT", &serde_json::json!({}))
+        .await
+        .unwrap();
+    let key = f.store.signing_keys().await.unwrap().remove(0);
+    let made: Jwk = serde_json::from_str(&key.public_jwk).unwrap();
+    assert!(made.x5c.is_some(), "a new key has its certificate");
+    let old = Jwk { x5c: None, x5t: None, x5t_s256: None, ..made.clone() };
+    let old = serde_json::to_string(&old).unwrap();
+    assert!(f.store.replace_signing_key_jwk(&key.kid, &key.public_jwk, &old).await.unwrap());
+
+    let now = f.now();
+    let served = f
+        .race(6, move |_, store| async move {
+            let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(now));
+            let store: Arc<dyn SigningKeyStore> = store;
+            let keys =
+                SigningKeys::new(store, clock, Arc::new(MasterKey::from_bytes(&MASTER)), KeyTimings::DEFAULT);
+            keys.jwks().await.unwrap().keys.remove(0)
+        })
+        .await;
+    assert!(served.windows(2).all(|pair| pair[0] == pair[1]), "one certificate for all: {served:?}");
+    assert!(served[0].x5c.is_some() && served[0].x5c != made.x5c, "a new one: {:?}", served[0]);
+    let stored: Jwk = serde_json::from_str(&f.store.signing_keys().await.unwrap()[0].public_jwk).unwrap();
+    assert_eq!(stored, served[0]);
+}
+
 /// Several instances share one database and start at once: exactly one ES256 key is created,
 /// and every instance signs with it.
 async fn instances_starting_at_once_create_one_signing_key(engine: Engine) {
@@ -162,5 +207,7 @@ on_both_engines!(
     signing_keys_round_trip_and_one_key_takes_each_generation,
     a_revocation_and_its_replacement_are_one_change,
     instances_starting_at_once_create_one_signing_key,
+    a_public_jwk_is_replaced_only_while_unchanged,
+    instances_certifying_an_old_key_at_once_serve_one_certificate,
     the_private_key_column_is_sealed_and_opens_only_with_its_master_key,
 );

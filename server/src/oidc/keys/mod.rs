@@ -8,7 +8,8 @@
 //! published key by kid (to check a token this service issued), and the operator's
 //! [`SigningKeys::rotate`], [`SigningKeys::revoke`] and [`SigningKeys::list`] back
 //! `countersign keys`. The timeline rules (pending → active → retiring → retired, or revoked)
-//! are in [`model`]; key material in [`crypto`].
+//! are in [`model`]; key material in [`crypto`]; each key's self-signed certificate (the JWKS
+//! `x5c`, which Microsoft Entra ID requires) in [`certificate`].
 //!
 //! - First start: with no ES256 key signing, [`SigningKeys::load`] creates one active at once
 //!   (no relying party can have cached a JWKS yet). An RS256 key is created the same way when
@@ -21,9 +22,15 @@
 //!   the winner's). Each instance re-reads the key table when its view is older than
 //!   [`KeyTimings::refresh`] or on a kid it does not know, so the CLI's rotations and
 //!   revocations reach running servers without a restart.
+//! - Certificates: a key gets its certificate when it is made. A key made before certificates
+//!   gets one the first time an instance opens it (from its private key), stored by
+//!   compare-and-set on its public JWK so every instance serves the same one; an instance that
+//!   loses that race reads the winner's. No migration, and no audit event: the key and what
+//!   verifies with it are unchanged.
 //! - Every creation and revocation is audited (`signing_key.created` with its `activates_at`,
 //!   `signing_key.revoked`); activation happens by time, as its creation event scheduled it.
 
+pub mod certificate;
 pub mod crypto;
 pub mod model;
 
@@ -294,8 +301,9 @@ impl SigningKeys {
         let kid = crypto::new_kid()?;
         let master = Arc::clone(&self.master);
         let for_task = kid.clone();
+        let created_at = self.clock.now();
         let (sealed_pkcs8, jwk) =
-            tokio::task::spawn_blocking(move || crypto::generate(alg, &for_task, &master))
+            tokio::task::spawn_blocking(move || crypto::generate(alg, &for_task, &master, created_at))
                 .await
                 .map_err(|_| CryptoError::Generate)??;
         let public_jwk = serde_json::to_string(&jwk).map_err(CryptoError::Claims)?;
@@ -305,7 +313,7 @@ impl SigningKeys {
             generation,
             public_jwk,
             sealed_pkcs8,
-            created_at: self.clock.now(),
+            created_at,
             activates_at,
             revoked_at: None,
         })
@@ -341,28 +349,53 @@ impl SigningKeys {
         {
             return Ok(Arc::clone(view));
         }
-        let records = self.store.signing_keys().await?;
+        for _ in 0..CREATE_ATTEMPTS {
+            let records = self.store.signing_keys().await?;
+            let Some(opened) = self.open_published(&records, cached.as_deref(), now).await? else {
+                continue;
+            };
+            let view = Arc::new(View { read_at: now, records, opened });
+            *self.view.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&view));
+            return Ok(view);
+        }
+        Err(KeyError::Contended)
+    }
+
+    /// The keys of `records` published at `now`, opened (reusing those `cached` opened). A key
+    /// stored without a certificate has one stored now; `None` if another instance stored one
+    /// first (read the table again and serve theirs).
+    async fn open_published(
+        &self,
+        records: &[SigningKeyRecord],
+        cached: Option<&View>,
+        now: OffsetDateTime,
+    ) -> Result<Option<HashMap<String, Arc<OpenedKey>>>, KeyError> {
         let mut opened = HashMap::new();
-        for key in &records {
-            if !model::state(&records, key, now, &self.timings).is_published() {
+        for key in records {
+            if !model::state(records, key, now, &self.timings).is_published() {
                 continue;
             }
-            let known = cached.as_ref().and_then(|view| view.opened.get(&key.kid)).cloned();
-            let key_pair = match known {
-                Some(key_pair) => key_pair,
-                None => Arc::new(OpenedKey::open(
-                    key.alg,
-                    &key.kid,
-                    &key.sealed_pkcs8,
-                    &key.public_jwk,
-                    &self.master,
-                )?),
-            };
-            opened.insert(key.kid.clone(), key_pair);
+            if let Some(known) = cached.and_then(|view| view.opened.get(&key.kid)) {
+                opened.insert(key.kid.clone(), Arc::clone(known));
+                continue;
+            }
+            let (key_pair, to_store) = OpenedKey::open(
+                key.alg,
+                &key.kid,
+                &key.sealed_pkcs8,
+                &key.public_jwk,
+                key.created_at,
+                &self.master,
+            )?;
+            if let Some(public_jwk) = to_store {
+                if !self.store.replace_signing_key_jwk(&key.kid, &key.public_jwk, &public_jwk).await? {
+                    return Ok(None);
+                }
+                tracing::info!(kid = %key.kid, "stored a certificate for a signing key made before certificates");
+            }
+            opened.insert(key.kid.clone(), Arc::new(key_pair));
         }
-        let view = Arc::new(View { read_at: now, records, opened });
-        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&view));
-        Ok(view)
+        Ok(Some(opened))
     }
 
     /// Drops the cached view after a change made here, so this instance sees it at once.

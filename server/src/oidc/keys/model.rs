@@ -335,6 +335,16 @@ pub struct Jwk {
     /// The RSA public exponent, base64url.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e: Option<String>,
+    /// One self-signed X.509 certificate of this key (DER, standard base64): a key carrier,
+    /// not a trust anchor (see `keys::certificate`). Microsoft Entra ID requires it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<Vec<String>>,
+    /// The certificate's SHA-1 thumbprint, base64url (a name for it, not a security check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5t: Option<String>,
+    /// The certificate's SHA-256 thumbprint, base64url.
+    #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
 }
 
 /// The JWKS document (`{"keys": [...]}`).

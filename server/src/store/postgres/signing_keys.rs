@@ -6,7 +6,9 @@ use time::OffsetDateTime;
 
 use super::PgStore;
 use crate::audit::AuditEvent;
-use crate::store::signing_keys::{ALL_KEYS, INSERT_KEY, REVOKE_KEY, Replacement, signing_key_from_row};
+use crate::store::signing_keys::{
+    ALL_KEYS, INSERT_KEY, REPLACE_JWK, REVOKE_KEY, Replacement, signing_key_from_row,
+};
 use crate::store::{SigningKeyRecord, SigningKeyStore, StoreError, map_unique_violation};
 
 async fn insert_key(conn: &mut PgConnection, key: &SigningKeyRecord) -> Result<(), StoreError> {
@@ -41,6 +43,21 @@ impl SigningKeyStore for PgStore {
         insert_key(&mut tx, key).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await
+    }
+
+    async fn replace_signing_key_jwk(
+        &self,
+        kid: &str,
+        expected: &str,
+        public_jwk: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(REPLACE_JWK)
+            .bind(kid)
+            .bind(expected)
+            .bind(public_jwk)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn revoke_signing_key(

@@ -7,7 +7,9 @@ use time::OffsetDateTime;
 use super::SqliteStore;
 use crate::audit::AuditEvent;
 use crate::clock::unix_micros;
-use crate::store::signing_keys::{ALL_KEYS, INSERT_KEY, REVOKE_KEY, Replacement, signing_key_from_row};
+use crate::store::signing_keys::{
+    ALL_KEYS, INSERT_KEY, REPLACE_JWK, REVOKE_KEY, Replacement, signing_key_from_row,
+};
 use crate::store::{SigningKeyRecord, SigningKeyStore, StoreError, map_unique_violation};
 
 async fn insert_key(conn: &mut SqliteConnection, key: &SigningKeyRecord) -> Result<(), StoreError> {
@@ -36,6 +38,17 @@ impl SigningKeyStore for SqliteStore {
         insert_key(&mut tx, key).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await
+    }
+
+    async fn replace_signing_key_jwk(
+        &self,
+        kid: &str,
+        expected: &str,
+        public_jwk: &str,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query(REPLACE_JWK).bind(kid).bind(expected).bind(public_jwk).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn revoke_signing_key(
