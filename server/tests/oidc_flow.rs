@@ -737,6 +737,65 @@ fn request_object(app: &TestApp, client_id: &str, jti: &str) -> Value {
     })
 }
 
+/// No input makes an OIDC endpoint fail with a 500: junk, wrong types, invalid percent-encoding,
+/// non-UTF-8, huge or repeated parameters, wrong content types, at every endpoint.
+async fn no_input_makes_an_oidc_endpoint_fail(engine: Engine) {
+    let (app, _key) = app_with_user(engine, "alice").await;
+    let rp = rp(&app, "Acme SSO").await;
+    let huge = "x".repeat(20_000);
+    let bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"%".to_vec(),
+        b"%zz=%zz".to_vec(),
+        vec![0xff, 0xfe, b'=', 0x80],
+        b"grant_type=authorization_code&code=&code_verifier=".to_vec(),
+        b"grant_type=authorization_code&grant_type=authorization_code".to_vec(),
+        format!("code={huge}&grant_type=authorization_code").into_bytes(),
+        b"{\"grant_type\":\"authorization_code\"}".to_vec(),
+        b"request=a.b.c&client_id=x".to_vec(),
+        b"client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer&client_assertion=a.b.c".to_vec(),
+        (0..100).map(|i| format!("p{i}=v&")).collect::<String>().into_bytes(),
+    ];
+    for path in ["/oidc/par", "/oidc/token", "/oidc/authorize", "/oidc/userinfo"] {
+        for body in &bodies {
+            for (content_type, authorization) in [
+                ("application/x-www-form-urlencoded", Some(rp.basic())),
+                ("application/x-www-form-urlencoded", Some("Basic !!!".to_owned())),
+                ("application/json", None),
+                ("text/plain; charset=utf-8", Some("Bearer a.b.c".to_owned())),
+            ] {
+                let mut request = Request::post(path).header(header::CONTENT_TYPE, content_type);
+                if let Some(authorization) = &authorization {
+                    request = request.header(header::AUTHORIZATION, authorization.as_str());
+                }
+                let reply = app.send(request.body(Body::from(body.clone())).unwrap()).await;
+                assert!(
+                    reply.status.is_client_error() || reply.status.is_redirection(),
+                    "{path} {content_type}: {} {:?}",
+                    reply.status,
+                    reply.body
+                );
+            }
+        }
+    }
+    for query in [
+        "",
+        "?%",
+        "?client_id=%ff",
+        "?client_id=x&client_id=y",
+        &format!("?client_id={}&request_uri={huge}", rp.client_id),
+    ] {
+        for path in [
+            "/oidc/authorize",
+            "/oidc/sign-in/not-a-uuid",
+            "/oidc/sign-in/00000000-0000-0000-0000-000000000000/status",
+        ] {
+            let reply = get(&app, &format!("{path}{query}"), Some("__Host-countersign-oidc-x=y")).await;
+            assert!(reply.status.is_client_error(), "{path}{query}: {}", reply.status);
+        }
+    }
+}
+
 on_both_engines!(
     the_code_flow_signs_alice_in_with_a_number_on_her_phone,
     a_second_redemption_revokes_what_the_first_issued,
@@ -754,4 +813,5 @@ on_both_engines!(
     discovery_names_the_issuer_and_what_is_served,
     a_signed_request_object_names_the_user,
     forged_request_objects_prompt_nobody,
+    no_input_makes_an_oidc_endpoint_fail,
 );
