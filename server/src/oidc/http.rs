@@ -16,7 +16,7 @@ use super::authorization::{Params, ParamsError};
 use super::client_auth::ClientCredentials;
 use super::flow::{
     AUTHORIZE_PATH, Answer, AuthorizeFailure, Browser, DISCOVERY_PATH, PAR_PATH, PageFactor, SIGN_IN_PATH,
-    SignInError, TOKEN_PATH, USERINFO_PATH, browser_cookie_name, error_location,
+    SignInError, SwitchError, TOKEN_PATH, USERINFO_PATH, browser_cookie_name, error_location,
 };
 use super::keys::{JWKS_PATH, JwkSet};
 use super::oauth_error::OAuthError;
@@ -56,7 +56,8 @@ pub fn flow_routes() -> Router<AppState> {
         .route(AUTHORIZE_PATH, get(authorize_get).post(authorize_post))
         .route(&format!("{SIGN_IN_PATH}/{{id}}"), get(sign_in_page))
         .route(&format!("{SIGN_IN_PATH}/{{id}}/status"), get(sign_in_status))
-        .route(&format!("{SIGN_IN_PATH}/{{id}}/finish"), post(finish));
+        .route(&format!("{SIGN_IN_PATH}/{{id}}/finish"), post(finish))
+        .route(&format!("{SIGN_IN_PATH}/{{id}}/passkey"), post(use_passkey_instead));
     Router::new()
         .route(DISCOVERY_PATH, get(discovery))
         .route(PAR_PATH, post(par))
@@ -267,6 +268,7 @@ async fn sign_in_page(
         username: view.username,
         number,
         passkey_token,
+        passkey_instead: view.passkey_instead,
         expires_at,
         expires_at_text,
     };
@@ -304,16 +306,8 @@ async fn finish(
     ApiPath(id): ApiPath<AuthorizationId>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let issuer = &state.oidc.settings().issuer;
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    // `null`: what browsers send for a form posted from a `no-referrer` page, as ours are; the
-    // `SameSite=Lax` cookie is what keeps other sites' posts out.
-    if origin.is_some_and(|origin| origin != issuer.as_str() && origin != "null") {
-        return oidc_error_page(
-            StatusCode::FORBIDDEN,
-            "cross_origin",
-            "This form may only be sent from its own page.",
-        );
+    if let Some(refused) = cross_origin(&state, &headers) {
+        return refused;
     }
     match state.oidc.finish(id, browser_secret(&headers, id).as_deref()).await {
         Ok(answer) => {
@@ -326,5 +320,44 @@ async fn finish(
             Ok(response)
         }
         Err(error) => sign_in_error(error),
+    }
+}
+
+/// A form post from another site's page, refused (our own forms post from our origin, or send
+/// `Origin: null` from a `no-referrer` page; the `SameSite=Lax` cookie keeps other sites' posts
+/// out then).
+fn cross_origin(state: &AppState, headers: &HeaderMap) -> Option<Result<Response, ApiError>> {
+    let issuer = &state.oidc.settings().issuer;
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    origin.is_some_and(|origin| origin != issuer.as_str() && origin != "null").then(|| {
+        oidc_error_page(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "This form may only be sent from its own page.",
+        )
+    })
+}
+
+/// Auth: the browser that started the sign-in (its cookie, and a same-origin `Origin`, as for
+/// finish). "Use a passkey instead": cancels the push and moves the sign-in to a passkey
+/// sign-in, then 303 back to its page, which runs the passkey ceremony; a page saying why not
+/// when the phone answered already or the user has no passkey.
+async fn use_passkey_instead(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<AuthorizationId>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(refused) = cross_origin(&state, &headers) {
+        return refused;
+    }
+    match state.oidc.use_passkey_instead(id, browser_secret(&headers, id).as_deref()).await {
+        Ok(()) => {
+            let location = format!("{SIGN_IN_PATH}/{id}");
+            Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
+        }
+        Err(SwitchError::SignIn(error)) => sign_in_error(error),
+        Err(SwitchError::Refused(message)) => {
+            oidc_error_page(StatusCode::CONFLICT, "passkey_switch_refused", message)
+        }
     }
 }
