@@ -670,6 +670,19 @@ async fn push_sign_in_with_a_passkey(engine: Engine) -> (TestApp, Rp, TestDevice
     (app, rp, phone, soft_key, browser)
 }
 
+/// The page's finish form ends in a 303 to the client, which browsers check against the page's
+/// `form-action`: the policy allows the page itself and the client's redirect origin, nothing
+/// else.
+async fn the_sign_in_page_lets_its_form_reach_only_the_client(engine: Engine) {
+    let (app, _rp, _phone, _soft_key, browser) = push_sign_in_with_a_passkey(engine).await;
+    let page = get(&app, &browser.page, Some(&browser.cookie)).await;
+    let policy = page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    let form_action: Vec<&str> =
+        policy.split(';').map(str::trim).filter(|d| d.starts_with("form-action")).collect();
+    assert_eq!(form_action, ["form-action 'self' https://rp.example"], "{policy}");
+    assert!(policy.contains("default-src 'none'") && policy.contains("script-src 'self'"), "{policy}");
+}
+
 /// The user trades the push for a passkey: the push is cancelled (audited, gone from the
 /// phone), the page runs the passkey ceremony, and the ID token says `phr`.
 async fn a_push_sign_in_switches_to_a_passkey_and_ends_with_phr(engine: Engine) {
@@ -799,4 +812,5 @@ on_both_engines!(
     a_switch_after_the_phone_approved_is_refused,
     another_browser_cannot_switch_to_a_passkey,
     a_user_without_a_passkey_cannot_switch,
+    the_sign_in_page_lets_its_form_reach_only_the_client,
 );

@@ -168,6 +168,8 @@ pub struct SignInView {
     pub factor: PageFactor,
     /// A pending push whose user has a passkey: the page offers "use a passkey instead".
     pub passkey_instead: bool,
+    /// The client's redirect URI, where the page's finish form ends up (its policy must allow it).
+    pub redirect_uri: String,
 }
 
 #[derive(Debug)]
@@ -578,6 +580,7 @@ impl OidcFlow {
         };
         Ok(SignInView {
             passkey_instead,
+            redirect_uri: stored.redirect_uri,
             id,
             client_name: client.name,
             username: stored.username,

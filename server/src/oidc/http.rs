@@ -262,6 +262,13 @@ async fn sign_in_page(
         PageFactor::Push { number } => (Some(number), None),
         PageFactor::Passkey { token } => (None, Some(token)),
     };
+    // The finish form's answer is a 303 to the client, and browsers hold a form's redirects to
+    // the page's `form-action` too: allow that one origin (a scheme for a native app's URI).
+    let form_action = match url::Url::parse(&view.redirect_uri) {
+        Ok(url) if url.origin().is_tuple() => format!("'self' {}", url.origin().ascii_serialization()),
+        Ok(url) => format!("'self' {}:", url.scheme()),
+        Err(error) => return Err(ApiError::internal(&error)),
+    };
     let page = OidcSignInPage {
         sign_in_path: format!("{SIGN_IN_PATH}/{id}"),
         client_name: view.client_name,
@@ -272,7 +279,11 @@ async fn sign_in_page(
         expires_at,
         expires_at_text,
     };
-    html(StatusCode::OK, &page)
+    let mut response = html(StatusCode::OK, &page)?;
+    let policy = HeaderValue::from_str(&content_security_policy_posting_to(&form_action))
+        .map_err(|e| ApiError::internal(&e))?;
+    response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, policy);
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]
