@@ -687,7 +687,9 @@ async fn the_sign_in_page_lets_its_form_reach_only_the_client(engine: Engine) {
 /// phone), the page runs the passkey ceremony, and the ID token says `phr`.
 async fn a_push_sign_in_switches_to_a_passkey_and_ends_with_phr(engine: Engine) {
     let (app, rp, phone, mut soft_key, browser) = push_sign_in_with_a_passkey(engine).await;
-    let switched = use_passkey_instead(&app, &browser, Some(&browser.cookie), ISSUER).await;
+    // Posted from the page as the passkeys' origin (`localhost` for a loopback server).
+    assert_ne!(ORIGIN, ISSUER);
+    let switched = use_passkey_instead(&app, &browser, Some(&browser.cookie), ORIGIN).await;
     assert_eq!(switched.status, StatusCode::SEE_OTHER, "{:?}", switched.body);
     assert_eq!(switched.headers[header::LOCATION], browser.page.as_str());
     let pending = signed_get(&app, &phone, "/device/v1/challenges").await;

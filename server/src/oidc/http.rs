@@ -334,13 +334,16 @@ async fn finish(
     }
 }
 
-/// A form post from another site's page, refused (our own forms post from our origin, or send
-/// `Origin: null` from a `no-referrer` page; the `SameSite=Lax` cookie keeps other sites' posts
-/// out then).
+/// A form post from another site's page, refused. Our own forms post from the issuer's origin
+/// or a page origin of the WebAuthn settings (`localhost` for a loopback server, where the
+/// passkeys live), or send `Origin: null` from a `no-referrer` page (the `SameSite=Lax` cookie
+/// keeps other sites' posts out then).
 fn cross_origin(state: &AppState, headers: &HeaderMap) -> Option<Result<Response, ApiError>> {
     let issuer = &state.oidc.settings().issuer;
+    let pages = &state.passkeys.settings().origins;
+    let ours = |origin: &str| origin == issuer || origin == "null" || pages.iter().any(|o| o == origin);
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    origin.is_some_and(|origin| origin != issuer.as_str() && origin != "null").then(|| {
+    origin.is_some_and(|origin| !ours(origin)).then(|| {
         oidc_error_page(
             StatusCode::FORBIDDEN,
             "cross_origin",
