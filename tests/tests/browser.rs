@@ -8,7 +8,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use countersign_e2e::browser::Browser;
-use countersign_e2e::{Engine, Server, create_app, get_json, http, stderr_of, stdout_of};
+use countersign_e2e::{
+    Engine, Server, authenticator, create_app, get_json, http, new_enrollment, stderr_of, stdout_of,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -134,6 +136,118 @@ async fn callback_page() -> (String, mpsc::UnboundedReceiver<String>) {
     (redirect_uri, receiver)
 }
 
+/// A client registered with the real CLI (`client_secret_basic`), its callback page on a
+/// loopback port, and the PKCE verifier and nonce of its one request.
+struct Sso {
+    client_id: String,
+    secret: String,
+    redirect_uri: String,
+    landed: mpsc::UnboundedReceiver<String>,
+    verifier: String,
+    nonce: String,
+}
+
+impl Sso {
+    async fn register(server: &Server) -> Self {
+        let (redirect_uri, landed) = callback_page().await;
+        let args = ["clients", "create", "--name", "Acme SSO", "--auth", "client_secret_basic"];
+        let output = server.cli(&[&args[..], &["--redirect-uri", &redirect_uri]].concat());
+        assert!(output.status.success(), "clients create: {}", stderr_of(&output));
+        let printed = stdout_of(&output);
+        let field = |name: &str| {
+            let found = printed.lines().find_map(|line| line.strip_prefix(&format!("{name}=")));
+            found.unwrap_or_else(|| panic!("no {name} in {printed}")).to_owned()
+        };
+        Self {
+            client_id: field("client_id"),
+            secret: field("client_secret"),
+            redirect_uri,
+            landed,
+            verifier: URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes().repeat(2)),
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+
+    /// Pushes alice's request (PAR, HTTP Basic) with `extra` parameters; the URL of
+    /// `/oidc/authorize` for the browser, through `localhost`, the passkeys' origin (RP ID
+    /// `localhost`), as an SSO's link would name the public URL.
+    async fn push(&self, server: &Server, extra: &[(&str, &str)]) -> String {
+        let challenge =
+            URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, self.verifier.as_bytes()));
+        let mut pairs = vec![
+            ("response_type", "code"),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("scope", "openid"),
+            ("state", "st-1"),
+            ("nonce", self.nonce.as_str()),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("login_hint", "alice"),
+        ];
+        pairs.extend_from_slice(extra);
+        let pushed = http()
+            .post(server.url("/oidc/par"))
+            .basic_auth(&self.client_id, Some(&self.secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&pairs))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pushed.status(), 201);
+        let pushed: Value = pushed.json().await.unwrap();
+        let query =
+            form(&[("client_id", &self.client_id), ("request_uri", pushed["request_uri"].as_str().unwrap())]);
+        let port = server.base_url.rsplit(':').next().unwrap();
+        format!("http://localhost:{port}/oidc/authorize?{query}")
+    }
+
+    /// Waits for the browser to land on the callback; the code it carries.
+    async fn code(&mut self, server: &Server, browser: &Browser) -> String {
+        let Ok(Some(target)) = tokio::time::timeout(Duration::from_secs(60), self.landed.recv()).await else {
+            let page = browser.eval("return [location.href, document.body.innerText];", json!([])).await;
+            panic!("the browser did not reach the redirect URI: {page}\n{}", server.logs());
+        };
+        let back = openidconnect::url::Url::parse(&format!("http://callback{target}")).unwrap();
+        let param = |name: &str| back.query_pairs().find(|(n, _)| n == name).map(|(_, v)| v.into_owned());
+        assert_eq!(param("state").as_deref(), Some("st-1"), "{target}");
+        assert_eq!(param("iss").as_deref(), Some(server.base_url.as_str()), "RFC 9207");
+        param("code").unwrap_or_else(|| panic!("no code in {target}"))
+    }
+
+    /// Exchanges `code` at the token endpoint: the ID token's claims, signature, issuer,
+    /// audience and nonce checked.
+    async fn id_token(&self, server: &Server, code: &str) -> Value {
+        let client = http();
+        let tokens = client
+            .post(server.url("/oidc/token"))
+            .basic_auth(&self.client_id, Some(&self.secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", &self.redirect_uri),
+                ("code_verifier", &self.verifier),
+            ]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(tokens.status(), 200);
+        let tokens: Value = tokens.json().await.unwrap();
+        let id_token = tokens["id_token"].as_str().unwrap();
+        let jwks: jsonwebtoken::jwk::JwkSet =
+            client.get(server.url("/oidc/jwks")).send().await.unwrap().json().await.unwrap();
+        let header = jsonwebtoken::decode_header(id_token).unwrap();
+        let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.set_audience(&[&self.client_id]);
+        validation.set_issuer(&[&server.base_url]);
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+        let claims = jsonwebtoken::decode::<Value>(id_token, &key, &validation).unwrap().claims;
+        assert_eq!(claims["nonce"], self.nonce.as_str());
+        claims
+    }
+}
+
 /// An SSO signs alice in through Countersign's OIDC provider with her passkey, in Chromium:
 /// the client registered with the real CLI pushes an `acr_values=phr` request (PAR, HTTP
 /// Basic), the browser opens `/oidc/authorize`, alice uses her passkey on the sign-in page, the
@@ -143,90 +257,65 @@ async fn an_sso_signs_alice_in_with_her_passkey_in_chromium(engine: Engine) {
     let key = create_app(&server, "directory", "users:read users:write");
     let browser = Browser::start().await;
     alice_registers_a_passkey(&server, &key, &browser).await;
-
-    let (redirect_uri, mut landed) = callback_page().await;
-    let args = ["clients", "create", "--name", "Acme SSO", "--auth", "client_secret_basic"];
-    let output = server.cli(&[&args[..], &["--redirect-uri", &redirect_uri]].concat());
-    assert!(output.status.success(), "clients create: {}", stderr_of(&output));
-    let printed = stdout_of(&output);
-    let field = |name: &str| {
-        let found = printed.lines().find_map(|line| line.strip_prefix(&format!("{name}=")));
-        found.unwrap_or_else(|| panic!("no {name} in {printed}")).to_owned()
-    };
-    let (client_id, secret) = (field("client_id"), field("client_secret"));
-
-    let verifier = URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes().repeat(2));
-    let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let client = http();
-    let pushed = client
-        .post(server.url("/oidc/par"))
-        .basic_auth(&client_id, Some(&secret))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[
-            ("response_type", "code"),
-            ("redirect_uri", redirect_uri.as_str()),
-            ("scope", "openid"),
-            ("state", "st-1"),
-            ("nonce", nonce.as_str()),
-            ("code_challenge", challenge.as_str()),
-            ("code_challenge_method", "S256"),
-            ("login_hint", "alice"),
-            ("acr_values", "phr"),
-        ]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(pushed.status(), 201);
-    let pushed: Value = pushed.json().await.unwrap();
-    let request_uri = pushed["request_uri"].as_str().unwrap();
-
-    // Through `localhost`, the passkeys' origin (RP ID `localhost`), as an SSO's link would be.
-    let port = server.base_url.rsplit(':').next().unwrap();
-    let query = form(&[("client_id", client_id.as_str()), ("request_uri", request_uri)]);
-    browser.open(&format!("http://localhost:{port}/oidc/authorize?{query}")).await;
-    let shown =
-        browser.eval("return [!!document.querySelector('#number'), document.title];", json!([])).await;
-    assert_eq!(shown[0], false, "no number for acr=phr: {shown}");
+    let mut sso = Sso::register(&server).await;
+    browser.open(&sso.push(&server, &[("acr_values", "phr")]).await).await;
+    let shown = browser.eval("return !!document.querySelector('#number');", json!([])).await;
+    assert_eq!(shown, false, "no number for acr=phr");
     browser.click("#start").await;
-    let Ok(Some(target)) = tokio::time::timeout(Duration::from_secs(60), landed.recv()).await else {
-        let page = browser.eval("return [location.href, document.body.innerText];", json!([])).await;
-        panic!("the browser did not reach the redirect URI: {page}\n{}", server.logs());
-    };
-    let back = openidconnect::url::Url::parse(&format!("http://callback{target}")).unwrap();
-    let param = |name: &str| back.query_pairs().find(|(n, _)| n == name).map(|(_, v)| v.into_owned());
-    assert_eq!(param("state").as_deref(), Some("st-1"), "{target}");
-    assert_eq!(param("iss").as_deref(), Some(server.base_url.as_str()), "RFC 9207");
-    let code = param("code").unwrap_or_else(|| panic!("no code in {target}"));
+    let code = sso.code(&server, &browser).await;
+    let claims = sso.id_token(&server, &code).await;
+    assert_eq!(claims["acr"], "phr", "{claims}");
+    assert!(claims["amr"].as_array().unwrap().contains(&json!("user")), "{claims}");
+    browser.quit().await;
+}
 
-    let tokens = client
-        .post(server.url("/oidc/token"))
-        .basic_auth(&client_id, Some(&secret))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", redirect_uri.as_str()),
-            ("code_verifier", verifier.as_str()),
-        ]))
+/// The challenges waiting on the reference authenticator's phone.
+fn phone_pending(phone: &std::path::Path) -> Vec<Value> {
+    let pending = authenticator(phone, &["pending", "--json"]);
+    assert!(pending.status.success(), "{}", stderr_of(&pending));
+    serde_json::from_str::<Value>(&stdout_of(&pending)).unwrap().as_array().unwrap().clone()
+}
+
+/// alice has a passkey and a phone (enrolled with the reference authenticator, her passkey
+/// approving the second factor in Chromium); the SSO's push sign-in shows the number, she
+/// presses "Use a passkey instead": the push leaves her phone, the page runs the passkey
+/// ceremony, and the ID token says `phr`.
+async fn an_sso_push_sign_in_switches_to_a_passkey_in_chromium(engine: Engine) {
+    let server = Server::start(engine).await;
+    let key = create_app(&server, "directory", "users:read users:write challenges:read challenges:write");
+    let browser = Browser::start().await;
+    alice_registers_a_passkey(&server, &key, &browser).await;
+    let approval = http()
+        .post(server.url("/v1/challenges"))
+        .bearer_auth(&key)
+        .json(&json!({ "username": "alice", "factor": "passkey" }))
         .send()
         .await
         .unwrap();
-    assert_eq!(tokens.status(), 200);
-    let tokens: Value = tokens.json().await.unwrap();
-    let id_token = tokens["id_token"].as_str().unwrap();
-    let jwks: jsonwebtoken::jwk::JwkSet =
-        client.get(server.url("/oidc/jwks")).send().await.unwrap().json().await.unwrap();
-    let header = jsonwebtoken::decode_header(id_token).unwrap();
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
-    let mut validation = jsonwebtoken::Validation::new(header.alg);
-    validation.set_audience(&[&client_id]);
-    validation.set_issuer(&[&server.base_url]);
-    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
-    let claims = jsonwebtoken::decode::<Value>(id_token, &key, &validation).unwrap().claims;
+    assert_eq!(approval.status(), 201);
+    let approval: Value = approval.json().await.unwrap();
+    browser.open(approval["sign_in_url"].as_str().unwrap()).await;
+    browser.click("#start").await;
+    let (state, text) = browser.wait_for_state("#status", &["done", "error"]).await;
+    assert_eq!(state, "done", "the page says: {text}");
+    let enrollment = new_enrollment(&server, &key, "alice", approval["id"].as_str()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let phone = dir.path().join("alice.json");
+    let enrolled =
+        authenticator(&phone, &["enroll", enrollment["activation_uri"].as_str().unwrap(), "--yes"]);
+    assert!(enrolled.status.success(), "{}", stderr_of(&enrolled));
+
+    let mut sso = Sso::register(&server).await;
+    browser.open(&sso.push(&server, &[]).await).await;
+    let shown = browser.eval("return document.querySelector('#number')?.textContent;", json!([])).await;
+    assert!(shown.as_str().is_some_and(|n| n.trim().len() == 3), "the number: {shown}");
+    assert_eq!(phone_pending(&phone).len(), 1, "the push is on the phone");
+    browser.click("#passkey-instead button").await;
+    browser.click("#start").await;
+    let code = sso.code(&server, &browser).await;
+    assert!(phone_pending(&phone).is_empty(), "the push left the phone");
+    let claims = sso.id_token(&server, &code).await;
     assert_eq!(claims["acr"], "phr", "{claims}");
-    assert_eq!(claims["nonce"], nonce.as_str());
-    assert!(claims["amr"].as_array().unwrap().contains(&json!("user")), "{claims}");
     browser.quit().await;
 }
 
@@ -248,4 +337,14 @@ async fn sqlite_an_sso_signs_alice_in_with_her_passkey_in_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_an_sso_signs_alice_in_with_her_passkey_in_chromium() {
     an_sso_signs_alice_in_with_her_passkey_in_chromium(Engine::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_sso_push_sign_in_switches_to_a_passkey_in_chromium() {
+    an_sso_push_sign_in_switches_to_a_passkey_in_chromium(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_sso_push_sign_in_switches_to_a_passkey_in_chromium() {
+    an_sso_push_sign_in_switches_to_a_passkey_in_chromium(Engine::Postgres).await;
 }
