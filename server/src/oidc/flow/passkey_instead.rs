@@ -39,6 +39,8 @@ impl From<InternalError> for SwitchError {
 const ANSWERED: &str =
     "Your phone has already answered this sign-in. Go back to the sign-in page to continue.";
 const NO_PASSKEY: &str = "This account has no passkey. Go back and answer the number on your phone.";
+const PASSKEY_GONE: &str =
+    "Your passkey is no longer usable, and the push was withdrawn. Start again from the application.";
 const NOT_PUSH: &str = "This sign-in already uses a passkey. Go back to the sign-in page to continue.";
 
 impl OidcFlow {
@@ -76,7 +78,7 @@ impl OidcFlow {
         let begun = match self.passkeys.begin_sign_in(&app, &stored.username, context_of(&push)).await {
             Ok(begun) => begun,
             // Revoked in the meantime: the push is gone, so the sign-in ends denied.
-            Err(PasskeyError::NoPasskey) => return Err(SwitchError::Refused(NO_PASSKEY)),
+            Err(PasskeyError::NoPasskey) => return Err(SwitchError::Refused(PASSKEY_GONE)),
             Err(other) => return Err(InternalError::caused_by("starting a passkey sign-in", other).into()),
         };
         let token =
