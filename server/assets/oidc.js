@@ -9,12 +9,24 @@
     return;
   }
 
+  // "Use a passkey instead" cancels the push: its answer must not finish the sign-in.
+  let switching = false;
+  const instead = document.getElementById("passkey-instead");
+  if (instead) {
+    instead.addEventListener("submit", () => {
+      switching = true;
+    });
+  }
+
   async function follow() {
     for (;;) {
+      if (switching) {
+        return;
+      }
       let state = "pending";
       try {
         const response = await fetch(form.dataset.status + "?wait=25", { credentials: "same-origin" });
-        if (!response.ok) {
+        if (!response.ok && !switching) {
           // Over or not this browser's: the finish answers with the page that says so.
           form.submit();
           return;
@@ -23,6 +35,9 @@
       } catch (error) {
         await new Promise((resolve) => setTimeout(resolve, 2000));
         continue;
+      }
+      if (switching) {
+        return;
       }
       if (state !== "pending") {
         status.textContent = state === "approved" ? "Confirmed. Returning to the application…" : "Returning to the application…";

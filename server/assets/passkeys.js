@@ -66,7 +66,8 @@
       const options = await post(ceremony.options, { [ceremony.param]: secret });
       const credential = await ceremony.run(options.public_key);
       await post(ceremony.answer, { [ceremony.param]: secret, credential: credential.toJSON() });
-      show(ceremony.done, "done");
+      // The page may say what happens next (the OIDC sign-in page returns to the application).
+      show(button.dataset.done || ceremony.done, "done");
     } catch (error) {
       // NotAllowedError: the user cancelled, the prompt timed out, or the browser refused.
       show(error.name === "NotAllowedError"

@@ -547,11 +547,9 @@ async fn an_unknown_user_is_refused_like_one_without_a_factor(engine: Engine) {
     assert_eq!(pages[0], pages[1], "no enumeration");
 }
 
-/// `acr_values=phr` allows only a passkey: the page runs the passkey ceremony (no number, no
-/// push), and the ID token says `phr`.
-async fn acr_phr_signs_in_with_a_passkey_only(engine: Engine) {
-    let (app, key) = app_with_user(engine, "alice").await;
-    let phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+/// A passkey for alice, registered through the operator's enrollment link with a soft
+/// authenticator.
+async fn register_passkey(app: &TestApp) -> SoftKey {
     let mut soft_key = SoftKey::new();
     let begun = app.state.passkeys.create_operator_link("alice", true, None).await.unwrap();
     let url = begun.url.expose_secret().to_owned();
@@ -564,18 +562,22 @@ async fn acr_phr_signs_in_with_a_passkey_only(engine: Engine) {
         app.device_post("/passkeys/enroll/credential", body.as_bytes()).await.status,
         StatusCode::CREATED
     );
+    soft_key
+}
 
-    let rp = rp(&app, "Acme SSO").await;
-    let uri = request_uri(&app, &rp, &[("acr_values", "phr")]).await;
-    let browser = begin(&app, &rp, &uri).await;
-    let page = get(&app, &browser.page, Some(&browser.cookie)).await;
+/// The page token of the passkey ceremony the sign-in page runs (and no number shown).
+async fn shown_passkey_token(app: &TestApp, browser: &Browser) -> String {
+    let page = get(app, &browser.page, Some(&browser.cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
     let html = page.body.as_str().unwrap();
     assert!(!html.contains(r#"id="number""#), "no number for a passkey sign-in");
+    assert!(!html.contains("Use a passkey instead"));
     let start = html.find(r#"data-token=""#).unwrap() + r#"data-token=""#.len();
-    let token = &html[start..start + html[start..].find('"').unwrap()];
-    let pending = signed_get(&app, &phone, "/device/v1/challenges").await;
-    assert_eq!(pending.body["challenges"], json!([]), "no push for acr=phr");
+    html[start..start + html[start..].find('"').unwrap()].to_owned()
+}
 
+/// The soft authenticator answers the passkey sign-in of page token `token`.
+async fn passkey_approves(app: &TestApp, soft_key: &mut SoftKey, token: &str) {
     let options =
         app.device_post("/passkeys/sign-in/options", json!({ "token": token }).to_string().as_bytes()).await;
     let assertion = soft_key.get(&options.body["public_key"]).await;
@@ -584,6 +586,23 @@ async fn acr_phr_signs_in_with_a_passkey_only(engine: Engine) {
         app.device_post("/passkeys/sign-in/assertion", body.as_bytes()).await.body["state"],
         "approved"
     );
+}
+
+/// `acr_values=phr` allows only a passkey: the page runs the passkey ceremony (no number, no
+/// push), and the ID token says `phr`.
+async fn acr_phr_signs_in_with_a_passkey_only(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let mut soft_key = register_passkey(&app).await;
+
+    let rp = rp(&app, "Acme SSO").await;
+    let uri = request_uri(&app, &rp, &[("acr_values", "phr")]).await;
+    let browser = begin(&app, &rp, &uri).await;
+    let token = shown_passkey_token(&app, &browser).await;
+    let pending = signed_get(&app, &phone, "/device/v1/challenges").await;
+    assert_eq!(pending.body["challenges"], json!([]), "no push for acr=phr");
+
+    passkey_approves(&app, &mut soft_key, &token).await;
     let query = redirect_query(&finish(&app, &browser).await);
     let tokens = exchange(&app, &rp, param(&query, "code").unwrap(), VERIFIER).await;
     let claims = verify(&app, tokens.body["id_token"].as_str().unwrap(), &rp.client_id).await;
@@ -796,6 +815,162 @@ async fn no_input_makes_an_oidc_endpoint_fail(engine: Engine) {
     }
 }
 
+/// "Use a passkey instead", posted from the sign-in page by `browser` (with `cookie`, from
+/// `origin`).
+async fn use_passkey_instead(app: &TestApp, browser: &Browser, cookie: Option<&str>, origin: &str) -> Reply {
+    let mut request = Request::post(format!("{}/passkey", browser.page)).header(header::ORIGIN, origin);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    app.send(request.body(Body::empty()).unwrap()).await
+}
+
+/// Whether the sign-in page offers "Use a passkey instead".
+async fn offers_passkey_instead(app: &TestApp, browser: &Browser) -> bool {
+    let page = get(app, &browser.page, Some(&browser.cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+    let html = page.body.as_str().unwrap();
+    html.contains(&format!(r#"action="{}/passkey""#, browser.page)) && html.contains("Use a passkey instead")
+}
+
+/// A push sign-in of alice (phone and passkey) in a browser: the page shows the number and
+/// offers the passkey instead.
+async fn push_sign_in_with_a_passkey(engine: Engine) -> (TestApp, Rp, TestDevice, SoftKey, Browser) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let soft_key = register_passkey(&app).await;
+    let rp = rp(&app, "Acme SSO").await;
+    let uri = request_uri(&app, &rp, &[]).await;
+    let browser = begin(&app, &rp, &uri).await;
+    assert_eq!(shown_number(&app, &browser).await.len(), 3);
+    assert!(offers_passkey_instead(&app, &browser).await);
+    (app, rp, phone, soft_key, browser)
+}
+
+/// The page's finish form ends in a 303 to the client, which browsers check against the page's
+/// `form-action`: the policy allows the page itself and the client's redirect origin, nothing
+/// else.
+async fn the_sign_in_page_lets_its_form_reach_only_the_client(engine: Engine) {
+    let (app, _rp, _phone, _soft_key, browser) = push_sign_in_with_a_passkey(engine).await;
+    let page = get(&app, &browser.page, Some(&browser.cookie)).await;
+    let policy = page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    let form_action: Vec<&str> =
+        policy.split(';').map(str::trim).filter(|d| d.starts_with("form-action")).collect();
+    assert_eq!(form_action, ["form-action 'self' https://rp.example"], "{policy}");
+    assert!(policy.contains("default-src 'none'") && policy.contains("script-src 'self'"), "{policy}");
+}
+
+/// The user trades the push for a passkey: the push is cancelled (audited, gone from the
+/// phone), the page runs the passkey ceremony, and the ID token says `phr`.
+async fn a_push_sign_in_switches_to_a_passkey_and_ends_with_phr(engine: Engine) {
+    let (app, rp, phone, mut soft_key, browser) = push_sign_in_with_a_passkey(engine).await;
+    // Posted from the page as the passkeys' origin (`localhost` for a loopback server).
+    assert_ne!(ORIGIN, ISSUER);
+    let switched = use_passkey_instead(&app, &browser, Some(&browser.cookie), ORIGIN).await;
+    assert_eq!(switched.status, StatusCode::SEE_OTHER, "{:?}", switched.body);
+    assert_eq!(switched.headers[header::LOCATION], browser.page.as_str());
+    let pending = signed_get(&app, &phone, "/device/v1/challenges").await;
+    assert_eq!(pending.body["challenges"], json!([]), "the phone no longer shows the push");
+    let actions: Vec<String> = audit_actions(&app).await.into_iter().map(|(a, _)| a).collect();
+    let cancelled = actions.iter().position(|a| a == "challenge.cancelled").expect("the push cancelled");
+    let switched = actions.iter().position(|a| a == "oidc.sign_in_switched").expect("the switch audited");
+    assert!(cancelled < switched, "{actions:?}");
+
+    let token = shown_passkey_token(&app, &browser).await;
+    let status = get(&app, &format!("{}/status", browser.page), Some(&browser.cookie)).await;
+    assert_eq!(status.body["state"], "pending", "the page follows the passkey sign-in now");
+    assert_eq!(finish(&app, &browser).await.status, StatusCode::CONFLICT, "not answered yet");
+    passkey_approves(&app, &mut soft_key, &token).await;
+    let query = redirect_query(&finish(&app, &browser).await);
+    assert_eq!(param(&query, "state"), Some("xyz-state"));
+    let tokens = exchange(&app, &rp, param(&query, "code").unwrap(), VERIFIER).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{:?}", tokens.body);
+    let claims = verify(&app, tokens.body["id_token"].as_str().unwrap(), &rp.client_id).await;
+    assert_eq!((claims["acr"].clone(), claims["amr"].clone()), (json!("phr"), json!(["mfa", "user"])));
+    assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+}
+
+/// The phone had the push on screen when the user switched: its late approval is refused, and
+/// the sign-in stays a passkey one (the approval cannot finish it).
+async fn a_cancelled_push_can_no_longer_be_approved_by_the_phone(engine: Engine) {
+    let (app, _rp, mut phone, _soft_key, browser) = push_sign_in_with_a_passkey(engine).await;
+    let number = shown_number(&app, &browser).await;
+    let pending = signed_get(&app, &phone, "/device/v1/challenges").await;
+    let pending: PendingChallenges = serde_json::from_value(pending.body).unwrap();
+    let details = phone.verify_details(pending.challenges.last().expect("the push")).clone();
+    let switched = use_passkey_instead(&app, &browser, Some(&browser.cookie), ISSUER).await;
+    assert_eq!(switched.status, StatusCode::SEE_OTHER, "{:?}", switched.body);
+
+    let answer = phone.answer(&details, Decision::Approve, &number);
+    let path = format!("/device/v1/challenges/{}/response", details.challenge_id.as_str());
+    let late = app.device_post(&path, &serde_json::to_vec(&answer).unwrap()).await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "{:?}", late.body);
+    assert_eq!(late.body["error"], "challenge_not_pending");
+    assert!(!audit_actions(&app).await.iter().any(|(a, _)| a == "challenge.approved"));
+    shown_passkey_token(&app, &browser).await;
+    assert_eq!(finish(&app, &browser).await.status, StatusCode::CONFLICT, "the passkey is still awaited");
+}
+
+/// Once the phone approved, the switch is refused with a page and changes nothing: the
+/// approval still finishes the sign-in as a number-matched push.
+async fn a_switch_after_the_phone_approved_is_refused(engine: Engine) {
+    let (app, rp, mut phone, _soft_key, browser) = push_sign_in_with_a_passkey(engine).await;
+    let number = shown_number(&app, &browser).await;
+    assert_eq!(phone_answers(&app, &mut phone, &number, Decision::Approve).await["outcome"], "approved");
+    assert!(!offers_passkey_instead(&app, &browser).await, "nothing to trade once answered");
+    let events = audit_actions(&app).await.len();
+    let refused = use_passkey_instead(&app, &browser, Some(&browser.cookie), ISSUER).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(refused.headers.get(header::LOCATION).is_none());
+    assert!(refused.body.as_str().unwrap().contains("passkey_switch_refused"), "{:?}", refused.body);
+    assert_eq!(audit_actions(&app).await.len(), events, "nothing changed, nothing audited");
+    assert_eq!(shown_number(&app, &browser).await, number, "still the push's page");
+
+    let query = redirect_query(&finish(&app, &browser).await);
+    let tokens = exchange(&app, &rp, param(&query, "code").unwrap(), VERIFIER).await;
+    let claims = verify(&app, tokens.body["id_token"].as_str().unwrap(), &rp.client_id).await;
+    assert_ne!(claims["acr"], "phr");
+    assert!(claims["acr"].as_str().unwrap().starts_with("urn:"), "{claims}");
+    // Over: no switch either.
+    let over = use_passkey_instead(&app, &browser, Some(&browser.cookie), ISSUER).await;
+    assert_eq!(over.status, StatusCode::GONE);
+}
+
+/// Without this browser's cookie, or from another site's page, nobody can switch the sign-in:
+/// the push stays pending on the phone and the page unchanged.
+async fn another_browser_cannot_switch_to_a_passkey(engine: Engine) {
+    let (app, _rp, phone, _soft_key, browser) = push_sign_in_with_a_passkey(engine).await;
+    let forged = format!("{}=AAAA", browser.cookie.split('=').next().unwrap());
+    for cookie in [None, Some(forged.as_str())] {
+        let refused = use_passkey_instead(&app, &browser, cookie, ISSUER).await;
+        assert_eq!(refused.status, StatusCode::NOT_FOUND, "{cookie:?}");
+    }
+    let cross = use_passkey_instead(&app, &browser, Some(&browser.cookie), "https://evil.test").await;
+    assert_eq!(cross.status, StatusCode::FORBIDDEN);
+    let pending = signed_get(&app, &phone, "/device/v1/challenges").await;
+    assert_eq!(pending.body["challenges"].as_array().unwrap().len(), 1, "the push is still on the phone");
+    assert!(offers_passkey_instead(&app, &browser).await);
+    let actions = audit_actions(&app).await;
+    assert!(!actions.iter().any(|(a, _)| a == "oidc.sign_in_switched" || a == "challenge.cancelled"));
+}
+
+/// A user with no passkey is not offered one, and a hand-made switch is refused, changing
+/// nothing.
+async fn a_user_without_a_passkey_cannot_switch(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let mut phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let rp = rp(&app, "Acme SSO").await;
+    let uri = request_uri(&app, &rp, &[]).await;
+    let browser = begin(&app, &rp, &uri).await;
+    assert!(!offers_passkey_instead(&app, &browser).await);
+    let refused = use_passkey_instead(&app, &browser, Some(&browser.cookie), "null").await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    let number = shown_number(&app, &browser).await;
+    assert_eq!(phone_answers(&app, &mut phone, &number, Decision::Approve).await["outcome"], "approved");
+    let query = redirect_query(&finish(&app, &browser).await);
+    assert!(param(&query, "code").is_some(), "the push still signs in");
+}
+
 on_both_engines!(
     the_code_flow_signs_alice_in_with_a_number_on_her_phone,
     a_second_redemption_revokes_what_the_first_issued,
@@ -814,4 +989,10 @@ on_both_engines!(
     a_signed_request_object_names_the_user,
     forged_request_objects_prompt_nobody,
     no_input_makes_an_oidc_endpoint_fail,
+    a_push_sign_in_switches_to_a_passkey_and_ends_with_phr,
+    a_cancelled_push_can_no_longer_be_approved_by_the_phone,
+    a_switch_after_the_phone_approved_is_refused,
+    another_browser_cannot_switch_to_a_passkey,
+    a_user_without_a_passkey_cannot_switch,
+    the_sign_in_page_lets_its_form_reach_only_the_client,
 );

@@ -137,6 +137,9 @@ pub enum Action {
     OidcRequestPushed,
     /// An OIDC sign-in began: its challenge was created for the user the client named.
     OidcSignInStarted,
+    /// The user of an OIDC sign-in chose a passkey instead of the push: the push was cancelled
+    /// and the sign-in moved to a passkey sign-in.
+    OidcSignInSwitched,
     /// An OIDC sign-in ended: a code was issued, or the client is told `access_denied`.
     OidcSignInFinished,
     /// A code was exchanged for tokens.
@@ -186,6 +189,7 @@ impl Action {
             Action::OidcClientAuthRefused => "oidc_client.auth_refused",
             Action::OidcRequestPushed => "oidc.request_pushed",
             Action::OidcSignInStarted => "oidc.sign_in_started",
+            Action::OidcSignInSwitched => "oidc.sign_in_switched",
             Action::OidcSignInFinished => "oidc.sign_in_finished",
             Action::OidcTokensIssued => "oidc.tokens_issued",
             Action::OidcCodeRefused => "oidc.code_refused",

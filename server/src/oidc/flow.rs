@@ -42,6 +42,9 @@ use crate::store::{
     AppRecord, AuthorizationRecord, CodeRecord, PushedRequest, Store, StoreError, UserRecord,
 };
 
+mod passkey_instead;
+pub use passkey_instead::SwitchError;
+
 /// Paths of the provider's endpoints, relative to the issuer.
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 pub const PAR_PATH: &str = "/oidc/par";
@@ -171,6 +174,10 @@ pub struct SignInView {
     pub expires_at: OffsetDateTime,
     pub state: ChallengeState,
     pub factor: PageFactor,
+    /// A pending push whose user has a passkey: the page offers "use a passkey instead".
+    pub passkey_instead: bool,
+    /// The client's redirect URI, where the page's finish form ends up (its policy must allow it).
+    pub redirect_uri: String,
 }
 
 #[derive(Debug)]
@@ -690,11 +697,14 @@ impl OidcFlow {
             .map_err(|e| InternalError::caused_by("opening the page secret", e))?;
         let secret =
             String::from_utf8(secret).map_err(|e| InternalError::caused_by("reading the page secret", e))?;
+        let passkey_instead = self.passkey_offered(&record, stored.proof, &challenge).await?;
         let factor = match stored.proof {
             Proof::NumberMatchedPush => PageFactor::Push { number: secret },
             Proof::Passkey => PageFactor::Passkey { token: secret },
         };
         Ok(SignInView {
+            passkey_instead,
+            redirect_uri: stored.redirect_uri,
             id,
             client_name: client.name,
             username: stored.username,

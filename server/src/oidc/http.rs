@@ -16,7 +16,7 @@ use super::authorization::{Params, ParamsError};
 use super::client_auth::ClientCredentials;
 use super::flow::{
     AUTHORIZE_PATH, Answer, AuthorizeFailure, Browser, DISCOVERY_PATH, PAR_PATH, PageFactor, SIGN_IN_PATH,
-    SignInError, TOKEN_PATH, USERINFO_PATH, browser_cookie_name, error_location,
+    SignInError, SwitchError, TOKEN_PATH, USERINFO_PATH, browser_cookie_name, error_location,
 };
 use super::keys::{JWKS_PATH, JwkSet};
 use super::oauth_error::OAuthError;
@@ -56,7 +56,8 @@ pub fn flow_routes() -> Router<AppState> {
         .route(AUTHORIZE_PATH, get(authorize_get).post(authorize_post))
         .route(&format!("{SIGN_IN_PATH}/{{id}}"), get(sign_in_page))
         .route(&format!("{SIGN_IN_PATH}/{{id}}/status"), get(sign_in_status))
-        .route(&format!("{SIGN_IN_PATH}/{{id}}/finish"), post(finish));
+        .route(&format!("{SIGN_IN_PATH}/{{id}}/finish"), post(finish))
+        .route(&format!("{SIGN_IN_PATH}/{{id}}/passkey"), post(use_passkey_instead));
     Router::new()
         .route(DISCOVERY_PATH, get(discovery))
         .route(PAR_PATH, post(par))
@@ -264,16 +265,28 @@ async fn sign_in_page(
         PageFactor::Push { number } => (Some(number), None),
         PageFactor::Passkey { token } => (None, Some(token)),
     };
+    // The finish form's answer is a 303 to the client, and browsers hold a form's redirects to
+    // the page's `form-action` too: allow that one origin (a scheme for a native app's URI).
+    let form_action = match url::Url::parse(&view.redirect_uri) {
+        Ok(url) if url.origin().is_tuple() => format!("'self' {}", url.origin().ascii_serialization()),
+        Ok(url) => format!("'self' {}:", url.scheme()),
+        Err(error) => return Err(ApiError::internal(&error)),
+    };
     let page = OidcSignInPage {
         sign_in_path: format!("{SIGN_IN_PATH}/{id}"),
         client_name: view.client_name,
         username: view.username,
         number,
         passkey_token,
+        passkey_instead: view.passkey_instead,
         expires_at,
         expires_at_text,
     };
-    html(StatusCode::OK, &page)
+    let mut response = html(StatusCode::OK, &page)?;
+    let policy = HeaderValue::from_str(&content_security_policy_posting_to(&form_action))
+        .map_err(|e| ApiError::internal(&e))?;
+    response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, policy);
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,16 +320,8 @@ async fn finish(
     ApiPath(id): ApiPath<AuthorizationId>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let issuer = &state.oidc.settings().issuer;
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    // `null`: what browsers send for a form posted from a `no-referrer` page, as ours are; the
-    // `SameSite=Lax` cookie is what keeps other sites' posts out.
-    if origin.is_some_and(|origin| origin != issuer.as_str() && origin != "null") {
-        return oidc_error_page(
-            StatusCode::FORBIDDEN,
-            "cross_origin",
-            "This form may only be sent from its own page.",
-        );
+    if let Some(refused) = cross_origin(&state, &headers) {
+        return refused;
     }
     match state.oidc.finish(id, browser_secret(&headers, id).as_deref()).await {
         Ok(answer) => {
@@ -329,5 +334,47 @@ async fn finish(
             Ok(response)
         }
         Err(error) => sign_in_error(error),
+    }
+}
+
+/// A form post from another site's page, refused. Our own forms post from the issuer's origin
+/// or a page origin of the WebAuthn settings (`localhost` for a loopback server, where the
+/// passkeys live), or send `Origin: null` from a `no-referrer` page (the `SameSite=Lax` cookie
+/// keeps other sites' posts out then).
+fn cross_origin(state: &AppState, headers: &HeaderMap) -> Option<Result<Response, ApiError>> {
+    let issuer = &state.oidc.settings().issuer;
+    let pages = &state.passkeys.settings().origins;
+    let ours = |origin: &str| origin == issuer || origin == "null" || pages.iter().any(|o| o == origin);
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    origin.is_some_and(|origin| !ours(origin)).then(|| {
+        oidc_error_page(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "This form may only be sent from its own page.",
+        )
+    })
+}
+
+/// Auth: the browser that started the sign-in (its cookie, and a same-origin `Origin`, as for
+/// finish). "Use a passkey instead": cancels the push and moves the sign-in to a passkey
+/// sign-in, then 303 back to its page, which runs the passkey ceremony; a page saying why not
+/// when the phone answered already or the user has no passkey.
+async fn use_passkey_instead(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<AuthorizationId>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(refused) = cross_origin(&state, &headers) {
+        return refused;
+    }
+    match state.oidc.use_passkey_instead(id, browser_secret(&headers, id).as_deref()).await {
+        Ok(()) => {
+            let location = format!("{SIGN_IN_PATH}/{id}");
+            Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
+        }
+        Err(SwitchError::SignIn(error)) => sign_in_error(error),
+        Err(SwitchError::Refused(message)) => {
+            oidc_error_page(StatusCode::CONFLICT, "passkey_switch_refused", message)
+        }
     }
 }

@@ -22,7 +22,8 @@
 //! - [`authorization`]: authorization requests, the rules (parameters, PKCE `S256`, `prompt`,
 //!   `acr`, which errors may be redirected);
 //! - [`flow`]: the code flow up to the code — PAR, `/authorize`, the browser-bound sign-in page
-//!   answered by a number-matched push or a passkey;
+//!   answered by a number-matched push or a passkey (and "use a passkey instead", which
+//!   cancels the push and moves the sign-in to a passkey sign-in);
 //! - [`token`]: the token endpoint (single-use codes, replay revokes) and userinfo;
 //! - [`tokens`]: what the ID token and access token say (`acr`, `amr`, audiences, lifetimes);
 //! - [`upstream`]: upstream issuers whose `id_token_hint` names the user (the Microsoft Entra

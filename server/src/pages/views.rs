@@ -58,6 +58,8 @@ pub struct OidcSignInPage {
     pub number: Option<String>,
     /// A passkey sign-in's page token, for the page's WebAuthn ceremony.
     pub passkey_token: Option<String>,
+    /// A push the user may trade for a passkey sign-in ("Use a passkey instead").
+    pub passkey_instead: bool,
     /// RFC 3339.
     pub expires_at: String,
     /// What a person reads: `14:05 UTC`.

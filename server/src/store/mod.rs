@@ -59,7 +59,9 @@ pub use devices::{
 };
 pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
 pub use oidc_clients::ClientStore;
-pub use oidc_flow::{AccessTokenRecord, AuthorizationRecord, CodeRecord, OidcFlowStore, PushedRequest};
+pub use oidc_flow::{
+    AccessTokenRecord, AuthorizationRecord, AuthorizationSwitch, CodeRecord, OidcFlowStore, PushedRequest,
+};
 pub use outbox::{PushJob, PushJobResult, PushOutbox};
 pub use passkeys::{
     EnrollmentLink, PasskeyAssertion, PasskeyRecord, PasskeySignIn, PasskeyStore, RegistrationCeremony,

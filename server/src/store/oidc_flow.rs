@@ -43,6 +43,17 @@ pub struct AuthorizationRecord {
     pub finished_at: Option<OffsetDateTime>,
 }
 
+/// A sign-in moved to another challenge (the user chose a passkey instead of the push): what
+/// the row says from then on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationSwitch {
+    pub challenge_id: ChallengeId,
+    /// The validated request, now naming the new proof (JSON).
+    pub request: String,
+    pub page_secret_sealed: Vec<u8>,
+    pub expires_at: OffsetDateTime,
+}
+
 /// An authorization code, known only by its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeRecord {
@@ -113,6 +124,16 @@ pub trait OidcFlowStore: Send + Sync + std::fmt::Debug {
         id: AuthorizationId,
         now: OffsetDateTime,
         code: Option<&CodeRecord>,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Moves an unfinished sign-in still answered by challenge `from` to `to`, with its audit
+    /// event, by compare-and-set; `NotFound` if it finished or moved on already.
+    async fn switch_authorization(
+        &self,
+        id: AuthorizationId,
+        from: ChallengeId,
+        to: &AuthorizationSwitch,
         audit: AuditEvent,
     ) -> Result<(), StoreError>;
 
@@ -250,6 +271,10 @@ pub(super) static AUTHORIZATION_BY_ID: Sql =
     Sql::new(|| format!("SELECT {AUTHORIZATION_COLUMNS} FROM oidc_authorizations WHERE id = $1"));
 pub(super) const FINISH_AUTHORIZATION: &str =
     "UPDATE oidc_authorizations SET finished_at = $2 WHERE id = $1 AND finished_at IS NULL";
+
+pub(super) const SWITCH_AUTHORIZATION: &str = "UPDATE oidc_authorizations
+     SET challenge_id = $3, request = $4, page_secret_sealed = $5, expires_at = $6
+     WHERE id = $1 AND challenge_id = $2 AND finished_at IS NULL";
 
 pub(super) static INSERT_CODE: Sql =
     Sql::new(|| format!("INSERT INTO oidc_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"));

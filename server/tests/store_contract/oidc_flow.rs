@@ -5,12 +5,12 @@
 //! never what a replay must still find.
 
 use countersign::audit::{Action, Actor, AuditEvent, Subject};
-use countersign::ids::{AppId, AuthorizationId};
+use countersign::ids::{AppId, AuthorizationId, ChallengeId};
 use countersign::oidc::client_admin::{self, NewClient};
 use countersign::oidc::clients::{AuthMethod, ClientId, ClientKeys, IdTokenAlg};
 use countersign::store::{
-    AccessTokenRecord, AppRecord, AuthorizationRecord, ChallengeRecord, CodeRecord, Conflict, PushedRequest,
-    Store, StoreError, UserRecord,
+    AccessTokenRecord, AppRecord, AuthorizationRecord, AuthorizationSwitch, ChallengeRecord, CodeRecord,
+    Conflict, PushedRequest, Store, StoreError, UserRecord,
 };
 use countersign_e2e::{Engine, break_audit_writes_sql, exec_sql};
 use time::Duration;
@@ -192,6 +192,31 @@ impl Flow {
 
     async fn token_now(&self, jti: &str) -> Option<AccessTokenRecord> {
         self.store().access_token(jti).await.unwrap()
+    }
+
+    /// What moving `sign_in` to a new pending challenge of Alice's would store (the challenge
+    /// is stored; the switch is not).
+    async fn switch_to(&self, sign_in: &AuthorizationRecord) -> AuthorizationSwitch {
+        let app = self.f.app(&format!("switch-{}", uuid::Uuid::new_v4().simple())).await;
+        // A passkey sign-in's challenge (no number): outside the push budget.
+        let record = ChallengeRecord { number_digits: 0, ..self.f.challenge_record(&app, &self.alice) };
+        let challenge = self.f.create_challenge(record, &[], &Default::default()).await.unwrap();
+        AuthorizationSwitch {
+            challenge_id: challenge.id,
+            request: format!(r#"{{"proof":"passkey","state":"{}"}}"#, sign_in.id),
+            page_secret_sealed: challenge.id.0.as_bytes().repeat(2),
+            expires_at: challenge.expires_at + Duration::seconds(30),
+        }
+    }
+
+    async fn switch(
+        &self,
+        sign_in: &AuthorizationRecord,
+        from: ChallengeId,
+        to: &AuthorizationSwitch,
+    ) -> Result<(), StoreError> {
+        let event = self.event(Action::OidcSignInSwitched, Subject::User(sign_in.user_id));
+        self.store().switch_authorization(sign_in.id, from, to, event).await
     }
 
     async fn app_count(&self) -> usize {
@@ -627,6 +652,87 @@ async fn purge_keeps_a_sign_in_whose_code_remains(engine: Engine) {
     assert_eq!(t.store().authorization(sign_in.id).await.unwrap(), None);
 }
 
+/// "Use a passkey instead" moves an unfinished sign-in to its new challenge by compare-and-set:
+/// challenge, request, page secret and expiry change with one event, everything else stays; a
+/// second switch from the old challenge changes nothing and writes no event.
+async fn a_sign_in_switches_its_challenge_once(engine: Engine) {
+    let t = flow(engine).await;
+    let sign_in = t.authorization(&t.client).await;
+    let to = t.switch_to(&sign_in).await;
+    let events = t.f.audit_len().await;
+    t.switch(&sign_in, sign_in.challenge_id, &to).await.unwrap();
+    let switched = AuthorizationRecord {
+        challenge_id: to.challenge_id,
+        request: to.request.clone(),
+        page_secret_sealed: to.page_secret_sealed.clone(),
+        expires_at: to.expires_at,
+        ..sign_in.clone()
+    };
+    assert_eq!(t.store().authorization(sign_in.id).await.unwrap(), Some(switched.clone()));
+    let since = t.f.audit_since(events).await;
+    assert_eq!(
+        since.iter().map(|e| (e.0.as_str(), e.1.clone())).collect::<Vec<_>>(),
+        [("oidc.sign_in_switched", format!("user:{}", t.alice.id))]
+    );
+
+    let again = t.switch_to(&sign_in).await;
+    let events = t.f.audit_len().await;
+    let result = t.switch(&sign_in, sign_in.challenge_id, &again).await;
+    assert!(matches!(result, Err(StoreError::NotFound)), "moved on already: {result:?}");
+    assert_eq!(t.store().authorization(sign_in.id).await.unwrap(), Some(switched));
+    assert_eq!(t.f.audit_len().await, events, "no event for the refused switch");
+}
+
+/// A finished sign-in, and an unknown one, cannot switch.
+async fn a_finished_sign_in_cannot_switch(engine: Engine) {
+    let t = flow(engine).await;
+    let sign_in = t.authorization(&t.client).await;
+    t.finish(&sign_in, None).await.unwrap();
+    let finished = t.store().authorization(sign_in.id).await.unwrap();
+    let to = t.switch_to(&sign_in).await;
+    let result = t.switch(&sign_in, sign_in.challenge_id, &to).await;
+    assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
+    assert_eq!(t.store().authorization(sign_in.id).await.unwrap(), finished, "unchanged");
+    let unknown = AuthorizationRecord { id: AuthorizationId::random(), ..sign_in };
+    assert!(matches!(t.switch(&unknown, unknown.challenge_id, &to).await, Err(StoreError::NotFound)));
+}
+
+/// A switch whose audit event cannot be written switches nothing.
+async fn a_switch_whose_audit_event_fails_changes_nothing(engine: Engine) {
+    let t = flow(engine).await;
+    let sign_in = t.authorization(&t.client).await;
+    let to = t.switch_to(&sign_in).await;
+    exec_sql(&t.f.db, break_audit_writes_sql(engine)).await.unwrap();
+    let result = t.switch(&sign_in, sign_in.challenge_id, &to).await;
+    assert!(matches!(result, Err(StoreError::Database(_))), "{result:?}");
+    assert_eq!(t.store().authorization(sign_in.id).await.unwrap(), Some(sign_in));
+}
+
+/// Two tabs switching at once: one switch wins, one event.
+async fn concurrent_switches_switch_a_sign_in_once(engine: Engine) {
+    let t = flow(engine).await;
+    let sign_in = t.authorization(&t.client).await;
+    let mut targets = Vec::new();
+    for _ in 0..RACERS {
+        targets.push(t.switch_to(&sign_in).await);
+    }
+    let events = t.f.audit_len().await;
+    let results =
+        t.f.race(RACERS, |i, store| {
+            let to = targets[i].clone();
+            let event = t.event(Action::OidcSignInSwitched, Subject::User(sign_in.user_id));
+            let (id, from) = (sign_in.id, sign_in.challenge_id);
+            async move { store.switch_authorization(id, from, &to, event).await }
+        })
+        .await;
+    let winners: Vec<usize> = (0..RACERS).filter(|i| results[*i].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(results.iter().all(|r| matches!(r, Ok(()) | Err(StoreError::NotFound))), "{results:?}");
+    let now = t.store().authorization(sign_in.id).await.unwrap().unwrap();
+    assert_eq!(now.challenge_id, targets[winners[0]].challenge_id);
+    assert_eq!(t.f.audit_len().await, events + 1, "one event");
+}
+
 on_both_engines!(
     a_client_gets_one_app,
     a_client_is_never_given_an_app_it_did_not_make,
@@ -650,4 +756,8 @@ on_both_engines!(
     purge_deletes_only_what_expired_before_the_cutoff,
     purge_keeps_a_code_while_its_tokens_remain,
     purge_keeps_a_sign_in_whose_code_remains,
+    a_sign_in_switches_its_challenge_once,
+    a_finished_sign_in_cannot_switch,
+    a_switch_whose_audit_event_fails_changes_nothing,
+    concurrent_switches_switch_a_sign_in_once,
 );

@@ -6,18 +6,18 @@ use time::OffsetDateTime;
 
 use super::PgStore;
 use crate::audit::AuditEvent;
-use crate::ids::{AppId, AuthorizationId};
+use crate::ids::{AppId, AuthorizationId, ChallengeId};
 use crate::oidc::clients::ClientId;
 use crate::store::apps::INSERT_APP;
 use crate::store::oidc_flow::{
     AUTHORIZATION_BY_ID, CLIENT_APP, CODE_BY_HASH, FINISH_AUTHORIZATION, INSERT_AUTHORIZATION,
     INSERT_CLIENT_APP, INSERT_CODE, INSERT_PUSHED, INSERT_TOKEN, PURGE_FLOW, REDEEM_CODE, REVOKE_CODE_TOKENS,
-    TAKE_PUSHED, TOKEN_BY_JTI, USE_HINT, authorization_from_row, code_from_row, lost_race, pushed_from_row,
-    token_from_row,
+    SWITCH_AUTHORIZATION, TAKE_PUSHED, TOKEN_BY_JTI, USE_HINT, authorization_from_row, code_from_row,
+    lost_race, pushed_from_row, token_from_row,
 };
 use crate::store::{
-    AccessTokenRecord, AppRecord, AuthorizationRecord, CodeRecord, OidcFlowStore, PushedRequest, StoreError,
-    map_unique_violation,
+    AccessTokenRecord, AppRecord, AuthorizationRecord, AuthorizationSwitch, CodeRecord, OidcFlowStore,
+    PushedRequest, StoreError, map_unique_violation,
 };
 
 #[async_trait]
@@ -157,6 +157,31 @@ impl OidcFlowStore for PgStore {
                 .bind(c.expires_at)
                 .execute(&mut *tx)
                 .await?;
+        }
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await
+    }
+
+    async fn switch_authorization(
+        &self,
+        id: AuthorizationId,
+        from: ChallengeId,
+        to: &AuthorizationSwitch,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let switched = sqlx::query(SWITCH_AUTHORIZATION)
+            .bind(id.0)
+            .bind(from.0)
+            .bind(to.challenge_id.0)
+            .bind(&to.request)
+            .bind(&to.page_secret_sealed)
+            .bind(to.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        if switched.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
         }
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await

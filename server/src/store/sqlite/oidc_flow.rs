@@ -6,18 +6,18 @@ use time::OffsetDateTime;
 use super::SqliteStore;
 use crate::audit::AuditEvent;
 use crate::clock::unix_micros;
-use crate::ids::{AppId, AuthorizationId};
+use crate::ids::{AppId, AuthorizationId, ChallengeId};
 use crate::oidc::clients::ClientId;
 use crate::store::apps::INSERT_APP;
 use crate::store::oidc_flow::{
     AUTHORIZATION_BY_ID, CLIENT_APP, CODE_BY_HASH, FINISH_AUTHORIZATION, INSERT_AUTHORIZATION,
     INSERT_CLIENT_APP, INSERT_CODE, INSERT_PUSHED, INSERT_TOKEN, PURGE_FLOW, REDEEM_CODE, REVOKE_CODE_TOKENS,
-    TAKE_PUSHED, TOKEN_BY_JTI, USE_HINT, authorization_from_row, code_from_row, lost_race, pushed_from_row,
-    token_from_row,
+    SWITCH_AUTHORIZATION, TAKE_PUSHED, TOKEN_BY_JTI, USE_HINT, authorization_from_row, code_from_row,
+    lost_race, pushed_from_row, token_from_row,
 };
 use crate::store::{
-    AccessTokenRecord, AppRecord, AuthorizationRecord, CodeRecord, OidcFlowStore, PushedRequest, StoreError,
-    map_unique_violation,
+    AccessTokenRecord, AppRecord, AuthorizationRecord, AuthorizationSwitch, CodeRecord, OidcFlowStore,
+    PushedRequest, StoreError, map_unique_violation,
 };
 
 #[async_trait]
@@ -162,6 +162,30 @@ impl OidcFlowStore for SqliteStore {
                 .bind(unix_micros(c.expires_at))
                 .execute(&mut *tx)
                 .await?;
+        }
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await
+    }
+
+    async fn switch_authorization(
+        &self,
+        id: AuthorizationId,
+        from: ChallengeId,
+        to: &AuthorizationSwitch,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let switched = sqlx::query(SWITCH_AUTHORIZATION)
+            .bind(id.0.to_string())
+            .bind(from.0.to_string())
+            .bind(to.challenge_id.0.to_string())
+            .bind(&to.request)
+            .bind(&to.page_secret_sealed)
+            .bind(unix_micros(to.expires_at))
+            .execute(&mut *tx)
+            .await?;
+        if switched.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
         }
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await
