@@ -663,8 +663,9 @@ impl OidcFlow {
         Ok(AuthenticatedApp { id, name: client.name.clone(), scopes: Scopes::default() })
     }
 
-    /// The sign-in `id` as this browser (holding `browser_secret`) may see it.
-    async fn bound(
+    /// The unfinished sign-in `id` as this browser (holding `browser_secret`) may see it:
+    /// unknown and another browser's look alike.
+    pub(super) async fn open_sign_in(
         &self,
         id: AuthorizationId,
         browser_secret: Option<&str>,
@@ -674,7 +675,20 @@ impl OidcFlow {
         if !bool::from(presented.as_slice().ct_eq(&record.browser_hash)) {
             return Err(SignInError::NotFound);
         }
+        if record.finished_at.is_some() {
+            return Err(SignInError::Finished);
+        }
         Ok(record)
+    }
+
+    /// The client of a sign-in and the app it acts as.
+    pub(super) async fn client_of(
+        &self,
+        record: &AuthorizationRecord,
+    ) -> Result<(Client, AuthenticatedApp), SignInError> {
+        let client = self.store.oidc_client(&record.client_id).await?.ok_or(SignInError::NotFound)?;
+        let app = self.client_app(&client).await.map_err(|_| InternalError::new("the client's app"))?;
+        Ok((client, app))
     }
 
     /// What the sign-in page shows (changes nothing).
@@ -683,10 +697,7 @@ impl OidcFlow {
         id: AuthorizationId,
         browser_secret: Option<&str>,
     ) -> Result<SignInView, SignInError> {
-        let record = self.bound(id, browser_secret).await?;
-        if record.finished_at.is_some() {
-            return Err(SignInError::Finished);
-        }
+        let record = self.open_sign_in(id, browser_secret).await?;
         let stored = stored_request(&record)?;
         let client = self.store.oidc_client(&record.client_id).await?.ok_or(SignInError::NotFound)?;
         let challenge =
@@ -722,12 +733,8 @@ impl OidcFlow {
         browser_secret: Option<&str>,
         wait: u64,
     ) -> Result<ChallengeState, SignInError> {
-        let record = self.bound(id, browser_secret).await?;
-        if record.finished_at.is_some() {
-            return Err(SignInError::Finished);
-        }
-        let client = self.store.oidc_client(&record.client_id).await?.ok_or(SignInError::NotFound)?;
-        let app = self.client_app(&client).await.map_err(|_| InternalError::new("the client's app"))?;
+        let record = self.open_sign_in(id, browser_secret).await?;
+        let (_, app) = self.client_of(&record).await?;
         let wait = wait.min(self.challenges.settings().max_wait.as_secs());
         match self.challenges.status(&app, record.challenge_id, wait).await {
             Ok(challenge) => Ok(challenge.state),
@@ -743,13 +750,9 @@ impl OidcFlow {
         id: AuthorizationId,
         browser_secret: Option<&str>,
     ) -> Result<Answer, SignInError> {
-        let record = self.bound(id, browser_secret).await?;
-        if record.finished_at.is_some() {
-            return Err(SignInError::Finished);
-        }
+        let record = self.open_sign_in(id, browser_secret).await?;
         let stored = stored_request(&record)?;
-        let client = self.store.oidc_client(&record.client_id).await?.ok_or(SignInError::NotFound)?;
-        let app = self.client_app(&client).await.map_err(|_| InternalError::new("the client's app"))?;
+        let (client, app) = self.client_of(&record).await?;
         let challenge =
             self.store.challenge_by_id(record.challenge_id).await?.ok_or(SignInError::NotFound)?;
         let now = self.clock.now();

@@ -53,10 +53,7 @@ impl OidcFlow {
         id: AuthorizationId,
         browser_secret: Option<&str>,
     ) -> Result<(), SwitchError> {
-        let record = self.bound(id, browser_secret).await?;
-        if record.finished_at.is_some() {
-            return Err(SignInError::Finished.into());
-        }
+        let record = self.open_sign_in(id, browser_secret).await?;
         let mut stored = stored_request(&record)?;
         if stored.proof != Proof::NumberMatchedPush {
             return Err(SwitchError::Refused(NOT_PUSH));
@@ -68,8 +65,7 @@ impl OidcFlow {
         if !self.has_passkey(&record).await? {
             return Err(SwitchError::Refused(NO_PASSKEY));
         }
-        let client = self.store.oidc_client(&record.client_id).await?.ok_or(SignInError::NotFound)?;
-        let app = self.client_app(&client).await.map_err(|_| InternalError::new("the client's app"))?;
+        let (client, app) = self.client_of(&record).await?;
         match self.challenges.cancel(&app, push.id).await {
             Ok(_) => {}
             Err(ChallengeError::NotPending(_)) => return Err(SwitchError::Refused(ANSWERED)),
