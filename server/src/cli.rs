@@ -73,7 +73,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Publish the next signing key of an algorithm: in the JWKS at once, signing only after
-    /// the publish overlap (1 hour), so relying parties that cached the JWKS see it before any
+    /// the publish overlap (48 hours), so relying parties that cached the JWKS see it before any
     /// token carries it. The key it supersedes stays published until its tokens have expired.
     /// Prints the new kid.
     Rotate {

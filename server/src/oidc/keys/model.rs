@@ -98,7 +98,10 @@ pub struct KeyTimings {
 impl KeyTimings {
     pub const DEFAULT: KeyTimings = KeyTimings {
         jwks_max_age: Duration::minutes(10),
-        publish_overlap: Duration::hours(1),
+        // Relying parties may cache a JWKS far longer than its max-age: Microsoft Entra caches a
+        // provider's metadata and keys for a day and asks that a new key be published about two
+        // days before it signs ("external method provider reference", key rollover).
+        publish_overlap: Duration::hours(48),
         id_token_lifetime: Duration::minutes(5),
         access_token_lifetime: Duration::minutes(5),
         clock_skew: Duration::minutes(5),
