@@ -3,7 +3,6 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use countersign_mobile_protocol::{ApnsEnvironment, PushRegistration, PushToken};
-use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -30,10 +29,9 @@ pub fn new_activation_code() -> Result<(SecretString, [u8; 32]), RandomFailure> 
     Ok((SecretString::from(code), hash))
 }
 
+/// SHA-256 of the code, hashed as API keys are.
 pub fn hash_activation_code(code: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, code.as_bytes()).as_ref());
-    out
+    crate::api_keys::hash_key(code)
 }
 
 /// What an enrollment can still be used for at `now`.

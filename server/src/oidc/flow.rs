@@ -10,10 +10,7 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::digest;
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use secrecy::ExposeSecret;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -28,8 +25,8 @@ use super::keys::SigningKeys;
 use super::oauth_error::{OAuthError, OAuthErrorCode};
 use super::tokens::{Grant, ID_TOKEN_TYP, Issue, Proof};
 use super::upstream::UpstreamIssuers;
-use crate::api_keys::Scopes;
 use crate::api_keys::service::AuthenticatedApp;
+use crate::api_keys::{Scopes, hash_key, random_urlsafe};
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::challenges::service::{ChallengeContext, ChallengeError, ChallengeService};
@@ -408,7 +405,7 @@ impl OidcFlow {
             || crate::users::model::passkey_required(&user);
         let (challenge, proof, page_secret) = if passkey_only {
             match self.passkeys.begin_sign_in(&app, &user.username, context).await {
-                Ok(begun) => (begun.record, Proof::Passkey, passkey_token(&begun.sign_in_url)?),
+                Ok(begun) => (begun.record, Proof::Passkey, begun.page_token.expose_secret().to_owned()),
                 Err(PasskeyError::NoPasskey) => {
                     return Err(refused(
                         "This sign-in needs a passkey, and this account has none. Ask your help desk.",
@@ -428,7 +425,9 @@ impl OidcFlow {
                     // Push refused (frozen, locked, throttled, no phone): a passkey still works.
                     let why = push_refusal(refusal)?;
                     match self.passkeys.begin_sign_in(&app, &user.username, context).await {
-                        Ok(begun) => (begun.record, Proof::Passkey, passkey_token(&begun.sign_in_url)?),
+                        Ok(begun) => {
+                            (begun.record, Proof::Passkey, begun.page_token.expose_secret().to_owned())
+                        }
                         Err(PasskeyError::NoPasskey) => return Err(refused(why)),
                         Err(other) => {
                             return Err(AuthorizeFailure::Internal(InternalError::caused_by(
@@ -608,7 +607,7 @@ impl OidcFlow {
 
     async fn take_pushed(&self, client: &Client, request_uri: &str) -> Result<Params, AuthorizeFailure> {
         let reference = request_uri.strip_prefix(REQUEST_URI_PREFIX).ok_or(AuthorizeFailure::RequestUri)?;
-        let hash = sha256(reference.as_bytes());
+        let hash = hash_key(reference);
         let pushed = self
             .store
             .take_pushed_request(&hash, &client.client_id, self.clock.now())
@@ -671,7 +670,7 @@ impl OidcFlow {
         browser_secret: Option<&str>,
     ) -> Result<AuthorizationRecord, SignInError> {
         let record = self.store.authorization(id).await?.ok_or(SignInError::NotFound)?;
-        let presented = sha256(browser_secret.unwrap_or_default().as_bytes());
+        let presented = hash_key(browser_secret.unwrap_or_default());
         if !bool::from(presented.as_slice().ct_eq(&record.browser_hash)) {
             return Err(SignInError::NotFound);
         }
@@ -903,7 +902,7 @@ impl OidcFlow {
                 return Ok(Err(reason));
             }
         };
-        if !self.store.use_upstream_hint(&sha256(hint.as_bytes()), verified.usable_until).await? {
+        if !self.store.use_upstream_hint(&hash_key(hint), verified.usable_until).await? {
             let event = AuditEvent::new(
                 now,
                 client_actor(client),
@@ -957,13 +956,6 @@ fn push_refusal(error: ChallengeError) -> Result<&'static str, AuthorizeFailure>
     })
 }
 
-/// The page token in a passkey sign-in's URL.
-fn passkey_token(sign_in_url: &secrecy::SecretString) -> Result<String, AuthorizeFailure> {
-    sign_in_url.expose_secret().split_once("?token=").map(|(_, token)| token.to_owned()).ok_or_else(|| {
-        AuthorizeFailure::Internal(InternalError::new("a passkey sign-in URL without a token"))
-    })
-}
-
 fn stored_request(record: &AuthorizationRecord) -> Result<StoredRequest, SignInError> {
     Ok(serde_json::from_str(&record.request)
         .map_err(|e| InternalError::caused_by("reading a stored request", e))?)
@@ -973,20 +965,12 @@ fn page_secret_context(id: AuthorizationId) -> Vec<u8> {
     format!("countersign/v1/oidc-page-secret/{id}").into_bytes()
 }
 
-pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
-    out
-}
-
-/// 256 random bits, URL-safe, and their SHA-256 (what is stored).
+/// 256 random bits, URL-safe, and their SHA-256 (what is stored): made and hashed as API keys
+/// are.
 pub(super) fn secret() -> Result<(String, [u8; 32]), InternalError> {
-    let mut bytes = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut bytes)
+    let text = random_urlsafe(&SystemRandom::new(), 32)
         .map_err(|_| InternalError::new("the system random number generator failed"))?;
-    let text = URL_SAFE_NO_PAD.encode(bytes);
-    let hash = sha256(text.as_bytes());
+    let hash = hash_key(&text);
     Ok((text, hash))
 }
 

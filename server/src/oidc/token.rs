@@ -10,11 +10,12 @@ use time::Duration;
 use super::authorization::{Params, pkce_matches};
 use super::client_auth::ClientCredentials;
 use super::clients::Client;
-use super::flow::{OidcFlow, USERINFO_PATH, client_actor, secret, sha256, signing_alg};
+use super::flow::{OidcFlow, USERINFO_PATH, client_actor, secret, signing_alg};
 use super::jose::{self, JwtPolicy};
 use super::keys::SigningAlg;
 use super::oauth_error::{OAuthError, OAuthErrorCode};
 use super::tokens::{ACCESS_TOKEN_TYP, Grant, ID_TOKEN_TYP, Issue};
+use crate::api_keys::hash_key;
 use crate::audit::{Action, AuditEvent, Subject};
 use crate::store::{AccessTokenRecord, CodeRecord, StoreError};
 
@@ -65,7 +66,7 @@ impl OidcFlow {
             None => return Err(OAuthError::invalid_request("`grant_type` is required")),
         }
         let code = form.get("code").ok_or_else(|| OAuthError::invalid_request("`code` is required"))?;
-        let code_hash = sha256(code.as_bytes());
+        let code_hash = hash_key(code);
         let now = self.clock.now();
         let Some(record) = self.store.oidc_code(&code_hash).await.map_err(server_error)? else {
             return Err(invalid_grant("the code is unknown or expired"));
