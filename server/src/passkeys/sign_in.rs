@@ -53,6 +53,9 @@ pub struct BegunSignIn {
     pub record: ChallengeRecord,
     pub options: serde_json::Value,
     pub sign_in_url: SecretString,
+    /// The hosted page's token alone (what `sign_in_url` carries), for a page of our own that
+    /// runs the ceremony (the OIDC sign-in page).
+    pub page_token: SecretString,
 }
 
 /// The path of the hosted sign-in page, relative to an allowed origin.
@@ -168,7 +171,7 @@ impl PasskeyService {
         };
         let record = self.store.create_passkey_challenge(record, &state, &page, event).await?;
         metrics::counter!("countersign_challenges_created_total").increment(1);
-        Ok(BegunSignIn { record, options, sign_in_url: SecretString::from(sign_in_url) })
+        Ok(BegunSignIn { record, options, sign_in_url: SecretString::from(sign_in_url), page_token: token })
     }
 
     /// The passkey sign-in the page token names, if it can still be answered: unknown (404),

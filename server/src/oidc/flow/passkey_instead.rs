@@ -4,11 +4,12 @@
 //! is never lost and a cancelled push can no longer be approved. The sign-in then points at the
 //! new passkey challenge by compare-and-set.
 
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::{
     AuthorizationRecord, ChallengeContext, ChallengeError, ChallengeState, InternalError, OidcFlow,
-    PasskeyError, Proof, SignInError, page_secret_context, passkey_token, stored_request,
+    PasskeyError, Proof, SignInError, page_secret_context, stored_request,
 };
 use crate::audit::{Action, AuditEvent, Subject};
 use crate::ids::AuthorizationId;
@@ -77,8 +78,7 @@ impl OidcFlow {
             Err(PasskeyError::NoPasskey) => return Err(SwitchError::Refused(PASSKEY_GONE)),
             Err(other) => return Err(InternalError::caused_by("starting a passkey sign-in", other).into()),
         };
-        let token =
-            passkey_token(&begun.sign_in_url).map_err(|_| InternalError::new("a passkey page token"))?;
+        let token = begun.page_token.expose_secret().to_owned();
         stored.proof = Proof::Passkey;
         let switch = AuthorizationSwitch {
             challenge_id: begun.record.id,
