@@ -971,6 +971,47 @@ async fn a_user_without_a_passkey_cannot_switch(engine: Engine) {
     assert!(param(&query, "code").is_some(), "the push still signs in");
 }
 
+/// Attack: whoever holds one client's secret (or the SSO's session) pushes requests for alice all
+/// day. OIDC prompts go through the same gate as REST ones: they spend alice's push budget and
+/// move her fatigue ladder, so the flood stops at the budget for OIDC and REST alike, and the
+/// refused sign-in prompts nobody.
+async fn a_client_cannot_push_bomb_past_the_users_budget(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let rp = rp(&app, "Acme SSO").await;
+    let mut started = 0;
+    for _ in 0..20 {
+        let uri = request_uri(&app, &rp, &[]).await;
+        let reply = get(
+            &app,
+            &query("/oidc/authorize", &[("client_id", &rp.client_id), ("request_uri", &uri)]),
+            None,
+        )
+        .await;
+        if reply.status != StatusCode::SEE_OTHER {
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{:?}", reply.body);
+            assert!(reply.headers.get(header::SET_COOKIE).is_none());
+            break;
+        }
+        started += 1;
+    }
+    let budget = countersign::fatigue::model::Policy::default().push_budget;
+    assert!(started <= budget as usize, "{started} prompts got through a budget of {budget}");
+    let rest = app.post_json("/v1/challenges", &key, json!({ "username": "alice" })).await;
+    assert!(
+        rest.status == StatusCode::TOO_MANY_REQUESTS || rest.status == StatusCode::CONFLICT,
+        "the REST app is refused too: {:?}",
+        rest.body
+    );
+    let prompted = audit_actions(&app).await.into_iter().filter(|(a, _)| a == "oidc.sign_in_started").count();
+    assert_eq!(prompted, started);
+    let pending = signed_get(&app, &phone, "/device/v1/challenges").await;
+    assert!(
+        pending.body["challenges"].as_array().unwrap().len() <= 1,
+        "superseded prompts are not stacked on the phone"
+    );
+}
+
 on_both_engines!(
     the_code_flow_signs_alice_in_with_a_number_on_her_phone,
     a_second_redemption_revokes_what_the_first_issued,
@@ -989,6 +1030,7 @@ on_both_engines!(
     a_signed_request_object_names_the_user,
     forged_request_objects_prompt_nobody,
     no_input_makes_an_oidc_endpoint_fail,
+    a_client_cannot_push_bomb_past_the_users_budget,
     a_push_sign_in_switches_to_a_passkey_and_ends_with_phr,
     a_cancelled_push_can_no_longer_be_approved_by_the_phone,
     a_switch_after_the_phone_approved_is_refused,
