@@ -10,6 +10,8 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{Reply, TestApp, app_with_user, audit_actions, enrolled_device, signed_get};
 use countersign::audit::Actor;
 use countersign::oidc::client_admin::{NewClient, create_client};
@@ -36,6 +38,11 @@ struct Entra {
 
 /// alice (UPN alice) with a phone; an RS256 client for Entra; an app trusting the fake Entra.
 async fn entra(engine: Engine) -> (Entra, TestDevice) {
+    entra_signing_with(engine, TestKey::rs256("entra-1")).await
+}
+
+/// The same, with the fake Entra signing with `signer`.
+async fn entra_signing_with(engine: Engine, signer: TestKey) -> (Entra, TestDevice) {
     let (first, key) = app_with_user(engine, "alice").await;
     let phone = enrolled_device(&first, &key, "alice", PushRegistration::None).await;
     let new = NewClient {
@@ -47,7 +54,6 @@ async fn entra(engine: Engine) -> (Entra, TestDevice) {
     };
     let client =
         create_client(first.store.as_ref(), first.clock.as_ref(), Actor::Cli, new).await.unwrap().client;
-    let signer = TestKey::rs256("entra-1");
     let jwks = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(jwks.path(), jwks_json(&[&signer])).unwrap();
     let config = OidcConfig {
@@ -284,10 +290,50 @@ async fn an_unknown_user_in_a_valid_hint_is_refused(engine: Engine) {
     assert!(form_fields(html).contains(&("error".into(), "access_denied".into())));
 }
 
+/// Attack: ECDSA signatures are malleable (`s` → `n - s` verifies as well), so a hint spent by
+/// its whole text could be replayed with other signature bytes to prompt again. A hint is spent
+/// by what its signature covers.
+async fn a_hint_with_other_signature_bytes_is_still_spent(engine: Engine) {
+    let (entra, phone) = entra_signing_with(engine, TestKey::es256("entra-ec")).await;
+    let hint = entra.key.sign(&hint_claims(&entra, "alice"));
+    assert_eq!(entra_post(&entra, &hint).await.status, StatusCode::SEE_OTHER);
+    let (input, signature) = hint.rsplit_once('.').unwrap();
+    let mut raw = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    negate_s(&mut raw[32..]);
+    let malleated = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&raw));
+    assert_ne!(malleated, hint);
+    let reply = entra_post(&entra, &malleated).await;
+    let fields = form_fields(reply.body.as_str().unwrap());
+    assert!(fields.contains(&("error".into(), "invalid_request".into())), "{fields:?}");
+    let refused =
+        audit_actions(&entra.app).await.into_iter().rev().find(|(a, _)| a == "oidc.hint_refused").unwrap().1;
+    assert_eq!(refused["reason"], "replayed", "it verified, and was recognised as the spent hint");
+    let pending = signed_get(&entra.app, &phone, "/device/v1/challenges").await;
+    assert_eq!(pending.body["challenges"].as_array().unwrap().len(), 1);
+}
+
+/// `s` := n - s over P-256's group order (big-endian, 32 bytes).
+fn negate_s(s: &mut [u8]) {
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc,
+        0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+    ];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut digit = i16::from(N[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(digit < 0);
+        if digit < 0 {
+            digit += 256;
+        }
+        s[i] = u8::try_from(digit).unwrap();
+    }
+}
+
 on_both_engines!(
     entra_signs_alice_in_and_gets_an_id_token_posted_back,
     forged_stale_and_replayed_hints_prompt_nobody,
     a_hint_counts_only_for_its_configured_client,
     a_denied_push_posts_access_denied_back,
     an_unknown_user_in_a_valid_hint_is_refused,
+    a_hint_with_other_signature_bytes_is_still_spent,
 );

@@ -1012,6 +1012,165 @@ async fn a_client_cannot_push_bomb_past_the_users_budget(engine: Engine) {
     );
 }
 
+/// Attack: a public client's id is public, so if it could name whom to prompt, anyone could
+/// push-bomb anyone through it (and phish the approval into their own browser). Its pushed
+/// requests are refused; nobody is prompted.
+async fn a_public_client_cannot_name_whom_to_prompt(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let new = NewClient {
+        name: "CLI tool".into(),
+        redirect_uris: vec!["http://127.0.0.1:8765/cb".into()],
+        auth_method: AuthMethod::None,
+        keys: ClientKeys::None,
+        id_token_alg: IdTokenAlg::Es256,
+    };
+    let public = create_client(app.store.as_ref(), app.clock.as_ref(), Actor::Cli, new).await.unwrap().client;
+    let mut pairs = request_params(&[("redirect_uri", "http://127.0.0.1:8765/cb")]);
+    pairs.push(("client_id", public.client_id.0.as_str()));
+    let pushed = post_form(&app, "/oidc/par", None, &pairs).await;
+    assert_eq!(
+        (pushed.status, pushed.body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("unauthorized_client"))
+    );
+    let pending = signed_get(&app, &phone, "/device/v1/challenges").await;
+    assert_eq!(pending.body["challenges"], json!([]));
+}
+
+/// Attack: a request object and a client assertion are both JWTs signed by the client's key and
+/// may be addressed to the issuer. Whoever's browser carries a request object (it rides in the
+/// URL) must not be able to post it as a client assertion and so authenticate as the client.
+async fn a_request_object_cannot_double_as_a_client_assertion(engine: Engine) {
+    let (app, _key) = app_with_user(engine, "alice").await;
+    let (client_id, signer) = keyed_rp(&app).await;
+    let mut claims = request_object(&app, &client_id, "ro-confused");
+    claims["sub"] = json!(client_id);
+    let object = signer.sign(&claims);
+    let as_assertion = [
+        ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+        ("client_assertion", object.as_str()),
+        ("client_id", client_id.as_str()),
+        ("response_type", "code"),
+        ("redirect_uri", REDIRECT_URI),
+        ("scope", "openid"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+        ("login_hint", "alice"),
+    ];
+    let pushed = post_form(&app, "/oidc/par", None, &as_assertion).await;
+    assert_eq!(
+        (pushed.status, pushed.body["error"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("invalid_client"))
+    );
+    let refused =
+        audit_actions(&app).await.into_iter().rev().find(|(a, _)| a == "oidc_client.auth_refused").unwrap().1;
+    assert_eq!(refused["reason"], "assertion_is_a_request");
+    let reply =
+        get(&app, &query("/oidc/authorize", &[("client_id", &client_id), ("request", &object)]), None).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.body.as_str().unwrap().contains("invalid_request_object"));
+}
+
+/// A database copy must not hold client credentials: a pushed request is stored without the
+/// `client_secret` (or assertion) a `client_secret_post` client sent with it.
+async fn a_pushed_request_is_stored_without_client_credentials(engine: Engine) {
+    let (app, _key) = app_with_user(engine, "alice").await;
+    let new = NewClient {
+        name: "Post SSO".into(),
+        redirect_uris: vec![REDIRECT_URI.into()],
+        auth_method: AuthMethod::ClientSecretPost,
+        keys: ClientKeys::None,
+        id_token_alg: IdTokenAlg::Es256,
+    };
+    let created = create_client(app.store.as_ref(), app.clock.as_ref(), Actor::Cli, new).await.unwrap();
+    let (client_id, secret) =
+        (created.client.client_id.clone(), created.secret.unwrap().expose_secret().to_owned());
+    let mut pairs = request_params(&[]);
+    pairs.push(("client_id", client_id.0.as_str()));
+    pairs.push(("client_secret", secret.as_str()));
+    let pushed = post_form(&app, "/oidc/par", None, &pairs).await;
+    assert_eq!(pushed.status, StatusCode::CREATED, "{:?}", pushed.body);
+    let reference = pushed.body["request_uri"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("urn:ietf:params:oauth:request_uri:")
+        .unwrap();
+    let hash = countersign::api_keys::hash_key(reference);
+    let stored = app.store.take_pushed_request(&hash, &client_id, app.clock_now()).await.unwrap().unwrap();
+    assert!(!stored.params.contains(&secret), "{}", stored.params);
+    assert!(!stored.params.contains("client_secret"), "{}", stored.params);
+    assert!(stored.params.contains("login_hint"), "the request itself is kept: {}", stored.params);
+}
+
+/// A code replayed after it expired still revokes what its first use issued (the replay is
+/// recognised before the expiry).
+async fn a_code_replayed_after_it_expired_still_revokes(engine: Engine) {
+    let (app, rp, _, code) = signed_in(engine).await;
+    let access = exchange(&app, &rp, &code, VERIFIER).await.body["access_token"].as_str().unwrap().to_owned();
+    app.advance(time::Duration::seconds(61)).await;
+    assert_eq!(exchange(&app, &rp, &code, VERIFIER).await.body["error"], "invalid_grant");
+    assert_eq!(app.get("/oidc/userinfo", Some(&access)).await.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Userinfo takes `at+jwt` only: the very claims of a live access token, signed by our own key
+/// but typed as an ID token (`JWT`), are refused.
+async fn userinfo_takes_only_tokens_typed_as_access_tokens(engine: Engine) {
+    let (app, rp, _, code) = signed_in(engine).await;
+    let access = exchange(&app, &rp, &code, VERIFIER).await.body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(app.get("/oidc/userinfo", Some(&access)).await.status, StatusCode::OK);
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let retyped = app
+        .state
+        .signing_keys
+        .sign(countersign::oidc::keys::SigningAlg::Es256, "JWT", &claims)
+        .await
+        .unwrap();
+    let refused = app.get("/oidc/userinfo", Some(&retyped)).await;
+    assert_eq!(
+        (refused.status, refused.body["error"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("invalid_token"))
+    );
+}
+
+/// A client revoked while its user is signing in gets nothing more: the finish shows no code.
+async fn a_client_revoked_mid_sign_in_gets_no_code(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let mut phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let rp = rp(&app, "Acme SSO").await;
+    let uri = request_uri(&app, &rp, &[]).await;
+    let browser = begin(&app, &rp, &uri).await;
+    let number = shown_number(&app, &browser).await;
+    assert_eq!(phone_answers(&app, &mut phone, &number, Decision::Approve).await["outcome"], "approved");
+    let id = countersign::oidc::clients::ClientId(rp.client_id.clone());
+    countersign::oidc::client_admin::revoke_client(app.store.as_ref(), app.clock.as_ref(), Actor::Cli, &id)
+        .await
+        .unwrap();
+    let finished = finish(&app, &browser).await;
+    assert_eq!(finished.status, StatusCode::NOT_FOUND);
+    assert!(finished.headers.get(header::LOCATION).is_none());
+}
+
+/// An essential `acr` the proof does not meet fails the sign-in (OIDC Core 5.5.1.1): a client
+/// that insists on the number-matched push gets `access_denied` when a passkey-only user
+/// answers with a passkey, however valid the passkey.
+async fn an_essential_acr_not_met_is_denied(engine: Engine) {
+    let (app, key) = app_with_user(engine, "alice").await;
+    let mut soft_key = register_passkey(&app).await;
+    let raised = app.post_json("/v1/users/alice/passkey-required", &key, json!({})).await;
+    assert_eq!(raised.body["passkey_required"], true);
+    let rp = rp(&app, "Acme SSO").await;
+    let claims =
+        r#"{"id_token":{"acr":{"essential":true,"values":["urn:countersign:acr:push:number-matching"]}}}"#;
+    let uri = request_uri(&app, &rp, &[("claims", claims)]).await;
+    let browser = begin(&app, &rp, &uri).await;
+    let token = shown_passkey_token(&app, &browser).await;
+    passkey_approves(&app, &mut soft_key, &token).await;
+    let back = redirect_query(&finish(&app, &browser).await);
+    assert_eq!(param(&back, "error"), Some("access_denied"));
+    assert!(param(&back, "code").is_none());
+}
+
 on_both_engines!(
     the_code_flow_signs_alice_in_with_a_number_on_her_phone,
     a_second_redemption_revokes_what_the_first_issued,
@@ -1031,6 +1190,13 @@ on_both_engines!(
     forged_request_objects_prompt_nobody,
     no_input_makes_an_oidc_endpoint_fail,
     a_client_cannot_push_bomb_past_the_users_budget,
+    a_public_client_cannot_name_whom_to_prompt,
+    a_request_object_cannot_double_as_a_client_assertion,
+    a_pushed_request_is_stored_without_client_credentials,
+    a_code_replayed_after_it_expired_still_revokes,
+    userinfo_takes_only_tokens_typed_as_access_tokens,
+    a_client_revoked_mid_sign_in_gets_no_code,
+    an_essential_acr_not_met_is_denied,
     a_push_sign_in_switches_to_a_passkey_and_ends_with_phr,
     a_cancelled_push_can_no_longer_be_approved_by_the_phone,
     a_switch_after_the_phone_approved_is_refused,

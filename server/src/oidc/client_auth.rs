@@ -59,6 +59,10 @@ pub struct ClientCredentials<'a> {
     pub client_assertion: Option<&'a str>,
 }
 
+/// Authorization request parameters: a JWT carrying any is a request object (RFC 9101).
+const REQUEST_PARAMETERS: [&str; 5] =
+    ["response_type", "redirect_uri", "scope", "login_hint", "code_challenge"];
+
 /// Where assertions must be addressed, and how long they may live.
 #[derive(Debug, Clone)]
 pub struct ClientAuthSettings {
@@ -118,6 +122,10 @@ pub enum ClientAuthError {
     BadAssertion(JwtError),
     #[error("the client assertion's jti was already used")]
     ReplayedAssertion,
+    #[error(
+        "the client assertion carries authorization request parameters: a request object is no client assertion"
+    )]
+    AssertionIsARequest,
     #[error(transparent)]
     KeysUnavailable(JwksFetchError),
     #[error(transparent)]
@@ -140,6 +148,7 @@ impl ClientAuthError {
             ClientAuthError::WrongSecret => "wrong_secret",
             ClientAuthError::BadAssertion(_) => "bad_assertion",
             ClientAuthError::ReplayedAssertion => "replayed_assertion",
+            ClientAuthError::AssertionIsARequest => "assertion_is_a_request",
             ClientAuthError::KeysUnavailable(_) => "keys_unavailable",
             ClientAuthError::Store(_) => "store",
         }
@@ -177,7 +186,9 @@ impl ClientAuthFailure {
                 OAuthError::invalid_client(format!("this client must authenticate with {registered}"))
             }
             UnknownClient | Revoked | WrongSecret | BadAssertion(_) | ReplayedAssertion
-            | KeysUnavailable(_) => OAuthError::invalid_client("client authentication failed"),
+            | AssertionIsARequest | KeysUnavailable(_) => {
+                OAuthError::invalid_client("client authentication failed")
+            }
             Store(_) => OAuthError::server_error(),
         };
         // RFC 6749 §5.2: a client that tried Basic is answered with a Basic challenge.
@@ -402,6 +413,11 @@ impl ClientAuthenticator {
         };
         let now = self.clock.now();
         let verified = jose::verify(assertion, keys, &policy, now).map_err(ClientAuthError::BadAssertion)?;
+        // Both kinds are signed by the client's keys and may be addressed to the issuer: a
+        // signed authorization request seen in a browser must not authenticate as the client.
+        if REQUEST_PARAMETERS.iter().any(|name| verified.claims.contains_key(*name)) {
+            return Err(ClientAuthError::AssertionIsARequest);
+        }
         let jti =
             verified.jti.as_deref().ok_or(ClientAuthError::BadAssertion(JwtError::MissingClaim("jti")))?;
         let subject = Subject::OidcClient(client.client_id.clone());

@@ -282,7 +282,16 @@ impl OidcFlow {
         credentials: &ClientCredentials<'_>,
         params: Params,
     ) -> Result<(String, Duration), OAuthError> {
-        let client = self.clients.authenticate(credentials).await.map_err(OAuthError::from)?.client;
+        let authenticated = self.clients.authenticate(credentials).await.map_err(OAuthError::from)?;
+        // A public client proves nothing (its id is public): it may not name whom to prompt, or
+        // anyone could push-bomb anyone through it.
+        if authenticated.pkce_required {
+            return Err(OAuthError::new(
+                OAuthErrorCode::UnauthorizedClient,
+                "a public client cannot name the user to prompt: push requests with client authentication",
+            ));
+        }
+        let client = authenticated.client;
         if params.get("request_uri").is_some() {
             return Err(OAuthError::invalid_request("a pushed request cannot carry `request_uri`"));
         }
@@ -534,6 +543,13 @@ impl OidcFlow {
                 return Err(invalid(format!("it does not verify: {reason}")));
             }
         };
+        // With `sub` = the client it would also pass as a client assertion (RFC 7523 asks for
+        // exactly that, with the issuer as an accepted `aud`): whoever's browser carries the
+        // object could authenticate as the client and prompt anyone. A request object names
+        // no subject.
+        if verified.claims.get("sub").and_then(|v| v.as_str()) == Some(client.client_id.0.as_str()) {
+            return Err(invalid("a request object must not carry `sub` = the client id".into()));
+        }
         let jti = verified.jti.clone().unwrap_or_default();
         let replay = AuditEvent::new(
             now,
@@ -685,7 +701,13 @@ impl OidcFlow {
         &self,
         record: &AuthorizationRecord,
     ) -> Result<(Client, AuthenticatedApp), SignInError> {
-        let client = self.store.oidc_client(&record.client_id).await?.ok_or(SignInError::NotFound)?;
+        // A client revoked mid-sign-in gets nothing more: no code, no posted ID token.
+        let client = self
+            .store
+            .oidc_client(&record.client_id)
+            .await?
+            .filter(Client::is_active)
+            .ok_or(SignInError::NotFound)?;
         let app = self.client_app(&client).await.map_err(|_| InternalError::new("the client's app"))?;
         Ok((client, app))
     }
@@ -902,7 +924,7 @@ impl OidcFlow {
                 return Ok(Err(reason));
             }
         };
-        if !self.store.use_upstream_hint(&hash_key(hint), verified.usable_until).await? {
+        if !self.store.use_upstream_hint(&hash_key(signing_input(hint)), verified.usable_until).await? {
             let event = AuditEvent::new(
                 now,
                 client_actor(client),
@@ -963,6 +985,13 @@ fn stored_request(record: &AuthorizationRecord) -> Result<StoredRequest, SignInE
 
 fn page_secret_context(id: AuthorizationId) -> Vec<u8> {
     format!("countersign/v1/oidc-page-secret/{id}").into_bytes()
+}
+
+/// A JWS's `header.payload`, what its signature covers. A token is spent by this, not by its
+/// whole text: ECDSA signatures are malleable (`s` → `n - s` verifies too), so the same hint
+/// can be presented with other signature bytes.
+fn signing_input(token: &str) -> &str {
+    token.rsplit_once('.').map_or(token, |(input, _)| input)
 }
 
 /// 256 random bits, URL-safe, and their SHA-256 (what is stored): made and hashed as API keys

@@ -216,7 +216,9 @@ impl OidcFlow {
         let Some(record) = record.filter(|r| r.revoked_at.is_none()) else {
             return Err(invalid_token("the access token was revoked"));
         };
-        let mut claims = json!({ "sub": record.user_id.to_string() });
+        let subject =
+            verified.claims.get("sub").cloned().unwrap_or_else(|| json!(record.user_id.to_string()));
+        let mut claims = json!({ "sub": subject });
         let code = self.store.oidc_code(&record.code_hash).await.map_err(server_error)?;
         if let Some(code) = code {
             let grant: Grant = serde_json::from_str(&code.grant_details).map_err(server_error)?;

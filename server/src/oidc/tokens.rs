@@ -169,7 +169,8 @@ impl Issue<'_> {
         let now = self.now.unix_timestamp();
         AccessTokenClaims {
             iss: self.issuer.to_owned(),
-            sub: self.subject.clone(),
+            // The same `sub` as the ID token (OIDC Core §5.3.2: userinfo must agree with it).
+            sub: self.grant.subject.clone().unwrap_or_else(|| self.subject.clone()),
             aud: self.userinfo_endpoint.to_owned(),
             client_id: self.client_id.to_owned(),
             exp: now + self.access_token_lifetime.whole_seconds(),
