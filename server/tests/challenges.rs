@@ -572,7 +572,50 @@ async fn an_old_counter_from_a_cloned_key_raises_possible_clone(engine: Engine) 
     assert_eq!(status(&s, next["id"].as_str().unwrap()).await["state"], "pending", "nothing changed");
 }
 
+/// CIBA and the Keycloak channel: the consumption device shows a number it chose, and the
+/// phone must be typed that one. Attack: a requester pins one number ("123" every time) so the
+/// user learns to type it without looking; a number the user saw lately is refused.
+async fn a_requester_chosen_number_is_the_number_and_cannot_be_pinned(engine: Engine) {
+    use countersign::challenges::service::{ChallengeContext, ChallengeError, PromptOptions};
+    use countersign::clock::Clock;
+    let mut s = setup(engine).await;
+    let record = s.app.store.app_by_name("portal").await.unwrap().unwrap();
+    let app = countersign::api_keys::service::AuthenticatedApp {
+        id: record.id,
+        name: record.name,
+        scopes: Default::default(),
+    };
+    let service = Arc::clone(&s.app.state.challenges);
+    let deadline = s.app.clock.now() + time::Duration::seconds(20);
+    let options = |number: &str| PromptOptions {
+        number: Some(number.to_owned()),
+        expires_at: Some(deadline),
+        idempotency_key: None,
+    };
+    for bad in ["12", "1234", "12a", "１２３"] {
+        let refused = service.create_with(&app, "alice", ChallengeContext::default(), options(bad)).await;
+        assert!(matches!(refused, Err(ChallengeError::InvalidInput(_))), "{bad}: {refused:?}");
+    }
+    let created =
+        service.create_with(&app, "alice", ChallengeContext::default(), options("482")).await.unwrap();
+    assert_eq!(created.number, "482");
+    assert_eq!(created.record.expires_at, deadline, "the requester's deadline is sooner than the TTL");
+    let d = details(&s).await;
+    let wrong_answer = answer(&mut s, &d, Decision::Approve, "481").await;
+    assert_eq!(wrong_answer.status, StatusCode::OK, "{:?}", wrong_answer.body);
+    assert_eq!(status(&s, d.challenge_id.as_str()).await["state"], "denied_wrong_number");
+    let again = service.create_with(&app, "alice", ChallengeContext::default(), options("482")).await;
+    assert!(matches!(again, Err(ChallengeError::NumberRecentlyUsed)), "{again:?}");
+    // Another number passes that check, and meets the ladder: the wrong number froze push.
+    let other = service.create_with(&app, "alice", ChallengeContext::default(), options("517")).await;
+    assert!(
+        matches!(&other, Err(ChallengeError::PushFrozen { reason, .. }) if reason == "wrong_number"),
+        "{other:?}"
+    );
+}
+
 on_both_engines!(
+    a_requester_chosen_number_is_the_number_and_cannot_be_pinned,
     an_old_counter_from_a_cloned_key_raises_possible_clone,
     approve_then_redeem_exactly_once,
     wrong_number_ends_the_challenge,

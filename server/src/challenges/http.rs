@@ -31,7 +31,9 @@ impl From<ChallengeError> for ApiError {
         let message = error.to_string();
         let protocol = |code: ErrorCode| ApiError::protocol(code, message.clone());
         match error {
-            ChallengeError::InvalidInput(_) => ApiError::invalid_request(message),
+            ChallengeError::InvalidInput(_) | ChallengeError::NumberRecentlyUsed => {
+                ApiError::invalid_request(message)
+            }
             ChallengeError::IdempotencyKeyReused => ApiError::new(Code::IdempotencyKeyReused, message),
             ChallengeError::NoDevice => ApiError::new(Code::NoEnrolledDevice, message),
             ChallengeError::PushFrozen { until, .. } => {

@@ -93,6 +93,9 @@ pub enum ChallengeError {
     PushRateLimited { retry_after_secs: u64 },
     #[error("too many users prompted from this network ({network}); it is throttled")]
     SourceRateLimited { network: String, users: u32 },
+    /// A requester-chosen number the user was shown recently (`create_with`).
+    #[error("the number was used for this user recently; choose another")]
+    NumberRecentlyUsed,
     #[error("no such challenge")]
     NotFound,
     #[error("wait must be between 0 and {0} seconds")]
@@ -156,6 +159,17 @@ fn ip_address_schema() -> utoipa::openapi::Schema {
         .item(ObjectBuilder::new().schema_type(Type::Null))
         .build()
         .into()
+}
+
+/// What a requester may fix about a prompt beyond `create`'s arguments.
+#[derive(Debug, Clone, Default)]
+pub struct PromptOptions {
+    /// The number the consumption device shows already (exactly `number_digits` digits);
+    /// drawn at random when absent.
+    pub number: Option<String>,
+    /// The challenge expires no later than this (the requester's own deadline).
+    pub expires_at: Option<OffsetDateTime>,
+    pub idempotency_key: Option<String>,
 }
 
 /// A created challenge with its number, which only the app ever sees.
@@ -234,6 +248,27 @@ impl ChallengeService {
         context: ChallengeContext,
         idempotency_key: Option<&str>,
     ) -> Result<CreatedChallenge, ChallengeError> {
+        let options =
+            PromptOptions { idempotency_key: idempotency_key.map(str::to_owned), ..Default::default() };
+        self.create_with(app, username, context, options).await
+    }
+
+    /// A challenge as `create` makes it, with the requester's number and deadline (CIBA, the
+    /// Keycloak channel: the consumption device already shows the number).
+    pub async fn create_with(
+        &self,
+        app: &AuthenticatedApp,
+        username: &str,
+        context: ChallengeContext,
+        options: PromptOptions,
+    ) -> Result<CreatedChallenge, ChallengeError> {
+        let idempotency_key = options.idempotency_key.as_deref();
+        if let Some(number) = &options.number {
+            let digits = usize::from(self.settings.number_digits);
+            if number.len() != digits || !number.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ChallengeError::InvalidInput(format!("the number must be {digits} digits")));
+            }
+        }
         let context = clean_context(context, &app.name)?;
         let normalized = crate::users::model::normalize_username(username).ok();
         let request_hash = request_hash(normalized.as_deref().unwrap_or(username), &context);
@@ -271,10 +306,21 @@ impl ChallengeService {
         }
         let devices: Vec<DeviceRecord> = devices.into_iter().filter(DeviceRecord::is_active).collect();
         let rng = model::rng();
-        let number = model::draw_number(self.settings.number_digits, &rng, |candidate| {
-            recent.iter().any(|tag| self.tagger.matches(&user.id.0, candidate, tag))
-        })
-        .map_err(|e| InternalError::caused_by("drawing the number", e))?;
+        let is_recent =
+            |candidate: &str| recent.iter().any(|tag| self.tagger.matches(&user.id.0, candidate, tag));
+        let number = match options.number {
+            // A number the user saw lately is refused, so a requester cannot pin one number
+            // and train the user to type it without looking.
+            Some(chosen) if is_recent(&chosen) => return Err(ChallengeError::NumberRecentlyUsed),
+            Some(chosen) => chosen,
+            None => model::draw_number(self.settings.number_digits, &rng, is_recent)
+                .map_err(|e| InternalError::caused_by("drawing the number", e))?,
+        };
+        let expires_at =
+            options.expires_at.map_or(now + self.settings.ttl, |at| at.min(now + self.settings.ttl));
+        if expires_at <= now {
+            return Err(ChallengeError::InvalidInput("the request has expired already".into()));
+        }
         let mut nonce = [0u8; 32];
         rng.fill(&mut nonce).map_err(|_| InternalError::new("the system random number generator failed"))?;
         let id = ChallengeId::random();
@@ -296,7 +342,7 @@ impl ChallengeService {
             user_agent: context.user_agent,
             location: context.location,
             created_at: now,
-            expires_at: now + self.settings.ttl,
+            expires_at,
             decided_at: None,
             decided_by_device: None,
             redeemed_at: None,
