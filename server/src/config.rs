@@ -64,6 +64,9 @@ pub struct Config {
     /// The OIDC provider (`[[oidc.upstream]]`: issuers whose `id_token_hint` names the user).
     #[serde(default)]
     pub oidc: crate::oidc::upstream::OidcConfig,
+    /// Keycloak realms whose CIBA requests this server answers (`[[keycloak.realms]]`).
+    #[serde(default)]
+    pub keycloak: crate::keycloak::config::KeycloakConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,6 +394,7 @@ impl Config {
         crate::passkeys::model::WebauthnSettings::resolve(&self.webauthn, &url_for_check)
             .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         self.oidc.resolve().map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
+        self.keycloak.resolve().map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         Ok(Settings {
             listen,
             log_format: self.log_format,
@@ -414,6 +418,7 @@ impl Config {
             enrollment_ttl: time::Duration::seconds(self.devices.enrollment_ttl_secs as i64),
             webauthn: self.webauthn,
             oidc: self.oidc,
+            keycloak: self.keycloak,
         })
     }
 }
@@ -445,6 +450,7 @@ pub struct Settings {
     pub alerts: crate::alerts::AlertsConfig,
     pub webauthn: crate::passkeys::model::WebauthnConfig,
     pub oidc: crate::oidc::upstream::OidcConfig,
+    pub keycloak: crate::keycloak::config::KeycloakConfig,
 }
 
 impl Settings {

@@ -64,6 +64,10 @@ pub enum Subject {
     OidcClient(crate::oidc::clients::ClientId),
     /// Token requests naming client ids the server does not know, taken together.
     UnknownOidcClients,
+    /// A configured Keycloak realm, by its issuer.
+    KeycloakRealm(String),
+    /// Channel requests whose token names no configured realm, taken together.
+    UnknownKeycloakRealms,
 }
 
 impl fmt::Display for Subject {
@@ -78,6 +82,8 @@ impl fmt::Display for Subject {
             Subject::SigningKey(kid) => write!(f, "signing_key:{kid}"),
             Subject::OidcClient(id) => write!(f, "oidc_client:{id}"),
             Subject::UnknownOidcClients => f.write_str("oidc_clients:unknown"),
+            Subject::KeycloakRealm(issuer) => write!(f, "keycloak_realm:{issuer}"),
+            Subject::UnknownKeycloakRealms => f.write_str("keycloak_realms:unknown"),
         }
     }
 }
@@ -153,6 +159,12 @@ pub enum Action {
     /// A client's signed request object was refused (does not verify, replayed): nobody was
     /// prompted.
     OidcRequestObjectRefused,
+    /// A Keycloak realm's CIBA request prompted the user it names (`POST /keycloak/ciba`).
+    KeycloakRequestAccepted,
+    /// A Keycloak channel request prompted nobody: a bad or replayed token, a bad body or
+    /// binding message, a subject pinned to another user (all answered with an error), or an
+    /// unknown user, no device, push refused (answered 201, the callback says `CANCELLED`).
+    KeycloakRequestRefused,
 }
 
 impl Action {
@@ -195,6 +207,8 @@ impl Action {
             Action::OidcCodeRefused => "oidc.code_refused",
             Action::OidcHintRefused => "oidc.hint_refused",
             Action::OidcRequestObjectRefused => "oidc.request_object_refused",
+            Action::KeycloakRequestAccepted => "keycloak.request_accepted",
+            Action::KeycloakRequestRefused => "keycloak.request_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;
                 match state {

@@ -9,7 +9,9 @@
 //! [`PasskeyStore`] (`passkeys.rs`: user handles, passkeys, registration ceremonies, passkey
 //! sign-ins), [`SigningKeyStore`] (`signing_keys.rs`: the OIDC provider's signing keys) and
 //! [`ClientStore`] (`oidc_clients.rs`: OIDC clients, used client-assertion ids) and
-//! [`OidcFlowStore`] (`oidc_flow.rs`: pushed requests, sign-ins in progress, codes, tokens).
+//! [`OidcFlowStore`] (`oidc_flow.rs`: pushed requests, sign-ins in progress, codes, tokens) and
+//! [`KeycloakStore`] (`keycloak.rs`: Keycloak realms' apps, pinned realm users, delegation
+//! requests by `jti`).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
 //!
@@ -30,6 +32,7 @@ mod challenges;
 mod codec;
 mod devices;
 mod fatigue;
+mod keycloak;
 mod oidc_clients;
 mod oidc_flow;
 mod outbox;
@@ -58,6 +61,7 @@ pub use devices::{
     ApprovalProof, DeviceRecord, DeviceStore, EnrollmentRecord, NoticeRecord, ServerKeyRecord, StoredPush,
 };
 pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
+pub use keycloak::{Admission, KeycloakRequestRecord, KeycloakStore, RequestOutcome};
 pub use oidc_clients::ClientStore;
 pub use oidc_flow::{
     AccessTokenRecord, AuthorizationRecord, AuthorizationSwitch, CodeRecord, OidcFlowStore, PushedRequest,
@@ -168,6 +172,7 @@ pub trait Store:
     + SigningKeyStore
     + ClientStore
     + OidcFlowStore
+    + KeycloakStore
     + Send
     + Sync
     + fmt::Debug

@@ -70,6 +70,7 @@ fn test_settings(limits: HttpLimits, challenges: ChallengeSettings, tasks: Backg
         challenges,
         webauthn,
         upstream: Vec::new(),
+        keycloak: Vec::new(),
         limits,
         shutdown_grace: std::time::Duration::ZERO,
         tasks,

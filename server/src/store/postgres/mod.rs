@@ -6,6 +6,7 @@ mod audit;
 mod challenges;
 mod devices;
 mod fatigue;
+mod keycloak;
 mod oidc_clients;
 mod oidc_flow;
 mod outbox;
