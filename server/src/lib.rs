@@ -18,12 +18,13 @@
 //! | [`challenges`] | number matching: `/v1/challenges`, device answers, long-poll, push outbox worker |
 //! | [`factors`] | pre-auth: which factors a user may use now, and why not (`/v1/users/{u}/factors`) |
 //! | [`passkeys`] | WebAuthn relying party (`[webauthn]`), passkey registration ceremonies, enrollment links for the hosted page, list/rename/revoke (`/v1/users/{u}/passkeys`), passkey sign-in challenges (`/v1/challenges/{id}/webauthn`) and what the hosted pages' script calls (`/passkeys/…`) |
-//! | [`oidc`]    | the OpenID Connect provider: signing keys (sealed, rotated with overlap, revocable) and the JWKS (`/oidc/jwks`); clients (`countersign clients`), client authentication (`client_secret_basic`/`_post`, `private_key_jwt`, public clients), the strict JWT verifier, RFC 6749 errors; the code flow (discovery, PAR, authorize, the browser-bound sign-in page, token, userinfo) |
+//! | [`oidc`]    | the OpenID Connect provider: signing keys (sealed, rotated with overlap, revocable) and the JWKS (`/oidc/jwks`); clients (`countersign clients`), client authentication (`client_secret_basic`/`_post`, `private_key_jwt`, public clients), the strict JWT verifier, RFC 6749 errors; the code flow (discovery, PAR, authorize, the browser-bound sign-in page, token, userinfo); CIBA poll and ping (`/oidc/ciba`) |
 //! | [`keycloak`] | Keycloak's CIBA HTTP authentication channel (`POST /keycloak/ciba`): realms (`[[keycloak.realms]]`), their signed bearer tokens, the number from `binding_message`, challenges charged to the realm's app, requests recorded by `jti` |
 //! | [`pages`]   | hosted pages (askama + one vanilla script, strict CSP): passkey registration (`/passkeys/enroll`) and sign-in (`/passkeys/sign-in`) |
 //! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`, timeline, unfreeze) |
 //! | [`push`]    | APNs and FCM clients (HTTP/2), what a push may carry                    |
 //! | [`alerts`]  | security alerts (`AlertKind`) to a signed webhook                       |
+//! | [`callbacks`] | the callback outbox's delivery: CIBA pings and Keycloak outcomes, POSTed once a challenge is decided, retried until the request expires |
 //! | [`audit`]   | the hash-chained audit trail and its verifier                           |
 //! | [`secrets`] | the master key, keys derived from it, encryption of stored secrets      |
 //! | [`private_files`] | the data directory (0700) and data files (0600)                  |
@@ -41,6 +42,7 @@ pub mod alerts;
 pub mod api_keys;
 pub mod app;
 pub mod audit;
+pub mod callbacks;
 pub mod challenges;
 pub mod cli;
 pub mod clock;

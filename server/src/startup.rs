@@ -121,6 +121,8 @@ pub struct BackgroundTasks {
     pub refusal_flusher: bool,
     /// Deliver security alerts to the webhook (when one is configured).
     pub alert_delivery: bool,
+    /// Deliver the callback outbox (CIBA pings, Keycloak outcomes).
+    pub callback_delivery: bool,
 }
 
 impl BackgroundTasks {
@@ -131,6 +133,7 @@ impl BackgroundTasks {
         push_worker: true,
         refusal_flusher: true,
         alert_delivery: true,
+        callback_delivery: true,
     };
     pub const NONE: Self = Self {
         clock_skew: false,
@@ -139,6 +142,7 @@ impl BackgroundTasks {
         push_worker: false,
         refusal_flusher: false,
         alert_delivery: false,
+        callback_delivery: false,
     };
 }
 
@@ -155,6 +159,8 @@ pub enum StartupError {
     ClockSkew(#[from] SkewError),
     #[error("cannot watch challenge changes: {0}")]
     Watch(#[source] StoreError),
+    #[error("cannot start the callback delivery: {0}")]
+    Callbacks(#[source] crate::fault::InternalError),
 }
 
 /// The background tasks started; aborted when the application is dropped.
@@ -190,8 +196,8 @@ impl Application {
             upstream: settings.upstream,
             keycloak: settings.keycloak,
         };
-        let state = AppState::new(store, clock, master, services, metrics).await?;
-        let tasks = start_tasks(&state, settings.tasks, push, alert_webhook).await?;
+        let state = AppState::new(store, clock, Arc::clone(&master), services, metrics).await?;
+        let tasks = start_tasks(&state, settings.tasks, push, alert_webhook, master).await?;
         let router = build_app(state.clone(), settings.limits);
         Ok(Self { router, state, shutdown_grace: settings.shutdown_grace, _tasks: tasks })
     }
@@ -250,6 +256,7 @@ async fn start_tasks(
     switches: BackgroundTasks,
     push: Arc<dyn PushSender>,
     alert_webhook: Option<Webhook>,
+    master: Arc<crate::secrets::MasterKey>,
 ) -> Result<Running, StartupError> {
     let mut running = Running::default();
     if let Some(webhook) = alert_webhook.filter(|_| switches.alert_delivery) {
@@ -276,6 +283,15 @@ async fn start_tasks(
     }
     if switches.refusal_flusher {
         running.0.push(Arc::clone(state.devices.refusals()).spawn(REFUSAL_FLUSH_INTERVAL));
+    }
+    if switches.callback_delivery {
+        let delivery = crate::callbacks::CallbackDelivery::new(
+            Arc::clone(&state.store),
+            Arc::clone(&state.clock),
+            master,
+        )
+        .map_err(StartupError::Callbacks)?;
+        running.0.push(Arc::new(delivery).spawn());
     }
     if switches.push_worker {
         let worker = Worker::new(

@@ -159,6 +159,15 @@ pub enum Action {
     /// A client's signed request object was refused (does not verify, replayed): nobody was
     /// prompted.
     OidcRequestObjectRefused,
+    /// A CIBA client asked to authenticate a user in the back channel (whether or not a
+    /// prompt could be sent: the answer was the same).
+    OidcCibaRequested,
+    /// A CIBA request's tokens were refused or issued at the token endpoint's CIBA grant.
+    OidcCibaRefused,
+    /// A callback owed on a decided challenge (CIBA ping, Keycloak outcome) was delivered.
+    CallbackDelivered,
+    /// A callback was given up: refused by its receiver, or the request was over.
+    CallbackFailed,
     /// A Keycloak realm's CIBA request prompted the user it names (`POST /keycloak/ciba`).
     KeycloakRequestAccepted,
     /// A Keycloak channel request prompted nobody: a bad or replayed token, a bad body or
@@ -207,6 +216,10 @@ impl Action {
             Action::OidcCodeRefused => "oidc.code_refused",
             Action::OidcHintRefused => "oidc.hint_refused",
             Action::OidcRequestObjectRefused => "oidc.request_object_refused",
+            Action::OidcCibaRequested => "oidc.ciba_requested",
+            Action::OidcCibaRefused => "oidc.ciba_refused",
+            Action::CallbackDelivered => "callback.delivered",
+            Action::CallbackFailed => "callback.failed",
             Action::KeycloakRequestAccepted => "keycloak.request_accepted",
             Action::KeycloakRequestRefused => "keycloak.request_refused",
             Action::Challenge(state) => {

@@ -165,16 +165,19 @@ impl Worker {
         })
     }
 
-    /// Exponential backoff (0.5 s doubling, capped at 16 s) with ±25 % jitter, never sooner
-    /// than the provider asked.
     fn backoff(&self, attempts: i32, retry_after: Option<StdDuration>) -> Duration {
-        let exponent = u32::try_from(attempts.clamp(1, 6) - 1).unwrap_or(0);
-        let base_ms = 500u64 << exponent;
-        let mut byte = [0u8; 1];
-        let jitter =
-            if self.rng.fill(&mut byte).is_ok() { f64::from(byte[0]) / 255.0 * 0.5 + 0.75 } else { 1.0 };
-        let computed = StdDuration::from_millis((base_ms as f64 * jitter) as u64);
-        let wait = retry_after.map_or(computed, |after| after.max(computed));
-        Duration::try_from(wait).unwrap_or(Duration::seconds(16))
+        backoff(&self.rng, attempts, retry_after)
     }
+}
+
+/// Exponential backoff (0.5 s doubling, capped at 16 s) with ±25 % jitter, never sooner than
+/// the receiver asked: the push outbox's and the callback outbox's.
+pub(crate) fn backoff(rng: &SystemRandom, attempts: i32, retry_after: Option<StdDuration>) -> Duration {
+    let exponent = u32::try_from(attempts.clamp(1, 6) - 1).unwrap_or(0);
+    let base_ms = 500u64 << exponent;
+    let mut byte = [0u8; 1];
+    let jitter = if rng.fill(&mut byte).is_ok() { f64::from(byte[0]) / 255.0 * 0.5 + 0.75 } else { 1.0 };
+    let computed = StdDuration::from_millis((base_ms as f64 * jitter) as u64);
+    let wait = retry_after.map_or(computed, |after| after.max(computed));
+    Duration::try_from(wait).unwrap_or(Duration::seconds(16))
 }

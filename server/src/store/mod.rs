@@ -5,7 +5,8 @@
 //! [`UserStore`] (`users.rs`), [`AppStore`] (`apps.rs`), [`DeviceStore`] (`devices.rs`:
 //! enrollments, devices, request nonces, notices, the server key), [`ChallengeStore`]
 //! (`challenges.rs`), [`FatigueStore`] (`fatigue.rs`: push standing, refused prompts, signals),
-//! [`AuditStore`] (`audit.rs`), [`AlertStore`] (`alerts.rs`), [`PushOutbox`] (`outbox.rs`) and
+//! [`AuditStore`] (`audit.rs`), [`AlertStore`] (`alerts.rs`), [`PushOutbox`] (`outbox.rs`),
+//! [`CallbackStore`] (`callbacks.rs`: HTTP callbacks owed once a challenge is decided) and
 //! [`PasskeyStore`] (`passkeys.rs`: user handles, passkeys, registration ceremonies, passkey
 //! sign-ins), [`SigningKeyStore`] (`signing_keys.rs`: the OIDC provider's signing keys) and
 //! [`ClientStore`] (`oidc_clients.rs`: OIDC clients, used client-assertion ids) and
@@ -28,6 +29,7 @@
 mod alerts;
 mod apps;
 mod audit;
+mod callbacks;
 mod challenges;
 mod codec;
 mod devices;
@@ -54,6 +56,9 @@ use crate::audit::chain::AuditSealer;
 pub use alerts::{AlertCursor, AlertRecord, AlertStore};
 pub use apps::{AppRecord, AppStore};
 pub use audit::AuditStore;
+pub use callbacks::{
+    CallbackJob, CallbackKind, CallbackResult, CallbackStatus, CallbackStore, ClaimedCallback,
+};
 pub use challenges::{
     ChallengeEvent, ChallengeRecord, ChallengeStore, ChallengeTransition, DeviceDecision, PromptTarget,
 };
@@ -168,6 +173,7 @@ pub trait Store:
     + AuditStore
     + AlertStore
     + PushOutbox
+    + CallbackStore
     + PasskeyStore
     + SigningKeyStore
     + ClientStore

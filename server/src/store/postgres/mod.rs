@@ -3,6 +3,7 @@
 mod alerts;
 mod apps;
 mod audit;
+mod callbacks;
 mod challenges;
 mod devices;
 mod fatigue;

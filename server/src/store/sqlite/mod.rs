@@ -7,6 +7,7 @@
 mod alerts;
 mod apps;
 mod audit;
+mod callbacks;
 mod challenges;
 mod devices;
 mod fatigue;
