@@ -140,6 +140,7 @@ impl AppState {
             Arc::clone(&store),
             Arc::clone(&clock),
             Arc::clone(&challenges),
+            Arc::clone(&master),
             Realms::new(realms, Arc::clone(&fetcher)),
         ));
         let oidc = Arc::new(OidcFlow::new(

@@ -14,12 +14,15 @@ use super::verify::{ChannelToken, Realms, TokenError};
 use crate::api_keys::Scopes;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::audit::{Action, Actor, AuditEvent, Subject};
+use crate::callbacks::CallbackSecret;
 use crate::challenges::service::{ChallengeContext, ChallengeError, ChallengeService, PromptOptions};
 use crate::clock::Clock;
 use crate::fault::InternalError;
 use crate::ids::{AppId, ChallengeId};
+use crate::secrets::MasterKey;
 use crate::store::{
-    Admission, AppRecord, KeycloakRequestRecord, RequestOutcome, Store, StoreError, UserRecord,
+    Admission, AppRecord, CallbackJob, CallbackKind, KeycloakRequestRecord, RequestOutcome, Store,
+    StoreError, UserRecord,
 };
 
 /// Why a delegation request is refused. Every refusal is audited (`keycloak.request_refused`).
@@ -64,12 +67,15 @@ pub struct KeycloakChannel {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     challenges: Arc<ChallengeService>,
+    master: Arc<MasterKey>,
     realms: Realms,
 }
 
 /// A verified request, on its way to a prompt.
 struct Admitted<'a> {
     realm: &'a Realm,
+    /// The token as Keycloak sent it: the outcome callback presents it back.
+    bearer: &'a str,
     token: ChannelToken,
     request: ChannelRequest,
     user: Option<UserRecord>,
@@ -80,9 +86,10 @@ impl KeycloakChannel {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         challenges: Arc<ChallengeService>,
+        master: Arc<MasterKey>,
         realms: Realms,
     ) -> Self {
-        Self { store, clock, challenges, realms }
+        Self { store, clock, challenges, master, realms }
     }
 
     /// `POST /keycloak/ciba`: `Ok` means answer 201 — a user was prompted, or nobody was
@@ -90,12 +97,12 @@ impl KeycloakChannel {
     /// `CANCELLED`).
     pub async fn accept(&self, bearer: Option<&str>, body: &[u8]) -> Result<(), ChannelError> {
         let now = self.clock.now();
-        let token = match bearer {
+        let verified = match bearer {
             None => Err(TokenError::Missing),
-            Some(bearer) => self.realms.verify(bearer, now).await,
+            Some(bearer) => self.realms.verify(bearer, now).await.map(|token| (bearer, token)),
         };
-        let token = match token {
-            Ok(token) => token,
+        let (bearer, token) = match verified {
+            Ok(verified) => verified,
             Err(error) => {
                 let subject = bearer
                     .and_then(|b| self.realms.claimed(b))
@@ -123,7 +130,7 @@ impl KeycloakChannel {
             Ok(username) => self.store.user_by_username(&username).await?,
             Err(_) => None,
         };
-        let admitted = Admitted { realm, token, request, user };
+        let admitted = Admitted { realm, bearer, token, request, user };
         match self.store.admit_keycloak_request(&admitted.record(now)).await? {
             Admission::Admitted => {}
             Admission::Replayed => {
@@ -173,9 +180,38 @@ impl KeycloakChannel {
         details["challenge_id"] = json!(challenge);
         let subject =
             user.as_ref().map_or(Subject::KeycloakRealm(realm.issuer.clone()), |u| Subject::User(u.id));
-        let event = AuditEvent::new(self.clock.now(), app.actor(), action, subject).with_details(details);
-        self.store.finish_keycloak_request(&realm.issuer, &token.jti, challenge, event).await?;
+        let now = self.clock.now();
+        let event = AuditEvent::new(now, app.actor(), action, subject).with_details(details);
+        // Keycloak stores the request only after a 201: a refused one is owed no callback.
+        let callback = match answer {
+            Some(_) => None,
+            None => Some(self.callback(&admitted, challenge, now)?),
+        };
+        self.store
+            .finish_keycloak_request(&realm.issuer, &token.jti, challenge, callback.as_ref(), event)
+            .await?;
         answer.map_or(Ok(()), Err)
+    }
+
+    /// The outcome callback a 201 owes: to the realm's callback URL, with Keycloak's own token,
+    /// due when the challenge is decided (at once without one: `CANCELLED`), never after `exp`.
+    fn callback(
+        &self,
+        admitted: &Admitted<'_>,
+        challenge: Option<ChallengeId>,
+        now: time::OffsetDateTime,
+    ) -> Result<CallbackJob, ChannelError> {
+        let id = uuid::Uuid::new_v4();
+        let secret = CallbackSecret { bearer: admitted.bearer.to_owned(), auth_req_id: None };
+        Ok(CallbackJob {
+            id,
+            kind: CallbackKind::KeycloakOutcome,
+            challenge_id: challenge,
+            url: admitted.realm.callback_url.clone(),
+            sealed: crate::callbacks::seal(&self.master, id, &secret)?,
+            created_at: now,
+            expires_at: admitted.token.expires_at,
+        })
     }
 
     /// Audits a refusal and hands the error back.

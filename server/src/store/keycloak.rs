@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::codec::{Columns, Sql};
-use super::{AppRecord, StoreError};
+use super::{AppRecord, CallbackJob, StoreError};
 use crate::audit::AuditEvent;
 use crate::ids::{AppId, ChallengeId, UserId};
 
@@ -90,12 +90,15 @@ pub trait KeycloakStore: Send + Sync + std::fmt::Debug {
     async fn admit_keycloak_request(&self, request: &KeycloakRequestRecord) -> Result<Admission, StoreError>;
 
     /// Records what became of an admitted request (`Prompted` with its challenge, or
-    /// `Cancelled`) with its audit event; `NotFound` unless it is still admitted.
+    /// `Cancelled`) with its audit event and the outcome callback it owes Keycloak (none when
+    /// Keycloak was refused the request), in one transaction; `NotFound` unless it is still
+    /// admitted.
     async fn finish_keycloak_request(
         &self,
         realm_issuer: &str,
         jti: &str,
         challenge: Option<ChallengeId>,
+        callback: Option<&CallbackJob>,
         audit: AuditEvent,
     ) -> Result<(), StoreError>;
 

@@ -12,7 +12,7 @@ use crate::store::keycloak::{
     Admission, FINISH_REQUEST, INSERT_REALM_APP, INSERT_REQUEST, KeycloakRequestRecord, KeycloakStore,
     PIN_SUBJECT, PURGE_REQUESTS, REALM_APP, REQUEST_BY_JTI, SUBJECT_USER, finished_outcome, request_from_row,
 };
-use crate::store::{AppRecord, Conflict, StoreError, map_unique_violation};
+use crate::store::{AppRecord, CallbackJob, Conflict, StoreError, map_unique_violation};
 
 async fn pinned_user(
     conn: &mut PgConnection,
@@ -114,6 +114,7 @@ impl KeycloakStore for PgStore {
         realm_issuer: &str,
         jti: &str,
         challenge: Option<ChallengeId>,
+        callback: Option<&CallbackJob>,
         audit: AuditEvent,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
@@ -127,6 +128,9 @@ impl KeycloakStore for PgStore {
             .await?;
         if finished.rows_affected() == 0 {
             return Err(StoreError::NotFound);
+        }
+        if let Some(job) = callback {
+            super::callbacks::insert(&mut tx, job).await?;
         }
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await

@@ -13,7 +13,7 @@ use crate::store::keycloak::{
     Admission, FINISH_REQUEST, INSERT_REALM_APP, INSERT_REQUEST, KeycloakRequestRecord, KeycloakStore,
     PIN_SUBJECT, PURGE_REQUESTS, REALM_APP, REQUEST_BY_JTI, SUBJECT_USER, finished_outcome, request_from_row,
 };
-use crate::store::{AppRecord, Conflict, StoreError, map_unique_violation};
+use crate::store::{AppRecord, CallbackJob, Conflict, StoreError, map_unique_violation};
 
 fn parse_id(id: Option<String>, what: &str) -> Result<Option<uuid::Uuid>, StoreError> {
     id.map(|id| id.parse().map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))).transpose()
@@ -118,6 +118,7 @@ impl KeycloakStore for SqliteStore {
         realm_issuer: &str,
         jti: &str,
         challenge: Option<ChallengeId>,
+        callback: Option<&CallbackJob>,
         audit: AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
@@ -130,6 +131,9 @@ impl KeycloakStore for SqliteStore {
             .await?;
         if finished.rows_affected() == 0 {
             return Err(StoreError::NotFound);
+        }
+        if let Some(job) = callback {
+            super::callbacks::insert(&mut tx, job).await?;
         }
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await
