@@ -146,6 +146,18 @@ impl TestApp {
             .await
     }
 
+    /// An app on `engine` answering Keycloak's CIBA channel for `realms`.
+    pub async fn with_keycloak(
+        engine: Engine,
+        challenges: ChallengeSettings,
+        realms: Vec<countersign::keycloak::config::Realm>,
+    ) -> Self {
+        let (db, start) = fresh_database(engine).await;
+        let mut settings = test_settings(HttpLimits::default(), challenges, BackgroundTasks::NONE);
+        settings.keycloak = realms;
+        Self::on_database(db, start, true, settings, no_push()).await
+    }
+
     /// An app on `engine` whose background tasks `tasks` run (as `serve` starts them),
     /// pushing through `push`.
     pub async fn with_background(engine: Engine, tasks: BackgroundTasks, push: Arc<dyn PushSender>) -> Self {
