@@ -570,6 +570,19 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_keycloak_realm_refuses_to_start() {
+        let realm = "[[keycloak.realms]]\nissuer = \"https://kc.example.com/realms/acme\"\nname = \"Acme\"\n";
+        let ok = load_toml(realm).unwrap().validate().unwrap();
+        assert_eq!(ok.keycloak.resolve().unwrap()[0].issuer, "https://kc.example.com/realms/acme");
+        let plain = realm.replace("https://kc.example.com", "http://kc.example.com");
+        let err = load_toml(&plain).unwrap().validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "keycloak.realms", .. }), "{err}");
+        assert!(err.to_string().contains("http is only allowed for loopback"), "{err}");
+        let misspelt = format!("{realm}callback = \"https://kc.example.com/cb\"\n");
+        assert!(load_toml(&misspelt).unwrap_err().to_string().contains("callback"));
+    }
+
+    #[test]
     fn missing_file_is_an_error() {
         assert!(matches!(
             Config::load(Some(Path::new("/nonexistent/c.toml"))),
