@@ -10,7 +10,8 @@
 //! [`PasskeyStore`] (`passkeys.rs`: user handles, passkeys, registration ceremonies, passkey
 //! sign-ins), [`SigningKeyStore`] (`signing_keys.rs`: the OIDC provider's signing keys) and
 //! [`ClientStore`] (`oidc_clients.rs`: OIDC clients, used client-assertion ids) and
-//! [`OidcFlowStore`] (`oidc_flow.rs`: pushed requests, sign-ins in progress, codes, tokens).
+//! [`OidcFlowStore`] (`oidc_flow.rs`: pushed requests, sign-ins in progress, codes, tokens) and
+//! [`CibaStore`] (`oidc_ciba.rs`: CIBA backchannel requests).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
 //!
@@ -32,6 +33,7 @@ mod challenges;
 mod codec;
 mod devices;
 mod fatigue;
+mod oidc_ciba;
 mod oidc_clients;
 mod oidc_flow;
 mod outbox;
@@ -63,6 +65,7 @@ pub use devices::{
     ApprovalProof, DeviceRecord, DeviceStore, EnrollmentRecord, NoticeRecord, ServerKeyRecord, StoredPush,
 };
 pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
+pub use oidc_ciba::{CibaRequestRecord, CibaStore};
 pub use oidc_clients::ClientStore;
 pub use oidc_flow::{
     AccessTokenRecord, AuthorizationRecord, AuthorizationSwitch, CodeRecord, OidcFlowStore, PushedRequest,
@@ -174,6 +177,7 @@ pub trait Store:
     + SigningKeyStore
     + ClientStore
     + OidcFlowStore
+    + CibaStore
     + Send
     + Sync
     + fmt::Debug
