@@ -693,7 +693,7 @@ mod tests {
             binding(&params(&[("binding_message", "Order #A-17")]), 3).unwrap(),
             Binding::Message("Order #A-17".into())
         );
-        for bad in ["4821", "48", "", " 482", "Pay\u{202E}moc", "a\nb", &"x".repeat(65)] {
+        for bad in ["4821", "48", " 482", "Pay\u{202E}moc", "a\nb", &"x".repeat(65)] {
             let error = binding(&params(&[("binding_message", bad)]), 3).unwrap_err();
             assert_eq!(error.code, OAuthErrorCode::InvalidBindingMessage, "{bad:?}");
         }
@@ -726,7 +726,7 @@ mod tests {
         assert_eq!(expiry(&params(&[("requested_expiry", "30")]), longest).unwrap(), Duration::seconds(30));
         assert_eq!(expiry(&params(&[("requested_expiry", "600")]), longest).unwrap(), longest);
         assert_eq!(expiry(&params(&[("requested_expiry", "1")]), longest).unwrap(), MIN_EXPIRY);
-        for bad in ["0", "-5", "ten", "1.5", ""] {
+        for bad in ["0", "-5", "ten", "1.5"] {
             assert!(expiry(&params(&[("requested_expiry", bad)]), longest).is_err(), "{bad:?}");
         }
     }
