@@ -104,7 +104,7 @@ enum ClientsCommand {
         /// An exact redirect URI (repeat for several): absolute, https (http only on
         /// 127.0.0.1, [::1] or localhost), no fragment, no userinfo, no wildcard. Matched byte
         /// for byte.
-        #[arg(long = "redirect-uri", value_name = "URI", required = true)]
+        #[arg(long = "redirect-uri", value_name = "URI", required_unless_present = "ciba")]
         redirect_uris: Vec<String>,
         /// How the client authenticates at the token endpoint: client_secret_basic,
         /// client_secret_post, private_key_jwt, or none (a public client, PKCE mandatory).
@@ -120,6 +120,15 @@ enum ClientsCommand {
         /// How the client's ID tokens are signed: ES256 (default) or RS256.
         #[arg(long, value_name = "ALG", default_value = "ES256")]
         id_token_alg: IdTokenAlg,
+        /// Let the client ask for decoupled sign-ins (CIBA, `/oidc/ciba`): `poll` (it polls the
+        /// token endpoint) or `ping` (it is notified first, at --notification-endpoint). A
+        /// CIBA-only client needs no redirect URI.
+        #[arg(long, value_name = "MODE")]
+        ciba: Option<String>,
+        /// CIBA ping mode: the client's `backchannel_client_notification_endpoint` (https;
+        /// http only on loopback).
+        #[arg(long, value_name = "URI")]
+        notification_endpoint: Option<String>,
     },
     /// List clients (never secrets: only their hashes are stored).
     List,
@@ -407,7 +416,16 @@ async fn apps(settings: &Settings, command: AppsCommand) -> anyhow::Result<ExitC
 async fn clients(settings: &Settings, command: ClientsCommand) -> anyhow::Result<ExitCode> {
     let clock = SystemClock;
     let store = match command {
-        ClientsCommand::Create { name, redirect_uris, auth, jwks_file, jwks_uri, id_token_alg } => {
+        ClientsCommand::Create {
+            name,
+            redirect_uris,
+            auth,
+            jwks_file,
+            jwks_uri,
+            id_token_alg,
+            ciba,
+            notification_endpoint,
+        } => {
             let keys = match (jwks_file, jwks_uri) {
                 (Some(path), _) => {
                     let text = std::fs::read_to_string(&path)
@@ -417,10 +435,11 @@ async fn clients(settings: &Settings, command: ClientsCommand) -> anyhow::Result
                 (None, Some(uri)) => ClientKeys::Uri(uri),
                 (None, None) => ClientKeys::None,
             };
-            let new = NewClient { name, redirect_uris, auth_method: auth, keys, id_token_alg };
+            let ciba = clients::ciba_delivery(ciba.as_deref(), notification_endpoint)?;
+            let new = NewClient { name, redirect_uris, auth_method: auth, keys, id_token_alg, ciba };
             // Refuse bad input before touching the database.
             clients::validate_name(&new.name)?;
-            clients::validate_redirect_uris(&new.redirect_uris)?;
+            clients::validate_flows(&new.redirect_uris, new.auth_method, new.ciba.as_ref())?;
             clients::validate_keys(new.auth_method, &new.keys)?;
             let master = Arc::new(crate::secrets::load_master_key(settings)?);
             let store = open_store_with(settings, &master).await?;
@@ -460,7 +479,10 @@ async fn clients(settings: &Settings, command: ClientsCommand) -> anyhow::Result
                     ClientKeys::Inline(jwks) => format!("inline:{}", jwks.keys().len()),
                     ClientKeys::Uri(uri) => uri.clone(),
                 };
-                let uris = client.redirect_uris.join(" ");
+                let mut uris = client.redirect_uris.join(" ");
+                if let Some(ciba) = &client.ciba {
+                    uris = format!("{uris} ciba:{}", ciba.mode()).trim_start().to_owned();
+                }
                 let (id, name, method, alg) =
                     (&client.client_id, &client.name, client.auth_method, client.id_token_alg);
                 println!("{id}\t{name}\t{status}\t{method}\t{alg}\t{uris}\t{keys}");

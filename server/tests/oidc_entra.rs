@@ -51,6 +51,7 @@ async fn entra_signing_with(engine: Engine, signer: TestKey) -> (Entra, TestDevi
         auth_method: AuthMethod::ClientSecretPost,
         keys: ClientKeys::None,
         id_token_alg: IdTokenAlg::Rs256,
+        ciba: None,
     };
     let client =
         create_client(first.store.as_ref(), first.clock.as_ref(), Actor::Cli, new).await.unwrap().client;
@@ -246,6 +247,7 @@ async fn a_hint_counts_only_for_its_configured_client(engine: Engine) {
         auth_method: AuthMethod::ClientSecretPost,
         keys: ClientKeys::None,
         id_token_alg: IdTokenAlg::Es256,
+        ciba: None,
     };
     let other = create_client(entra.app.store.as_ref(), entra.app.clock.as_ref(), Actor::Cli, new)
         .await

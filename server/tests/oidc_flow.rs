@@ -48,6 +48,7 @@ async fn rp(app: &TestApp, name: &str) -> Rp {
         auth_method: AuthMethod::ClientSecretBasic,
         keys: ClientKeys::None,
         id_token_alg: IdTokenAlg::Es256,
+        ciba: None,
     };
     let created = create_client(app.store.as_ref(), app.clock.as_ref(), Actor::Cli, new).await.unwrap();
     Rp { client_id: created.client.client_id.0, secret: created.secret.unwrap().expose_secret().to_owned() }
@@ -741,6 +742,7 @@ async fn keyed_rp(app: &TestApp) -> (String, TestKey) {
         auth_method: AuthMethod::PrivateKeyJwt,
         keys: ClientKeys::Inline(jwks),
         id_token_alg: IdTokenAlg::Es256,
+        ciba: None,
     };
     let created = create_client(app.store.as_ref(), app.clock.as_ref(), Actor::Cli, new).await.unwrap();
     (created.client.client_id.0, signer)
@@ -1024,6 +1026,7 @@ async fn a_public_client_cannot_name_whom_to_prompt(engine: Engine) {
         auth_method: AuthMethod::None,
         keys: ClientKeys::None,
         id_token_alg: IdTokenAlg::Es256,
+        ciba: None,
     };
     let public = create_client(app.store.as_ref(), app.clock.as_ref(), Actor::Cli, new).await.unwrap().client;
     let mut pairs = request_params(&[("redirect_uri", "http://127.0.0.1:8765/cb")]);
@@ -1081,6 +1084,7 @@ async fn a_pushed_request_is_stored_without_client_credentials(engine: Engine) {
         auth_method: AuthMethod::ClientSecretPost,
         keys: ClientKeys::None,
         id_token_alg: IdTokenAlg::Es256,
+        ciba: None,
     };
     let created = create_client(app.store.as_ref(), app.clock.as_ref(), Actor::Cli, new).await.unwrap();
     let (client_id, secret) =

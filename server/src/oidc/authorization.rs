@@ -192,7 +192,7 @@ fn error(code: OAuthErrorCode, description: impl Into<String>) -> OAuthError {
     OAuthError::new(code, description)
 }
 
-fn bounded<'a>(params: &'a Params, name: &str, max: usize) -> Result<Option<&'a str>, OAuthError> {
+pub(super) fn bounded<'a>(params: &'a Params, name: &str, max: usize) -> Result<Option<&'a str>, OAuthError> {
     match params.get(name) {
         Some(value) if value.len() > max => {
             Err(OAuthError::invalid_request(format!("`{name}` is longer than {max} bytes")))
@@ -295,7 +295,7 @@ impl AuthorizationRequest {
     }
 }
 
-fn scope(params: &Params) -> Result<Vec<String>, OAuthError> {
+pub(super) fn scope(params: &Params) -> Result<Vec<String>, OAuthError> {
     let raw = bounded(params, "scope", MAX_SCOPE_LEN)?
         .ok_or_else(|| OAuthError::invalid_request("`scope` is required and must include `openid`"))?;
     let mut scope: Vec<String> = Vec::new();
@@ -364,7 +364,7 @@ fn prompt(params: &Params) -> Result<Prompt, OAuthError> {
 
 /// `acr_values` (voluntary) or `claims.id_token.acr` (essential, with `value` or `values`), and
 /// the `amr` values `claims.id_token.amr` lists.
-fn acr(params: &Params) -> Result<(Vec<String>, bool, Vec<String>), OAuthError> {
+pub(super) fn acr(params: &Params) -> Result<(Vec<String>, bool, Vec<String>), OAuthError> {
     let voluntary: Vec<String> = bounded(params, "acr_values", MAX_SCOPE_LEN)?
         .map(|raw| raw.split(' ').filter(|v| !v.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default();

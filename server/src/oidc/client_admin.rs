@@ -7,8 +7,8 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use super::clients::{
-    self, AuthMethod, CLIENT_ID_BYTES, CLIENT_SECRET_BYTES, Client, ClientId, ClientKeys, ClientRuleError,
-    IdTokenAlg,
+    self, AuthMethod, CLIENT_ID_BYTES, CLIENT_SECRET_BYTES, CibaDelivery, Client, ClientId, ClientKeys,
+    ClientRuleError, IdTokenAlg,
 };
 use crate::api_keys::{hash_key, random_urlsafe};
 use crate::audit::{Action, Actor, AuditEvent, Subject};
@@ -23,6 +23,7 @@ pub struct NewClient {
     pub auth_method: AuthMethod,
     pub keys: ClientKeys,
     pub id_token_alg: IdTokenAlg,
+    pub ciba: Option<CibaDelivery>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +53,7 @@ pub async fn create_client(
     new: NewClient,
 ) -> Result<CreatedClient, ClientAdminError> {
     clients::validate_name(&new.name)?;
-    clients::validate_redirect_uris(&new.redirect_uris)?;
+    clients::validate_flows(&new.redirect_uris, new.auth_method, new.ciba.as_ref())?;
     clients::validate_keys(new.auth_method, &new.keys)?;
     let rng = SystemRandom::new();
     let client_id = ClientId(random_urlsafe(&rng, CLIENT_ID_BYTES).map_err(|_| ClientAdminError::Random)?);
@@ -70,6 +71,7 @@ pub async fn create_client(
         secret_hash: secret.as_deref().map(|s| hash_key(s).to_vec()),
         keys: new.keys,
         id_token_alg: new.id_token_alg,
+        ciba: new.ciba,
         created_at: now,
         created_by: actor.to_string(),
         revoked_at: None,
@@ -89,6 +91,11 @@ pub async fn create_client(
                 "auth_method": client.auth_method.as_str(),
                 "keys": keys,
                 "id_token_alg": client.id_token_alg.as_str(),
+                "ciba": client.ciba.as_ref().map(CibaDelivery::mode),
+                "notification_endpoint": match &client.ciba {
+                    Some(CibaDelivery::Ping { notification_endpoint }) => Some(notification_endpoint),
+                    _ => None,
+                },
             }));
     let client = store.create_oidc_client(client, event).await.map_err(ClientAdminError::Store)?;
     Ok(CreatedClient { client, secret: secret.map(SecretString::from) })

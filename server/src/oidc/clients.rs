@@ -162,6 +162,25 @@ impl ClientJwks {
     }
 }
 
+/// How a CIBA client learns that the user answered (CIBA Core §5): it polls the token
+/// endpoint, or it is pinged at its notification endpoint first. Push mode is not offered
+/// (FAPI-CIBA forbids it too: tokens would go to a URL instead of being fetched).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CibaDelivery {
+    Poll,
+    Ping { notification_endpoint: String },
+}
+
+impl CibaDelivery {
+    /// The registered name (`backchannel_token_delivery_mode`).
+    pub fn mode(&self) -> &'static str {
+        match self {
+            CibaDelivery::Poll => "poll",
+            CibaDelivery::Ping { .. } => "ping",
+        }
+    }
+}
+
 /// A registered client, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Client {
@@ -174,6 +193,8 @@ pub struct Client {
     pub secret_hash: Option<Vec<u8>>,
     pub keys: ClientKeys,
     pub id_token_alg: IdTokenAlg,
+    /// Whether it may ask for decoupled sign-ins (CIBA), and how it learns of the answer.
+    pub ciba: Option<CibaDelivery>,
     pub created_at: OffsetDateTime,
     /// Who registered it (the audit actor's spelling, e.g. `cli`).
     pub created_by: String,
@@ -202,8 +223,16 @@ impl Client {
 pub enum ClientRuleError {
     #[error("client names are 1-100 printable characters")]
     InvalidName,
-    #[error("a client needs at least one --redirect-uri")]
+    #[error("a client needs at least one --redirect-uri (or --ciba, for a decoupled-only client)")]
     NoRedirectUri,
+    #[error("a public client cannot use CIBA: it cannot prove who asks to prompt the user")]
+    CibaPublicClient,
+    #[error("unknown CIBA delivery mode `{0}` (known: poll ping)")]
+    UnknownCibaMode(String),
+    #[error("CIBA ping mode needs --notification-endpoint, and only ping mode has one")]
+    CibaEndpoint,
+    #[error("notification endpoint `{uri}` is refused: {reason}")]
+    NotificationEndpoint { uri: String, reason: &'static str },
     #[error("at most {MAX_REDIRECT_URIS} redirect URIs per client")]
     TooManyRedirectUris,
     #[error("redirect URI `{uri}` is refused: {reason}")]
@@ -300,6 +329,46 @@ pub fn validate_redirect_uris(uris: &[String]) -> Result<(), ClientRuleError> {
     if uris.is_empty() {
         return Err(ClientRuleError::NoRedirectUri);
     }
+    validate_redirect_uri_list(uris)
+}
+
+/// A client's redirect URIs and CIBA registration together: a CIBA client may have no
+/// redirect URI (a kiosk, a call centre); a CIBA client is confidential; a ping client's
+/// notification endpoint is https (http only on loopback), CIBA Core §4.
+pub fn validate_flows(
+    uris: &[String],
+    method: AuthMethod,
+    ciba: Option<&CibaDelivery>,
+) -> Result<(), ClientRuleError> {
+    let Some(ciba) = ciba else { return validate_redirect_uris(uris) };
+    if method == AuthMethod::None {
+        return Err(ClientRuleError::CibaPublicClient);
+    }
+    if let CibaDelivery::Ping { notification_endpoint: uri } = ciba {
+        if uri.len() > MAX_URI_LEN {
+            return Err(ClientRuleError::NotificationEndpoint { uri: uri.clone(), reason: "too long" });
+        }
+        web_uri_problem(uri)
+            .map_err(|reason| ClientRuleError::NotificationEndpoint { uri: uri.clone(), reason })?;
+    }
+    validate_redirect_uri_list(uris)
+}
+
+/// `--ciba MODE` with `--notification-endpoint URI`: the registration they make.
+pub fn ciba_delivery(
+    mode: Option<&str>,
+    endpoint: Option<String>,
+) -> Result<Option<CibaDelivery>, ClientRuleError> {
+    match (mode, endpoint) {
+        (None, None) => Ok(None),
+        (Some("poll"), None) => Ok(Some(CibaDelivery::Poll)),
+        (Some("ping"), Some(notification_endpoint)) => Ok(Some(CibaDelivery::Ping { notification_endpoint })),
+        (Some("poll" | "ping") | None, _) => Err(ClientRuleError::CibaEndpoint),
+        (Some(other), _) => Err(ClientRuleError::UnknownCibaMode(other.to_owned())),
+    }
+}
+
+fn validate_redirect_uri_list(uris: &[String]) -> Result<(), ClientRuleError> {
     if uris.len() > MAX_REDIRECT_URIS {
         return Err(ClientRuleError::TooManyRedirectUris);
     }
@@ -430,6 +499,7 @@ mod tests {
             secret_hash: None,
             keys: ClientKeys::None,
             id_token_alg: IdTokenAlg::Es256,
+            ciba: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
             created_by: "cli".into(),
             revoked_at: None,

@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use super::authorization::{ACR_NUMBER_MATCHED_PUSH, ACR_PHISHING_RESISTANT, ENTRA_POSSESSION_ACRS};
 use super::client_auth::ASSERTION_ALGORITHMS;
 use super::clients::AuthMethod;
-use super::flow::{AUTHORIZE_PATH, OidcSettings, PAR_PATH, TOKEN_PATH, USERINFO_PATH};
+use super::flow::{
+    AUTHORIZE_PATH, CIBA_GRANT_TYPE, CIBA_PATH, OidcSettings, PAR_PATH, TOKEN_PATH, USERINFO_PATH,
+};
 use super::keys::{JWKS_PATH, SigningAlg};
 
 pub fn document(settings: &OidcSettings) -> Value {
@@ -31,7 +33,7 @@ pub fn document(settings: &OidcSettings) -> Value {
         // `id_token` by form post only with an upstream issuer's hint (the Entra profile).
         "response_types_supported": ["code", "id_token"],
         "response_modes_supported": ["query", "form_post"],
-        "grant_types_supported": ["authorization_code", "implicit"],
+        "grant_types_supported": ["authorization_code", "implicit", CIBA_GRANT_TYPE],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algorithms,
         "token_endpoint_auth_methods_supported": auth_methods,
@@ -43,9 +45,14 @@ pub fn document(settings: &OidcSettings) -> Value {
         "claim_types_supported": ["normal"],
         // Signed request objects (RFC 9101) by value, from clients that registered keys.
         "request_parameter_supported": true,
-        "request_object_signing_alg_values_supported": assertion_algorithms,
+        "request_object_signing_alg_values_supported": assertion_algorithms.clone(),
         "request_uri_parameter_supported": false,
         "authorization_response_iss_parameter_supported": true,
         "prompt_values_supported": ["login", "consent", "select_account"],
+        // CIBA Core §4: decoupled sign-in, number-matched (push mode is not offered).
+        "backchannel_authentication_endpoint": settings.endpoint(CIBA_PATH),
+        "backchannel_token_delivery_modes_supported": ["poll", "ping"],
+        "backchannel_authentication_request_signing_alg_values_supported": assertion_algorithms,
+        "backchannel_user_code_parameter_supported": false,
     })
 }

@@ -39,7 +39,11 @@ use crate::store::{
     AppRecord, AuthorizationRecord, CodeRecord, PushedRequest, Store, StoreError, UserRecord,
 };
 
+mod ciba;
 mod passkey_instead;
+pub use ciba::{
+    CIBA_GRANT_TYPE, CIBA_INTERVAL_SECS, CIBA_PATH, CibaAcknowledgement, MAX_BINDING_MESSAGE_CHARS,
+};
 pub use passkey_instead::SwitchError;
 
 /// Paths of the provider's endpoints, relative to the issuer.

@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 use super::authorization::{Params, ParamsError};
 use super::client_auth::ClientCredentials;
 use super::flow::{
-    AUTHORIZE_PATH, Answer, AuthorizeFailure, Browser, DISCOVERY_PATH, PAR_PATH, PageFactor, SIGN_IN_PATH,
-    SignInError, SwitchError, TOKEN_PATH, USERINFO_PATH, browser_cookie_name, error_location,
+    AUTHORIZE_PATH, Answer, AuthorizeFailure, Browser, CIBA_PATH, DISCOVERY_PATH, PAR_PATH, PageFactor,
+    SIGN_IN_PATH, SignInError, SwitchError, TOKEN_PATH, USERINFO_PATH, browser_cookie_name, error_location,
 };
 use super::keys::{JWKS_PATH, JwkSet};
 use super::oauth_error::OAuthError;
@@ -61,6 +61,7 @@ pub fn flow_routes() -> Router<AppState> {
     Router::new()
         .route(DISCOVERY_PATH, get(discovery))
         .route(PAR_PATH, post(par))
+        .route(CIBA_PATH, post(ciba))
         .route(TOKEN_PATH, post(token))
         .route(USERINFO_PATH, get(userinfo).post(userinfo))
         .merge(with_page_headers(pages))
@@ -101,7 +102,21 @@ async fn par(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> 
     Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
-/// Auth: the client (as at PAR). Exchanges a code for an ID token and an access token.
+/// Auth: a CIBA client (as at the token endpoint). A backchannel authentication request (CIBA
+/// Core §7): 200 with `auth_req_id`, `expires_in`, `interval` and, unless the client sent its
+/// number as `binding_message`, `countersign_number` to show on the consumption device.
+async fn ciba(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let params = form(&headers, &body)?;
+    let acknowledgement = state.oidc.backchannel(&credentials(&headers, &params), params.clone()).await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(acknowledgement)).into_response())
+}
+
+/// Auth: the client (as at PAR). Exchanges a code (or, with the CIBA grant, an approved
+/// `auth_req_id`) for an ID token and an access token.
 async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,

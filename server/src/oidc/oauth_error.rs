@@ -29,6 +29,9 @@ pub enum OAuthErrorCode {
     /// CIBA poll: polled too fast.
     SlowDown,
     ExpiredToken,
+    /// CIBA: the `binding_message` cannot be shown (too long, characters, a number of the wrong
+    /// length, a number the user saw lately).
+    InvalidBindingMessage,
     InvalidToken,
     ServerError,
     TemporarilyUnavailable,
@@ -55,6 +58,7 @@ impl OAuthErrorCode {
             AuthorizationPending => "authorization_pending",
             SlowDown => "slow_down",
             ExpiredToken => "expired_token",
+            InvalidBindingMessage => "invalid_binding_message",
             InvalidToken => "invalid_token",
             ServerError => "server_error",
             TemporarilyUnavailable => "temporarily_unavailable",
@@ -90,6 +94,9 @@ pub struct OAuthError {
     /// The `WWW-Authenticate` challenge to send, if any: `Basic` for a client that tried HTTP
     /// Basic (RFC 6749 §5.2), `Bearer error="invalid_token"` for a bad access token (RFC 6750).
     pub www_authenticate: Option<String>,
+    /// The token endpoint answers every grant error 400 (RFC 6749 §5.2), `access_denied` too
+    /// (CIBA Core §11); elsewhere `access_denied` is 403 (§13).
+    pub at_token_endpoint: bool,
 }
 
 /// The challenge for a client that tried HTTP Basic.
@@ -97,7 +104,7 @@ pub const BASIC_CHALLENGE: &str = r#"Basic realm="countersign""#;
 
 impl OAuthError {
     pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> Self {
-        Self { code, description: description.into(), www_authenticate: None }
+        Self { code, description: description.into(), www_authenticate: None, at_token_endpoint: false }
     }
 
     pub fn invalid_request(description: impl Into<String>) -> Self {
@@ -119,8 +126,17 @@ impl OAuthError {
         self
     }
 
+    /// Answered at the token endpoint (see `at_token_endpoint`).
+    pub fn from_token_endpoint(mut self) -> Self {
+        self.at_token_endpoint = true;
+        self
+    }
+
     pub fn status(&self) -> u16 {
-        self.code.status()
+        match self.code {
+            OAuthErrorCode::AccessDenied if self.at_token_endpoint => 400,
+            code => code.status(),
+        }
     }
 
     /// The JSON body (RFC 6749 §5.2).

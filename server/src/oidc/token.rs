@@ -10,7 +10,7 @@ use time::Duration;
 use super::authorization::{Params, pkce_matches};
 use super::client_auth::ClientCredentials;
 use super::clients::Client;
-use super::flow::{OidcFlow, USERINFO_PATH, client_actor, secret, signing_alg};
+use super::flow::{CIBA_GRANT_TYPE, OidcFlow, USERINFO_PATH, client_actor, secret, signing_alg};
 use super::jose::{self, JwtPolicy};
 use super::keys::SigningAlg;
 use super::oauth_error::{OAuthError, OAuthErrorCode};
@@ -48,7 +48,8 @@ fn server_error(error: impl std::fmt::Display) -> OAuthError {
 }
 
 impl OidcFlow {
-    /// `POST /oidc/token` with `grant_type=authorization_code`.
+    /// `POST /oidc/token` with `grant_type=authorization_code`, or the CIBA grant
+    /// (`urn:openid:params:grant-type:ciba`, see `flow::ciba`).
     pub async fn token(
         &self,
         credentials: &ClientCredentials<'_>,
@@ -57,10 +58,13 @@ impl OidcFlow {
         let client = self.clients.authenticate(credentials).await.map_err(OAuthError::from)?.client;
         match form.get("grant_type") {
             Some("authorization_code") => {}
+            Some(CIBA_GRANT_TYPE) => {
+                return self.ciba_token(&client, form).await.map_err(OAuthError::from_token_endpoint);
+            }
             Some(_) => {
                 return Err(OAuthError::new(
                     OAuthErrorCode::UnsupportedGrantType,
-                    "only `authorization_code` is served here",
+                    format!("only `authorization_code` and `{CIBA_GRANT_TYPE}` are served here"),
                 ));
             }
             None => return Err(OAuthError::invalid_request("`grant_type` is required")),
@@ -99,38 +103,7 @@ impl OidcFlow {
                 "the PKCE code_verifier is missing or does not match the code_challenge",
             ));
         }
-        let (jti, _) = secret().map_err(server_error)?;
-        let timings = self.keys.timings();
-        let userinfo_endpoint = self.settings.endpoint(USERINFO_PATH);
-        let issue = Issue {
-            issuer: &self.settings.issuer,
-            userinfo_endpoint: &userinfo_endpoint,
-            client_id: &client.client_id.0,
-            subject: record.user_id.to_string(),
-            grant: &grant,
-            now,
-            id_token_lifetime: timings.id_token_lifetime,
-            access_token_lifetime: timings.access_token_lifetime,
-            jti: jti.clone(),
-        };
-        let id_token = self
-            .keys
-            .sign(signing_alg(&client), ID_TOKEN_TYP, &issue.id_token())
-            .await
-            .map_err(server_error)?;
-        let access_token = self
-            .keys
-            .sign(SigningAlg::Es256, ACCESS_TOKEN_TYP, &issue.access_token())
-            .await
-            .map_err(server_error)?;
-        let token = AccessTokenRecord {
-            jti,
-            code_hash: code_hash.to_vec(),
-            client_id: client.client_id.clone(),
-            user_id: record.user_id,
-            expires_at: now + timings.access_token_lifetime,
-            revoked_at: None,
-        };
+        let (response, token) = self.mint(&client, record.user_id, &grant, code_hash.to_vec(), now).await?;
         let event = AuditEvent::new(
             now,
             client_actor(&client),
@@ -145,17 +118,63 @@ impl OidcFlow {
             "scope": grant.scope,
         }));
         match self.store.redeem_oidc_code(&code_hash, &client.client_id, now, &token, event).await {
-            Ok(_) => Ok(TokenResponse {
-                access_token,
-                token_type: "Bearer",
-                expires_in: timings.access_token_lifetime.whole_seconds(),
-                id_token,
-                scope: grant.scope.join(" "),
-            }),
+            Ok(_) => Ok(response),
             // Redeemed by a concurrent request with the same code: a replay like any other.
             Err(StoreError::NotFound) => Err(self.replayed(&client, &record).await),
             Err(other) => Err(server_error(other)),
         }
+    }
+
+    /// The ID token and access token for `grant`, and the access token's record (bound to the
+    /// code that holds the grant, which a replay revokes and userinfo reads).
+    pub(super) async fn mint(
+        &self,
+        client: &Client,
+        user: crate::ids::UserId,
+        grant: &Grant,
+        code_hash: Vec<u8>,
+        now: time::OffsetDateTime,
+    ) -> Result<(TokenResponse, AccessTokenRecord), OAuthError> {
+        let (jti, _) = secret().map_err(server_error)?;
+        let timings = self.keys.timings();
+        let userinfo_endpoint = self.settings.endpoint(USERINFO_PATH);
+        let issue = Issue {
+            issuer: &self.settings.issuer,
+            userinfo_endpoint: &userinfo_endpoint,
+            client_id: &client.client_id.0,
+            subject: user.to_string(),
+            grant,
+            now,
+            id_token_lifetime: timings.id_token_lifetime,
+            access_token_lifetime: timings.access_token_lifetime,
+            jti: jti.clone(),
+        };
+        let id_token = self
+            .keys
+            .sign(signing_alg(client), ID_TOKEN_TYP, &issue.id_token())
+            .await
+            .map_err(server_error)?;
+        let access_token = self
+            .keys
+            .sign(SigningAlg::Es256, ACCESS_TOKEN_TYP, &issue.access_token())
+            .await
+            .map_err(server_error)?;
+        let record = AccessTokenRecord {
+            jti,
+            code_hash,
+            client_id: client.client_id.clone(),
+            user_id: user,
+            expires_at: now + timings.access_token_lifetime,
+            revoked_at: None,
+        };
+        let response = TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: timings.access_token_lifetime.whole_seconds(),
+            id_token,
+            scope: grant.scope.join(" "),
+        };
+        Ok((response, record))
     }
 
     /// A redeemed code presented again: it leaked, so what it issued is revoked (audited).

@@ -11,6 +11,7 @@
 //! sign-ins), [`SigningKeyStore`] (`signing_keys.rs`: the OIDC provider's signing keys) and
 //! [`ClientStore`] (`oidc_clients.rs`: OIDC clients, used client-assertion ids) and
 //! [`OidcFlowStore`] (`oidc_flow.rs`: pushed requests, sign-ins in progress, codes, tokens) and
+//! [`CibaStore`] (`oidc_ciba.rs`: CIBA backchannel requests) and
 //! [`KeycloakStore`] (`keycloak.rs`: Keycloak realms' apps, pinned realm users, delegation
 //! requests by `jti`).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
@@ -35,6 +36,7 @@ mod codec;
 mod devices;
 mod fatigue;
 mod keycloak;
+mod oidc_ciba;
 mod oidc_clients;
 mod oidc_flow;
 mod outbox;
@@ -67,6 +69,7 @@ pub use devices::{
 };
 pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
 pub use keycloak::{Admission, KeycloakRequestRecord, KeycloakStore, RequestOutcome};
+pub use oidc_ciba::{CibaRequestRecord, CibaStore};
 pub use oidc_clients::ClientStore;
 pub use oidc_flow::{
     AccessTokenRecord, AuthorizationRecord, AuthorizationSwitch, CodeRecord, OidcFlowStore, PushedRequest,
@@ -179,6 +182,7 @@ pub trait Store:
     + ClientStore
     + OidcFlowStore
     + KeycloakStore
+    + CibaStore
     + Send
     + Sync
     + fmt::Debug

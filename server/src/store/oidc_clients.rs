@@ -6,15 +6,15 @@ use time::OffsetDateTime;
 use super::StoreError;
 use super::codec::{Columns, Sql};
 use crate::audit::AuditEvent;
-use crate::oidc::clients::{Client, ClientId, ClientKeys, validate_jwks};
+use crate::oidc::clients::{CibaDelivery, Client, ClientId, ClientKeys, validate_jwks};
 
 /// Every column of `oidc_clients`, as [`client_from_row`] reads them.
 const CLIENT_COLUMNS: &str = "client_id, name, redirect_uris, auth_method, secret_hash, jwks, jwks_uri, \
-     id_token_alg, created_at, created_by, revoked_at";
+     id_token_alg, created_at, created_by, revoked_at, ciba_mode, ciba_notification_endpoint";
 
 pub(super) static INSERT_CLIENT: Sql = Sql::new(|| {
     format!(
-        "INSERT INTO oidc_clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)"
+        "INSERT INTO oidc_clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11, $12)"
     )
 });
 pub(super) static REVOKE_CLIENT: Sql = Sql::new(|| {
@@ -38,6 +38,8 @@ pub(super) struct ClientText {
     pub redirect_uris: String,
     pub jwks: Option<String>,
     pub jwks_uri: Option<String>,
+    pub ciba_mode: Option<&'static str>,
+    pub ciba_notification_endpoint: Option<String>,
 }
 
 impl ClientText {
@@ -49,7 +51,12 @@ impl ClientText {
             ClientKeys::Inline(jwks) => (Some(jwks.json().to_owned()), None),
             ClientKeys::Uri(uri) => (None, Some(uri.clone())),
         };
-        Ok(Self { redirect_uris, jwks, jwks_uri })
+        let ciba_notification_endpoint = match &client.ciba {
+            Some(CibaDelivery::Ping { notification_endpoint }) => Some(notification_endpoint.clone()),
+            _ => None,
+        };
+        let ciba_mode = client.ciba.as_ref().map(CibaDelivery::mode);
+        Ok(Self { redirect_uris, jwks, jwks_uri, ciba_mode, ciba_notification_endpoint })
     }
 }
 
@@ -67,7 +74,15 @@ pub(super) fn client_from_row<R: Columns>(row: &R) -> Result<Client, StoreError>
         (None, None) => ClientKeys::None,
         (Some(_), Some(_)) => return Err(corrupt("keys", &"both an inline key set and a jwks_uri")),
     };
+    let ciba_mode: Option<String> = row.value("ciba_mode")?;
+    let ciba = match (ciba_mode.as_deref(), row.value::<Option<String>>("ciba_notification_endpoint")?) {
+        (None, None) => None,
+        (Some("poll"), None) => Some(CibaDelivery::Poll),
+        (Some("ping"), Some(notification_endpoint)) => Some(CibaDelivery::Ping { notification_endpoint }),
+        (mode, _) => return Err(corrupt("CIBA registration", &format!("{mode:?}"))),
+    };
     Ok(Client {
+        ciba,
         client_id: ClientId(row.value("client_id")?),
         name: row.value("name")?,
         redirect_uris: serde_json::from_str(&redirect_uris).map_err(|e| corrupt("redirect URIs", &e))?,

@@ -299,8 +299,10 @@ pub(super) const REVOKE_CODE_TOKENS: &str =
 pub(super) const USE_HINT: &str =
     "INSERT INTO oidc_used_hints (hint_hash, expires_at) VALUES ($1, $2) ON CONFLICT (hint_hash) DO NOTHING";
 
-/// Purged children first (foreign keys): tokens, codes, sign-ins, pushed requests, used hints.
-pub(super) const PURGE_FLOW: [&str; 5] = [
+/// Purged children first (foreign keys): CIBA requests, tokens, codes, sign-ins, pushed
+/// requests, used hints.
+pub(super) const PURGE_FLOW: [&str; 6] = [
+    "DELETE FROM oidc_ciba_requests WHERE expires_at < $1",
     "DELETE FROM oidc_access_tokens WHERE expires_at < $1",
     "DELETE FROM oidc_codes WHERE expires_at < $1
          AND NOT EXISTS (SELECT 1 FROM oidc_access_tokens t WHERE t.code_hash = oidc_codes.code_hash)",

@@ -44,6 +44,9 @@ pub(super) fn user_from_prefixed<R: Columns>(row: &R, prefix: &str) -> Result<Us
 
 // Portable statements: the same text on both engines.
 
+/// A live user by id (a deleted user's id names nobody).
+pub(super) static USER_BY_ID: Sql =
+    Sql::new(|| format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL"));
 pub(super) static USER_BY_USERNAME: Sql =
     Sql::new(|| format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"));
 
@@ -82,6 +85,9 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
 
     /// An active (not deleted) user.
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// A live user by id (what an ID token's `sub` names).
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError>;
 
     /// Deletes a user: revokes every device, voids pending enrollments and frees the username
     /// (the id and the audit trail stay). Returns how many devices were revoked.

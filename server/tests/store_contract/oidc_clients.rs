@@ -34,6 +34,7 @@ fn new_client(method: AuthMethod, keys: ClientKeys) -> NewClient {
         auth_method: method,
         keys,
         id_token_alg: IdTokenAlg::Es256,
+        ciba: None,
     }
 }
 

@@ -49,6 +49,7 @@ async fn register(f: &Fixture, name: &str) -> ClientId {
         auth_method: AuthMethod::ClientSecretBasic,
         keys: ClientKeys::None,
         id_token_alg: IdTokenAlg::Es256,
+        ciba: None,
     };
     client_admin::create_client(f.store.as_ref(), &f.clock, Actor::Cli, new).await.unwrap().client.client_id
 }

@@ -8,6 +8,7 @@ mod challenges;
 mod devices;
 mod fatigue;
 mod keycloak;
+mod oidc_ciba;
 mod oidc_clients;
 mod oidc_flow;
 mod outbox;

@@ -1,7 +1,7 @@
 //! The OIDC authorization code flow.
 
 use async_trait::async_trait;
-use sqlx::Connection;
+use sqlx::{Connection, PgConnection};
 use time::OffsetDateTime;
 
 use super::PgStore;
@@ -107,18 +107,7 @@ impl OidcFlowStore for PgStore {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        sqlx::query(INSERT_AUTHORIZATION.as_str())
-            .bind(r.id.0)
-            .bind(&r.client_id.0)
-            .bind(r.user_id.0)
-            .bind(&r.request)
-            .bind(r.challenge_id.0)
-            .bind(&r.page_secret_sealed)
-            .bind(&r.browser_hash)
-            .bind(r.created_at)
-            .bind(r.expires_at)
-            .execute(&mut *tx)
-            .await?;
+        insert_authorization(&mut tx, r).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await
     }
@@ -142,22 +131,7 @@ impl OidcFlowStore for PgStore {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        let finished = sqlx::query(FINISH_AUTHORIZATION).bind(id.0).bind(now).execute(&mut *tx).await?;
-        if finished.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        if let Some(c) = code {
-            sqlx::query(INSERT_CODE.as_str())
-                .bind(&c.code_hash)
-                .bind(c.authorization_id.0)
-                .bind(&c.client_id.0)
-                .bind(c.user_id.0)
-                .bind(&c.grant_details)
-                .bind(c.created_at)
-                .bind(c.expires_at)
-                .execute(&mut *tx)
-                .await?;
-        }
+        finish_with_code(&mut tx, id, now, code).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await
     }
@@ -215,14 +189,7 @@ impl OidcFlowStore for PgStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         let code = code_from_row(&row)?;
-        sqlx::query(INSERT_TOKEN.as_str())
-            .bind(&token.jti)
-            .bind(&token.code_hash)
-            .bind(&token.client_id.0)
-            .bind(token.user_id.0)
-            .bind(token.expires_at)
-            .execute(&mut *tx)
-            .await?;
+        insert_token(&mut tx, token).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(code)
@@ -272,4 +239,67 @@ impl OidcFlowStore for PgStore {
         tx.commit().await?;
         Ok(purged)
     }
+}
+
+/// Inserts a sign-in in the caller's transaction.
+pub(super) async fn insert_authorization(
+    conn: &mut PgConnection,
+    r: &AuthorizationRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(INSERT_AUTHORIZATION.as_str())
+        .bind(r.id.0)
+        .bind(&r.client_id.0)
+        .bind(r.user_id.0)
+        .bind(&r.request)
+        .bind(r.challenge_id.0)
+        .bind(&r.page_secret_sealed)
+        .bind(&r.browser_hash)
+        .bind(r.created_at)
+        .bind(r.expires_at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Finishes an unfinished sign-in once (`NotFound` if finished already) with the code it
+/// yields, in the caller's transaction.
+pub(super) async fn finish_with_code(
+    conn: &mut PgConnection,
+    id: AuthorizationId,
+    now: OffsetDateTime,
+    code: Option<&CodeRecord>,
+) -> Result<(), StoreError> {
+    let finished = sqlx::query(FINISH_AUTHORIZATION).bind(id.0).bind(now).execute(&mut *conn).await?;
+    if finished.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    if let Some(c) = code {
+        sqlx::query(INSERT_CODE.as_str())
+            .bind(&c.code_hash)
+            .bind(c.authorization_id.0)
+            .bind(&c.client_id.0)
+            .bind(c.user_id.0)
+            .bind(&c.grant_details)
+            .bind(c.created_at)
+            .bind(c.expires_at)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Records an access token in the caller's transaction.
+pub(super) async fn insert_token(
+    conn: &mut PgConnection,
+    token: &AccessTokenRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(INSERT_TOKEN.as_str())
+        .bind(&token.jti)
+        .bind(&token.code_hash)
+        .bind(&token.client_id.0)
+        .bind(token.user_id.0)
+        .bind(token.expires_at)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -29,6 +29,8 @@ impl ClientStore for SqliteStore {
             .bind(client.id_token_alg.as_str())
             .bind(unix_micros(client.created_at))
             .bind(&client.created_by)
+            .bind(text.ciba_mode)
+            .bind(&text.ciba_notification_endpoint)
             .execute(&mut *tx)
             .await?;
         self.append_audit(&mut tx, &audit).await?;

@@ -1,6 +1,7 @@
 //! The OIDC authorization code flow.
 
 use async_trait::async_trait;
+use sqlx::SqliteConnection;
 use time::OffsetDateTime;
 
 use super::SqliteStore;
@@ -109,18 +110,7 @@ impl OidcFlowStore for SqliteStore {
         audit: AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(INSERT_AUTHORIZATION.as_str())
-            .bind(r.id.0.to_string())
-            .bind(&r.client_id.0)
-            .bind(r.user_id.0.to_string())
-            .bind(&r.request)
-            .bind(r.challenge_id.0.to_string())
-            .bind(&r.page_secret_sealed)
-            .bind(&r.browser_hash)
-            .bind(unix_micros(r.created_at))
-            .bind(unix_micros(r.expires_at))
-            .execute(&mut *tx)
-            .await?;
+        insert_authorization(&mut tx, r).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await
     }
@@ -143,26 +133,7 @@ impl OidcFlowStore for SqliteStore {
         audit: AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let finished = sqlx::query(FINISH_AUTHORIZATION)
-            .bind(id.0.to_string())
-            .bind(unix_micros(now))
-            .execute(&mut *tx)
-            .await?;
-        if finished.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        if let Some(c) = code {
-            sqlx::query(INSERT_CODE.as_str())
-                .bind(&c.code_hash)
-                .bind(c.authorization_id.0.to_string())
-                .bind(&c.client_id.0)
-                .bind(c.user_id.0.to_string())
-                .bind(&c.grant_details)
-                .bind(unix_micros(c.created_at))
-                .bind(unix_micros(c.expires_at))
-                .execute(&mut *tx)
-                .await?;
-        }
+        finish_with_code(&mut tx, id, now, code).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await
     }
@@ -218,14 +189,7 @@ impl OidcFlowStore for SqliteStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         let code = code_from_row(&row)?;
-        sqlx::query(INSERT_TOKEN.as_str())
-            .bind(&token.jti)
-            .bind(&token.code_hash)
-            .bind(&token.client_id.0)
-            .bind(token.user_id.0.to_string())
-            .bind(unix_micros(token.expires_at))
-            .execute(&mut *tx)
-            .await?;
+        insert_token(&mut tx, token).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(code)
@@ -275,4 +239,71 @@ impl OidcFlowStore for SqliteStore {
         tx.commit().await?;
         Ok(purged)
     }
+}
+
+/// Inserts a sign-in in the caller's transaction.
+pub(super) async fn insert_authorization(
+    conn: &mut SqliteConnection,
+    r: &AuthorizationRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(INSERT_AUTHORIZATION.as_str())
+        .bind(r.id.0.to_string())
+        .bind(&r.client_id.0)
+        .bind(r.user_id.0.to_string())
+        .bind(&r.request)
+        .bind(r.challenge_id.0.to_string())
+        .bind(&r.page_secret_sealed)
+        .bind(&r.browser_hash)
+        .bind(unix_micros(r.created_at))
+        .bind(unix_micros(r.expires_at))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Finishes an unfinished sign-in once (`NotFound` if finished already) with the code it
+/// yields, in the caller's transaction.
+pub(super) async fn finish_with_code(
+    conn: &mut SqliteConnection,
+    id: AuthorizationId,
+    now: OffsetDateTime,
+    code: Option<&CodeRecord>,
+) -> Result<(), StoreError> {
+    let finished = sqlx::query(FINISH_AUTHORIZATION)
+        .bind(id.0.to_string())
+        .bind(unix_micros(now))
+        .execute(&mut *conn)
+        .await?;
+    if finished.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    if let Some(c) = code {
+        sqlx::query(INSERT_CODE.as_str())
+            .bind(&c.code_hash)
+            .bind(c.authorization_id.0.to_string())
+            .bind(&c.client_id.0)
+            .bind(c.user_id.0.to_string())
+            .bind(&c.grant_details)
+            .bind(unix_micros(c.created_at))
+            .bind(unix_micros(c.expires_at))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Records an access token in the caller's transaction.
+pub(super) async fn insert_token(
+    conn: &mut SqliteConnection,
+    token: &AccessTokenRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(INSERT_TOKEN.as_str())
+        .bind(&token.jti)
+        .bind(&token.code_hash)
+        .bind(&token.client_id.0)
+        .bind(token.user_id.0.to_string())
+        .bind(unix_micros(token.expires_at))
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -10,7 +10,7 @@ use crate::clock::unix_micros;
 use crate::ids::UserId;
 use crate::store::users::user_from_row;
 use crate::store::users::{
-    DELETE_USER, HAS_ANY_FACTOR, REVOKE_USER_DEVICES, SET_PASSKEY_REQUIRED, USER_BY_USERNAME,
+    DELETE_USER, HAS_ANY_FACTOR, REVOKE_USER_DEVICES, SET_PASSKEY_REQUIRED, USER_BY_ID, USER_BY_USERNAME,
     VOID_USER_ENROLLMENTS, VOID_USER_PASSKEY_FACTORS,
 };
 use crate::store::{StoreError, UserRecord, UserStore, map_unique_violation};
@@ -40,6 +40,16 @@ impl UserStore for SqliteStore {
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         sqlx::query(USER_BY_USERNAME.as_str())
             .bind(username)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        sqlx::query(USER_BY_ID.as_str())
+            .bind(id.0.to_string())
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
