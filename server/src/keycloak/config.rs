@@ -11,8 +11,9 @@ use crate::oidc::clients::{ClientRuleError, validate_jwks_uri};
 const JWKS_PATH: &str = "/protocol/openid-connect/certs";
 /// Keycloak's CIBA callback endpoint, under the issuer (`CibaRootEndpoint`, `/auth/callback`).
 const CALLBACK_PATH: &str = "/protocol/openid-connect/ext/ciba/auth/callback";
-/// Longest realm name (it becomes an app name and is shown on the phone).
-const MAX_NAME_LEN: usize = 64;
+/// Longest realm name: shown on the phone, and (spaces as `-`) after `keycloak.` the name of
+/// the realm's app, which may be 64 characters.
+const MAX_NAME_LEN: usize = 55;
 /// Longest Keycloak client id in the allow-list.
 pub const MAX_CLIENT_ID_LEN: usize = 255;
 
@@ -60,7 +61,7 @@ impl Realm {
 
     /// The app the realm's prompts are charged to (challenges, fatigue, audit).
     pub fn app_name(&self) -> String {
-        format!("keycloak.{}", self.name)
+        format!("keycloak.{}", self.name.replace(' ', "-"))
     }
 }
 
@@ -118,16 +119,17 @@ impl KeycloakConfig {
             if realms.iter().any(|r| r.issuer == realm.issuer) {
                 return Err(problem("this issuer is configured twice".into()));
             }
-            if realms.iter().any(|r| r.name == realm.name) {
-                return Err(problem(format!("the name `{}` is used by another realm", realm.name)));
-            }
-            realms.push(Realm {
+            let resolved = Realm {
                 issuer: realm.issuer.clone(),
                 name: realm.name.clone(),
                 jwks_uri,
                 callback_url,
                 clients: realm.clients.clone(),
-            });
+            };
+            if realms.iter().any(|r| r.app_name() == resolved.app_name()) {
+                return Err(problem(format!("the name `{}` is used by another realm", realm.name)));
+            }
+            realms.push(resolved);
         }
         Ok(realms)
     }
@@ -163,6 +165,12 @@ mod tests {
         );
         assert!(realms[0].allows_client("anything"));
         assert_eq!(realms[0].app_name(), "keycloak.Acme");
+        let long = RealmConfig { name: format!("Acme {}", "x".repeat(50)), ..config() };
+        let realms = KeycloakConfig { realms: vec![long] }.resolve().unwrap();
+        let app = realms[0].app_name();
+        let app_name_ok =
+            app.len() <= 64 && app.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        assert!(app_name_ok, "a valid app name: {app}");
         let listed = RealmConfig { clients: Some(vec!["kiosk".into()]), ..config() };
         let realms = KeycloakConfig { realms: vec![listed] }.resolve().unwrap();
         assert!(realms[0].allows_client("kiosk") && !realms[0].allows_client("kiosk2"));
@@ -187,6 +195,11 @@ mod tests {
         assert!(problem(vec![RealmConfig { clients: Some(vec![]), ..config() }]).contains("at least one"));
         assert!(problem(vec![config(), config()]).contains("twice"));
         let other = RealmConfig { issuer: "https://kc.example.com/realms/other".into(), ..config() };
-        assert!(problem(vec![config(), other]).contains("used by another realm"));
+        assert!(problem(vec![config(), other.clone()]).contains("used by another realm"));
+        let spaced = RealmConfig { name: "Acme Portal".into(), ..config() };
+        let dashed = RealmConfig { name: "Acme-Portal".into(), ..other };
+        assert!(problem(vec![spaced, dashed]).contains("used by another realm"));
+        let long = RealmConfig { name: "x".repeat(56), ..config() };
+        assert!(problem(vec![long]).contains("name must be"));
     }
 }

@@ -10,22 +10,13 @@ use jsonwebtoken::Algorithm;
 use time::{Duration, OffsetDateTime};
 
 use super::config::{MAX_CLIENT_ID_LEN, Realm};
+use crate::oidc::client_auth::ASSERTION_ALGORITHMS;
 use crate::oidc::client_jwks::ClientJwksFetcher;
 use crate::oidc::jose::{self, JwtError, JwtPolicy};
 
-/// Asymmetric algorithms a realm key may sign with; `none` and HMAC never (the jose verifier
-/// refuses them whatever this says).
-const ALGORITHMS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
+/// Asymmetric algorithms a realm key may sign with: the client-assertion set (`none` and HMAC
+/// never; the jose verifier refuses them whatever a list says).
+const ALGORITHMS: [Algorithm; 9] = ASSERTION_ALGORITHMS;
 
 /// Longest token life accepted (`exp - iat`): Keycloak's default "Expires In" is 120 s; a
 /// client's `requested_expiry` may ask for more, but a sign-in prompt is not an hour-long thing.

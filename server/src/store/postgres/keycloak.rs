@@ -7,12 +7,11 @@ use time::OffsetDateTime;
 use super::PgStore;
 use crate::audit::AuditEvent;
 use crate::ids::{AppId, ChallengeId, UserId};
-use crate::store::apps::INSERT_APP;
 use crate::store::keycloak::{
     Admission, FINISH_REQUEST, INSERT_REALM_APP, INSERT_REQUEST, KeycloakRequestRecord, KeycloakStore,
     PIN_SUBJECT, PURGE_REQUESTS, REALM_APP, REQUEST_BY_JTI, SUBJECT_USER, finished_outcome, request_from_row,
 };
-use crate::store::{AppRecord, CallbackJob, Conflict, StoreError, map_unique_violation};
+use crate::store::{AppRecord, CallbackJob, Conflict, StoreError};
 
 async fn pinned_user(
     conn: &mut PgConnection,
@@ -40,17 +39,7 @@ impl KeycloakStore for PgStore {
     ) -> Result<AppId, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        let inserted = sqlx::query(INSERT_APP)
-            .bind(app.id.0)
-            .bind(&app.name)
-            .bind(&app.key_id)
-            .bind(&app.key_hash)
-            .bind(app.scopes.to_string())
-            .bind(app.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_unique_violation);
-        let linked = match inserted {
+        let linked = match super::apps::insert_app(&mut tx, &app).await {
             Ok(_) => {
                 sqlx::query(INSERT_REALM_APP).bind(realm_issuer).bind(app.id.0).execute(&mut *tx).await?
             }

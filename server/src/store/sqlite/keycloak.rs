@@ -8,12 +8,11 @@ use super::SqliteStore;
 use crate::audit::AuditEvent;
 use crate::clock::unix_micros;
 use crate::ids::{AppId, ChallengeId, UserId};
-use crate::store::apps::INSERT_APP;
 use crate::store::keycloak::{
     Admission, FINISH_REQUEST, INSERT_REALM_APP, INSERT_REQUEST, KeycloakRequestRecord, KeycloakStore,
     PIN_SUBJECT, PURGE_REQUESTS, REALM_APP, REQUEST_BY_JTI, SUBJECT_USER, finished_outcome, request_from_row,
 };
-use crate::store::{AppRecord, CallbackJob, Conflict, StoreError, map_unique_violation};
+use crate::store::{AppRecord, CallbackJob, Conflict, StoreError};
 
 fn parse_id(id: Option<String>, what: &str) -> Result<Option<uuid::Uuid>, StoreError> {
     id.map(|id| id.parse().map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))).transpose()
@@ -44,17 +43,7 @@ impl KeycloakStore for SqliteStore {
         audit: AuditEvent,
     ) -> Result<AppId, StoreError> {
         let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(INSERT_APP)
-            .bind(app.id.0.to_string())
-            .bind(&app.name)
-            .bind(&app.key_id)
-            .bind(&app.key_hash)
-            .bind(app.scopes.to_string())
-            .bind(unix_micros(app.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_unique_violation);
-        let linked = match inserted {
+        let linked = match super::apps::insert_app(&mut tx, &app).await {
             Ok(_) => {
                 sqlx::query(INSERT_REALM_APP)
                     .bind(realm_issuer)
