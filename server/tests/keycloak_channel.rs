@@ -409,6 +409,44 @@ async fn kc_unknown_user_and_user_without_device_get_the_same_201(engine: Engine
     assert_eq!(realm.refusals().await, ["unknown_user", "no_device"]);
 }
 
+/// The outcome each decision owes Keycloak, as the callback worker will read it.
+async fn due_status(realm: &Realm) -> Vec<&'static str> {
+    let due = realm.app.store.claim_callbacks(realm.app.clock_now(), time::Duration::seconds(1), 10).await;
+    due.unwrap().iter().map(|c| countersign::callbacks::keycloak_status(c.challenge_state)).collect()
+}
+
+/// Attack: whoever holds the phone guesses the number: a terminal wrong-number denial, counted
+/// by the ladder like any other, and Keycloak is told `UNAUTHORIZED`.
+async fn kc_wrong_number_on_the_phone_is_unauthorized(engine: Engine) {
+    let mut realm = realm(engine).await;
+    assert_eq!(realm.ask(&realm.token(ALICE_SUB), "alice").await.status, StatusCode::CREATED);
+    let pending = realm.pending(&realm.alice).await;
+    let details = realm.alice.verify_details(&pending.challenges[0]).clone();
+    let id = details.challenge_id.as_str().to_owned();
+    let response = realm.alice.answer(&details, Decision::Approve, "111111");
+    let path = format!("/device/v1/challenges/{id}/response");
+    let answered = realm.app.device_post(&path, &serde_json::to_vec(&response).unwrap()).await;
+    assert_eq!(answered.body["outcome"], "denied_wrong_number", "{:?}", answered.body);
+    assert_eq!(due_status(&realm).await, ["UNAUTHORIZED"]);
+    // The ladder froze push at once: the next request prompts nobody and owes CANCELLED.
+    let next = realm.post(Some(&realm.token(ALICE_SUB)), body("alice", Some("730165")).to_string()).await;
+    assert_eq!(next.status, StatusCode::CREATED, "{:?}", next.body);
+    assert!(realm.pending(&realm.alice).await.challenges.is_empty());
+    assert_eq!(realm.refusals().await, ["push_frozen"]);
+    assert_eq!(due_status(&realm).await, ["CANCELLED"]);
+}
+
+/// A prompt nobody answers ends with the challenge (60 s), before Keycloak's request (120 s):
+/// Keycloak is told `CANCELLED` then, so its client stops polling.
+async fn kc_prompt_expiring_before_the_token_is_cancelled(engine: Engine) {
+    let realm = realm(engine).await;
+    assert_eq!(realm.ask(&realm.token(ALICE_SUB), "alice").await.status, StatusCode::CREATED);
+    assert!(due_status(&realm).await.is_empty());
+    realm.app.advance(time::Duration::seconds(61)).await;
+    assert_eq!(realm.app.state.challenges.expire_due(10).await.unwrap(), 1);
+    assert_eq!(due_status(&realm).await, ["CANCELLED"]);
+}
+
 on_both_engines!(
     a_realm_request_prompts_the_user_with_the_clients_number,
     kc_jwt_signed_with_another_key_is_refused,
@@ -427,4 +465,6 @@ on_both_engines!(
     kc_oversized_or_malformed_body_is_refused,
     kc_unknown_body_members_are_ignored,
     kc_unknown_user_and_user_without_device_get_the_same_201,
+    kc_wrong_number_on_the_phone_is_unauthorized,
+    kc_prompt_expiring_before_the_token_is_cancelled,
 );
