@@ -590,7 +590,7 @@ async fn a_requester_chosen_number_is_the_number_and_cannot_be_pinned(engine: En
     let options = |number: &str| PromptOptions {
         number: Some(number.to_owned()),
         expires_at: Some(deadline),
-        idempotency_key: None,
+        ..PromptOptions::default()
     };
     for bad in ["12", "1234", "12a", "１２３"] {
         let refused = service.create_with(&app, "alice", ChallengeContext::default(), options(bad)).await;

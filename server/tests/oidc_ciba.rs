@@ -64,9 +64,24 @@ async fn post_form(app: &TestApp, path: &str, authorization: Option<&str>, pairs
 }
 
 async fn ask(app: &TestApp, client: &Client, pairs: &[(&str, &str)]) -> Reply {
+    ask_from(app, client, pairs, CLIENT_ADDRESS).await
+}
+
+/// Where the client's server calls from (the connection's peer address).
+const CLIENT_ADDRESS: &str = "198.51.100.7:40000";
+
+async fn ask_from(app: &TestApp, client: &Client, pairs: &[(&str, &str)], from: &str) -> Reply {
     let mut all = vec![("scope", "openid profile")];
     all.extend_from_slice(pairs);
-    post_form(app, "/oidc/ciba", Some(&client.basic()), &all).await
+    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&all).finish();
+    let mut request = Request::post("/oidc/ciba")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::AUTHORIZATION, client.basic())
+        .body(Body::from(body))
+        .unwrap();
+    let peer: std::net::SocketAddr = from.parse().unwrap();
+    request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+    app.send(request).await
 }
 
 /// A request for `alice` that must be acknowledged: its `auth_req_id` and the whole answer.
@@ -166,6 +181,7 @@ async fn a_generated_number_is_answered_to_the_client_only(engine: Engine) {
     let shown = pending(&app, &phone).await;
     let details = phone.verify_details(&shown.challenges[0]).clone();
     assert_eq!(details.app_name, "Call centre: Ticket A-17");
+    assert_eq!(details.ip, "", "the client's server address is not where the user is");
     assert!(!details.app_name.contains(&number));
     assert_eq!(phone_answers(&app, &mut phone, &number, Decision::Approve).await["outcome"], "approved");
     assert_eq!(poll(&app, &client, &id).await.status, StatusCode::OK);
@@ -392,6 +408,32 @@ async fn ciba_shares_the_push_budget_with_rest(engine: Engine) {
     let (_, details) =
         audit_actions(&app).await.into_iter().rfind(|(a, _)| a == "oidc.ciba_requested").unwrap();
     assert_eq!(details["refusal"], "push_rate_limited");
+}
+
+/// Attack: a stolen client credential prompts every user it can name. Spray detection counts
+/// the users one client network prompts, as for REST prompts from one network.
+async fn a_client_prompting_many_users_is_throttled_as_a_spray(engine: Engine) {
+    let mut settings = countersign::challenges::service::ChallengeSettings::default();
+    settings.policy.spray_users = 2;
+    let app = TestApp::build_with(engine, countersign::app::HttpLimits::default(), settings).await;
+    let key = app.key("portal", "users:read users:write challenges:write").await;
+    for user in ["alice", "bob", "carol"] {
+        let made = app.post_json("/v1/users", &key, json!({ "username": user })).await;
+        assert_eq!(made.status, StatusCode::CREATED);
+        enrolled_device(&app, &key, user, PushRegistration::None).await;
+    }
+    let client = client_named(&app, "Stolen").await;
+    let mut refusals = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        let reply = ask_from(&app, &client, &[("login_hint", user)], "203.0.113.9:5000").await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        let (_, details) =
+            audit_actions(&app).await.into_iter().rfind(|(a, _)| a == "oidc.ciba_requested").unwrap();
+        refusals.push(details["refusal"].clone());
+    }
+    assert_eq!(refusals, [Value::Null, Value::Null, json!("source_rate_limited")]);
+    let alert = app.store.next_alert(0).await.unwrap().expect("a spray alert");
+    assert_eq!((alert.kind.as_str(), alert.subject.as_str()), ("push_spray", "network:203.0.113.0/24"));
 }
 
 async fn discovery_names_the_ciba_endpoint_and_modes(engine: Engine) {
@@ -646,6 +688,7 @@ on_both_engines!(
     expired_unknown_and_foreign_requests,
     ciba_shares_the_push_budget_with_rest,
     discovery_names_the_ciba_endpoint_and_modes,
+    a_client_prompting_many_users_is_throttled_as_a_spray,
     signed_requests_are_verified_and_spent_once,
     ping_mode_retries_until_the_client_takes_it_once,
     ping_redirects_are_not_followed_and_retries_stop_at_expiry,

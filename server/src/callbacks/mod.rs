@@ -35,7 +35,7 @@ use crate::store::{CallbackKind, CallbackResult, ClaimedCallback, Store, StoreEr
 const LEASE: Duration = Duration::seconds(30);
 const BATCH: u32 = 32;
 /// How often due jobs are looked for.
-const POLL_INTERVAL: StdDuration = StdDuration::from_millis(500);
+const POLL_INTERVAL: StdDuration = StdDuration::from_secs(1);
 /// Whole-request timeout of one POST.
 const TIMEOUT: StdDuration = StdDuration::from_secs(5);
 
@@ -119,7 +119,7 @@ impl CallbackDelivery {
                 if let Err(error) = self.deliver_due().await {
                     tracing::warn!(%error, "delivering callbacks failed");
                 }
-                if round % 120 == 0 {
+                if round % 300 == 0 {
                     let before = self.clock.now() - Duration::hours(1);
                     if let Err(error) = self.store.purge_callbacks(before).await {
                         tracing::warn!(%error, "purging ended callbacks failed");

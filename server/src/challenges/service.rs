@@ -170,6 +170,9 @@ pub struct PromptOptions {
     /// The challenge expires no later than this (the requester's own deadline).
     pub expires_at: Option<OffsetDateTime>,
     pub idempotency_key: Option<String>,
+    /// Who asked, when the context names no address of the user (a CIBA client's server):
+    /// counted by spray detection as the prompt's source network, never shown on the phone.
+    pub requester_ip: Option<std::net::IpAddr>,
 }
 
 /// A created challenge with its number, which only the app ever sees.
@@ -349,7 +352,12 @@ impl ChallengeService {
             idempotency_key: idempotency_key.map(str::to_owned),
             request_hash: Some(request_hash.to_vec()),
             is_silent: false,
-            source_prefix: crate::fatigue::model::source_prefix(&context_ip),
+            source_prefix: match options.requester_ip {
+                Some(requester) if context_ip.is_empty() => {
+                    crate::fatigue::model::source_prefix(&requester.to_string())
+                }
+                _ => crate::fatigue::model::source_prefix(&context_ip),
+            },
         };
         let push_devices: Vec<DeviceId> =
             devices.iter().filter(|d| d.push.provider != "none").map(|d| d.id).collect();

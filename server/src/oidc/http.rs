@@ -107,11 +107,13 @@ async fn par(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> 
 /// number as `binding_message`, `countersign_number` to show on the consumption device.
 async fn ciba(
     State(state): State<AppState>,
+    peer: PeerAddr,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let params = form(&headers, &body)?;
-    let acknowledgement = state.oidc.backchannel(&credentials(&headers, &params), params.clone()).await?;
+    let acknowledgement =
+        state.oidc.backchannel(&credentials(&headers, &params), params.clone(), peer.0).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(acknowledgement)).into_response())
 }
 

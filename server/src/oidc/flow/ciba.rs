@@ -252,10 +252,13 @@ fn refusal_reason(error: ChallengeError) -> Result<&'static str, OAuthError> {
 
 impl OidcFlow {
     /// `POST /oidc/ciba`: an authenticated CIBA client asks to authenticate a user.
+    /// `requester` is the client's address: spray detection counts the users it prompts (a
+    /// stolen client credential must not prompt everyone); the phone is not shown it.
     pub async fn backchannel(
         &self,
         credentials: &ClientCredentials<'_>,
         params: Params,
+        requester: Option<std::net::IpAddr>,
     ) -> Result<CibaAcknowledgement, OAuthError> {
         let authenticated = self.clients.authenticate(credentials).await.map_err(OAuthError::from)?;
         let client = authenticated.client;
@@ -324,8 +327,12 @@ impl OidcFlow {
             Binding::Number(number) => Some(number.clone()),
             _ => None,
         };
-        let options =
-            PromptOptions { number: chosen.clone(), expires_at: Some(now + lifetime), idempotency_key: None };
+        let options = PromptOptions {
+            number: chosen.clone(),
+            expires_at: Some(now + lifetime),
+            idempotency_key: None,
+            requester_ip: requester,
+        };
         let created = match &user {
             None => Err("no_device"),
             Some(user) => match self.challenges.create_with(&app, &user.username, context, options).await {
@@ -410,6 +417,7 @@ impl OidcFlow {
                 "scope": scope,
                 "acr_values": acr_values,
                 "expires_at": expires_at.unix_timestamp(),
+                "requester_ip": requester.map(|ip| ip.to_string()),
             }));
         self.store
             .create_ciba_request(&record, sign_in.as_ref(), ping.as_ref(), event)
