@@ -39,6 +39,10 @@ struct Realm {
 /// Alice and bob with a phone each, carol without one; a realm "Acme" that lets client
 /// `kiosk` ask, signing RS256; six-digit numbers (so a number in a payload cannot be chance).
 async fn realm(engine: Engine) -> Realm {
+    realm_with(engine, ChallengeSettings { number_digits: 6, ..ChallengeSettings::default() }).await
+}
+
+async fn realm_with(engine: Engine, challenges: ChallengeSettings) -> Realm {
     let key = TestKey::rs256("kc-1");
     let jwks = JwksServer::start(jwks_json(&[&key])).await;
     let config = KeycloakConfig {
@@ -50,7 +54,6 @@ async fn realm(engine: Engine) -> Realm {
             clients: Some(vec![CLIENT.into()]),
         }],
     };
-    let challenges = ChallengeSettings { number_digits: 6, ..ChallengeSettings::default() };
     let app = TestApp::with_keycloak(engine, challenges, config.resolve().unwrap()).await;
     let admin = app.key("portal", "users:write challenges:write").await;
     let alice = enrolled_device(&app, &admin, "alice", PushRegistration::None).await;
@@ -436,6 +439,29 @@ async fn kc_wrong_number_on_the_phone_is_unauthorized(engine: Engine) {
     assert_eq!(due_status(&realm).await, ["CANCELLED"]);
 }
 
+/// Attack: a stolen or misused realm prompts every user it can name, each within their own
+/// budget. Spray detection counts the users one Keycloak server's network prompts.
+async fn kc_realm_prompting_many_users_is_throttled_as_a_spray(engine: Engine) {
+    let mut settings = ChallengeSettings { number_digits: 6, ..ChallengeSettings::default() };
+    settings.policy.spray_users = 2;
+    let realm = realm_with(engine, settings).await;
+    let admin = realm.app.key("directory", "users:write challenges:write").await;
+    enrolled_device(&realm.app, &admin, "dave", PushRegistration::None).await;
+    for (i, user) in ["alice", "bob", "dave"].into_iter().enumerate() {
+        let token = realm.token(&format!("5f5f5f5f-0000-4000-8000-00000000000{i}"));
+        let mut request = Request::post("/keycloak/ciba")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::from(body(user, Some(&format!("48291{i}"))).to_string()))
+            .unwrap();
+        let peer: std::net::SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        assert_eq!(realm.app.send(request).await.status, StatusCode::CREATED, "the same answer for all");
+    }
+    assert_eq!(realm.refusals().await, ["source_rate_limited"]);
+    let alert = realm.app.store.next_alert(0).await.unwrap().expect("a spray alert");
+    assert_eq!((alert.kind.as_str(), alert.subject.as_str()), ("push_spray", "network:203.0.113.0/24"));
+}
+
 /// A prompt nobody answers ends with the challenge (60 s), before Keycloak's request (120 s):
 /// Keycloak is told `CANCELLED` then, so its client stops polling.
 async fn kc_prompt_expiring_before_the_token_is_cancelled(engine: Engine) {
@@ -467,4 +493,5 @@ on_both_engines!(
     kc_unknown_user_and_user_without_device_get_the_same_201,
     kc_wrong_number_on_the_phone_is_unauthorized,
     kc_prompt_expiring_before_the_token_is_cancelled,
+    kc_realm_prompting_many_users_is_throttled_as_a_spray,
 );

@@ -3,6 +3,7 @@
 //! the challenge machinery (push budget, ladder, silent mode, spray detection, audit), and
 //! record what became of the request together with its audit event.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use ring::rand::SystemRandom;
@@ -76,6 +77,7 @@ struct Admitted<'a> {
     realm: &'a Realm,
     /// The token as Keycloak sent it: the outcome callback presents it back.
     bearer: &'a str,
+    peer: Option<IpAddr>,
     token: ChannelToken,
     request: ChannelRequest,
     user: Option<UserRecord>,
@@ -95,7 +97,14 @@ impl KeycloakChannel {
     /// `POST /keycloak/ciba`: `Ok` means answer 201 — a user was prompted, or nobody was
     /// (unknown user, no device, push refused: the same answer, and the callback says
     /// `CANCELLED`).
-    pub async fn accept(&self, bearer: Option<&str>, body: &[u8]) -> Result<(), ChannelError> {
+    /// `peer` is the Keycloak server's address: the prompt's source network for spray detection
+    /// (Keycloak does not say where the user is).
+    pub async fn accept(
+        &self,
+        bearer: Option<&str>,
+        body: &[u8],
+        peer: Option<IpAddr>,
+    ) -> Result<(), ChannelError> {
         let now = self.clock.now();
         let verified = match bearer {
             None => Err(TokenError::Missing),
@@ -130,7 +139,7 @@ impl KeycloakChannel {
             Ok(username) => self.store.user_by_username(&username).await?,
             Err(_) => None,
         };
-        let admitted = Admitted { realm, bearer, token, request, user };
+        let admitted = Admitted { realm, bearer, token, request, user, peer };
         match self.store.admit_keycloak_request(&admitted.record(now)).await? {
             Admission::Admitted => {}
             Admission::Replayed => {
@@ -153,7 +162,7 @@ impl KeycloakChannel {
         admitted: Admitted<'_>,
         number: String,
     ) -> Result<(), ChannelError> {
-        let Admitted { realm, token, user, .. } = &admitted;
+        let Admitted { realm, token, user, peer, .. } = &admitted;
         let created = match user {
             None => Err(Refusal { reason: "unknown_user", answer: None }),
             Some(user) => {
@@ -162,6 +171,7 @@ impl KeycloakChannel {
                     number: Some(number),
                     expires_at: Some(token.expires_at),
                     idempotency_key: None,
+                    requester_ip: *peer,
                 };
                 match self.challenges.create_with(app, &user.username, context, options).await {
                     Ok(created) => Ok(created.record.id),
