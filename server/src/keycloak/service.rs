@@ -97,6 +97,7 @@ impl KeycloakChannel {
     /// `POST /keycloak/ciba`: `Ok` means answer 201 — a user was prompted, or nobody was
     /// (unknown user, no device, push refused: the same answer, and the callback says
     /// `CANCELLED`).
+    ///
     /// `peer` is the Keycloak server's address: the prompt's source network for spray detection
     /// (Keycloak does not say where the user is).
     pub async fn accept(
