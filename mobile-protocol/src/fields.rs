@@ -285,6 +285,10 @@ mod tests {
         assert!(check_text("t", "Alice's iPhone 📱", 64, false).is_ok());
         assert!(check_text("t", "two\nlines", 64, false).is_err());
         assert!(check_text("t", "\u{202E}tfosorciM", 64, false).is_err());
+        for hidden in ["pay\u{200B}pal", "a\u{2028}b", "a\u{2029}b", "\u{FEFF}bom", "a\u{2060}b", "\u{061C}x"]
+        {
+            assert!(check_text("t", hidden, 64, false).is_err(), "{hidden:?}");
+        }
         assert!(check_text("t", "", 64, false).is_err());
         assert!(check_text("t", "", 64, true).is_ok());
         assert!(check_text("t", "ééé", 5, false).is_err(), "limit is in bytes");
