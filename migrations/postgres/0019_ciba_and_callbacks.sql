@@ -4,12 +4,13 @@
 ALTER TABLE oidc_clients ADD COLUMN ciba_mode TEXT CHECK (ciba_mode IN ('poll', 'ping'));
 ALTER TABLE oidc_clients ADD COLUMN ciba_notification_endpoint TEXT;
 ALTER TABLE oidc_clients ADD CONSTRAINT oidc_clients_ciba_ping_endpoint
-    CHECK ((ciba_mode = 'ping') = (ciba_notification_endpoint IS NOT NULL));
+    CHECK ((ciba_mode IS NOT DISTINCT FROM 'ping') = (ciba_notification_endpoint IS NOT NULL));
 
 -- Backchannel authentication requests, by the SHA-256 of their auth_req_id. A request for a
 -- user who could be prompted has a sign-in (`authorization_id`, whose challenge the phone
 -- answers); one that could not (unknown user, no device, push refused) has none and a
--- `refusal`, and is answered `access_denied` like a denial: the acknowledgement was the same.
+-- `refusal`, and answers like a prompt nobody answered: the acknowledgement was the same.
+-- `expires_at` is the prompt's end plus a grace in which an approval can still be fetched.
 CREATE TABLE oidc_ciba_requests (
     request_hash      BYTEA PRIMARY KEY,
     client_id         TEXT NOT NULL REFERENCES oidc_clients (client_id),

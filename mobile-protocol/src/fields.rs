@@ -185,8 +185,22 @@ pub fn sanitize_display_text(value: &str, max: usize) -> String {
     out
 }
 
-fn is_forbidden_in_text(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
+/// Characters display text may not hold: controls (`Cc`), bidirectional controls (which make
+/// text read otherwise than it was written, CVE-2021-42574), and invisible separators and
+/// zero-width characters (which hide or move text): what the phone shows is what was sent.
+pub fn is_forbidden_in_text(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{061C}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{FEFF}'
+        )
 }
 
 /// A random nonce of 16 to 64 bytes (at least 128 bits), unpadded base64url on the wire and raw
@@ -271,6 +285,10 @@ mod tests {
         assert!(check_text("t", "Alice's iPhone 📱", 64, false).is_ok());
         assert!(check_text("t", "two\nlines", 64, false).is_err());
         assert!(check_text("t", "\u{202E}tfosorciM", 64, false).is_err());
+        for hidden in ["pay\u{200B}pal", "a\u{2028}b", "a\u{2029}b", "\u{FEFF}bom", "a\u{2060}b", "\u{061C}x"]
+        {
+            assert!(check_text("t", hidden, 64, false).is_err(), "{hidden:?}");
+        }
         assert!(check_text("t", "", 64, false).is_err());
         assert!(check_text("t", "", 64, true).is_ok());
         assert!(check_text("t", "ééé", 5, false).is_err(), "limit is in bytes");

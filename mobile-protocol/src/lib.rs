@@ -52,7 +52,9 @@ pub use challenge::{
 };
 pub use enrollment::{Enrollment, EnrollmentRequest, EnrollmentResponse};
 pub use error::ProtocolError;
-pub use fields::{ActivationCode, ChallengeId, DeviceId, Nonce, ServerId, sanitize_display_text};
+pub use fields::{
+    ActivationCode, ChallengeId, DeviceId, Nonce, ServerId, is_forbidden_in_text, sanitize_display_text,
+};
 pub use keys::{PublicKey, generate_pkcs8, key_pair_from_pkcs8};
 pub use limits::PROTOCOL_VERSION;
 pub use push::{ApnsEnvironment, PushPayload, PushProvider, PushRegistration, PushToken, check_apns_token};

@@ -170,6 +170,22 @@ async fn poll_mode_with_the_clients_number(engine: Engine) {
     }
 }
 
+/// An approval in the prompt's last second is not lost: the client's next poll, an interval
+/// after the prompt ended, still gets the tokens; a poll after the grace gets `expired_token`.
+async fn an_approval_in_the_last_second_can_still_be_fetched(engine: Engine) {
+    let (app, _, mut phone, client) = setup(engine).await;
+    let (id, _) = acknowledged(&app, &client, &[("login_hint", "alice"), ("binding_message", "482")]).await;
+    let (late, _) = acknowledged(&app, &client, &[("login_hint", "alice"), ("binding_message", "517")]).await;
+    app.advance(time::Duration::seconds(59)).await;
+    assert_eq!(phone_answers(&app, &mut phone, "517", Decision::Approve).await["outcome"], "approved");
+    app.advance(time::Duration::seconds(5)).await;
+    assert_eq!(poll(&app, &client, &late).await.status, StatusCode::OK);
+    // The first request was superseded by the second, unanswered: it is over.
+    assert_eq!(error_of(&poll(&app, &client, &id).await).1, "access_denied");
+    app.advance(time::Duration::seconds(30)).await;
+    assert_eq!(error_of(&poll(&app, &client, &id).await).1, "expired_token");
+}
+
 /// Without a numeric `binding_message` Countersign draws the number and answers it, for the
 /// client to show; a text message goes to the phone after the client's name.
 async fn a_generated_number_is_answered_to_the_client_only(engine: Engine) {
@@ -197,7 +213,8 @@ async fn a_wrong_number_is_a_terminal_denial_the_ladder_counts(engine: Engine) {
     let (next, ack) =
         acknowledged(&app, &client, &[("login_hint", "alice"), ("binding_message", "517")]).await;
     assert!(ack.get("countersign_number").is_none());
-    assert_eq!(error_of(&poll(&app, &client, &next).await).1, "access_denied");
+    assert!(pending(&app, &phone).await.challenges.is_empty(), "push is frozen: nobody prompted");
+    assert_eq!(error_of(&poll(&app, &client, &next).await).1, "authorization_pending");
     let refusal = audit_actions(&app)
         .await
         .into_iter()
@@ -207,30 +224,38 @@ async fn a_wrong_number_is_a_terminal_denial_the_ladder_counts(engine: Engine) {
     assert_eq!(refusal, [Value::Null, json!("push_frozen")]);
 }
 
-/// Attack: a client probes which usernames exist. An unknown user and a user without a device
-/// get the same acknowledgement and the same `access_denied`.
-async fn unknown_users_look_like_users_without_a_device(engine: Engine) {
-    let (app, key) = app_with_user(engine, "alice").await;
+/// Attack: a client probes which usernames exist, or which users can be prompted. An unknown
+/// user, a user without a device and a user who does not answer look alike: the same
+/// acknowledgement, `authorization_pending` until the prompt's end, then `expired_token`.
+async fn unknown_users_look_like_users_who_do_not_answer(engine: Engine) {
+    let (app, key, _phone, client) = setup(engine).await;
     let made = app.post_json("/v1/users", &key, json!({ "username": "bob" })).await;
     assert_eq!(made.status, StatusCode::CREATED);
-    let client = client(&app, "Kiosk", None).await;
-    let mut answers = Vec::new();
-    for user in ["bob", "nobody-here"] {
+    let mut requests = Vec::new();
+    for user in ["alice", "bob", "nobody-here"] {
         let (id, ack) = acknowledged(&app, &client, &[("login_hint", user)]).await;
-        let keys: Vec<&String> = ack.as_object().unwrap().keys().collect();
+        let mut members: Vec<String> = ack.as_object().unwrap().keys().cloned().collect();
+        members.sort();
         let shape = (
-            keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            members,
             ack["expires_in"].clone(),
             ack["interval"].clone(),
-        );
-        answers.push((
-            shape,
             ack["countersign_number"].as_str().unwrap().len(),
-            error_of(&poll(&app, &client, &id).await),
-        ));
+        );
+        requests.push((id, shape));
+    }
+    let mut answers = Vec::new();
+    for (id, shape) in &requests {
+        answers.push((shape.clone(), error_of(&poll(&app, &client, id).await)));
+    }
+    app.advance(time::Duration::seconds(61)).await;
+    for (i, (id, _)) in requests.iter().enumerate() {
+        let late = error_of(&poll(&app, &client, id).await);
+        answers[i].1 = (answers[i].1.0, format!("{} then {}", answers[i].1.1, late.1));
     }
     assert_eq!(answers[0], answers[1]);
-    assert_eq!(answers[0].2, (StatusCode::BAD_REQUEST, "access_denied".into()));
+    assert_eq!(answers[1], answers[2]);
+    assert_eq!(answers[0].1.1, "authorization_pending then expired_token");
 }
 
 async fn hints_are_exactly_one_of_login_hint_and_id_token_hint(engine: Engine) {
@@ -311,7 +336,7 @@ async fn bad_requests_prompt_nobody(engine: Engine) {
         (vec![("login_hint", "alice"), ("binding_message", &long)], "invalid_binding_message"),
         (vec![("login_hint", "alice"), ("binding_message", "Pay\u{202E}lapyap")], "invalid_binding_message"),
         (vec![("login_hint", "alice"), ("binding_message", "a\u{7}b")], "invalid_binding_message"),
-        (vec![("login_hint", "alice"), ("binding_message", "4821")], "invalid_binding_message"),
+        (vec![("login_hint", "alice"), ("binding_message", "zero\u{200B}width")], "invalid_binding_message"),
         (vec![("login_hint", "alice"), ("requested_expiry", "0")], "invalid_request"),
         (vec![("login_hint", "alice"), ("requested_expiry", "-5")], "invalid_request"),
         (vec![("login_hint", "alice"), ("requested_expiry", "soon")], "invalid_request"),
@@ -357,7 +382,7 @@ async fn a_client_cannot_pin_a_number(engine: Engine) {
     let (again, _) =
         acknowledged(&app, &client, &[("login_hint", "alice"), ("binding_message", "482")]).await;
     assert!(pending(&app, &phone).await.challenges.is_empty(), "not prompted with a pinned number");
-    assert_eq!(error_of(&poll(&app, &client, &again).await).1, "access_denied");
+    assert_eq!(error_of(&poll(&app, &client, &again).await).1, "authorization_pending");
     let (_, details) =
         audit_actions(&app).await.into_iter().rfind(|(a, _)| a == "oidc.ciba_requested").unwrap();
     assert_eq!(details["refusal"], "number_recently_used");
@@ -404,14 +429,15 @@ async fn ciba_shares_the_push_budget_with_rest(engine: Engine) {
         assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
     }
     let (id, _) = acknowledged(&app, &client, &[("login_hint", "alice")]).await;
-    assert_eq!(error_of(&poll(&app, &client, &id).await).1, "access_denied");
+    assert_eq!(error_of(&poll(&app, &client, &id).await).1, "authorization_pending");
     let (_, details) =
         audit_actions(&app).await.into_iter().rfind(|(a, _)| a == "oidc.ciba_requested").unwrap();
     assert_eq!(details["refusal"], "push_rate_limited");
 }
 
-/// Attack: a stolen client credential prompts every user it can name. Spray detection counts
-/// the users one client network prompts, as for REST prompts from one network.
+/// Attack: a stolen client credential prompts every user it can name, from many addresses.
+/// Spray detection counts the users one client prompts (wherever it calls from: clients sit
+/// behind proxies), as it counts the users prompted from one network for REST prompts.
 async fn a_client_prompting_many_users_is_throttled_as_a_spray(engine: Engine) {
     let mut settings = countersign::challenges::service::ChallengeSettings::default();
     settings.policy.spray_users = 2;
@@ -424,8 +450,10 @@ async fn a_client_prompting_many_users_is_throttled_as_a_spray(engine: Engine) {
     }
     let client = client_named(&app, "Stolen").await;
     let mut refusals = Vec::new();
-    for user in ["alice", "bob", "carol"] {
-        let reply = ask_from(&app, &client, &[("login_hint", user)], "203.0.113.9:5000").await;
+    for (user, from) in
+        [("alice", "203.0.113.9:5000"), ("bob", "198.51.100.1:5000"), ("carol", "192.0.2.1:5000")]
+    {
+        let reply = ask_from(&app, &client, &[("login_hint", user)], from).await;
         assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
         let (_, details) =
             audit_actions(&app).await.into_iter().rfind(|(a, _)| a == "oidc.ciba_requested").unwrap();
@@ -433,7 +461,15 @@ async fn a_client_prompting_many_users_is_throttled_as_a_spray(engine: Engine) {
     }
     assert_eq!(refusals, [Value::Null, Value::Null, json!("source_rate_limited")]);
     let alert = app.store.next_alert(0).await.unwrap().expect("a spray alert");
-    assert_eq!((alert.kind.as_str(), alert.subject.as_str()), ("push_spray", "network:203.0.113.0/24"));
+    assert_eq!(alert.kind, "push_spray");
+    assert_eq!(alert.subject, format!("network:oidc-client:{}", client.id));
+    // Another client is not throttled by this one.
+    let other = client_named(&app, "Honest").await;
+    let reply = ask_from(&app, &other, &[("login_hint", "carol")], "203.0.113.9:5000").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let (_, details) =
+        audit_actions(&app).await.into_iter().rfind(|(a, _)| a == "oidc.ciba_requested").unwrap();
+    assert_eq!(details["refusal"], Value::Null);
 }
 
 async fn discovery_names_the_ciba_endpoint_and_modes(engine: Engine) {
@@ -500,14 +536,26 @@ async fn signed_requests_are_verified_and_spent_once(engine: Engine) {
         &claims_of(&request("r-1")),
         b"",
     );
-    assert_eq!(error_of(&send(unsigned, assertion("a-1"), None).await).1, "invalid_request_object");
+    // §13 has no request-object errors: a refused signed request is `invalid_request`.
+    assert_eq!(error_of(&send(unsigned, assertion("a-1"), None).await).1, "invalid_request");
+    // §7.1.1 requires `iat` and `nbf`.
+    for claim in ["iat", "nbf"] {
+        let mut claims = claims_of(&request(&format!("r-no-{claim}")));
+        claims.as_object_mut().unwrap().remove(claim);
+        let reply = send(signer.sign(&claims), assertion(&format!("a-no-{claim}")), None).await;
+        assert_eq!(error_of(&reply).1, "invalid_request", "without {claim}");
+    }
     assert!(pending(&app, &phone).await.challenges.is_empty());
     let accepted = send(request("r-2"), assertion("a-2"), None).await;
     assert_eq!(accepted.status, StatusCode::OK, "{:?}", accepted.body);
     assert_eq!(accepted.body["expires_in"], 30, "requested_expiry may be a number inside the JWT");
     assert_eq!(pending(&app, &phone).await.challenges.len(), 1);
     let replayed = send(request("r-2"), assertion("a-3"), None).await;
-    assert_eq!(error_of(&replayed).1, "invalid_request_object");
+    assert_eq!(error_of(&replayed).1, "invalid_request");
+    // §7.1: the backchannel endpoint is an audience a client assertion may name.
+    let to_backchannel = signer.sign(&json!({ "iss": id, "sub": id, "aud": format!("{ISSUER}/oidc/ciba"),
+        "iat": now, "exp": now + 60, "jti": "a-4" }));
+    assert_eq!(send(request("r-4"), to_backchannel, None).await.status, StatusCode::OK);
 }
 
 /// A client's notification endpoint on loopback: answers each POST with the next status of
@@ -618,7 +666,7 @@ async fn ping_redirects_are_not_followed_and_retries_stop_at_expiry(engine: Engi
     let down = endpoint(vec![503]).await;
     let client_b =
         client(&app, "Down", Some(CibaDelivery::Ping { notification_endpoint: down.url.clone() })).await;
-    // A request for nobody is pinged at once (answered access_denied when fetched).
+    // A request for nobody is pinged when a prompt would have ended (20 s), then retried.
     acknowledged(
         &app,
         &client_b,
@@ -633,8 +681,9 @@ async fn ping_redirects_are_not_followed_and_retries_stop_at_expiry(engine: Engi
     let tries = down.got.lock().unwrap().len();
     assert!((2..=8).contains(&tries), "retried with backoff, then stopped: {tries}");
     app.advance(time::Duration::seconds(60)).await;
-    assert_eq!(worker.deliver_due().await.unwrap(), 0);
+    worker.deliver_due().await.unwrap();
     assert_eq!(down.got.lock().unwrap().len(), tries, "nothing after expiry");
+    assert_eq!(worker.deliver_due().await.unwrap(), 0, "given up: nothing due any more");
     let failed = audit_actions(&app).await.into_iter().filter(|(a, _)| a == "callback.failed").count();
     assert_eq!(failed, 2);
 }
@@ -677,9 +726,10 @@ async fn ciba_registration_rules(engine: Engine) {
 
 on_both_engines!(
     poll_mode_with_the_clients_number,
+    an_approval_in_the_last_second_can_still_be_fetched,
     a_generated_number_is_answered_to_the_client_only,
     a_wrong_number_is_a_terminal_denial_the_ladder_counts,
-    unknown_users_look_like_users_without_a_device,
+    unknown_users_look_like_users_who_do_not_answer,
     hints_are_exactly_one_of_login_hint_and_id_token_hint,
     only_registered_ciba_clients_may_ask,
     bad_requests_prompt_nobody,

@@ -12,9 +12,10 @@
 //! never followed (CIBA §10.2: "the OP MUST NOT follow redirects"); any 2xx ends it delivered;
 //! 429, 5xx and no answer at all are retried with the push outbox's backoff until the request
 //! expires; any other answer ends it failed at once (a second POST after an answer could
-//! repeat an effect: Keycloak deletes a request that is called back twice). Jobs are leased,
-//! and ended by compare-and-set, so two workers never both end one; the only repeat possible
-//! is a worker dying between the receiver's answer and recording it (after its lease).
+//! repeat an effect: Keycloak deletes a request that is called back twice). Jobs are leased
+//! for longer than a round takes (POSTs run eight at a time, each within a 5 s timeout), and
+//! ended by compare-and-set, so two workers never both send one; the only repeat possible is a
+//! worker dying between the receiver's answer and recording it (after its lease).
 //! Bearer credentials and `auth_req_id`s are sealed at rest and never logged.
 
 use std::sync::Arc;
@@ -31,9 +32,14 @@ use crate::fault::InternalError;
 use crate::secrets::MasterKey;
 use crate::store::{CallbackKind, CallbackResult, ClaimedCallback, Store, StoreError};
 
-/// How long a claimed job is ours before another worker may take it over.
-const LEASE: Duration = Duration::seconds(30);
+/// How long a claimed job is ours before another worker may take it over: longer than a
+/// round can take (`BATCH / CONCURRENCY` POSTs of at most `TIMEOUT` each, and recording
+/// them), so no job is claimed again while it is being sent.
+const LEASE: Duration = Duration::seconds(60);
 const BATCH: u32 = 32;
+/// POSTs in flight at once: one receiver that never answers holds one slot for `TIMEOUT`,
+/// not the whole round.
+const CONCURRENCY: usize = 8;
 /// How often due jobs are looked for.
 const POLL_INTERVAL: StdDuration = StdDuration::from_secs(1);
 /// Whole-request timeout of one POST.
@@ -104,8 +110,10 @@ impl CallbackDelivery {
         clock: Arc<dyn Clock>,
         master: Arc<MasterKey>,
     ) -> Result<Self, InternalError> {
+        // No proxy from the environment: a callback goes to the registered URL, nowhere else.
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| InternalError::caused_by("the callback HTTP client", e))?;
@@ -132,16 +140,29 @@ impl CallbackDelivery {
 
     /// One round: claims the due jobs and tries each once. Returns how many were tried.
     pub async fn deliver_due(&self) -> Result<usize, StoreError> {
+        use futures_util::stream::{self, StreamExt};
         let claimed = self.store.claim_callbacks(self.clock.now(), LEASE, BATCH).await?;
         let tried = claimed.len();
-        for job in claimed {
-            let (result, audit) = self.attempt(&job).await;
-            let now = self.clock.now();
-            if !self.store.finish_callback(&job, result, now, audit).await? {
-                tracing::info!(callback = %job.job.id, "callback claim ran out; another worker has it");
-            }
+        let failures = std::sync::Mutex::new(Vec::new());
+        stream::iter(claimed)
+            .for_each_concurrent(CONCURRENCY, |job| {
+                let failures = &failures;
+                async move {
+                    let (result, audit) = self.attempt(&job).await;
+                    match self.store.finish_callback(&job, result, self.clock.now(), audit).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::info!(callback = %job.job.id, "callback claim ran out; another worker has it");
+                        }
+                        Err(error) => failures.lock().unwrap_or_else(|p| p.into_inner()).push(error),
+                    }
+                }
+            })
+            .await;
+        match failures.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().next() {
+            Some(error) => Err(error),
+            None => Ok(tried),
         }
-        Ok(tried)
     }
 
     async fn attempt(&self, claimed: &ClaimedCallback) -> (CallbackResult, Option<AuditEvent>) {

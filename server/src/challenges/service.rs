@@ -170,9 +170,10 @@ pub struct PromptOptions {
     /// The challenge expires no later than this (the requester's own deadline).
     pub expires_at: Option<OffsetDateTime>,
     pub idempotency_key: Option<String>,
-    /// Who asked, when the context names no address of the user (a CIBA client's server):
-    /// counted by spray detection as the prompt's source network, never shown on the phone.
-    pub requester_ip: Option<std::net::IpAddr>,
+    /// The source spray detection counts this prompt under when the context names no address
+    /// of the user: a CIBA client prompts from its server, behind whatever proxy, so the client
+    /// itself is the source (`oidc-client:<id>`). Never shown on the phone.
+    pub source: Option<String>,
 }
 
 /// A created challenge with its number, which only the app ever sees.
@@ -352,10 +353,8 @@ impl ChallengeService {
             idempotency_key: idempotency_key.map(str::to_owned),
             request_hash: Some(request_hash.to_vec()),
             is_silent: false,
-            source_prefix: match options.requester_ip {
-                Some(requester) if context_ip.is_empty() => {
-                    crate::fatigue::model::source_prefix(&requester.to_string())
-                }
+            source_prefix: match options.source {
+                Some(source) if context_ip.is_empty() => Some(source),
                 _ => crate::fatigue::model::source_prefix(&context_ip),
             },
         };

@@ -70,14 +70,18 @@ pub struct ClientAuthSettings {
     pub issuer: String,
     /// The URL of the endpoint being called, an accepted `aud`.
     pub token_endpoint: String,
+    /// The CIBA backchannel endpoint, an accepted `aud` too (CIBA Core §7.1).
+    pub backchannel_endpoint: String,
     pub max_assertion_lifetime: Duration,
     pub leeway: Duration,
 }
 
 impl ClientAuthSettings {
     pub fn new(issuer: impl Into<String>, token_endpoint: impl Into<String>) -> Self {
+        let issuer = issuer.into();
         Self {
-            issuer: issuer.into(),
+            backchannel_endpoint: format!("{issuer}{}", super::flow::CIBA_PATH),
+            issuer,
             token_endpoint: token_endpoint.into(),
             max_assertion_lifetime: Duration::minutes(5),
             leeway: Duration::seconds(30),
@@ -379,7 +383,11 @@ impl ClientAuthenticator {
     /// Verifies a `private_key_jwt` assertion and spends its `jti`.
     async fn check_assertion(&self, client: &Client, assertion: &str) -> Result<(), ClientAuthError> {
         let client_id = client.client_id.0.as_str();
-        let audiences = [self.settings.token_endpoint.as_str(), self.settings.issuer.as_str()];
+        let audiences = [
+            self.settings.token_endpoint.as_str(),
+            self.settings.issuer.as_str(),
+            self.settings.backchannel_endpoint.as_str(),
+        ];
         let policy = JwtPolicy {
             algorithms: &ASSERTION_ALGORITHMS,
             issuer: client_id,

@@ -42,7 +42,7 @@ use crate::store::{
 mod ciba;
 mod passkey_instead;
 pub use ciba::{
-    CIBA_GRANT_TYPE, CIBA_INTERVAL_SECS, CIBA_PATH, CibaAcknowledgement, MAX_BINDING_MESSAGE_CHARS,
+    CIBA_GRANT_TYPE, CIBA_INTERVAL_SECS, CIBA_PATH, CibaAcknowledgement, MAX_BINDING_MESSAGE_BYTES,
 };
 pub use passkey_instead::SwitchError;
 
@@ -301,7 +301,7 @@ impl OidcFlow {
         }
         // A signed request object (RFC 9101) replaces the other parameters (§6.3).
         let params = match params.get("request") {
-            Some(jwt) => self.request_object(&client, jwt).await?,
+            Some(jwt) => self.request_object(&client, jwt, &[]).await?,
             None => params,
         };
         if params.get("client_id").is_some_and(|id| id != client.client_id.0) {
@@ -354,7 +354,7 @@ impl OidcFlow {
             (Some(request_uri), _) => (self.take_pushed(&client, request_uri).await?, true),
             (None, Some(jwt)) => {
                 let resolved =
-                    self.request_object(&client, jwt).await.map_err(AuthorizeFailure::RequestObject)?;
+                    self.request_object(&client, jwt, &[]).await.map_err(AuthorizeFailure::RequestObject)?;
                 (resolved, true)
             }
             (None, None) => (params, false),
@@ -512,7 +512,14 @@ impl OidcFlow {
     /// (`private_key_jwt` clients): `iss` = the client, `aud` = this issuer, `exp` and a
     /// single-use `jti` required (it may name whom to prompt, so it is never replayed). Its
     /// claims become the request's parameters.
-    async fn request_object(&self, client: &Client, jwt: &str) -> Result<Params, OAuthError> {
+    /// `required`: claims the caller's profile demands beyond `exp` and `jti` (CIBA: `iat`,
+    /// `nbf`).
+    async fn request_object(
+        &self,
+        client: &Client,
+        jwt: &str,
+        required: &[&str],
+    ) -> Result<Params, OAuthError> {
         let invalid = |why: String| OAuthError::new(OAuthErrorCode::InvalidRequestObject, why);
         let audiences = [self.settings.issuer.as_str()];
         let policy = JwtPolicy {
@@ -553,6 +560,9 @@ impl OidcFlow {
         // no subject.
         if verified.claims.get("sub").and_then(|v| v.as_str()) == Some(client.client_id.0.as_str()) {
             return Err(invalid("a request object must not carry `sub` = the client id".into()));
+        }
+        if let Some(missing) = required.iter().find(|claim| !verified.claims.contains_key(**claim)) {
+            return Err(invalid(format!("it lacks the `{missing}` claim")));
         }
         let jti = verified.jti.clone().unwrap_or_default();
         let replay = AuditEvent::new(

@@ -53,6 +53,9 @@ pub struct CallbackJob {
     /// (`crate::callbacks::seal`).
     pub sealed: Vec<u8>,
     pub created_at: OffsetDateTime,
+    /// Not sent before this (a request nobody was prompted for is reported when a prompt would
+    /// have ended unanswered).
+    pub not_before: OffsetDateTime,
     /// Not sent at or after this: the request it reports on is over.
     pub expires_at: OffsetDateTime,
 }
@@ -148,6 +151,7 @@ pub(super) fn claimed_from_row<R: Columns>(row: &R) -> Result<ClaimedCallback, S
             url: row.value("url")?,
             sealed: row.value("sealed")?,
             created_at: row.time("created_at")?,
+            not_before: row.time("next_attempt_at")?,
             expires_at: row.time("expires_at")?,
         },
         attempts: row.value("attempts")?,
@@ -169,7 +173,7 @@ pub(super) fn status_from_row<R: Columns>(row: &R) -> Result<CallbackStatus, Sto
 
 pub(super) const INSERT_CALLBACK: &str = "INSERT INTO callbacks
      (id, kind, challenge_id, url, sealed, created_at, expires_at, next_attempt_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $6)";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// Due: queued, its time come, its challenge no longer pending (or none).
 pub(super) const DUE_CALLBACKS: &str =
@@ -179,7 +183,7 @@ pub(super) const DUE_CALLBACKS: &str =
      ORDER BY cb.next_attempt_at LIMIT $3";
 
 pub(super) const CLAIMED_COLUMNS: &str = "cb.id, cb.kind, cb.challenge_id, cb.url, cb.sealed, cb.created_at, \
-     cb.expires_at, cb.attempts, c.state AS challenge_state";
+     cb.next_attempt_at, cb.expires_at, cb.attempts, c.state AS challenge_state";
 
 /// Only the claim that is still current: a worker whose lease ran out cannot end or re-queue
 /// a job another worker claimed since.

@@ -40,7 +40,7 @@ use super::{OidcFlow, client_actor, page_secret_context, secret};
 use crate::audit::{Action, AuditEvent, Subject};
 use crate::callbacks::{CallbackSecret, seal};
 use crate::challenges::model::ChallengeState;
-use crate::challenges::service::{ChallengeContext, ChallengeError, PromptOptions};
+use crate::challenges::service::{ChallengeContext, ChallengeError, CreatedChallenge, PromptOptions};
 use crate::ids::{AuthorizationId, UserId};
 use crate::oidc::authorization::{self, MAX_HINT_LEN, Params};
 use crate::oidc::client_auth::ClientCredentials;
@@ -61,12 +61,18 @@ pub const CIBA_GRANT_TYPE: &str = "urn:openid:params:grant-type:ciba";
 pub const CIBA_INTERVAL_SECS: i32 = 5;
 /// What a `slow_down` adds to the interval, for that and every later request (§11).
 const SLOW_DOWN_STEP_SECS: i32 = 5;
-/// Longest `binding_message` shown on the phone, in characters.
-pub const MAX_BINDING_MESSAGE_CHARS: usize = 64;
+/// Longest `binding_message`, in bytes (the phone's app line is 128 bytes: the client's
+/// registered name always keeps the rest).
+pub const MAX_BINDING_MESSAGE_BYTES: usize = 64;
 /// Longest `client_notification_token` (§7.1: "MUST NOT exceed 1024 characters").
 pub const MAX_NOTIFICATION_TOKEN_LEN: usize = 1024;
 /// The shortest request lifetime granted, whatever `requested_expiry` says.
 const MIN_EXPIRY: Duration = Duration::seconds(10);
+/// How long a request outlives its prompt: an approval in the prompt's last seconds can still
+/// be fetched one interval later, and a late poll is told `expired_token`, not `invalid_grant`.
+const REDEEM_GRACE: Duration = Duration::seconds(30);
+/// Clock difference between instances tolerated before a poll counts as too soon.
+const POLL_LEEWAY: Duration = Duration::seconds(1);
 /// How old an expired ID token may be and still name the user as `id_token_hint`.
 const ID_TOKEN_HINT_MAX_AGE: Duration = Duration::days(7);
 /// What may come beside a signed request (§7.1.1): the request and client authentication.
@@ -95,7 +101,6 @@ struct CibaStored {
     scope: Vec<String>,
     acr_values: Vec<String>,
     amr_values: Vec<String>,
-    binding_message: Option<String>,
 }
 
 /// How the user is named.
@@ -123,34 +128,21 @@ fn server_error(error: impl std::fmt::Display) -> OAuthError {
     OAuthError::server_error()
 }
 
-/// Bidirectional overrides and isolates: text that would read differently on the phone than
-/// what was sent (CVE-2021-42574).
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
-}
-
 fn binding(params: &Params, digits: u8) -> Result<Binding, OAuthError> {
     let Some(message) = params.get("binding_message") else { return Ok(Binding::None) };
-    let chars = message.chars().count();
-    if chars == 0 || chars > MAX_BINDING_MESSAGE_CHARS {
+    if message.is_empty()
+        || message.len() > MAX_BINDING_MESSAGE_BYTES
+        || message.trim() != message
+        || message.chars().any(countersign_mobile_protocol::is_forbidden_in_text)
+    {
         return Err(invalid_binding(format!(
-            "`binding_message` must be 1 to {MAX_BINDING_MESSAGE_CHARS} characters"
+            "`binding_message` must be plain text of at most {MAX_BINDING_MESSAGE_BYTES} bytes: no control, direction or invisible characters, no outer spaces"
         )));
     }
-    if message.trim() != message || message.chars().any(|c| c.is_control() || is_bidi_control(c)) {
-        return Err(invalid_binding(
-            "`binding_message` must be plain text: no control or direction characters, no outer spaces",
-        ));
-    }
-    if message.bytes().all(|b| b.is_ascii_digit()) {
-        // Digits are the number the user types: of the configured length, or a mistake.
-        return if message.len() == usize::from(digits) {
-            Ok(Binding::Number(message.to_owned()))
-        } else {
-            Err(invalid_binding(format!(
-                "a numeric `binding_message` is the number the user types on the phone: it must have exactly {digits} digits"
-            )))
-        };
+    // Exactly the configured digits: the number the user types. Other text, digits of another
+    // length included (an order number), is shown on the phone, and we draw the number.
+    if message.len() == usize::from(digits) && message.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(Binding::Number(message.to_owned()));
     }
     Ok(Binding::Message(message.to_owned()))
 }
@@ -218,18 +210,13 @@ fn hint(params: &Params) -> Result<Hint<'_>, OAuthError> {
     Ok(Hint::IdToken(token))
 }
 
-/// What the phone shows as the app: the client's name, then its binding message, within the
-/// protocol's 128 bytes (the client's name gives way, never the message).
+/// What the phone shows as the app: the client's registered name, then its binding message
+/// (at most 64 bytes), within the protocol's 128 bytes. The name is the part the user can
+/// trust, so it is never pushed out: a long name is cut to the room the message leaves.
 fn shown_app_name(client: &str, message: Option<&str>) -> String {
     let Some(message) = message else { return client.to_owned() };
-    let room = countersign_mobile_protocol::limits::MAX_APP_NAME_LEN.saturating_sub(message.len() + 3);
-    let mut name = String::new();
-    for c in client.chars() {
-        if name.len() + c.len_utf8() > room {
-            break;
-        }
-        name.push(c);
-    }
+    let room = countersign_mobile_protocol::limits::MAX_APP_NAME_LEN.saturating_sub(message.len() + 2);
+    let name = countersign_mobile_protocol::sanitize_display_text(client, room);
     format!("{}: {message}", name.trim_end())
 }
 
@@ -250,10 +237,22 @@ fn refusal_reason(error: ChallengeError) -> Result<&'static str, OAuthError> {
     })
 }
 
+/// A validated backchannel request: who asks, for whom, and how the answer travels.
+struct Ask<'a> {
+    client: Client,
+    delivery: CibaDelivery,
+    scope: Vec<String>,
+    acr_values: Vec<String>,
+    amr_values: Vec<String>,
+    hint: Hint<'a>,
+    binding: Binding,
+    notification_token: Option<String>,
+    lifetime: Duration,
+}
+
 impl OidcFlow {
     /// `POST /oidc/ciba`: an authenticated CIBA client asks to authenticate a user.
-    /// `requester` is the client's address: spray detection counts the users it prompts (a
-    /// stolen client credential must not prompt everyone); the phone is not shown it.
+    /// `requester` is the address the request came from (audited).
     pub async fn backchannel(
         &self,
         credentials: &ClientCredentials<'_>,
@@ -271,29 +270,82 @@ impl OidcFlow {
                 ));
             }
         };
+        let params = self.backchannel_params(&client, params).await?;
+        let ask = self.validate_ask(client, delivery, &params)?;
+        let app = self.client_app(&ask.client).await.map_err(|e| server_error(format!("{e:?}")))?;
+        let now = self.clock.now();
+        let chosen = match &ask.binding {
+            Binding::Number(number) => Some(number.clone()),
+            _ => None,
+        };
+        let prompted = self.prompt(&app, &ask, chosen.clone(), now).await?;
+        let shown_number = match (&chosen, &prompted) {
+            (Some(_), _) => None,
+            (None, Ok((created, _))) => Some(created.number.clone()),
+            // Nobody was prompted: a number all the same, so the answer looks alike.
+            (None, Err(_)) => Some(
+                crate::challenges::model::draw_number(
+                    self.challenges.settings().number_digits,
+                    &SystemRandom::new(),
+                    |_| false,
+                )
+                .map_err(|_| server_error("the system random number generator failed"))?,
+            ),
+        };
+        // When the prompt ends: its challenge's expiry, or (nobody prompted) when it would have.
+        let deadline = prompted.as_ref().map_or(now + ask.lifetime, |(created, _)| created.record.expires_at);
+        let stored = self.store_ask(&ask, &prompted, chosen.is_some(), requester, now, deadline).await;
+        if let Err(error) = stored {
+            // Nobody can fetch what this prompt decides: take it back from the phone.
+            if let Ok((created, _)) = &prompted
+                && let Err(cancel) = self.challenges.cancel(&app, created.record.id).await
+            {
+                tracing::error!(error = %cancel, "a CIBA prompt whose request was not stored could not be cancelled");
+            }
+            return Err(error);
+        }
+        let auth_req_id = stored?;
+        Ok(CibaAcknowledgement {
+            auth_req_id,
+            expires_in: (deadline - now).whole_seconds().max(1),
+            interval: CIBA_INTERVAL_SECS,
+            countersign_number: shown_number,
+        })
+    }
+
+    /// The request's parameters: as sent, or (§7.1.1) those inside its signed `request`, with
+    /// only client authentication beside it. A refused signed request is `invalid_request`
+    /// here (§13 has no request-object errors).
+    async fn backchannel_params(&self, client: &Client, params: Params) -> Result<Params, OAuthError> {
         if params.get("request_uri").is_some() {
             return Err(OAuthError::invalid_request("`request_uri` is not supported here: send `request`"));
         }
-        let params = match params.get("request") {
-            Some(jwt) => {
-                if let Some(name) = params.names().find(|name| !BESIDE_SIGNED_REQUEST.contains(name)) {
-                    return Err(OAuthError::invalid_request(format!(
-                        "with a signed request every parameter goes inside it; `{name}` came beside it"
-                    )));
-                }
-                let inner = self.request_object(&client, jwt).await?;
-                if inner.get("request").is_some() || inner.get("request_uri").is_some() {
-                    return Err(OAuthError::invalid_request("a signed request cannot carry another"));
-                }
-                inner
-            }
-            None => params,
-        };
+        let Some(jwt) = params.get("request") else { return Ok(params) };
+        if let Some(name) = params.names().find(|name| !BESIDE_SIGNED_REQUEST.contains(name)) {
+            return Err(OAuthError::invalid_request(format!(
+                "with a signed request every parameter goes inside it; `{name}` came beside it"
+            )));
+        }
+        let inner = self.request_object(client, jwt, &["iat", "nbf"]).await.map_err(|error| {
+            OAuthError::invalid_request(format!("the signed request is refused: {}", error.description))
+        })?;
+        if inner.get("request").is_some() || inner.get("request_uri").is_some() {
+            return Err(OAuthError::invalid_request("a signed request cannot carry another"));
+        }
+        Ok(inner)
+    }
+
+    fn validate_ask<'a>(
+        &self,
+        client: Client,
+        delivery: CibaDelivery,
+        params: &'a Params,
+    ) -> Result<Ask<'a>, OAuthError> {
         if params.get("client_id").is_some_and(|id| id != client.client_id.0) {
             return Err(OAuthError::invalid_request("`client_id` is not the authenticated client"));
         }
-        let scope = authorization::scope(&params)?;
-        let (acr_values, acr_essential, amr_values) = authorization::acr(&params)?;
+        let scope = authorization::scope(params)?;
+        let (acr_values, acr_essential, amr_values) = authorization::acr(params)?;
         if acr_essential && !acr_values.iter().any(|acr| Proof::NumberMatchedPush.satisfies(acr)) {
             return Err(OAuthError::invalid_request(
                 "a decoupled sign-in here is a number-matched push: the essential `acr` cannot be met",
@@ -302,79 +354,93 @@ impl OidcFlow {
         if params.get("user_code").is_some() {
             return Err(OAuthError::invalid_request("`user_code` is not supported here"));
         }
-        let hint = hint(&params)?;
         let settings = self.challenges.settings();
-        let binding = binding(&params, settings.number_digits)?;
-        let notification_token = notification_token(&params, &delivery)?;
-        let lifetime = expiry(&params, settings.ttl)?;
-        let user = match hint {
-            Hint::Login(name) => self.user(name).await.map_err(server_error)?,
-            Hint::IdToken(token) => self.id_token_hint_user(&client, token).await?,
+        Ok(Ask {
+            hint: hint(params)?,
+            binding: binding(params, settings.number_digits)?,
+            notification_token: notification_token(params, &delivery)?,
+            lifetime: expiry(params, settings.ttl)?,
+            client,
+            delivery,
+            scope,
+            acr_values,
+            amr_values,
+        })
+    }
+
+    /// Prompts the user the request names, as the client's app: the challenge and its user,
+    /// or why nobody was prompted. Unknown users go the same way as users without a device (the
+    /// challenge machinery's one read), so the two cannot be told apart, not even by time.
+    async fn prompt(
+        &self,
+        app: &crate::api_keys::service::AuthenticatedApp,
+        ask: &Ask<'_>,
+        number: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Result<(CreatedChallenge, UserRecord), &'static str>, OAuthError> {
+        let username = match &ask.hint {
+            Hint::Login(name) => (*name).to_owned(),
+            Hint::IdToken(token) => match self.id_token_hint_user(&ask.client, token).await? {
+                Some(user) => user.username,
+                None => return Ok(Err("no_device")),
+            },
         };
-        let app = self.client_app(&client).await.map_err(|_| OAuthError::server_error())?;
-        let now = self.clock.now();
-        let message = match &binding {
+        let message = match &ask.binding {
             Binding::Message(message) => Some(message.as_str()),
             _ => None,
         };
         let context = ChallengeContext {
             ip: None,
             user_agent: None,
-            app_name: Some(shown_app_name(&client.name, message)),
+            app_name: Some(shown_app_name(&ask.client.name, message)),
             location: None,
         };
-        let chosen = match &binding {
-            Binding::Number(number) => Some(number.clone()),
-            _ => None,
-        };
         let options = PromptOptions {
-            number: chosen.clone(),
-            expires_at: Some(now + lifetime),
+            number,
+            expires_at: Some(now + ask.lifetime),
             idempotency_key: None,
-            requester_ip: requester,
+            // Clients sit behind proxies: the client itself is the source spray detection counts.
+            source: Some(format!("oidc-client:{}", ask.client.client_id)),
         };
-        let created = match &user {
-            None => Err("no_device"),
-            Some(user) => match self.challenges.create_with(&app, &user.username, context, options).await {
-                Ok(created) => Ok(created),
-                Err(error) => Err(refusal_reason(error)?),
-            },
+        let created = match self.challenges.create_with(app, &username, context, options).await {
+            Ok(created) => created,
+            Err(error) => return Ok(Err(refusal_reason(error)?)),
         };
-        let shown_number = match (&chosen, &created) {
-            (Some(_), _) => None,
-            (None, Ok(created)) => Some(created.number.clone()),
-            // Nobody was prompted: a number all the same, so the answer looks alike.
-            (None, Err(_)) => Some(
-                crate::challenges::model::draw_number(settings.number_digits, &SystemRandom::new(), |_| {
-                    false
-                })
-                .map_err(|_| server_error("the system random number generator failed"))?,
-            ),
-        };
-        let expires_at = created.as_ref().map_or(now + lifetime, |c| c.record.expires_at);
+        match self.store.user_by_id(created.record.user_id).await.map_err(server_error)? {
+            Some(user) => Ok(Ok((created, user))),
+            None => Err(server_error("a prompted user vanished")),
+        }
+    }
+
+    /// Stores the request (its sign-in when a prompt was sent, its ping in ping mode) with its
+    /// audit event, in one transaction; answers the `auth_req_id`.
+    async fn store_ask(
+        &self,
+        ask: &Ask<'_>,
+        prompted: &Result<(CreatedChallenge, UserRecord), &'static str>,
+        number_chosen: bool,
+        requester: Option<std::net::IpAddr>,
+        now: OffsetDateTime,
+        deadline: OffsetDateTime,
+    ) -> Result<String, OAuthError> {
+        let client = &ask.client;
         let (auth_req_id, request_hash) = secret().map_err(server_error)?;
-        let sign_in = match (&created, &user) {
-            (Ok(created), Some(user)) => {
+        // The request outlives its prompt a little: an approval in the prompt's last seconds
+        // can still be fetched, and a late poll learns `expired_token`.
+        let expires_at = deadline + REDEEM_GRACE;
+        let sign_in = match prompted {
+            Ok((created, user)) => {
                 let stored = CibaStored {
                     username: user.username.clone(),
-                    scope: scope.clone(),
-                    acr_values: acr_values.clone(),
-                    amr_values,
-                    binding_message: message.map(str::to_owned),
+                    scope: ask.scope.clone(),
+                    acr_values: ask.acr_values.clone(),
+                    amr_values: ask.amr_values.clone(),
                 };
-                Some(self.ciba_sign_in(
-                    &client,
-                    user,
-                    created.record.id,
-                    &created.number,
-                    &stored,
-                    now,
-                    expires_at,
-                )?)
+                Some(self.ciba_sign_in(client, user, created.record.id, &stored, now, expires_at)?)
             }
-            _ => None,
+            Err(_) => None,
         };
-        let refusal = created.as_ref().err().map(|reason| (*reason).to_owned());
+        let refusal = prompted.as_ref().err().map(|reason| (*reason).to_owned());
         let record = CibaRequestRecord {
             request_hash: request_hash.to_vec(),
             client_id: client.client_id.clone(),
@@ -387,65 +453,67 @@ impl OidcFlow {
             expires_at,
             redeemed_at: None,
         };
-        let ping = match (&delivery, notification_token) {
+        let challenge_id = prompted.as_ref().ok().map(|(created, _)| created.record.id);
+        let ping = match (&ask.delivery, &ask.notification_token) {
             (CibaDelivery::Ping { notification_endpoint }, Some(bearer)) => {
                 let id = uuid::Uuid::new_v4();
-                let secret = CallbackSecret { bearer, auth_req_id: Some(auth_req_id.clone()) };
+                let secret =
+                    CallbackSecret { bearer: bearer.clone(), auth_req_id: Some(auth_req_id.clone()) };
                 Some(CallbackJob {
                     id,
                     kind: CallbackKind::CibaPing,
-                    challenge_id: created.as_ref().ok().map(|c| c.record.id),
+                    challenge_id,
                     url: notification_endpoint.clone(),
                     sealed: seal(&self.master, id, &secret).map_err(server_error)?,
                     created_at: now,
+                    // Nobody prompted: pinged when a prompt would have ended unanswered.
+                    not_before: if challenge_id.is_some() { now } else { deadline },
                     expires_at,
                 })
             }
             _ => None,
         };
-        let subject = user
-            .as_ref()
-            .map_or_else(|| Subject::OidcClient(client.client_id.clone()), |u| Subject::User(u.id));
-        let event = AuditEvent::new(now, client_actor(&client), Action::OidcCibaRequested, subject)
+        let subject = match prompted {
+            Ok((_, user)) => Subject::User(user.id),
+            Err(_) => Subject::OidcClient(client.client_id.clone()),
+        };
+        let message = match &ask.binding {
+            Binding::Message(message) => Some(message.as_str()),
+            _ => None,
+        };
+        let event = AuditEvent::new(now, client_actor(client), Action::OidcCibaRequested, subject)
             .with_details(json!({
                 "client_id": client.client_id.0,
-                "mode": delivery.mode(),
-                "challenge_id": created.as_ref().ok().map(|c| c.record.id),
+                "mode": ask.delivery.mode(),
+                "challenge_id": challenge_id,
                 "refusal": refusal,
-                "number_from": if chosen.is_some() { "binding_message" } else { "countersign" },
+                "number_from": if number_chosen { "binding_message" } else { "countersign" },
                 "binding_message": message,
-                "scope": scope,
-                "acr_values": acr_values,
-                "expires_at": expires_at.unix_timestamp(),
+                "scope": ask.scope,
+                "acr_values": ask.acr_values,
+                "expires_at": deadline.unix_timestamp(),
                 "requester_ip": requester.map(|ip| ip.to_string()),
             }));
         self.store
             .create_ciba_request(&record, sign_in.as_ref(), ping.as_ref(), event)
             .await
             .map_err(server_error)?;
-        Ok(CibaAcknowledgement {
-            auth_req_id,
-            expires_in: (expires_at - now).whole_seconds().max(1),
-            interval: CIBA_INTERVAL_SECS,
-            countersign_number: shown_number,
-        })
+        Ok(auth_req_id)
     }
 
     /// The sign-in a CIBA request's challenge answers: no browser can open it.
-    #[allow(clippy::too_many_arguments)]
     fn ciba_sign_in(
         &self,
         client: &Client,
         user: &UserRecord,
         challenge: crate::ids::ChallengeId,
-        number: &str,
         stored: &CibaStored,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<AuthorizationRecord, OAuthError> {
         let id = AuthorizationId::random();
-        let page_secret_sealed =
-            self.master.encrypt(&page_secret_context(id), number.as_bytes()).map_err(server_error)?;
+        // No page shows it: sealed empty (the column holds a page's number or token).
+        let page_secret_sealed = self.master.encrypt(&page_secret_context(id), b"").map_err(server_error)?;
         // The hash of a secret nobody is given: no cookie matches it.
         let (_, browser_hash) = secret().map_err(server_error)?;
         Ok(AuthorizationRecord {
@@ -530,7 +598,16 @@ impl OidcFlow {
             return Err(OAuthError::new(OAuthErrorCode::ExpiredToken, "the request expired: start again"));
         }
         let denied = || OAuthError::new(OAuthErrorCode::AccessDenied, "the user did not approve the sign-in");
-        let Some(sign_in_id) = request.authorization_id else { return Err(denied()) };
+        let expired =
+            || OAuthError::new(OAuthErrorCode::ExpiredToken, "the user did not answer in time: start again");
+        let Some(sign_in_id) = request.authorization_id else {
+            // Nobody was prompted: it answers as a prompt nobody answers would.
+            return Err(if now < request.expires_at - REDEEM_GRACE {
+                self.pending(&request, now).await?
+            } else {
+                expired()
+            });
+        };
         let sign_in = self
             .store
             .authorization(sign_in_id)
@@ -565,7 +642,7 @@ impl OidcFlow {
         request: &CibaRequestRecord,
         now: OffsetDateTime,
     ) -> Result<OAuthError, OAuthError> {
-        let too_soon = now < request.next_poll_at;
+        let too_soon = now + POLL_LEEWAY < request.next_poll_at;
         let interval = if too_soon {
             request.interval_secs.saturating_add(SLOW_DOWN_STEP_SECS)
         } else {
@@ -595,7 +672,7 @@ impl OidcFlow {
         now: OffsetDateTime,
     ) -> Result<TokenResponse, OAuthError> {
         let invalid_grant = |why: &str| OAuthError::new(OAuthErrorCode::InvalidGrant, why);
-        let app = self.client_app(client).await.map_err(|_| OAuthError::server_error())?;
+        let app = self.client_app(client).await.map_err(|e| server_error(format!("{e:?}")))?;
         let redeemed = match self.challenges.redeem(&app, sign_in.challenge_id).await {
             Ok(redeemed) => redeemed,
             Err(
@@ -701,7 +778,20 @@ mod tests {
             binding(&params(&[("binding_message", "Order #A-17")]), 3).unwrap(),
             Binding::Message("Order #A-17".into())
         );
-        for bad in ["4821", "48", " 482", "Pay\u{202E}moc", "a\nb", &"x".repeat(65)] {
+        assert_eq!(
+            binding(&params(&[("binding_message", "4821")]), 3).unwrap(),
+            Binding::Message("4821".into()),
+            "digits of another length are a message"
+        );
+        for bad in [
+            " 482",
+            "Pay\u{202E}moc",
+            "a\nb",
+            "zero\u{200B}width",
+            "line\u{2028}break",
+            &"x".repeat(65),
+            &"Ｍ".repeat(22),
+        ] {
             let error = binding(&params(&[("binding_message", bad)]), 3).unwrap_err();
             assert_eq!(error.code, OAuthErrorCode::InvalidBindingMessage, "{bad:?}");
         }
@@ -745,5 +835,6 @@ mod tests {
         assert_eq!(shown_app_name("Call centre", None), "Call centre");
         let long = shown_app_name(&"Ä".repeat(100), Some(&"m".repeat(64)));
         assert!(long.len() <= 128 && long.ends_with(&"m".repeat(64)), "{long}");
+        assert!(long.starts_with(&"Ä".repeat(31)), "the registered name keeps its room: {long}");
     }
 }

@@ -35,6 +35,7 @@ pub(in crate::store) async fn insert(conn: &mut PgConnection, job: &CallbackJob)
         .bind(&job.sealed)
         .bind(job.created_at)
         .bind(job.expires_at)
+        .bind(job.not_before)
         .execute(conn)
         .await?;
     Ok(())

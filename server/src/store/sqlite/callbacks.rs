@@ -42,6 +42,7 @@ pub(in crate::store) async fn insert(
         .bind(&job.sealed)
         .bind(unix_micros(job.created_at))
         .bind(unix_micros(job.expires_at))
+        .bind(unix_micros(job.not_before))
         .execute(conn)
         .await?;
     Ok(())
