@@ -53,7 +53,7 @@ async fn keycloak_flow(engine: Engine) {
     // Then configures the realm (its keys and callback at Keycloak's own paths).
     let config = dir.path().join("countersign.toml");
     let toml = format!(
-        "[[keycloak.realms]]\nissuer = \"{}\"\nname = \"Acme Portal\"\nclients = [\"kiosk\"]\n",
+        "[challenges]\nttl_secs = 10\n\n[[keycloak.realms]]\nissuer = \"{}\"\nname = \"Acme Portal\"\nclients = [\"kiosk\"]\n",
         keycloak.issuer()
     );
     std::fs::write(&config, toml).unwrap();
@@ -96,7 +96,8 @@ async fn keycloak_flow(engine: Engine) {
     assert_eq!(answered, [503, 200], "retried after no success, never after one");
     callbacks.iter().for_each(|c| assert_status(c, "UNAUTHORIZED"));
 
-    // Nobody to prompt (unknown user): the same 201, and CANCELLED at once.
+    // Nobody to prompt (unknown user): the same 201, and CANCELLED when an unanswered prompt
+    // would have expired (ttl_secs = 10).
     let third = keycloak.token("5f5f5f5f-0000-4000-8000-000000000001", "kiosk", 120);
     assert_eq!(keycloak.delegate(&channel, &third, "nobody", "630").await, 201);
     let callbacks = delivered(&keycloak, &third).await;

@@ -13,7 +13,7 @@ use super::service::ChannelError;
 use super::verify::TokenError;
 use super::{CHANNEL_PATH, MAX_BODY_BYTES};
 use crate::app::AppState;
-use crate::http::{ApiError, Code, PeerAddr};
+use crate::http::{ApiError, Code};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route(CHANNEL_PATH, post(channel)).layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -23,7 +23,6 @@ pub fn routes() -> Router<AppState> {
 /// that realm's published keys). Answers 201 with no body, as Keycloak requires.
 async fn channel(
     State(state): State<AppState>,
-    PeerAddr(peer): PeerAddr,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -35,7 +34,7 @@ async fn channel(
         }
         Err(rejection) => return ApiError::new(Code::InvalidBody, rejection.body_text()).into_response(),
     };
-    match state.keycloak.accept(bearer(&headers), &body, peer).await {
+    match state.keycloak.accept(bearer(&headers), &body).await {
         Ok(()) => StatusCode::CREATED.into_response(),
         Err(error) => api_error(error).into_response(),
     }

@@ -53,7 +53,8 @@
 //! outlives the token), and records the request with its audit event
 //! (`keycloak.request_accepted` / `keycloak.request_refused`). An unknown user, a user without
 //! a device and a refused push all get the same 201 (no enumeration) and the outcome
-//! `CANCELLED`.
+//! `CANCELLED`, sent when an unanswered prompt would have expired. Spray detection counts the
+//! users each realm prompts (source `keycloak-realm:<issuer>`).
 //!
 //! Submodules: [`config`] (`[[keycloak.realms]]`), [`model`] (the body, the number rule),
 //! [`verify`] (the token), [`service`], [`http`].

@@ -3,7 +3,6 @@
 //! the challenge machinery (push budget, ladder, silent mode, spray detection, audit), and
 //! record what became of the request together with its audit event.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use ring::rand::SystemRandom;
@@ -77,7 +76,6 @@ struct Admitted<'a> {
     realm: &'a Realm,
     /// The token as Keycloak sent it: the outcome callback presents it back.
     bearer: &'a str,
-    peer: Option<IpAddr>,
     token: ChannelToken,
     request: ChannelRequest,
     user: Option<UserRecord>,
@@ -96,16 +94,8 @@ impl KeycloakChannel {
 
     /// `POST /keycloak/ciba`: `Ok` means answer 201 — a user was prompted, or nobody was
     /// (unknown user, no device, push refused: the same answer, and the callback says
-    /// `CANCELLED`).
-    ///
-    /// `peer` is the Keycloak server's address: the prompt's source network for spray detection
-    /// (Keycloak does not say where the user is).
-    pub async fn accept(
-        &self,
-        bearer: Option<&str>,
-        body: &[u8],
-        peer: Option<IpAddr>,
-    ) -> Result<(), ChannelError> {
+    /// `CANCELLED` when an unanswered prompt would have expired).
+    pub async fn accept(&self, bearer: Option<&str>, body: &[u8]) -> Result<(), ChannelError> {
         let now = self.clock.now();
         let verified = match bearer {
             None => Err(TokenError::Missing),
@@ -140,7 +130,7 @@ impl KeycloakChannel {
             Ok(username) => self.store.user_by_username(&username).await?,
             Err(_) => None,
         };
-        let admitted = Admitted { realm, bearer, token, request, user, peer };
+        let admitted = Admitted { realm, bearer, token, request, user };
         match self.store.admit_keycloak_request(&admitted.record(now)).await? {
             Admission::Admitted => {}
             Admission::Replayed => {
@@ -163,7 +153,7 @@ impl KeycloakChannel {
         admitted: Admitted<'_>,
         number: String,
     ) -> Result<(), ChannelError> {
-        let Admitted { realm, token, user, peer, .. } = &admitted;
+        let Admitted { realm, token, user, .. } = &admitted;
         let created = match user {
             None => Err(Refusal { reason: "unknown_user", answer: None }),
             Some(user) => {
@@ -172,7 +162,9 @@ impl KeycloakChannel {
                     number: Some(number),
                     expires_at: Some(token.expires_at),
                     idempotency_key: None,
-                    requester_ip: *peer,
+                    // Spray detection counts the users a realm prompts: Keycloak does not say
+                    // where the user is, and its servers may sit behind any proxy.
+                    source: Some(format!("keycloak-realm:{}", realm.issuer)),
                 };
                 match self.challenges.create_with(app, &user.username, context, options).await {
                     Ok(created) => Ok(created.record.id),
@@ -205,7 +197,9 @@ impl KeycloakChannel {
     }
 
     /// The outcome callback a 201 owes: to the realm's callback URL, with Keycloak's own token,
-    /// due when the challenge is decided (at once without one: `CANCELLED`), never after `exp`.
+    /// due when the challenge is decided, never after `exp`. Without a challenge it says
+    /// `CANCELLED` when an unanswered prompt would have expired, so Keycloak's client cannot
+    /// tell "nobody to prompt" from "nobody answered" by the time it learns it.
     fn callback(
         &self,
         admitted: &Admitted<'_>,
@@ -221,6 +215,10 @@ impl KeycloakChannel {
             url: admitted.realm.callback_url.clone(),
             sealed: crate::callbacks::seal(&self.master, id, &secret)?,
             created_at: now,
+            not_before: match challenge {
+                Some(_) => now,
+                None => (now + self.challenges.settings().ttl).min(admitted.token.expires_at),
+            },
             expires_at: admitted.token.expires_at,
         })
     }

@@ -39,6 +39,7 @@ fn job(f: &Fixture, challenge: Option<ChallengeId>) -> CallbackJob {
         url: format!("{REALM}/protocol/openid-connect/ext/ciba/auth/callback"),
         sealed: vec![1, 2, 3],
         created_at: f.now(),
+        not_before: f.now(),
         expires_at: f.now() + Duration::seconds(120),
     }
 }
