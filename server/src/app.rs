@@ -22,6 +22,8 @@ use crate::devices::service::{DeviceService, DeviceSettings};
 use crate::factors::service::FactorService;
 use crate::fatigue::service::FatigueService;
 use crate::http::{ApiError, Code, ErrorBody};
+use crate::keycloak::service::KeycloakChannel;
+use crate::keycloak::verify::Realms;
 use crate::oidc::client_auth::{ClientAuthSettings, ClientAuthenticator};
 use crate::oidc::client_jwks::{ClientJwksFetcher, JwksFetchSettings};
 use crate::oidc::flow::{Clients, Factors, OidcFlow, OidcSettings, TOKEN_PATH};
@@ -33,7 +35,9 @@ use crate::secrets::MasterKey;
 use crate::startup::StartupError;
 use crate::store::{Store, UserStore};
 use crate::users::service::UserService;
-use crate::{api_keys, challenges, devices, factors, fatigue, middleware, oidc, pages, passkeys, users};
+use crate::{
+    api_keys, challenges, devices, factors, fatigue, keycloak, middleware, oidc, pages, passkeys, users,
+};
 
 /// What the capabilities are configured with.
 #[derive(Debug)]
@@ -43,6 +47,8 @@ pub struct ServiceSettings {
     pub webauthn: Arc<WebauthnSettings>,
     /// OIDC upstream issuers whose `id_token_hint` may name the user to prompt.
     pub upstream: Vec<Upstream>,
+    /// Keycloak realms whose CIBA requests the channel answers.
+    pub keycloak: Vec<crate::keycloak::config::Realm>,
 }
 
 /// Everything a handler may need; cheap to clone. Handlers call the services; the store is
@@ -62,6 +68,8 @@ pub struct AppState {
     pub signing_keys: Arc<SigningKeys>,
     /// The OIDC provider's authorization code flow.
     pub oidc: Arc<OidcFlow>,
+    /// Keycloak's CIBA HTTP authentication channel.
+    pub keycloak: Arc<KeycloakChannel>,
 }
 
 impl AppState {
@@ -74,8 +82,13 @@ impl AppState {
         settings: ServiceSettings,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, StartupError> {
-        let ServiceSettings { devices: device_settings, challenges: challenge_settings, webauthn, upstream } =
-            settings;
+        let ServiceSettings {
+            devices: device_settings,
+            challenges: challenge_settings,
+            webauthn,
+            upstream,
+            keycloak: realms,
+        } = settings;
         let server_key =
             Arc::new(ServerSigningKey::load_or_create(store.as_ref(), &master, clock.as_ref()).await?);
         let signing_keys = Arc::new(
@@ -123,6 +136,13 @@ impl AppState {
             ClientAuthSettings::new(oidc_settings.issuer.clone(), oidc_settings.endpoint(TOKEN_PATH)),
         );
         let upstream = UpstreamIssuers::new(upstream, Arc::clone(&fetcher));
+        let keycloak = Arc::new(KeycloakChannel::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&challenges),
+            Arc::clone(&master),
+            Realms::new(realms, Arc::clone(&fetcher)),
+        ));
         let oidc = Arc::new(OidcFlow::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -144,6 +164,7 @@ impl AppState {
             passkeys,
             signing_keys,
             oidc,
+            keycloak,
         })
     }
 }
@@ -252,6 +273,7 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
         .route("/metrics", get(metrics))
         .merge(pages::http::routes())
         .merge(oidc::http::flow_routes())
+        .merge(keycloak::http::routes())
         .merge(crate::http::page::with_page_headers(passkeys::http::page_routes()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

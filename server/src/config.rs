@@ -64,6 +64,9 @@ pub struct Config {
     /// The OIDC provider (`[[oidc.upstream]]`: issuers whose `id_token_hint` names the user).
     #[serde(default)]
     pub oidc: crate::oidc::upstream::OidcConfig,
+    /// Keycloak realms whose CIBA requests this server answers (`[[keycloak.realms]]`).
+    #[serde(default)]
+    pub keycloak: crate::keycloak::config::KeycloakConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,6 +394,7 @@ impl Config {
         crate::passkeys::model::WebauthnSettings::resolve(&self.webauthn, &url_for_check)
             .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         self.oidc.resolve().map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
+        self.keycloak.resolve().map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         Ok(Settings {
             listen,
             log_format: self.log_format,
@@ -414,6 +418,7 @@ impl Config {
             enrollment_ttl: time::Duration::seconds(self.devices.enrollment_ttl_secs as i64),
             webauthn: self.webauthn,
             oidc: self.oidc,
+            keycloak: self.keycloak,
         })
     }
 }
@@ -445,6 +450,7 @@ pub struct Settings {
     pub alerts: crate::alerts::AlertsConfig,
     pub webauthn: crate::passkeys::model::WebauthnConfig,
     pub oidc: crate::oidc::upstream::OidcConfig,
+    pub keycloak: crate::keycloak::config::KeycloakConfig,
 }
 
 impl Settings {
@@ -561,6 +567,19 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { key: "devices.refused_per_network_per_minute", .. }));
+    }
+
+    #[test]
+    fn a_bad_keycloak_realm_refuses_to_start() {
+        let realm = "[[keycloak.realms]]\nissuer = \"https://kc.example.com/realms/acme\"\nname = \"Acme\"\n";
+        let ok = load_toml(realm).unwrap().validate().unwrap();
+        assert_eq!(ok.keycloak.resolve().unwrap()[0].issuer, "https://kc.example.com/realms/acme");
+        let plain = realm.replace("https://kc.example.com", "http://kc.example.com");
+        let err = load_toml(&plain).unwrap().validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "keycloak.realms", .. }), "{err}");
+        assert!(err.to_string().contains("http is only allowed for loopback"), "{err}");
+        let misspelt = format!("{realm}callback = \"https://kc.example.com/cb\"\n");
+        assert!(load_toml(&misspelt).unwrap_err().to_string().contains("callback"));
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! | [`factors`] | pre-auth: which factors a user may use now, and why not (`/v1/users/{u}/factors`) |
 //! | [`passkeys`] | WebAuthn relying party (`[webauthn]`), passkey registration ceremonies, enrollment links for the hosted page, list/rename/revoke (`/v1/users/{u}/passkeys`), passkey sign-in challenges (`/v1/challenges/{id}/webauthn`) and what the hosted pages' script calls (`/passkeys/…`) |
 //! | [`oidc`]    | the OpenID Connect provider: signing keys (sealed, rotated with overlap, revocable) and the JWKS (`/oidc/jwks`); clients (`countersign clients`), client authentication (`client_secret_basic`/`_post`, `private_key_jwt`, public clients), the strict JWT verifier, RFC 6749 errors; the code flow (discovery, PAR, authorize, the browser-bound sign-in page, token, userinfo); CIBA poll and ping (`/oidc/ciba`) |
+//! | [`keycloak`] | Keycloak's CIBA HTTP authentication channel (`POST /keycloak/ciba`): realms (`[[keycloak.realms]]`), their signed bearer tokens, the number from `binding_message`, challenges charged to the realm's app, requests recorded by `jti` |
 //! | [`pages`]   | hosted pages (askama + one vanilla script, strict CSP): passkey registration (`/passkeys/enroll`) and sign-in (`/passkeys/sign-in`) |
 //! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`, timeline, unfreeze) |
 //! | [`push`]    | APNs and FCM clients (HTTP/2), what a push may carry                    |
@@ -52,6 +53,7 @@ pub mod fatigue;
 pub mod fault;
 pub mod http;
 pub mod ids;
+pub mod keycloak;
 pub mod middleware;
 pub mod oidc;
 pub mod openapi;

@@ -58,6 +58,8 @@ pub struct AppSettings {
     pub webauthn: Arc<WebauthnSettings>,
     /// OIDC upstream issuers (`[[oidc.upstream]]`).
     pub upstream: Vec<Upstream>,
+    /// Keycloak realms (`[[keycloak.realms]]`).
+    pub keycloak: Vec<crate::keycloak::config::Realm>,
     pub limits: HttpLimits,
     /// How long in-flight requests may run on after the shutdown signal.
     pub shutdown_grace: Duration,
@@ -89,6 +91,10 @@ impl AppSettings {
             },
             webauthn: Arc::new(webauthn),
             upstream,
+            keycloak: settings
+                .keycloak
+                .resolve()
+                .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?,
             limits: HttpLimits {
                 body_limit_bytes: settings.body_limit_bytes,
                 request_timeout: settings.request_timeout,
@@ -188,6 +194,7 @@ impl Application {
             challenges: settings.challenges,
             webauthn: settings.webauthn,
             upstream: settings.upstream,
+            keycloak: settings.keycloak,
         };
         let state = AppState::new(store, clock, Arc::clone(&master), services, metrics).await?;
         let tasks = start_tasks(&state, settings.tasks, push, alert_webhook, master).await?;

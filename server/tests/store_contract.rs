@@ -17,6 +17,8 @@ mod challenges;
 mod devices;
 #[path = "store_contract/fatigue.rs"]
 mod fatigue;
+#[path = "store_contract/keycloak.rs"]
+mod keycloak;
 #[path = "store_contract/oidc_clients.rs"]
 mod oidc_clients;
 #[path = "store_contract/oidc_flow.rs"]

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub mod browser;
 pub mod device;
+pub mod fake_keycloak;
 pub mod fake_push;
 pub mod jose;
 

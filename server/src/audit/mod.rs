@@ -64,6 +64,10 @@ pub enum Subject {
     OidcClient(crate::oidc::clients::ClientId),
     /// Token requests naming client ids the server does not know, taken together.
     UnknownOidcClients,
+    /// A configured Keycloak realm, by its issuer.
+    KeycloakRealm(String),
+    /// Channel requests whose token names no configured realm, taken together.
+    UnknownKeycloakRealms,
 }
 
 impl fmt::Display for Subject {
@@ -78,6 +82,8 @@ impl fmt::Display for Subject {
             Subject::SigningKey(kid) => write!(f, "signing_key:{kid}"),
             Subject::OidcClient(id) => write!(f, "oidc_client:{id}"),
             Subject::UnknownOidcClients => f.write_str("oidc_clients:unknown"),
+            Subject::KeycloakRealm(issuer) => write!(f, "keycloak_realm:{issuer}"),
+            Subject::UnknownKeycloakRealms => f.write_str("keycloak_realms:unknown"),
         }
     }
 }
@@ -162,6 +168,12 @@ pub enum Action {
     CallbackDelivered,
     /// A callback was given up: refused by its receiver, or the request was over.
     CallbackFailed,
+    /// A Keycloak realm's CIBA request prompted the user it names (`POST /keycloak/ciba`).
+    KeycloakRequestAccepted,
+    /// A Keycloak channel request prompted nobody: a bad or replayed token, a bad body or
+    /// binding message, a subject pinned to another user (all answered with an error), or an
+    /// unknown user, no device, push refused (answered 201, the callback says `CANCELLED`).
+    KeycloakRequestRefused,
 }
 
 impl Action {
@@ -208,6 +220,8 @@ impl Action {
             Action::OidcCibaRefused => "oidc.ciba_refused",
             Action::CallbackDelivered => "callback.delivered",
             Action::CallbackFailed => "callback.failed",
+            Action::KeycloakRequestAccepted => "keycloak.request_accepted",
+            Action::KeycloakRequestRefused => "keycloak.request_refused",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;
                 match state {

@@ -63,6 +63,12 @@ impl Worker {
                 {
                     tracing::warn!(%error, "purging finished OIDC sign-ins failed");
                 }
+                // A Keycloak request's `jti` must stay spent until its token expires.
+                if round % 60 == 0
+                    && let Err(error) = expiry.store.purge_keycloak_requests(expiry.clock.now()).await
+                {
+                    tracing::warn!(%error, "purging expired Keycloak requests failed");
+                }
                 tokio::time::sleep(StdDuration::from_secs(1)).await;
             }
         });

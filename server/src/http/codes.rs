@@ -127,6 +127,22 @@ codes! {
     ChallengeNotPending = "challenge_not_pending" => CONFLICT;
     ChallengeExpired = "challenge_expired" => GONE;
 
+    // Keycloak's CIBA HTTP authentication channel (`POST /keycloak/ciba`). Keycloak turns any
+    // answer but 201 into a 503 for its client; these say why in Countersign's logs and tests.
+    /// The bearer token is missing, forged, expired, for another audience, from an unknown
+    /// realm or client.
+    KeycloakTokenInvalid = "keycloak_token_invalid" => UNAUTHORIZED;
+    /// The realm's key set could not be fetched.
+    KeycloakKeysUnavailable = "keycloak_keys_unavailable" => SERVICE_UNAVAILABLE;
+    /// The token's `jti` was used before.
+    KeycloakTokenReplayed = "keycloak_token_replayed" => CONFLICT;
+    /// The realm's user (`sub`) is bound to another Countersign user than `login_hint` names.
+    KeycloakSubjectMismatch = "keycloak_subject_mismatch" => FORBIDDEN;
+    /// The body is not the channel request Keycloak sends.
+    KeycloakRequestInvalid = "keycloak_request_invalid" => BAD_REQUEST;
+    /// The binding message is not the number (or breaks Keycloak's rule, or was used lately).
+    InvalidBindingMessage = "invalid_binding_message" => BAD_REQUEST;
+
     // The server.
     /// A fault: opaque to the client, logged with its cause.
     InternalError = "internal_error" => INTERNAL_SERVER_ERROR;

@@ -11,7 +11,9 @@
 //! sign-ins), [`SigningKeyStore`] (`signing_keys.rs`: the OIDC provider's signing keys) and
 //! [`ClientStore`] (`oidc_clients.rs`: OIDC clients, used client-assertion ids) and
 //! [`OidcFlowStore`] (`oidc_flow.rs`: pushed requests, sign-ins in progress, codes, tokens) and
-//! [`CibaStore`] (`oidc_ciba.rs`: CIBA backchannel requests).
+//! [`CibaStore`] (`oidc_ciba.rs`: CIBA backchannel requests) and
+//! [`KeycloakStore`] (`keycloak.rs`: Keycloak realms' apps, pinned realm users, delegation
+//! requests by `jti`).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
 //!
@@ -33,6 +35,7 @@ mod challenges;
 mod codec;
 mod devices;
 mod fatigue;
+mod keycloak;
 mod oidc_ciba;
 mod oidc_clients;
 mod oidc_flow;
@@ -65,6 +68,7 @@ pub use devices::{
     ApprovalProof, DeviceRecord, DeviceStore, EnrollmentRecord, NoticeRecord, ServerKeyRecord, StoredPush,
 };
 pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
+pub use keycloak::{Admission, KeycloakRequestRecord, KeycloakStore, RequestOutcome};
 pub use oidc_ciba::{CibaRequestRecord, CibaStore};
 pub use oidc_clients::ClientStore;
 pub use oidc_flow::{
@@ -177,6 +181,7 @@ pub trait Store:
     + SigningKeyStore
     + ClientStore
     + OidcFlowStore
+    + KeycloakStore
     + CibaStore
     + Send
     + Sync

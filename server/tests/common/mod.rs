@@ -70,6 +70,7 @@ fn test_settings(limits: HttpLimits, challenges: ChallengeSettings, tasks: Backg
         challenges,
         webauthn,
         upstream: Vec::new(),
+        keycloak: Vec::new(),
         limits,
         shutdown_grace: std::time::Duration::ZERO,
         tasks,
@@ -143,6 +144,18 @@ impl TestApp {
         settings.upstream = upstream;
         Self::on_database(Arc::clone(&self.db), self.clock.now(), self.drives_db_clock, settings, no_push())
             .await
+    }
+
+    /// An app on `engine` answering Keycloak's CIBA channel for `realms`.
+    pub async fn with_keycloak(
+        engine: Engine,
+        challenges: ChallengeSettings,
+        realms: Vec<countersign::keycloak::config::Realm>,
+    ) -> Self {
+        let (db, start) = fresh_database(engine).await;
+        let mut settings = test_settings(HttpLimits::default(), challenges, BackgroundTasks::NONE);
+        settings.keycloak = realms;
+        Self::on_database(db, start, true, settings, no_push()).await
     }
 
     /// An app on `engine` whose background tasks `tasks` run (as `serve` starts them),

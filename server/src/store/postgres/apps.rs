@@ -10,21 +10,27 @@ use crate::ids::AppId;
 use crate::store::apps::{ALL_APPS, APP_BY_KEY_ID, APP_BY_NAME, INSERT_APP, REVOKE_APP, app_from_row};
 use crate::store::{AppRecord, AppStore, StoreError, map_unique_violation};
 
+/// Inserts `app` in the caller's transaction; a taken name is `Conflict::AppName`.
+pub(super) async fn insert_app(conn: &mut sqlx::PgConnection, app: &AppRecord) -> Result<(), StoreError> {
+    sqlx::query(INSERT_APP)
+        .bind(app.id.0)
+        .bind(&app.name)
+        .bind(&app.key_id)
+        .bind(&app.key_hash)
+        .bind(app.scopes.to_string())
+        .bind(app.created_at)
+        .execute(conn)
+        .await
+        .map_err(map_unique_violation)?;
+    Ok(())
+}
+
 #[async_trait]
 impl AppStore for PgStore {
     async fn create_app(&self, app: AppRecord, audit: AuditEvent) -> Result<AppRecord, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        sqlx::query(INSERT_APP)
-            .bind(app.id.0)
-            .bind(&app.name)
-            .bind(&app.key_id)
-            .bind(&app.key_hash)
-            .bind(app.scopes.to_string())
-            .bind(app.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_unique_violation)?;
+        insert_app(&mut tx, &app).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(app)

@@ -10,20 +10,26 @@ use crate::ids::AppId;
 use crate::store::apps::{ALL_APPS, APP_BY_KEY_ID, APP_BY_NAME, INSERT_APP, REVOKE_APP, app_from_row};
 use crate::store::{AppRecord, AppStore, StoreError, map_unique_violation};
 
+/// Inserts `app` in the caller's transaction; a taken name is `Conflict::AppName`.
+pub(super) async fn insert_app(conn: &mut sqlx::SqliteConnection, app: &AppRecord) -> Result<(), StoreError> {
+    sqlx::query(INSERT_APP)
+        .bind(app.id.0.to_string())
+        .bind(&app.name)
+        .bind(&app.key_id)
+        .bind(&app.key_hash)
+        .bind(app.scopes.to_string())
+        .bind(unix_micros(app.created_at))
+        .execute(conn)
+        .await
+        .map_err(map_unique_violation)?;
+    Ok(())
+}
+
 #[async_trait]
 impl AppStore for SqliteStore {
     async fn create_app(&self, app: AppRecord, audit: AuditEvent) -> Result<AppRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(INSERT_APP)
-            .bind(app.id.0.to_string())
-            .bind(&app.name)
-            .bind(&app.key_id)
-            .bind(&app.key_hash)
-            .bind(app.scopes.to_string())
-            .bind(unix_micros(app.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_unique_violation)?;
+        insert_app(&mut tx, &app).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(app)

@@ -11,6 +11,7 @@ mod callbacks;
 mod challenges;
 mod devices;
 mod fatigue;
+mod keycloak;
 mod oidc_ciba;
 mod oidc_clients;
 mod oidc_flow;
