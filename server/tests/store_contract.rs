@@ -11,12 +11,16 @@ mod support;
 
 #[path = "store_contract/alerts.rs"]
 mod alerts;
+#[path = "store_contract/callbacks.rs"]
+mod callbacks;
 #[path = "store_contract/challenges.rs"]
 mod challenges;
 #[path = "store_contract/devices.rs"]
 mod devices;
 #[path = "store_contract/fatigue.rs"]
 mod fatigue;
+#[path = "store_contract/oidc_ciba.rs"]
+mod oidc_ciba;
 #[path = "store_contract/oidc_clients.rs"]
 mod oidc_clients;
 #[path = "store_contract/oidc_flow.rs"]
