@@ -11,6 +11,8 @@ mod support;
 
 #[path = "store_contract/alerts.rs"]
 mod alerts;
+#[path = "store_contract/callbacks.rs"]
+mod callbacks;
 #[path = "store_contract/challenges.rs"]
 mod challenges;
 #[path = "store_contract/devices.rs"]
@@ -19,6 +21,8 @@ mod devices;
 mod fatigue;
 #[path = "store_contract/keycloak.rs"]
 mod keycloak;
+#[path = "store_contract/oidc_ciba.rs"]
+mod oidc_ciba;
 #[path = "store_contract/oidc_clients.rs"]
 mod oidc_clients;
 #[path = "store_contract/oidc_flow.rs"]
