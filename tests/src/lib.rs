@@ -16,9 +16,29 @@ pub mod browser;
 pub mod device;
 pub mod fake_push;
 pub mod jose;
+pub mod receiver;
 
 use base64::Engine as _;
 use sqlx::Connection;
+
+/// Runs each named `async fn(Engine)` as two tests: `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::Engine::Sqlite).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::Engine::Postgres).await;
+            })*
+        }
+    };
+}
 
 /// The environment variable naming the PostgreSQL server tests may create databases on.
 pub const POSTGRES_URL_VAR: &str = "CS_TEST_POSTGRES_URL";
@@ -334,6 +354,21 @@ pub async fn exec_sql(db: &TestDatabase, sql: &str) -> Result<(), sqlx::Error> {
         Engine::Postgres => {
             let mut conn = sqlx::PgConnection::connect(&db.url).await?;
             statement.execute(&mut conn).await.map(drop)
+        }
+    }
+}
+
+/// Runs a query returning one text column directly against a test database: its rows.
+pub async fn query_strings(db: &TestDatabase, sql: &str) -> Vec<String> {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match db.engine {
+        Engine::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+        }
+        Engine::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
         }
     }
 }

@@ -475,24 +475,7 @@ async fn a_bare_authorize_with_a_login_hint_prompts_nobody(engine: Engine) {
     assert_eq!(provider.pending(), Vec::<Value>::new(), "no challenge reached alice's phone");
 }
 
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(countersign_e2e::Engine::Sqlite).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(countersign_e2e::Engine::Postgres).await;
-            })*
-        }
-    };
-}
-
-on_both_engines!(
+countersign_e2e::on_both_engines!(
     an_openidconnect_rp_signs_alice_in_with_client_secret_basic,
     an_openidconnect_rp_signs_alice_in_with_private_key_jwt,
     a_bare_authorize_with_a_login_hint_prompts_nobody,
