@@ -512,3 +512,11 @@ pub async fn new_enrollment(
     assert_eq!(reply.status(), 201, "enrollment for {username}");
     reply.json().await.unwrap()
 }
+
+/// Provisions `username` (if new) and enrolls the reference authenticator whose state is
+/// `phone` for them.
+pub async fn enroll_authenticator(server: &Server, key: &str, username: &str, phone: &std::path::Path) {
+    let enrollment = new_enrollment(server, key, username, None).await;
+    let enrolled = authenticator(phone, &["enroll", enrollment["activation_uri"].as_str().unwrap(), "--yes"]);
+    assert!(enrolled.status.success(), "{}", stderr_of(&enrolled));
+}

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use countersign_e2e::receiver::Receiver;
 use countersign_e2e::{
-    Engine, Server, authenticator, create_app, eventually, get_json, http, new_enrollment, query_strings,
-    stderr_of, stdout_of,
+    Engine, Server, authenticator, create_app, enroll_authenticator, eventually, get_json, http,
+    query_strings, stderr_of, stdout_of,
 };
 use serde_json::{Value, json};
 
@@ -37,10 +37,7 @@ impl World {
         let app_key = create_app(&server, "directory", "users:read users:write");
         let dir = tempfile::tempdir().unwrap();
         let phone = dir.path().join("alice.json");
-        let enrollment = new_enrollment(&server, &app_key, "alice", None).await;
-        let enrolled =
-            authenticator(&phone, &["enroll", enrollment["activation_uri"].as_str().unwrap(), "--yes"]);
-        assert!(enrolled.status.success(), "{}", stderr_of(&enrolled));
+        enroll_authenticator(&server, &app_key, "alice", &phone).await;
         Self { server, app_key, phone, _dir: dir }
     }
 

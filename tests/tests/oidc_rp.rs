@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use countersign_e2e::jose::{TestKey, jwks_json};
 use countersign_e2e::{
-    Engine, Server, authenticator, create_app, get_json, new_enrollment, stderr_of, stdout_of, unix_now,
+    Engine, Server, authenticator, create_app, enroll_authenticator, get_json, stderr_of, stdout_of, unix_now,
 };
 use openidconnect::core::{
     CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod, CoreErrorResponseType,
@@ -120,10 +120,7 @@ impl Provider {
         let app_key = create_app(&server, "directory", "users:read users:write");
         let dir = tempfile::tempdir().unwrap();
         let phone = dir.path().join("alice.json");
-        let enrollment = new_enrollment(&server, &app_key, "alice", None).await;
-        let enrolled =
-            authenticator(&phone, &["enroll", enrollment["activation_uri"].as_str().unwrap(), "--yes"]);
-        assert!(enrolled.status.success(), "{}", stderr_of(&enrolled));
+        enroll_authenticator(&server, &app_key, "alice", &phone).await;
         Self { server, app_key, phone, dir }
     }
 
