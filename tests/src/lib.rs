@@ -17,9 +17,29 @@ pub mod device;
 pub mod fake_keycloak;
 pub mod fake_push;
 pub mod jose;
+pub mod receiver;
 
 use base64::Engine as _;
 use sqlx::Connection;
+
+/// Runs each named `async fn(Engine)` as two tests: `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::Engine::Sqlite).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::Engine::Postgres).await;
+            })*
+        }
+    };
+}
 
 /// The environment variable naming the PostgreSQL server tests may create databases on.
 pub const POSTGRES_URL_VAR: &str = "CS_TEST_POSTGRES_URL";
@@ -339,6 +359,21 @@ pub async fn exec_sql(db: &TestDatabase, sql: &str) -> Result<(), sqlx::Error> {
     }
 }
 
+/// Runs a query returning one text column directly against a test database: its rows.
+pub async fn query_strings(db: &TestDatabase, sql: &str) -> Vec<String> {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match db.engine {
+        Engine::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+        }
+        Engine::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+        }
+    }
+}
+
 /// The SQL that lifts the append-only guard on `audit_events`, per engine: the first thing an
 /// attacker with database access does.
 pub fn drop_audit_guard_sql(engine: Engine) -> &'static str {
@@ -477,4 +512,12 @@ pub async fn new_enrollment(
         .unwrap();
     assert_eq!(reply.status(), 201, "enrollment for {username}");
     reply.json().await.unwrap()
+}
+
+/// Provisions `username` (if new) and enrolls the reference authenticator whose state is
+/// `phone` for them.
+pub async fn enroll_authenticator(server: &Server, key: &str, username: &str, phone: &std::path::Path) {
+    let enrollment = new_enrollment(server, key, username, None).await;
+    let enrolled = authenticator(phone, &["enroll", enrollment["activation_uri"].as_str().unwrap(), "--yes"]);
+    assert!(enrolled.status.success(), "{}", stderr_of(&enrolled));
 }

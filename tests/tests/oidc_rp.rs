@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use countersign_e2e::jose::{TestKey, jwks_json};
 use countersign_e2e::{
-    Engine, Server, authenticator, create_app, get_json, new_enrollment, stderr_of, stdout_of, unix_now,
+    Engine, Server, authenticator, create_app, enroll_authenticator, get_json, stderr_of, stdout_of, unix_now,
 };
 use openidconnect::core::{
     CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod, CoreErrorResponseType,
@@ -120,10 +120,7 @@ impl Provider {
         let app_key = create_app(&server, "directory", "users:read users:write");
         let dir = tempfile::tempdir().unwrap();
         let phone = dir.path().join("alice.json");
-        let enrollment = new_enrollment(&server, &app_key, "alice", None).await;
-        let enrolled =
-            authenticator(&phone, &["enroll", enrollment["activation_uri"].as_str().unwrap(), "--yes"]);
-        assert!(enrolled.status.success(), "{}", stderr_of(&enrolled));
+        enroll_authenticator(&server, &app_key, "alice", &phone).await;
         Self { server, app_key, phone, dir }
     }
 
@@ -475,24 +472,7 @@ async fn a_bare_authorize_with_a_login_hint_prompts_nobody(engine: Engine) {
     assert_eq!(provider.pending(), Vec::<Value>::new(), "no challenge reached alice's phone");
 }
 
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(countersign_e2e::Engine::Sqlite).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(countersign_e2e::Engine::Postgres).await;
-            })*
-        }
-    };
-}
-
-on_both_engines!(
+countersign_e2e::on_both_engines!(
     an_openidconnect_rp_signs_alice_in_with_client_secret_basic,
     an_openidconnect_rp_signs_alice_in_with_private_key_jwt,
     a_bare_authorize_with_a_login_hint_prompts_nobody,
