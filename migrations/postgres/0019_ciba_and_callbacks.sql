@@ -39,6 +39,8 @@ CREATE TABLE callbacks (
     sealed           BYTEA NOT NULL,
     created_at       TIMESTAMPTZ NOT NULL,
     expires_at       TIMESTAMPTZ NOT NULL,
+    -- Not sent before this (a request nobody was prompted for: when a prompt would have ended).
+    not_before       TIMESTAMPTZ NOT NULL,
     state            TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'delivered', 'failed')),
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  TIMESTAMPTZ NOT NULL,

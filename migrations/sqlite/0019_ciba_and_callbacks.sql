@@ -27,6 +27,8 @@ CREATE TABLE callbacks (
     sealed           BLOB NOT NULL,
     created_at       INTEGER NOT NULL,
     expires_at       INTEGER NOT NULL,
+    -- Not sent before this (a request nobody was prompted for: when a prompt would have ended).
+    not_before       INTEGER NOT NULL,
     state            TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'delivered', 'failed')),
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  INTEGER NOT NULL,

@@ -349,9 +349,9 @@ async fn both_hints_or_neither_is_invalid_request(engine: Engine) {
 }
 
 /// Attack: a client probes which usernames exist. An unknown user gets an acknowledgement
-/// shaped like alice's (same members, lifetime, interval, lengths), and `access_denied` on
-/// the first token request.
-async fn an_unknown_user_gets_a_lookalike_acknowledgement_then_access_denied(engine: Engine) {
+/// shaped like alice's (same members, lifetime, interval, lengths), and the same
+/// `authorization_pending` as alice, who has not answered yet.
+async fn an_unknown_user_looks_like_a_user_who_has_not_answered(engine: Engine) {
     let world = World::start(engine).await;
     let client = world.register(&["--ciba", "poll"]);
     let shape = |ack: &Value| {
@@ -369,7 +369,7 @@ async fn an_unknown_user_gets_a_lookalike_acknowledgement_then_access_denied(eng
     let alice = client.acknowledged(&[("login_hint", "alice")]).await;
     let nobody = client.acknowledged(&[("login_hint", "nobody-here")]).await;
     assert_eq!(shape(&alice), shape(&nobody));
-    assert_eq!(Poller::new(&client, &nobody).poll().await.error(), (400, "access_denied"));
+    assert_eq!(Poller::new(&client, &nobody).poll().await.error(), (400, "authorization_pending"));
     assert_eq!(Poller::new(&client, &alice).poll().await.error(), (400, "authorization_pending"));
     assert_eq!(world.pending().len(), 1, "only alice was prompted");
 }
@@ -393,6 +393,6 @@ countersign_e2e::on_both_engines!(
     ping_mode_notifies_the_client_until_it_accepts_then_tokens_once,
     an_unknown_client_is_refused_with_401,
     both_hints_or_neither_is_invalid_request,
-    an_unknown_user_gets_a_lookalike_acknowledgement_then_access_denied,
+    an_unknown_user_looks_like_a_user_who_has_not_answered,
     polling_too_fast_is_slow_down,
 );

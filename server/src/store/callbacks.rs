@@ -151,7 +151,7 @@ pub(super) fn claimed_from_row<R: Columns>(row: &R) -> Result<ClaimedCallback, S
             url: row.value("url")?,
             sealed: row.value("sealed")?,
             created_at: row.time("created_at")?,
-            not_before: row.time("next_attempt_at")?,
+            not_before: row.time("not_before")?,
             expires_at: row.time("expires_at")?,
         },
         attempts: row.value("attempts")?,
@@ -172,8 +172,8 @@ pub(super) fn status_from_row<R: Columns>(row: &R) -> Result<CallbackStatus, Sto
 // Portable statements: the same text on both engines.
 
 pub(super) const INSERT_CALLBACK: &str = "INSERT INTO callbacks
-     (id, kind, challenge_id, url, sealed, created_at, expires_at, next_attempt_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     (id, kind, challenge_id, url, sealed, created_at, expires_at, not_before, next_attempt_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)";
 
 /// Due: queued, its time come, its challenge no longer pending (or none).
 pub(super) const DUE_CALLBACKS: &str =
@@ -183,7 +183,7 @@ pub(super) const DUE_CALLBACKS: &str =
      ORDER BY cb.next_attempt_at LIMIT $3";
 
 pub(super) const CLAIMED_COLUMNS: &str = "cb.id, cb.kind, cb.challenge_id, cb.url, cb.sealed, cb.created_at, \
-     cb.next_attempt_at, cb.expires_at, cb.attempts, c.state AS challenge_state";
+     cb.not_before, cb.expires_at, cb.attempts, c.state AS challenge_state";
 
 /// Only the claim that is still current: a worker whose lease ran out cannot end or re-queue
 /// a job another worker claimed since.

@@ -126,6 +126,22 @@ async fn a_job_without_a_challenge_is_due_at_once(engine: Engine) {
     assert_eq!(claim(&t).await, [expected]);
 }
 
+/// A job made to wait (`not_before`: a request nobody was prompted for is reported when a
+/// prompt would have ended) is not due a moment sooner.
+async fn a_job_is_not_due_before_its_time(engine: Engine) {
+    let t = ciba(engine).await;
+    let mut r = t.refused();
+    let ping = r.ping.as_mut().unwrap();
+    ping.not_before = t.f.now() + Duration::seconds(60);
+    t.create(&r).await.unwrap();
+    t.f.advance(Duration::seconds(60) - Duration::microseconds(1)).await;
+    assert_eq!(claim(&t).await, [], "not before its time");
+    t.f.advance(Duration::microseconds(1)).await;
+    let claimed = claim(&t).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].job, r.ping.clone().unwrap(), "read back as made");
+}
+
 /// A claimed job is leased: nobody claims it again until the lease has run out, then the next
 /// claim takes it over with its attempts counted. A claim takes at most `limit` jobs.
 async fn a_claimed_job_is_leased_until_its_lease_runs_out(engine: Engine) {
@@ -312,6 +328,7 @@ on_both_engines!(
     a_job_waits_while_its_challenge_is_pending,
     every_end_of_a_challenge_makes_its_job_due,
     a_job_without_a_challenge_is_due_at_once,
+    a_job_is_not_due_before_its_time,
     a_claimed_job_is_leased_until_its_lease_runs_out,
     concurrent_claims_hand_each_job_to_one_claimer,
     a_stale_claim_changes_nothing,

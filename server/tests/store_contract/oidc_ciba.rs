@@ -81,6 +81,7 @@ impl Ciba {
             url: NOTIFICATION_ENDPOINT.into(),
             sealed: random_hash(),
             created_at: self.f.now(),
+            not_before: self.f.now(),
             expires_at,
         }
     }
