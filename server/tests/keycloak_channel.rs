@@ -44,7 +44,7 @@ async fn realm(engine: Engine) -> Realm {
 
 async fn realm_with(engine: Engine, challenges: ChallengeSettings) -> Realm {
     let key = TestKey::rs256("kc-1");
-    let jwks = JwksServer::start(jwks_json(&[&key])).await;
+    let jwks = JwksServer::start(countersign_e2e::jose::keycloak_jwks(&key)).await;
     let config = KeycloakConfig {
         realms: vec![RealmConfig {
             issuer: ISSUER.into(),
@@ -64,12 +64,12 @@ async fn realm_with(engine: Engine, challenges: ChallengeSettings) -> Realm {
 }
 
 impl Realm {
-    /// The claims Keycloak's `createBearerToken` writes, for `sub`, with a fresh `jti`.
+    /// The claims Keycloak's `createBearerToken` writes (no `iat`), for `sub`, with a fresh `jti`.
     fn claims(&self, sub: &str) -> Value {
         let now = self.app.clock_now().unix_timestamp();
         json!({
             "typ": "Bearer", "iss": ISSUER, "aud": ISSUER, "jti": uuid::Uuid::new_v4().to_string(),
-            "azp": CLIENT, "sub": sub, "iat": now, "exp": now + 120,
+            "azp": CLIENT, "sub": sub, "exp": now + 120,
         })
     }
 
@@ -211,7 +211,9 @@ async fn kc_jwt_expired_is_refused(engine: Engine) {
     realm.app.advance(time::Duration::seconds(131)).await;
     let reply = realm.ask(&token, "alice").await;
     assert_refused(&realm, &reply, StatusCode::UNAUTHORIZED, "keycloak_token_invalid").await;
-    let long = realm.token_with(ALICE_SUB, |c| c["exp"] = json!(c["iat"].as_i64().unwrap() + 3600));
+    // Without `iat` (Keycloak sends none) the lifetime counts from now.
+    let now = realm.app.clock_now().unix_timestamp();
+    let long = realm.token_with(ALICE_SUB, |c| c["exp"] = json!(now + 3600));
     let reply = realm.ask(&long, "alice").await;
     assert_refused(&realm, &reply, StatusCode::UNAUTHORIZED, "keycloak_token_invalid").await;
     assert_eq!(realm.refusals().await, ["expired", "lifetime_too_long"]);

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::task::AbortHandle;
 
-use crate::jose::{TestKey, jwks_json};
+use crate::jose::TestKey;
 
 pub const REALM_PATH: &str = "/realms/acme";
 const CERTS: &str = "/protocol/openid-connect/certs";
@@ -53,7 +53,7 @@ impl FakeKeycloak {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let (jwks, state) = (jwks_json(&[&key]), Arc::clone(&shared));
+        let (jwks, state) = (crate::jose::keycloak_jwks(&key), Arc::clone(&shared));
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (jwks, state) = (jwks.clone(), Arc::clone(&state));
@@ -76,12 +76,12 @@ impl FakeKeycloak {
         format!("http://{}{REALM_PATH}", self.addr)
     }
 
-    /// A delegation token as Keycloak signs it: `aud` is the realm itself.
+    /// A delegation token as Keycloak signs it: `aud` is the realm itself, and no `iat`.
     pub fn token(&self, sub: &str, azp: &str, lifetime_secs: i64) -> String {
         let now = crate::unix_now() as i64;
         self.key.sign(&json!({
             "typ": "Bearer", "iss": self.issuer(), "aud": self.issuer(), "azp": azp, "sub": sub,
-            "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "exp": now + lifetime_secs,
+            "jti": uuid::Uuid::new_v4().to_string(), "exp": now + lifetime_secs,
         }))
     }
 

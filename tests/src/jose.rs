@@ -93,6 +93,15 @@ pub fn jwks_json(keys: &[&TestKey]) -> String {
     json!({ "keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>() }).to_string()
 }
 
+/// A realm's key set as Keycloak publishes it: the signing key and, beside it, the realm's
+/// `RSA-OAEP` encryption key (`use: enc`) that every realm has.
+pub fn keycloak_jwks(signing: &TestKey) -> String {
+    let mut encryption = TestKey::rs256("kc-enc").public_jwk();
+    encryption["use"] = serde_json::json!("enc");
+    encryption["alg"] = serde_json::json!("RSA-OAEP");
+    serde_json::json!({ "keys": [encryption, signing.public_jwk()] }).to_string()
+}
+
 pub fn b64_json(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use time::{Duration, OffsetDateTime};
 
-use super::clients::{ClientJwks, MAX_JWKS_BYTES, validate_jwks};
+use super::clients::{ClientJwks, MAX_JWKS_BYTES, published_signing_keys};
 use crate::clock::Clock;
 
 /// How the fetcher behaves.
@@ -156,6 +156,6 @@ impl ClientJwksFetcher {
             body.extend_from_slice(&chunk);
         }
         let text = String::from_utf8(body).map_err(|_| JwksFetchError::Invalid("not UTF-8".to_owned()))?;
-        validate_jwks(&text).map_err(|e| JwksFetchError::Invalid(e.to_string()))
+        published_signing_keys(&text).map_err(|e| JwksFetchError::Invalid(e.to_string()))
     }
 }

@@ -444,6 +444,27 @@ fn base64_url_decode(text: &str) -> Option<Vec<u8>> {
 /// Validates a client key set (registered inline or fetched from its `jwks_uri`): a JSON
 /// `{"keys": [...]}` of 1–10 public signing keys (EC P-256/P-384, RSA ≥ 2048 bits, Ed25519),
 /// with distinct `kid`s, a `kid` on every key when there are several.
+/// A published key set (fetched from a `jwks_uri`) as a set of the signing keys it holds: a
+/// server publishes its encryption keys beside them (every Keycloak realm has an `RSA-OAEP`
+/// key with `use: enc`) and keys of algorithms we do not take (ES512); those are left out
+/// rather than sinking the set. What is left is then validated as strictly as an inline set.
+pub fn published_signing_keys(json: &str) -> Result<ClientJwks, ClientRuleError> {
+    let refuse = |reason: String| ClientRuleError::Jwks(reason);
+    if json.len() > MAX_JWKS_BYTES {
+        return Err(refuse(format!("it is larger than {MAX_JWKS_BYTES} bytes")));
+    }
+    let mut value: Value = serde_json::from_str(json).map_err(|e| refuse(format!("it is not JSON: {e}")))?;
+    if let Some(keys) = value.get_mut("keys").and_then(Value::as_array_mut) {
+        keys.retain(|key| {
+            let text = |name: &str| key.get(name).and_then(Value::as_str);
+            let for_signing = text("use").is_none_or(|usage| usage == "sig");
+            let known_alg = text("alg").is_none_or(|alg| KEY_ALGORITHMS.iter().any(|(name, _)| *name == alg));
+            for_signing && known_alg
+        });
+    }
+    validate_jwks(&value.to_string())
+}
+
 pub fn validate_jwks(json: &str) -> Result<ClientJwks, ClientRuleError> {
     let refuse = |reason: String| ClientRuleError::Jwks(reason);
     if json.len() > MAX_JWKS_BYTES {
@@ -489,6 +510,23 @@ pub fn validate_keys(method: AuthMethod, keys: &ClientKeys) -> Result<(), Client
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keycloak publishes its realm's encryption key beside the signing key: the set is taken,
+    /// with the signing key only. A set with no signing key left is still refused.
+    #[test]
+    fn a_published_set_keeps_its_signing_keys_and_leaves_the_rest_out() {
+        let signing = serde_json::json!({ "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "s",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0" });
+        let encryption = serde_json::json!({ "kty": "RSA", "alg": "RSA-OAEP", "use": "enc", "kid": "e", "n": "AQAB", "e": "AQAB" });
+        let p521 = serde_json::json!({ "kty": "EC", "crv": "P-521", "alg": "ES512", "kid": "big", "x": "AA", "y": "AA" });
+        let set = serde_json::json!({ "keys": [encryption, signing, p521] }).to_string();
+        assert!(validate_jwks(&set).is_err(), "an inline set must hold signing keys only");
+        let published = published_signing_keys(&set).unwrap();
+        assert_eq!(published.keys().len(), 1);
+        assert!(published.has_kid("s"));
+        let only_encryption = serde_json::json!({ "keys": [encryption] }).to_string();
+        assert!(published_signing_keys(&only_encryption).is_err());
+    }
 
     fn client(uris: &[&str]) -> Client {
         Client {
