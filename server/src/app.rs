@@ -273,7 +273,8 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
         .route("/metrics", get(metrics))
         .merge(pages::http::routes())
         .merge(oidc::http::flow_routes())
-        .merge(keycloak::http::routes())
+        // No realm configured, no channel: nobody can knock on it (and fill the audit trail).
+        .merge(if state.keycloak.serves_realms() { keycloak::http::routes() } else { Router::new() })
         .merge(crate::http::page::with_page_headers(passkeys::http::page_routes()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

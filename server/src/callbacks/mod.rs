@@ -10,12 +10,15 @@
 //!
 //! Rules shared by both: a job becomes due when its challenge leaves `pending`; redirects are
 //! never followed (CIBA §10.2: "the OP MUST NOT follow redirects"); any 2xx ends it delivered;
-//! 429, 5xx and no answer at all are retried with the push outbox's backoff until the request
-//! expires; any other answer ends it failed at once (a second POST after an answer could
-//! repeat an effect: Keycloak deletes a request that is called back twice). Jobs are leased
-//! for longer than a round takes (POSTs run eight at a time, each within a 5 s timeout), and
-//! ended by compare-and-set, so two workers never both send one; the only repeat possible is a
-//! worker dying between the receiver's answer and recording it (after its lease).
+//! 429, 5xx and a POST that could not be sent are retried with the push outbox's backoff until
+//! the request expires; any other answer ends it failed at once (a second POST after an
+//! answer could repeat an effect: Keycloak deletes a request that is called back twice). A
+//! POST sent but not answered in time is retried for a ping (harmless) but not for Keycloak
+//! (given up, audited as perhaps delivered). Jobs are leased
+//! for longer than a round takes (POSTs run eight at a time, each within 5 s, 15 s for Keycloak), and
+//! ended by compare-and-set, so two workers never both send one; the only repeats possible are
+//! a worker dying between the receiver's answer and recording it (after its lease), and a ping
+//! re-sent after a timeout.
 //! Bearer credentials and `auth_req_id`s are sealed at rest and never logged.
 
 use std::sync::Arc;
@@ -33,9 +36,9 @@ use crate::secrets::MasterKey;
 use crate::store::{CallbackKind, CallbackResult, ClaimedCallback, Store, StoreError};
 
 /// How long a claimed job is ours before another worker may take it over: longer than a
-/// round can take (`BATCH / CONCURRENCY` POSTs of at most `TIMEOUT` each, and recording
+/// round can take (`BATCH / CONCURRENCY` POSTs of at most `KEYCLOAK_TIMEOUT` each, and recording
 /// them), so no job is claimed again while it is being sent.
-const LEASE: Duration = Duration::seconds(60);
+const LEASE: Duration = Duration::seconds(120);
 const BATCH: u32 = 32;
 /// POSTs in flight at once: one receiver that never answers holds one slot for `TIMEOUT`,
 /// not the whole round.
@@ -44,6 +47,8 @@ const CONCURRENCY: usize = 8;
 const POLL_INTERVAL: StdDuration = StdDuration::from_secs(1);
 /// Whole-request timeout of one POST.
 const TIMEOUT: StdDuration = StdDuration::from_secs(5);
+/// A Keycloak callback's: Keycloak notifies a ping-mode client inside it.
+const KEYCLOAK_TIMEOUT: StdDuration = StdDuration::from_secs(15);
 
 /// What a job carries sealed: the bearer credential and the body's secret part.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -89,10 +94,14 @@ pub fn keycloak_status(state: Option<ChallengeState>) -> &'static str {
 
 /// How one POST went.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Answer {
+enum Reply {
     Status(u16, Option<StdDuration>),
-    /// No HTTP answer (connection, TLS, timeout): retried.
-    None(String),
+    /// Not sent: no connection could be made. Retried.
+    NotSent(String),
+    /// Sent, perhaps received, no answer (timeout, broken connection): a ping is retried (the
+    /// client fetches its tokens once however often it is pinged); a Keycloak outcome is not,
+    /// as Keycloak drops a request that is called back twice.
+    NoAnswer(String),
 }
 
 #[derive(Debug)]
@@ -179,7 +188,12 @@ impl CallbackDelivery {
             CallbackKind::CibaPing => json!({ "auth_req_id": secret.auth_req_id }),
             CallbackKind::KeycloakOutcome => json!({ "status": keycloak_status(claimed.challenge_state) }),
         };
-        let answer = self.post(&job.url, &secret.bearer, &body).await;
+        // Keycloak pings its own client inside the callback request: give it time.
+        let timeout = match job.kind {
+            CallbackKind::CibaPing => TIMEOUT,
+            CallbackKind::KeycloakOutcome => KEYCLOAK_TIMEOUT,
+        };
+        let answer = self.post(&job.url, &secret.bearer, &body, timeout).await;
         let retry = |reason: String, after: Option<StdDuration>| {
             let at = now + crate::challenges::worker::backoff(&self.rng, claimed.attempts, after);
             if at >= job.expires_at {
@@ -190,17 +204,25 @@ impl CallbackDelivery {
             }
         };
         match answer {
-            Answer::Status(status, _) if (200..300).contains(&status) => {
+            Reply::Status(status, _) if (200..300).contains(&status) => {
                 let event = self.event(claimed, Action::CallbackDelivered, json!({ "status": status }));
                 (CallbackResult::Delivered, Some(event))
             }
-            Answer::Status(status, after) if status == 429 || status >= 500 => {
+            Reply::Status(status, after) if status == 429 || status >= 500 => {
                 retry(format!("the receiver answered HTTP {status}"), after)
             }
-            Answer::Status(status, _) => {
+            Reply::Status(status, _) => {
                 self.failed(claimed, &format!("the receiver refused it: HTTP {status}"), Some(status))
             }
-            Answer::None(reason) => retry(reason, None),
+            Reply::NotSent(reason) => retry(reason, None),
+            Reply::NoAnswer(reason) => match job.kind {
+                CallbackKind::CibaPing => retry(reason, None),
+                CallbackKind::KeycloakOutcome => self.failed(
+                    claimed,
+                    &format!("{reason}; perhaps delivered, so not sent again (a second callback would make Keycloak drop the request)"),
+                    None,
+                ),
+            },
         }
     }
 
@@ -227,8 +249,8 @@ impl CallbackDelivery {
         AuditEvent::new(self.clock.now(), Actor::System, action, subject).with_details(details)
     }
 
-    async fn post(&self, url: &str, bearer: &str, body: &serde_json::Value) -> Answer {
-        let sent = self.http.post(url).bearer_auth(bearer).json(body).send().await;
+    async fn post(&self, url: &str, bearer: &str, body: &serde_json::Value, timeout: StdDuration) -> Reply {
+        let sent = self.http.post(url).bearer_auth(bearer).json(body).timeout(timeout).send().await;
         match sent {
             Ok(response) => {
                 let after = response
@@ -237,10 +259,11 @@ impl CallbackDelivery {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(|secs| StdDuration::from_secs(secs.min(300)));
-                Answer::Status(response.status().as_u16(), after)
+                Reply::Status(response.status().as_u16(), after)
             }
             // The error's text may hold the URL, never the bearer or body.
-            Err(error) => Answer::None(format!("no answer: {}", error.without_url())),
+            Err(error) if error.is_connect() => Reply::NotSent(format!("not sent: {}", error.without_url())),
+            Err(error) => Reply::NoAnswer(format!("no answer: {}", error.without_url())),
         }
     }
 }

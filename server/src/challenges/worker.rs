@@ -63,9 +63,11 @@ impl Worker {
                 {
                     tracing::warn!(%error, "purging finished OIDC sign-ins failed");
                 }
-                // A Keycloak request's `jti` must stay spent until its token expires.
+                // A Keycloak request's `jti` must stay spent until its token expires, and a
+                // little longer: tokens are taken up to the clock leeway past `exp`.
+                let spent_until = expiry.clock.now() - crate::keycloak::verify::LEEWAY - Duration::seconds(1);
                 if round % 60 == 0
-                    && let Err(error) = expiry.store.purge_keycloak_requests(expiry.clock.now()).await
+                    && let Err(error) = expiry.store.purge_keycloak_requests(spent_until).await
                 {
                     tracing::warn!(%error, "purging expired Keycloak requests failed");
                 }

@@ -50,13 +50,15 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 fn api_error(error: ChannelError) -> ApiError {
     let message = error.to_string();
     match error {
-        ChannelError::Token(TokenError::Keys(_)) => ApiError::new(Code::KeycloakKeysUnavailable, message),
+        // Why is for the logs and the audit trail, not for whoever is knocking.
+        ChannelError::Token(TokenError::Keys(_)) => ApiError::new(
+            Code::KeycloakKeysUnavailable,
+            "the realm's signing keys cannot be fetched right now",
+        ),
         // The details are in the audit trail; the presenter learns only that it was refused.
         ChannelError::Token(_) => ApiError::new(Code::KeycloakTokenInvalid, "the bearer token is refused"),
         ChannelError::Body(_) => ApiError::new(Code::KeycloakRequestInvalid, message),
-        ChannelError::BindingMessage(_) | ChannelError::NumberRecentlyUsed => {
-            ApiError::new(Code::InvalidBindingMessage, message)
-        }
+        ChannelError::BindingMessage(_) => ApiError::new(Code::InvalidBindingMessage, message),
         ChannelError::Replayed => ApiError::new(Code::KeycloakTokenReplayed, message),
         ChannelError::SubjectPinned => ApiError::new(Code::KeycloakSubjectMismatch, message),
         ChannelError::Store(error) => error.into(),

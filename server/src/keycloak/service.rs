@@ -34,8 +34,6 @@ pub enum ChannelError {
     Body(#[from] BodyError),
     #[error(transparent)]
     BindingMessage(#[from] BindingMessageError),
-    #[error("the user saw this number recently; the client must show another")]
-    NumberRecentlyUsed,
     #[error("this token was used before")]
     Replayed,
     #[error("the realm's user is bound to another Countersign user than login_hint names")]
@@ -53,7 +51,6 @@ impl ChannelError {
             ChannelError::Token(error) => error.reason(),
             ChannelError::Body(_) => "invalid_body",
             ChannelError::BindingMessage(error) => error.reason(),
-            ChannelError::NumberRecentlyUsed => "number_recently_used",
             ChannelError::Replayed => "jti_replayed",
             ChannelError::SubjectPinned => "subject_pinned_to_other_user",
             ChannelError::Internal(_) | ChannelError::Store(_) => "internal",
@@ -82,6 +79,11 @@ struct Admitted<'a> {
 }
 
 impl KeycloakChannel {
+    /// Whether any realm is configured: without one the channel is not served at all.
+    pub fn serves_realms(&self) -> bool {
+        !self.realms.is_empty()
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -162,9 +164,10 @@ impl KeycloakChannel {
                     number: Some(number),
                     expires_at: Some(token.expires_at),
                     idempotency_key: None,
-                    // Spray detection counts the users a realm prompts: Keycloak does not say
-                    // where the user is, and its servers may sit behind any proxy.
-                    source: Some(format!("keycloak-realm:{}", realm.issuer)),
+                    // Spray detection counts the users each client of a realm prompts: Keycloak
+                    // does not say where the user is, its servers sit behind any proxy, and one
+                    // client's traffic must not silence the realm's others.
+                    source: Some(format!("keycloak:{} {}", realm.issuer, token.client)),
                 };
                 match self.challenges.create_with(app, &user.username, context, options).await {
                     Ok(created) => Ok(created.record.id),
@@ -190,9 +193,19 @@ impl KeycloakChannel {
             Some(_) => None,
             None => Some(self.callback(&admitted, challenge, now)?),
         };
-        self.store
+        let finished = self
+            .store
             .finish_keycloak_request(&realm.issuer, &token.jti, challenge, callback.as_ref(), event)
-            .await?;
+            .await;
+        if let Err(error) = finished {
+            // Nobody would learn what this prompt decides: take it back from the phone.
+            if let Some(id) = challenge
+                && let Err(cancel) = self.challenges.cancel(app, id).await
+            {
+                tracing::error!(error = %cancel, "a Keycloak prompt whose request was not recorded could not be cancelled");
+            }
+            return Err(error.into());
+        }
         answer.map_or(Ok(()), Err)
     }
 
@@ -319,9 +332,9 @@ fn refusal(error: ChallengeError) -> Result<Refusal, ChannelError> {
         ChallengeError::PasskeyRequired => cancelled("passkey_required"),
         ChallengeError::PushRateLimited { .. } => cancelled("push_rate_limited"),
         ChallengeError::SourceRateLimited { .. } => cancelled("source_rate_limited"),
-        ChallengeError::NumberRecentlyUsed => {
-            Ok(Refusal { reason: "number_recently_used", answer: Some(ChannelError::NumberRecentlyUsed) })
-        }
+        // Answered like the others: only a user with a device has recent numbers, so a 400
+        // here would tell the client the user exists.
+        ChallengeError::NumberRecentlyUsed => cancelled("number_recently_used"),
         // The token expired within the clock-skew leeway: nothing is left to prompt for.
         ChallengeError::InvalidInput(_) => {
             let expired = TokenError::Invalid(crate::oidc::jose::JwtError::Expired);

@@ -22,7 +22,7 @@ const ALGORITHMS: [Algorithm; 9] = ASSERTION_ALGORITHMS;
 /// client's `requested_expiry` may ask for more, but a sign-in prompt is not an hour-long thing.
 pub const MAX_LIFETIME: Duration = Duration::minutes(15);
 /// Clock skew tolerated between Keycloak and this server.
-const LEEWAY: Duration = Duration::seconds(10);
+pub const LEEWAY: Duration = Duration::seconds(10);
 /// Longest `sub` accepted (Keycloak's are UUIDs).
 const MAX_SUBJECT_LEN: usize = 255;
 
@@ -84,6 +84,10 @@ pub struct Realms {
 impl Realms {
     pub fn new(realms: Vec<Realm>, fetcher: Arc<ClientJwksFetcher>) -> Self {
         Self { realms, fetcher }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.realms.is_empty()
     }
 
     pub fn get(&self, index: usize) -> Option<&Realm> {
