@@ -136,3 +136,29 @@ pub async fn authenticate(
         _ => Err(AuthError::Invalid),
     }
 }
+
+/// The app a requester that holds no API key acts as in the challenge machinery (an OIDC
+/// client, a Keycloak realm): no scopes, and a key made only to fill the row, never shown to
+/// anyone. With its `app.created` event (`details` say whose app it is).
+pub fn keyless_app(
+    name: String,
+    details: serde_json::Value,
+    now: time::OffsetDateTime,
+) -> Result<(AppRecord, AuditEvent), model::RandomFailure> {
+    let key = model::generate(&SystemRandom::new())?;
+    let app = AppRecord {
+        id: AppId::random(),
+        name,
+        key_id: key.key_id,
+        key_hash: key.hash.to_vec(),
+        scopes: Scopes::default(),
+        created_at: now,
+        revoked_at: None,
+    };
+    let mut details = details;
+    details["name"] = json!(app.name);
+    details["scopes"] = json!("");
+    let event =
+        AuditEvent::new(now, Actor::System, Action::AppCreated, Subject::App(app.id)).with_details(details);
+    Ok((app, event))
+}

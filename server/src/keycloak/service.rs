@@ -5,24 +5,23 @@
 
 use std::sync::Arc;
 
-use ring::rand::SystemRandom;
 use serde_json::{Value, json};
 
 use super::config::Realm;
 use super::model::{self, BindingMessageError, BodyError, ChannelRequest};
 use super::verify::{ChannelToken, Realms, TokenError};
 use crate::api_keys::Scopes;
-use crate::api_keys::service::AuthenticatedApp;
+use crate::api_keys::service::{AuthenticatedApp, keyless_app};
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::callbacks::CallbackSecret;
 use crate::challenges::service::{ChallengeContext, ChallengeError, ChallengeService, PromptOptions};
 use crate::clock::Clock;
 use crate::fault::InternalError;
-use crate::ids::{AppId, ChallengeId};
+use crate::ids::ChallengeId;
 use crate::secrets::MasterKey;
 use crate::store::{
-    Admission, AppRecord, CallbackJob, CallbackKind, KeycloakRequestRecord, RequestOutcome, Store,
-    StoreError, UserRecord,
+    Admission, CallbackJob, CallbackKind, KeycloakRequestRecord, RequestOutcome, Store, StoreError,
+    UserRecord,
 };
 
 /// Why a delegation request is refused. Every refusal is audited (`keycloak.request_refused`).
@@ -263,20 +262,9 @@ impl KeycloakChannel {
         let id = match self.store.keycloak_realm_app(&realm.issuer).await? {
             Some(id) => id,
             None => {
-                let key = crate::api_keys::generate(&SystemRandom::new())
+                let details = json!({ "keycloak_realm": realm.issuer });
+                let (app, event) = keyless_app(realm.app_name(), details, self.clock.now())
                     .map_err(|_| InternalError::new("the system random number generator failed"))?;
-                let now = self.clock.now();
-                let app = AppRecord {
-                    id: AppId::random(),
-                    name: realm.app_name(),
-                    key_id: key.key_id,
-                    key_hash: key.hash.to_vec(),
-                    scopes: Scopes::default(),
-                    created_at: now,
-                    revoked_at: None,
-                };
-                let event = AuditEvent::new(now, Actor::System, Action::AppCreated, Subject::App(app.id))
-                    .with_details(json!({ "name": app.name, "keycloak_realm": realm.issuer, "scopes": "" }));
                 self.store.create_keycloak_realm_app(&realm.issuer, app, event).await?
             }
         };

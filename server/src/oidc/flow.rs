@@ -25,19 +25,17 @@ use super::keys::SigningKeys;
 use super::oauth_error::{OAuthError, OAuthErrorCode};
 use super::tokens::{Grant, ID_TOKEN_TYP, Issue, Proof};
 use super::upstream::UpstreamIssuers;
-use crate::api_keys::service::AuthenticatedApp;
+use crate::api_keys::service::{AuthenticatedApp, keyless_app};
 use crate::api_keys::{Scopes, hash_key, random_urlsafe};
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
 use crate::challenges::service::{ChallengeContext, ChallengeError, ChallengeService};
 use crate::clock::Clock;
 use crate::fault::InternalError;
-use crate::ids::{AppId, AuthorizationId};
+use crate::ids::AuthorizationId;
 use crate::passkeys::service::{PasskeyError, PasskeyService};
 use crate::secrets::MasterKey;
-use crate::store::{
-    AppRecord, AuthorizationRecord, CodeRecord, PushedRequest, Store, StoreError, UserRecord,
-};
+use crate::store::{AuthorizationRecord, CodeRecord, PushedRequest, Store, StoreError, UserRecord};
 
 mod ciba;
 mod passkey_instead;
@@ -668,24 +666,12 @@ impl OidcFlow {
         let id = match self.store.oidc_client_app(&client.client_id).await? {
             Some(id) => id,
             None => {
-                let rng = SystemRandom::new();
-                let key = crate::api_keys::generate(&rng).map_err(|_| {
+                let details = json!({ "oidc_client": client.client_id.0 });
+                let (app, event) = keyless_app(name.clone(), details, self.clock.now()).map_err(|_| {
                     AuthorizeFailure::Internal(InternalError::new(
                         "the system random number generator failed",
                     ))
                 })?;
-                let now = self.clock.now();
-                let app = AppRecord {
-                    id: AppId::random(),
-                    name: name.clone(),
-                    key_id: key.key_id,
-                    key_hash: key.hash.to_vec(),
-                    scopes: Scopes::default(),
-                    created_at: now,
-                    revoked_at: None,
-                };
-                let event = AuditEvent::new(now, Actor::System, Action::AppCreated, Subject::App(app.id))
-                    .with_details(json!({ "name": name, "oidc_client": client.client_id.0, "scopes": "" }));
                 self.store.create_oidc_client_app(&client.client_id, app, event).await?
             }
         };
