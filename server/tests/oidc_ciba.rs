@@ -636,6 +636,40 @@ async fn ping_mode_retries_until_the_client_takes_it_once(engine: Engine) {
     assert_eq!(actions.iter().filter(|a| *a == "callback.delivered").count(), 1);
 }
 
+/// Attack: someone with a copy of the database redeems a pending request, or impersonates the
+/// server to the client's notification endpoint. The `auth_req_id` is kept only as its
+/// SHA-256, and the notification token and `auth_req_id` a ping carries are sealed under the
+/// master key: no stored row repeats either.
+async fn a_database_copy_holds_no_usable_auth_req_id_or_notification_token(engine: Engine) {
+    let (app, _, mut phone, _) = setup(engine).await;
+    let endpoint = endpoint(vec![204]).await;
+    let notification_endpoint = endpoint.url.clone();
+    let client = client(&app, "Kiosk", Some(CibaDelivery::Ping { notification_endpoint })).await;
+    let token = "c2VjcmV0LW5vdGlmaWNhdGlvbi10b2tlbg";
+    let (id, _) =
+        acknowledged(&app, &client, &[("login_hint", "alice"), ("client_notification_token", token)]).await;
+    let sha256 =
+        |secret: &str| ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref().to_vec();
+    let request = app.store.ciba_request(&sha256(&id)).await.unwrap().expect("found by its hash");
+    assert!(app.store.ciba_request(id.as_bytes()).await.unwrap().is_none());
+    let sign_in = app.store.authorization(request.authorization_id.unwrap()).await.unwrap().unwrap();
+    let (_, details) =
+        audit_actions(&app).await.into_iter().rfind(|(a, _)| a == "oidc.ciba_requested").unwrap();
+    let challenge: uuid::Uuid = details["challenge_id"].as_str().unwrap().parse().unwrap();
+    let jobs = app.store.callbacks_for_challenge(countersign::ids::ChallengeId(challenge)).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    // Decided: the ping is due, and is read back with everything it will send.
+    phone_answers(&app, &mut phone, "", Decision::Deny).await;
+    let claimed = app.store.claim_callbacks(app.clock_now(), time::Duration::seconds(1), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let sealed = &claimed[0].job.sealed;
+    let stored = format!("{request:?} {sign_in:?} {claimed:?} {details}");
+    for secret in [id.as_str(), token] {
+        assert!(!stored.contains(secret), "{secret} is stored readable");
+        assert!(!sealed.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} is sealed");
+    }
+}
+
 /// Ping endpoints that redirect are not followed (§10.2) and not retried; one that is down is
 /// retried with backoff until the request expires, then given up, audited.
 async fn ping_redirects_are_not_followed_and_retries_stop_at_expiry(engine: Engine) {
@@ -741,6 +775,7 @@ on_both_engines!(
     a_client_prompting_many_users_is_throttled_as_a_spray,
     signed_requests_are_verified_and_spent_once,
     ping_mode_retries_until_the_client_takes_it_once,
+    a_database_copy_holds_no_usable_auth_req_id_or_notification_token,
     ping_redirects_are_not_followed_and_retries_stop_at_expiry,
     ciba_registration_rules,
 );

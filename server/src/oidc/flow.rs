@@ -23,7 +23,7 @@ use super::clients::{Client, ClientId, ClientKeys};
 use super::jose::{self, JwtPolicy};
 use super::keys::SigningKeys;
 use super::oauth_error::{OAuthError, OAuthErrorCode};
-use super::tokens::{Grant, ID_TOKEN_TYP, Issue, Proof};
+use super::tokens::{Grant, ID_TOKEN_TYP, Proof};
 use super::upstream::UpstreamIssuers;
 use crate::api_keys::service::{AuthenticatedApp, keyless_app};
 use crate::api_keys::{Scopes, hash_key, random_urlsafe};
@@ -880,19 +880,7 @@ impl OidcFlow {
         user: crate::ids::UserId,
         now: OffsetDateTime,
     ) -> Result<String, InternalError> {
-        let timings = self.keys.timings();
-        let userinfo_endpoint = self.settings.endpoint(USERINFO_PATH);
-        let issue = Issue {
-            issuer: &self.settings.issuer,
-            userinfo_endpoint: &userinfo_endpoint,
-            client_id: &client.client_id.0,
-            subject: user.to_string(),
-            grant,
-            now,
-            id_token_lifetime: timings.id_token_lifetime,
-            access_token_lifetime: timings.access_token_lifetime,
-            jti: String::new(),
-        };
+        let issue = self.issue(client, user, grant, now, String::new());
         self.keys
             .sign(signing_alg(client), ID_TOKEN_TYP, &issue.id_token())
             .await

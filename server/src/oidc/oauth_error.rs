@@ -115,6 +115,12 @@ impl OAuthError {
         Self::new(OAuthErrorCode::InvalidClient, description)
     }
 
+    /// An internal failure `error`, logged; the client learns only that it happened.
+    pub fn internal(error: impl fmt::Display) -> Self {
+        tracing::error!(error = %error, "an OAuth endpoint failed");
+        Self::server_error()
+    }
+
     /// An internal failure: the details go to the logs, not to the client.
     pub fn server_error() -> Self {
         Self::new(OAuthErrorCode::ServerError, "the server could not complete the request")

@@ -34,17 +34,12 @@ pub struct TokenResponse {
 /// The challenge a bad access token gets (RFC 6750 §3).
 const INVALID_TOKEN_CHALLENGE: &str = r#"Bearer error="invalid_token""#;
 
-fn invalid_grant(description: &str) -> OAuthError {
+pub(super) fn invalid_grant(description: &str) -> OAuthError {
     OAuthError::new(OAuthErrorCode::InvalidGrant, description)
 }
 
 fn invalid_token(description: &str) -> OAuthError {
     OAuthError::new(OAuthErrorCode::InvalidToken, description).with_challenge(INVALID_TOKEN_CHALLENGE)
-}
-
-fn server_error(error: impl std::fmt::Display) -> OAuthError {
-    tracing::error!(error = %error, "the token endpoint failed");
-    OAuthError::server_error()
 }
 
 impl OidcFlow {
@@ -72,7 +67,7 @@ impl OidcFlow {
         let code = form.get("code").ok_or_else(|| OAuthError::invalid_request("`code` is required"))?;
         let code_hash = hash_key(code);
         let now = self.clock.now();
-        let Some(record) = self.store.oidc_code(&code_hash).await.map_err(server_error)? else {
+        let Some(record) = self.store.oidc_code(&code_hash).await.map_err(OAuthError::internal)? else {
             return Err(invalid_grant("the code is unknown or expired"));
         };
         if record.client_id != client.client_id {
@@ -87,7 +82,7 @@ impl OidcFlow {
             self.refuse_code(&client, &record, "expired").await?;
             return Err(invalid_grant("the code has expired"));
         }
-        let grant: Grant = serde_json::from_str(&record.grant_details).map_err(server_error)?;
+        let grant: Grant = serde_json::from_str(&record.grant_details).map_err(OAuthError::internal)?;
         if form.get("redirect_uri") != Some(grant.redirect_uri.as_str()) {
             self.refuse_code(&client, &record, "redirect_uri_mismatch").await?;
             return Err(invalid_grant("`redirect_uri` is not the one the code was issued for"));
@@ -121,7 +116,40 @@ impl OidcFlow {
             Ok(_) => Ok(response),
             // Redeemed by a concurrent request with the same code: a replay like any other.
             Err(StoreError::NotFound) => Err(self.replayed(&client, &record).await),
-            Err(other) => Err(server_error(other)),
+            Err(other) => Err(OAuthError::internal(other)),
+        }
+    }
+
+    /// This provider's published keys, as the strict verifier takes them (to check a token it
+    /// issued: an access token at userinfo, an `id_token_hint` at CIBA).
+    pub(super) async fn own_keys(&self) -> Result<Vec<jsonwebtoken::jwk::Jwk>, OAuthError> {
+        let jwks = self.keys.jwks().await.map_err(OAuthError::internal)?;
+        let jwks: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_value(serde_json::to_value(&jwks).map_err(OAuthError::internal)?)
+                .map_err(OAuthError::internal)?;
+        Ok(jwks.keys)
+    }
+
+    /// What both tokens for `grant` are made from (`jti` names the access token).
+    pub(super) fn issue<'a>(
+        &'a self,
+        client: &'a Client,
+        user: crate::ids::UserId,
+        grant: &'a Grant,
+        now: time::OffsetDateTime,
+        jti: String,
+    ) -> Issue<'a> {
+        let timings = self.keys.timings();
+        Issue {
+            issuer: &self.settings.issuer,
+            userinfo_endpoint: self.settings.endpoint(USERINFO_PATH),
+            client_id: &client.client_id.0,
+            subject: user.to_string(),
+            grant,
+            now,
+            id_token_lifetime: timings.id_token_lifetime,
+            access_token_lifetime: timings.access_token_lifetime,
+            jti,
         }
     }
 
@@ -135,30 +163,19 @@ impl OidcFlow {
         code_hash: Vec<u8>,
         now: time::OffsetDateTime,
     ) -> Result<(TokenResponse, AccessTokenRecord), OAuthError> {
-        let (jti, _) = secret().map_err(server_error)?;
+        let (jti, _) = secret().map_err(OAuthError::internal)?;
         let timings = self.keys.timings();
-        let userinfo_endpoint = self.settings.endpoint(USERINFO_PATH);
-        let issue = Issue {
-            issuer: &self.settings.issuer,
-            userinfo_endpoint: &userinfo_endpoint,
-            client_id: &client.client_id.0,
-            subject: user.to_string(),
-            grant,
-            now,
-            id_token_lifetime: timings.id_token_lifetime,
-            access_token_lifetime: timings.access_token_lifetime,
-            jti: jti.clone(),
-        };
+        let issue = self.issue(client, user, grant, now, jti.clone());
         let id_token = self
             .keys
             .sign(signing_alg(client), ID_TOKEN_TYP, &issue.id_token())
             .await
-            .map_err(server_error)?;
+            .map_err(OAuthError::internal)?;
         let access_token = self
             .keys
             .sign(SigningAlg::Es256, ACCESS_TOKEN_TYP, &issue.access_token())
             .await
-            .map_err(server_error)?;
+            .map_err(OAuthError::internal)?;
         let record = AccessTokenRecord {
             jti,
             code_hash,
@@ -183,7 +200,7 @@ impl OidcFlow {
         let event = refusal_event(client, record, "replayed", now);
         match self.store.revoke_code_tokens(&record.code_hash, now, event).await {
             Ok(_) => invalid_grant("the code was already used; the tokens it issued are revoked"),
-            Err(error) => server_error(error),
+            Err(error) => OAuthError::internal(error),
         }
     }
 
@@ -194,7 +211,7 @@ impl OidcFlow {
         reason: &str,
     ) -> Result<(), OAuthError> {
         let event = refusal_event(client, record, reason, self.clock.now());
-        self.store.record_audit(event).await.map_err(server_error)
+        self.store.record_audit(event).await.map_err(OAuthError::internal)
     }
 
     /// `GET|POST /oidc/userinfo` with `Authorization: Bearer <access token>`.
@@ -210,10 +227,7 @@ impl OidcFlow {
                 )
                 .with_challenge("Bearer")
             })?;
-        let jwks = self.keys.jwks().await.map_err(server_error)?;
-        let jwks: jsonwebtoken::jwk::JwkSet =
-            serde_json::from_value(serde_json::to_value(&jwks).map_err(server_error)?)
-                .map_err(server_error)?;
+        let jwks = self.own_keys().await?;
         let userinfo_endpoint = self.settings.endpoint(USERINFO_PATH);
         let timings = self.keys.timings();
         let policy = JwtPolicy {
@@ -227,20 +241,20 @@ impl OidcFlow {
             require_jti: true,
             expired_grace: Duration::ZERO,
         };
-        let verified = jose::verify(token, &jwks.keys, &policy, self.clock.now())
+        let verified = jose::verify(token, &jwks, &policy, self.clock.now())
             .map_err(|_| invalid_token("the access token is not valid here"))?;
         let jti =
             verified.jti.as_deref().ok_or_else(|| invalid_token("the access token is not valid here"))?;
-        let record = self.store.access_token(jti).await.map_err(server_error)?;
+        let record = self.store.access_token(jti).await.map_err(OAuthError::internal)?;
         let Some(record) = record.filter(|r| r.revoked_at.is_none()) else {
             return Err(invalid_token("the access token was revoked"));
         };
         let subject =
             verified.claims.get("sub").cloned().unwrap_or_else(|| json!(record.user_id.to_string()));
         let mut claims = json!({ "sub": subject });
-        let code = self.store.oidc_code(&record.code_hash).await.map_err(server_error)?;
+        let code = self.store.oidc_code(&record.code_hash).await.map_err(OAuthError::internal)?;
         if let Some(code) = code {
-            let grant: Grant = serde_json::from_str(&code.grant_details).map_err(server_error)?;
+            let grant: Grant = serde_json::from_str(&code.grant_details).map_err(OAuthError::internal)?;
             if grant.scope.iter().any(|s| s == "profile") {
                 claims["preferred_username"] = json!(grant.username);
             }

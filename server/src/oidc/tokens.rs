@@ -135,7 +135,7 @@ pub struct AccessTokenClaims {
 #[derive(Debug, Clone)]
 pub struct Issue<'a> {
     pub issuer: &'a str,
-    pub userinfo_endpoint: &'a str,
+    pub userinfo_endpoint: String,
     pub client_id: &'a str,
     /// The user's stable subject: their id, never their name (an upstream hint's `sub` in the
     /// grant takes its place in the ID token).
@@ -171,7 +171,7 @@ impl Issue<'_> {
             iss: self.issuer.to_owned(),
             // The same `sub` as the ID token (OIDC Core §5.3.2: userinfo must agree with it).
             sub: self.grant.subject.clone().unwrap_or_else(|| self.subject.clone()),
-            aud: self.userinfo_endpoint.to_owned(),
+            aud: self.userinfo_endpoint.clone(),
             client_id: self.client_id.to_owned(),
             exp: now + self.access_token_lifetime.whole_seconds(),
             iat: now,
@@ -206,7 +206,7 @@ mod tests {
     fn issue(grant: &Grant) -> Issue<'_> {
         Issue {
             issuer: "https://mfa.example",
-            userinfo_endpoint: "https://mfa.example/oidc/userinfo",
+            userinfo_endpoint: "https://mfa.example/oidc/userinfo".into(),
             client_id: "client-1",
             subject: "7f0c…".into(),
             grant,

@@ -47,7 +47,7 @@ use crate::oidc::client_auth::ClientCredentials;
 use crate::oidc::clients::{CibaDelivery, Client};
 use crate::oidc::jose::{self, JwtPolicy};
 use crate::oidc::oauth_error::{OAuthError, OAuthErrorCode};
-use crate::oidc::token::TokenResponse;
+use crate::oidc::token::{TokenResponse, invalid_grant};
 use crate::oidc::tokens::{Grant, ID_TOKEN_TYP, Proof};
 use crate::store::{
     AuthorizationRecord, CallbackJob, CallbackKind, CibaRequestRecord, CodeRecord, StoreError, UserRecord,
@@ -121,11 +121,6 @@ enum Binding {
 
 fn invalid_binding(description: impl Into<String>) -> OAuthError {
     OAuthError::new(OAuthErrorCode::InvalidBindingMessage, description)
-}
-
-fn server_error(error: impl std::fmt::Display) -> OAuthError {
-    tracing::error!(error = %error, "the CIBA endpoint failed");
-    OAuthError::server_error()
 }
 
 fn binding(params: &Params, digits: u8) -> Result<Binding, OAuthError> {
@@ -233,7 +228,7 @@ fn refusal_reason(error: ChallengeError) -> Result<&'static str, OAuthError> {
         // recent numbers, so saying it would tell the client the user exists.
         ChallengeError::NumberRecentlyUsed => "number_recently_used",
         ChallengeError::InvalidInput(message) => return Err(invalid_binding(message)),
-        other => return Err(server_error(other)),
+        other => return Err(OAuthError::internal(other)),
     })
 }
 
@@ -272,7 +267,7 @@ impl OidcFlow {
         };
         let params = self.backchannel_params(&client, params).await?;
         let ask = self.validate_ask(client, delivery, &params)?;
-        let app = self.client_app(&ask.client).await.map_err(|e| server_error(format!("{e:?}")))?;
+        let app = self.client_app(&ask.client).await.map_err(|e| OAuthError::internal(format!("{e:?}")))?;
         let now = self.clock.now();
         let chosen = match &ask.binding {
             Binding::Number(number) => Some(number.clone()),
@@ -289,7 +284,7 @@ impl OidcFlow {
                     &SystemRandom::new(),
                     |_| false,
                 )
-                .map_err(|_| server_error("the system random number generator failed"))?,
+                .map_err(|_| OAuthError::internal("the system random number generator failed"))?,
             ),
         };
         // When the prompt ends: its challenge's expiry, or (nobody prompted) when it would have.
@@ -406,9 +401,9 @@ impl OidcFlow {
             Ok(created) => created,
             Err(error) => return Ok(Err(refusal_reason(error)?)),
         };
-        match self.store.user_by_id(created.record.user_id).await.map_err(server_error)? {
+        match self.store.user_by_id(created.record.user_id).await.map_err(OAuthError::internal)? {
             Some(user) => Ok(Ok((created, user))),
-            None => Err(server_error("a prompted user vanished")),
+            None => Err(OAuthError::internal("a prompted user vanished")),
         }
     }
 
@@ -424,7 +419,7 @@ impl OidcFlow {
         deadline: OffsetDateTime,
     ) -> Result<String, OAuthError> {
         let client = &ask.client;
-        let (auth_req_id, request_hash) = secret().map_err(server_error)?;
+        let (auth_req_id, request_hash) = secret().map_err(OAuthError::internal)?;
         // The request outlives its prompt a little: an approval in the prompt's last seconds
         // can still be fetched, and a late poll learns `expired_token`.
         let expires_at = deadline + REDEEM_GRACE;
@@ -464,7 +459,7 @@ impl OidcFlow {
                     kind: CallbackKind::CibaPing,
                     challenge_id,
                     url: notification_endpoint.clone(),
-                    sealed: seal(&self.master, id, &secret).map_err(server_error)?,
+                    sealed: seal(&self.master, id, &secret).map_err(OAuthError::internal)?,
                     created_at: now,
                     // Nobody prompted: pinged when a prompt would have ended unanswered.
                     not_before: if challenge_id.is_some() { now } else { deadline },
@@ -497,7 +492,7 @@ impl OidcFlow {
         self.store
             .create_ciba_request(&record, sign_in.as_ref(), ping.as_ref(), event)
             .await
-            .map_err(server_error)?;
+            .map_err(OAuthError::internal)?;
         Ok(auth_req_id)
     }
 
@@ -513,14 +508,15 @@ impl OidcFlow {
     ) -> Result<AuthorizationRecord, OAuthError> {
         let id = AuthorizationId::random();
         // No page shows it: sealed empty (the column holds a page's number or token).
-        let page_secret_sealed = self.master.encrypt(&page_secret_context(id), b"").map_err(server_error)?;
+        let page_secret_sealed =
+            self.master.encrypt(&page_secret_context(id), b"").map_err(OAuthError::internal)?;
         // The hash of a secret nobody is given: no cookie matches it.
-        let (_, browser_hash) = secret().map_err(server_error)?;
+        let (_, browser_hash) = secret().map_err(OAuthError::internal)?;
         Ok(AuthorizationRecord {
             id,
             client_id: client.client_id.clone(),
             user_id: user.id,
-            request: serde_json::to_string(stored).map_err(server_error)?,
+            request: serde_json::to_string(stored).map_err(OAuthError::internal)?,
             challenge_id: challenge,
             page_secret_sealed,
             browser_hash: browser_hash.to_vec(),
@@ -538,10 +534,7 @@ impl OidcFlow {
         client: &Client,
         token: &str,
     ) -> Result<Option<UserRecord>, OAuthError> {
-        let jwks = self.keys.jwks().await.map_err(server_error)?;
-        let jwks: jsonwebtoken::jwk::JwkSet =
-            serde_json::from_value(serde_json::to_value(&jwks).map_err(server_error)?)
-                .map_err(server_error)?;
+        let jwks = self.own_keys().await?;
         let audiences = [client.client_id.0.as_str()];
         let policy = JwtPolicy {
             algorithms: &[jsonwebtoken::Algorithm::ES256, jsonwebtoken::Algorithm::RS256],
@@ -554,7 +547,7 @@ impl OidcFlow {
             require_jti: false,
             expired_grace: ID_TOKEN_HINT_MAX_AGE,
         };
-        let verified = jose::verify(token, &jwks.keys, &policy, self.clock.now()).map_err(|error| {
+        let verified = jose::verify(token, &jwks, &policy, self.clock.now()).map_err(|error| {
             OAuthError::invalid_request(format!(
                 "the `id_token_hint` is not an ID token issued here to this client: {error}"
             ))
@@ -562,7 +555,7 @@ impl OidcFlow {
         let Some(id) = verified.claim_str("sub").and_then(|sub| sub.parse::<uuid::Uuid>().ok()) else {
             return Ok(None);
         };
-        self.store.user_by_id(UserId(id)).await.map_err(server_error)
+        self.store.user_by_id(UserId(id)).await.map_err(OAuthError::internal)
     }
 
     /// The CIBA grant at `/oidc/token` (§10.1, §11), for an authenticated client.
@@ -577,12 +570,12 @@ impl OidcFlow {
                 "this client is not registered for CIBA",
             ));
         }
-        let invalid_grant = |why: &str| OAuthError::new(OAuthErrorCode::InvalidGrant, why);
         let auth_req_id = form
             .get("auth_req_id")
             .ok_or_else(|| OAuthError::invalid_request("`auth_req_id` is required"))?;
         let request_hash = crate::api_keys::hash_key(auth_req_id);
-        let Some(request) = self.store.ciba_request(&request_hash).await.map_err(server_error)? else {
+        let Some(request) = self.store.ciba_request(&request_hash).await.map_err(OAuthError::internal)?
+        else {
             return Err(invalid_grant("the auth_req_id is unknown or expired"));
         };
         if request.client_id != client.client_id {
@@ -603,7 +596,7 @@ impl OidcFlow {
         let Some(sign_in_id) = request.authorization_id else {
             // Nobody was prompted: it answers as a prompt nobody answers would.
             return Err(if now < request.expires_at - REDEEM_GRACE {
-                self.pending(&request, now).await?
+                self.pending(&request, now).await
             } else {
                 expired()
             });
@@ -612,16 +605,16 @@ impl OidcFlow {
             .store
             .authorization(sign_in_id)
             .await
-            .map_err(server_error)?
-            .ok_or_else(|| server_error("a CIBA request lost its sign-in"))?;
+            .map_err(OAuthError::internal)?
+            .ok_or_else(|| OAuthError::internal("a CIBA request lost its sign-in"))?;
         let challenge = self
             .store
             .challenge_by_id(sign_in.challenge_id)
             .await
-            .map_err(server_error)?
-            .ok_or_else(|| server_error("a CIBA sign-in lost its challenge"))?;
+            .map_err(OAuthError::internal)?
+            .ok_or_else(|| OAuthError::internal("a CIBA sign-in lost its challenge"))?;
         match challenge.state {
-            ChallengeState::Pending if challenge.expires_at > now => Err(self.pending(&request, now).await?),
+            ChallengeState::Pending if challenge.expires_at > now => Err(self.pending(&request, now).await),
             ChallengeState::Pending | ChallengeState::Expired => Err(OAuthError::new(
                 OAuthErrorCode::ExpiredToken,
                 "the user did not answer in time: start again",
@@ -635,24 +628,20 @@ impl OidcFlow {
         }
     }
 
-    /// Not decided yet: `authorization_pending`, or `slow_down` (and a longer interval from
-    /// now on) to a client asking sooner than its interval.
-    async fn pending(
-        &self,
-        request: &CibaRequestRecord,
-        now: OffsetDateTime,
-    ) -> Result<OAuthError, OAuthError> {
+    /// Not decided yet: the answer is `authorization_pending`, or `slow_down` (and a longer
+    /// interval from now on) to a client asking sooner than its interval.
+    async fn pending(&self, request: &CibaRequestRecord, now: OffsetDateTime) -> OAuthError {
         let too_soon = now + POLL_LEEWAY < request.next_poll_at;
         let interval = if too_soon {
             request.interval_secs.saturating_add(SLOW_DOWN_STEP_SECS)
         } else {
             request.interval_secs
         };
-        self.store
-            .ciba_polled(&request.request_hash, now + Duration::seconds(i64::from(interval)), interval)
-            .await
-            .map_err(server_error)?;
-        Ok(if too_soon {
+        let next = now + Duration::seconds(i64::from(interval));
+        if let Err(error) = self.store.ciba_polled(&request.request_hash, next, interval).await {
+            return OAuthError::internal(error);
+        }
+        if too_soon {
             OAuthError::new(
                 OAuthErrorCode::SlowDown,
                 format!(
@@ -661,7 +650,7 @@ impl OidcFlow {
             )
         } else {
             OAuthError::new(OAuthErrorCode::AuthorizationPending, "the user has not answered yet")
-        })
+        }
     }
 
     async fn redeem_ciba(
@@ -671,8 +660,7 @@ impl OidcFlow {
         sign_in: &AuthorizationRecord,
         now: OffsetDateTime,
     ) -> Result<TokenResponse, OAuthError> {
-        let invalid_grant = |why: &str| OAuthError::new(OAuthErrorCode::InvalidGrant, why);
-        let app = self.client_app(client).await.map_err(|e| server_error(format!("{e:?}")))?;
+        let app = self.client_app(client).await.map_err(|e| OAuthError::internal(format!("{e:?}")))?;
         let redeemed = match self.challenges.redeem(&app, sign_in.challenge_id).await {
             Ok(redeemed) => redeemed,
             Err(
@@ -682,9 +670,9 @@ impl OidcFlow {
             ) => {
                 return Err(invalid_grant("the approval could not be used"));
             }
-            Err(other) => return Err(server_error(other)),
+            Err(other) => return Err(OAuthError::internal(other)),
         };
-        let stored: CibaStored = serde_json::from_str(&sign_in.request).map_err(server_error)?;
+        let stored: CibaStored = serde_json::from_str(&sign_in.request).map_err(OAuthError::internal)?;
         let proof = Proof::NumberMatchedPush;
         let grant = Grant {
             username: stored.username,
@@ -698,13 +686,13 @@ impl OidcFlow {
             amr: proof.amr_for(&stored.amr_values),
             auth_time: redeemed.decided_at.unwrap_or(now).unix_timestamp(),
         };
-        let (_, code_hash) = secret().map_err(server_error)?;
+        let (_, code_hash) = secret().map_err(OAuthError::internal)?;
         let code = CodeRecord {
             code_hash: code_hash.to_vec(),
             authorization_id: sign_in.id,
             client_id: client.client_id.clone(),
             user_id: sign_in.user_id,
-            grant_details: serde_json::to_string(&grant).map_err(server_error)?,
+            grant_details: serde_json::to_string(&grant).map_err(OAuthError::internal)?,
             created_at: now,
             expires_at: now + super::CODE_TTL,
             redeemed_at: None,
@@ -733,7 +721,7 @@ impl OidcFlow {
         {
             Ok(()) => Ok(response),
             Err(StoreError::NotFound) => Err(invalid_grant("the auth_req_id was already used")),
-            Err(other) => Err(server_error(other)),
+            Err(other) => Err(OAuthError::internal(other)),
         }
     }
 
@@ -755,7 +743,7 @@ impl OidcFlow {
             "authorization_id": request.authorization_id,
             "reason": reason,
         }));
-        self.store.record_audit(event).await.map_err(server_error)
+        self.store.record_audit(event).await.map_err(OAuthError::internal)
     }
 }
 
