@@ -56,6 +56,16 @@ impl CallbackStore for SqliteStore {
         lease: time::Duration,
         limit: u32,
     ) -> Result<Vec<ClaimedCallback>, StoreError> {
+        // Most rounds find nothing: look first, without the write lock every prompt needs.
+        let due: Option<String> = sqlx::query_scalar(DUE_CALLBACKS)
+            .bind(unix_micros(now))
+            .bind(unix_micros(now + lease))
+            .bind(1_i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write().await?;
         let ids: Vec<String> = sqlx::query_scalar(CLAIM.as_str())
             .bind(unix_micros(now))
