@@ -39,9 +39,7 @@ use crate::store::{AuthorizationRecord, CodeRecord, PushedRequest, Store, StoreE
 
 mod ciba;
 mod passkey_instead;
-pub use ciba::{
-    CIBA_GRANT_TYPE, CIBA_INTERVAL_SECS, CIBA_PATH, CibaAcknowledgement, MAX_BINDING_MESSAGE_BYTES,
-};
+pub use ciba::{CIBA_GRANT_TYPE, CIBA_PATH, CibaAcknowledgement};
 pub use passkey_instead::SwitchError;
 
 /// Paths of the provider's endpoints, relative to the issuer.

@@ -58,12 +58,12 @@ pub const CIBA_PATH: &str = "/oidc/ciba";
 /// The CIBA grant type at the token endpoint (§10.1).
 pub const CIBA_GRANT_TYPE: &str = "urn:openid:params:grant-type:ciba";
 /// Seconds a client leaves between token requests (§7.3: clients assume 5 when it is absent).
-pub const CIBA_INTERVAL_SECS: i32 = 5;
+const CIBA_INTERVAL_SECS: i32 = 5;
 /// What a `slow_down` adds to the interval, for that and every later request (§11).
 const SLOW_DOWN_STEP_SECS: i32 = 5;
 /// Longest `binding_message`, in bytes (the phone's app line is 128 bytes: the client's
 /// registered name always keeps the rest).
-pub const MAX_BINDING_MESSAGE_BYTES: usize = 64;
+const MAX_BINDING_MESSAGE_BYTES: usize = 64;
 /// Longest `client_notification_token` (§7.1: "MUST NOT exceed 1024 characters").
 pub const MAX_NOTIFICATION_TOKEN_LEN: usize = 1024;
 /// The shortest request lifetime granted, whatever `requested_expiry` says.
@@ -80,7 +80,7 @@ const BESIDE_SIGNED_REQUEST: [&str; 5] =
     ["request", "client_id", "client_secret", "client_assertion", "client_assertion_type"];
 
 /// What `/oidc/ciba` answers (CIBA Core §7.3).
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct CibaAcknowledgement {
     pub auth_req_id: String,
     /// Seconds until the request expires.
