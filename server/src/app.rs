@@ -15,6 +15,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::admin::AdminPlane;
+use crate::admin::model::SessionTimes;
+use crate::admin::sessions::AdminSessions;
 use crate::challenges::service::{ChallengeService, ChallengeSettings};
 use crate::clock::Clock;
 use crate::devices::server_key::ServerSigningKey;
@@ -36,7 +39,8 @@ use crate::startup::StartupError;
 use crate::store::{Store, UserStore};
 use crate::users::service::UserService;
 use crate::{
-    api_keys, challenges, devices, factors, fatigue, keycloak, middleware, oidc, pages, passkeys, users,
+    admin, api_keys, challenges, devices, factors, fatigue, keycloak, middleware, oidc, pages, passkeys,
+    users,
 };
 
 /// What the capabilities are configured with.
@@ -70,6 +74,8 @@ pub struct AppState {
     pub oidc: Arc<OidcFlow>,
     /// Keycloak's CIBA HTTP authentication channel.
     pub keycloak: Arc<KeycloakChannel>,
+    /// The admin plane: admins' sessions and four-eyes changes.
+    pub admin: Arc<AdminPlane>,
 }
 
 impl AppState {
@@ -102,6 +108,11 @@ impl AppState {
         );
         let oidc_settings =
             OidcSettings { issuer: device_settings.public_url.as_str().trim_end_matches('/').to_owned() };
+        let admin = Arc::new(AdminPlane::new(
+            AdminSessions::new(Arc::clone(&store), Arc::clone(&clock), &master, SessionTimes::default()),
+            device_settings.public_url.as_str(),
+            &webauthn.origins,
+        ));
         let devices = Arc::new(DeviceService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -165,6 +176,7 @@ impl AppState {
             signing_keys,
             oidc,
             keycloak,
+            admin,
         })
     }
 }
@@ -263,6 +275,11 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
     let timeouts = route_timeouts(&state, limits);
     let (api, openapi) = api_routes().split_for_parts();
     let (device_api, device_openapi) = device_routes().split_for_parts();
+    let (admin_api, admin_openapi) = admin::http::api_routes().split_for_parts();
+    let admin_plane = Router::new()
+        .merge(admin_api)
+        .route("/admin/api/openapi.json", json_document(&admin_openapi))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::admin_session::guard));
     Router::new()
         .merge(api)
         .merge(device_api)
@@ -276,6 +293,7 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
         // No realm configured, no channel: nobody can knock on it (and fill the audit trail).
         .merge(if state.keycloak.serves_realms() { keycloak::http::routes() } else { Router::new() })
         .merge(crate::http::page::with_page_headers(passkeys::http::page_routes()))
+        .merge(admin_plane)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

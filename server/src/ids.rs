@@ -60,3 +60,15 @@ uuid_id!(
     /// An OpenID Connect sign-in in progress (an authorization request being answered).
     AuthorizationId
 );
+uuid_id!(
+    /// An administrator of the admin plane (not a user: admins are a table of their own).
+    AdminId
+);
+uuid_id!(
+    /// A four-eyes request an admin made for another admin to approve.
+    AdminRequestId
+);
+uuid_id!(
+    /// A WebAuthn ceremony of the admin plane (registration, sign-in, step-up) in flight.
+    AdminCeremonyId
+);

@@ -32,6 +32,8 @@ pub enum Actor {
     System,
     /// An OpenID Connect client, through its client authentication.
     OidcClient { id: crate::oidc::clients::ClientId },
+    /// An admin, through an admin session.
+    Admin { id: crate::ids::AdminId },
 }
 
 impl fmt::Display for Actor {
@@ -42,6 +44,7 @@ impl fmt::Display for Actor {
             Actor::Device { id } => write!(f, "device:{id}"),
             Actor::System => f.write_str("system"),
             Actor::OidcClient { id } => write!(f, "oidc_client:{id}"),
+            Actor::Admin { id } => write!(f, "admin:{id}"),
         }
     }
 }
@@ -68,6 +71,11 @@ pub enum Subject {
     KeycloakRealm(String),
     /// Channel requests whose token names no configured realm, taken together.
     UnknownKeycloakRealms,
+    Admin(crate::ids::AdminId),
+    /// A four-eyes request of the admin plane.
+    AdminRequest(crate::ids::AdminRequestId),
+    /// Admin sign-ins that named no admin (an unknown passkey), taken together.
+    UnknownAdmins,
 }
 
 impl fmt::Display for Subject {
@@ -84,6 +92,9 @@ impl fmt::Display for Subject {
             Subject::UnknownOidcClients => f.write_str("oidc_clients:unknown"),
             Subject::KeycloakRealm(issuer) => write!(f, "keycloak_realm:{issuer}"),
             Subject::UnknownKeycloakRealms => f.write_str("keycloak_realms:unknown"),
+            Subject::Admin(id) => write!(f, "admin:{id}"),
+            Subject::AdminRequest(id) => write!(f, "admin_request:{id}"),
+            Subject::UnknownAdmins => f.write_str("admins:unknown"),
         }
     }
 }
@@ -174,6 +185,44 @@ pub enum Action {
     /// binding message, a subject pinned to another user (all answered with an error), or an
     /// unknown user, no device, push refused (answered 201, the callback says `CANCELLED`).
     KeycloakRequestRefused,
+    /// A one-time bootstrap token was made (`countersign admin bootstrap`).
+    AdminBootstrapTokenCreated,
+    /// A bootstrap token was spent: an admin registered their first passkey.
+    AdminBootstrapped,
+    /// A bootstrap token was refused: unknown, used, expired, or the plane already has its admins.
+    AdminBootstrapRefused,
+    /// An approved request created an invited admin and their one-time invitation.
+    AdminInvited,
+    AdminSignedIn,
+    /// An admin sign-in assertion was refused (unknown, revoked or cloned passkey, inactive admin).
+    AdminSignInRefused,
+    AdminSignedOut,
+    AdminSessionRevoked,
+    /// An admin proved a passkey again for one sensitive action.
+    AdminSteppedUp,
+    AdminPasskeyRegistered,
+    AdminPasskeyRevoked,
+    /// A four-eyes request waits for a second admin.
+    AdminRequestSubmitted,
+    AdminRequestApproved,
+    AdminRequestRejected,
+    AdminRequestCancelled,
+    /// An approved request's change was made.
+    AdminRequestApplied,
+    AdminRoleChanged,
+    /// An admin's removal was scheduled: their sessions end now, the removal takes effect after the delay.
+    AdminRemovalScheduled,
+    AdminRemovalCancelled,
+    FatiguePolicyChanged,
+    /// An app asked to lift a freeze only an admin may lift (a "not me" quarantine, a hard lock).
+    UnfreezeRefused,
+    /// A help-desk agent sent a caller a number-matching push to verify them.
+    CallerVerificationStarted,
+    HelpdeskEnrollmentLinkIssued,
+    /// Every factor of a user was removed (devices, passkeys, open enrollments and links).
+    UserFactorsReset,
+    /// An admin had the audit chain verified; details say what was found.
+    AuditVerified,
 }
 
 impl Action {
@@ -222,6 +271,31 @@ impl Action {
             Action::CallbackFailed => "callback.failed",
             Action::KeycloakRequestAccepted => "keycloak.request_accepted",
             Action::KeycloakRequestRefused => "keycloak.request_refused",
+            Action::AdminBootstrapTokenCreated => "admin.bootstrap_token_created",
+            Action::AdminBootstrapped => "admin.bootstrapped",
+            Action::AdminBootstrapRefused => "admin.bootstrap_refused",
+            Action::AdminInvited => "admin.invited",
+            Action::AdminSignedIn => "admin.signed_in",
+            Action::AdminSignInRefused => "admin.sign_in_refused",
+            Action::AdminSignedOut => "admin.signed_out",
+            Action::AdminSessionRevoked => "admin.session_revoked",
+            Action::AdminSteppedUp => "admin.stepped_up",
+            Action::AdminPasskeyRegistered => "admin.passkey_registered",
+            Action::AdminPasskeyRevoked => "admin.passkey_revoked",
+            Action::AdminRequestSubmitted => "admin.request_submitted",
+            Action::AdminRequestApproved => "admin.request_approved",
+            Action::AdminRequestRejected => "admin.request_rejected",
+            Action::AdminRequestCancelled => "admin.request_cancelled",
+            Action::AdminRequestApplied => "admin.request_applied",
+            Action::AdminRoleChanged => "admin.role_changed",
+            Action::AdminRemovalScheduled => "admin.removal_scheduled",
+            Action::AdminRemovalCancelled => "admin.removal_cancelled",
+            Action::FatiguePolicyChanged => "fatigue.policy_changed",
+            Action::UnfreezeRefused => "fatigue.unfreeze_refused",
+            Action::CallerVerificationStarted => "helpdesk.caller_verification_started",
+            Action::HelpdeskEnrollmentLinkIssued => "helpdesk.enrollment_link_issued",
+            Action::UserFactorsReset => "user.factors_reset",
+            Action::AuditVerified => "audit.verified",
             Action::Challenge(state) => {
                 use crate::challenges::model::ChallengeState::*;
                 match state {

@@ -143,6 +143,43 @@ codes! {
     /// The binding message is not the number (or breaks Keycloak's rule, or was used lately).
     InvalidBindingMessage = "invalid_binding_message" => BAD_REQUEST;
 
+    // The admin plane (`/admin`): its session cookie, CSRF token and four-eyes rules.
+    /// No admin session cookie, or one naming no session.
+    AdminSessionRequired = "admin_session_required" => UNAUTHORIZED;
+    /// The session timed out (idle or absolute), was signed out or revoked.
+    AdminSessionExpired = "admin_session_expired" => UNAUTHORIZED;
+    /// A state change without this session's CSRF token.
+    CsrfFailed = "csrf_failed" => FORBIDDEN;
+    /// A state change from another site (`Origin`, `Sec-Fetch-Site`).
+    CrossOrigin = "cross_origin" => FORBIDDEN;
+    /// The admin's role does not allow this.
+    AdminRoleRequired = "admin_role_required" => FORBIDDEN;
+    /// A sensitive action needs a fresh passkey assertion (step-up), used once.
+    StepUpRequired = "step_up_required" => FORBIDDEN;
+    /// The admin who asked for a change cannot approve it.
+    SelfApprovalForbidden = "self_approval_forbidden" => FORBIDDEN;
+    /// The change would leave fewer than two active admins.
+    LastAdmins = "last_admins" => CONFLICT;
+    /// Four-eyes changes need a second active admin to approve them.
+    SecondAdminRequired = "second_admin_required" => CONFLICT;
+    RequestNotPending = "request_not_pending" => CONFLICT;
+    RequestExpired = "request_expired" => GONE;
+    RequestNotFound = "request_not_found" => NOT_FOUND;
+    AdminNotFound = "admin_not_found" => NOT_FOUND;
+    AdminExists = "admin_exists" => CONFLICT;
+    /// No bootstrap token or invitation has that value.
+    BootstrapTokenInvalid = "bootstrap_token_invalid" => NOT_FOUND;
+    BootstrapTokenUsed = "bootstrap_token_used" => GONE;
+    BootstrapTokenExpired = "bootstrap_token_expired" => GONE;
+    /// The plane has its two admins: further admins come through four-eyes invitations.
+    BootstrapClosed = "bootstrap_closed" => CONFLICT;
+    /// The admin ceremony is unknown, expired, or was begun by another browser or session.
+    CeremonyInvalid = "ceremony_invalid" => FORBIDDEN;
+    /// An app asked to lift a freeze only an admin may lift (a "not me" quarantine, a hard lock).
+    AdminReviewRequired = "admin_review_required" => FORBIDDEN;
+    /// The help-desk agent has not verified this caller (or the verification is stale or used).
+    CallerNotVerified = "caller_not_verified" => FORBIDDEN;
+
     // The server.
     /// A fault: opaque to the client, logged with its cause.
     InternalError = "internal_error" => INTERNAL_SERVER_ERROR;

@@ -1,5 +1,7 @@
 //! The HTTP edge: what every capability's `http.rs` shares, so none imports another's.
 //!
+//! - [`admin_session`]: `AdminSession<Role>`, an admin's session held to a role by its type, and
+//!   the guard against cross-site state changes on `/admin`;
 //! - [`app_key`]: `AppKey<Scope>`, the app API key held to a scope by its type;
 //! - [`device`]: `SignedDevice`, a request signed by an enrolled device, and device bodies;
 //! - [`extract`]: JSON, path and peer-address extractors whose rejections are [`ApiError`]s;
@@ -10,6 +12,7 @@
 //!
 //! Handlers extract, call a service, and map the result; they never touch the store.
 
+pub mod admin_session;
 pub mod app_key;
 pub mod codes;
 pub mod device;

@@ -13,7 +13,8 @@
 //! [`OidcFlowStore`] (`oidc_flow.rs`: pushed requests, sign-ins in progress, codes, tokens) and
 //! [`CibaStore`] (`oidc_ciba.rs`: CIBA backchannel requests) and
 //! [`KeycloakStore`] (`keycloak.rs`: Keycloak realms' apps, pinned realm users, delegation
-//! requests by `jti`).
+//! requests by `jti`) and [`AdminStore`] (`admin.rs`: the admin plane's admins, sessions and
+//! bootstrap tokens).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
 //!
@@ -27,6 +28,7 @@
 //! (`postgres/statements.rs`), `SKIP LOCKED`, `LISTEN/NOTIFY`, row locks and `now()`; SQLite's
 //! `BEGIN IMMEDIATE` transactions.
 
+mod admin;
 mod alerts;
 mod apps;
 mod audit;
@@ -55,6 +57,7 @@ use time::OffsetDateTime;
 
 use crate::audit::chain::AuditSealer;
 
+pub use admin::{AdminRecord, AdminSessionRecord, AdminStore, BootstrapSpend};
 pub use alerts::{AlertCursor, AlertRecord, AlertStore};
 pub use apps::{AppRecord, AppStore};
 pub use audit::AuditStore;
@@ -115,6 +118,7 @@ pub enum Conflict {
     PasskeyCredential,
     /// Another key of the algorithm took this generation first (a concurrent start or rotation).
     SigningKeyGeneration,
+    AdminName,
 }
 
 pub use crate::fatigue::model::Refusal;
@@ -183,6 +187,7 @@ pub trait Store:
     + OidcFlowStore
     + KeycloakStore
     + CibaStore
+    + AdminStore
     + Send
     + Sync
     + fmt::Debug
@@ -274,6 +279,7 @@ fn map_unique_violation(error: sqlx::Error) -> StoreError {
         ("challenges_idempotency_key", "challenges.idempotency_key", Conflict::IdempotencyKey),
         ("passkeys_credential_id_key", "passkeys.credential_id", Conflict::PasskeyCredential),
         ("oidc_signing_keys_generation_key", "oidc_signing_keys.generation", Conflict::SigningKeyGeneration),
+        ("admins_name_key", "admins.name", Conflict::AdminName),
     ];
     if let sqlx::Error::Database(db) = &error
         && db.is_unique_violation()

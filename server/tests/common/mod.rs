@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+pub mod admin;
+
 /// Runs each named `async fn(Engine)` as two tests: `sqlite::name` and `postgres::name`.
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {

@@ -1,5 +1,6 @@
 //! PostgreSQL store: production, many instances sharing one database.
 
+mod admin;
 mod alerts;
 mod apps;
 mod audit;

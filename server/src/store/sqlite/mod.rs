@@ -4,6 +4,7 @@
 //! `BEGIN IMMEDIATE`, so a writer waits for the lock up front instead of failing when a read
 //! lock cannot be upgraded.
 
+mod admin;
 mod alerts;
 mod apps;
 mod audit;

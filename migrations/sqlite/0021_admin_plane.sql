@@ -1,0 +1,112 @@
+-- The admin plane (server/src/admin): admins, their passkeys, sessions and four-eyes requests.
+-- Times are INTEGER Unix microseconds, ids TEXT.
+-- Admins are not users: an app key (which can create, change and delete users) never reaches
+-- an admin, and nothing of the push machinery applies to them.
+
+-- status: 'invited' (approved, no passkey yet), 'active', 'removal_pending' (soft removal, no
+-- sessions, not counted as active), 'removed'.
+CREATE TABLE admins (
+    id               TEXT PRIMARY KEY,
+    name             TEXT NOT NULL,
+    role             TEXT NOT NULL CHECK (role IN ('admin', 'helpdesk', 'auditor')),
+    status           TEXT NOT NULL CHECK (status IN ('invited', 'active', 'removal_pending', 'removed')),
+    -- The WebAuthn user handle of the admin's passkeys: a discoverable sign-in names the admin
+    -- by it, so no name is typed and none can be probed.
+    webauthn_handle  BLOB NOT NULL,
+    created_at       INTEGER NOT NULL,
+    -- The audit actor who created the admin ('cli' for the bootstrap, 'admin:<id>' otherwise).
+    created_by       TEXT NOT NULL,
+    removal_due_at   INTEGER,
+    removed_at       INTEGER,
+    CONSTRAINT admins_name_key UNIQUE (name),
+    CONSTRAINT admins_webauthn_handle_key UNIQUE (webauthn_handle)
+);
+
+-- An admin's passkeys, shaped like users' passkeys (0010). A credential id is bound once, and
+-- never in both tables (the services check the other table in the same transaction).
+CREATE TABLE admin_passkeys (
+    id               TEXT PRIMARY KEY,
+    admin_id         TEXT NOT NULL REFERENCES admins (id),
+    credential_id    BLOB NOT NULL,
+    name             TEXT NOT NULL,
+    static_state     BLOB NOT NULL,
+    dynamic_state    BLOB NOT NULL,
+    aaguid           BLOB NOT NULL,
+    backup_eligible  INTEGER NOT NULL,
+    backed_up        INTEGER NOT NULL,
+    sign_count       INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    last_used_at     INTEGER,
+    revoked_at       INTEGER,
+    CONSTRAINT admin_passkeys_credential_id_key UNIQUE (credential_id)
+);
+CREATE INDEX admin_passkeys_admin_idx ON admin_passkeys (admin_id);
+
+-- One-time bootstrap tokens (`countersign admin bootstrap`), kept as SHA-256 only.
+CREATE TABLE admin_bootstrap_tokens (
+    token_hash       BLOB PRIMARY KEY,
+    created_at       INTEGER NOT NULL,
+    expires_at       INTEGER NOT NULL,
+    used_at          INTEGER,
+    used_by          TEXT REFERENCES admins (id)
+);
+
+-- WebAuthn ceremonies of the admin plane (bootstrap or invitation registration, sign-in,
+-- step-up): single use, expiring, bound by `binding_hash` to the browser (a cookie's SHA-256)
+-- or to the session that began them.
+CREATE TABLE admin_ceremonies (
+    id               TEXT PRIMARY KEY,
+    kind             TEXT NOT NULL CHECK (kind IN ('register', 'sign_in', 'step_up')),
+    admin_id         TEXT REFERENCES admins (id),
+    binding_hash     BLOB NOT NULL,
+    -- webauthn_rp's server state, sealed under the master key.
+    state            BLOB NOT NULL,
+    created_at       INTEGER NOT NULL,
+    expires_at       INTEGER NOT NULL
+);
+CREATE INDEX admin_ceremonies_expires_idx ON admin_ceremonies (expires_at);
+
+-- Sessions: the cookie's value is never stored, only its SHA-256.
+CREATE TABLE admin_sessions (
+    id_hash              BLOB PRIMARY KEY,
+    admin_id             TEXT NOT NULL REFERENCES admins (id),
+    created_at           INTEGER NOT NULL,
+    last_seen_at         INTEGER NOT NULL,
+    idle_expires_at      INTEGER NOT NULL,
+    absolute_expires_at  INTEGER NOT NULL,
+    -- A fresh passkey assertion, good for one sensitive action within minutes.
+    step_up_at           INTEGER,
+    revoked_at           INTEGER,
+    user_agent           TEXT NOT NULL
+);
+CREATE INDEX admin_sessions_admin_idx ON admin_sessions (admin_id);
+
+-- Four-eyes requests. state: 'pending' → 'approved' → 'applied', or 'rejected', 'cancelled',
+-- 'expired'. The database itself refuses an approval by the requester.
+CREATE TABLE admin_requests (
+    id               TEXT PRIMARY KEY,
+    kind             TEXT NOT NULL CHECK (kind IN ('grant_role', 'remove_admin', 'fatigue_policy',
+                                                   'reset_privileged_factors', 'unfreeze_quarantined')),
+    payload          TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'applied', 'rejected',
+                                                    'cancelled', 'expired')),
+    requested_by     TEXT NOT NULL REFERENCES admins (id),
+    requested_at     INTEGER NOT NULL,
+    expires_at       INTEGER NOT NULL,
+    decided_by       TEXT REFERENCES admins (id),
+    decided_at       INTEGER,
+    applied_at       INTEGER,
+    result           TEXT,
+    CONSTRAINT admin_requests_four_eyes CHECK (
+        state NOT IN ('approved', 'applied', 'rejected')
+        OR (decided_by IS NOT NULL AND decided_by <> requested_by))
+);
+CREATE INDEX admin_requests_state_idx ON admin_requests (state, requested_at);
+
+-- One row whose lock serialises every change to who is an active admin, so two concurrent
+-- removals cannot each see three admins and leave one.
+CREATE TABLE admin_roster (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    version  INTEGER NOT NULL
+);
+INSERT INTO admin_roster (id, version) VALUES (1, 0);
