@@ -50,6 +50,16 @@ CREATE TABLE admin_bootstrap_tokens (
     used_by          UUID REFERENCES admins (id)
 );
 
+-- Invitations of approved new admins: one-time, expiring, kept as SHA-256 only; redeeming one
+-- registers the invited admin's first passkey.
+CREATE TABLE admin_invitations (
+    token_hash       BYTEA PRIMARY KEY,
+    admin_id         UUID NOT NULL REFERENCES admins (id),
+    created_at       TIMESTAMPTZ NOT NULL,
+    expires_at       TIMESTAMPTZ NOT NULL,
+    used_at          TIMESTAMPTZ
+);
+
 -- WebAuthn ceremonies of the admin plane (bootstrap or invitation registration, sign-in,
 -- step-up): single use, expiring, bound by `binding_hash` to the browser (a cookie's SHA-256)
 -- or to the session that began them.

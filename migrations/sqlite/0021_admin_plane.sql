@@ -51,6 +51,16 @@ CREATE TABLE admin_bootstrap_tokens (
     used_by          TEXT REFERENCES admins (id)
 );
 
+-- Invitations of approved new admins: one-time, expiring, kept as SHA-256 only; redeeming one
+-- registers the invited admin's first passkey.
+CREATE TABLE admin_invitations (
+    token_hash       BLOB PRIMARY KEY,
+    admin_id         TEXT NOT NULL REFERENCES admins (id),
+    created_at       INTEGER NOT NULL,
+    expires_at       INTEGER NOT NULL,
+    used_at          INTEGER
+);
+
 -- WebAuthn ceremonies of the admin plane (bootstrap or invitation registration, sign-in,
 -- step-up): single use, expiring, bound by `binding_hash` to the browser (a cookie's SHA-256)
 -- or to the session that began them.
