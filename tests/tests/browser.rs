@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use countersign_e2e::browser::Browser;
+use countersign_e2e::browser::{Browser, Page, serve_pages};
 use countersign_e2e::{
     Engine, Server, authenticator, create_app, get_json, http, new_enrollment, stderr_of, stdout_of,
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 /// `application/x-www-form-urlencoded` (openidconnect's `url`, a dev-dependency already).
@@ -73,6 +71,10 @@ async fn a_passkey_registers_and_signs_in_on_the_hosted_pages(engine: Engine) {
         )
         .await;
     assert_eq!(shown, json!(["enrollment_link_used", false]));
+    // The page answers 410 Gone on purpose, which Chromium logs as a failed load: that error,
+    // and no other.
+    let errors = browser.take_console_errors().await;
+    assert!(errors.len() == 1 && errors[0].contains(&url) && errors[0].contains("410"), "{errors:#?}");
 
     // Sign-in: a passkey challenge's page answers it; the app redeems it once.
     let challenge = client
@@ -101,39 +103,23 @@ async fn a_passkey_registers_and_signs_in_on_the_hosted_pages(engine: Engine) {
     assert_eq!(second.status(), 409, "redeemed once only");
     let passkeys = get_json(&server, &key, "/v1/users/alice/passkeys").await;
     assert!(passkeys[0]["last_used_at"].is_string(), "{passkeys}");
+    browser.assert_no_console_errors().await;
     browser.quit().await;
 }
 
 /// A relying party's callback page on a loopback port: answers every request with a small
 /// page and sends the request target of each `/cb` request down the channel.
 async fn callback_page() -> (String, mpsc::UnboundedReceiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let redirect_uri = format!("http://{}/cb", listener.local_addr().unwrap());
     let (sender, receiver) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut head = Vec::new();
-            let mut buffer = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buffer).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buffer[..n]),
-                }
-            }
-            let head = String::from_utf8_lossy(&head).into_owned();
-            let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
-            let body = "<!doctype html><title>Acme</title><p>Signed in.</p>";
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(answer.as_bytes()).await;
-            if target.starts_with("/cb") {
-                let _ = sender.send(target);
-            }
+    let base = serve_pages(move |target| {
+        if target.starts_with("/cb") {
+            let _ = sender.send(target.to_owned());
         }
-    });
-    (redirect_uri, receiver)
+        let body = "<!doctype html><title>Acme</title><p>Signed in.</p>".to_owned();
+        Page { status: "200 OK", headers: String::new(), body }
+    })
+    .await;
+    (format!("{base}/cb"), receiver)
 }
 
 /// A client registered with the real CLI (`client_secret_basic`), its callback page on a
@@ -266,6 +252,7 @@ async fn an_sso_signs_alice_in_with_her_passkey_in_chromium(engine: Engine) {
     let claims = sso.id_token(&server, &code).await;
     assert_eq!(claims["acr"], "phr", "{claims}");
     assert!(claims["amr"].as_array().unwrap().contains(&json!("user")), "{claims}");
+    browser.assert_no_console_errors().await;
     browser.quit().await;
 }
 
@@ -316,6 +303,7 @@ async fn an_sso_push_sign_in_switches_to_a_passkey_in_chromium(engine: Engine) {
     assert!(phone_pending(&phone).is_empty(), "the push left the phone");
     let claims = sso.id_token(&server, &code).await;
     assert_eq!(claims["acr"], "phr", "{claims}");
+    browser.assert_no_console_errors().await;
     browser.quit().await;
 }
 
