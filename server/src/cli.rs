@@ -152,6 +152,14 @@ enum UsersCommand {
         #[arg(long, value_enum)]
         set: PasskeyPolicy,
     },
+    /// Break glass: lift every push freeze of a user, a "not me" quarantine and a hard lock
+    /// included (apps cannot lift those; on the admin plane it takes two admins). For the
+    /// operator who holds the master key and the database anyway; audited with `cli` as actor.
+    Unfreeze {
+        /// The username.
+        #[arg(long)]
+        user: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -311,6 +319,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 changed.username,
                 if effective { "required" } else { "not required" }
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Users(UsersCommand::Unfreeze { user }) => {
+            let store = open_store(&settings).await?;
+            let fatigue = crate::fatigue::service::FatigueService::new(
+                store,
+                Arc::new(SystemClock),
+                settings.fatigue.clone(),
+            );
+            let standing = fatigue.unfreeze_reviewed(Actor::Cli, &user).await?;
+            eprintln!("`{user}`: push {}", standing.push);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -219,8 +219,10 @@ async fn random_answers_get_at_most_two_guesses(engine: Engine) {
     assert_eq!(attempts, 2, "two guesses, then push stays frozen until a stronger factor");
 }
 
-/// "Not me": the user reports the prompt; push is quarantined until an admin reviews, and the
-/// unfreeze is audited.
+/// "Not me": the user reports the prompt; push is quarantined until an admin reviews. An app
+/// key — even with `fatigue:write` — cannot lift it (a stolen key or a bribed insider would
+/// just reopen the door): refused and audited; the two-admin path is tested in
+/// `admin_requests.rs`.
 async fn not_me_quarantines_until_admin(engine: Engine) {
     let mut s = setup(engine).await;
     assert_eq!(prompt_and_answer(&mut s, Decision::Report, None).await, "reported");
@@ -244,13 +246,27 @@ async fn not_me_quarantines_until_admin(engine: Engine) {
     let reader = s.app.key("dashboard", "fatigue:read").await;
     let denied = s.app.post_json("/v1/users/alice/unfreeze", &reader, json!({})).await;
     assert_error(&denied, StatusCode::FORBIDDEN, "insufficient_scope");
+    let refused = s.app.post_json("/v1/users/alice/unfreeze", &s.key, json!({})).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "admin_review_required");
+    let actions = audit_actions(&s.app).await;
+    let (last, details) = actions.last().unwrap();
+    assert_eq!((last.as_str(), &details["needs_admin_review"]), ("fatigue.unfreeze_refused", &json!(true)));
+    assert!(!actions.iter().any(|(a, _)| a == "fatigue.unfrozen"), "nothing was lifted");
+    assert_error(&prompt(&s).await, StatusCode::LOCKED, "push_frozen");
+}
+
+/// An ordinary freeze (three denials) is still the app's to lift, audited with what was lifted.
+async fn app_key_unfreeze_of_ordinary_freeze_still_works_audited(engine: Engine) {
+    let mut s = setup(engine).await;
+    for _ in 0..3 {
+        assert_eq!(prompt_and_answer(&mut s, Decision::Deny, None).await, "denied");
+    }
+    assert_error(&prompt(&s).await, StatusCode::LOCKED, "push_frozen");
     let lifted = s.app.post_json("/v1/users/alice/unfreeze", &s.key, json!({})).await;
     assert_eq!((lifted.status, &lifted.body["push"]), (StatusCode::OK, &json!("available")));
-    assert!(
-        audit_actions(&s.app).await.iter().any(
-            |(a, d): &(String, Value)| a == "fatigue.unfrozen" && d["was"]["reason"] == "reported_not_me"
-        )
-    );
+    assert!(audit_actions(&s.app).await.iter().any(|(a, d): &(String, Value)| a == "fatigue.unfrozen"
+        && d["was"]["failures"] == 3
+        && d["was"]["hard_locked"] == false));
     assert_eq!(prompt(&s).await.status, StatusCode::CREATED);
 }
 
@@ -604,6 +620,7 @@ async fn a_wrong_number_racing_an_unfreeze_is_never_lost(engine: Engine) {
 }
 
 on_both_engines!(
+    app_key_unfreeze_of_ordinary_freeze_still_works_audited,
     a_wrong_number_racing_an_unfreeze_is_never_lost,
     cancel_and_retry_bombing_reaches_the_phone_at_most_three_times_a_day,
     audible_prompts_are_capped_per_day,

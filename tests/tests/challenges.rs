@@ -275,11 +275,12 @@ async fn two_instances_race_on_one_postgres() {
     let key =
         create_app(&a, "portal", "users:read users:write challenges:write challenges:read fatigue:write");
     let client = http();
-    // Racing denials and reports move Alice's fatigue ladder; an admin lifts it between rounds.
+    // Racing denials and reports move Alice's fatigue ladder (a report quarantines her, which no
+    // app key may lift); the operator lifts it between rounds.
     let unfreeze = || {
-        let url = b.url("/v1/users/alice/unfreeze");
-        let key = key.clone();
-        async move { assert_eq!(http().post(url).bearer_auth(key).send().await.unwrap().status(), 200) }
+        let output = b.cli(&["users", "unfreeze", "--user", "alice"]);
+        assert!(output.status.success(), "users unfreeze: {}", String::from_utf8_lossy(&output.stderr));
+        std::future::ready(())
     };
     let mut phones = Vec::new();
     for (i, server) in [&a, &b].into_iter().enumerate() {

@@ -24,6 +24,7 @@ impl From<FatigueError> for ApiError {
     fn from(error: FatigueError) -> Self {
         match error {
             FatigueError::UserNotFound => ApiError::new(Code::UserNotFound, error.to_string()),
+            FatigueError::AdminReviewRequired => ApiError::new(Code::AdminReviewRequired, error.to_string()),
             FatigueError::Store(e) => e.into(),
         }
     }
@@ -64,7 +65,9 @@ async fn timeline(
     Ok(Json(state.fatigue.timeline(&username).await?))
 }
 
-/// Auth: app API key, scope `fatigue:write`. Lifts the user's push freeze or lock (audited).
+/// Auth: app API key, scope `fatigue:write`. Lifts the user's ordinary push freeze (audited). A
+/// "not me" quarantine or a hard lock is refused (403 `admin_review_required`, audited): only
+/// two admins together lift those, on the admin plane.
 #[utoipa::path(
     post,
     path = "/v1/users/{username}/unfreeze",
@@ -73,6 +76,7 @@ async fn timeline(
     params(("username" = crate::openapi::Username, Path)),
     responses(
         (status = 200, description = "Push available again", body = PushStanding),
+        (status = 403, description = "Held for admin review (`admin_review_required`)", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
     )
 )]

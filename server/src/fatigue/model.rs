@@ -271,6 +271,12 @@ pub fn attack_score(state: &PushState, now: OffsetDateTime, policy: &Policy) -> 
         + 1000 * i64::from(state.hard_locked)
 }
 
+/// Whether a freeze may be lifted without an admin's reviewed decision: not after a "not me"
+/// report (someone else holds the password), not after a hard lock (100 failures in a row).
+pub fn may_lift_without_review(state: &PushState) -> bool {
+    !state.needs_admin_review && !state.hard_locked
+}
+
 /// Lifts every freeze and lock (an admin decision, audited by the caller).
 pub fn unfreeze(state: PushState) -> PushState {
     PushState { last_wrong_number_at: state.last_wrong_number_at, ..PushState::default() }
@@ -414,6 +420,17 @@ mod tests {
 
     fn run(events: &[PushEvent]) -> PushState {
         events.iter().fold(PushState::default(), |s, e| apply(s, *e, T0, &Policy::default()))
+    }
+
+    /// Apps and the help desk lift ordinary freezes; a "not me" quarantine and a hard lock wait
+    /// for two admins.
+    #[test]
+    fn only_ordinary_freezes_lift_without_review() {
+        let frozen = PushState { frozen_until: Some(T0), consecutive_failures: 3, ..PushState::default() };
+        assert!(may_lift_without_review(&frozen));
+        assert!(!may_lift_without_review(&PushState { needs_admin_review: true, ..frozen.clone() }));
+        assert!(!may_lift_without_review(&PushState { hard_locked: true, ..frozen.clone() }));
+        assert!(may_lift_without_review(&unfreeze(PushState { hard_locked: true, ..frozen })));
     }
 
     #[test]

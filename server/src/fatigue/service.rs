@@ -25,6 +25,12 @@ const TROUBLED_USERS: u32 = 200;
 pub enum FatigueError {
     #[error("no such user")]
     UserNotFound,
+    /// The user reported a prompt as "not me" or is hard-locked: only an admin's reviewed
+    /// decision (a four-eyes request) lifts that.
+    #[error(
+        "this user's push is held for admin review (a \"not me\" report or a hard lock): an admin must approve the unfreeze"
+    )]
+    AdminReviewRequired,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -37,6 +43,15 @@ impl From<UserError> for FatigueError {
             UserError::NotFound | UserError::Input(_) | UserError::Exists => FatigueError::UserNotFound,
         }
     }
+}
+
+/// Who decides an unfreeze.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Authority {
+    /// An app or the help desk: ordinary freezes only.
+    Ordinary,
+    /// A four-eyes request a second admin approved: everything.
+    Reviewed,
 }
 
 #[derive(Debug)]
@@ -74,17 +89,57 @@ impl FatigueService {
         Ok(report::timeline(user.username, standing, &challenges, &refused))
     }
 
-    /// Lifts the user's freezes and locks (audited with what was lifted); returns the new
-    /// standing.
+    /// Lifts an ordinary freeze (denials, wrong numbers, timeouts), as an app or the help desk
+    /// may: a "not me" quarantine or a hard lock is refused with `AdminReviewRequired` (the
+    /// refusal audited) and stays. Returns the new standing.
     pub async fn unfreeze(&self, actor: Actor, username: &str) -> Result<PushStanding, FatigueError> {
+        self.unfreeze_as(actor, username, Authority::Ordinary).await
+    }
+
+    /// Lifts every freeze and lock, a quarantine and a hard lock included: only for a change a
+    /// second admin approved.
+    pub async fn unfreeze_reviewed(
+        &self,
+        actor: Actor,
+        username: &str,
+    ) -> Result<PushStanding, FatigueError> {
+        self.unfreeze_as(actor, username, Authority::Reviewed).await
+    }
+
+    async fn unfreeze_as(
+        &self,
+        actor: Actor,
+        username: &str,
+        authority: Authority,
+    ) -> Result<PushStanding, FatigueError> {
         let user = find_user(self.store.as_ref(), username).await?;
-        let after = self.apply_unfreeze(actor, &user).await?;
+        let after = self.apply_unfreeze(actor, &user, authority).await?;
+        if authority == Authority::Ordinary && !model::may_lift_without_review(&after) {
+            return Err(FatigueError::AdminReviewRequired);
+        }
         Ok(self.standing_of(&after))
     }
 
-    async fn apply_unfreeze(&self, actor: Actor, user: &UserRecord) -> Result<PushState, StoreError> {
+    /// Decided on the standing the compare-and-set writes over: a report landing between a read
+    /// and the unfreeze is never lifted by an ordinary unfreeze.
+    async fn apply_unfreeze(
+        &self,
+        actor: Actor,
+        user: &UserRecord,
+        authority: Authority,
+    ) -> Result<PushState, StoreError> {
         let now = self.clock.now();
         let change = |before: &PushState| {
+            if authority == Authority::Ordinary && !model::may_lift_without_review(before) {
+                let event =
+                    AuditEvent::new(now, actor.clone(), Action::UnfreezeRefused, Subject::User(user.id))
+                        .with_details(json!({
+                            "username": user.username,
+                            "needs_admin_review": before.needs_admin_review,
+                            "hard_locked": before.hard_locked,
+                        }));
+                return (before.clone(), event);
+            }
             let event = AuditEvent::new(now, actor.clone(), Action::PushUnfrozen, Subject::User(user.id))
                 .with_details(json!({
                     "username": user.username,
