@@ -23,6 +23,7 @@
 //! | [`pages`]   | hosted pages (askama + one vanilla script, strict CSP): passkey registration (`/passkeys/enroll`) and sign-in (`/passkeys/sign-in`) |
 //! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`, timeline, unfreeze) |
 //! | [`push`]    | APNs and FCM clients (HTTP/2), what a push may carry                    |
+//! | [`admin`]   | the admin plane: the live alert feed (`admin::feed::AlertFeed`) under the dashboard |
 //! | [`alerts`]  | security alerts (`AlertKind`) to a signed webhook                       |
 //! | [`callbacks`] | the callback outbox's delivery: CIBA pings and Keycloak outcomes, POSTed once a challenge is decided, retried until the request expires |
 //! | [`audit`]   | the hash-chained audit trail and its verifier                           |
@@ -38,6 +39,7 @@
 //! share is in [`http`]. Only `store` knows SQL; only `http.rs` files (and `http`, `app`,
 //! `middleware`) know axum.
 
+pub mod admin;
 pub mod alerts;
 pub mod api_keys;
 pub mod app;

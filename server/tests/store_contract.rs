@@ -15,6 +15,8 @@ mod alerts;
 mod callbacks;
 #[path = "store_contract/challenges.rs"]
 mod challenges;
+#[path = "store_contract/dashboard.rs"]
+mod dashboard;
 #[path = "store_contract/devices.rs"]
 mod devices;
 #[path = "store_contract/fatigue.rs"]

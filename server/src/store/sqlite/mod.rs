@@ -9,6 +9,7 @@ mod apps;
 mod audit;
 mod callbacks;
 mod challenges;
+mod dashboard;
 mod devices;
 mod fatigue;
 mod keycloak;
