@@ -17,6 +17,8 @@ mod callbacks;
 mod challenges;
 #[path = "store_contract/dashboard.rs"]
 mod dashboard;
+#[path = "common/dashboard_seed.rs"]
+mod dashboard_seed;
 #[path = "store_contract/devices.rs"]
 mod devices;
 #[path = "store_contract/fatigue.rs"]

@@ -152,6 +152,25 @@ pub(super) fn user_listing_from_row<R: Columns>(row: &R) -> Result<UserListing, 
     Ok(UserListing { user: user_from_row(row)?, push })
 }
 
+/// A `(minute, n)` row of a per-minute count.
+pub(super) fn minute_count_from_row<R: Columns>(row: &R) -> Result<(OffsetDateTime, i64), StoreError> {
+    Ok((row.time("minute")?, row.value("n")?))
+}
+
+pub(super) fn refusal_count_from_row<R: Columns>(row: &R) -> Result<RefusalCount, StoreError> {
+    Ok(RefusalCount { reason: row.value("reason")?, refusals: row.value("n")? })
+}
+
+/// A [`PUSH_HEALTH_COUNTS`] row: provider, state, jobs.
+pub(super) fn push_count_from_row<R: Columns>(row: &R) -> Result<(String, String, i64), StoreError> {
+    Ok((row.value("provider")?, row.value("state")?, row.value("jobs")?))
+}
+
+/// A [`NEWEST_PUSH_ERROR`] row.
+pub(super) fn push_error_from_row<R: Columns>(row: &R) -> Result<(String, OffsetDateTime), StoreError> {
+    Ok((row.value("last_error")?, row.time("updated_at")?))
+}
+
 /// The per-minute counts of prompts and of refusals merged into one bucket per minute, oldest
 /// first (each input is one engine query's `(minute, count)` rows).
 pub(super) fn merge_buckets(

@@ -2,7 +2,6 @@
 //! (`date_trunc`), the JSON access and the byte-order collation are PostgreSQL's own.
 
 use async_trait::async_trait;
-use sqlx::Row;
 use time::OffsetDateTime;
 
 use super::PgStore;
@@ -15,7 +14,8 @@ use crate::store::dashboard::{
     ABOVE_ALL_USERNAMES, ALERTS_AFTER, AuditBind, AuditFilter, DashboardStore, NEWEST_ALERT_ID,
     NEWEST_PUSH_ERROR, PUSH_HEALTH_COUNTS, PromptBucket, ProviderHealth, RefusalCount, TIMELINE_FIRST_PAGE,
     TIMELINE_PAGE_BEFORE, TimelineCursor, TimelineRow, UserListing, audit_search_sql, fold_push_health,
-    merge_buckets, prefix_end, search_users_sql, timeline_row_from_row, user_listing_from_row,
+    merge_buckets, minute_count_from_row, prefix_end, push_count_from_row, push_error_from_row,
+    refusal_count_from_row, search_users_sql, timeline_row_from_row, user_listing_from_row,
 };
 use crate::store::{AlertRecord, StoreError};
 
@@ -33,10 +33,6 @@ const REFUSALS_BY_REASON: &str = "SELECT COALESCE(details::json->>'reason', '') 
 /// (and matches the index migration 0023 builds).
 static SEARCH_USERS: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| search_users_sql(r#" COLLATE "C""#));
-
-fn minute_counts(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<(OffsetDateTime, i64)>, StoreError> {
-    rows.iter().map(|row| Ok((row.try_get("minute")?, row.try_get("n")?))).collect()
-}
 
 #[async_trait]
 impl DashboardStore for PgStore {
@@ -61,7 +57,9 @@ impl DashboardStore for PgStore {
             .bind(since)
             .fetch_all(&mut *conn)
             .await?;
-        Ok(merge_buckets(minute_counts(&prompts)?, minute_counts(&refused)?))
+        let prompts = prompts.iter().map(minute_count_from_row).collect::<Result<_, _>>()?;
+        let refused = refused.iter().map(minute_count_from_row).collect::<Result<_, _>>()?;
+        Ok(merge_buckets(prompts, refused))
     }
 
     async fn refusals_by_reason(&self, since: OffsetDateTime) -> Result<Vec<RefusalCount>, StoreError> {
@@ -70,18 +68,13 @@ impl DashboardStore for PgStore {
             .bind(since)
             .fetch_all(&mut *self.conn().await?)
             .await?;
-        rows.iter()
-            .map(|row| Ok(RefusalCount { reason: row.try_get("reason")?, refusals: row.try_get("n")? }))
-            .collect()
+        rows.iter().map(refusal_count_from_row).collect()
     }
 
     async fn push_health(&self, since: OffsetDateTime) -> Result<Vec<ProviderHealth>, StoreError> {
         let mut conn = self.conn().await?;
         let rows = sqlx::query(PUSH_HEALTH_COUNTS).bind(since).fetch_all(&mut *conn).await?;
-        let counts = rows
-            .iter()
-            .map(|row| Ok((row.try_get("provider")?, row.try_get("state")?, row.try_get("jobs")?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let counts = rows.iter().map(push_count_from_row).collect::<Result<_, _>>()?;
         let mut providers = fold_push_health(counts);
         for provider in &mut providers {
             let newest = sqlx::query(NEWEST_PUSH_ERROR)
@@ -89,9 +82,7 @@ impl DashboardStore for PgStore {
                 .bind(&provider.provider)
                 .fetch_optional(&mut *conn)
                 .await?;
-            provider.last_error = newest
-                .map(|row| Ok::<_, StoreError>((row.try_get("last_error")?, row.try_get("updated_at")?)))
-                .transpose()?;
+            provider.last_error = newest.as_ref().map(push_error_from_row).transpose()?;
         }
         Ok(providers)
     }

@@ -2,7 +2,6 @@
 //! microseconds) and the JSON access are SQLite's own.
 
 use async_trait::async_trait;
-use sqlx::Row;
 use time::OffsetDateTime;
 
 use super::SqliteStore;
@@ -12,12 +11,12 @@ use crate::clock::unix_micros;
 use crate::ids::UserId;
 use crate::store::alerts::alert_from_row;
 use crate::store::audit::stored_event_from_row;
-use crate::store::codec::Columns;
 use crate::store::dashboard::{
     ABOVE_ALL_USERNAMES, ALERTS_AFTER, AuditBind, AuditFilter, DashboardStore, NEWEST_ALERT_ID,
     NEWEST_PUSH_ERROR, PUSH_HEALTH_COUNTS, PromptBucket, ProviderHealth, RefusalCount, TIMELINE_FIRST_PAGE,
     TIMELINE_PAGE_BEFORE, TimelineCursor, TimelineRow, UserListing, audit_search_sql, fold_push_health,
-    merge_buckets, prefix_end, search_users_sql, timeline_row_from_row, user_listing_from_row,
+    merge_buckets, minute_count_from_row, prefix_end, push_count_from_row, push_error_from_row,
+    refusal_count_from_row, search_users_sql, timeline_row_from_row, user_listing_from_row,
 };
 use crate::store::{AlertRecord, StoreError};
 
@@ -35,10 +34,6 @@ const REFUSALS_BY_REASON: &str =
 
 /// SQLite compares text bytewise (`BINARY`) already.
 static SEARCH_USERS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| search_users_sql(""));
-
-fn minute_counts(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<(OffsetDateTime, i64)>, StoreError> {
-    rows.iter().map(|row| Ok((row.time("minute")?, row.value("n")?))).collect()
-}
 
 #[async_trait]
 impl DashboardStore for SqliteStore {
@@ -60,7 +55,9 @@ impl DashboardStore for SqliteStore {
             .bind(since)
             .fetch_all(&self.pool)
             .await?;
-        Ok(merge_buckets(minute_counts(&prompts)?, minute_counts(&refused)?))
+        let prompts = prompts.iter().map(minute_count_from_row).collect::<Result<_, _>>()?;
+        let refused = refused.iter().map(minute_count_from_row).collect::<Result<_, _>>()?;
+        Ok(merge_buckets(prompts, refused))
     }
 
     async fn refusals_by_reason(&self, since: OffsetDateTime) -> Result<Vec<RefusalCount>, StoreError> {
@@ -69,18 +66,13 @@ impl DashboardStore for SqliteStore {
             .bind(unix_micros(since))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| Ok(RefusalCount { reason: row.try_get("reason")?, refusals: row.try_get("n")? }))
-            .collect()
+        rows.iter().map(refusal_count_from_row).collect()
     }
 
     async fn push_health(&self, since: OffsetDateTime) -> Result<Vec<ProviderHealth>, StoreError> {
         let since = unix_micros(since);
         let rows = sqlx::query(PUSH_HEALTH_COUNTS).bind(since).fetch_all(&self.pool).await?;
-        let counts = rows
-            .iter()
-            .map(|row| Ok((row.try_get("provider")?, row.try_get("state")?, row.try_get("jobs")?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let counts = rows.iter().map(push_count_from_row).collect::<Result<_, _>>()?;
         let mut providers = fold_push_health(counts);
         for provider in &mut providers {
             let newest = sqlx::query(NEWEST_PUSH_ERROR)
@@ -88,9 +80,7 @@ impl DashboardStore for SqliteStore {
                 .bind(&provider.provider)
                 .fetch_optional(&self.pool)
                 .await?;
-            provider.last_error = newest
-                .map(|row| Ok::<_, StoreError>((row.value("last_error")?, row.time("updated_at")?)))
-                .transpose()?;
+            provider.last_error = newest.as_ref().map(push_error_from_row).transpose()?;
         }
         Ok(providers)
     }
