@@ -15,6 +15,10 @@ mod alerts;
 mod callbacks;
 #[path = "store_contract/challenges.rs"]
 mod challenges;
+#[path = "store_contract/dashboard.rs"]
+mod dashboard;
+#[path = "common/dashboard_seed.rs"]
+mod dashboard_seed;
 #[path = "store_contract/devices.rs"]
 mod devices;
 #[path = "store_contract/fatigue.rs"]

@@ -5,10 +5,12 @@
 //!
 //! - [`model`]: roles and permissions, session times, request kinds, the two-admin floor;
 //! - [`sessions`]: session cookies, CSRF tokens, step-up;
+//! - [`feed`]: the live feed of alerts (one poller per instance, only while someone watches);
 //! - `http`: the admin API (`/admin/api/…`) and its OpenAPI document.
 //!
 //! It changes other capabilities' state only through their services.
 
+pub mod feed;
 pub mod http;
 pub mod model;
 pub mod sessions;

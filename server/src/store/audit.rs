@@ -94,7 +94,8 @@ pub(super) fn hash32(bytes: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
 }
 
 /// Every column of `audit_events`, as [`stored_event_from_row`] reads them.
-const EVENT_COLUMNS: &str = "seq, event_id, occurred_at, actor, action, subject, details, prev_hash, hash";
+pub(super) const EVENT_COLUMNS: &str =
+    "seq, event_id, occurred_at, actor, action, subject, details, prev_hash, hash";
 
 pub(super) fn stored_event_from_row<R: Columns>(row: &R) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent {

@@ -13,8 +13,9 @@
 //! [`OidcFlowStore`] (`oidc_flow.rs`: pushed requests, sign-ins in progress, codes, tokens) and
 //! [`CibaStore`] (`oidc_ciba.rs`: CIBA backchannel requests) and
 //! [`KeycloakStore`] (`keycloak.rs`: Keycloak realms' apps, pinned realm users, delegation
-//! requests by `jti`) and [`AdminStore`] (`admin.rs`: the admin plane's admins, sessions and
-//! bootstrap tokens).
+//! requests by `jti`), [`AdminStore`] (`admin.rs`: the admin plane's admins, sessions and
+//! bootstrap tokens) and [`DashboardStore`] (`dashboard.rs`: the admin dashboard's keyset-paged
+//! reads: alert feed, prompt charts, push health, user search, audit search, prompt timeline).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
 //!
@@ -35,6 +36,7 @@ mod audit;
 mod callbacks;
 mod challenges;
 mod codec;
+mod dashboard;
 mod devices;
 mod fatigue;
 mod keycloak;
@@ -66,6 +68,10 @@ pub use callbacks::{
 };
 pub use challenges::{
     ChallengeEvent, ChallengeRecord, ChallengeStore, ChallengeTransition, DeviceDecision, PromptTarget,
+};
+pub use dashboard::{
+    AuditFilter, DashboardStore, NumberMatch, PromptBucket, ProviderHealth, RefusalCount, TimelineCursor,
+    TimelineRow, UserListing,
 };
 pub use devices::{
     ApprovalProof, DeviceRecord, DeviceStore, EnrollmentRecord, NoticeRecord, ServerKeyRecord, StoredPush,
@@ -188,6 +194,7 @@ pub trait Store:
     + KeycloakStore
     + CibaStore
     + AdminStore
+    + DashboardStore
     + Send
     + Sync
     + fmt::Debug

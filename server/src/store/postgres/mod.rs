@@ -6,6 +6,7 @@ mod apps;
 mod audit;
 mod callbacks;
 mod challenges;
+mod dashboard;
 mod devices;
 mod fatigue;
 mod keycloak;

@@ -10,6 +10,7 @@ mod apps;
 mod audit;
 mod callbacks;
 mod challenges;
+mod dashboard;
 mod devices;
 mod fatigue;
 mod keycloak;
