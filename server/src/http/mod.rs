@@ -8,7 +8,8 @@
 //! - [`codes`]: every stable `/v1` error code with its status, spelled once;
 //! - [`error`]: [`ApiError`], the one way failures become responses;
 //! - [`page`]: the hosted pages' security headers, rendering, and times as people read them;
-//! - [`oauth`]: OAuth endpoints' errors (`crate::oidc::oauth_error::OAuthError`) as RFC 6749 responses.
+//! - [`oauth`]: OAuth endpoints' errors (`crate::oidc::oauth_error::OAuthError`) as RFC 6749 responses;
+//! - [`webauthn`]: the credential JSON a browser's `credential.toJSON()` writes, as request bodies.
 //!
 //! Handlers extract, call a service, and map the result; they never touch the store.
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod extract;
 pub mod oauth;
 pub mod page;
+pub mod webauthn;
 
 pub use app_key::AppKey;
 pub use app_key::scope;

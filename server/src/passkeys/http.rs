@@ -15,6 +15,7 @@ use super::model::Rejection;
 use super::service::{PasskeyError, RegistrationRequest};
 use crate::app::AppState;
 use crate::http::scope::{ChallengesWrite, UsersRead, UsersWrite};
+use crate::http::webauthn::{AssertionResponseJson, AttestationResponseJson, CredentialJson};
 use crate::http::{ApiError, ApiJson, ApiPath, AppKey, Code, ErrorBody};
 use crate::ids::{ChallengeId, PasskeyId, RegistrationId};
 use crate::store::PasskeyRecord;
@@ -119,78 +120,6 @@ pub struct RegistrationView {
     /// `navigator.credentials.create({ publicKey })`.
     #[schema(value_type = Object)]
     pub public_key: serde_json::Value,
-}
-
-/// A `PublicKeyCredential` as `credential.toJSON()` writes it (WebAuthn Level 3): buffers in
-/// base64url; unknown members are ignored. `R` is its response: an attestation
-/// (`RegistrationResponseJSON`) or an assertion (`AuthenticationResponseJSON`).
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CredentialJson<R> {
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
-    pub id: String,
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
-    pub raw_id: String,
-    #[serde(rename = "type")]
-    pub credential_type: PublicKeyType,
-    pub response: R,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authenticator_attachment: Option<AuthenticatorAttachment>,
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub client_extension_results: serde_json::Map<String, serde_json::Value>,
-}
-
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub enum PublicKeyType {
-    #[serde(rename = "public-key")]
-    PublicKey,
-}
-
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuthenticatorAttachment {
-    Platform,
-    CrossPlatform,
-}
-
-/// `AuthenticatorAssertionResponseJSON`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AssertionResponseJson {
-    #[serde(rename = "clientDataJSON")]
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
-    pub client_data_json: String,
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
-    pub authenticator_data: String,
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
-    pub signature: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = r"^[A-Za-z0-9_-]*$")]
-    pub user_handle: Option<String>,
-}
-
-/// `AuthenticatorAttestationResponseJSON`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AttestationResponseJson {
-    #[serde(rename = "clientDataJSON")]
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
-    pub client_data_json: String,
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
-    pub attestation_object: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
-    pub authenticator_data: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transports: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$")]
-    pub public_key: Option<String>,
-    /// A COSE algorithm (`-7` ES256 …); JSON numbers like `-7.0` are accepted as integers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<i64>)]
-    pub public_key_algorithm: Option<serde_json::Number>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

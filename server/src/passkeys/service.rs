@@ -10,15 +10,9 @@ use std::sync::Arc;
 use serde_json::json;
 use time::OffsetDateTime;
 use webauthn_rp::bin::{Decode, Encode};
-use webauthn_rp::request::register::CredProtect;
-use webauthn_rp::request::register::{
-    Nickname, PublicKeyCredentialCreationOptions, PublicKeyCredentialUserEntity,
-    RegistrationVerificationOptions, ResidentKeyRequirement, UserHandle64, Username,
-};
-use webauthn_rp::request::{ExtensionInfo, PublicKeyCredentialDescriptor};
-use webauthn_rp::response::{AuthTransports, CredentialId};
-use webauthn_rp::{Registration, RegistrationServerState};
+use webauthn_rp::request::register::UserHandle64;
 
+use super::ceremony::{self, CeremonyError, Descriptor, ResidentKey, UserEntity, infallible};
 use super::model::{
     self, ENROLLMENT_LINK_TTL, MAX_CLIENT_DATA_LEN, REGISTRATION_TTL, Rejection, WebauthnSettings,
 };
@@ -91,6 +85,19 @@ pub enum PasskeyError {
     Internal(#[from] InternalError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<CeremonyError> for PasskeyError {
+    fn from(error: CeremonyError) -> Self {
+        match error {
+            CeremonyError::ResponseInvalid(message) => PasskeyError::ResponseInvalid(message),
+            CeremonyError::ClientDataTooLarge => PasskeyError::ClientDataTooLarge,
+            CeremonyError::Rejected { rejection, message } => PasskeyError::Rejected { rejection, message },
+            CeremonyError::CounterNotIncreasing => PasskeyError::CounterNotIncreasing,
+            CeremonyError::AuthenticatorNotAllowed { .. } => PasskeyError::AuthenticatorNotAllowed,
+            CeremonyError::Internal(e) => PasskeyError::Internal(e),
+        }
+    }
 }
 
 /// What the app sends to begin a registration.
@@ -303,30 +310,13 @@ impl PasskeyService {
         passkeys: &[PasskeyRecord],
     ) -> Result<(Vec<u8>, serde_json::Value), PasskeyError> {
         let exclude = passkeys.iter().filter_map(descriptor).collect();
-        // The name an authenticator shows in its account list; a username outside its profile
-        // (RFC 8265) is shown as "user".
-        let name = Username::try_from(user.username.as_str())
-            .or_else(|_| Username::try_from("user"))
-            .map_err(|e| InternalError::caused_by("naming the user for the authenticator", e))?;
-        let entity = PublicKeyCredentialUserEntity {
-            name,
-            id: handle,
-            display_name: user.display_name.as_deref().and_then(|d| Nickname::try_from(d).ok()),
+        let entity = UserEntity {
+            handle: handle.as_ref(),
+            name: &user.username,
+            display_name: user.display_name.as_deref(),
         };
-        let mut options = PublicKeyCredentialCreationOptions::passkey(&self.settings.rp_id, entity, exclude);
-        options.authenticator_selection.resident_key = ResidentKeyRequirement::Preferred;
-        // Ask for credProtect (user verification required) without enforcing it: browsers refuse
-        // to create a credential on an authenticator without the extension when it is enforced
-        // (Chromium's platform authenticator among them), and every sign-in requires user
-        // verification anyway.
-        options.extensions.cred_protect =
-            CredProtect::UserVerificationRequired(ExtensionInfo::AllowDontEnforceValue);
-        let (server, client) =
-            options.start_ceremony().map_err(|e| InternalError::caused_by("starting a registration", e))?;
-        let json = serde_json::to_value(&client)
-            .map_err(|e| InternalError::caused_by("writing creation options", e))?;
-        let state = server.encode().map_err(|e| InternalError::caused_by("encoding a registration", e))?;
-        Ok((state, json))
+        let begun = ceremony::creation_options(&self.settings, entity, exclude, ResidentKey::Preferred)?;
+        Ok((begun.server_state, begun.options))
     }
 
     /// `POST /v1/users/{u}/passkeys/registrations/{id}` with `credential.toJSON()`.
@@ -361,48 +351,33 @@ impl PasskeyService {
         if ceremony.expires_at <= now {
             return Err(PasskeyError::RegistrationExpired);
         }
-        let bytes =
-            serde_json::to_vec(credential).map_err(|e| PasskeyError::ResponseInvalid(e.to_string()))?;
-        let registration = Registration::from_json_relaxed(&bytes)
-            .map_err(|e| PasskeyError::ResponseInvalid(e.to_string()))?;
-        if registration.response().client_data_json().len() > MAX_CLIENT_DATA_LEN {
-            return Err(PasskeyError::ClientDataTooLarge);
-        }
-        let server = RegistrationServerState::<64>::decode(ceremony.server_state.as_slice())
-            .map_err(|e| InternalError::caused_by("decoding a stored registration", e))?;
-        let verification = RegistrationVerificationOptions::<'_, '_, String, String> {
-            allowed_origins: &self.settings.origins,
-            ..RegistrationVerificationOptions::default()
-        };
-        let registered = match server.verify(&self.settings.rp_id, &registration, &verification) {
-            Ok(registered) => registered,
-            Err(error) => {
-                let rejection = Rejection::of_registration(&error);
-                let details = json!({ "registration_id": id, "rejection": rejection.as_str(), "cause": error.to_string() });
+        let new = match ceremony::verify_registration(&self.settings, &ceremony.server_state, credential) {
+            Ok(new) => new,
+            Err(CeremonyError::Rejected { rejection, message }) => {
+                let details =
+                    json!({ "registration_id": id, "rejection": rejection.as_str(), "cause": message });
                 self.audit_refused(actor.clone(), user, "credential_rejected", details).await?;
-                return Err(PasskeyError::Rejected { rejection, message: error.to_string() });
+                return Err(PasskeyError::Rejected { rejection, message });
             }
+            Err(CeremonyError::AuthenticatorNotAllowed { aaguid }) => {
+                let details = json!({ "registration_id": id, "aaguid": aaguid_text(&aaguid) });
+                self.audit_refused(actor.clone(), user, "authenticator_not_allowed", details).await?;
+                return Err(PasskeyError::AuthenticatorNotAllowed);
+            }
+            Err(other) => return Err(other.into()),
         };
-        let (credential_id, transports, _, static_state, dynamic_state, metadata) = registered.into_parts();
-        let aaguid = metadata.aaguid.data().to_vec();
-        if !self.settings.allows_aaguid(&aaguid) {
-            let details = json!({ "registration_id": id, "aaguid": aaguid_text(&aaguid) });
-            self.audit_refused(actor.clone(), user, "authenticator_not_allowed", details).await?;
-            return Err(PasskeyError::AuthenticatorNotAllowed);
-        }
-        let (backup_eligible, backed_up) = model::backup_flags(dynamic_state.backup);
         let passkey = PasskeyRecord {
             id: PasskeyId::random(),
             user_id: user.id,
-            credential_id: credential_id.as_ref().to_vec(),
+            credential_id: new.credential_id,
             name: ceremony.name.clone(),
-            static_state: infallible(static_state.encode()),
-            dynamic_state: infallible(dynamic_state.encode()).to_vec(),
-            transports: i16::from(infallible(transports.encode())),
-            aaguid,
-            backup_eligible,
-            backed_up,
-            sign_count: i64::from(dynamic_state.sign_count),
+            static_state: new.static_state,
+            dynamic_state: new.dynamic_state,
+            transports: new.transports,
+            aaguid: new.aaguid,
+            backup_eligible: new.backup_eligible,
+            backed_up: new.backed_up,
+            sign_count: new.sign_count,
             created_at: now,
             last_used_at: None,
             revoked_at: None,
@@ -563,26 +538,16 @@ impl PasskeyService {
 }
 
 /// An active passkey as a descriptor for `excludeCredentials` / `allowCredentials`.
-pub(super) fn descriptor(passkey: &PasskeyRecord) -> Option<PublicKeyCredentialDescriptor<Vec<u8>>> {
+pub(super) fn descriptor(passkey: &PasskeyRecord) -> Option<Descriptor> {
     if !passkey.is_active() {
         return None;
     }
-    let id = CredentialId::decode(passkey.credential_id.clone()).ok()?;
-    let transports = AuthTransports::decode(u8::try_from(passkey.transports).ok()?).ok()?;
-    Some(PublicKeyCredentialDescriptor { id, transports })
+    ceremony::descriptor(&passkey.credential_id, passkey.transports)
 }
 
 /// An AAGUID as a UUID string (all zeros for attestation `none`).
 fn aaguid_text(aaguid: &[u8]) -> String {
     uuid::Uuid::from_slice(aaguid).map(|u| u.to_string()).unwrap_or_else(|_| hex::encode(aaguid))
-}
-
-/// The value of an encoding that cannot fail.
-pub(super) fn infallible<T>(result: Result<T, std::convert::Infallible>) -> T {
-    match result {
-        Ok(value) => value,
-        Err(never) => match never {},
-    }
 }
 
 fn decode_user_handle(stored: Vec<u8>) -> Result<UserHandle64, PasskeyError> {

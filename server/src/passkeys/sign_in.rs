@@ -10,27 +10,14 @@
 //! and have their own budget; a signature counter that does not rise denies the sign-in and
 //! raises `possible_clone`.
 
-use std::num::NonZeroU32;
-
 use ring::rand::SecureRandom;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use time::OffsetDateTime;
-use webauthn_rp::bin::{Decode, Encode};
-use webauthn_rp::request::auth::{
-    AllowedCredentials, AuthenticationVerificationOptions, NonDiscoverableCredentialRequestOptions,
-    SignatureCounterEnforcement,
-};
-use webauthn_rp::request::{BackupReq, Credentials, UserVerificationRequirement};
-use webauthn_rp::response::CredentialId;
-use webauthn_rp::response::auth::error::AuthCeremonyErr;
-use webauthn_rp::response::register::{CompressedPubKey, DynamicState, StaticState};
-use webauthn_rp::{
-    AuthenticatedCredential, NonDiscoverableAuthentication64, NonDiscoverableAuthenticationServerState,
-};
 
-use super::model::{self, MAX_CLIENT_DATA_LEN, MAX_FAILED_ASSERTIONS, Rejection};
-use super::service::{PasskeyError, PasskeyService, descriptor, infallible};
+use super::ceremony::{self, Asserted, Assertion, Begun, CeremonyError, StoredCredential};
+use super::model::MAX_FAILED_ASSERTIONS;
+use super::service::{PasskeyError, PasskeyService, descriptor};
 use crate::alerts::AlertKind;
 use crate::api_keys::service::AuthenticatedApp;
 use crate::audit::{Action, Actor, AuditEvent, Subject};
@@ -42,9 +29,6 @@ use crate::ids::ChallengeId;
 use crate::store::{
     ChallengeRecord, PasskeyAssertion, PasskeyRecord, PasskeySignIn, Precondition, SignInPage, StoreError,
 };
-
-/// A stored public key as `webauthn_rp` decodes it.
-type StoredKey = CompressedPubKey<[u8; 32], [u8; 32], [u8; 48], Vec<u8>>;
 
 /// A created passkey sign-in, the options for `parseRequestOptionsFromJSON()`, and the URL of
 /// its hosted sign-in page (shown once: only the token's hash is kept).
@@ -93,23 +77,10 @@ impl PasskeyService {
             other => other?,
         };
         let passkeys = self.store.passkeys_for_user(user.id).await?;
-        let mut allowed = AllowedCredentials::with_capacity(passkeys.len());
-        for descriptor in passkeys.iter().filter_map(descriptor) {
-            allowed.push(descriptor.into());
-        }
-        let mut options =
-            NonDiscoverableCredentialRequestOptions::second_factor(&self.settings.rp_id, allowed)
-                .map_err(|_| PasskeyError::NoPasskey)?;
+        let allowed = passkeys.iter().filter_map(descriptor).collect();
         let ttl = self.sign_in.ttl;
-        options.options().user_verification = UserVerificationRequirement::Required;
-        let millis = u32::try_from(ttl.whole_milliseconds()).ok().and_then(NonZeroU32::new);
-        options.options().timeout =
-            millis.ok_or_else(|| InternalError::new("the challenge TTL is out of range"))?;
-        let (server, client) =
-            options.start_ceremony().map_err(|e| InternalError::caused_by("starting a sign-in", e))?;
-        let options = serde_json::to_value(&client)
-            .map_err(|e| InternalError::caused_by("writing request options", e))?;
-        let state = server.encode().map_err(|e| InternalError::caused_by("encoding a sign-in", e))?;
+        let Begun { options, server_state: state } =
+            ceremony::request_options(&self.settings, allowed, ttl)?.ok_or(PasskeyError::NoPasskey)?;
         let now = self.clock.now();
         let id = ChallengeId::random();
         let mut nonce = [0u8; 32];
@@ -233,15 +204,8 @@ impl PasskeyService {
             .passkey_sign_in(id)
             .await?
             .ok_or_else(|| InternalError::new("a passkey challenge has no WebAuthn request"))?;
-        let bytes =
-            serde_json::to_vec(credential).map_err(|e| PasskeyError::ResponseInvalid(e.to_string()))?;
-        let assertion = NonDiscoverableAuthentication64::from_json_relaxed(&bytes)
-            .map_err(|e| PasskeyError::ResponseInvalid(e.to_string()))?;
-        if assertion.response().client_data_json().len() > MAX_CLIENT_DATA_LEN {
-            return Err(PasskeyError::ClientDataTooLarge);
-        }
-        let raw_id = assertion.raw_id();
-        let passkey = match self.store.passkey_by_credential_id(raw_id.as_ref()).await? {
+        let assertion = Assertion::parse(credential)?;
+        let passkey = match self.store.passkey_by_credential_id(assertion.credential_id()).await? {
             Some(passkey) if passkey.is_active() && passkey.user_id == challenge.user_id => passkey,
             other => {
                 let details = json!({ "credential_owner": other.map(|p| p.user_id) });
@@ -251,20 +215,21 @@ impl PasskeyService {
         };
         let verified = self.verify(&challenge, &sign_in, &assertion, &passkey).await?;
         match verified {
-            Ok(dynamic) => self.approve(actor, &challenge, &passkey, dynamic, now).await,
-            Err(AuthCeremonyErr::SignatureCounter) => {
+            Ok(asserted) => self.approve(actor, &challenge, &passkey, asserted, now).await,
+            Err(CeremonyError::CounterNotIncreasing) => {
                 // A second assertion for a challenge another one has just answered carries an
                 // older counter: it is over, not a clone. Anything else is a second key.
                 let current = self.store.challenge_by_id(id).await?.ok_or(PasskeyError::ChallengeNotFound)?;
                 check_pending(&current, now)?;
                 Err(self.possible_clone(actor, &challenge, &passkey).await?)
             }
-            Err(error) => {
-                let rejection = Rejection::of_authentication(&error);
-                let details = json!({ "rejection": rejection.as_str(), "cause": error.to_string(), "passkey_id": passkey.id });
+            Err(CeremonyError::Rejected { rejection, message }) => {
+                let details =
+                    json!({ "rejection": rejection.as_str(), "cause": message, "passkey_id": passkey.id });
                 self.refuse_assertion(actor, &challenge, &sign_in, "credential_rejected", details).await?;
-                Err(PasskeyError::Rejected { rejection, message: error.to_string() })
+                Err(PasskeyError::Rejected { rejection, message })
             }
+            Err(other) => Err(other.into()),
         }
     }
 
@@ -274,32 +239,20 @@ impl PasskeyService {
         &self,
         challenge: &ChallengeRecord,
         sign_in: &PasskeySignIn,
-        assertion: &NonDiscoverableAuthentication64,
+        assertion: &Assertion,
         passkey: &PasskeyRecord,
-    ) -> Result<Result<DynamicState, AuthCeremonyErr>, PasskeyError> {
-        let corrupt = || InternalError::new("stored passkey data does not decode");
+    ) -> Result<Result<Asserted, CeremonyError>, PasskeyError> {
         let handle = self.user_handle_of(challenge.user_id).await?;
-        let static_state =
-            StaticState::<StoredKey>::decode(passkey.static_state.as_slice()).map_err(|_| corrupt())?;
-        let dynamic: [u8; 7] = passkey.dynamic_state.as_slice().try_into().map_err(|_| corrupt())?;
-        let dynamic = DynamicState::decode(dynamic).map_err(|_| corrupt())?;
-        let credential_id =
-            CredentialId::<&[u8]>::decode(passkey.credential_id.as_slice()).map_err(|_| corrupt())?;
-        let mut credential = AuthenticatedCredential::new(credential_id, &handle, static_state, dynamic)
-            .map_err(|e| InternalError::caused_by("loading a passkey", e))?;
-        let server = NonDiscoverableAuthenticationServerState::decode(sign_in.server_state.as_slice())
-            .map_err(|e| InternalError::caused_by("decoding a stored sign-in", e))?;
-        let options = AuthenticationVerificationOptions::<'_, '_, String, String> {
-            allowed_origins: &self.settings.origins,
-            // Synced passkeys may start or stop being backed up; the flags are stored as seen.
-            backup_requirement: Some(BackupReq::None),
-            update_uv: true,
-            sig_counter_enforcement: SignatureCounterEnforcement::Fail,
-            ..AuthenticationVerificationOptions::default()
+        let stored = StoredCredential {
+            credential_id: &passkey.credential_id,
+            user_handle: handle.as_ref(),
+            static_state: &passkey.static_state,
+            dynamic_state: &passkey.dynamic_state,
         };
-        Ok(server
-            .verify(&self.settings.rp_id, assertion, &mut credential, &options)
-            .map(|_| credential.dynamic_state()))
+        match assertion.verify(&self.settings, &sign_in.server_state, stored) {
+            Err(CeremonyError::Internal(e)) => Err(e.into()),
+            other => Ok(other),
+        }
     }
 
     /// Applies a verified assertion: the challenge becomes approved (once, whatever races it),
@@ -309,18 +262,18 @@ impl PasskeyService {
         actor: &Actor,
         challenge: &ChallengeRecord,
         passkey: &PasskeyRecord,
-        dynamic: DynamicState,
+        asserted: Asserted,
         now: OffsetDateTime,
     ) -> Result<ChallengeRecord, PasskeyError> {
-        let (_, backed_up) = model::backup_flags(dynamic.backup);
+        let sign_count = asserted.sign_count;
         let assertion = PasskeyAssertion {
             challenge: challenge.id,
             user: challenge.user_id,
             passkey: passkey.id,
             previous_sign_count: passkey.sign_count,
-            sign_count: i64::from(dynamic.sign_count),
-            dynamic_state: infallible(dynamic.encode()).to_vec(),
-            backed_up,
+            sign_count: i64::from(sign_count),
+            dynamic_state: asserted.dynamic_state,
+            backed_up: asserted.backed_up,
         };
         let event = AuditEvent::new(
             now,
@@ -332,7 +285,7 @@ impl PasskeyService {
             "challenge_id": challenge.id,
             "factor": "passkey",
             "passkey_id": passkey.id,
-            "sign_count": dynamic.sign_count,
+            "sign_count": sign_count,
             "seconds_to_decide": (now - challenge.created_at).as_seconds_f64(),
             "ip": challenge.ip,
             "user_agent": challenge.user_agent,
