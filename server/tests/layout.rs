@@ -3,19 +3,24 @@
 
 use std::path::PathBuf;
 
-/// Every capability's `http.rs` (`src/<capability>/http.rs`) with its capability's name and text.
+/// Every capability's http module (`src/<capability>/http.rs`, or each file of
+/// `src/<capability>/http/` when it has grown into several) with its capability's name and text.
 fn http_modules() -> Vec<(PathBuf, String, String)> {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut modules = Vec::new();
     for entry in std::fs::read_dir(&src).unwrap() {
         let dir = entry.unwrap().path();
-        let http = dir.join("http.rs");
-        if !http.is_file() {
-            continue;
-        }
         let own = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(&http).unwrap();
-        modules.push((http, own, text));
+        let mut files = vec![dir.join("http.rs")];
+        if let Ok(split) = std::fs::read_dir(dir.join("http")) {
+            files.extend(
+                split.map(|f| f.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "rs")),
+            );
+        }
+        for http in files.into_iter().filter(|f| f.is_file()) {
+            let text = std::fs::read_to_string(&http).unwrap();
+            modules.push((http, own.clone(), text));
+        }
     }
     assert!(modules.len() >= 6, "found only {} http modules under {}", modules.len(), src.display());
     modules
