@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::admin::AdminPlane;
+use crate::admin::helpdesk::HelpDesk;
 use crate::admin::model::SessionTimes;
 use crate::admin::sessions::AdminSessions;
 use crate::challenges::service::{ChallengeService, ChallengeSettings};
@@ -108,11 +109,9 @@ impl AppState {
         );
         let oidc_settings =
             OidcSettings { issuer: device_settings.public_url.as_str().trim_end_matches('/').to_owned() };
-        let admin = Arc::new(AdminPlane::new(
-            AdminSessions::new(Arc::clone(&store), Arc::clone(&clock), &master, SessionTimes::default()),
-            device_settings.public_url.as_str(),
-            &webauthn.origins,
-        ));
+        let admin_sessions =
+            AdminSessions::new(Arc::clone(&store), Arc::clone(&clock), &master, SessionTimes::default());
+        let admin_origins = (device_settings.public_url.as_str().to_owned(), webauthn.origins.clone());
         let devices = Arc::new(DeviceService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -139,6 +138,13 @@ impl AppState {
         let sign_in = SignInSettings { waiters: Arc::clone(&challenges.waiters), ..sign_in };
         let passkeys =
             Arc::new(PasskeyService::new(Arc::clone(&store), Arc::clone(&clock), webauthn, sign_in));
+        let helpdesk = HelpDesk::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&challenges),
+            Arc::clone(&passkeys),
+        );
+        let admin = Arc::new(AdminPlane::new(admin_sessions, helpdesk, &admin_origins.0, &admin_origins.1));
         let fetcher = Arc::new(ClientJwksFetcher::new(Arc::clone(&clock), JwksFetchSettings::default())?);
         let client_auth = ClientAuthenticator::new(
             Arc::clone(&store),
@@ -310,11 +316,9 @@ const LONG_POLL_MARGIN: Duration = Duration::from_secs(5);
 /// a margin; every other route keeps the configured request timeout.
 fn route_timeouts(state: &AppState, limits: HttpLimits) -> middleware::RouteTimeouts {
     let long_poll = state.challenges.settings().max_wait + LONG_POLL_MARGIN;
-    middleware::RouteTimeouts::uniform(limits.request_timeout).with_route(
-        axum::http::Method::GET,
-        challenges::http::LONG_POLL_ROUTE,
-        long_poll,
-    )
+    middleware::RouteTimeouts::uniform(limits.request_timeout)
+        .with_route(axum::http::Method::GET, challenges::http::LONG_POLL_ROUTE, long_poll)
+        .with_route(axum::http::Method::GET, admin::http::VERIFICATION_ROUTE, long_poll)
 }
 
 /// Auth: none. The process is up and serving.

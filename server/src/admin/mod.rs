@@ -5,32 +5,41 @@
 //!
 //! - [`model`]: roles and permissions, session times, request kinds, the two-admin floor;
 //! - [`sessions`]: session cookies, CSRF tokens, step-up;
+//! - [`helpdesk`]: caller verification by number-matching push, links for verified callers;
 //! - [`feed`]: the live feed of alerts (one poller per instance, only while someone watches);
 //! - `http`: the admin API (`/admin/api/…`) and its OpenAPI document.
 //!
 //! It changes other capabilities' state only through their services.
 
 pub mod feed;
+pub mod helpdesk;
 pub mod http;
 pub mod model;
 pub mod sessions;
 
+use helpdesk::HelpDesk;
 use sessions::AdminSessions;
 
 /// Everything the admin routes share.
 #[derive(Debug)]
 pub struct AdminPlane {
     pub sessions: AdminSessions,
+    pub helpdesk: HelpDesk,
     /// The origins admin pages are served from: the public URL's and the WebAuthn origins
     /// (passkeys work only there).
     origins: Vec<String>,
 }
 
 impl AdminPlane {
-    pub fn new(sessions: AdminSessions, public_url: &str, webauthn_origins: &[String]) -> Self {
+    pub fn new(
+        sessions: AdminSessions,
+        helpdesk: HelpDesk,
+        public_url: &str,
+        webauthn_origins: &[String],
+    ) -> Self {
         let mut origins = vec![origin_of(public_url)];
         origins.extend(webauthn_origins.iter().cloned());
-        Self { sessions, origins }
+        Self { sessions, helpdesk, origins }
     }
 
     /// Whether an `Origin` header names one of ours (`null` never does).

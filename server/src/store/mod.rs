@@ -14,7 +14,7 @@
 //! [`CibaStore`] (`oidc_ciba.rs`: CIBA backchannel requests) and
 //! [`KeycloakStore`] (`keycloak.rs`: Keycloak realms' apps, pinned realm users, delegation
 //! requests by `jti`), [`AdminStore`] (`admin.rs`: the admin plane's admins, sessions and
-//! bootstrap tokens) and [`DashboardStore`] (`dashboard.rs`: the admin dashboard's keyset-paged
+//! bootstrap tokens), [`HelpDeskStore`] (`helpdesk.rs`: caller verifications) and [`DashboardStore`] (`dashboard.rs`: the admin dashboard's keyset-paged
 //! reads: alert feed, prompt charts, push health, user search, audit search, prompt timeline).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
@@ -39,6 +39,7 @@ mod codec;
 mod dashboard;
 mod devices;
 mod fatigue;
+mod helpdesk;
 mod keycloak;
 mod oidc_ciba;
 mod oidc_clients;
@@ -77,6 +78,7 @@ pub use devices::{
     ApprovalProof, DeviceRecord, DeviceStore, EnrollmentRecord, NoticeRecord, ServerKeyRecord, StoredPush,
 };
 pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
+pub use helpdesk::{CallerVerification, HelpDeskStore};
 pub use keycloak::{Admission, KeycloakRequestRecord, KeycloakStore, RequestOutcome};
 pub use oidc_ciba::{CibaRequestRecord, CibaStore};
 pub use oidc_clients::ClientStore;
@@ -195,6 +197,7 @@ pub trait Store:
     + CibaStore
     + AdminStore
     + DashboardStore
+    + HelpDeskStore
     + Send
     + Sync
     + fmt::Debug

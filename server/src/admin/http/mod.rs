@@ -2,6 +2,10 @@
 //! route needs an admin session cookie; state changes also need the session's CSRF token in
 //! `X-CSRF-Token` and an `Origin` of ours (see `crate::http::admin_session`).
 
+mod helpdesk;
+
+pub use helpdesk::VERIFICATION_ROUTE;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -98,7 +102,10 @@ impl Modify for AdminAuth {
 
 /// The admin API with its OpenAPI description.
 pub fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(AdminApiDoc::openapi()).routes(routes!(session)).routes(routes!(sign_out))
+    OpenApiRouter::with_openapi(AdminApiDoc::openapi())
+        .routes(routes!(session))
+        .routes(routes!(sign_out))
+        .merge(helpdesk::routes())
 }
 
 /// The OpenAPI document of the admin API, as served at `/admin/api/openapi.json`.

@@ -9,6 +9,7 @@ mod challenges;
 mod dashboard;
 mod devices;
 mod fatigue;
+mod helpdesk;
 mod keycloak;
 mod oidc_ciba;
 mod oidc_clients;

@@ -1,0 +1,199 @@
+//! Help desk on both engines: a caller is verified only by approving a number-matching push on
+//! their enrolled phone with the number the agent reads out; only then, once, may the agent
+//! issue an enrollment link. Each attack a named test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[macro_use]
+mod common;
+
+use axum::http::StatusCode;
+use common::admin::AdminClient;
+use common::{TestApp, assert_error, audit_actions, enrolled_device, signed_get};
+use countersign::admin::model::Role;
+use countersign::app::HttpLimits;
+use countersign::challenges::service::ChallengeSettings;
+use countersign::fatigue::model::Policy;
+use countersign_e2e::Engine;
+use countersign_e2e::device::TestDevice;
+use countersign_mobile_protocol::{Decision, PendingChallenges, PushRegistration};
+use serde_json::{Value, json};
+
+struct Desk {
+    app: TestApp,
+    agent: AdminClient,
+    phone: TestDevice,
+}
+
+async fn desk_with(engine: Engine, settings: ChallengeSettings) -> Desk {
+    let app = TestApp::build_with(engine, HttpLimits::default(), settings).await;
+    let key = app.key("idp", "users:read users:write challenges:write").await;
+    let phone = enrolled_device(&app, &key, "alice", PushRegistration::None).await;
+    let agent = app.signed_in_admin("desk", Role::Helpdesk).await;
+    Desk { app, agent, phone }
+}
+
+async fn desk(engine: Engine) -> Desk {
+    desk_with(engine, ChallengeSettings::default()).await
+}
+
+/// Starts a verification of `username`; returns its id and the number the agent reads out.
+async fn start(d: &Desk, agent: &AdminClient, username: &str) -> (String, String) {
+    let reply = d
+        .app
+        .admin_post(agent, &format!("/admin/api/users/{username}/caller-verifications"), json!({}))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    (reply.body["id"].as_str().unwrap().to_owned(), reply.body["number"].as_str().unwrap().to_owned())
+}
+
+/// The caller's phone answers the pending verification push; returns what it showed as the
+/// requester.
+async fn answer(d: &mut Desk, decision: Decision, number: &str) -> String {
+    let pending: PendingChallenges =
+        serde_json::from_value(signed_get(&d.app, &d.phone, "/device/v1/challenges").await.body).unwrap();
+    let details = d.phone.verify_details(&pending.challenges[0]).clone();
+    let response = d.phone.answer(&details, decision, number);
+    let path = format!("/device/v1/challenges/{}/response", details.challenge_id.as_str());
+    let reply = d.app.device_post(&path, &serde_json::to_vec(&response).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    serde_json::to_value(&details).unwrap()["app_name"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn state_of(d: &Desk, agent: &AdminClient, id: &str) -> common::Reply {
+    d.app.admin_get(agent, &format!("/admin/api/caller-verifications/{id}")).await
+}
+
+async fn link(d: &Desk, agent: &AdminClient, username: &str, verification: &str) -> common::Reply {
+    let body = json!({ "verification_id": verification, "name": "Replacement laptop" });
+    d.app.admin_post(agent, &format!("/admin/api/users/{username}/passkey-links"), body).await
+}
+
+/// The whole call: push, number read out, approval, verified, one link.
+async fn a_verified_caller_gets_one_enrollment_link(engine: Engine) {
+    let mut d = desk(engine).await;
+    let (id, number) = start(&d, &d.agent, "alice").await;
+    assert_eq!(state_of(&d, &d.agent, &id).await.body["state"], "pending");
+    let shown = answer(&mut d, Decision::Approve, &number).await;
+    assert_eq!(shown, "Help desk call verification", "the phone says who is asking");
+    assert_eq!(state_of(&d, &d.agent, &id).await.body["state"], "verified");
+    let issued = link(&d, &d.agent, "alice", &id).await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.body);
+    assert!(issued.body["url"].as_str().unwrap().contains("/passkeys/enroll?code="));
+    let again = link(&d, &d.agent, "alice", &id).await;
+    assert_error(&again, StatusCode::FORBIDDEN, "caller_not_verified");
+    let actions = audit_actions(&d.app).await;
+    let started = actions.iter().find(|(a, _)| a == "helpdesk.caller_verification_started").unwrap();
+    assert_eq!(started.1["username"], "alice");
+    assert!(actions.iter().any(|(a, _)| a == "helpdesk.enrollment_link_issued"));
+}
+
+/// The number is the agent's to read out: it is in no audit event, and no other agent can see
+/// or follow the verification.
+async fn caller_verification_number_is_never_audited(engine: Engine) {
+    let mut d = desk(engine).await;
+    let (id, number) = start(&d, &d.agent, "alice").await;
+    answer(&mut d, Decision::Approve, &number).await;
+    for (action, details) in audit_actions(&d.app).await {
+        let text = details.to_string();
+        assert!(details.get("number").is_none(), "{action}: {text}");
+        assert!(!text.contains(&format!("\"{number}\"")), "{action}: {text}");
+    }
+    let other = d.app.signed_in_admin("other-desk", Role::Helpdesk).await;
+    assert_error(&state_of(&d, &other, &id).await, StatusCode::NOT_FOUND, "not_found");
+}
+
+/// Attack: the social engineer on the phone cannot approve the push (they do not hold the
+/// phone), so every way to a link without a real verification is refused.
+async fn helpdesk_cannot_set_a_factor_without_a_verified_caller(engine: Engine) {
+    let mut d = desk(engine).await;
+    let made_up = "00000000-0000-4000-8000-000000000000";
+    assert_error(&link(&d, &d.agent, "alice", made_up).await, StatusCode::FORBIDDEN, "caller_not_verified");
+    // Pending: nobody answered yet.
+    let (pending, _) = start(&d, &d.agent, "alice").await;
+    assert_error(&link(&d, &d.agent, "alice", &pending).await, StatusCode::FORBIDDEN, "caller_not_verified");
+    // The real user denied it.
+    answer(&mut d, Decision::Deny, "").await;
+    assert_eq!(state_of(&d, &d.agent, &pending).await.body["state"], "denied");
+    assert_error(&link(&d, &d.agent, "alice", &pending).await, StatusCode::FORBIDDEN, "caller_not_verified");
+    // Verified, but by another agent, or used for another user.
+    let (id, number) = start(&d, &d.agent, "alice").await;
+    answer(&mut d, Decision::Approve, &number).await;
+    let other = d.app.signed_in_admin("other-desk", Role::Helpdesk).await;
+    assert_error(&link(&d, &other, "alice", &id).await, StatusCode::FORBIDDEN, "caller_not_verified");
+    let key = d.app.key("idp2", "users:write").await;
+    enrolled_device(&d.app, &key, "bob", PushRegistration::None).await;
+    assert_error(&link(&d, &d.agent, "bob", &id).await, StatusCode::FORBIDDEN, "caller_not_verified");
+    // Stale: approved more than the approval window (5 minutes) ago.
+    d.app.advance(time::Duration::minutes(6)).await;
+    assert_error(&link(&d, &d.agent, "alice", &id).await, StatusCode::FORBIDDEN, "caller_not_verified");
+    assert!(!audit_actions(&d.app).await.iter().any(|(a, _)| a == "helpdesk.enrollment_link_issued"));
+    // The same steps, fresh and by the right agent, do give a link.
+    let (fresh, number) = start(&d, &d.agent, "alice").await;
+    answer(&mut d, Decision::Approve, &number).await;
+    assert_eq!(link(&d, &d.agent, "alice", &fresh).await.status, StatusCode::CREATED);
+}
+
+/// A wrong number on the phone means whoever holds it did not hear the agent: not verified.
+async fn a_wrong_number_does_not_verify(engine: Engine) {
+    let mut d = desk(engine).await;
+    let (id, number) = start(&d, &d.agent, "alice").await;
+    let wrong = format!(
+        "{:0w$}",
+        (number.parse::<u32>().unwrap() + 1) % 10u32.pow(number.len() as u32),
+        w = number.len()
+    );
+    answer(&mut d, Decision::Approve, &wrong).await;
+    assert_eq!(state_of(&d, &d.agent, &id).await.body["state"], "wrong_number");
+    assert_error(&link(&d, &d.agent, "alice", &id).await, StatusCode::FORBIDDEN, "caller_not_verified");
+}
+
+/// Attack: a rogue agent push-bombs a user, or sprays many: the fatigue defence applies to the
+/// help desk like to any app, and counts each agent as its own source.
+async fn helpdesk_pushes_obey_budget_and_spray(engine: Engine) {
+    let policy = Policy { spray_users: 2, ..Policy::default() };
+    let d = desk_with(engine, ChallengeSettings { policy, ..ChallengeSettings::default() }).await;
+    let key = d.app.key("idp2", "users:write").await;
+    for name in ["bob", "carol"] {
+        enrolled_device(&d.app, &key, name, PushRegistration::None).await;
+    }
+    start(&d, &d.agent, "alice").await;
+    start(&d, &d.agent, "bob").await;
+    let reply = d.app.admin_post(&d.agent, "/admin/api/users/carol/caller-verifications", json!({})).await;
+    assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, "source_rate_limited");
+    // Another agent is another source.
+    let other = d.app.signed_in_admin("other-desk", Role::Helpdesk).await;
+    start(&d, &other, "carol").await;
+    // The push budget holds per user whoever asks.
+    let mut refused = None;
+    for _ in 0..8 {
+        let reply = d.app.admin_post(&other, "/admin/api/users/carol/caller-verifications", json!({})).await;
+        if reply.status != StatusCode::CREATED {
+            refused = Some(reply);
+            break;
+        }
+    }
+    assert_error(
+        &refused.expect("the budget refused a push"),
+        StatusCode::TOO_MANY_REQUESTS,
+        "push_rate_limited",
+    );
+}
+
+/// Roles: an auditor reads, never prompts a user.
+async fn an_auditor_cannot_start_a_verification(engine: Engine) {
+    let d = desk(engine).await;
+    let auditor = d.app.signed_in_admin("auditor", Role::Auditor).await;
+    let reply = d.app.admin_post(&auditor, "/admin/api/users/alice/caller-verifications", json!({})).await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "admin_role_required");
+    let pending = signed_get(&d.app, &d.phone, "/device/v1/challenges").await;
+    assert_eq!(pending.body["challenges"], Value::Array(vec![]), "nobody was prompted");
+}
+
+on_both_engines!(
+    a_verified_caller_gets_one_enrollment_link,
+    caller_verification_number_is_never_audited,
+    helpdesk_cannot_set_a_factor_without_a_verified_caller,
+    a_wrong_number_does_not_verify,
+    helpdesk_pushes_obey_budget_and_spray,
+    an_auditor_cannot_start_a_verification,
+);
