@@ -17,6 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::admin::AdminPlane;
 use crate::admin::model::SessionTimes;
+use crate::admin::requests::AdminRequests;
 use crate::admin::sessions::AdminSessions;
 use crate::challenges::service::{ChallengeService, ChallengeSettings};
 use crate::clock::Clock;
@@ -108,11 +109,7 @@ impl AppState {
         );
         let oidc_settings =
             OidcSettings { issuer: device_settings.public_url.as_str().trim_end_matches('/').to_owned() };
-        let admin = Arc::new(AdminPlane::new(
-            AdminSessions::new(Arc::clone(&store), Arc::clone(&clock), &master, SessionTimes::default()),
-            device_settings.public_url.as_str(),
-            &webauthn.origins,
-        ));
+        let public_url = device_settings.public_url.as_str().to_owned();
         let devices = Arc::new(DeviceService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -124,6 +121,18 @@ impl AppState {
             Arc::clone(&store),
             Arc::clone(&clock),
             challenge_settings.policy.clone(),
+        ));
+        let admin_times = SessionTimes::default();
+        let admin = Arc::new(AdminPlane::new(
+            AdminSessions::new(Arc::clone(&store), Arc::clone(&clock), &master, admin_times),
+            AdminRequests::new(
+                Arc::clone(&store),
+                Arc::clone(&clock),
+                Arc::clone(&fatigue),
+                admin_times.step_up,
+            ),
+            &public_url,
+            &webauthn.origins,
         ));
         let sign_in = SignInSettings { ttl: challenge_settings.ttl, waiters: Arc::new(Default::default()) };
         let challenges = Arc::new(ChallengeService::new(

@@ -5,30 +5,39 @@
 //!
 //! - [`model`]: roles and permissions, session times, request kinds, the two-admin floor;
 //! - [`sessions`]: session cookies, CSRF tokens, step-up;
+//! - [`requests`]: four-eyes requests, their decisions and the appliers that make the change;
 //! - `http`: the admin API (`/admin/api/…`) and its OpenAPI document.
 //!
 //! It changes other capabilities' state only through their services.
 
 pub mod http;
 pub mod model;
+pub mod requests;
 pub mod sessions;
 
+use requests::AdminRequests;
 use sessions::AdminSessions;
 
 /// Everything the admin routes share.
 #[derive(Debug)]
 pub struct AdminPlane {
     pub sessions: AdminSessions,
+    pub requests: AdminRequests,
     /// The origins admin pages are served from: the public URL's and the WebAuthn origins
     /// (passkeys work only there).
     origins: Vec<String>,
 }
 
 impl AdminPlane {
-    pub fn new(sessions: AdminSessions, public_url: &str, webauthn_origins: &[String]) -> Self {
+    pub fn new(
+        sessions: AdminSessions,
+        requests: AdminRequests,
+        public_url: &str,
+        webauthn_origins: &[String],
+    ) -> Self {
         let mut origins = vec![origin_of(public_url)];
         origins.extend(webauthn_origins.iter().cloned());
-        Self { sessions, origins }
+        Self { sessions, requests, origins }
     }
 
     /// Whether an `Origin` header names one of ours (`null` never does).

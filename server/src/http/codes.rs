@@ -167,6 +167,12 @@ codes! {
     RequestNotFound = "request_not_found" => NOT_FOUND;
     AdminNotFound = "admin_not_found" => NOT_FOUND;
     AdminExists = "admin_exists" => CONFLICT;
+    /// Only the admin who asked for a change may withdraw it.
+    NotRequester = "not_requester" => FORBIDDEN;
+    /// The admin has no removal pending that could still be cancelled.
+    RemovalNotPending = "removal_not_pending" => CONFLICT;
+    /// The server cannot make this kind of four-eyes change yet.
+    RequestKindUnsupported = "request_kind_unsupported" => UNPROCESSABLE_ENTITY;
     /// No bootstrap token or invitation has that value.
     BootstrapTokenInvalid = "bootstrap_token_invalid" => NOT_FOUND;
     BootstrapTokenUsed = "bootstrap_token_used" => GONE;

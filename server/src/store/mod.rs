@@ -14,7 +14,8 @@
 //! [`CibaStore`] (`oidc_ciba.rs`: CIBA backchannel requests) and
 //! [`KeycloakStore`] (`keycloak.rs`: Keycloak realms' apps, pinned realm users, delegation
 //! requests by `jti`) and [`AdminStore`] (`admin.rs`: the admin plane's admins, sessions and
-//! bootstrap tokens).
+//! bootstrap tokens) and [`AdminRequestStore`] (`admin_requests.rs`: four-eyes requests and the
+//! roster changes they make).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
 //!
@@ -29,6 +30,7 @@
 //! `BEGIN IMMEDIATE` transactions.
 
 mod admin;
+mod admin_requests;
 mod alerts;
 mod apps;
 mod audit;
@@ -58,6 +60,9 @@ use time::OffsetDateTime;
 use crate::audit::chain::AuditSealer;
 
 pub use admin::{AdminRecord, AdminSessionRecord, AdminStore, BootstrapSpend};
+pub use admin_requests::{
+    AdminRequestRecord, AdminRequestStore, Approval, RequestCursor, RosterChange, Transition,
+};
 pub use alerts::{AlertCursor, AlertRecord, AlertStore};
 pub use apps::{AppRecord, AppStore};
 pub use audit::AuditStore;
@@ -188,6 +193,7 @@ pub trait Store:
     + KeycloakStore
     + CibaStore
     + AdminStore
+    + AdminRequestStore
     + Send
     + Sync
     + fmt::Debug
