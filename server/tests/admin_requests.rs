@@ -479,7 +479,36 @@ async fn unfreeze_quarantined_applies_only_after_approval(engine: Engine) {
     );
 }
 
+/// Help desk talked into resetting a privileged user's factors (Lapsus$): the reset waits for
+/// a second admin; approved, every factor is gone at once.
+async fn reset_privileged_factors_applies_only_after_approval(engine: Engine) {
+    let app = app(engine).await;
+    let key = app.key("idp", "users:read users:write challenges:write challenges:read").await;
+    let _phone = enrolled_device(&app, &key, "cfo", PushRegistration::None).await;
+    let cfo = app.store.user_by_username("cfo").await.unwrap().unwrap();
+    let alice = app.signed_in_admin("alice", Role::Admin).await;
+    let bob = app.signed_in_admin("bob", Role::Admin).await;
+    let helpdesk = app.signed_in_admin("hd", Role::Helpdesk).await;
+    let body = json!({ "kind": "reset_privileged_factors", "payload": { "username": "cfo" } });
+    let submitted = app.admin_post(&helpdesk, "/admin/api/requests/submit", body).await;
+    assert_eq!(submitted.status, StatusCode::ACCEPTED, "{}", submitted.body);
+    assert!(app.store.has_any_factor(cfo.id).await.unwrap(), "nothing happens before the approval");
+    let id = submitted.body["id"].as_str().unwrap();
+    app.step_up(&alice).await;
+    let approved = approve(&app, &alice, id).await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert_eq!(approved.body["request"]["result"]["devices_revoked"], 1);
+    assert!(!app.store.has_any_factor(cfo.id).await.unwrap());
+    let reset = audit_actions(&app).await.into_iter().find(|(a, _)| a == "user.factors_reset").unwrap();
+    assert_eq!((reset.1["devices_revoked"].as_u64(), reset.1["username"].as_str()), (Some(1), Some("cfo")));
+    let prompt = app.post_json("/v1/challenges", &key, json!({ "username": "cfo" })).await;
+    assert_ne!(prompt.status, StatusCode::CREATED, "no device left to prompt");
+    app.step_up(&bob).await;
+    assert_error(&approve(&app, &bob, id).await, StatusCode::CONFLICT, "request_not_pending");
+}
+
 on_both_engines!(
+    reset_privileged_factors_applies_only_after_approval,
     self_approval_is_403,
     approval_without_fresh_passkey_is_403,
     approved_request_is_applied_once,

@@ -294,7 +294,8 @@ async fn get_request(
 pub struct SubmitBody {
     pub kind: RequestKind,
     /// `grant_role`: `{"admin_id", "role"}` or `{"name", "role"}`; `remove_admin`:
-    /// `{"admin_id"}`; `unfreeze_quarantined`: `{"username"}`.
+    /// `{"admin_id"}`; `unfreeze_quarantined` and `reset_privileged_factors`: `{"username"}`;
+    /// `fatigue_policy` is not supported yet (422 `request_kind_unsupported`).
     #[schema(value_type = Object)]
     pub payload: Value,
 }

@@ -5,13 +5,15 @@
 //!
 //! - [`model`]: roles and permissions, session times, request kinds, the two-admin floor;
 //! - [`sessions`]: session cookies, CSRF tokens, step-up;
-//! - [`requests`]: four-eyes requests, their decisions and the appliers that make the change;
+//! - [`requests`]: four-eyes requests, their decisions and the appliers that make the change
+//!   ([`request_json`]: their payloads by kind and how the API shows them);
 //! - `http`: the admin API (`/admin/api/…`) and its OpenAPI document.
 //!
 //! It changes other capabilities' state only through their services.
 
 pub mod http;
 pub mod model;
+pub mod request_json;
 pub mod requests;
 pub mod sessions;
 

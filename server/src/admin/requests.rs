@@ -6,13 +6,16 @@
 use std::sync::Arc;
 
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 
 use super::model::{
     self, AdminStatus, DecisionRefused, INVITATION_TTL, LastAdmins, REMOVAL_DELAY, REQUEST_TTL, RequestKind,
     RequestState, Role,
+};
+use super::request_json::admin_view;
+pub use super::request_json::{
+    AdminView, ApprovalView, ForUser, GrantRole, InvitationView, RemoveAdmin, RequestPayload, RequestView,
 };
 use super::sessions::{AdminPrincipal, random_secret, secret_hash};
 use crate::audit::{Action, Actor, AuditEvent, Subject};
@@ -23,145 +26,7 @@ use crate::store::{
     AdminRecord, AdminRequestRecord, Approval, Conflict, RequestCursor, RosterChange, Store, StoreError,
     Transition,
 };
-
-/// `grant_role`: an existing admin's new role (`admin_id`), or a new admin (`name`) invited
-/// with `role`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GrantRole {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admin_id: Option<AdminId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub role: Role,
-}
-
-/// `remove_admin`: the admin to remove (softly, after a delay).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RemoveAdmin {
-    pub admin_id: AdminId,
-}
-
-/// `unfreeze_quarantined` and `reset_privileged_factors`: the user concerned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ForUser {
-    pub username: String,
-}
-
-/// What a request asks for, by kind.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RequestPayload {
-    GrantRole(GrantRole),
-    RemoveAdmin(RemoveAdmin),
-    UnfreezeQuarantined(ForUser),
-    ResetPrivilegedFactors(ForUser),
-    FatiguePolicy(Value),
-}
-
-impl RequestPayload {
-    pub fn kind(&self) -> RequestKind {
-        match self {
-            RequestPayload::GrantRole(_) => RequestKind::GrantRole,
-            RequestPayload::RemoveAdmin(_) => RequestKind::RemoveAdmin,
-            RequestPayload::UnfreezeQuarantined(_) => RequestKind::UnfreezeQuarantined,
-            RequestPayload::ResetPrivilegedFactors(_) => RequestKind::ResetPrivilegedFactors,
-            RequestPayload::FatiguePolicy(_) => RequestKind::FatiguePolicy,
-        }
-    }
-
-    /// The typed payload of `kind` from its JSON.
-    pub fn parse(kind: RequestKind, payload: Value) -> Result<Self, serde_json::Error> {
-        Ok(match kind {
-            RequestKind::GrantRole => RequestPayload::GrantRole(serde_json::from_value(payload)?),
-            RequestKind::RemoveAdmin => RequestPayload::RemoveAdmin(serde_json::from_value(payload)?),
-            RequestKind::UnfreezeQuarantined => {
-                RequestPayload::UnfreezeQuarantined(serde_json::from_value(payload)?)
-            }
-            RequestKind::ResetPrivilegedFactors => {
-                RequestPayload::ResetPrivilegedFactors(serde_json::from_value(payload)?)
-            }
-            RequestKind::FatiguePolicy => RequestPayload::FatiguePolicy(payload),
-        })
-    }
-
-    pub fn to_json(&self) -> Value {
-        let value = match self {
-            RequestPayload::GrantRole(p) => serde_json::to_value(p),
-            RequestPayload::RemoveAdmin(p) => serde_json::to_value(p),
-            RequestPayload::UnfreezeQuarantined(p) | RequestPayload::ResetPrivilegedFactors(p) => {
-                serde_json::to_value(p)
-            }
-            RequestPayload::FatiguePolicy(v) => Ok(v.clone()),
-        };
-        value.unwrap_or(Value::Null)
-    }
-}
-
-/// A request as the admin API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct RequestView {
-    pub id: AdminRequestId,
-    pub kind: RequestKind,
-    #[schema(value_type = Object)]
-    pub payload: Value,
-    pub state: RequestState,
-    pub requested_by: AdminId,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub requested_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub expires_at: OffsetDateTime,
-    pub decided_by: Option<AdminId>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub decided_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub applied_at: Option<OffsetDateTime>,
-    /// What applying the change did, or why it could not be made.
-    #[schema(value_type = Option<Object>)]
-    pub result: Option<Value>,
-}
-
-impl From<&AdminRequestRecord> for RequestView {
-    fn from(r: &AdminRequestRecord) -> Self {
-        Self {
-            id: r.id,
-            kind: r.kind,
-            payload: serde_json::from_str(&r.payload).unwrap_or(Value::Null),
-            state: r.state,
-            requested_by: r.requested_by,
-            requested_at: r.requested_at,
-            expires_at: r.expires_at,
-            decided_by: r.decided_by,
-            decided_at: r.decided_at,
-            applied_at: r.applied_at,
-            result: r.result.as_deref().and_then(|text| serde_json::from_str(text).ok()),
-        }
-    }
-}
-
-/// The one-time invitation of an approved new admin: shown once, to the approver, never stored.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct InvitationView {
-    pub admin_id: AdminId,
-    pub token: String,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub expires_at: OffsetDateTime,
-}
-
-/// What an approval did.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ApprovalView {
-    pub request: RequestView,
-    /// Only for a `grant_role` that invited a new admin.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub invitation: Option<InvitationView>,
-}
+use crate::users::service::{UserError, find_user, reset_factors};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -199,6 +64,16 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
+impl From<UserError> for AdminError {
+    fn from(error: UserError) -> Self {
+        match error {
+            UserError::Store(e) => AdminError::Store(e),
+            // A name that cannot be a username names nobody.
+            UserError::NotFound | UserError::Input(_) | UserError::Exists => AdminError::UserNotFound,
+        }
+    }
+}
+
 impl From<FatigueError> for AdminError {
     fn from(error: FatigueError) -> Self {
         match error {
@@ -206,21 +81,6 @@ impl From<FatigueError> for AdminError {
             FatigueError::Store(e) => AdminError::Store(e),
         }
     }
-}
-
-/// An admin as the admin API lists them.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct AdminView {
-    pub id: AdminId,
-    pub name: String,
-    pub role: Role,
-    pub status: AdminStatus,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub removal_due_at: Option<OffsetDateTime>,
 }
 
 /// What an applier did: its result for the request row, and an invitation to show once.
@@ -572,9 +432,16 @@ impl AdminRequests {
                     invitation: None,
                 })
             }
-            RequestPayload::ResetPrivilegedFactors(_) | RequestPayload::FatiguePolicy(_) => {
-                Err(AdminError::Unsupported(record.kind))
+            RequestPayload::ResetPrivilegedFactors(ForUser { username }) => {
+                let reset = reset_factors(self.store.as_ref(), self.clock.as_ref(), actor, username).await?;
+                let result = json!({
+                    "username": username,
+                    "devices_revoked": reset.devices_revoked,
+                    "passkeys_revoked": reset.passkeys_revoked,
+                });
+                Ok(Applied { result, invitation: None })
             }
+            RequestPayload::FatiguePolicy(_) => Err(AdminError::Unsupported(record.kind)),
         }
     }
 
@@ -647,14 +514,11 @@ impl AdminRequests {
                 }
                 model::roster_change(active, target.role, target.status, None)?;
             }
-            RequestPayload::UnfreezeQuarantined(ForUser { username }) => {
-                crate::users::service::find_user(self.store.as_ref(), username)
-                    .await
-                    .map_err(|_| AdminError::UserNotFound)?;
+            RequestPayload::UnfreezeQuarantined(ForUser { username })
+            | RequestPayload::ResetPrivilegedFactors(ForUser { username }) => {
+                find_user(self.store.as_ref(), username).await?;
             }
-            RequestPayload::ResetPrivilegedFactors(_) | RequestPayload::FatiguePolicy(_) => {
-                return Err(AdminError::Unsupported(payload.kind()));
-            }
+            RequestPayload::FatiguePolicy(_) => return Err(AdminError::Unsupported(payload.kind())),
         }
         Ok(())
     }
@@ -666,17 +530,6 @@ impl AdminRequests {
             AdminStatus::Removed => Err(AdminError::AdminNotFound),
             _ => Ok(admin),
         }
-    }
-}
-
-fn admin_view(a: &AdminRecord, now: OffsetDateTime) -> AdminView {
-    AdminView {
-        id: a.id,
-        name: a.name.clone(),
-        role: a.role,
-        status: model::effective_status(a.status, a.removal_due_at, now),
-        created_at: a.created_at,
-        removal_due_at: a.removal_due_at,
     }
 }
 

@@ -88,7 +88,7 @@ pub use passkeys::{
     RegistrationProof, SignInPage,
 };
 pub use signing_keys::{Replacement, SigningKeyRecord, SigningKeyStore};
-pub use users::{UserRecord, UserStore};
+pub use users::{FactorReset, UserRecord, UserStore};
 
 /// Which database engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
