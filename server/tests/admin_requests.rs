@@ -355,10 +355,10 @@ async fn a_request_expires_after_24_hours(engine: Engine) {
     app.advance(Duration::hours(24)).await;
     let (alice, bob) = (fresh(&app, &alice).await, fresh(&app, &bob).await);
     app.step_up(&bob).await;
-    assert_error(&approve(&app, &bob, &id).await, StatusCode::GONE, "request_expired");
+    assert_error(&approve(&app, &bob, &id).await, StatusCode::GONE, "admin_request_expired");
     assert_eq!(state_of(&app, &bob, &id).await, "expired");
     let cancel = app.admin_post(&alice, &format!("/admin/api/requests/{id}/cancel"), json!({})).await;
-    assert_error(&cancel, StatusCode::GONE, "request_expired");
+    assert_error(&cancel, StatusCode::GONE, "admin_request_expired");
     assert_eq!(count_of(&app, "admin.request_expired").await, 1);
     let expired = app.admin_get(&bob, "/admin/api/requests?state=expired").await;
     assert_eq!(expired.body["requests"][0]["id"], id.as_str());

@@ -81,7 +81,7 @@ impl From<AdminError> for ApiError {
             AdminError::Role => Code::AdminRoleRequired,
             AdminError::NotRequester => Code::NotRequester,
             AdminError::NotPending(_) => Code::RequestNotPending,
-            AdminError::Expired => Code::RequestExpired,
+            AdminError::Expired => Code::AdminRequestExpired,
             AdminError::RequestNotFound => Code::RequestNotFound,
             AdminError::AdminNotFound => Code::AdminNotFound,
             AdminError::AdminExists => Code::AdminExists,
@@ -333,7 +333,7 @@ async fn submit_request(
         (status = 403, description = "`self_approval_forbidden`, `step_up_required`, `admin_role_required`", body = ErrorBody),
         (status = 404, description = "`request_not_found`", body = ErrorBody),
         (status = 409, description = "`request_not_pending`; `last_admins` (the request is pending again)", body = ErrorBody),
-        (status = 410, description = "`request_expired`", body = ErrorBody),
+        (status = 410, description = "`admin_request_expired`", body = ErrorBody),
     )
 )]
 async fn approve_request(
@@ -353,7 +353,7 @@ async fn approve_request(
         (status = 200, body = RequestView),
         (status = 403, description = "`self_approval_forbidden`, `admin_role_required`", body = ErrorBody),
         (status = 409, description = "`request_not_pending`", body = ErrorBody),
-        (status = 410, description = "`request_expired`", body = ErrorBody),
+        (status = 410, description = "`admin_request_expired`", body = ErrorBody),
     )
 )]
 async fn reject_request(

@@ -163,7 +163,9 @@ codes! {
     /// Four-eyes changes need a second active admin to approve them.
     SecondAdminRequired = "second_admin_required" => CONFLICT;
     RequestNotPending = "request_not_pending" => CONFLICT;
-    RequestExpired = "request_expired" => GONE;
+    /// Nobody decided the four-eyes request within its 24 hours (not the device protocol's
+    /// `request_expired`, a stale signed request).
+    AdminRequestExpired = "admin_request_expired" => GONE;
     RequestNotFound = "request_not_found" => NOT_FOUND;
     AdminNotFound = "admin_not_found" => NOT_FOUND;
     AdminExists = "admin_exists" => CONFLICT;
