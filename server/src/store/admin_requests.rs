@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::StoreError;
 use super::admin::{AdminRecord, admin_from_row};
 use super::codec::{Columns, Sql};
-use crate::admin::model::{self, LastAdmins, RequestKind, RequestState, Role};
+use crate::admin::model::{self, AdminStatus, LastAdmins, RequestKind, RequestState, Role};
 use crate::audit::AuditEvent;
 use crate::ids::{AdminId, AdminRequestId};
 
@@ -152,9 +152,17 @@ pub trait AdminRequestStore: Send + Sync + std::fmt::Debug {
     ) -> Result<AdminId, StoreError>;
 }
 
-/// Whether changing `target` to `new_role` (`None`: removing it) keeps two active admins, of
-/// `active` counted under the roster lock.
-pub(super) fn roster_check(active: u32, target: &AdminRecord, new_role: Option<Role>) -> RosterChange {
+/// What a roster change should do to `target` (read under the roster lock, with `active`
+/// counted there): `Changed` means go ahead and write. `new_role` `None` is a removal.
+pub(super) fn roster_plan(active: u32, target: Option<&AdminRecord>, new_role: Option<Role>) -> RosterChange {
+    let Some(target) = target else { return RosterChange::NotFound };
+    let already = match new_role {
+        Some(role) => target.role == role,
+        None => target.status != AdminStatus::Active,
+    };
+    if already {
+        return RosterChange::Unchanged;
+    }
     match model::roster_change(active, target.role, target.status, new_role) {
         Ok(()) => RosterChange::Changed,
         Err(short) => RosterChange::LastAdmins(short),

@@ -18,7 +18,7 @@ use crate::store::admin_requests::{
     ADMIN_BY_NAME, ADMIN_FOR_CHANGE, APPLIED, APPLY_REFUSED, APPROVE, AdminRequestRecord, AdminRequestStore,
     Approval, CANCEL, CANCEL_REMOVAL, EXPIRE, INSERT_INVITATION, INSERT_REQUEST, REJECT, REQUEST_BY_ID,
     REQUEST_PAGE, REVOKE_ALL_SESSIONS, RequestCursor, RosterChange, SCHEDULE_REMOVAL, SET_ROLE, Transition,
-    first_page, request_from_row, roster_check, target_from_row,
+    first_page, request_from_row, roster_plan, target_from_row,
 };
 use crate::store::{Conflict, StoreError};
 
@@ -158,13 +158,9 @@ impl AdminRequestStore for SqliteStore {
     ) -> Result<RosterChange, StoreError> {
         let mut tx = self.begin_write().await?;
         let (active, target) = locked_target(&mut tx, id).await?;
-        let Some(target) = target else { return Ok(RosterChange::NotFound) };
-        if target.role == role {
-            return Ok(RosterChange::Unchanged);
-        }
-        let check = roster_check(active, &target, Some(role));
-        if check != RosterChange::Changed {
-            return Ok(check);
+        let plan = roster_plan(active, target.as_ref(), Some(role));
+        if plan != RosterChange::Changed {
+            return Ok(plan);
         }
         sqlx::query(SET_ROLE).bind(id.0.to_string()).bind(role.as_str()).execute(&mut *tx).await?;
         self.append_audit(&mut tx, &audit).await?;
@@ -182,13 +178,9 @@ impl AdminRequestStore for SqliteStore {
     ) -> Result<RosterChange, StoreError> {
         let mut tx = self.begin_write().await?;
         let (active, target) = locked_target(&mut tx, id).await?;
-        let Some(target) = target else { return Ok(RosterChange::NotFound) };
-        if target.status != AdminStatus::Active {
-            return Ok(RosterChange::Unchanged);
-        }
-        let check = roster_check(active, &target, None);
-        if check != RosterChange::Changed {
-            return Ok(check);
+        let plan = roster_plan(active, target.as_ref(), None);
+        if plan != RosterChange::Changed {
+            return Ok(plan);
         }
         sqlx::query(SCHEDULE_REMOVAL)
             .bind(id.0.to_string())
