@@ -18,6 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::admin::AdminPlane;
 use crate::admin::helpdesk::HelpDesk;
 use crate::admin::model::SessionTimes;
+use crate::admin::requests::AdminRequests;
 use crate::admin::sessions::AdminSessions;
 use crate::challenges::service::{ChallengeService, ChallengeSettings};
 use crate::clock::Clock;
@@ -109,9 +110,9 @@ impl AppState {
         );
         let oidc_settings =
             OidcSettings { issuer: device_settings.public_url.as_str().trim_end_matches('/').to_owned() };
-        let admin_sessions =
-            AdminSessions::new(Arc::clone(&store), Arc::clone(&clock), &master, SessionTimes::default());
-        let admin_origins = (device_settings.public_url.as_str().to_owned(), webauthn.origins.clone());
+        let admin_times = SessionTimes::default();
+        let admin_sessions = AdminSessions::new(Arc::clone(&store), Arc::clone(&clock), &master, admin_times);
+        let public_url = device_settings.public_url.as_str().to_owned();
         let devices = Arc::new(DeviceService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -124,6 +125,13 @@ impl AppState {
             Arc::clone(&clock),
             challenge_settings.policy.clone(),
         ));
+        let admin_requests = AdminRequests::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&fatigue),
+            admin_times.step_up,
+        );
+        let admin_origins = webauthn.origins.clone();
         let sign_in = SignInSettings { ttl: challenge_settings.ttl, waiters: Arc::new(Default::default()) };
         let challenges = Arc::new(ChallengeService::new(
             Arc::clone(&store),
@@ -144,7 +152,8 @@ impl AppState {
             Arc::clone(&challenges),
             Arc::clone(&passkeys),
         );
-        let admin = Arc::new(AdminPlane::new(admin_sessions, helpdesk, &admin_origins.0, &admin_origins.1));
+        let admin =
+            Arc::new(AdminPlane::new(admin_sessions, admin_requests, helpdesk, &public_url, &admin_origins));
         let fetcher = Arc::new(ClientJwksFetcher::new(Arc::clone(&clock), JwksFetchSettings::default())?);
         let client_auth = ClientAuthenticator::new(
             Arc::clone(&store),

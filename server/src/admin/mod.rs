@@ -7,6 +7,8 @@
 //! - [`sessions`]: session cookies, CSRF tokens, step-up;
 //! - [`helpdesk`]: caller verification by number-matching push, links for verified callers;
 //! - [`feed`]: the live feed of alerts (one poller per instance, only while someone watches);
+//! - [`requests`]: four-eyes requests, their decisions and the appliers that make the change
+//!   ([`request_json`]: their payloads by kind and how the API shows them);
 //! - `http`: the admin API (`/admin/api/…`) and its OpenAPI document.
 //!
 //! It changes other capabilities' state only through their services.
@@ -15,9 +17,12 @@ pub mod feed;
 pub mod helpdesk;
 pub mod http;
 pub mod model;
+pub mod request_json;
+pub mod requests;
 pub mod sessions;
 
 use helpdesk::HelpDesk;
+use requests::AdminRequests;
 use sessions::AdminSessions;
 
 /// Everything the admin routes share.
@@ -25,6 +30,7 @@ use sessions::AdminSessions;
 pub struct AdminPlane {
     pub sessions: AdminSessions,
     pub helpdesk: HelpDesk,
+    pub requests: AdminRequests,
     /// The origins admin pages are served from: the public URL's and the WebAuthn origins
     /// (passkeys work only there).
     origins: Vec<String>,
@@ -33,13 +39,14 @@ pub struct AdminPlane {
 impl AdminPlane {
     pub fn new(
         sessions: AdminSessions,
+        requests: AdminRequests,
         helpdesk: HelpDesk,
         public_url: &str,
         webauthn_origins: &[String],
     ) -> Self {
         let mut origins = vec![origin_of(public_url)];
         origins.extend(webauthn_origins.iter().cloned());
-        Self { sessions, helpdesk, origins }
+        Self { sessions, requests, helpdesk, origins }
     }
 
     /// Whether an `Origin` header names one of ours (`null` never does).

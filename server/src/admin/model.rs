@@ -139,6 +139,38 @@ pub fn roster_after(active_admins: u32, removed: u32) -> Result<u32, LastAdmins>
     if left < MIN_ACTIVE_ADMINS { Err(LastAdmins { left }) } else { Ok(left) }
 }
 
+/// Whether changing an admin who stands at (`role`, `status`) to `new_role` (`None`: removing
+/// them) keeps two active admins, of `active` counted now. Only taking an active `admin` out of
+/// the roster can break the floor; adding one never does.
+pub fn roster_change(
+    active: u32,
+    role: Role,
+    status: AdminStatus,
+    new_role: Option<Role>,
+) -> Result<(), LastAdmins> {
+    let counted = role == Role::Admin && status == AdminStatus::Active;
+    if counted && new_role != Some(Role::Admin) { roster_after(active, 1).map(|_| ()) } else { Ok(()) }
+}
+
+/// Where an admin stands at `now`: a removal whose delay has passed is a removal made (checked
+/// lazily, so no worker is needed).
+pub fn effective_status(
+    status: AdminStatus,
+    removal_due_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> AdminStatus {
+    match (status, removal_due_at) {
+        (AdminStatus::RemovalPending, Some(due)) if now >= due => AdminStatus::Removed,
+        _ => status,
+    }
+}
+
+/// How long a scheduled removal waits before it takes effect (any admin may cancel it meanwhile).
+pub const REMOVAL_DELAY: Duration = Duration::hours(24);
+
+/// How long an invitation to a new admin can be redeemed.
+pub const INVITATION_TTL: Duration = Duration::hours(1);
+
 /// The changes that need a second admin's approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -312,6 +344,30 @@ mod tests {
         assert_eq!(roster_after(2, 0), Ok(2));
         assert_eq!(roster_after(1, 0), Err(LastAdmins { left: 1 }), "a plane of one is already short");
         assert_eq!(roster_after(0, 5), Err(LastAdmins { left: 0 }));
+    }
+
+    #[test]
+    fn only_demoting_or_removing_an_active_admin_counts_against_the_floor() {
+        use AdminStatus::*;
+        assert_eq!(roster_change(2, Role::Admin, Active, Some(Role::Helpdesk)), Err(LastAdmins { left: 1 }));
+        assert_eq!(roster_change(2, Role::Admin, Active, None), Err(LastAdmins { left: 1 }));
+        assert_eq!(roster_change(3, Role::Admin, Active, None), Ok(()));
+        assert_eq!(roster_change(2, Role::Admin, Active, Some(Role::Admin)), Ok(()));
+        assert_eq!(roster_change(2, Role::Helpdesk, Active, None), Ok(()));
+        assert_eq!(roster_change(2, Role::Admin, Invited, None), Ok(()));
+        assert_eq!(roster_change(1, Role::Helpdesk, Active, Some(Role::Admin)), Ok(()), "promoting helps");
+    }
+
+    #[test]
+    fn a_removal_past_its_delay_reads_as_removed() {
+        let now = datetime!(2026-12-01 10:00 UTC);
+        let due = Some(now + REMOVAL_DELAY);
+        assert_eq!(effective_status(AdminStatus::RemovalPending, due, now), AdminStatus::RemovalPending);
+        assert_eq!(
+            effective_status(AdminStatus::RemovalPending, due, now + REMOVAL_DELAY),
+            AdminStatus::Removed
+        );
+        assert_eq!(effective_status(AdminStatus::Active, None, now), AdminStatus::Active);
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub enum AlertKind {
     PushSpray,
     /// A device's signature counter went backwards: its key may have been copied.
     PossibleClone,
+    /// An admin asked for a four-eyes change that waits for a second admin.
+    AdminRequestPending,
+    /// An admin's removal was scheduled: signed out now, removed after the delay unless cancelled.
+    AdminRemovalScheduled,
 }
 
 impl AlertKind {
@@ -32,6 +36,8 @@ impl AlertKind {
         AlertKind::PushBombing,
         AlertKind::PushSpray,
         AlertKind::PossibleClone,
+        AlertKind::AdminRequestPending,
+        AlertKind::AdminRemovalScheduled,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -43,6 +49,8 @@ impl AlertKind {
             AlertKind::PushBombing => "push_bombing",
             AlertKind::PushSpray => "push_spray",
             AlertKind::PossibleClone => "possible_clone",
+            AlertKind::AdminRequestPending => "admin_request_pending",
+            AlertKind::AdminRemovalScheduled => "admin_removal_scheduled",
         }
     }
 }

@@ -207,8 +207,13 @@ pub enum Action {
     AdminRequestApproved,
     AdminRequestRejected,
     AdminRequestCancelled,
+    /// Nobody decided a request within its 24 hours.
+    AdminRequestExpired,
     /// An approved request's change was made.
     AdminRequestApplied,
+    /// An approved request's change could not be made (e.g. it would now leave fewer than two
+    /// admins): the request is pending again.
+    AdminRequestApplyRefused,
     AdminRoleChanged,
     /// An admin's removal was scheduled: their sessions end now, the removal takes effect after the delay.
     AdminRemovalScheduled,
@@ -286,7 +291,9 @@ impl Action {
             Action::AdminRequestApproved => "admin.request_approved",
             Action::AdminRequestRejected => "admin.request_rejected",
             Action::AdminRequestCancelled => "admin.request_cancelled",
+            Action::AdminRequestExpired => "admin.request_expired",
             Action::AdminRequestApplied => "admin.request_applied",
+            Action::AdminRequestApplyRefused => "admin.request_apply_refused",
             Action::AdminRoleChanged => "admin.role_changed",
             Action::AdminRemovalScheduled => "admin.removal_scheduled",
             Action::AdminRemovalCancelled => "admin.removal_cancelled",

@@ -163,10 +163,18 @@ codes! {
     /// Four-eyes changes need a second active admin to approve them.
     SecondAdminRequired = "second_admin_required" => CONFLICT;
     RequestNotPending = "request_not_pending" => CONFLICT;
-    RequestExpired = "request_expired" => GONE;
+    /// Nobody decided the four-eyes request within its 24 hours (not the device protocol's
+    /// `request_expired`, a stale signed request).
+    AdminRequestExpired = "admin_request_expired" => GONE;
     RequestNotFound = "request_not_found" => NOT_FOUND;
     AdminNotFound = "admin_not_found" => NOT_FOUND;
     AdminExists = "admin_exists" => CONFLICT;
+    /// Only the admin who asked for a change may withdraw it.
+    NotRequester = "not_requester" => FORBIDDEN;
+    /// The admin has no removal pending that could still be cancelled.
+    RemovalNotPending = "removal_not_pending" => CONFLICT;
+    /// The server cannot make this kind of four-eyes change yet.
+    RequestKindUnsupported = "request_kind_unsupported" => UNPROCESSABLE_ENTITY;
     /// No bootstrap token or invitation has that value.
     BootstrapTokenInvalid = "bootstrap_token_invalid" => NOT_FOUND;
     BootstrapTokenUsed = "bootstrap_token_used" => GONE;

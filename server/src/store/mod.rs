@@ -14,8 +14,10 @@
 //! [`CibaStore`] (`oidc_ciba.rs`: CIBA backchannel requests) and
 //! [`KeycloakStore`] (`keycloak.rs`: Keycloak realms' apps, pinned realm users, delegation
 //! requests by `jti`), [`AdminStore`] (`admin.rs`: the admin plane's admins, sessions and
-//! bootstrap tokens), [`HelpDeskStore`] (`helpdesk.rs`: caller verifications) and [`DashboardStore`] (`dashboard.rs`: the admin dashboard's keyset-paged
-//! reads: alert feed, prompt charts, push health, user search, audit search, prompt timeline).
+//! bootstrap tokens), [`AdminRequestStore`] (`admin_requests.rs`: four-eyes requests and the
+//! roster changes they make), [`HelpDeskStore`] (`helpdesk.rs`: caller verifications) and
+//! [`DashboardStore`] (`dashboard.rs`: the admin dashboard's keyset-paged reads: alert feed,
+//! prompt charts, push health, user search, audit search, prompt timeline).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
 //!
@@ -30,6 +32,7 @@
 //! `BEGIN IMMEDIATE` transactions.
 
 mod admin;
+mod admin_requests;
 mod alerts;
 mod apps;
 mod audit;
@@ -61,6 +64,9 @@ use time::OffsetDateTime;
 use crate::audit::chain::AuditSealer;
 
 pub use admin::{AdminRecord, AdminSessionRecord, AdminStore, BootstrapSpend};
+pub use admin_requests::{
+    AdminRequestRecord, AdminRequestStore, Approval, RequestCursor, RosterChange, Transition,
+};
 pub use alerts::{AlertCursor, AlertRecord, AlertStore};
 pub use apps::{AppRecord, AppStore};
 pub use audit::AuditStore;
@@ -91,7 +97,7 @@ pub use passkeys::{
     RegistrationProof, SignInPage,
 };
 pub use signing_keys::{Replacement, SigningKeyRecord, SigningKeyStore};
-pub use users::{UserRecord, UserStore};
+pub use users::{FactorReset, UserRecord, UserStore};
 
 /// Which database engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +204,7 @@ pub trait Store:
     + AdminStore
     + DashboardStore
     + HelpDeskStore
+    + AdminRequestStore
     + Send
     + Sync
     + fmt::Debug

@@ -79,6 +79,22 @@ pub(super) const HAS_ANY_FACTOR: &str =
 
 pub(super) const VOID_USER_ENROLLMENTS: &str = "UPDATE enrollments SET expires_at = $2, code_sealed = NULL WHERE user_id = $1 AND used_at IS NULL AND expires_at > $2";
 
+/// What resetting a user's factors revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FactorReset {
+    pub devices_revoked: u64,
+    pub passkeys_revoked: u64,
+}
+
+/// The audit event of a deletion or reset, with what it revoked.
+pub(super) fn with_counts(mut audit: AuditEvent, reset: FactorReset) -> AuditEvent {
+    if let serde_json::Value::Object(details) = &mut audit.details {
+        details.insert("devices_revoked".into(), reset.devices_revoked.into());
+        details.insert("passkeys_revoked".into(), reset.passkeys_revoked.into());
+    }
+    audit
+}
+
 #[async_trait]
 pub trait UserStore: Send + Sync + std::fmt::Debug {
     async fn create_user(&self, user: UserRecord, audit: AuditEvent) -> Result<UserRecord, StoreError>;
@@ -104,4 +120,14 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
         required: Option<bool>,
         audit: AuditEvent,
     ) -> Result<(), StoreError>;
+
+    /// Takes every factor from a live user, as a deletion does but keeping the user: devices
+    /// and passkeys revoked, pending enrollments, passkey ceremonies and links voided, with the
+    /// audit event (its details gain the counts); `NotFound` for a deleted user.
+    async fn reset_user_factors(
+        &self,
+        id: UserId,
+        at: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<FactorReset, StoreError>;
 }

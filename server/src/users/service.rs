@@ -8,7 +8,7 @@ use super::model::{self, UserInputError};
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
 use crate::ids::UserId;
-use crate::store::{Conflict, StoreError, UserRecord, UserStore};
+use crate::store::{Conflict, FactorReset, StoreError, UserRecord, UserStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -45,6 +45,10 @@ impl UserService {
 
     pub async fn delete(&self, actor: Actor, username: &str) -> Result<u64, UserError> {
         delete_user(self.store.as_ref(), self.clock.as_ref(), actor, username).await
+    }
+
+    pub async fn reset_factors(&self, actor: Actor, username: &str) -> Result<FactorReset, UserError> {
+        reset_factors(self.store.as_ref(), self.clock.as_ref(), actor, username).await
     }
 
     /// An app raises the user's requirement to passkey-only (idempotent). Apps cannot lower it:
@@ -132,6 +136,24 @@ pub async fn find_user(store: &dyn UserStore, username: &str) -> Result<UserReco
 
 /// Deletes a user: every device revoked, pending enrollments voided, username freed; the id and
 /// the audit trail remain.
+/// Takes every factor from a user (devices, passkeys, pending enrollments and links), keeping
+/// the user: they enroll again through a new link. Idempotent: a second reset revokes nothing.
+pub async fn reset_factors(
+    store: &dyn UserStore,
+    clock: &dyn Clock,
+    actor: Actor,
+    username: &str,
+) -> Result<FactorReset, UserError> {
+    let user = find_user(store, username).await?;
+    let now = clock.now();
+    let event = AuditEvent::new(now, actor, Action::UserFactorsReset, Subject::User(user.id))
+        .with_details(json!({ "username": user.username }));
+    store.reset_user_factors(user.id, now, event).await.map_err(|e| match e {
+        StoreError::NotFound => UserError::NotFound,
+        other => UserError::Store(other),
+    })
+}
+
 pub async fn delete_user(
     store: &dyn UserStore,
     clock: &dyn Clock,

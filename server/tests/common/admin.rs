@@ -6,7 +6,7 @@
 use axum::body::Body;
 use axum::http::{Method, Request, header};
 use countersign::admin::model::{AdminStatus, Role};
-use countersign::admin::sessions::{CSRF_HEADER, SESSION_COOKIE};
+use countersign::admin::sessions::{CSRF_HEADER, SESSION_COOKIE, secret_hash};
 use countersign::audit::{Action, Actor, AuditEvent, Subject};
 use countersign::ids::AdminId;
 use countersign::store::AdminRecord;
@@ -55,6 +55,19 @@ impl TestApp {
     pub async fn sign_in_admin(&self, admin: &AdminRecord) -> AdminClient {
         let started = self.state.admin.sessions.start(admin, "test").await.unwrap();
         AdminClient { id: admin.id, cookie: started.token.expose_secret().to_owned(), csrf: started.csrf }
+    }
+
+    /// Records a fresh step-up (a passkey assertion just now) on the admin's session, as the
+    /// step-up ceremony does once the assertion verifies.
+    pub async fn step_up(&self, admin: &AdminClient) {
+        let now = self.clock_now();
+        let audit = AuditEvent::new(
+            now,
+            Actor::Admin { id: admin.id },
+            Action::AdminSteppedUp,
+            Subject::Admin(admin.id),
+        );
+        self.store.set_admin_step_up(&secret_hash(&admin.cookie), now, audit).await.unwrap();
     }
 
     /// A request as the admin pages send it: the session cookie, and for a POST the CSRF token

@@ -1,6 +1,7 @@
 //! PostgreSQL store: production, many instances sharing one database.
 
 mod admin;
+mod admin_requests;
 mod alerts;
 mod apps;
 mod audit;

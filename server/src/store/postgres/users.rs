@@ -7,12 +7,29 @@ use time::OffsetDateTime;
 use super::PgStore;
 use crate::audit::AuditEvent;
 use crate::ids::UserId;
-use crate::store::users::user_from_row;
 use crate::store::users::{
     DELETE_USER, HAS_ANY_FACTOR, LOCK_USER, REVOKE_USER_DEVICES, SET_PASSKEY_REQUIRED, USER_BY_ID,
     USER_BY_USERNAME, VOID_USER_ENROLLMENTS, VOID_USER_PASSKEY_FACTORS,
 };
+use crate::store::users::{FactorReset, user_from_row, with_counts};
 use crate::store::{StoreError, UserRecord, UserStore, map_unique_violation};
+
+/// Revokes a user's devices and passkeys and voids what could still bind new ones.
+async fn void_factors(
+    conn: &mut PgConnection,
+    id: UserId,
+    at: OffsetDateTime,
+) -> Result<FactorReset, StoreError> {
+    let devices_revoked =
+        sqlx::query(REVOKE_USER_DEVICES).bind(id.0).bind(at).execute(&mut *conn).await?.rows_affected();
+    sqlx::query(VOID_USER_ENROLLMENTS).bind(id.0).bind(at).execute(&mut *conn).await?;
+    let mut passkeys_revoked = None;
+    for statement in VOID_USER_PASSKEY_FACTORS {
+        let voided = sqlx::query(statement).bind(id.0).bind(at).execute(&mut *conn).await?.rows_affected();
+        passkeys_revoked.get_or_insert(voided);
+    }
+    Ok(FactorReset { devices_revoked, passkeys_revoked: passkeys_revoked.unwrap_or_default() })
+}
 
 #[async_trait]
 impl UserStore for PgStore {
@@ -72,22 +89,11 @@ impl UserStore for PgStore {
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let revoked =
-            sqlx::query(REVOKE_USER_DEVICES).bind(id.0).bind(at).execute(&mut *tx).await?.rows_affected();
-        sqlx::query(VOID_USER_ENROLLMENTS).bind(id.0).bind(at).execute(&mut *tx).await?;
-        let mut passkeys_revoked = None;
-        for statement in VOID_USER_PASSKEY_FACTORS {
-            let voided = sqlx::query(statement).bind(id.0).bind(at).execute(&mut *tx).await?.rows_affected();
-            passkeys_revoked.get_or_insert(voided);
-        }
-        let mut audit = audit;
-        if let serde_json::Value::Object(details) = &mut audit.details {
-            details.insert("devices_revoked".into(), revoked.into());
-            details.insert("passkeys_revoked".into(), passkeys_revoked.unwrap_or_default().into());
-        }
+        let reset = void_factors(&mut tx, id, at).await?;
+        let audit = with_counts(audit, reset);
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
-        Ok(revoked)
+        Ok(reset.devices_revoked)
     }
 
     async fn has_any_factor(&self, id: UserId) -> Result<bool, StoreError> {
@@ -109,6 +115,23 @@ impl UserStore for PgStore {
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(())
+    }
+
+    async fn reset_user_factors(
+        &self,
+        id: UserId,
+        at: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<FactorReset, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        if !lock_user(&mut tx, id).await? {
+            return Err(StoreError::NotFound);
+        }
+        let reset = void_factors(&mut tx, id, at).await?;
+        self.append_audit(&mut tx, &with_counts(audit, reset)).await?;
+        self.commit(tx).await?;
+        Ok(reset)
     }
 }
 

@@ -8,12 +8,30 @@ use super::SqliteStore;
 use crate::audit::AuditEvent;
 use crate::clock::unix_micros;
 use crate::ids::UserId;
-use crate::store::users::user_from_row;
 use crate::store::users::{
     DELETE_USER, HAS_ANY_FACTOR, REVOKE_USER_DEVICES, SET_PASSKEY_REQUIRED, USER_BY_ID, USER_BY_USERNAME,
     VOID_USER_ENROLLMENTS, VOID_USER_PASSKEY_FACTORS,
 };
+use crate::store::users::{FactorReset, user_from_row, with_counts};
 use crate::store::{StoreError, UserRecord, UserStore, map_unique_violation};
+
+/// Revokes a user's devices and passkeys and voids what could still bind new ones.
+async fn void_factors(
+    conn: &mut SqliteConnection,
+    id: UserId,
+    at: OffsetDateTime,
+) -> Result<FactorReset, StoreError> {
+    let (user, at) = (id.0.to_string(), unix_micros(at));
+    let devices_revoked =
+        sqlx::query(REVOKE_USER_DEVICES).bind(&user).bind(at).execute(&mut *conn).await?.rows_affected();
+    sqlx::query(VOID_USER_ENROLLMENTS).bind(&user).bind(at).execute(&mut *conn).await?;
+    let mut passkeys_revoked = None;
+    for statement in VOID_USER_PASSKEY_FACTORS {
+        let voided = sqlx::query(statement).bind(&user).bind(at).execute(&mut *conn).await?.rows_affected();
+        passkeys_revoked.get_or_insert(voided);
+    }
+    Ok(FactorReset { devices_revoked, passkeys_revoked: passkeys_revoked.unwrap_or_default() })
+}
 
 #[async_trait]
 impl UserStore for SqliteStore {
@@ -74,35 +92,11 @@ impl UserStore for SqliteStore {
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let revoked = sqlx::query(REVOKE_USER_DEVICES)
-            .bind(id.0.to_string())
-            .bind(unix_micros(at))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query(VOID_USER_ENROLLMENTS)
-            .bind(id.0.to_string())
-            .bind(unix_micros(at))
-            .execute(&mut *tx)
-            .await?;
-        let mut passkeys_revoked = None;
-        for statement in VOID_USER_PASSKEY_FACTORS {
-            let voided = sqlx::query(statement)
-                .bind(id.0.to_string())
-                .bind(unix_micros(at))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            passkeys_revoked.get_or_insert(voided);
-        }
-        let mut audit = audit;
-        if let serde_json::Value::Object(details) = &mut audit.details {
-            details.insert("devices_revoked".into(), revoked.into());
-            details.insert("passkeys_revoked".into(), passkeys_revoked.unwrap_or_default().into());
-        }
+        let reset = void_factors(&mut tx, id, at).await?;
+        let audit = with_counts(audit, reset);
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
-        Ok(revoked)
+        Ok(reset.devices_revoked)
     }
 
     async fn has_any_factor(&self, id: UserId) -> Result<bool, StoreError> {
@@ -124,6 +118,23 @@ impl UserStore for SqliteStore {
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(())
+    }
+
+    async fn reset_user_factors(
+        &self,
+        id: UserId,
+        at: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<FactorReset, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let live = sqlx::query(USER_BY_ID.as_str()).bind(id.0.to_string()).fetch_optional(&mut *tx).await?;
+        if live.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let reset = void_factors(&mut tx, id, at).await?;
+        self.append_audit(&mut tx, &with_counts(audit, reset)).await?;
+        self.commit(tx).await?;
+        Ok(reset)
     }
 }
 
