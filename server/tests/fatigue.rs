@@ -255,6 +255,58 @@ async fn not_me_quarantines_until_admin(engine: Engine) {
     assert_error(&prompt(&s).await, StatusCode::LOCKED, "push_frozen");
 }
 
+/// Attack: a stolen key with `fatigue:write` unfreezes after every wrong number to buy more
+/// guesses. The second wrong number's freeze ("prove a passkey") is not an app's to lift.
+async fn an_app_cannot_lift_a_second_wrong_number_freeze(engine: Engine) {
+    let mut s = setup(engine).await;
+    for _ in 0..2 {
+        let created = prompt(&s).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let number = created.body["number"].as_str().unwrap().to_owned();
+        s.app
+            .post_json(
+                &format!("/v1/challenges/{}/cancel", created.body["id"].as_str().unwrap()),
+                &s.key,
+                json!({}),
+            )
+            .await;
+        let outcome = prompt_and_answer(&mut s, Decision::Approve, Some(&wrong(&number))).await;
+        if outcome == "approved" {
+            return; // the drawn number was the wrong guess's (1 in 1000)
+        }
+        assert_eq!(outcome, "denied_wrong_number");
+        s.app.advance(Duration::minutes(16)).await;
+    }
+    let refused = s.app.post_json("/v1/users/alice/unfreeze", &s.key, json!({})).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "admin_review_required");
+    assert_error(&prompt(&s).await, StatusCode::LOCKED, "push_frozen");
+}
+
+/// Attack: unfreezing in a loop to reset the ladder (and dodge the hard lock). An app's unfreeze
+/// lifts the timed freeze only: the next failure freezes again at once.
+async fn app_unfreezes_keep_the_ladder(engine: Engine) {
+    let mut s = setup(engine).await;
+    for _ in 0..3 {
+        assert_eq!(prompt_and_answer(&mut s, Decision::Deny, None).await, "denied");
+    }
+    assert_eq!(s.app.post_json("/v1/users/alice/unfreeze", &s.key, json!({})).await.status, StatusCode::OK);
+    assert_eq!(prompt_and_answer(&mut s, Decision::Deny, None).await, "denied");
+    assert_error(&prompt(&s).await, StatusCode::LOCKED, "push_frozen");
+}
+
+/// Attack: deleting a quarantined user and creating the name again would be a clean unfreeze
+/// without the review (and a free enrollment for the attacker's phone).
+async fn an_app_cannot_lift_a_quarantine_by_deleting_and_recreating_the_user(engine: Engine) {
+    let mut s = setup(engine).await;
+    assert_eq!(prompt_and_answer(&mut s, Decision::Report, None).await, "reported");
+    let refused = s.app.delete("/v1/users/alice", &s.key).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "admin_review_required");
+    assert_eq!(s.app.get("/v1/users/alice", Some(&s.key)).await.status, StatusCode::OK, "still there");
+    let again = s.app.post_json("/v1/users", &s.key, json!({ "username": "alice" })).await;
+    assert_error(&again, StatusCode::CONFLICT, "user_exists");
+    assert_error(&prompt(&s).await, StatusCode::LOCKED, "push_frozen");
+}
+
 /// An ordinary freeze (three denials) is still the app's to lift, audited with what was lifted.
 async fn app_key_unfreeze_of_ordinary_freeze_still_works_audited(engine: Engine) {
     let mut s = setup(engine).await;
@@ -620,6 +672,9 @@ async fn a_wrong_number_racing_an_unfreeze_is_never_lost(engine: Engine) {
 }
 
 on_both_engines!(
+    an_app_cannot_lift_a_second_wrong_number_freeze,
+    app_unfreezes_keep_the_ladder,
+    an_app_cannot_lift_a_quarantine_by_deleting_and_recreating_the_user,
     app_key_unfreeze_of_ordinary_freeze_still_works_audited,
     a_wrong_number_racing_an_unfreeze_is_never_lost,
     cancel_and_retry_bombing_reaches_the_phone_at_most_three_times_a_day,

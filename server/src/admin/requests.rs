@@ -68,6 +68,9 @@ impl From<UserError> for AdminError {
     fn from(error: UserError) -> Self {
         match error {
             UserError::Store(e) => AdminError::Store(e),
+            UserError::HeldForReview => {
+                AdminError::Store(StoreError::PreconditionFailed(crate::store::Precondition::HeldForReview))
+            }
             // A name that cannot be a username names nobody.
             UserError::NotFound | UserError::Input(_) | UserError::Exists => AdminError::UserNotFound,
         }

@@ -271,10 +271,27 @@ pub fn attack_score(state: &PushState, now: OffsetDateTime, policy: &Policy) -> 
         + 1000 * i64::from(state.hard_locked)
 }
 
-/// Whether a freeze may be lifted without an admin's reviewed decision: not after a "not me"
-/// report (someone else holds the password), not after a hard lock (100 failures in a row).
-pub fn may_lift_without_review(state: &PushState) -> bool {
-    !state.needs_admin_review && !state.hard_locked
+/// Who lifts a push freeze, and so which freezes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfreezer {
+    /// An app (`fatigue:write`): a timed freeze only; the ladder's counts stay, so unfreezing
+    /// in a loop never buys another number guess, a louder prompt or a way round the hard lock.
+    App,
+    /// One admin or help-desk agent: also the "prove a passkey" freeze (a second wrong number)
+    /// and the hard lock, with the counts reset — not a "not me" quarantine.
+    Admin,
+    /// A four-eyes request a second admin approved: everything.
+    Reviewed,
+}
+
+/// The state after `by` lifts the user's freeze, or `None` if that is not theirs to lift.
+pub fn unfreeze_by(state: &PushState, by: Unfreezer) -> Option<PushState> {
+    match by {
+        Unfreezer::App if state.needs_strong_factor || state.needs_admin_review || state.hard_locked => None,
+        Unfreezer::App => Some(PushState { frozen_until: None, reason: None, ..state.clone() }),
+        Unfreezer::Admin if state.needs_admin_review => None,
+        Unfreezer::Admin | Unfreezer::Reviewed => Some(unfreeze(state.clone())),
+    }
 }
 
 /// Lifts every freeze and lock (an admin decision, audited by the caller).
@@ -422,15 +439,34 @@ mod tests {
         events.iter().fold(PushState::default(), |s, e| apply(s, *e, T0, &Policy::default()))
     }
 
-    /// Apps and the help desk lift ordinary freezes; a "not me" quarantine and a hard lock wait
-    /// for two admins.
+    /// Apps lift a timed freeze and nothing else, keeping the counts; one admin lifts the rest
+    /// but a "not me" quarantine, which takes two.
     #[test]
-    fn only_ordinary_freezes_lift_without_review() {
-        let frozen = PushState { frozen_until: Some(T0), consecutive_failures: 3, ..PushState::default() };
-        assert!(may_lift_without_review(&frozen));
-        assert!(!may_lift_without_review(&PushState { needs_admin_review: true, ..frozen.clone() }));
-        assert!(!may_lift_without_review(&PushState { hard_locked: true, ..frozen.clone() }));
-        assert!(may_lift_without_review(&unfreeze(PushState { hard_locked: true, ..frozen })));
+    fn each_unfreezer_lifts_only_its_freezes() {
+        let frozen = PushState {
+            frozen_until: Some(T0),
+            consecutive_failures: 3,
+            unanswered: 2,
+            under_attack_since: Some(T0),
+            ..PushState::default()
+        };
+        let by_app = unfreeze_by(&frozen, Unfreezer::App).unwrap();
+        assert_eq!(by_app.frozen_until, None);
+        assert_eq!(
+            (by_app.consecutive_failures, by_app.unanswered, by_app.under_attack_since),
+            (3, 2, Some(T0)),
+            "the ladder's counts stay"
+        );
+        let strong = PushState { needs_strong_factor: true, ..frozen.clone() };
+        let quarantined = PushState { needs_admin_review: true, ..frozen.clone() };
+        let locked = PushState { hard_locked: true, ..frozen.clone() };
+        for held in [&strong, &quarantined, &locked] {
+            assert_eq!(unfreeze_by(held, Unfreezer::App), None, "{held:?}");
+        }
+        assert_eq!(unfreeze_by(&strong, Unfreezer::Admin), Some(unfreeze(strong.clone())));
+        assert_eq!(unfreeze_by(&locked, Unfreezer::Admin), Some(unfreeze(locked.clone())));
+        assert_eq!(unfreeze_by(&quarantined, Unfreezer::Admin), None);
+        assert_eq!(unfreeze_by(&quarantined, Unfreezer::Reviewed), Some(unfreeze(quarantined.clone())));
     }
 
     #[test]

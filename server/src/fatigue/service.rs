@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::model::{self, Policy, PushState};
+use super::model::{self, Policy, PushState, Unfreezer};
 use super::report::{self, PushStanding, TIMELINE_LEN, Timeline, UserUnderAttack};
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
@@ -39,19 +39,11 @@ impl From<UserError> for FatigueError {
     fn from(error: UserError) -> Self {
         match error {
             UserError::Store(e) => FatigueError::Store(e),
+            UserError::HeldForReview => FatigueError::AdminReviewRequired,
             // Looking a user up fails only as absent (any impossible name included) or on the store.
             UserError::NotFound | UserError::Input(_) | UserError::Exists => FatigueError::UserNotFound,
         }
     }
-}
-
-/// Who decides an unfreeze.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Authority {
-    /// An app or the help desk: ordinary freezes only.
-    Ordinary,
-    /// A four-eyes request a second admin approved: everything.
-    Reviewed,
 }
 
 #[derive(Debug)]
@@ -89,70 +81,75 @@ impl FatigueService {
         Ok(report::timeline(user.username, standing, &challenges, &refused))
     }
 
-    /// Lifts an ordinary freeze (denials, wrong numbers, timeouts), as an app or the help desk
-    /// may: a "not me" quarantine or a hard lock is refused with `AdminReviewRequired` (the
-    /// refusal audited) and stays. Returns the new standing.
+    /// Lifts a timed freeze, as an app may (`Unfreezer::App`): the "prove a passkey" freeze, a
+    /// "not me" quarantine and a hard lock are refused with `AdminReviewRequired` (the refusal
+    /// audited) and stay, and so do the ladder's counts. Returns the new standing.
     pub async fn unfreeze(&self, actor: Actor, username: &str) -> Result<PushStanding, FatigueError> {
-        self.unfreeze_as(actor, username, Authority::Ordinary).await
+        self.unfreeze_by(actor, username, Unfreezer::App).await
     }
 
-    /// Lifts every freeze and lock, a quarantine and a hard lock included: only for a change a
-    /// second admin approved.
-    pub async fn unfreeze_reviewed(
+    /// Lifts a freeze as `by` may: one admin everything but a "not me" quarantine, an approved
+    /// four-eyes request (`Unfreezer::Reviewed`) everything.
+    pub async fn unfreeze_by(
         &self,
         actor: Actor,
         username: &str,
-    ) -> Result<PushStanding, FatigueError> {
-        self.unfreeze_as(actor, username, Authority::Reviewed).await
-    }
-
-    async fn unfreeze_as(
-        &self,
-        actor: Actor,
-        username: &str,
-        authority: Authority,
+        by: Unfreezer,
     ) -> Result<PushStanding, FatigueError> {
         let user = find_user(self.store.as_ref(), username).await?;
-        let after = self.apply_unfreeze(actor, &user, authority).await?;
-        if authority == Authority::Ordinary && !model::may_lift_without_review(&after) {
+        let (lifted, after) = self.apply_unfreeze(actor, &user, by).await?;
+        if !lifted {
             return Err(FatigueError::AdminReviewRequired);
         }
         Ok(self.standing_of(&after))
     }
 
+    /// An approved four-eyes request's unfreeze: lifts everything.
+    pub async fn unfreeze_reviewed(
+        &self,
+        actor: Actor,
+        username: &str,
+    ) -> Result<PushStanding, FatigueError> {
+        self.unfreeze_by(actor, username, Unfreezer::Reviewed).await
+    }
+
     /// Decided on the standing the compare-and-set writes over: a report landing between a read
-    /// and the unfreeze is never lifted by an ordinary unfreeze.
+    /// and the unfreeze is never lifted by an unfreeze that may not lift it. Returns whether the
+    /// freeze was lifted, and the standing after.
     async fn apply_unfreeze(
         &self,
         actor: Actor,
         user: &UserRecord,
-        authority: Authority,
-    ) -> Result<PushState, StoreError> {
+        by: Unfreezer,
+    ) -> Result<(bool, PushState), StoreError> {
         let now = self.clock.now();
-        let change = |before: &PushState| {
-            if authority == Authority::Ordinary && !model::may_lift_without_review(before) {
+        let change = |before: &PushState| match model::unfreeze_by(before, by) {
+            None => {
                 let event =
                     AuditEvent::new(now, actor.clone(), Action::UnfreezeRefused, Subject::User(user.id))
                         .with_details(json!({
                             "username": user.username,
+                            "needs_strong_factor": before.needs_strong_factor,
                             "needs_admin_review": before.needs_admin_review,
                             "hard_locked": before.hard_locked,
                         }));
-                return (before.clone(), event);
+                (before.clone(), event)
             }
-            let event = AuditEvent::new(now, actor.clone(), Action::PushUnfrozen, Subject::User(user.id))
-                .with_details(json!({
-                    "username": user.username,
-                    "was": {
-                        "failures": before.consecutive_failures,
-                        "reason": before.reason,
-                        "hard_locked": before.hard_locked,
-                    },
-                }));
-            (model::unfreeze(before.clone()), event)
+            Some(after) => {
+                let event = AuditEvent::new(now, actor.clone(), Action::PushUnfrozen, Subject::User(user.id))
+                    .with_details(json!({
+                        "username": user.username,
+                        "was": {
+                            "failures": before.consecutive_failures,
+                            "reason": before.reason,
+                            "hard_locked": before.hard_locked,
+                        },
+                    }));
+                (after, event)
+            }
         };
-        let (_, after) = self.store.change_push_state(user.id, now, &change).await?;
-        Ok(after)
+        let (before, after) = self.store.change_push_state(user.id, now, &change).await?;
+        Ok((model::unfreeze_by(&before, by).is_some(), after))
     }
 
     fn standing_of(&self, push: &PushState) -> PushStanding {

@@ -146,6 +146,8 @@ pub enum Precondition {
     DeviceInactive,
     /// The challenge is no longer pending (or has expired).
     ChallengeNotPending,
+    /// The user's push is held for admin review (quarantine, hard lock).
+    HeldForReview,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -50,8 +50,22 @@ pub(super) static USER_BY_ID: Sql =
 pub(super) static USER_BY_USERNAME: Sql =
     Sql::new(|| format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"));
 
-pub(super) const DELETE_USER: &str =
-    "UPDATE users SET deleted_at = $2, username = $3 WHERE id = $1 AND deleted_at IS NULL";
+/// A user whose push is held for admin review (a "not me" quarantine, a hard lock) is not
+/// deleted: deleting and creating the name again would be an unfreeze without the review.
+pub(super) const DELETE_USER: &str = "UPDATE users SET deleted_at = $2, username = $3
+     WHERE id = $1 AND deleted_at IS NULL AND NOT EXISTS (
+         SELECT 1 FROM user_push_state s WHERE s.user_id = $1 AND (s.needs_admin_review OR s.hard_locked))";
+/// After a refused delete: whether the user is there (then held for review) or gone.
+pub(super) const USER_EXISTS: &str = "SELECT COUNT(*) FROM users WHERE id = $1 AND deleted_at IS NULL";
+
+/// Why a delete found nothing to delete.
+pub(super) fn refused_delete(exists: i64) -> StoreError {
+    if exists > 0 {
+        StoreError::PreconditionFailed(super::Precondition::HeldForReview)
+    } else {
+        StoreError::NotFound
+    }
+}
 
 pub(super) const SET_PASSKEY_REQUIRED: &str =
     "UPDATE users SET passkey_required = $2 WHERE id = $1 AND deleted_at IS NULL";

@@ -74,6 +74,7 @@ impl From<UserError> for ApiError {
             UserError::Input(e) => ApiError::invalid_request(e.to_string()),
             UserError::Exists => ApiError::new(Code::UserExists, error.to_string()),
             UserError::NotFound => ApiError::new(Code::UserNotFound, error.to_string()),
+            UserError::HeldForReview => ApiError::new(Code::AdminReviewRequired, error.to_string()),
             UserError::Store(e) => e.into(),
         }
     }
@@ -138,6 +139,7 @@ async fn get_user(
     params(("username" = Username, Path)),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 403, description = "Held for admin review (`admin_review_required`)", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
     )
 )]

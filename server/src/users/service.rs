@@ -18,6 +18,12 @@ pub enum UserError {
     Exists,
     #[error("no such user")]
     NotFound,
+    /// Deleting a user held for admin review would lift the hold (the name could be created
+    /// again, clean).
+    #[error(
+        "this user's push is held for admin review (a \"not me\" report or a hard lock); an admin must review it before the user can be deleted"
+    )]
+    HeldForReview,
     #[error(transparent)]
     Store(StoreError),
 }
@@ -166,6 +172,7 @@ pub async fn delete_user(
         .with_details(json!({ "username": user.username }));
     store.delete_user(user.id, now, event).await.map_err(|e| match e {
         StoreError::NotFound => UserError::NotFound,
+        StoreError::PreconditionFailed(crate::store::Precondition::HeldForReview) => UserError::HeldForReview,
         other => UserError::Store(other),
     })
 }

@@ -11,7 +11,7 @@ use countersign::challenges::model::ChallengeState;
 use countersign::fatigue::model::{Availability, Policy, PushState, Refusal};
 use countersign::ids::{DeviceId, UserId};
 use countersign::store::{
-    AlertRecord, ChallengeRecord, ChallengeTransition, StandingUpdate, StoreError, UserRecord,
+    AlertRecord, ChallengeRecord, ChallengeTransition, Precondition, StandingUpdate, StoreError, UserRecord,
 };
 use countersign_e2e::{Engine, break_audit_writes_sql, exec_sql};
 use time::Duration;
@@ -213,8 +213,14 @@ async fn troubled_users_are_listed_worst_first(engine: Engine) {
     set_standing(&f, &quiet, PushState { unanswered: 1, ..PushState::default() }).await;
     let clean = f.user("clean").await;
     set_standing(&f, &clean, PushState::default()).await;
+    // Troubled, then deleted: not listed.
     let gone = f.user("gone").await;
-    set_standing(&f, &gone, PushState { hard_locked: true, ..PushState::default() }).await;
+    set_standing(
+        &f,
+        &gone,
+        PushState { consecutive_failures: 50, frozen_until: Some(f.now()), ..PushState::default() },
+    )
+    .await;
     let event = f.event(Action::UserDeleted, Subject::User(gone.id));
     f.store.delete_user(gone.id, f.now(), event).await.unwrap();
 
@@ -487,7 +493,34 @@ async fn concurrent_refusals_on_one_standing_are_never_lost(engine: Engine) {
     assert_eq!(alert_kinds(alerts(&f).await), ["push_bombing"], "one incident, one alert");
 }
 
+/// A user held for admin review (quarantine, hard lock) is not deleted: creating the name again
+/// would be a clean unfreeze without the review. Others are.
+async fn a_user_held_for_review_is_not_deleted(engine: Engine) {
+    let f = fixture(engine).await;
+    for held in [
+        PushState { hard_locked: true, ..PushState::default() },
+        PushState { needs_admin_review: true, ..PushState::default() },
+    ] {
+        let user = f.user(&format!("held-{}", held.hard_locked)).await;
+        set_standing(&f, &user, held).await;
+        let event = f.event(Action::UserDeleted, Subject::User(user.id));
+        let refused = f.store.delete_user(user.id, f.now(), event).await;
+        assert!(
+            matches!(refused, Err(StoreError::PreconditionFailed(Precondition::HeldForReview))),
+            "{refused:?}"
+        );
+        assert!(f.store.user_by_id(user.id).await.unwrap().is_some(), "still there");
+    }
+    let free = f.user("free").await;
+    set_standing(&f, &free, PushState { needs_strong_factor: true, ..PushState::default() }).await;
+    let event = f.event(Action::UserDeleted, Subject::User(free.id));
+    f.store.delete_user(free.id, f.now(), event).await.unwrap();
+    let event = f.event(Action::UserDeleted, Subject::User(UserId::random()));
+    assert!(matches!(f.store.delete_user(UserId::random(), f.now(), event).await, Err(StoreError::NotFound)));
+}
+
 on_both_engines!(
+    a_user_held_for_review_is_not_deleted,
     a_write_from_a_stale_read_is_refused,
     a_change_overtaken_by_another_is_decided_again,
     concurrent_refusals_on_one_standing_are_never_lost,

@@ -11,7 +11,7 @@ use crate::store::users::{
     DELETE_USER, HAS_ANY_FACTOR, LOCK_USER, REVOKE_USER_DEVICES, SET_PASSKEY_REQUIRED, USER_BY_ID,
     USER_BY_USERNAME, VOID_USER_ENROLLMENTS, VOID_USER_PASSKEY_FACTORS,
 };
-use crate::store::users::{FactorReset, user_from_row, with_counts};
+use crate::store::users::{FactorReset, USER_EXISTS, refused_delete, user_from_row, with_counts};
 use crate::store::{StoreError, UserRecord, UserStore, map_unique_violation};
 
 /// Revokes a user's devices and passkeys and voids what could still bind new ones.
@@ -87,7 +87,8 @@ impl UserStore for PgStore {
         let freed_name = format!("deleted:{}", id.0);
         let deleted = sqlx::query(DELETE_USER).bind(id.0).bind(at).bind(freed_name).execute(&mut *tx).await?;
         if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            let exists: i64 = sqlx::query_scalar(USER_EXISTS).bind(id.0).fetch_one(&mut *tx).await?;
+            return Err(refused_delete(exists));
         }
         let reset = void_factors(&mut tx, id, at).await?;
         let audit = with_counts(audit, reset);
