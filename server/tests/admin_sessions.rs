@@ -225,7 +225,28 @@ async fn the_admin_api_has_its_own_document(engine: Engine) {
     assert!(v1.body["paths"].as_object().unwrap().keys().all(|p| !p.starts_with("/admin")));
 }
 
+/// Attack: a page on a sibling subdomain (same site, so the Strict cookie goes along) pings the
+/// admin API every few minutes to keep an unattended session from idling out; refused requests
+/// (no CSRF token) must not keep it alive either.
+async fn same_site_sibling_page_cannot_keep_an_admin_session_alive(engine: Engine) {
+    let app = app(engine).await;
+    let alice = app.signed_in_admin("alice", Role::Admin).await;
+    for _ in 0..2 {
+        app.advance(time::Duration::minutes(5)).await;
+        let mut request = app.admin_request(Method::GET, "/admin/api/session", &alice, None);
+        request.headers_mut().insert("sec-fetch-site", "same-site".parse().unwrap());
+        assert_error(&app.send(request).await, StatusCode::FORBIDDEN, "cross_origin");
+        let mut request = app.admin_request(Method::POST, "/admin/api/session/sign-out", &alice, None);
+        request.headers_mut().remove("x-csrf-token");
+        assert_error(&app.send(request).await, StatusCode::FORBIDDEN, "csrf_failed");
+    }
+    app.advance(time::Duration::minutes(6)).await;
+    let reply = app.admin_get(&alice, "/admin/api/session").await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "admin_session_expired");
+}
+
 on_both_engines!(
+    same_site_sibling_page_cannot_keep_an_admin_session_alive,
     session_names_the_admin_and_its_csrf_token,
     admin_post_without_csrf_token_is_403,
     csrf_token_of_another_session_is_403,

@@ -11,6 +11,7 @@ use ring::{digest, hmac};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
 
 use super::model::{AdminStatus, Role, SessionTimes};
 use crate::audit::{Action, Actor, AuditEvent, Subject};
@@ -37,6 +38,9 @@ pub struct AdminPrincipal {
     pub role: Role,
     /// SHA-256 of the session cookie: names the session without holding its secret.
     pub session_hash: Vec<u8>,
+    /// The idle deadline to move the session to, when a minute has passed since the last move
+    /// ([`AdminSessions::touch`], once the request has passed every check).
+    touch_to: Option<OffsetDateTime>,
 }
 
 impl AdminPrincipal {
@@ -134,8 +138,8 @@ impl AdminSessions {
         Ok(StartedSession { token, csrf })
     }
 
-    /// The admin a session cookie names, if the session is live and its admin active. Pushes the
-    /// idle deadline forward at most once a minute.
+    /// The admin a session cookie names, if the session is live and its admin active. Writes
+    /// nothing: a request that passes its checks then calls [`Self::touch`].
     pub async fn authenticate(&self, token: &str) -> Result<AdminPrincipal, SessionError> {
         let hash = secret_hash(token);
         let Some((session, admin)) = self.store.admin_session(&hash).await? else {
@@ -149,11 +153,22 @@ impl AdminSessions {
         if !live {
             return Err(SessionError::Expired);
         }
-        if now - session.last_seen_at >= self.times.touch_every {
-            let idle = (now + self.times.idle).min(session.absolute_expires_at);
-            self.store.touch_admin_session(&hash, now, idle, now - self.times.touch_every).await?;
+        let touch_to = (now - session.last_seen_at >= self.times.touch_every)
+            .then(|| (now + self.times.idle).min(session.absolute_expires_at));
+        Ok(AdminPrincipal { id: admin.id, name: admin.name, role: admin.role, session_hash: hash, touch_to })
+    }
+
+    /// Pushes the idle deadline of an admin who is using the session (at most one write a
+    /// minute). Only after the request passed its CSRF and role checks: a refused request, or a
+    /// stream left open, does not keep a session alive.
+    pub async fn touch(&self, principal: &AdminPrincipal) -> Result<(), SessionError> {
+        if let Some(idle) = principal.touch_to {
+            let now = self.clock.now();
+            self.store
+                .touch_admin_session(&principal.session_hash, now, idle, now - self.times.touch_every)
+                .await?;
         }
-        Ok(AdminPrincipal { id: admin.id, name: admin.name, role: admin.role, session_hash: hash })
+        Ok(())
     }
 
     /// The CSRF token of a session: an HMAC of its cookie value, so it needs no storage, changes

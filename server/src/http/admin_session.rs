@@ -108,6 +108,7 @@ impl<R: RoleRule> FromRequestParts<AppState> for AdminSession<R> {
         if !principal.role.permits(R::PERMISSION) {
             return Err(role_refused(principal.role));
         }
+        sessions.touch(&principal).await?;
         Ok(AdminSession { principal, role: PhantomData })
     }
 }
@@ -139,9 +140,11 @@ pub fn cross_site_refusal(
 ) -> Option<&'static str> {
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if is_safe(method) {
-        // A page may be opened from a link; the API's JSON is for our own pages only.
-        return (api && fetch_site == Some("cross-site"))
-            .then_some("the admin API is not readable from other sites");
+        // A page may be opened from a link; the API's JSON is for our own pages (and scripts,
+        // which send no `Sec-Fetch-Site`) only: not for another site, nor for a sibling
+        // subdomain's page keeping a session alive.
+        let own = matches!(fetch_site, None | Some("same-origin" | "none"));
+        return (api && !own).then_some("the admin API is readable from the admin pages only");
     }
     if fetch_site.is_some_and(|site| site != "same-origin") {
         return Some("state changes are accepted from the admin pages only (Sec-Fetch-Site)");
