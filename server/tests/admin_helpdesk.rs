@@ -189,7 +189,35 @@ async fn an_auditor_cannot_start_a_verification(engine: Engine) {
     assert_eq!(pending.body["challenges"], Value::Array(vec![]), "nobody was prompted");
 }
 
+/// Attack: a rogue agent talks a privileged user into approving the verification push, then
+/// takes the link for their own passkey. A privileged user's factors change only through a
+/// request a second admin approves, however the name is spelled.
+async fn helpdesk_link_for_a_privileged_user_needs_a_second_approver(engine: Engine) {
+    let mut d = desk(engine).await;
+    let key = d.app.key("idp2", "users:write").await;
+    let created = d.app.post_json("/v1/users", &key, json!({ "username": "boss", "privileged": true })).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    // The operator let this privileged user use push (passkey policy `allowed`).
+    countersign::users::service::set_passkey_required(
+        d.app.store.as_ref(),
+        d.app.state.clock.as_ref(),
+        countersign::audit::Actor::Cli,
+        "boss",
+        Some(false),
+    )
+    .await
+    .unwrap();
+    d.phone = enrolled_device(&d.app, &key, "boss", PushRegistration::None).await;
+    let (id, number) = start(&d, &d.agent, "boss").await;
+    answer(&mut d, Decision::Approve, &number).await;
+    assert_eq!(state_of(&d, &d.agent, &id).await.body["state"], "verified");
+    for spelling in ["boss", "BOSS"] {
+        assert_error(&link(&d, &d.agent, spelling, &id).await, StatusCode::FORBIDDEN, "privileged_user");
+    }
+}
+
 on_both_engines!(
+    helpdesk_link_for_a_privileged_user_needs_a_second_approver,
     a_verified_caller_gets_one_enrollment_link,
     caller_verification_number_is_never_audited,
     helpdesk_cannot_set_a_factor_without_a_verified_caller,

@@ -27,8 +27,9 @@ use crate::ids::ChallengeId;
 use crate::passkeys::service::{PasskeyError, PasskeyService, RegistrationRequest};
 use crate::store::{CallerVerification, Conflict, Store, StoreError};
 
-/// The keyless app verification pushes are charged to.
-pub const HELPDESK_APP: &str = "countersign-helpdesk";
+/// The keyless app verification pushes are charged to. The colon makes it a name no app can
+/// be created with (`apps create`), so no key holder can adopt it.
+pub const HELPDESK_APP: &str = "countersign:helpdesk";
 
 /// What the caller's phone shows as the requester.
 const PROMPT_TEXT: &str = "Help desk call verification";
@@ -46,6 +47,9 @@ pub enum HelpDeskError {
         "this caller is not verified: start a verification push and have the caller approve it with the number"
     )]
     CallerNotVerified,
+    /// A privileged user's factors change only through a four-eyes request.
+    #[error("this user is privileged: their factors change only through a request a second admin approves")]
+    PrivilegedUser,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -114,6 +118,10 @@ impl HelpDesk {
         self.app
             .get_or_try_init(|| async {
                 let found = match self.store.app_by_name(HELPDESK_APP).await? {
+                    // Revoked by the operator: the help desk stops prompting (fails closed).
+                    Some(app) if app.revoked_at.is_some() => {
+                        return Err(InternalError::new("the help desk's app is revoked").into());
+                    }
                     Some(app) => app,
                     None => {
                         let details = json!({ "purpose": "help-desk caller verification" });
@@ -190,6 +198,17 @@ impl HelpDesk {
         name: Option<String>,
     ) -> Result<(SecretString, OffsetDateTime), HelpDeskError> {
         self.own_verification(agent, verification).await.map_err(|_| HelpDeskError::CallerNotVerified)?;
+        // One agent and one approval on a phone (which a social engineer can talk its holder
+        // into) must not add a factor to a privileged user.
+        let privileged = match crate::users::service::find_user(self.store.as_ref(), username).await {
+            Ok(user) => user.is_privileged,
+            Err(crate::users::service::UserError::Store(e)) => return Err(e.into()),
+            // Nobody by that name: the registration below says so.
+            Err(_) => false,
+        };
+        if privileged {
+            return Err(HelpDeskError::PrivilegedUser);
+        }
         let request = RegistrationRequest { approval: Some(verification), name };
         let link = match self.passkeys.create_enrollment_link(self.app().await?, username, request).await {
             Ok(link) => link,

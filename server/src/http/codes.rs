@@ -187,6 +187,8 @@ codes! {
     AdminReviewRequired = "admin_review_required" => FORBIDDEN;
     /// The help-desk agent has not verified this caller (or the verification is stale or used).
     CallerNotVerified = "caller_not_verified" => FORBIDDEN;
+    /// A privileged user's factors change only through a four-eyes request.
+    PrivilegedUser = "privileged_user" => FORBIDDEN;
 
     // The server.
     /// A fault: opaque to the client, logged with its cause.

@@ -25,6 +25,7 @@ impl From<HelpDeskError> for ApiError {
             HelpDeskError::Passkey(e) => e.into(),
             HelpDeskError::NotFound => ApiError::new(Code::NotFound, error.to_string()),
             HelpDeskError::CallerNotVerified => ApiError::new(Code::CallerNotVerified, error.to_string()),
+            HelpDeskError::PrivilegedUser => ApiError::new(Code::PrivilegedUser, error.to_string()),
             HelpDeskError::Store(e) => e.into(),
             HelpDeskError::Internal(e) => ApiError::internal(&e),
         }
@@ -124,7 +125,7 @@ async fn verification(
     request_body = PasskeyLinkRequest,
     responses(
         (status = 201, body = PasskeyLinkView),
-        (status = 403, description = "`caller_not_verified`", body = ErrorBody),
+        (status = 403, description = "`caller_not_verified`, or `privileged_user` (four-eyes only)", body = ErrorBody),
     )
 )]
 async fn passkey_link(
