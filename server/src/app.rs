@@ -16,6 +16,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::admin::AdminPlane;
+use crate::admin::dashboard::Dashboard;
+use crate::admin::feed::AlertFeed;
 use crate::admin::model::SessionTimes;
 use crate::admin::sessions::AdminSessions;
 use crate::challenges::service::{ChallengeService, ChallengeSettings};
@@ -110,6 +112,8 @@ impl AppState {
             OidcSettings { issuer: device_settings.public_url.as_str().trim_end_matches('/').to_owned() };
         let admin = Arc::new(AdminPlane::new(
             AdminSessions::new(Arc::clone(&store), Arc::clone(&clock), &master, SessionTimes::default()),
+            Dashboard::new(Arc::clone(&store), Arc::clone(&clock), challenge_settings.policy.clone()),
+            AlertFeed::new(Arc::<dyn Store>::clone(&store), crate::admin::feed::POLL_INTERVAL),
             device_settings.public_url.as_str(),
             &webauthn.origins,
         ));
@@ -278,6 +282,7 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
     let (admin_api, admin_openapi) = admin::http::api_routes().split_for_parts();
     let admin_plane = Router::new()
         .merge(admin_api)
+        .merge(crate::http::page::with_page_headers(admin::http::page_routes()))
         .route("/admin/api/openapi.json", json_document(&admin_openapi))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::admin_session::guard));
     Router::new()

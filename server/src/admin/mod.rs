@@ -6,16 +6,25 @@
 //! - [`model`]: roles and permissions, session times, request kinds, the two-admin floor;
 //! - [`sessions`]: session cookies, CSRF tokens, step-up;
 //! - [`feed`]: the live feed of alerts (one poller per instance, only while someone watches);
+//! - [`dashboard`]: what the dashboard shows (overview, users, a user's page, audit, alerts);
+//! - [`live`]: one admin's live stream of alerts (server-sent events);
 //! - `http`: the admin API (`/admin/api/…`) and its OpenAPI document.
 //!
 //! It changes other capabilities' state only through their services.
 
+pub mod dashboard;
 pub mod feed;
 pub mod http;
+pub mod live;
 pub mod model;
 pub mod sessions;
 
+use std::sync::Arc;
+
+use dashboard::Dashboard;
+use feed::AlertFeed;
 use sessions::AdminSessions;
+use tokio::sync::watch;
 
 /// Everything the admin routes share.
 #[derive(Debug)]
@@ -24,13 +33,35 @@ pub struct AdminPlane {
     /// The origins admin pages are served from: the public URL's and the WebAuthn origins
     /// (passkeys work only there).
     origins: Vec<String>,
+    pub dashboard: Dashboard,
+    /// This instance's alert feed (its task is started with the other background tasks).
+    pub feed: Arc<AlertFeed>,
+    /// Turns `true` at shutdown: live streams end then instead of holding the drain.
+    shutting_down: watch::Sender<bool>,
 }
 
 impl AdminPlane {
-    pub fn new(sessions: AdminSessions, public_url: &str, webauthn_origins: &[String]) -> Self {
+    pub fn new(
+        sessions: AdminSessions,
+        dashboard: Dashboard,
+        feed: Arc<AlertFeed>,
+        public_url: &str,
+        webauthn_origins: &[String],
+    ) -> Self {
         let mut origins = vec![origin_of(public_url)];
         origins.extend(webauthn_origins.iter().cloned());
-        Self { sessions, origins }
+        let (shutting_down, _) = watch::channel(false);
+        Self { sessions, origins, dashboard, feed, shutting_down }
+    }
+
+    /// Ends this instance's live streams (the server is shutting down).
+    pub fn shut_down(&self) {
+        self.shutting_down.send_replace(true);
+    }
+
+    /// Becomes `true` when the server shuts down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutting_down.subscribe()
     }
 
     /// Whether an `Origin` header names one of ours (`null` never does).

@@ -11,6 +11,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod dashboard;
+mod pages;
+
 use super::model::Role;
 use super::sessions::SESSION_COOKIE;
 use crate::app::AppState;
@@ -98,7 +101,15 @@ impl Modify for AdminAuth {
 
 /// The admin API with its OpenAPI description.
 pub fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(AdminApiDoc::openapi()).routes(routes!(session)).routes(routes!(sign_out))
+    OpenApiRouter::with_openapi(AdminApiDoc::openapi())
+        .routes(routes!(session))
+        .routes(routes!(sign_out))
+        .merge(dashboard::routes())
+}
+
+/// The admin pages (HTML), each a thin layer over the same services as the API.
+pub fn page_routes() -> axum::Router<AppState> {
+    pages::routes()
 }
 
 /// The OpenAPI document of the admin API, as served at `/admin/api/openapi.json`.
