@@ -508,6 +508,30 @@ async fn the_timeline_never_shows_the_number(engine: Engine) {
     assert!(html.contains(r#"id="time-strip""#));
 }
 
+/// The dashboard's reads are in the admin OpenAPI document, with their schemas.
+#[test]
+fn the_dashboard_is_in_the_admin_openapi_document() {
+    let doc = serde_json::to_value(countersign::admin::http::openapi()).unwrap();
+    for path in [
+        "/admin/api/overview",
+        "/admin/api/users",
+        "/admin/api/users/{username}",
+        "/admin/api/audit",
+        "/admin/api/alerts",
+        "/admin/api/events",
+    ] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path}");
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for schema in
+        ["OverviewView", "UserList", "UserPage", "TimelineItem", "AuditPage", "AlertsPage", "AlertView"]
+    {
+        assert!(schemas.contains_key(schema), "{schema}: {:?}", schemas.keys().collect::<Vec<_>>());
+    }
+    let events = &doc["paths"]["/admin/api/events"]["get"]["responses"]["200"]["content"];
+    assert!(events.get("text/event-stream").is_some(), "{events}");
+}
+
 on_both_engines!(
     overview_lists_a_user_under_attack,
     xss_everywhere_is_rendered_escaped,

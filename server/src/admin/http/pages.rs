@@ -49,8 +49,8 @@ type Session = Result<AdminSession<AnyRole>, ApiError>;
 
 /// The signed-in admin's chrome, or the page a missing or ended session gets (401 with a
 /// link to sign in; 403 for a role that may not read).
-fn chrome(state: &AppState, session: Session, headers: &HeaderMap) -> Result<Chrome, Response> {
-    let admin = session.map_err(error_page)?;
+fn chrome(state: &AppState, session: Session, headers: &HeaderMap) -> Result<Chrome, ApiError> {
+    let admin = session?;
     let token = cookie(headers, SESSION_COOKIE).unwrap_or_default();
     Ok(Chrome {
         csrf: state.admin.sessions.csrf_token(token),
@@ -178,7 +178,7 @@ struct OverviewPage {
 async fn overview_page(State(state): State<AppState>, session: Session, headers: HeaderMap) -> Response {
     let chrome = match chrome(&state, session, &headers) {
         Ok(chrome) => chrome,
-        Err(page) => return page,
+        Err(error) => return error_page(error),
     };
     page_or_error(async { render_overview(chrome, state.admin.dashboard.overview().await?) }.await)
 }
@@ -324,7 +324,7 @@ async fn users_page(
 ) -> Response {
     let chrome = match chrome(&state, session, &headers) {
         Ok(chrome) => chrome,
-        Err(page) => return page,
+        Err(error) => return error_page(error),
     };
     page_or_error(
         async {
@@ -422,7 +422,7 @@ async fn user_page(
 ) -> Response {
     let chrome = match chrome(&state, session, &headers) {
         Ok(chrome) => chrome,
-        Err(page) => return page,
+        Err(error) => return error_page(error),
     };
     page_or_error(
         async {
@@ -568,7 +568,7 @@ async fn audit_page(
 ) -> Response {
     let chrome = match chrome(&state, session, &headers) {
         Ok(chrome) => chrome,
-        Err(page) => return page,
+        Err(error) => return error_page(error),
     };
     page_or_error(
         async {
