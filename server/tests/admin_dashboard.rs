@@ -404,6 +404,9 @@ async fn auditor_reads_everything_helpdesk_too(engine: Engine) {
         "/admin/users",
         "/admin/users/alice",
         "/admin/audit",
+        "/admin/api/apps",
+        "/admin/api/clients",
+        "/admin/apps",
     ];
     for role in [Role::Auditor, Role::Helpdesk, Role::Admin] {
         let admin = app.signed_in_admin(&format!("{role:?}").to_lowercase(), role).await;
@@ -519,6 +522,8 @@ fn the_dashboard_is_in_the_admin_openapi_document() {
         "/admin/api/audit",
         "/admin/api/alerts",
         "/admin/api/events",
+        "/admin/api/apps",
+        "/admin/api/clients",
     ] {
         assert!(doc["paths"][path]["get"].is_object(), "{path}");
     }
@@ -532,7 +537,65 @@ fn the_dashboard_is_in_the_admin_openapi_document() {
     assert!(events.get("text/event-stream").is_some(), "{events}");
 }
 
+/// Apps and OIDC clients are listed with their scopes (never a key or secret); the apps made
+/// for OIDC clients and Keycloak realms say they are keyless.
+async fn apps_and_clients_are_listed_keyless_apps_labelled(engine: Engine) {
+    use countersign::oidc::client_admin::NewClient;
+    use countersign::oidc::clients::{AuthMethod, CibaDelivery, ClientKeys, IdTokenAlg};
+    let app = app(engine).await;
+    let key = app.key("portal", "users:read").await;
+    let (keyless, event) = countersign::api_keys::service::keyless_app(
+        "oidc-wiki".into(),
+        json!({ "client_id": "x" }),
+        app.clock_now(),
+    )
+    .unwrap();
+    app.store.create_app(keyless, event).await.unwrap();
+    let new = NewClient {
+        name: "wiki".into(),
+        redirect_uris: vec![],
+        auth_method: AuthMethod::ClientSecretBasic,
+        keys: ClientKeys::None,
+        id_token_alg: IdTokenAlg::Es256,
+        ciba: Some(CibaDelivery::Poll),
+    };
+    let created = countersign::oidc::client_admin::create_client(
+        app.store.as_ref(),
+        app.clock.as_ref(),
+        countersign::audit::Actor::Cli,
+        new,
+    )
+    .await
+    .unwrap();
+    let admin = app.signed_in_admin("reader", Role::Auditor).await;
+
+    let apps = app.admin_get(&admin, "/admin/api/apps").await;
+    assert_eq!(apps.status, StatusCode::OK, "{}", apps.body);
+    let listed: Vec<(&str, bool, &str)> = apps
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (a["name"].as_str().unwrap(), a["keyless"].as_bool().unwrap(), a["scopes"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(listed, [("oidc-wiki", true, ""), ("portal", false, "users:read")]);
+    assert!(!apps.body.to_string().contains(&key), "never the key");
+    let clients = app.admin_get(&admin, "/admin/api/clients").await;
+    assert_eq!(clients.body[0]["name"], "wiki");
+    assert_eq!(clients.body[0]["ciba"], true);
+    let secret = created.secret.unwrap();
+    assert!(!clients.body.to_string().contains(secrecy::ExposeSecret::expose_secret(&secret)));
+    let (status, _, html) = page(&app, &admin, "/admin/apps").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"<tr data-app="oidc-wiki" data-keyless="true">"#), "{html}");
+    assert!(html.contains(r#"<tr data-app="portal" data-keyless="false">"#));
+    assert!(html.contains(&format!(r#"data-client-id="{}""#, created.client.client_id.0)));
+}
+
 on_both_engines!(
+    apps_and_clients_are_listed_keyless_apps_labelled,
     overview_lists_a_user_under_attack,
     xss_everywhere_is_rendered_escaped,
     sse_requires_session,

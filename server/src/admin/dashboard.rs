@@ -270,6 +270,44 @@ pub struct AuditEventView {
     pub details: serde_json::Value,
 }
 
+/// An app as the admin list shows it (never its key: only the key's public id).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AppView {
+    pub name: String,
+    /// The key's public id (the key itself was shown once, at creation).
+    pub key_id: String,
+    /// Space-separated.
+    pub scopes: String,
+    /// Made for an OIDC client or a Keycloak realm to act as in the challenge machinery: it has
+    /// no scopes and nobody holds its key.
+    pub keyless: bool,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// An OIDC client as the admin list shows it (never a secret: only hashes are stored).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ClientView {
+    pub client_id: String,
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub auth_method: &'static str,
+    pub id_token_alg: &'static str,
+    /// May ask for decoupled sign-ins (CIBA).
+    pub ciba: bool,
+    pub created_by: String,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
 /// The audit viewer's question, as the query string asks it.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -496,6 +534,48 @@ impl Dashboard {
             crate::users::service::UserError::Store(e) => DashboardError::Store(e),
             _ => DashboardError::UserNotFound,
         })
+    }
+
+    /// Every app, revoked ones included, by name; keyless apps labelled.
+    pub async fn apps(&self) -> Result<Vec<AppView>, DashboardError> {
+        Ok(self
+            .store
+            .list_apps()
+            .await?
+            .into_iter()
+            .map(|app| AppView {
+                keyless: app.scopes.is_empty(),
+                scopes: app.scopes.to_string(),
+                name: app.name,
+                key_id: app.key_id,
+                created_at: app.created_at,
+                revoked_at: app.revoked_at,
+            })
+            .collect())
+    }
+
+    /// Every OIDC client, revoked ones included.
+    pub async fn clients(&self) -> Result<Vec<ClientView>, DashboardError> {
+        let clients =
+            crate::oidc::client_admin::list_clients(self.store.as_ref()).await.map_err(|e| match e {
+                crate::oidc::client_admin::ClientAdminError::Store(e) => DashboardError::Store(e),
+                // Listing fails only on the store.
+                other => DashboardError::Store(StoreError::Corrupt(other.to_string())),
+            })?;
+        Ok(clients
+            .into_iter()
+            .map(|c| ClientView {
+                client_id: c.client_id.to_string(),
+                name: c.name,
+                redirect_uris: c.redirect_uris,
+                auth_method: c.auth_method.as_str(),
+                id_token_alg: c.id_token_alg.as_str(),
+                ciba: c.ciba.is_some(),
+                created_by: c.created_by,
+                created_at: c.created_at,
+                revoked_at: c.revoked_at,
+            })
+            .collect())
     }
 
     /// Chained audit events matching `query`, newest first, one page below `before_seq`.

@@ -18,8 +18,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::admin::dashboard::{
-    AlertView, AlertsPage, AuditPage, AuditQuery, DashboardError, OverviewView, UserList, UserPage,
-    parse_time,
+    AlertView, AlertsPage, AppView, AuditPage, AuditQuery, ClientView, DashboardError, OverviewView,
+    UserList, UserPage, parse_time,
 };
 use crate::app::AppState;
 use crate::http::admin_session::AdminSession;
@@ -195,6 +195,33 @@ async fn alerts(
     ))
 }
 
+/// Auth: admin session (any role). Every app (revoked ones too) with its scopes; keyless apps
+/// (OIDC clients', Keycloak realms') labelled.
+#[utoipa::path(
+    get, path = "/admin/api/apps", tag = "admin",
+    security(("admin_session" = [])),
+    responses((status = 200, body = Vec<AppView>))
+)]
+async fn apps(
+    State(state): State<AppState>,
+    _admin: AdminSession<AnyRole>,
+) -> Result<Json<Vec<AppView>>, ApiError> {
+    Ok(Json(state.admin.dashboard.apps().await?))
+}
+
+/// Auth: admin session (any role). Every OIDC client (revoked ones too).
+#[utoipa::path(
+    get, path = "/admin/api/clients", tag = "admin",
+    security(("admin_session" = [])),
+    responses((status = 200, body = Vec<ClientView>))
+)]
+async fn clients(
+    State(state): State<AppState>,
+    _admin: AdminSession<AnyRole>,
+) -> Result<Json<Vec<ClientView>>, ApiError> {
+    Ok(Json(state.admin.dashboard.clients().await?))
+}
+
 /// Auth: admin session (any role). The live alert feed (`text/event-stream`): `event: alert`,
 /// `id:` the alert id, data an alert as `/admin/api/alerts` has it. Resumes after
 /// `Last-Event-ID` (or `after=`); ends with the session, after 10 minutes, and at shutdown.
@@ -250,4 +277,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit))
         .routes(routes!(alerts))
         .routes(routes!(events))
+        .routes(routes!(apps))
+        .routes(routes!(clients))
 }

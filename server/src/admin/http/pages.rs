@@ -12,7 +12,9 @@ use axum::routing::get;
 use time::OffsetDateTime;
 
 use super::dashboard::{AuditParams, UserQuery, UsersQuery, query};
-use crate::admin::dashboard::{AlertView, AuditPage, Charts, OverviewView, UserList, UserPage};
+use crate::admin::dashboard::{
+    AlertView, AppView, AuditPage, Charts, ClientView, OverviewView, UserList, UserPage,
+};
 use crate::admin::sessions::SESSION_COOKIE;
 use crate::app::AppState;
 use crate::http::admin_session::role::AnyRole;
@@ -32,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/users", get(users_page))
         .route("/admin/users/{username}", get(user_page))
         .route("/admin/audit", get(audit_page))
+        .route("/admin/apps", get(apps_page))
         .route("/assets/admin.js", get(script))
         .route("/assets/admin.css", get(stylesheet))
 }
@@ -82,9 +85,23 @@ fn error_page(error: ApiError) -> Response {
     html(error.status, &page).unwrap_or_else(|_| error.into_response())
 }
 
-fn page_or_error(result: Result<Response, ApiError>) -> Response {
-    result.unwrap_or_else(error_page)
+/// A failure on a page, answered as a page (see [`error_page`]).
+#[derive(Debug)]
+struct PageError(ApiError);
+
+impl<E: Into<ApiError>> From<E> for PageError {
+    fn from(error: E) -> Self {
+        PageError(error.into())
+    }
 }
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        error_page(self.0)
+    }
+}
+
+type PageResult = Result<Response, PageError>;
 
 fn time_text(at: OffsetDateTime) -> String {
     format!(
@@ -175,12 +192,9 @@ struct OverviewPage {
 
 /// Auth: admin session (any role); without one, a 401 page linking to the sign-in. Users under
 /// attack, the charts, push health and the live alert list.
-async fn overview_page(State(state): State<AppState>, session: Session, headers: HeaderMap) -> Response {
-    let chrome = match chrome(&state, session, &headers) {
-        Ok(chrome) => chrome,
-        Err(error) => return error_page(error),
-    };
-    page_or_error(async { render_overview(chrome, state.admin.dashboard.overview().await?) }.await)
+async fn overview_page(State(state): State<AppState>, session: Session, headers: HeaderMap) -> PageResult {
+    let chrome = chrome(&state, session, &headers)?;
+    Ok(render_overview(chrome, state.admin.dashboard.overview().await?)?)
 }
 
 fn render_overview(chrome: Chrome, view: OverviewView) -> Result<Response, ApiError> {
@@ -321,20 +335,12 @@ async fn users_page(
     session: Session,
     headers: HeaderMap,
     params: Result<Query<UsersQuery>, QueryRejection>,
-) -> Response {
-    let chrome = match chrome(&state, session, &headers) {
-        Ok(chrome) => chrome,
-        Err(error) => return error_page(error),
-    };
-    page_or_error(
-        async {
-            let params = query(params)?;
-            let q = params.q.unwrap_or_default();
-            let list = state.admin.dashboard.users(&q, params.after.as_deref()).await?;
-            render_users(chrome, q, list)
-        }
-        .await,
-    )
+) -> PageResult {
+    let chrome = chrome(&state, session, &headers)?;
+    let params = query(params)?;
+    let q = params.q.unwrap_or_default();
+    let list = state.admin.dashboard.users(&q, params.after.as_deref()).await?;
+    Ok(render_users(chrome, q, list)?)
 }
 
 fn render_users(chrome: Chrome, q: String, list: UserList) -> Result<Response, ApiError> {
@@ -419,19 +425,11 @@ async fn user_page(
     headers: HeaderMap,
     ApiPath(username): ApiPath<String>,
     params: Result<Query<UserQuery>, QueryRejection>,
-) -> Response {
-    let chrome = match chrome(&state, session, &headers) {
-        Ok(chrome) => chrome,
-        Err(error) => return error_page(error),
-    };
-    page_or_error(
-        async {
-            let params = query(params)?;
-            let page = state.admin.dashboard.user(&username, params.before.as_deref()).await?;
-            render_user(chrome, page)
-        }
-        .await,
-    )
+) -> PageResult {
+    let chrome = chrome(&state, session, &headers)?;
+    let params = query(params)?;
+    let page = state.admin.dashboard.user(&username, params.before.as_deref()).await?;
+    Ok(render_user(chrome, page)?)
 }
 
 fn optional_time(at: Option<OffsetDateTime>) -> String {
@@ -565,19 +563,11 @@ async fn audit_page(
     session: Session,
     headers: HeaderMap,
     params: Result<Query<AuditParams>, QueryRejection>,
-) -> Response {
-    let chrome = match chrome(&state, session, &headers) {
-        Ok(chrome) => chrome,
-        Err(error) => return error_page(error),
-    };
-    page_or_error(
-        async {
-            let params = query(params)?;
-            let found = state.admin.dashboard.audit(params.to_query()?).await?;
-            render_audit(chrome, &params, found)
-        }
-        .await,
-    )
+) -> PageResult {
+    let chrome = chrome(&state, session, &headers)?;
+    let params = query(params)?;
+    let found = state.admin.dashboard.audit(params.to_query()?).await?;
+    Ok(render_audit(chrome, &params, found)?)
 }
 
 fn render_audit(chrome: Chrome, params: &AuditParams, page: AuditPage) -> Result<Response, ApiError> {
@@ -618,6 +608,33 @@ fn render_audit(chrome: Chrome, params: &AuditParams, page: AuditPage) -> Result
         })
         .collect();
     html(StatusCode::OK, &AuditPageView { chrome, form, events, older })
+}
+
+#[derive(Debug, Template)]
+#[template(path = "admin/apps.html")]
+struct AppsPage {
+    chrome: Chrome,
+    apps: Vec<AppView>,
+    clients: Vec<ClientView>,
+}
+
+impl AppsPage {
+    fn time(at: &OffsetDateTime) -> String {
+        time_text(*at)
+    }
+
+    fn optional_time(at: &Option<OffsetDateTime>) -> String {
+        optional_time(*at)
+    }
+}
+
+/// Auth: admin session (any role); without one, a 401 page. Apps (keyless ones labelled) and
+/// OIDC clients, with their scopes.
+async fn apps_page(State(state): State<AppState>, session: Session, headers: HeaderMap) -> PageResult {
+    let chrome = chrome(&state, session, &headers)?;
+    let apps = state.admin.dashboard.apps().await?;
+    let clients = state.admin.dashboard.clients().await?;
+    Ok(html(StatusCode::OK, &AppsPage { chrome, apps, clients })?)
 }
 
 /// Auth: none. The admin pages' script (the live alert list).
