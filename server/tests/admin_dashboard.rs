@@ -340,6 +340,34 @@ async fn revoked_session_closes_the_stream(engine: Engine) {
     assert_error(&reopened, StatusCode::UNAUTHORIZED, "admin_session_expired");
 }
 
+/// Attack: a tab left open on the live feed keeps an unattended session alive forever. The
+/// stream never touches the session, so it ends when the idle timeout passes.
+async fn an_open_stream_does_not_keep_the_session_alive(engine: Engine) {
+    let app = app(engine).await;
+    let admin = app.signed_in_admin("alice", Role::Auditor).await;
+    let (_, _, mut stream) = Stream::open(&app, &admin, None).await;
+    app.advance(time::Duration::minutes(10)).await;
+    raise(&app, "{\"n\":1}").await;
+    assert_eq!(stream.next(Duration::from_secs(10)).await.unwrap().data["details"]["n"], 1);
+    app.advance(time::Duration::minutes(6)).await;
+    raise(&app, "{\"n\":2}").await;
+    assert!(stream.next(Duration::from_secs(10)).await.is_none(), "idle for 16 minutes: the stream ended");
+    assert_error(
+        &app.admin_get(&admin, "/admin/api/session").await,
+        StatusCode::UNAUTHORIZED,
+        "admin_session_expired",
+    );
+}
+
+/// At shutdown, open streams end at once instead of holding the drain for the grace period.
+async fn shutdown_ends_open_streams(engine: Engine) {
+    let app = app(engine).await;
+    let admin = app.signed_in_admin("alice", Role::Auditor).await;
+    let (_, _, mut stream) = Stream::open(&app, &admin, None).await;
+    app.state.admin.shut_down();
+    assert!(stream.next(Duration::from_secs(5)).await.is_none());
+}
+
 /// Paging the audit trail newest first with `before=` visits every event once, even while new
 /// events are written between pages; a filter pages the same way.
 async fn audit_search_pages_without_gaps_or_repeats(engine: Engine) {
@@ -601,6 +629,8 @@ on_both_engines!(
     sse_requires_session,
     alert_on_instance_b_reaches_sse_on_instance_a,
     revoked_session_closes_the_stream,
+    an_open_stream_does_not_keep_the_session_alive,
+    shutdown_ends_open_streams,
     audit_search_pages_without_gaps_or_repeats,
     auditor_reads_everything_helpdesk_too,
     bad_query_parameters_are_4xx_json,
