@@ -359,6 +359,28 @@ async fn an_open_stream_does_not_keep_the_session_alive(engine: Engine) {
     );
 }
 
+/// Attack: one session opening stream after stream to pin server tasks. Five at once; a
+/// closed one frees its place.
+async fn a_session_holds_at_most_five_streams(engine: Engine) {
+    let app = app(engine).await;
+    let admin = app.signed_in_admin("alice", Role::Auditor).await;
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let (status, _, stream) = Stream::open(&app, &admin, None).await;
+        assert_eq!(status, StatusCode::OK);
+        open.push(stream);
+    }
+    assert_error(
+        &app.admin_get(&admin, "/admin/api/events").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_streams",
+    );
+    let other = app.signed_in_admin("bob", Role::Auditor).await;
+    assert_eq!(Stream::open(&app, &other, None).await.0, StatusCode::OK, "per session, not per instance");
+    open.pop();
+    assert_eq!(Stream::open(&app, &admin, None).await.0, StatusCode::OK);
+}
+
 /// At shutdown, open streams end at once instead of holding the drain for the grace period.
 async fn shutdown_ends_open_streams(engine: Engine) {
     let app = app(engine).await;
@@ -631,6 +653,7 @@ on_both_engines!(
     revoked_session_closes_the_stream,
     an_open_stream_does_not_keep_the_session_alive,
     shutdown_ends_open_streams,
+    a_session_holds_at_most_five_streams,
     audit_search_pages_without_gaps_or_repeats,
     auditor_reads_everything_helpdesk_too,
     bad_query_parameters_are_4xx_json,

@@ -42,6 +42,8 @@ pub enum DashboardError {
     /// A query parameter does not parse or is out of range.
     #[error("{0}")]
     Invalid(String),
+    #[error("this session has as many live streams open as it may; close one first")]
+    TooManyStreams,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

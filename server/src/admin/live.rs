@@ -3,10 +3,11 @@
 //!
 //! A stream ends when its session does (re-checked every 30 s and before every delivery,
 //! without touching the session's idle timer: an open tab keeps nobody signed in), after 10
-//! minutes (the browser reconnects with `Last-Event-ID`), and when the server shuts down.
+//! minutes (the browser reconnects with `Last-Event-ID`), and when the server shuts down. One
+//! session holds at most [`STREAMS_PER_SESSION`] open on an instance.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -20,8 +21,47 @@ use super::dashboard::{AlertView, DashboardError, PAGE_LEN};
 pub const RECHECK_EVERY: Duration = Duration::from_secs(30);
 /// The longest a stream lives; the browser then reconnects where it left off.
 pub const MAX_LIFE: Duration = Duration::from_secs(600);
+/// Streams one session may hold open at once (a few tabs; not a way to pin server tasks).
+pub const STREAMS_PER_SESSION: usize = 5;
+
+/// The streams open on this instance, per session.
+#[derive(Debug, Default)]
+pub struct StreamSlots(Arc<Mutex<HashMap<Vec<u8>, usize>>>);
+
+/// One open stream's place; given back when the stream is dropped.
+#[derive(Debug)]
+struct Slot {
+    slots: Arc<Mutex<HashMap<Vec<u8>, usize>>>,
+    session_hash: Vec<u8>,
+}
+
+impl StreamSlots {
+    fn take(&self, session_hash: &[u8]) -> Result<Slot, DashboardError> {
+        let mut open = self.0.lock().map_err(|_| DashboardError::TooManyStreams)?;
+        let count = open.entry(session_hash.to_vec()).or_insert(0);
+        if *count >= STREAMS_PER_SESSION {
+            return Err(DashboardError::TooManyStreams);
+        }
+        *count += 1;
+        Ok(Slot { slots: Arc::clone(&self.0), session_hash: session_hash.to_vec() })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.slots.lock()
+            && let Some(count) = open.get_mut(&self.session_hash)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.session_hash);
+            }
+        }
+    }
+}
 
 struct Live {
+    _slot: Slot,
     plane: Arc<AdminPlane>,
     session_hash: Vec<u8>,
     cursor: i64,
@@ -39,11 +79,13 @@ pub async fn alerts(
     session_hash: Vec<u8>,
     after: Option<i64>,
 ) -> Result<impl Stream<Item = AlertView> + Send + 'static, DashboardError> {
+    let slot = plane.streams.take(&session_hash)?;
     let cursor = match after {
         Some(after) => after,
         None => plane.dashboard.newest_alert_id().await?,
     };
     let mut live = Live {
+        _slot: slot,
         newest: plane.feed.subscribe(),
         shutdown: plane.shutdown_signal(),
         session_hash,

@@ -36,6 +36,8 @@ pub struct AdminPlane {
     pub dashboard: Dashboard,
     /// This instance's alert feed (its task is started with the other background tasks).
     pub feed: Arc<AlertFeed>,
+    /// The live streams open on this instance, per session (capped).
+    pub streams: live::StreamSlots,
     /// Turns `true` at shutdown: live streams end then instead of holding the drain.
     shutting_down: watch::Sender<bool>,
 }
@@ -51,7 +53,7 @@ impl AdminPlane {
         let mut origins = vec![origin_of(public_url)];
         origins.extend(webauthn_origins.iter().cloned());
         let (shutting_down, _) = watch::channel(false);
-        Self { sessions, origins, dashboard, feed, shutting_down }
+        Self { sessions, origins, dashboard, feed, streams: live::StreamSlots::default(), shutting_down }
     }
 
     /// Ends this instance's live streams (the server is shutting down).

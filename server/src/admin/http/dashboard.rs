@@ -36,6 +36,7 @@ impl From<DashboardError> for ApiError {
         match error {
             DashboardError::UserNotFound => ApiError::new(Code::UserNotFound, error.to_string()),
             DashboardError::Invalid(message) => ApiError::invalid_request(message),
+            DashboardError::TooManyStreams => ApiError::new(Code::TooManyStreams, error.to_string()),
             DashboardError::Store(e) => e.into(),
         }
     }
@@ -231,6 +232,7 @@ async fn clients(
     params(AfterQuery),
     responses(
         (status = 200, description = "A stream of `alert` events", content_type = "text/event-stream", body = AlertView),
+        (status = 429, description = "This session has 5 streams open already", body = ErrorBody),
         (status = 422, body = ErrorBody)
     )
 )]
