@@ -8,6 +8,7 @@
 //! - [`feed`]: the live feed of alerts (one poller per instance, only while someone watches);
 //! - [`dashboard`]: what the dashboard shows (overview, users, a user's page, audit, alerts);
 //! - [`live`]: one admin's live stream of alerts (server-sent events);
+//! - [`views`]: what the dashboard's reads answer (the API's bodies, the pages' data);
 //! - `http`: the admin API (`/admin/api/…`) and its OpenAPI document.
 //!
 //! It changes other capabilities' state only through their services.
@@ -18,6 +19,7 @@ pub mod http;
 pub mod live;
 pub mod model;
 pub mod sessions;
+pub mod views;
 
 use std::sync::Arc;
 
