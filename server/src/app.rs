@@ -16,6 +16,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::admin::AdminPlane;
+use crate::admin::AdminServices;
+use crate::admin::dashboard::Dashboard;
+use crate::admin::feed::AlertFeed;
 use crate::admin::helpdesk::HelpDesk;
 use crate::admin::model::SessionTimes;
 use crate::admin::requests::AdminRequests;
@@ -113,6 +116,7 @@ impl AppState {
         let admin_times = SessionTimes::default();
         let admin_sessions = AdminSessions::new(Arc::clone(&store), Arc::clone(&clock), &master, admin_times);
         let public_url = device_settings.public_url.as_str().to_owned();
+        let fatigue_policy = challenge_settings.policy.clone();
         let devices = Arc::new(DeviceService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -152,8 +156,14 @@ impl AppState {
             Arc::clone(&challenges),
             Arc::clone(&passkeys),
         );
-        let admin =
-            Arc::new(AdminPlane::new(admin_sessions, admin_requests, helpdesk, &public_url, &admin_origins));
+        let admin_services = AdminServices {
+            sessions: admin_sessions,
+            requests: admin_requests,
+            helpdesk,
+            dashboard: Dashboard::new(Arc::clone(&store), Arc::clone(&clock), fatigue_policy),
+            feed: AlertFeed::new(Arc::<dyn Store>::clone(&store), crate::admin::feed::POLL_INTERVAL),
+        };
+        let admin = Arc::new(AdminPlane::new(admin_services, &public_url, &admin_origins));
         let fetcher = Arc::new(ClientJwksFetcher::new(Arc::clone(&clock), JwksFetchSettings::default())?);
         let client_auth = ClientAuthenticator::new(
             Arc::clone(&store),
@@ -293,6 +303,7 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
     let (admin_api, admin_openapi) = admin::http::api_routes().split_for_parts();
     let admin_plane = Router::new()
         .merge(admin_api)
+        .merge(crate::http::page::with_page_headers(admin::http::page_routes()))
         .route("/admin/api/openapi.json", json_document(&admin_openapi))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::admin_session::guard));
     Router::new()

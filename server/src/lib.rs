@@ -21,7 +21,7 @@
 //! | [`oidc`]    | the OpenID Connect provider: signing keys (sealed, rotated with overlap, revocable) and the JWKS (`/oidc/jwks`); clients (`countersign clients`), client authentication (`client_secret_basic`/`_post`, `private_key_jwt`, public clients), the strict JWT verifier, RFC 6749 errors; the code flow (discovery, PAR, authorize, the browser-bound sign-in page, token, userinfo); CIBA poll and ping (`/oidc/ciba`) |
 //! | [`keycloak`] | Keycloak's CIBA HTTP authentication channel (`POST /keycloak/ciba`): realms (`[[keycloak.realms]]`), their signed bearer tokens, the number from `binding_message`, challenges charged to the realm's app, requests recorded by `jti` |
 //! | [`pages`]   | hosted pages (askama + one vanilla script, strict CSP): passkey registration (`/passkeys/enroll`) and sign-in (`/passkeys/sign-in`) |
-//! | [`admin`]   | the admin plane (`/admin`): admins (not users) who sign in with passkeys only, sessions (`__Host-` cookie, CSRF token, step-up), roles, four-eyes requests, the live alert feed |
+//! | [`admin`]   | the admin plane (`/admin`): admins (not users) who sign in with passkeys only, sessions (`__Host-` cookie, CSRF token, step-up), roles, four-eyes requests, the dashboard (overview, users, prompt timelines, audit viewer, apps; API and server-rendered pages) and its live alert stream (SSE) |
 //! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`, timeline, unfreeze) |
 //! | [`push`]    | APNs and FCM clients (HTTP/2), what a push may carry                    |
 //! | [`alerts`]  | security alerts (`AlertKind`) to a signed webhook                       |

@@ -220,12 +220,15 @@ impl Application {
     ) -> std::io::Result<()> {
         let shutting_down = Arc::new(tokio::sync::Notify::new());
         let notify = Arc::clone(&shutting_down);
+        let admin = Arc::clone(&self.state.admin);
         // The peer address feeds the per-network limit on refused device requests. No
         // forwarding header is trusted: behind a reverse proxy every phone shares its network.
         let service = self.router.clone().into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = axum::serve(listener, service).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight requests");
+            // Live admin streams would otherwise hold the drain for the whole grace period.
+            admin.shut_down();
             notify.notify_one();
         });
         let grace = self.shutdown_grace;
@@ -259,6 +262,8 @@ async fn start_tasks(
     master: Arc<crate::secrets::MasterKey>,
 ) -> Result<Running, StartupError> {
     let mut running = Running::default();
+    // Not switchable: the feed does nothing until an admin opens the live stream.
+    running.0.push(Arc::clone(&state.admin.feed).spawn());
     if let Some(webhook) = alert_webhook.filter(|_| switches.alert_delivery) {
         let delivery = AlertDelivery::new(Arc::clone(&state.store), Arc::clone(&state.clock), webhook);
         running.0.push(Arc::new(delivery).spawn());

@@ -5,48 +5,91 @@
 //!
 //! - [`model`]: roles and permissions, session times, request kinds, the two-admin floor;
 //! - [`sessions`]: session cookies, CSRF tokens, step-up;
-//! - [`helpdesk`]: caller verification by number-matching push, links for verified callers;
-//! - [`feed`]: the live feed of alerts (one poller per instance, only while someone watches);
 //! - [`requests`]: four-eyes requests, their decisions and the appliers that make the change
 //!   ([`request_json`]: their payloads by kind and how the API shows them);
-//! - `http`: the admin API (`/admin/api/…`) and its OpenAPI document.
+//! - [`helpdesk`]: caller verification by number-matching push, links for verified callers;
+//! - [`feed`]: the live feed of alerts (one poller per instance, only while someone watches);
+//! - [`dashboard`]: what the dashboard shows (overview, users, a user's page, audit, alerts);
+//! - [`live`]: one admin's live stream of alerts (server-sent events);
+//! - [`views`]: what the dashboard's reads answer (the API's bodies, the pages' data);
+//! - `http`: the admin API (`/admin/api/…`) and its OpenAPI document, and the pages.
 //!
 //! It changes other capabilities' state only through their services.
 
+pub mod dashboard;
 pub mod feed;
 pub mod helpdesk;
 pub mod http;
+pub mod live;
 pub mod model;
 pub mod request_json;
 pub mod requests;
 pub mod sessions;
+pub mod views;
 
+use std::sync::Arc;
+
+use dashboard::Dashboard;
+use feed::AlertFeed;
 use helpdesk::HelpDesk;
 use requests::AdminRequests;
 use sessions::AdminSessions;
+use tokio::sync::watch;
+
+/// The admin plane's services, as the composition root builds them.
+#[derive(Debug)]
+pub struct AdminServices {
+    pub sessions: AdminSessions,
+    pub requests: AdminRequests,
+    pub helpdesk: HelpDesk,
+    pub dashboard: Dashboard,
+    pub feed: Arc<AlertFeed>,
+}
 
 /// Everything the admin routes share.
 #[derive(Debug)]
 pub struct AdminPlane {
     pub sessions: AdminSessions,
-    pub helpdesk: HelpDesk,
     pub requests: AdminRequests,
+    pub helpdesk: HelpDesk,
+    pub dashboard: Dashboard,
+    /// This instance's alert feed (its task is started with the other background tasks).
+    pub feed: Arc<AlertFeed>,
+    /// The live streams open on this instance, per session (capped).
+    pub streams: live::StreamSlots,
     /// The origins admin pages are served from: the public URL's and the WebAuthn origins
     /// (passkeys work only there).
     origins: Vec<String>,
+    /// Turns `true` at shutdown: live streams end then instead of holding the drain.
+    shutting_down: watch::Sender<bool>,
 }
 
 impl AdminPlane {
-    pub fn new(
-        sessions: AdminSessions,
-        requests: AdminRequests,
-        helpdesk: HelpDesk,
-        public_url: &str,
-        webauthn_origins: &[String],
-    ) -> Self {
+    pub fn new(services: AdminServices, public_url: &str, webauthn_origins: &[String]) -> Self {
+        let AdminServices { sessions, requests, helpdesk, dashboard, feed } = services;
         let mut origins = vec![origin_of(public_url)];
         origins.extend(webauthn_origins.iter().cloned());
-        Self { sessions, requests, helpdesk, origins }
+        let (shutting_down, _) = watch::channel(false);
+        Self {
+            sessions,
+            requests,
+            helpdesk,
+            dashboard,
+            feed,
+            streams: live::StreamSlots::default(),
+            origins,
+            shutting_down,
+        }
+    }
+
+    /// Ends this instance's live streams (the server is shutting down).
+    pub fn shut_down(&self) {
+        self.shutting_down.send_replace(true);
+    }
+
+    /// Becomes `true` when the server shuts down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutting_down.subscribe()
     }
 
     /// Whether an `Origin` header names one of ours (`null` never does).

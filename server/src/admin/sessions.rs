@@ -146,11 +146,7 @@ impl AdminSessions {
             return Err(SessionError::Missing);
         };
         let now = self.clock.now();
-        let live = session.revoked_at.is_none()
-            && now < session.idle_expires_at
-            && now < session.absolute_expires_at
-            && admin.status == AdminStatus::Active;
-        if !live {
+        if !is_live(&session, &admin, now) {
             return Err(SessionError::Expired);
         }
         let touch_to = (now - session.last_seen_at >= self.times.touch_every)
@@ -169,6 +165,13 @@ impl AdminSessions {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Whether the session `session_hash` names is still live, without touching it: a live
+    /// stream re-checks with this, so an open tab does not keep a session alive.
+    pub async fn still_live(&self, session_hash: &[u8]) -> Result<bool, SessionError> {
+        let found = self.store.admin_session(session_hash).await?;
+        Ok(found.is_some_and(|(session, admin)| is_live(&session, &admin, self.clock.now())))
     }
 
     /// The CSRF token of a session: an HMAC of its cookie value, so it needs no storage, changes
@@ -214,6 +217,14 @@ impl AdminSessions {
             Err(SessionError::StepUpRequired)
         }
     }
+}
+
+/// Not revoked, within both timeouts, and its admin still active.
+fn is_live(session: &AdminSessionRecord, admin: &AdminRecord, now: time::OffsetDateTime) -> bool {
+    session.revoked_at.is_none()
+        && now < session.idle_expires_at
+        && now < session.absolute_expires_at
+        && admin.status == AdminStatus::Active
 }
 
 #[cfg(test)]

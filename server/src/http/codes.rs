@@ -181,6 +181,8 @@ codes! {
     BootstrapTokenExpired = "bootstrap_token_expired" => GONE;
     /// The plane has its two admins: further admins come through four-eyes invitations.
     BootstrapClosed = "bootstrap_closed" => CONFLICT;
+    /// This session has as many live streams open as it may (close a tab).
+    TooManyStreams = "too_many_streams" => TOO_MANY_REQUESTS;
     /// The admin ceremony is unknown, expired, or was begun by another browser or session.
     CeremonyInvalid = "ceremony_invalid" => FORBIDDEN;
     /// An app asked to lift a freeze only an admin may lift (a "not me" quarantine, a hard lock).

@@ -2,7 +2,9 @@
 //! route needs an admin session cookie; state changes also need the session's CSRF token in
 //! `X-CSRF-Token` and an `Origin` of ours (see `crate::http::admin_session`).
 
+mod dashboard;
 mod helpdesk;
+mod pages;
 
 pub use helpdesk::VERIFICATION_ROUTE;
 
@@ -424,6 +426,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(session))
         .routes(routes!(sign_out))
         .merge(helpdesk::routes())
+        .merge(dashboard::routes())
         .routes(routes!(list_admins))
         .routes(routes!(invite_admin))
         .routes(routes!(change_role))
@@ -435,6 +438,11 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(approve_request))
         .routes(routes!(reject_request))
         .routes(routes!(cancel_request))
+}
+
+/// The admin pages (HTML), each a thin layer over the same services as the API.
+pub fn page_routes() -> axum::Router<AppState> {
+    pages::routes()
 }
 
 /// The OpenAPI document of the admin API, as served at `/admin/api/openapi.json`.
