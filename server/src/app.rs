@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::admin::AdminPlane;
+use crate::admin::accounts::AdminAccounts;
 use crate::admin::model::SessionTimes;
 use crate::admin::sessions::AdminSessions;
 use crate::challenges::service::{ChallengeService, ChallengeSettings};
@@ -110,6 +111,12 @@ impl AppState {
             OidcSettings { issuer: device_settings.public_url.as_str().trim_end_matches('/').to_owned() };
         let admin = Arc::new(AdminPlane::new(
             AdminSessions::new(Arc::clone(&store), Arc::clone(&clock), &master, SessionTimes::default()),
+            AdminAccounts::new(
+                Arc::clone(&store),
+                Arc::clone(&clock),
+                Arc::clone(&master),
+                Arc::clone(&webauthn),
+            ),
             device_settings.public_url.as_str(),
             &webauthn.origins,
         ));

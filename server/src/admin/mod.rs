@@ -3,6 +3,8 @@
 //! fewer admins, a weaker fatigue policy, a privileged user's factors, a reported user's
 //! unfreeze) need a second admin's approval.
 //!
+//! - [`accounts`]: the bootstrap token, invitations, admins' passkeys and their ceremonies
+//!   (registration, discoverable sign-in, step-up);
 //! - [`model`]: roles and permissions, session times, request kinds, the two-admin floor;
 //! - [`sessions`]: session cookies, CSRF tokens, step-up;
 //! - [`feed`]: the live feed of alerts (one poller per instance, only while someone watches);
@@ -10,27 +12,52 @@
 //!
 //! It changes other capabilities' state only through their services.
 
+pub mod accounts;
 pub mod feed;
 pub mod http;
 pub mod model;
 pub mod sessions;
 
+use accounts::AdminAccounts;
 use sessions::AdminSessions;
 
 /// Everything the admin routes share.
 #[derive(Debug)]
 pub struct AdminPlane {
     pub sessions: AdminSessions,
+    pub accounts: AdminAccounts,
     /// The origins admin pages are served from: the public URL's and the WebAuthn origins
     /// (passkeys work only there).
     origins: Vec<String>,
 }
 
 impl AdminPlane {
-    pub fn new(sessions: AdminSessions, public_url: &str, webauthn_origins: &[String]) -> Self {
+    pub fn new(
+        sessions: AdminSessions,
+        accounts: AdminAccounts,
+        public_url: &str,
+        webauthn_origins: &[String],
+    ) -> Self {
         let mut origins = vec![origin_of(public_url)];
         origins.extend(webauthn_origins.iter().cloned());
-        Self { sessions, origins }
+        Self { sessions, accounts, origins }
+    }
+
+    /// Mints a new session for an admin who has just proved a passkey. A session cookie the
+    /// browser presented is never adopted (session fixation): if it names a live session, that
+    /// session is ended first.
+    pub async fn start_session(
+        &self,
+        admin: &crate::store::AdminRecord,
+        presented: Option<&str>,
+        user_agent: &str,
+    ) -> Result<sessions::StartedSession, sessions::SessionError> {
+        if let Some(token) = presented
+            && let Ok(principal) = self.sessions.authenticate(token).await
+        {
+            self.sessions.sign_out(&principal).await?;
+        }
+        self.sessions.start(admin, user_agent).await
     }
 
     /// Whether an `Origin` header names one of ours (`null` never does).

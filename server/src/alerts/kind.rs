@@ -20,6 +20,8 @@ pub enum AlertKind {
     PushSpray,
     /// A device's signature counter went backwards: its key may have been copied.
     PossibleClone,
+    /// An admin was created with a bootstrap token (`countersign admin bootstrap`).
+    AdminBootstrapped,
 }
 
 impl AlertKind {
@@ -32,6 +34,7 @@ impl AlertKind {
         AlertKind::PushBombing,
         AlertKind::PushSpray,
         AlertKind::PossibleClone,
+        AlertKind::AdminBootstrapped,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -43,6 +46,7 @@ impl AlertKind {
             AlertKind::PushBombing => "push_bombing",
             AlertKind::PushSpray => "push_spray",
             AlertKind::PossibleClone => "possible_clone",
+            AlertKind::AdminBootstrapped => "admin_bootstrapped",
         }
     }
 }

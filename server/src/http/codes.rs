@@ -173,6 +173,12 @@ codes! {
     BootstrapTokenExpired = "bootstrap_token_expired" => GONE;
     /// The plane has its two admins: further admins come through four-eyes invitations.
     BootstrapClosed = "bootstrap_closed" => CONFLICT;
+    /// No invitation has that value.
+    InvitationInvalid = "invitation_invalid" => NOT_FOUND;
+    InvitationUsed = "invitation_used" => GONE;
+    InvitationExpired = "invitation_expired" => GONE;
+    /// An admin's last active passkey cannot be revoked: they could never sign in again.
+    LastAdminPasskey = "last_admin_passkey" => CONFLICT;
     /// The admin ceremony is unknown, expired, or was begun by another browser or session.
     CeremonyInvalid = "ceremony_invalid" => FORBIDDEN;
     /// An app asked to lift a freeze only an admin may lift (a "not me" quarantine, a hard lock).

@@ -14,7 +14,8 @@
 //! [`CibaStore`] (`oidc_ciba.rs`: CIBA backchannel requests) and
 //! [`KeycloakStore`] (`keycloak.rs`: Keycloak realms' apps, pinned realm users, delegation
 //! requests by `jti`), [`AdminStore`] (`admin.rs`: the admin plane's admins, sessions and
-//! bootstrap tokens) and [`DashboardStore`] (`dashboard.rs`: the admin dashboard's keyset-paged
+//! bootstrap tokens), [`AdminPasskeyStore`] (`admin_passkeys.rs`: admins' passkeys, ceremonies,
+//! invitations) and [`DashboardStore`] (`dashboard.rs`: the admin dashboard's keyset-paged
 //! reads: alert feed, prompt charts, push health, user search, audit search, prompt timeline).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
 //! takes the narrow trait it needs (`&dyn Store` coerces to it).
@@ -30,6 +31,7 @@
 //! `BEGIN IMMEDIATE` transactions.
 
 mod admin;
+mod admin_passkeys;
 mod alerts;
 mod apps;
 mod audit;
@@ -60,6 +62,10 @@ use time::OffsetDateTime;
 use crate::audit::chain::AuditSealer;
 
 pub use admin::{AdminRecord, AdminSessionRecord, AdminStore, BootstrapSpend};
+pub use admin_passkeys::{
+    AdminAssertionUpdate, AdminCeremonyRecord, AdminPasskeyRecord, AdminPasskeyRevoke, AdminPasskeyStore,
+    CeremonyKind, InvitationRecord, InvitationRedeem,
+};
 pub use alerts::{AlertCursor, AlertRecord, AlertStore};
 pub use apps::{AppRecord, AppStore};
 pub use audit::AuditStore;
@@ -194,6 +200,7 @@ pub trait Store:
     + KeycloakStore
     + CibaStore
     + AdminStore
+    + AdminPasskeyStore
     + DashboardStore
     + Send
     + Sync

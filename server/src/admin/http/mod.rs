@@ -1,6 +1,9 @@
 //! The admin API (`/admin/api/…`): what the admin pages do, for the pages and for scripts. Every
-//! route needs an admin session cookie; state changes also need the session's CSRF token in
+//! route needs an admin session cookie, except the bootstrap, invitation and sign-in ceremonies
+//! (`auth.rs`) that lead to one; state changes also need the session's CSRF token in
 //! `X-CSRF-Token` and an `Origin` of ours (see `crate::http::admin_session`).
+
+mod auth;
 
 use axum::Json;
 use axum::extract::State;
@@ -98,7 +101,10 @@ impl Modify for AdminAuth {
 
 /// The admin API with its OpenAPI description.
 pub fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(AdminApiDoc::openapi()).routes(routes!(session)).routes(routes!(sign_out))
+    OpenApiRouter::with_openapi(AdminApiDoc::openapi())
+        .routes(routes!(session))
+        .routes(routes!(sign_out))
+        .merge(auth::routes())
 }
 
 /// The OpenAPI document of the admin API, as served at `/admin/api/openapi.json`.

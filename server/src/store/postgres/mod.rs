@@ -1,6 +1,7 @@
 //! PostgreSQL store: production, many instances sharing one database.
 
 mod admin;
+mod admin_passkeys;
 mod alerts;
 mod apps;
 mod audit;
