@@ -285,6 +285,7 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
     let (admin_api, admin_openapi) = admin::http::api_routes().split_for_parts();
     let admin_plane = Router::new()
         .merge(admin_api)
+        .merge(admin::http::auth_pages::routes())
         .route("/admin/api/openapi.json", json_document(&admin_openapi))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::admin_session::guard));
     Router::new()

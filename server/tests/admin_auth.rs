@@ -689,7 +689,35 @@ async fn an_invited_admin_registers_once(engine: Engine) {
     assert_eq!(sign_in(&app, &mut key, &[]).await.status, StatusCode::OK);
 }
 
+/// The sign-in pages: served without a session, under the strict CSP (their one script is ours,
+/// nothing inline), never cached or framed, each naming its ceremony and starting `ready`.
+async fn admin_sign_in_pages_are_served_under_the_strict_policy(engine: Engine) {
+    let app = app(engine).await;
+    for (path, ceremony) in [
+        ("/admin/login", "sign-in"),
+        ("/admin/bootstrap", "bootstrap"),
+        ("/admin/invite?token=abc", "invite"),
+    ] {
+        let reply = app.send(Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        let page = reply.body.as_str().unwrap();
+        assert!(page.contains(&format!(r#"<main data-state="ready" data-ceremony="{ceremony}">"#)), "{page}");
+        assert!(page.contains(r#"<script src="/assets/admin-auth.js" defer></script>"#), "{page}");
+        assert_eq!(page.matches("<script").count(), 1, "no inline script: {page}");
+        assert!(!page.contains("style="), "no inline style: {page}");
+        let csp = reply.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
+        assert!(!page.contains("abc"), "the invitation token stays in the URL, not the page");
+    }
+    let script = app.send(Request::get("/assets/admin-auth.js").body(Body::empty()).unwrap()).await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert!(script.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/javascript"));
+    assert!(script.body.as_str().unwrap().contains(r#"credentials: "same-origin""#));
+}
+
 on_both_engines!(
+    admin_sign_in_pages_are_served_under_the_strict_policy,
     bootstrap_token_reuse_is_refused,
     bootstrap_token_expired_is_refused,
     bootstrap_closed_with_two_admins,

@@ -333,7 +333,14 @@ impl AdminAccounts {
             }
             Err(error) => return Err(error),
         };
-        let assertion = DiscoverableAssertion::parse(credential)?;
+        let assertion = match DiscoverableAssertion::parse(credential) {
+            Ok(assertion) => assertion,
+            Err(error) => {
+                // Names no admin (a user's passkey with a handle of another length, or junk).
+                self.unknown_sign_in("response_invalid").await?;
+                return Err(error.into());
+            }
+        };
         let Some(passkey) = self.store.admin_passkey_by_credential_id(assertion.credential_id()).await?
         else {
             self.unknown_sign_in("unknown_credential").await?;

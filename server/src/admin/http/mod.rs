@@ -4,6 +4,7 @@
 //! `X-CSRF-Token` and an `Origin` of ours (see `crate::http::admin_session`).
 
 mod auth;
+pub mod auth_pages;
 
 use axum::Json;
 use axum::extract::State;
