@@ -250,6 +250,20 @@ pub(super) fn judge_bootstrap_token(
     }
 }
 
+/// Why an invitation found by its hash cannot be redeemed at `now`, if it cannot.
+pub(super) fn invitation_refusal(
+    invitation: &InvitationRecord,
+    now: OffsetDateTime,
+) -> Option<InvitationRedeem> {
+    if invitation.used_at.is_some() {
+        Some(InvitationRedeem::Used)
+    } else if invitation.expires_at <= now {
+        Some(InvitationRedeem::Expired)
+    } else {
+        None
+    }
+}
+
 /// The key of the PostgreSQL transaction lock that serialises registrations of one credential
 /// id across both tables: the first 8 bytes of its SHA-256.
 pub(super) fn credential_lock_key(credential_id: &[u8]) -> i64 {

@@ -14,7 +14,7 @@ use crate::store::admin_passkeys::{
     CREDENTIAL_BOUND, CeremonyKind, INSERT_ADMIN_PASSKEY, INSERT_CEREMONY, INSERT_INVITATION, INVITATION,
     InvitationRecord, InvitationRedeem, PURGE_CEREMONIES, RECORD_ASSERTION, REVOKE_ADMIN_PASSKEY,
     SPEND_INVITATION, TAKE_CEREMONY, admin_passkey_from_row, ceremony_from_row, credential_lock_key,
-    invitation_from_row, judge_bootstrap_token, refuse_if_bound,
+    invitation_from_row, invitation_refusal, judge_bootstrap_token, refuse_if_bound,
 };
 use crate::store::{BootstrapSpend, StoreError, map_unique_violation};
 
@@ -222,11 +222,8 @@ impl AdminPasskeyStore for PgStore {
             return Ok(InvitationRedeem::Unknown);
         };
         let invitation = invitation_from_row(&row)?;
-        if invitation.used_at.is_some() {
-            return Ok(InvitationRedeem::Used);
-        }
-        if invitation.expires_at <= now {
-            return Ok(InvitationRedeem::Expired);
+        if let Some(refusal) = invitation_refusal(&invitation, now) {
+            return Ok(refusal);
         }
         let spent = sqlx::query(SPEND_INVITATION).bind(token_hash).bind(now).execute(&mut *tx).await?;
         let activated = sqlx::query(ACTIVATE_INVITED).bind(invitation.admin_id.0).execute(&mut *tx).await?;
