@@ -197,8 +197,15 @@ async fn bootstrap_token_reuse_is_refused(engine: Engine) {
     let events = audit_actions(&app).await;
     assert_eq!(count(&events, "admin.bootstrapped"), 1);
     assert_eq!(count(&events, "admin.bootstrap_refused"), 2);
-    let (unknown, _) = bootstrap_options(&app, "not-a-token", "mallory").await;
-    assert_error(&unknown, StatusCode::NOT_FOUND, "bootstrap_token_invalid");
+    // Tokens nobody created: refused, audited together (anyone can send them).
+    for _ in 0..3 {
+        let (unknown, _) = bootstrap_options(&app, "not-a-token", "mallory").await;
+        assert_error(&unknown, StatusCode::NOT_FOUND, "bootstrap_token_invalid");
+    }
+    let refusals = events_about(&app, &Subject::AdminBootstrap, Action::AdminBootstrapRefused).await;
+    let unknown: Vec<&Value> = refusals.iter().filter(|e| e["reason"] == "unknown").collect();
+    assert_eq!(unknown.len(), 1, "{refusals:?}");
+    assert_eq!(unknown[0]["refusals"], 1);
 }
 
 /// Attack: a token found after its lifetime, at the options and at the registration.

@@ -164,11 +164,25 @@ struct Sealed {
     server_state: Vec<u8>,
 }
 
-/// Sign-in refusals that named no admin since the last event about them.
+/// Refusals that name nothing known (no admin, no token), audited together: anyone can send
+/// them, so each one must not cost an audit row.
 #[derive(Debug, Default)]
-struct UnknownSignIns {
+struct Aggregated {
     last_event: Option<OffsetDateTime>,
     unreported: u64,
+}
+
+impl Aggregated {
+    /// Counts a refusal at `now`: the count to write now (the refusals since the previous event,
+    /// this one included), or `None` within [`UNKNOWN_SIGN_IN_WINDOW`] of the previous event.
+    fn count(&mut self, now: OffsetDateTime) -> Option<u64> {
+        self.unreported += 1;
+        if self.last_event.is_some_and(|last| now - last < UNKNOWN_SIGN_IN_WINDOW) {
+            return None;
+        }
+        self.last_event = Some(now);
+        Some(std::mem::take(&mut self.unreported))
+    }
 }
 
 #[derive(Debug)]
@@ -177,7 +191,10 @@ pub struct AdminAccounts {
     clock: Arc<dyn Clock>,
     master: Arc<MasterKey>,
     webauthn: Arc<WebauthnSettings>,
-    unknown: Mutex<UnknownSignIns>,
+    /// Sign-in refusals naming no admin.
+    unknown_sign_ins: Mutex<Aggregated>,
+    /// Bootstrap tokens nobody created.
+    unknown_tokens: Mutex<Aggregated>,
 }
 
 impl AdminAccounts {
@@ -187,7 +204,14 @@ impl AdminAccounts {
         master: Arc<MasterKey>,
         webauthn: Arc<WebauthnSettings>,
     ) -> Self {
-        Self { store, clock, master, webauthn, unknown: Mutex::default() }
+        Self {
+            store,
+            clock,
+            master,
+            webauthn,
+            unknown_sign_ins: Mutex::default(),
+            unknown_tokens: Mutex::default(),
+        }
     }
 
     /// Begins the first admin's passkey registration, if the token would be accepted (a bad
@@ -244,7 +268,7 @@ impl AdminAccounts {
         }
     }
 
-    /// Audits a refused bootstrap token and names the refusal.
+    /// Audits a refused bootstrap token (unknown ones in aggregate) and names the refusal.
     async fn bootstrap_refused(&self, found: BootstrapSpend, at: &str) -> AccountError {
         let (error, reason) = match found {
             BootstrapSpend::Unknown => (AccountError::BootstrapTokenInvalid, "unknown"),
@@ -252,17 +276,25 @@ impl AdminAccounts {
             BootstrapSpend::Expired => (AccountError::BootstrapTokenExpired, "expired"),
             BootstrapSpend::Closed | BootstrapSpend::Spent => (AccountError::BootstrapClosed, "closed"),
         };
+        let details = if found == BootstrapSpend::Unknown {
+            match aggregate(&self.unknown_tokens, self.clock.now()) {
+                Some(refusals) => json!({ "reason": reason, "refusals": refusals, "at": at }),
+                None => return error,
+            }
+        } else {
+            json!({ "reason": reason, "at": at })
+        };
         let audit = AuditEvent::new(
             self.clock.now(),
             Actor::System,
             Action::AdminBootstrapRefused,
             Subject::AdminBootstrap,
         )
-        .with_details(json!({ "reason": reason, "at": at }));
-        if let Err(e) = self.store.record_audit(audit).await {
-            return e.into();
+        .with_details(details);
+        match self.store.record_audit(audit).await {
+            Ok(()) => error,
+            Err(e) => e.into(),
         }
-        error
     }
 
     /// Begins an invited admin's first passkey registration, if the invitation is good.
@@ -556,14 +588,8 @@ impl AdminAccounts {
     /// [`UNKNOWN_SIGN_IN_WINDOW`], carrying the refusals counted since the previous one.
     async fn unknown_sign_in(&self, reason: &str) -> Result<(), AccountError> {
         let now = self.clock.now();
-        let refusals = {
-            let mut unknown = self.unknown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            unknown.unreported += 1;
-            if unknown.last_event.is_some_and(|last| now - last < UNKNOWN_SIGN_IN_WINDOW) {
-                return Ok(());
-            }
-            unknown.last_event = Some(now);
-            std::mem::take(&mut unknown.unreported)
+        let Some(refusals) = aggregate(&self.unknown_sign_ins, now) else {
+            return Ok(());
         };
         let audit = AuditEvent::new(now, Actor::System, Action::AdminSignInRefused, Subject::UnknownAdmins)
             .with_details(json!({ "refusals": refusals, "latest_reason": reason }));
@@ -671,6 +697,10 @@ pub async fn create_bootstrap_token(
     Ok(token)
 }
 
+fn aggregate(counter: &Mutex<Aggregated>, now: OffsetDateTime) -> Option<u64> {
+    counter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).count(now)
+}
+
 fn seal_context(id: AdminCeremonyId) -> String {
     format!("{SEAL_CONTEXT}{id}")
 }
@@ -699,5 +729,22 @@ fn new_passkey(admin: AdminId, name: &str, c: NewCredential, now: OffsetDateTime
         created_at: now,
         last_used_at: None,
         revoked_at: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_naming_nothing_are_written_once_a_window_with_their_count() {
+        let start = OffsetDateTime::UNIX_EPOCH;
+        let mut counter = Aggregated::default();
+        assert_eq!(counter.count(start), Some(1), "the first is written at once");
+        for second in 1..5 {
+            assert_eq!(counter.count(start + Duration::seconds(second)), None);
+        }
+        assert_eq!(counter.count(start + UNKNOWN_SIGN_IN_WINDOW), Some(5), "four held back and this one");
+        assert_eq!(counter.count(start + UNKNOWN_SIGN_IN_WINDOW + Duration::seconds(1)), None);
     }
 }
