@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::admin::{ADMIN_ORIGIN, AdminClient};
 use common::{Reply, TestApp, app_with_user, assert_error, audit_actions};
-use countersign::admin::accounts::{AccountError, LOGIN_COOKIE, create_bootstrap_token};
+use countersign::admin::accounts::{AccountError, LOGIN_COOKIE, create_bootstrap_token, new_invitation};
 use countersign::admin::model::{AdminStatus, Role};
 use countersign::admin::sessions::{SESSION_COOKIE, secret_hash};
 use countersign::app::HttpLimits;
@@ -22,7 +22,7 @@ use countersign::audit::{Action, Subject};
 use countersign::ids::{AdminId, AdminPasskeyId, PasskeyId, RegistrationId};
 use countersign::passkeys::ceremony::{self, ResidentKey, UserEntity};
 use countersign::store::{
-    AdminPasskeyRecord, AdminRecord, BootstrapSpend, Conflict, InvitationRecord, PasskeyRecord, StoreError,
+    AdminPasskeyRecord, AdminRecord, BootstrapSpend, Conflict, PasskeyRecord, StoreError,
 };
 use countersign_e2e::Engine;
 use resident_key::ResidentKeyAuthenticator;
@@ -646,14 +646,8 @@ async fn an_invited_admin_registers_once(engine: Engine) {
         Subject::Admin(invited.id),
     );
     app.store.create_admin(&invited, audit).await.unwrap();
-    let token = "an-invitation-token-of-enough-entropy-for-a-test";
-    let invitation = InvitationRecord {
-        token_hash: secret_hash(token),
-        admin_id: invited.id,
-        created_at: app.clock_now(),
-        expires_at: app.clock_now() + Duration::hours(1),
-        used_at: None,
-    };
+    let (token, invitation) = new_invitation(invited.id, app.clock_now()).unwrap();
+    let token = token.expose_secret().to_owned();
     app.store.insert_invitation(&invitation).await.unwrap();
 
     let invite_options = json!({ "token": token });

@@ -20,8 +20,8 @@ use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
 
 use super::model::{
-    AdminStatus, CEREMONY_TTL, MIN_ACTIVE_ADMINS, NameRefused, Role, UNKNOWN_SIGN_IN_WINDOW, admin_name,
-    bootstrap_ttl_allowed,
+    AdminStatus, CEREMONY_TTL, INVITATION_TTL, MIN_ACTIVE_ADMINS, NameRefused, Role, UNKNOWN_SIGN_IN_WINDOW,
+    admin_name, bootstrap_ttl_allowed,
 };
 use super::sessions::{AdminPrincipal, random_secret, secret_hash};
 use crate::alerts::AlertKind;
@@ -37,7 +37,7 @@ use crate::passkeys::model::WebauthnSettings;
 use crate::secrets::MasterKey;
 use crate::store::{
     AdminAssertionUpdate, AdminCeremonyRecord, AdminPasskeyRecord, AdminPasskeyRevoke, AdminRecord,
-    BootstrapSpend, CeremonyKind, Conflict, InvitationRedeem, Store, StoreError,
+    BootstrapSpend, CeremonyKind, Conflict, InvitationRecord, InvitationRedeem, Store, StoreError,
 };
 
 /// The login-ceremony cookie: binds a sign-in, bootstrap or invitation ceremony to the browser
@@ -697,6 +697,24 @@ pub async fn create_bootstrap_token(
     Ok(token)
 }
 
+/// A new invitation of an invited admin (for the four-eyes applier that approved them): the
+/// token, shown once (to the approver, as `/admin/invite?token=…`), and the row to store with
+/// only its SHA-256, redeemable for [`INVITATION_TTL`].
+pub fn new_invitation(
+    admin: AdminId,
+    now: OffsetDateTime,
+) -> Result<(SecretString, InvitationRecord), InternalError> {
+    let token = random_secret().map_err(|_| InternalError::new("no randomness for an invitation"))?;
+    let record = InvitationRecord {
+        token_hash: secret_hash(token.expose_secret()),
+        admin_id: admin,
+        created_at: now,
+        expires_at: now + INVITATION_TTL,
+        used_at: None,
+    };
+    Ok((token, record))
+}
+
 fn aggregate(counter: &Mutex<Aggregated>, now: OffsetDateTime) -> Option<u64> {
     counter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).count(now)
 }
@@ -746,5 +764,17 @@ mod tests {
         }
         assert_eq!(counter.count(start + UNKNOWN_SIGN_IN_WINDOW), Some(5), "four held back and this one");
         assert_eq!(counter.count(start + UNKNOWN_SIGN_IN_WINDOW + Duration::seconds(1)), None);
+    }
+
+    #[test]
+    fn invitations_keep_only_the_tokens_hash() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let admin = AdminId::random();
+        let (token, record) = new_invitation(admin, now).unwrap();
+        let (other, _) = new_invitation(admin, now).unwrap();
+        assert_ne!(token.expose_secret(), other.expose_secret());
+        assert_eq!(token.expose_secret().len(), 43);
+        assert_eq!(record.token_hash, secret_hash(token.expose_secret()));
+        assert_eq!((record.admin_id, record.expires_at, record.used_at), (admin, now + INVITATION_TTL, None));
     }
 }

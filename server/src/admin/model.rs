@@ -266,6 +266,9 @@ pub const BOOTSTRAP_TTL: Duration = Duration::minutes(15);
 pub const BOOTSTRAP_TTL_MIN: Duration = Duration::minutes(1);
 pub const BOOTSTRAP_TTL_MAX: Duration = Duration::hours(24);
 
+/// How long an invitation of an approved admin can be redeemed.
+pub const INVITATION_TTL: Duration = Duration::hours(1);
+
 /// Sign-in refusals that name no admin are audited together, at most one event per window.
 pub const UNKNOWN_SIGN_IN_WINDOW: Duration = Duration::minutes(1);
 
