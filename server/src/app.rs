@@ -17,6 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::admin::AdminPlane;
 use crate::admin::AdminServices;
+use crate::admin::accounts::AdminAccounts;
 use crate::admin::dashboard::Dashboard;
 use crate::admin::feed::AlertFeed;
 use crate::admin::helpdesk::HelpDesk;
@@ -117,6 +118,12 @@ impl AppState {
         let admin_sessions = AdminSessions::new(Arc::clone(&store), Arc::clone(&clock), &master, admin_times);
         let public_url = device_settings.public_url.as_str().to_owned();
         let fatigue_policy = challenge_settings.policy.clone();
+        let admin_accounts = AdminAccounts::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&master),
+            Arc::clone(&webauthn),
+        );
         let devices = Arc::new(DeviceService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -158,6 +165,7 @@ impl AppState {
         );
         let admin_services = AdminServices {
             sessions: admin_sessions,
+            accounts: admin_accounts,
             requests: admin_requests,
             helpdesk,
             dashboard: Dashboard::new(Arc::clone(&store), Arc::clone(&clock), fatigue_policy),
@@ -304,6 +312,7 @@ pub fn build_app(state: AppState, limits: HttpLimits) -> Router {
     let admin_plane = Router::new()
         .merge(admin_api)
         .merge(crate::http::page::with_page_headers(admin::http::page_routes()))
+        .merge(admin::http::auth_pages::routes())
         .route("/admin/api/openapi.json", json_document(&admin_openapi))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::admin_session::guard));
     Router::new()

@@ -68,6 +68,27 @@ enum Command {
     /// Manage OpenID Connect clients (the SSO products that use Countersign as their MFA step).
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// The admin plane (`/admin`).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Print a one-time bootstrap token, once, to stdout (only its SHA-256 is stored). Type it
+    /// into /admin/bootstrap with your name and register a passkey to become an admin. Works
+    /// while fewer than two admins are active; audited.
+    Bootstrap {
+        /// How long the token lives: 1m to 24h (`90s`, `15m`, `2h`).
+        #[arg(long, default_value = "15m", value_parser = bootstrap_ttl)]
+        ttl: time::Duration,
+    },
+}
+
+fn bootstrap_ttl(text: &str) -> Result<time::Duration, String> {
+    crate::admin::model::parse_ttl(text)
+        .filter(|ttl| crate::admin::model::bootstrap_ttl_allowed(*ttl))
+        .ok_or_else(|| format!("`{text}` is not a lifetime between 1m and 24h (e.g. 15m)"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -298,6 +319,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enrollments(command) => enrollments(&settings, command).await,
         Command::Keys(command) => keys(&settings, command).await,
         Command::Clients(command) => clients(&settings, command).await,
+        Command::Admin(AdminCommand::Bootstrap { ttl }) => admin_bootstrap(&settings, ttl).await,
         Command::Users(UsersCommand::PasskeyPolicy { user, set }) => {
             let store = open_store(&settings).await?;
             let required = match set {
@@ -429,6 +451,28 @@ async fn apps(settings: &Settings, command: AppsCommand) -> anyhow::Result<ExitC
     // No server may be running: chain what this command recorded now.
     crate::audit::flush(store.as_ref()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `countersign admin bootstrap`: the token that creates an admin while fewer than two exist.
+async fn admin_bootstrap(settings: &Settings, ttl: time::Duration) -> anyhow::Result<ExitCode> {
+    use crate::admin::accounts::{AccountError, create_bootstrap_token};
+    let store = open_store(settings).await?;
+    let created = create_bootstrap_token(store.as_ref(), &SystemClock, ttl).await;
+    // No server may be running: chain what this command recorded now.
+    crate::audit::flush(store.as_ref()).await?;
+    match created {
+        Ok(token) => {
+            let minutes = ttl.whole_minutes();
+            eprintln!("created a bootstrap token, usable once within {minutes} min at /admin/bootstrap");
+            eprintln!("it follows; it is shown only this once:");
+            println!("{}", token.expose_secret());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(AccountError::BootstrapClosed) => Err(anyhow::anyhow!(
+            "the admin plane already has two active admins: new admins are invited and approved by two admins"
+        )),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// `countersign clients create|list|revoke`.

@@ -72,3 +72,7 @@ uuid_id!(
     /// A WebAuthn ceremony of the admin plane (registration, sign-in, step-up) in flight.
     AdminCeremonyId
 );
+uuid_id!(
+    /// A passkey of an admin (not its WebAuthn credential id).
+    AdminPasskeyId
+);

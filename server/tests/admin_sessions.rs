@@ -19,13 +19,17 @@ async fn app(engine: Engine) -> TestApp {
     TestApp::build(engine, HttpLimits::default()).await
 }
 
-/// Every POST route of the admin API, from its OpenAPI document (so a new route is covered
-/// the day it is added).
+/// Every POST-only route of the admin API, from its OpenAPI document (so a new route is covered
+/// the day it is added); a path that is also a documented read (`GET /admin/api/passkeys`) answers
+/// its GET.
 fn mutating_routes() -> Vec<String> {
     let doc = serde_json::to_value(countersign::admin::http::openapi()).unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    let posts: Vec<String> =
-        paths.iter().filter(|(_, ops)| ops.get("post").is_some()).map(|(p, _)| p.clone()).collect();
+    let posts: Vec<String> = paths
+        .iter()
+        .filter(|(_, ops)| ops.get("post").is_some() && ops.get("get").is_none())
+        .map(|(p, _)| p.clone())
+        .collect();
     assert!(!posts.is_empty());
     posts
 }

@@ -9,6 +9,8 @@ mod common;
 #[path = "store_contract/support.rs"]
 mod support;
 
+#[path = "store_contract/admin_passkeys.rs"]
+mod admin_passkeys;
 #[path = "store_contract/alerts.rs"]
 mod alerts;
 #[path = "store_contract/callbacks.rs"]

@@ -3,8 +3,11 @@
 //! fewer admins, a weaker fatigue policy, a privileged user's factors, a reported user's
 //! unfreeze) need a second admin's approval.
 //!
+//! - [`accounts`]: the bootstrap token, invitations, admins' passkeys and their ceremonies
+//!   (registration, discoverable sign-in, step-up);
 //! - [`model`]: roles and permissions, session times, request kinds, the two-admin floor;
 //! - [`sessions`]: session cookies, CSRF tokens, step-up;
+//! - [`accounts`]: bootstrap, invitations, admins' passkeys: registration, sign-in, step-up;
 //! - [`requests`]: four-eyes requests, their decisions and the appliers that make the change
 //!   ([`request_json`]: their payloads by kind and how the API shows them);
 //! - [`helpdesk`]: caller verification by number-matching push, links for verified callers;
@@ -16,6 +19,7 @@
 //!
 //! It changes other capabilities' state only through their services.
 
+pub mod accounts;
 pub mod dashboard;
 pub mod feed;
 pub mod helpdesk;
@@ -29,6 +33,7 @@ pub mod views;
 
 use std::sync::Arc;
 
+use accounts::AdminAccounts;
 use dashboard::Dashboard;
 use feed::AlertFeed;
 use helpdesk::HelpDesk;
@@ -40,6 +45,7 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct AdminServices {
     pub sessions: AdminSessions,
+    pub accounts: AdminAccounts,
     pub requests: AdminRequests,
     pub helpdesk: HelpDesk,
     pub dashboard: Dashboard,
@@ -50,6 +56,7 @@ pub struct AdminServices {
 #[derive(Debug)]
 pub struct AdminPlane {
     pub sessions: AdminSessions,
+    pub accounts: AdminAccounts,
     pub requests: AdminRequests,
     pub helpdesk: HelpDesk,
     pub dashboard: Dashboard,
@@ -66,12 +73,13 @@ pub struct AdminPlane {
 
 impl AdminPlane {
     pub fn new(services: AdminServices, public_url: &str, webauthn_origins: &[String]) -> Self {
-        let AdminServices { sessions, requests, helpdesk, dashboard, feed } = services;
+        let AdminServices { sessions, accounts, requests, helpdesk, dashboard, feed } = services;
         let mut origins = vec![origin_of(public_url)];
         origins.extend(webauthn_origins.iter().cloned());
         let (shutting_down, _) = watch::channel(false);
         Self {
             sessions,
+            accounts,
             requests,
             helpdesk,
             dashboard,
@@ -90,6 +98,23 @@ impl AdminPlane {
     /// Becomes `true` when the server shuts down.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutting_down.subscribe()
+    }
+
+    /// Mints a new session for an admin who has just proved a passkey. A session cookie the
+    /// browser presented is never adopted (session fixation): if it names a live session, that
+    /// session is ended first.
+    pub async fn start_session(
+        &self,
+        admin: &crate::store::AdminRecord,
+        presented: Option<&str>,
+        user_agent: &str,
+    ) -> Result<sessions::StartedSession, sessions::SessionError> {
+        if let Some(token) = presented
+            && let Ok(principal) = self.sessions.authenticate(token).await
+        {
+            self.sessions.sign_out(&principal).await?;
+        }
+        self.sessions.start(admin, user_agent).await
     }
 
     /// Whether an `Origin` header names one of ours (`null` never does).

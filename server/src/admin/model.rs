@@ -290,9 +290,95 @@ pub fn may_decide(
     Ok(())
 }
 
+/// How long an admin WebAuthn ceremony (and its login-ceremony cookie) lives.
+pub const CEREMONY_TTL: Duration = Duration::minutes(5);
+
+/// How long a bootstrap token lives unless `--ttl` says otherwise, and the bounds of `--ttl`.
+pub const BOOTSTRAP_TTL: Duration = Duration::minutes(15);
+pub const BOOTSTRAP_TTL_MIN: Duration = Duration::minutes(1);
+pub const BOOTSTRAP_TTL_MAX: Duration = Duration::hours(24);
+
+/// Sign-in refusals that name no admin are audited together, at most one event per window.
+pub const UNKNOWN_SIGN_IN_WINDOW: Duration = Duration::minutes(1);
+
+/// The longest admin or passkey name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Why a name is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NameRefused {
+    #[error("a name is required")]
+    Empty,
+    #[error("a name has at most {MAX_NAME_CHARS} characters")]
+    TooLong,
+    #[error("a name cannot contain control characters")]
+    ControlCharacter,
+}
+
+/// An admin's or a passkey's name, trimmed: what people read in lists and the audit trail.
+pub fn admin_name(raw: &str) -> Result<String, NameRefused> {
+    let name = raw.trim();
+    if name.is_empty() {
+        Err(NameRefused::Empty)
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        Err(NameRefused::TooLong)
+    } else if name.chars().any(char::is_control) {
+        Err(NameRefused::ControlCharacter)
+    } else {
+        Ok(name.to_owned())
+    }
+}
+
+/// A lifetime as the command line takes it: a number and a unit (`90s`, `15m`, `2h`).
+pub fn parse_ttl(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(unit_at);
+    let number: i64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number.checked_mul(60)?,
+        "h" => number.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(Duration::seconds(seconds))
+}
+
+/// Whether a bootstrap token's lifetime is within bounds.
+pub fn bootstrap_ttl_allowed(ttl: Duration) -> bool {
+    (BOOTSTRAP_TTL_MIN..=BOOTSTRAP_TTL_MAX).contains(&ttl)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_names_are_trimmed_bounded_and_printable() {
+        assert_eq!(admin_name("  Alice  "), Ok("Alice".to_owned()));
+        assert_eq!(admin_name(" "), Err(NameRefused::Empty));
+        assert_eq!(admin_name(&"a".repeat(65)), Err(NameRefused::TooLong));
+        assert_eq!(admin_name(&"é".repeat(64)).map(|n| n.chars().count()), Ok(64));
+        assert_eq!(admin_name("a\u{7}b"), Err(NameRefused::ControlCharacter));
+    }
+
+    #[test]
+    fn ttls_are_a_number_and_a_unit() {
+        assert_eq!(parse_ttl("15m"), Some(Duration::minutes(15)));
+        assert_eq!(parse_ttl("90s"), Some(Duration::seconds(90)));
+        assert_eq!(parse_ttl("2h"), Some(Duration::hours(2)));
+        assert_eq!(parse_ttl("15"), None);
+        assert_eq!(parse_ttl("m"), None);
+        assert_eq!(parse_ttl("1d"), None);
+        assert_eq!(parse_ttl("99999999999999999999h"), None);
+    }
+
+    #[test]
+    fn bootstrap_ttl_is_bounded() {
+        assert!(bootstrap_ttl_allowed(BOOTSTRAP_TTL));
+        assert!(!bootstrap_ttl_allowed(Duration::seconds(59)));
+        assert!(!bootstrap_ttl_allowed(Duration::hours(25)));
+    }
     use time::macros::datetime;
 
     #[test]

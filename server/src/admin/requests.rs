@@ -469,7 +469,8 @@ impl AdminRequests {
             name: name.to_owned(),
             role,
             status: AdminStatus::Invited,
-            webauthn_handle: AdminId::random().0.as_bytes().to_vec(),
+            // The handle their discoverable passkeys will carry (64 random bytes).
+            webauthn_handle: crate::passkeys::ceremony::new_user_handle(),
             created_at: now,
             created_by: actor.to_string(),
             removal_due_at: None,

@@ -24,6 +24,8 @@ pub enum AlertKind {
     AdminRequestPending,
     /// An admin's removal was scheduled: signed out now, removed after the delay unless cancelled.
     AdminRemovalScheduled,
+    /// An admin was created with a bootstrap token (`countersign admin bootstrap`).
+    AdminBootstrapped,
 }
 
 impl AlertKind {
@@ -38,6 +40,7 @@ impl AlertKind {
         AlertKind::PossibleClone,
         AlertKind::AdminRequestPending,
         AlertKind::AdminRemovalScheduled,
+        AlertKind::AdminBootstrapped,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -51,6 +54,7 @@ impl AlertKind {
             AlertKind::PossibleClone => "possible_clone",
             AlertKind::AdminRequestPending => "admin_request_pending",
             AlertKind::AdminRemovalScheduled => "admin_removal_scheduled",
+            AlertKind::AdminBootstrapped => "admin_bootstrapped",
         }
     }
 }

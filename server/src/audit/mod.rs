@@ -76,6 +76,8 @@ pub enum Subject {
     AdminRequest(crate::ids::AdminRequestId),
     /// Admin sign-ins that named no admin (an unknown passkey), taken together.
     UnknownAdmins,
+    /// The admin plane's bootstrap (`countersign admin bootstrap` tokens), before any admin.
+    AdminBootstrap,
 }
 
 impl fmt::Display for Subject {
@@ -95,6 +97,7 @@ impl fmt::Display for Subject {
             Subject::Admin(id) => write!(f, "admin:{id}"),
             Subject::AdminRequest(id) => write!(f, "admin_request:{id}"),
             Subject::UnknownAdmins => f.write_str("admins:unknown"),
+            Subject::AdminBootstrap => f.write_str("admins:bootstrap"),
         }
     }
 }

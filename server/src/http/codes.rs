@@ -183,6 +183,12 @@ codes! {
     BootstrapClosed = "bootstrap_closed" => CONFLICT;
     /// This session has as many live streams open as it may (close a tab).
     TooManyStreams = "too_many_streams" => TOO_MANY_REQUESTS;
+    /// No invitation has that value.
+    InvitationInvalid = "invitation_invalid" => NOT_FOUND;
+    InvitationUsed = "invitation_used" => GONE;
+    InvitationExpired = "invitation_expired" => GONE;
+    /// An admin's last active passkey cannot be revoked: they could never sign in again.
+    LastAdminPasskey = "last_admin_passkey" => CONFLICT;
     /// The admin ceremony is unknown, expired, or was begun by another browser or session.
     CeremonyInvalid = "ceremony_invalid" => FORBIDDEN;
     /// An app asked to lift a freeze only an admin may lift (a "not me" quarantine, a hard lock).

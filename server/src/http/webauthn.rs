@@ -6,6 +6,21 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::codes::Code;
+use crate::passkeys::model::Rejection;
+
+/// The error code of a WebAuthn response that does not verify.
+pub fn rejection_code(rejection: Rejection) -> Code {
+    match rejection {
+        Rejection::OriginMismatch => Code::WebauthnOriginMismatch,
+        Rejection::RpIdMismatch => Code::WebauthnRpIdMismatch,
+        Rejection::UserNotVerified => Code::WebauthnUserNotVerified,
+        Rejection::ChallengeMismatch => Code::WebauthnChallengeMismatch,
+        Rejection::SignatureInvalid => Code::WebauthnSignatureInvalid,
+        Rejection::Invalid => Code::WebauthnResponseRejected,
+    }
+}
+
 /// A `PublicKeyCredential` as `credential.toJSON()` writes it (WebAuthn Level 3): buffers in
 /// base64url; unknown members are ignored. `R` is its response: an attestation
 /// (`RegistrationResponseJSON`) or an assertion (`AuthenticationResponseJSON`).

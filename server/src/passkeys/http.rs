@@ -11,11 +11,10 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::model::Rejection;
 use super::service::{PasskeyError, RegistrationRequest};
 use crate::app::AppState;
 use crate::http::scope::{ChallengesWrite, UsersRead, UsersWrite};
-use crate::http::webauthn::{AssertionResponseJson, AttestationResponseJson, CredentialJson};
+use crate::http::webauthn::{AssertionResponseJson, AttestationResponseJson, CredentialJson, rejection_code};
 use crate::http::{ApiError, ApiJson, ApiPath, AppKey, Code, ErrorBody};
 use crate::ids::{ChallengeId, PasskeyId, RegistrationId};
 use crate::store::PasskeyRecord;
@@ -70,17 +69,6 @@ impl From<PasskeyError> for ApiError {
             PasskeyError::Store(e) => return ApiError::from(e),
         };
         ApiError::new(code, message)
-    }
-}
-
-fn rejection_code(rejection: Rejection) -> Code {
-    match rejection {
-        Rejection::OriginMismatch => Code::WebauthnOriginMismatch,
-        Rejection::RpIdMismatch => Code::WebauthnRpIdMismatch,
-        Rejection::UserNotVerified => Code::WebauthnUserNotVerified,
-        Rejection::ChallengeMismatch => Code::WebauthnChallengeMismatch,
-        Rejection::SignatureInvalid => Code::WebauthnSignatureInvalid,
-        Rejection::Invalid => Code::WebauthnResponseRejected,
     }
 }
 

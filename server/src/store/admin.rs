@@ -76,13 +76,16 @@ pub trait AdminStore: Send + Sync + std::fmt::Debug {
         audit: AuditEvent,
     ) -> Result<(), StoreError>;
 
-    /// Spends a bootstrap token and creates `admin` (active, role admin) in one transaction,
-    /// serialised with every other roster change; nothing changes unless `Spent`.
+    /// Spends a bootstrap token, creates `admin` (active, role admin) with its first `passkey`
+    /// and raises the `admin_bootstrapped` alert, in one transaction serialised with every other
+    /// roster change; nothing changes unless `Spent`. `Conflict(PasskeyCredential)` if the
+    /// credential id is bound already (to a user or an admin).
     async fn spend_bootstrap_token(
         &self,
         token_hash: &[u8],
         now: OffsetDateTime,
         admin: &AdminRecord,
+        passkey: &super::AdminPasskeyRecord,
         audit: AuditEvent,
     ) -> Result<BootstrapSpend, StoreError>;
 

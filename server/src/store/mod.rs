@@ -14,7 +14,8 @@
 //! [`CibaStore`] (`oidc_ciba.rs`: CIBA backchannel requests) and
 //! [`KeycloakStore`] (`keycloak.rs`: Keycloak realms' apps, pinned realm users, delegation
 //! requests by `jti`), [`AdminStore`] (`admin.rs`: the admin plane's admins, sessions and
-//! bootstrap tokens), [`AdminRequestStore`] (`admin_requests.rs`: four-eyes requests and the
+//! bootstrap tokens), [`AdminPasskeyStore`] (`admin_passkeys.rs`: admins' passkeys, ceremonies,
+//! invitations), [`AdminRequestStore`] (`admin_requests.rs`: four-eyes requests and the
 //! roster changes they make), [`HelpDeskStore`] (`helpdesk.rs`: caller verifications) and
 //! [`DashboardStore`] (`dashboard.rs`: the admin dashboard's keyset-paged reads: alert feed,
 //! prompt charts, push health, user search, audit search, prompt timeline).
@@ -32,6 +33,7 @@
 //! `BEGIN IMMEDIATE` transactions.
 
 mod admin;
+mod admin_passkeys;
 mod admin_requests;
 mod alerts;
 mod apps;
@@ -64,6 +66,10 @@ use time::OffsetDateTime;
 use crate::audit::chain::AuditSealer;
 
 pub use admin::{AdminRecord, AdminSessionRecord, AdminStore, BootstrapSpend};
+pub use admin_passkeys::{
+    AdminAssertionUpdate, AdminCeremonyRecord, AdminPasskeyRecord, AdminPasskeyRevoke, AdminPasskeyStore,
+    CeremonyKind, InvitationRecord, InvitationRedeem,
+};
 pub use admin_requests::{
     AdminRequestRecord, AdminRequestStore, Approval, RequestCursor, RosterChange, Transition,
 };
@@ -204,6 +210,7 @@ pub trait Store:
     + KeycloakStore
     + CibaStore
     + AdminStore
+    + AdminPasskeyStore
     + DashboardStore
     + HelpDeskStore
     + AdminRequestStore

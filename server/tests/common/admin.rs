@@ -33,7 +33,7 @@ pub async fn create_admin(app: &TestApp, name: &str, role: Role) -> AdminRecord 
         name: name.to_owned(),
         role,
         status: AdminStatus::Active,
-        webauthn_handle: AdminId::random().0.as_bytes().to_vec(),
+        webauthn_handle: countersign::passkeys::ceremony::new_user_handle(),
         created_at: app.clock_now(),
         created_by: "cli".to_owned(),
         removal_due_at: None,

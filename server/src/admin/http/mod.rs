@@ -1,7 +1,10 @@
 //! The admin API (`/admin/api/…`): what the admin pages do, for the pages and for scripts. Every
-//! route needs an admin session cookie; state changes also need the session's CSRF token in
+//! route needs an admin session cookie, except the bootstrap, invitation and sign-in ceremonies
+//! (`auth.rs`) that lead to one; state changes also need the session's CSRF token in
 //! `X-CSRF-Token` and an `Origin` of ours (see `crate::http::admin_session`).
 
+mod auth;
+pub mod auth_pages;
 mod dashboard;
 mod helpdesk;
 mod pages;
@@ -425,6 +428,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(AdminApiDoc::openapi())
         .routes(routes!(session))
         .routes(routes!(sign_out))
+        .merge(auth::routes())
         .merge(helpdesk::routes())
         .merge(dashboard::routes())
         .routes(routes!(list_admins))

@@ -5,7 +5,10 @@ use sqlx::{Connection, PgConnection};
 use time::OffsetDateTime;
 
 use super::PgStore;
-use crate::audit::AuditEvent;
+use super::admin_passkeys::insert_admin_passkey;
+use super::alerts::insert_alert;
+use crate::alerts::AlertKind;
+use crate::audit::{AuditEvent, Subject};
 use crate::ids::AdminId;
 use crate::store::admin::{
     ACTIVE_ADMINS, ADMIN_BY_HANDLE, ADMIN_BY_ID, ALL_ADMINS, AdminRecord, AdminSessionRecord, AdminStore,
@@ -13,6 +16,7 @@ use crate::store::admin::{
     LOCK_ROSTER, REVOKE_SESSION, SESSION_WITH_ADMIN, SET_STEP_UP, SPEND_BOOTSTRAP_TOKEN, TOUCH_SESSION,
     admin_from_row, session_from_row,
 };
+use crate::store::admin_passkeys::{AdminPasskeyRecord, judge_bootstrap_token};
 use crate::store::{StoreError, map_unique_violation};
 
 pub(super) async fn insert_admin(conn: &mut PgConnection, a: &AdminRecord) -> Result<(), StoreError> {
@@ -97,6 +101,7 @@ impl AdminStore for PgStore {
         token_hash: &[u8],
         now: OffsetDateTime,
         admin: &AdminRecord,
+        passkey: &AdminPasskeyRecord,
         audit: AuditEvent,
     ) -> Result<BootstrapSpend, StoreError> {
         let mut conn = self.conn().await?;
@@ -104,13 +109,8 @@ impl AdminStore for PgStore {
         let active = lock_roster(&mut tx).await?;
         let token: Option<(OffsetDateTime, Option<OffsetDateTime>)> =
             sqlx::query_as(BOOTSTRAP_TOKEN).bind(token_hash).fetch_optional(&mut *tx).await?;
-        let spend = match token {
-            None => BootstrapSpend::Unknown,
-            Some((_, Some(_))) => BootstrapSpend::Used,
-            Some((expires_at, None)) if expires_at <= now => BootstrapSpend::Expired,
-            Some(_) if active >= crate::admin::model::MIN_ACTIVE_ADMINS => BootstrapSpend::Closed,
-            Some(_) => BootstrapSpend::Spent,
-        };
+        let found = token.map(|(expires_at, used_at)| (expires_at <= now, used_at.is_some()));
+        let spend = judge_bootstrap_token(found, active);
         if spend != BootstrapSpend::Spent {
             return Ok(spend);
         }
@@ -124,6 +124,9 @@ impl AdminStore for PgStore {
         if spent.rows_affected() == 0 {
             return Ok(BootstrapSpend::Used);
         }
+        insert_admin_passkey(&mut tx, passkey).await?;
+        let details = serde_json::json!({ "name": admin.name }).to_string();
+        insert_alert(&mut tx, AlertKind::AdminBootstrapped, &Subject::Admin(admin.id), &details, now).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(BootstrapSpend::Spent)

@@ -1,6 +1,7 @@
 //! PostgreSQL store: production, many instances sharing one database.
 
 mod admin;
+mod admin_passkeys;
 mod admin_requests;
 mod alerts;
 mod apps;

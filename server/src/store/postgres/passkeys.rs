@@ -347,6 +347,8 @@ impl PgStore {
 }
 
 async fn insert_passkey(conn: &mut PgConnection, p: &PasskeyRecord) -> Result<(), StoreError> {
+    // A credential id is bound once across users and admins.
+    super::admin_passkeys::refuse_bound_credential(&mut *conn, &p.credential_id).await?;
     sqlx::query(INSERT_PASSKEY)
         .bind(p.id.0)
         .bind(p.user_id.0)

@@ -5,6 +5,7 @@
 //! lock cannot be upgraded.
 
 mod admin;
+mod admin_passkeys;
 mod admin_requests;
 mod alerts;
 mod apps;

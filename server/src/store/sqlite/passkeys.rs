@@ -339,6 +339,8 @@ impl SqliteStore {
 }
 
 async fn insert_passkey(conn: &mut SqliteConnection, p: &PasskeyRecord) -> Result<(), StoreError> {
+    // A credential id is bound once across users and admins.
+    super::admin_passkeys::refuse_bound_credential(&mut *conn, &p.credential_id).await?;
     sqlx::query(INSERT_PASSKEY)
         .bind(p.id.0.to_string())
         .bind(p.user_id.0.to_string())
