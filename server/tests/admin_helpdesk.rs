@@ -216,7 +216,56 @@ async fn helpdesk_link_for_a_privileged_user_needs_a_second_approver(engine: Eng
     }
 }
 
+/// A user reported a push as "not me": one agent cannot lift that. The unfreeze becomes a
+/// request (202) and push stays refused until a second admin approves with a fresh passkey.
+async fn quarantined_unfreeze_without_second_admin_is_202_pending_not_applied(engine: Engine) {
+    let mut d = desk(engine).await;
+    let (_, _) = start(&d, &d.agent, "alice").await;
+    answer(&mut d, Decision::Report, "").await;
+    let key = d.app.key("prompter", "challenges:write").await;
+    let prompt = || d.app.post_json("/v1/challenges", &key, json!({ "username": "alice" }));
+    assert_error(&prompt().await, StatusCode::LOCKED, "push_frozen");
+    // Four-eyes needs two admins to exist.
+    let alone = d.app.admin_post(&d.agent, "/admin/api/users/alice/unfreeze", json!({})).await;
+    assert_error(&alone, StatusCode::CONFLICT, "second_admin_required");
+    let first = d.app.signed_in_admin("first", Role::Admin).await;
+    let _second = d.app.signed_in_admin("second", Role::Admin).await;
+    let pending = d.app.admin_post(&d.agent, "/admin/api/users/alice/unfreeze", json!({})).await;
+    assert_eq!(pending.status, StatusCode::ACCEPTED, "{}", pending.body);
+    assert_eq!(
+        (pending.body["kind"].as_str(), pending.body["state"].as_str()),
+        (Some("unfreeze_quarantined"), Some("pending"))
+    );
+    assert_error(&prompt().await, StatusCode::LOCKED, "push_frozen");
+    let approve = format!("/admin/api/requests/{}/approve", pending.body["id"].as_str().unwrap());
+    assert_error(
+        &d.app.admin_post(&first, &approve, json!({})).await,
+        StatusCode::FORBIDDEN,
+        "step_up_required",
+    );
+    d.app.step_up(&first).await;
+    let approved = d.app.admin_post(&first, &approve, json!({})).await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert_eq!(prompt().await.status, StatusCode::CREATED, "push is back");
+}
+
+/// A second wrong number ("prove a passkey") or a hard lock is one agent's to lift: 200.
+async fn an_agent_lifts_an_ordinary_freeze_at_once(engine: Engine) {
+    let mut d = desk(engine).await;
+    for _ in 0..3 {
+        start(&d, &d.agent, "alice").await;
+        answer(&mut d, Decision::Deny, "").await;
+    }
+    let reply = d.app.admin_post(&d.agent, "/admin/api/users/alice/unfreeze", json!({})).await;
+    assert_eq!((reply.status, &reply.body["push"]), (StatusCode::OK, &json!("available")), "{}", reply.body);
+    let auditor = d.app.signed_in_admin("auditor", Role::Auditor).await;
+    let reply = d.app.admin_post(&auditor, "/admin/api/users/alice/unfreeze", json!({})).await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "admin_role_required");
+}
+
 on_both_engines!(
+    quarantined_unfreeze_without_second_admin_is_202_pending_not_applied,
+    an_agent_lifts_an_ordinary_freeze_at_once,
     helpdesk_link_for_a_privileged_user_needs_a_second_approver,
     a_verified_caller_gets_one_enrollment_link,
     caller_verification_number_is_never_audited,

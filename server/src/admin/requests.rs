@@ -90,6 +90,15 @@ impl From<FatigueError> for AdminError {
     }
 }
 
+/// What an admin's unfreeze did.
+#[derive(Debug)]
+pub enum Unfrozen {
+    /// The freeze was theirs to lift: push is available again.
+    Lifted(crate::fatigue::report::PushStanding),
+    /// A "not me" quarantine: a request now waits for a second admin.
+    Pending(RequestView),
+}
+
 /// What an applier did: its result for the request row, and an invitation to show once.
 struct Applied {
     result: Value,
@@ -125,6 +134,25 @@ impl AdminRequests {
     }
 
     /// Asks for a change (pending, 24 hours), audited, with an `admin_request_pending` alert.
+    /// Lifts a user's push freeze as one admin or help-desk agent may (a second wrong number, a
+    /// hard lock, a timed freeze); a "not me" quarantine becomes a four-eyes request instead,
+    /// pending until a second admin approves it.
+    pub async fn unfreeze_user(
+        &self,
+        principal: &AdminPrincipal,
+        username: &str,
+    ) -> Result<Unfrozen, AdminError> {
+        use crate::fatigue::model::Unfreezer;
+        match self.fatigue.unfreeze_by(principal.actor(), username, Unfreezer::Admin).await {
+            Ok(standing) => Ok(Unfrozen::Lifted(standing)),
+            Err(FatigueError::AdminReviewRequired) => {
+                let payload = RequestPayload::UnfreezeQuarantined(ForUser { username: username.to_owned() });
+                Ok(Unfrozen::Pending(self.submit(principal, payload).await?))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
     pub async fn submit(
         &self,
         principal: &AdminPrincipal,

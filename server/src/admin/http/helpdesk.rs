@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::admin::helpdesk::{HelpDeskError, VerificationState};
+use crate::admin::requests::Unfrozen;
 use crate::app::AppState;
 use crate::http::admin_session::AdminSession;
 use crate::http::admin_session::role::HelpDesk;
@@ -140,6 +141,33 @@ async fn passkey_link(
     Ok((StatusCode::CREATED, Json(PasskeyLinkView { url: url.expose_secret().to_owned(), expires_at })))
 }
 
+/// Auth: admin session, role helpdesk or admin; CSRF token. Lifts the user's push freeze (a
+/// timed freeze, a second wrong number, a hard lock): 200 with the standing. A "not me"
+/// quarantine is not one admin's to lift: 202 with the four-eyes request that now waits for a
+/// second admin (nothing is lifted until then).
+#[utoipa::path(
+    post, path = "/admin/api/users/{username}/unfreeze", tag = "helpdesk",
+    security(("admin_session" = []), ("csrf" = [])),
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, description = "Push available again", body = crate::fatigue::report::PushStanding),
+        (status = 202, description = "Quarantined: a request waits for a second admin", body = crate::admin::request_json::RequestView),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`second_admin_required`", body = ErrorBody),
+    )
+)]
+async fn unfreeze(
+    State(state): State<AppState>,
+    agent: AdminSession<HelpDesk>,
+    ApiPath(username): ApiPath<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    Ok(match state.admin.requests.unfreeze_user(&agent, &username).await? {
+        Unfrozen::Lifted(standing) => (StatusCode::OK, Json(standing)).into_response(),
+        Unfrozen::Pending(request) => (StatusCode::ACCEPTED, Json(request)).into_response(),
+    })
+}
+
 /// The help-desk routes.
 pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
     use utoipa_axum::routes;
@@ -147,4 +175,5 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .routes(routes!(start_verification))
         .routes(routes!(verification))
         .routes(routes!(passkey_link))
+        .routes(routes!(unfreeze))
 }
