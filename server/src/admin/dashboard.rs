@@ -66,18 +66,37 @@ pub struct Dashboard {
     clock: Arc<dyn Clock>,
     policy: Policy,
     charts: Mutex<Option<Charts>>,
+    /// Push health with when it was computed: an aggregate over an hour of the outbox, cached
+    /// like the charts.
+    push_health: Mutex<Option<(OffsetDateTime, Vec<ProviderHealthView>)>>,
 }
 
 impl Dashboard {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: Policy) -> Self {
-        Self { store, clock, policy, charts: Mutex::new(None) }
+        Self { store, clock, policy, charts: Mutex::new(None), push_health: Mutex::new(None) }
     }
 
     pub async fn overview(&self) -> Result<OverviewView, DashboardError> {
         let now = self.clock.now();
         let under_attack = self.under_attack(now).await?;
         let charts = self.charts(now).await?;
-        let push_health = self
+        let push_health = self.push_health(now).await?;
+        let newest = self.store.newest_alert_id().await?;
+        let after = (newest - i64::from(LATEST_ALERTS)).max(0);
+        let mut alerts = self.alerts_after(after, LATEST_ALERTS).await?.alerts;
+        alerts.reverse();
+        Ok(OverviewView { under_attack, charts, push_health, alerts, newest_alert_id: newest })
+    }
+
+    /// Push delivery health per provider, computed at most once per [`CHART_CACHE`].
+    async fn push_health(&self, now: OffsetDateTime) -> Result<Vec<ProviderHealthView>, DashboardError> {
+        let cached = self.push_health.lock().ok().and_then(|cache| {
+            cache.as_ref().filter(|(at, _)| now >= *at && now - *at < CHART_CACHE).map(|(_, h)| h.clone())
+        });
+        if let Some(health) = cached {
+            return Ok(health);
+        }
+        let health: Vec<ProviderHealthView> = self
             .store
             .push_health(now - CHART_SPAN)
             .await?
@@ -92,11 +111,10 @@ impl Dashboard {
                 dropped: h.dropped,
             })
             .collect();
-        let newest = self.store.newest_alert_id().await?;
-        let after = (newest - i64::from(LATEST_ALERTS)).max(0);
-        let mut alerts = self.alerts_after(after, LATEST_ALERTS).await?.alerts;
-        alerts.reverse();
-        Ok(OverviewView { under_attack, charts, push_health, alerts, newest_alert_id: newest })
+        if let Ok(mut cache) = self.push_health.lock() {
+            *cache = Some((now, health.clone()));
+        }
+        Ok(health)
     }
 
     /// Users whose standing is not clean, worst first, each with where its newest prompt came
