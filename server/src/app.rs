@@ -165,6 +165,11 @@ impl AppState {
         );
         let admin_services = AdminServices {
             sessions: admin_sessions,
+            audit_check: crate::admin::audit_check::AuditCheck::new(
+                Arc::clone(&store),
+                Arc::clone(&clock),
+                master.audit_sealer(),
+            ),
             accounts: admin_accounts,
             requests: admin_requests,
             helpdesk,

@@ -11,6 +11,7 @@
 //! - [`requests`]: four-eyes requests, their decisions and the appliers that make the change
 //!   ([`request_json`]: their payloads by kind and how the API shows them);
 //! - [`helpdesk`]: caller verification by number-matching push, links for verified callers;
+//! - [`audit_check`]: "verify now": the audit chain walked in the background;
 //! - [`feed`]: the live feed of alerts (one poller per instance, only while someone watches);
 //! - [`dashboard`]: what the dashboard shows (overview, users, a user's page, audit, alerts);
 //! - [`live`]: one admin's live stream of alerts (server-sent events);
@@ -20,6 +21,7 @@
 //! It changes other capabilities' state only through their services.
 
 pub mod accounts;
+pub mod audit_check;
 pub mod dashboard;
 pub mod feed;
 pub mod helpdesk;
@@ -45,6 +47,7 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct AdminServices {
     pub sessions: AdminSessions,
+    pub audit_check: audit_check::AuditCheck,
     pub accounts: AdminAccounts,
     pub requests: AdminRequests,
     pub helpdesk: HelpDesk,
@@ -56,6 +59,7 @@ pub struct AdminServices {
 #[derive(Debug)]
 pub struct AdminPlane {
     pub sessions: AdminSessions,
+    pub audit_check: audit_check::AuditCheck,
     pub accounts: AdminAccounts,
     pub requests: AdminRequests,
     pub helpdesk: HelpDesk,
@@ -73,12 +77,13 @@ pub struct AdminPlane {
 
 impl AdminPlane {
     pub fn new(services: AdminServices, public_url: &str, webauthn_origins: &[String]) -> Self {
-        let AdminServices { sessions, accounts, requests, helpdesk, dashboard, feed } = services;
+        let AdminServices { sessions, audit_check, accounts, requests, helpdesk, dashboard, feed } = services;
         let mut origins = vec![origin_of(public_url)];
         origins.extend(webauthn_origins.iter().cloned());
         let (shutting_down, _) = watch::channel(false);
         Self {
             sessions,
+            audit_check,
             accounts,
             requests,
             helpdesk,

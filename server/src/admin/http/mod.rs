@@ -3,6 +3,7 @@
 //! (`auth.rs`) that lead to one; state changes also need the session's CSRF token in
 //! `X-CSRF-Token` and an `Origin` of ours (see `crate::http::admin_session`).
 
+mod audit_check;
 mod auth;
 pub mod auth_pages;
 mod dashboard;
@@ -429,6 +430,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(session))
         .routes(routes!(sign_out))
         .merge(auth::routes())
+        .merge(audit_check::routes())
         .merge(helpdesk::routes())
         .merge(dashboard::routes())
         .routes(routes!(list_admins))
