@@ -8,7 +8,8 @@
 //! server's tests) over a database seeded in bulk; every page is fetched with an admin session.
 //! Prints p50 / p99 / max per page (the first, uncached, request apart) and exits 1 if any p99
 //! reaches 200 ms.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code, unused_macros)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
+#![allow(dead_code, unused_macros)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
