@@ -1,8 +1,50 @@
 // Countersign admin pages. No inline script (CSP): everything the pages do live is here.
 // The overview's alert list follows /admin/api/events (server-sent events) and, when an alert
 // names a user the under-attack table does not list yet, re-reads /admin/api/overview and
-// redraws the table. Text is always set with textContent, never parsed as HTML.
+// redraws the table. The user page's actions and the requests page's approvals POST to the
+// admin API with the page's CSRF token. Text is always set with textContent, never parsed as HTML.
 "use strict";
+
+// POSTs JSON with the session cookie and the page's CSRF token (<meta name="csrf-token">).
+// Answers {status, json}; an error answer ({"error","message"}) becomes an Error.
+async function adminPost(url, body) {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": meta ? meta.content : "" },
+    body: JSON.stringify(body || {}),
+    credentials: "same-origin",
+  });
+  const json = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new Error(json.message || "The server answered " + response.status + ".");
+  }
+  return { status: response.status, json };
+}
+
+// A fresh passkey assertion for one sensitive action (the browser's own WebAuthn JSON helpers,
+// as on the sign-in pages).
+async function stepUp() {
+  if (!window.PublicKeyCredential || !PublicKeyCredential.parseRequestOptionsFromJSON) {
+    throw new Error("This browser cannot use passkeys here; try a current browser.");
+  }
+  const options = (await adminPost("/admin/api/session/step-up/options")).json;
+  const credential = await navigator.credentials.get({
+    publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(options.public_key),
+  });
+  await adminPost("/admin/api/session/step-up", { credential: credential.toJSON() });
+}
+
+function showResult(element, state, text, link) {
+  element.dataset.state = state;
+  element.textContent = text;
+  if (link) {
+    const a = document.createElement("a");
+    a.href = link.href;
+    a.textContent = link.text;
+    element.append(" ", a);
+  }
+}
 
 (function () {
   const feed = document.getElementById("alerts");
@@ -112,5 +154,61 @@
     if (alert.username && !listed(alert.username)) {
       refreshOverview();
     }
+  });
+})();
+
+// The user page: Unfreeze lifts a freeze (200) or, for a "not me" quarantine, files a request
+// a second admin must approve (202).
+(function () {
+  const button = document.querySelector('button[data-action="unfreeze"]');
+  const result = document.getElementById("action-result");
+  if (!button || !result) {
+    return;
+  }
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    showResult(result, "working", "Unfreezing…");
+    try {
+      const path = "/admin/api/users/" + encodeURIComponent(button.dataset.username) + "/unfreeze";
+      const answer = await adminPost(path);
+      if (answer.status === 202) {
+        showResult(result, "pending", "Quarantined after a \"not me\": a second admin must approve request "
+          + answer.json.id + ".", { href: "/admin/requests#request-" + answer.json.id, text: "Open the request" });
+      } else {
+        showResult(result, "lifted", "Push is available again.");
+      }
+    } catch (error) {
+      showResult(result, "failed", error.message);
+      button.disabled = false;
+    }
+  });
+})();
+
+// The requests page: Approve runs a step-up, then the approval, and marks the row.
+(function () {
+  const rows = document.querySelectorAll("#requests tbody tr[data-request-id]");
+  rows.forEach((row) => {
+    const button = row.querySelector('button[data-action="approve"]');
+    const outcome = row.querySelector(".outcome");
+    if (!button || !outcome) {
+      return;
+    }
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      row.dataset.state = "working";
+      outcome.textContent = "Follow your browser's passkey prompt…";
+      try {
+        await stepUp();
+        const answer = await adminPost("/admin/api/requests/" + row.dataset.requestId + "/approve");
+        row.dataset.state = "approved";
+        outcome.textContent = "Approved (" + answer.json.request.state + ").";
+      } catch (error) {
+        row.dataset.state = "failed";
+        outcome.textContent = error.name === "NotAllowedError"
+          ? "The passkey prompt was cancelled or timed out."
+          : error.message;
+        button.disabled = false;
+      }
+    });
   });
 })();

@@ -644,7 +644,52 @@ async fn apps_and_clients_are_listed_keyless_apps_labelled(engine: Engine) {
     assert!(html.contains(&format!(r#"data-client-id="{}""#, created.client.client_id.0)));
 }
 
+/// The requests page lists a pending request, names who asked, and renders an attacker's
+/// payload (an invited admin's name, the asking admin's name) escaped; only an admin gets the
+/// Approve button (an auditor reads the list).
+async fn the_requests_page_lists_pending_requests_escaped(engine: Engine) {
+    let app = app(engine).await;
+    let asker = app.signed_in_admin(XSS[1], Role::Admin).await;
+    let decider = app.signed_in_admin("bob", Role::Admin).await;
+    let body = json!({ "kind": "grant_role", "payload": { "name": XSS[0], "role": "helpdesk" } });
+    let submitted = app.admin_post(&asker, "/admin/api/requests/submit", body).await;
+    assert_eq!(submitted.status, StatusCode::ACCEPTED, "{}", submitted.body);
+    let id = submitted.body["id"].as_str().unwrap();
+
+    let (status, headers, html) = page(&app, &decider, "/admin/requests").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(headers.contains_key(header::CONTENT_SECURITY_POLICY));
+    assert!(html.contains(&format!(r#"data-request-id="{id}" data-kind="grant_role""#)), "{html}");
+    assert!(!html.contains("<script>alert"), "a raw script tag: {html}");
+    assert!(!html.contains("<img src=x"), "a raw img tag: {html}");
+    assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "the payload, escaped: {html}");
+    assert!(html.contains("&#34;&#62;&#60;img src=x onerror=alert(1)&#62;"), "the asker, escaped: {html}");
+    assert!(html.contains(r#"data-action="approve""#));
+
+    let reader = app.signed_in_admin("reader", Role::Auditor).await;
+    let (status, _, html) = page(&app, &reader, "/admin/requests").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&format!(r#"data-request-id="{id}""#)));
+    assert!(!html.contains(r#"data-action="approve""#), "an auditor decides nothing");
+
+    app.step_up(&decider).await;
+    let rejected = app.admin_post(&decider, &format!("/admin/api/requests/{id}/reject"), json!({})).await;
+    assert_eq!(rejected.status, StatusCode::OK, "{}", rejected.body);
+    let (_, _, html) = page(&app, &decider, "/admin/requests").await;
+    assert!(!html.contains("data-request-id="), "only pending requests: {html}");
+    assert!(html.contains(r#"id="no-requests""#));
+
+    // The user page offers Unfreeze to those who may ask for it, not to an auditor.
+    let key = app.key("idp", SCOPES).await;
+    app.post_json("/v1/users", &key, json!({ "username": "carol" })).await;
+    let (_, _, html) = page(&app, &decider, "/admin/users/carol").await;
+    assert!(html.contains(r#"data-action="unfreeze" data-username="carol""#), "{html}");
+    let (_, _, html) = page(&app, &reader, "/admin/users/carol").await;
+    assert!(!html.contains(r#"data-action="unfreeze""#), "{html}");
+}
+
 on_both_engines!(
+    the_requests_page_lists_pending_requests_escaped,
     apps_and_clients_are_listed_keyless_apps_labelled,
     overview_lists_a_user_under_attack,
     xss_everywhere_is_rendered_escaped,

@@ -9,6 +9,7 @@ pub mod auth_pages;
 mod dashboard;
 mod helpdesk;
 mod pages;
+mod request_pages;
 
 pub use helpdesk::VERIFICATION_ROUTE;
 
@@ -448,7 +449,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The admin pages (HTML), each a thin layer over the same services as the API.
 pub fn page_routes() -> axum::Router<AppState> {
-    pages::routes()
+    pages::routes().merge(request_pages::routes())
 }
 
 /// The OpenAPI document of the admin API, as served at `/admin/api/openapi.json`.

@@ -42,17 +42,17 @@ pub fn routes() -> Router<AppState> {
 /// What every admin page shows around its content: who is signed in, and the CSRF token the
 /// page's scripts send with state changes.
 #[derive(Debug)]
-struct Chrome {
-    csrf: String,
-    name: String,
-    role: &'static str,
+pub(super) struct Chrome {
+    pub(super) csrf: String,
+    pub(super) name: String,
+    pub(super) role: &'static str,
 }
 
-type Session = Result<AdminSession<AnyRole>, ApiError>;
+pub(super) type Session = Result<AdminSession<AnyRole>, ApiError>;
 
 /// The signed-in admin's chrome, or the page a missing or ended session gets (401 with a
 /// link to sign in; 403 for a role that may not read).
-fn chrome(state: &AppState, session: Session, headers: &HeaderMap) -> Result<Chrome, ApiError> {
+pub(super) fn chrome(state: &AppState, session: Session, headers: &HeaderMap) -> Result<Chrome, ApiError> {
     let admin = session?;
     let token = cookie(headers, SESSION_COOKIE).unwrap_or_default();
     Ok(Chrome {
@@ -87,7 +87,7 @@ fn error_page(error: ApiError) -> Response {
 
 /// A failure on a page, answered as a page (see [`error_page`]).
 #[derive(Debug)]
-struct PageError(ApiError);
+pub(super) struct PageError(ApiError);
 
 impl<E: Into<ApiError>> From<E> for PageError {
     fn from(error: E) -> Self {
@@ -101,9 +101,9 @@ impl IntoResponse for PageError {
     }
 }
 
-type PageResult = Result<Response, PageError>;
+pub(super) type PageResult = Result<Response, PageError>;
 
-fn time_text(at: OffsetDateTime) -> String {
+pub(super) fn time_text(at: OffsetDateTime) -> String {
     format!(
         "{}-{:02}-{:02} {:02}:{:02}:{:02}",
         at.year(),

@@ -1,0 +1,188 @@
+//! End-to-end in real Chromium: the admin dashboard of the real `countersign` binary, on
+//! SQLite and PostgreSQL. Two admins bootstrap with passkeys (each browser its own virtual
+//! authenticator); a push-bombing of `victim` shows on A's overview through the live feed within
+//! 5 s; the phone's "not me" quarantines her; A asks to unfreeze (pending, four eyes); B approves
+//! with a fresh passkey assertion; push works again. Screenshots of each page go to
+//! `target/admin-screenshots/`; any browser console error fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use countersign_e2e::browser::{Browser, Until};
+use countersign_e2e::device::TestDevice;
+use countersign_e2e::{Engine, Server, create_app, exec_sql, http, new_enrollment, stdout_of, unix_now};
+use countersign_mobile_protocol::{Decision, PendingChallenges, PushRegistration};
+use serde_json::{Value, json};
+
+/// How long a page or a ceremony may take (a debug build under a loaded machine).
+const PAGE: Duration = Duration::from_secs(15);
+/// The promise: the victim is on the overview within 5 s of the attack.
+const LIVE: Duration = Duration::from_secs(5);
+
+fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/admin-screenshots")
+}
+
+/// The browser's origin: the RP ID is `localhost` (plain http is a secure context there).
+fn page_url(server: &Server, path: &str) -> String {
+    let port = server.base_url.rsplit(':').next().unwrap();
+    format!("http://localhost:{port}{path}")
+}
+
+/// A one-time token from `countersign admin bootstrap`.
+fn bootstrap_token(server: &Server) -> String {
+    let created = server.cli(&["admin", "bootstrap"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    stdout_of(&created).trim().to_owned()
+}
+
+/// The admin `name` registers a passkey on the bootstrap page and lands on the overview.
+async fn bootstrap_admin(server: &Server, browser: &Browser, token: &str, name: &str) {
+    browser.open(&page_url(server, "/admin/bootstrap")).await;
+    browser.type_into("#token", token).await;
+    browser.type_into("#name", name).await;
+    browser.click("#start").await;
+    browser
+        .wait_for(
+            Until::Script("return location.pathname === '/admin' && !!document.getElementById('alerts');"),
+            PAGE,
+        )
+        .await;
+    let who = browser.text_of(".who").await;
+    assert!(who.starts_with(name), "signed in as {name}: {who}");
+    assert_eq!(browser.passkeys().await.len(), 1, "one resident passkey in {name}'s authenticator");
+}
+
+/// `victim` with an enrolled phone (the test's signing device, no push provider).
+async fn enrolled_victim(server: &Server, key: &str) -> TestDevice {
+    let enrollment = new_enrollment(server, key, "victim", None).await;
+    let mut phone = TestDevice::new();
+    let body = phone.enrollment(enrollment["activation_uri"].as_str().unwrap(), PushRegistration::None);
+    let reply = http().post(server.url("/device/v1/enroll")).json(&body).send().await.unwrap();
+    assert_eq!(reply.status(), 201);
+    phone.enrolled = Some(reply.json().await.unwrap());
+    phone
+}
+
+/// A push prompt for `victim` as the IdP sends it: the status.
+async fn prompt(server: &Server, key: &str) -> u16 {
+    let context = json!({ "ip": "198.51.100.66", "user_agent": "Firefox 140", "location": "Lyon, FR" });
+    let reply = http()
+        .post(server.url("/v1/challenges"))
+        .bearer_auth(key)
+        .json(&json!({ "username": "victim", "context": context }))
+        .send()
+        .await
+        .unwrap();
+    reply.status().as_u16()
+}
+
+/// The phone reports its oldest pending prompt as "not me".
+async fn report_not_me(server: &Server, phone: &mut TestDevice) {
+    let mut request = http().get(server.url("/device/v1/challenges"));
+    for (name, value) in phone.sign_request("GET", "/device/v1/challenges", b"", unix_now()) {
+        request = request.header(name, value);
+    }
+    let pending: PendingChallenges = request.send().await.unwrap().json().await.unwrap();
+    assert!(!pending.challenges.is_empty(), "the bombing left prompts on the phone");
+    let details = phone.verify_details(&pending.challenges[0]).clone();
+    let report = phone.answer(&details, Decision::Report, "");
+    let path = format!("/device/v1/challenges/{}/response", details.challenge_id.as_str());
+    let reply = http()
+        .post(server.url(&path))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&report).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["outcome"], "reported", "{body}");
+}
+
+/// The push budget counts a user's prompts in a window (15 minutes): the bombing's prompts
+/// are moved out of it, as the passing of time would, so the last step tests the freeze only.
+fn age_prompts_sql(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Sqlite => "UPDATE challenges SET created_at = created_at - 3600000000",
+        Engine::Postgres => "UPDATE challenges SET created_at = created_at - interval '1 hour'",
+    }
+}
+
+async fn two_admins_lift_a_not_me_quarantine_in_chromium(engine: Engine) {
+    let server = Server::start(engine).await;
+    let key = create_app(&server, "portal", "users:read users:write challenges:read challenges:write");
+    // Both tokens first: the bootstrap works while fewer than two admins are active.
+    let tokens = [bootstrap_token(&server), bootstrap_token(&server)];
+    let a = Browser::start().await;
+    let b = Browser::start().await;
+    bootstrap_admin(&server, &a, &tokens[0], "alice").await;
+    bootstrap_admin(&server, &b, &tokens[1], "bob").await;
+    let mut phone = enrolled_victim(&server, &key).await;
+
+    // A watches the overview, its alert feed open.
+    a.open(&page_url(&server, "/admin")).await;
+    a.wait_for(Until::Element("#alerts[data-state=live]"), PAGE).await;
+    assert!(
+        a.eval("return !document.querySelector('#under-attack tr[data-username=victim]');", json!([])).await
+            == json!(true)
+    );
+
+    // Push bombing: prompts until the budget refuses; the phone reports one as "not me".
+    let mut statuses = Vec::new();
+    while statuses.last() != Some(&429) {
+        assert!(statuses.len() < 20, "the budget never refused: {statuses:?}");
+        statuses.push(prompt(&server, &key).await);
+    }
+    assert!(statuses[..statuses.len() - 1].iter().all(|s| *s == 201), "{statuses:?}");
+    report_not_me(&server, &mut phone).await;
+    assert_eq!(prompt(&server, &key).await, 423, "quarantined: push frozen");
+
+    a.wait_for(Until::Element("#under-attack tbody tr[data-username=victim]"), LIVE).await;
+    a.screenshot(&screenshots().join(format!("overview-{engine:?}.png"))).await;
+
+    // A asks to unfreeze: a "not me" quarantine is not one admin's to lift.
+    a.open(&page_url(&server, "/admin/users/victim")).await;
+    a.wait_for(Until::Element("h1#user[data-username=victim]"), PAGE).await;
+    a.click("button[data-action=unfreeze]").await;
+    let (state, text) = a.wait_for_state("#action-result", &["pending", "lifted", "failed"]).await;
+    assert_eq!(state, "pending", "the page says: {text}");
+    let href: String = serde_json::from_value(
+        a.eval("return document.querySelector('#action-result a').getAttribute('href');", json!([])).await,
+    )
+    .unwrap();
+    let id = href.rsplit("request-").next().unwrap().to_owned();
+    a.screenshot(&screenshots().join(format!("user-{engine:?}.png"))).await;
+    assert_eq!(prompt(&server, &key).await, 423, "nothing lifted before a second admin approves");
+
+    // B approves on the requests page, with a fresh passkey assertion.
+    b.open(&page_url(&server, "/admin/requests")).await;
+    let row = format!("#requests tr[data-request-id='{id}'][data-kind=unfreeze_quarantined]");
+    b.wait_for(Until::Element(&row), PAGE).await;
+    b.screenshot(&screenshots().join(format!("requests-{engine:?}.png"))).await;
+    b.click(&format!("{row} button[data-action=approve]")).await;
+    let (state, text) = b.wait_for_state(&row, &["approved", "failed"]).await;
+    assert_eq!(state, "approved", "the row says: {text}");
+
+    exec_sql(&server.database, age_prompts_sql(engine)).await.unwrap();
+    assert_eq!(prompt(&server, &key).await, 201, "push works again");
+
+    b.open(&page_url(&server, "/admin/audit")).await;
+    b.wait_for(Until::Element("main h1"), PAGE).await;
+    b.screenshot(&screenshots().join(format!("audit-{engine:?}.png"))).await;
+
+    a.assert_no_console_errors().await;
+    b.assert_no_console_errors().await;
+    a.quit().await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_admins_lift_a_not_me_quarantine_in_chromium() {
+    two_admins_lift_a_not_me_quarantine_in_chromium(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_admins_lift_a_not_me_quarantine_in_chromium() {
+    two_admins_lift_a_not_me_quarantine_in_chromium(Engine::Postgres).await;
+}
