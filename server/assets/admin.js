@@ -212,3 +212,39 @@ function showResult(element, state, text, link) {
     });
   });
 })();
+
+// The audit page: "Verify now" walks the whole chain on the server (in the background) and
+// follows it until it is done.
+(function () {
+  const button = document.querySelector('button[data-action="verify-chain"]');
+  const result = document.getElementById("chain-result");
+  if (!button || !result) {
+    return;
+  }
+  const describe = (v) => {
+    if (v.state === "intact") {
+      return ["intact", "Intact: " + v.events + " events checked."];
+    }
+    if (v.state === "broken") {
+      return ["broken", "Broken: " + (v.message || "at sequence number " + v.broken_at) + "."];
+    }
+    return [v.state, v.message || "The check could not finish."];
+  };
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    showResult(result, "running", "Walking the chain…");
+    try {
+      let verification = (await adminPost("/admin/api/audit/verifications")).json;
+      while (verification.state === "running") {
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        const response = await fetch("/admin/api/audit/verification", { credentials: "same-origin" });
+        verification = await response.json();
+      }
+      const [state, text] = describe(verification);
+      showResult(result, state, text);
+    } catch (error) {
+      showResult(result, "failed", error.message);
+    }
+    button.disabled = false;
+  });
+})();

@@ -717,7 +717,52 @@ async fn admin_sign_in_pages_are_served_under_the_strict_policy(engine: Engine) 
     assert!(script.body.as_str().unwrap().contains(r#"credentials: "same-origin""#));
 }
 
+/// The whole way in for a new admin, with real passkeys throughout: one admin asks, the same
+/// admin cannot approve, a second admin approves with a fresh passkey and alone sees the
+/// invitation once, and the invited admin registers their own passkey with it.
+async fn a_new_admin_joins_only_through_two_admins_and_their_invitation(engine: Engine) {
+    let app = app(engine).await;
+    let (alice, mut alice_key) = bootstrapped(&app, "alice").await;
+    let (bob, mut bob_key) = bootstrapped(&app, "bob").await;
+    let asked = app
+        .admin_post(&alice, "/admin/api/admins/invite", json!({ "name": "carol", "role": "helpdesk" }))
+        .await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{:?}", asked.body);
+    let approve = format!("/admin/api/requests/{}/approve", asked.body["id"].as_str().unwrap());
+    assert_eq!(step_up(&app, &alice, &mut alice_key).await.status, StatusCode::NO_CONTENT);
+    assert_error(
+        &app.admin_post(&alice, &approve, json!({})).await,
+        StatusCode::FORBIDDEN,
+        "self_approval_forbidden",
+    );
+    assert_eq!(step_up(&app, &bob, &mut bob_key).await.status, StatusCode::NO_CONTENT);
+    let approved = app.admin_post(&bob, &approve, json!({})).await;
+    assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
+    let token = approved.body["invitation"]["token"].as_str().unwrap().to_owned();
+    let shown_again =
+        app.admin_get(&bob, &format!("/admin/api/requests/{}", asked.body["id"].as_str().unwrap())).await;
+    assert!(!shown_again.body.to_string().contains(&token), "the invitation is shown once");
+
+    let options = app.send(browser_post("/admin/api/invite/options", json!({ "token": token }), &[])).await;
+    assert_eq!(options.status, StatusCode::OK, "{:?}", options.body);
+    let mut carol_key = ResidentKeyAuthenticator::new();
+    let credential = carol_key.create(&options.body["public_key"]).await;
+    let login = cookie_value(&options, LOGIN_COOKIE).unwrap();
+    let joined = app
+        .send(browser_post(
+            "/admin/api/invite",
+            json!({ "credential": credential }),
+            &[(LOGIN_COOKIE, &login)],
+        ))
+        .await;
+    assert_eq!(joined.status, StatusCode::CREATED, "{:?}", joined.body);
+    let carol = client_of(&joined);
+    assert_eq!(app.admin_get(&carol, "/admin/api/session").await.body["role"], "helpdesk");
+    assert_eq!(sign_in(&app, &mut carol_key, &[]).await.status, StatusCode::OK, "her passkey signs her in");
+}
+
 on_both_engines!(
+    a_new_admin_joins_only_through_two_admins_and_their_invitation,
     admin_sign_in_pages_are_served_under_the_strict_policy,
     bootstrap_token_reuse_is_refused,
     bootstrap_token_expired_is_refused,

@@ -169,6 +169,10 @@ async fn two_admins_lift_a_not_me_quarantine_in_chromium(engine: Engine) {
 
     b.open(&page_url(&server, "/admin/audit")).await;
     b.wait_for(Until::Element("main h1"), PAGE).await;
+    // "Verify now": the whole trail of this scenario, walked on the server.
+    b.click("button[data-action=verify-chain]").await;
+    let (state, text) = b.wait_for_state("#chain-result", &["intact", "broken", "failed"]).await;
+    assert_eq!(state, "intact", "the chain check says: {text}");
     b.screenshot(&screenshots().join(format!("audit-{engine:?}.png"))).await;
 
     a.assert_no_console_errors().await;
