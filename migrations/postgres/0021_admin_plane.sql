@@ -83,7 +83,9 @@ CREATE TABLE admin_sessions (
     last_seen_at         TIMESTAMPTZ NOT NULL,
     idle_expires_at      TIMESTAMPTZ NOT NULL,
     absolute_expires_at  TIMESTAMPTZ NOT NULL,
-    -- A fresh passkey assertion, good for one sensitive action within minutes.
+    -- A fresh passkey assertion, good for the one sensitive action it was taken for
+    -- (`step_up_for`: `approve_request:<id>`, `add_passkey`, …) within minutes.
+    step_up_for          TEXT,
     step_up_at           TIMESTAMPTZ,
     revoked_at           TIMESTAMPTZ,
     user_agent           TEXT NOT NULL

@@ -22,13 +22,14 @@ async function adminPost(url, body) {
   return { status: response.status, json };
 }
 
-// A fresh passkey assertion for one sensitive action (the browser's own WebAuthn JSON helpers,
-// as on the sign-in pages).
-async function stepUp() {
+// A fresh passkey assertion for one sensitive action, named by `action` ("approve_request:<id>",
+// …): the server lets only that action spend it (the browser's own WebAuthn JSON helpers, as on
+// the sign-in pages).
+async function stepUp(action) {
   if (!window.PublicKeyCredential || !PublicKeyCredential.parseRequestOptionsFromJSON) {
     throw new Error("This browser cannot use passkeys here; try a current browser.");
   }
-  const options = (await adminPost("/admin/api/session/step-up/options")).json;
+  const options = (await adminPost("/admin/api/session/step-up/options", { action })).json;
   const credential = await navigator.credentials.get({
     publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(options.public_key),
   });
@@ -198,7 +199,7 @@ function showResult(element, state, text, link) {
       row.dataset.state = "working";
       outcome.textContent = "Follow your browser's passkey prompt…";
       try {
-        await stepUp();
+        await stepUp("approve_request:" + row.dataset.requestId);
         const answer = await adminPost("/admin/api/requests/" + row.dataset.requestId + "/approve");
         row.dataset.state = "approved";
         outcome.textContent = "Approved (" + answer.json.request.state + ").";

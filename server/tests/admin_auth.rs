@@ -122,9 +122,16 @@ async fn sign_in(app: &TestApp, key: &mut ResidentKeyAuthenticator, cookies: &[(
     app.send(browser_post("/admin/api/sign-in", json!({ "credential": assertion }), &jar)).await
 }
 
-/// A step-up with `key` (whose `allowCredentials` filter is ignored, as a client could).
-async fn step_up(app: &TestApp, admin: &AdminClient, key: &mut ResidentKeyAuthenticator) -> Reply {
-    let options = app.admin_post(admin, "/admin/api/session/step-up/options", json!({})).await;
+/// A step-up for `action` with `key` (whose `allowCredentials` filter is ignored, as a client
+/// could).
+async fn step_up(
+    app: &TestApp,
+    admin: &AdminClient,
+    key: &mut ResidentKeyAuthenticator,
+    action: &str,
+) -> Reply {
+    let options =
+        app.admin_post(admin, "/admin/api/session/step-up/options", json!({ "action": action })).await;
     assert_eq!(options.status, StatusCode::OK, "{:?}", options.body);
     let mut public_key = options.body["public_key"].clone();
     public_key.as_object_mut().unwrap().remove("allowCredentials");
@@ -139,7 +146,7 @@ async fn add_passkey(
     current: &mut ResidentKeyAuthenticator,
     key: &mut ResidentKeyAuthenticator,
 ) -> Reply {
-    assert_eq!(step_up(app, admin, current).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(step_up(app, admin, current, "add_passkey").await.status, StatusCode::NO_CONTENT);
     let options = app.admin_post(admin, "/admin/api/passkeys/options", json!({ "name": "spare" })).await;
     assert_eq!(options.status, StatusCode::OK, "{:?}", options.body);
     let credential = key.create(&options.body["public_key"]).await;
@@ -491,7 +498,8 @@ async fn stale_or_reused_step_up_is_refused(engine: Engine) {
         "step_up_required",
     );
     // Stale: 121 s after the assertion.
-    assert_eq!(step_up(&app, &admin, &mut key).await.status, StatusCode::NO_CONTENT);
+    let revoke_spare = format!("revoke_passkey:{spare_id}");
+    assert_eq!(step_up(&app, &admin, &mut key, &revoke_spare).await.status, StatusCode::NO_CONTENT);
     app.advance(Duration::seconds(121)).await;
     assert_error(
         &app.admin_post(&admin, &revoke, json!({})).await,
@@ -500,7 +508,8 @@ async fn stale_or_reused_step_up_is_refused(engine: Engine) {
     );
 
     // A step-up assertion replayed: its ceremony is gone.
-    let options = app.admin_post(&admin, "/admin/api/session/step-up/options", json!({})).await;
+    let options =
+        app.admin_post(&admin, "/admin/api/session/step-up/options", json!({ "action": revoke_spare })).await;
     let assertion = key.get(&options.body["public_key"]).await;
     let body = json!({ "credential": assertion });
     assert_eq!(
@@ -536,7 +545,7 @@ async fn step_up_with_another_admins_passkey_is_refused(engine: Engine) {
     let app = app(engine).await;
     let (alice, _) = bootstrapped(&app, "alice").await;
     let (_, mut bobs_key) = bootstrapped(&app, "bob").await;
-    let reply = step_up(&app, &alice, &mut bobs_key).await;
+    let reply = step_up(&app, &alice, &mut bobs_key, "add_passkey").await;
     assert_error(&reply, StatusCode::FORBIDDEN, "webauthn_unknown_credential");
     let events = events_about(&app, &Subject::Admin(alice.id), Action::AdminSignInRefused).await;
     assert_eq!(events[0]["reason"], "not_own_passkey");
@@ -602,17 +611,26 @@ async fn last_own_passkey_cannot_be_revoked(engine: Engine) {
     let app = app(engine).await;
     let (admin, mut key) = bootstrapped(&app, "alice").await;
     let first = app.admin_get(&admin, "/admin/api/passkeys").await.body[0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(step_up(&app, &admin, &mut key).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        step_up(&app, &admin, &mut key, &format!("revoke_passkey:{first}")).await.status,
+        StatusCode::NO_CONTENT
+    );
     let reply = app.admin_post(&admin, &format!("/admin/api/passkeys/{first}/revoke"), json!({})).await;
     assert_error(&reply, StatusCode::CONFLICT, "last_admin_passkey");
 
     let mut spare = ResidentKeyAuthenticator::new();
     let added = add_passkey(&app, &admin, &mut key, &mut spare).await;
     let second = added.body["id"].as_str().unwrap().to_owned();
-    assert_eq!(step_up(&app, &admin, &mut spare).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        step_up(&app, &admin, &mut spare, &format!("revoke_passkey:{first}")).await.status,
+        StatusCode::NO_CONTENT
+    );
     let reply = app.admin_post(&admin, &format!("/admin/api/passkeys/{first}/revoke"), json!({})).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{:?}", reply.body);
-    assert_eq!(step_up(&app, &admin, &mut spare).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        step_up(&app, &admin, &mut spare, &format!("revoke_passkey:{second}")).await.status,
+        StatusCode::NO_CONTENT
+    );
     let reply = app.admin_post(&admin, &format!("/admin/api/passkeys/{second}/revoke"), json!({})).await;
     assert_error(&reply, StatusCode::CONFLICT, "last_admin_passkey");
     // The revoked passkey no longer signs in; the spare does.
@@ -729,13 +747,28 @@ async fn a_new_admin_joins_only_through_two_admins_and_their_invitation(engine: 
         .await;
     assert_eq!(asked.status, StatusCode::ACCEPTED, "{:?}", asked.body);
     let approve = format!("/admin/api/requests/{}/approve", asked.body["id"].as_str().unwrap());
-    assert_eq!(step_up(&app, &alice, &mut alice_key).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        step_up(
+            &app,
+            &alice,
+            &mut alice_key,
+            &format!("approve_request:{}", asked.body["id"].as_str().unwrap())
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
     assert_error(
         &app.admin_post(&alice, &approve, json!({})).await,
         StatusCode::FORBIDDEN,
         "self_approval_forbidden",
     );
-    assert_eq!(step_up(&app, &bob, &mut bob_key).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        step_up(&app, &bob, &mut bob_key, &format!("approve_request:{}", asked.body["id"].as_str().unwrap()))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     let approved = app.admin_post(&bob, &approve, json!({})).await;
     assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
     let token = approved.body["invitation"]["token"].as_str().unwrap().to_owned();
@@ -761,7 +794,47 @@ async fn a_new_admin_joins_only_through_two_admins_and_their_invitation(engine: 
     assert_eq!(sign_in(&app, &mut carol_key, &[]).await.status, StatusCode::OK, "her passkey signs her in");
 }
 
+/// Attack: someone with a stolen admin session waits for the admin's own step-up (taken to
+/// approve one request) and spends it first: on registering their own passkey (a lasting
+/// takeover), or on approving another request. A step-up is spent only by the action it was
+/// taken for.
+async fn step_up_taken_for_one_approval_cannot_add_a_passkey_or_approve_another_request(engine: Engine) {
+    let app = app(engine).await;
+    let (alice, _) = bootstrapped(&app, "alice").await;
+    let (bob, mut bob_key) = bootstrapped(&app, "bob").await;
+    let meant = app
+        .admin_post(&alice, "/admin/api/admins/invite", json!({ "name": "carol", "role": "auditor" }))
+        .await;
+    let other = app
+        .admin_post(&alice, "/admin/api/admins/invite", json!({ "name": "mallory", "role": "admin" }))
+        .await;
+    let (meant, other) =
+        (meant.body["id"].as_str().unwrap().to_owned(), other.body["id"].as_str().unwrap().to_owned());
+    let stepped = step_up(&app, &bob, &mut bob_key, &format!("approve_request:{meant}")).await;
+    assert_eq!(stepped.status, StatusCode::NO_CONTENT);
+
+    // The thief, holding bob's cookie and CSRF token, with a passkey of their own.
+    let mut thief_key = ResidentKeyAuthenticator::new();
+    let options = app.admin_post(&bob, "/admin/api/passkeys/options", json!({ "name": "backup" })).await;
+    assert_eq!(options.status, StatusCode::OK, "{:?}", options.body);
+    let credential = thief_key.create(&options.body["public_key"]).await;
+    let added = app.admin_post(&bob, "/admin/api/passkeys", json!({ "credential": credential })).await;
+    assert_error(&added, StatusCode::FORBIDDEN, "step_up_required");
+    let approved_other =
+        app.admin_post(&bob, &format!("/admin/api/requests/{other}/approve"), json!({})).await;
+    assert_error(&approved_other, StatusCode::FORBIDDEN, "step_up_required");
+    // Bob's own approval still finds his step-up.
+    let approved = app.admin_post(&bob, &format!("/admin/api/requests/{meant}/approve"), json!({})).await;
+    assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
+    assert_eq!(app.admin_get(&bob, "/admin/api/passkeys").await.body.as_array().unwrap().len(), 1);
+    let unnamed = app
+        .admin_post(&bob, "/admin/api/session/step-up/options", json!({ "action": "Approve everything" }))
+        .await;
+    assert_error(&unnamed, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+}
+
 on_both_engines!(
+    step_up_taken_for_one_approval_cannot_add_a_passkey_or_approve_another_request,
     a_new_admin_joins_only_through_two_admins_and_their_invitation,
     admin_sign_in_pages_are_served_under_the_strict_policy,
     bootstrap_token_reuse_is_refused,

@@ -672,7 +672,7 @@ async fn the_requests_page_lists_pending_requests_escaped(engine: Engine) {
     assert!(html.contains(&format!(r#"data-request-id="{id}""#)));
     assert!(!html.contains(r#"data-action="approve""#), "an auditor decides nothing");
 
-    app.step_up(&decider).await;
+    app.step_up(&decider, id).await;
     let rejected = app.admin_post(&decider, &format!("/admin/api/requests/{id}/reject"), json!({})).await;
     assert_eq!(rejected.status, StatusCode::OK, "{}", rejected.body);
     let (_, _, html) = page(&app, &decider, "/admin/requests").await;

@@ -243,7 +243,7 @@ async fn quarantined_unfreeze_without_second_admin_is_202_pending_not_applied(en
         StatusCode::FORBIDDEN,
         "step_up_required",
     );
-    d.app.step_up(&first).await;
+    d.app.step_up(&first, pending.body["id"].as_str().unwrap()).await;
     let approved = d.app.admin_post(&first, &approve, json!({})).await;
     assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
     assert_eq!(prompt().await.status, StatusCode::CREATED, "push is back");

@@ -78,7 +78,7 @@ async fn self_approval_is_403(engine: Engine) {
     let alice = app.signed_in_admin("alice", Role::Admin).await;
     let _bob = app.signed_in_admin("bob", Role::Admin).await;
     let id = invite(&app, &alice, "dave").await;
-    app.step_up(&alice).await;
+    app.step_up(&alice, &id).await;
     assert_error(&approve(&app, &alice, &id).await, StatusCode::FORBIDDEN, "self_approval_forbidden");
     let reject = app.admin_post(&alice, &format!("/admin/api/requests/{id}/reject"), json!({})).await;
     assert_error(&reject, StatusCode::FORBIDDEN, "self_approval_forbidden");
@@ -104,12 +104,12 @@ async fn approval_without_fresh_passkey_is_403(engine: Engine) {
     let (alice, bob, _carol) = three_admins(&app).await;
     let first = invite(&app, &alice, "dave").await;
     assert_error(&approve(&app, &bob, &first).await, StatusCode::FORBIDDEN, "step_up_required");
-    app.step_up(&bob).await;
+    app.step_up(&bob, &first).await;
     app.advance(Duration::seconds(121)).await;
     assert_error(&approve(&app, &bob, &first).await, StatusCode::FORBIDDEN, "step_up_required");
     assert_eq!(state_of(&app, &bob, &first).await, "pending", "nothing changed");
 
-    app.step_up(&bob).await;
+    app.step_up(&bob, &first).await;
     app.advance(Duration::seconds(60)).await;
     assert_eq!(approve(&app, &bob, &first).await.status, StatusCode::OK);
     let second = invite(&app, &alice, "erin").await;
@@ -119,7 +119,7 @@ async fn approval_without_fresh_passkey_is_403(engine: Engine) {
 
     // The step-up and the approval are one transaction: an approval that finds nothing pending
     // spends no step-up.
-    app.step_up(&bob).await;
+    app.step_up(&bob, &first).await;
     let now = app.clock_now();
     let audit = AuditEvent::new(
         now,
@@ -131,10 +131,22 @@ async fn approval_without_fresh_passkey_is_403(engine: Engine) {
     let hash = secret_hash(&bob.cookie);
     let outcome = app
         .store
-        .approve_admin_request(first_id, bob.id, &hash, now - Duration::minutes(2), now, audit)
+        .approve_admin_request(
+            first_id,
+            bob.id,
+            &hash,
+            now - Duration::minutes(2),
+            &format!("approve_request:{first}"),
+            now,
+            audit,
+        )
         .await;
     assert_eq!(outcome.unwrap(), Approval::NotPending);
-    assert_eq!(approve(&app, &bob, &second).await.status, StatusCode::OK, "the step-up is still there");
+    let kept = app
+        .store
+        .consume_admin_step_up(&hash, now - Duration::minutes(2), &format!("approve_request:{first}"))
+        .await;
+    assert!(kept.unwrap(), "the step-up is still there");
 }
 
 /// An approval applies the change once: a second approval finds nothing pending, a read does
@@ -149,7 +161,7 @@ async fn approved_request_is_applied_once(engine: Engine) {
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
     let id = reply.body["id"].as_str().unwrap().to_owned();
-    app.step_up(&bob).await;
+    app.step_up(&bob, &id).await;
     let approved = approve(&app, &bob, &id).await;
     assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
     assert_eq!(approved.body["request"]["state"], "applied");
@@ -157,7 +169,7 @@ async fn approved_request_is_applied_once(engine: Engine) {
     assert_eq!(approved.body["request"]["result"]["role"], "admin");
     assert_eq!(app.store.admin(dan.id).await.unwrap().unwrap().role, Role::Admin);
 
-    app.step_up(&carol).await;
+    app.step_up(&carol, &id).await;
     assert_error(&approve(&app, &carol, &id).await, StatusCode::CONFLICT, "request_not_pending");
     assert_eq!(state_of(&app, &carol, &id).await, "applied");
     assert_eq!(count_of(&app, "admin.request_applied").await, 1);
@@ -176,8 +188,10 @@ async fn approved_request_is_applied_once(engine: Engine) {
     assert_eq!(count_of(&app, "admin.request_applied").await, 2);
     assert_eq!(count_of(&app, "admin.invited").await, invited_before + 1);
     assert!(app.store.admins().await.unwrap().iter().any(|a| a.name == "erin"));
-    let next = invite(&app, &alice, "frank").await;
-    assert_eq!(approve(&app, &carol, &next).await.status, StatusCode::OK, "the step-up was not spent");
+    let hash = secret_hash(&carol.cookie);
+    let fresh_since = app.clock_now() - Duration::minutes(2);
+    let kept = app.store.consume_admin_step_up(&hash, fresh_since, &format!("approve_request:{id}")).await;
+    assert!(kept.unwrap(), "the step-up was not spent");
 }
 
 /// Attack: a help-desk agent (or a read-only auditor) tries what only an admin may do.
@@ -187,8 +201,8 @@ async fn helpdesk_attempting_an_admin_action_is_403(engine: Engine) {
     let helpdesk = app.signed_in_admin("hd", Role::Helpdesk).await;
     let auditor = app.signed_in_admin("au", Role::Auditor).await;
     let id = invite(&app, &alice, "dave").await;
-    app.step_up(&helpdesk).await;
-    app.step_up(&auditor).await;
+    app.step_up(&helpdesk, &id).await;
+    app.step_up(&auditor, &id).await;
     let refused: Vec<(&AdminClient, String, Value)> = vec![
         (&helpdesk, format!("/admin/api/requests/{id}/approve"), json!({})),
         (&helpdesk, format!("/admin/api/requests/{id}/reject"), json!({})),
@@ -243,10 +257,10 @@ async fn removing_or_demoting_below_two_admins_is_409(engine: Engine) {
         .admin_post(&alice, &format!("/admin/api/admins/{}/role", carol.id), json!({ "role": "auditor" }))
         .await;
     assert_eq!(demotion.status, StatusCode::ACCEPTED, "{}", demotion.body);
-    app.step_up(&carol).await;
+    app.step_up(&carol, removal.body["id"].as_str().unwrap()).await;
     assert_eq!(approve(&app, &carol, removal.body["id"].as_str().unwrap()).await.status, StatusCode::OK);
-    app.step_up(&carol).await;
     let demotion_id = demotion.body["id"].as_str().unwrap();
+    app.step_up(&carol, demotion_id).await;
     assert_error(&approve(&app, &carol, demotion_id).await, StatusCode::CONFLICT, "last_admins");
     let after = app.admin_get(&carol, &format!("/admin/api/requests/{demotion_id}")).await;
     assert_eq!(after.body["state"], "pending", "the change was not made");
@@ -266,14 +280,17 @@ async fn concurrent_removals_never_leave_fewer_than_two(engine: Engine) {
     let remove_carol =
         app.admin_post(&bob, &format!("/admin/api/admins/{}/remove", carol.id), json!({})).await;
     let (one, two) = (remove_bob.body["id"].as_str().unwrap(), remove_carol.body["id"].as_str().unwrap());
-    app.step_up(&alice).await;
-    app.step_up(&alice_again).await;
+    app.step_up(&alice, one).await;
+    app.step_up(&alice_again, two).await;
     let (first, second) = tokio::join!(approve(&app, &alice, one), approve(&app, &alice_again, two));
     let mut statuses = [first.status, second.status];
     statuses.sort();
     assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT], "{} / {}", first.body, second.body);
+    // The loser is refused either by the roster (`last_admins`), or because the winner's
+    // removal made its approver or requester inactive (`request_not_pending`): both hold the line.
     let refused = if first.status == StatusCode::CONFLICT { &first } else { &second };
-    assert_error(refused, StatusCode::CONFLICT, "last_admins");
+    let code = refused.body["error"].as_str().unwrap();
+    assert!(["last_admins", "request_not_pending"].contains(&code), "{}", refused.body);
     assert_eq!(app.store.active_admin_count().await.unwrap(), 2);
     assert_eq!(count_of(&app, "admin.removal_scheduled").await, 1);
 
@@ -306,7 +323,7 @@ async fn admin_removal_is_soft_delayed_alerted_and_cancellable(engine: Engine) {
     let app = app(engine).await;
     let (alice, bob, carol) = three_admins(&app).await;
     let request = app.admin_post(&alice, &format!("/admin/api/admins/{}/remove", carol.id), json!({})).await;
-    app.step_up(&bob).await;
+    app.step_up(&bob, request.body["id"].as_str().unwrap()).await;
     let approved = approve(&app, &bob, request.body["id"].as_str().unwrap()).await;
     assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
     assert_error(
@@ -321,8 +338,12 @@ async fn admin_removal_is_soft_delayed_alerted_and_cancellable(engine: Engine) {
     assert!(alert_kinds(&app).await.contains(&"admin_removal_scheduled".to_owned()));
     assert_eq!(app.store.active_admin_count().await.unwrap(), 2);
 
-    let cancel =
-        app.admin_post(&alice, &format!("/admin/api/admins/{}/removal/cancel", carol.id), json!({})).await;
+    let cancel_path = format!("/admin/api/admins/{}/removal/cancel", carol.id);
+    let unproven = app.admin_post(&alice, &cancel_path, json!({})).await;
+    assert_error(&unproven, StatusCode::FORBIDDEN, "step_up_required");
+    assert_eq!(count_of(&app, "admin.removal_cancelled").await, 0, "a stolen session alone cannot cancel");
+    app.step_up_for(&alice, &format!("cancel_removal:{}", carol.id)).await;
+    let cancel = app.admin_post(&alice, &cancel_path, json!({})).await;
     assert_eq!(
         (cancel.status, &cancel.body["status"]),
         (StatusCode::OK, &json!("active")),
@@ -334,10 +355,11 @@ async fn admin_removal_is_soft_delayed_alerted_and_cancellable(engine: Engine) {
     assert_eq!(app.admin_get(&carol, "/admin/api/session").await.status, StatusCode::OK);
 
     let again = app.admin_post(&bob, &format!("/admin/api/admins/{}/remove", carol.id), json!({})).await;
-    app.step_up(&alice).await;
+    app.step_up(&alice, again.body["id"].as_str().unwrap()).await;
     assert_eq!(approve(&app, &alice, again.body["id"].as_str().unwrap()).await.status, StatusCode::OK);
     app.advance(Duration::hours(24)).await;
     let alice = fresh(&app, &alice).await;
+    app.step_up_for(&alice, &format!("cancel_removal:{}", carol.id)).await;
     let late =
         app.admin_post(&alice, &format!("/admin/api/admins/{}/removal/cancel", carol.id), json!({})).await;
     assert_error(&late, StatusCode::CONFLICT, "removal_not_pending");
@@ -354,7 +376,7 @@ async fn a_request_expires_after_24_hours(engine: Engine) {
     let id = invite(&app, &alice, "dave").await;
     app.advance(Duration::hours(24)).await;
     let (alice, bob) = (fresh(&app, &alice).await, fresh(&app, &bob).await);
-    app.step_up(&bob).await;
+    app.step_up(&bob, &id).await;
     assert_error(&approve(&app, &bob, &id).await, StatusCode::GONE, "admin_request_expired");
     assert_eq!(state_of(&app, &bob, &id).await, "expired");
     let cancel = app.admin_post(&alice, &format!("/admin/api/requests/{id}/cancel"), json!({})).await;
@@ -391,7 +413,7 @@ async fn invitation_token_is_shown_once_and_stored_hashed(engine: Engine) {
     let alice = app.signed_in_admin("alice", Role::Admin).await;
     let bob = app.signed_in_admin("bob", Role::Admin).await;
     let id = invite(&app, &alice, "dave").await;
-    app.step_up(&bob).await;
+    app.step_up(&bob, &id).await;
     let approved = approve(&app, &bob, &id).await;
     assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
     let token = approved.body["invitation"]["token"].as_str().unwrap().to_owned();
@@ -450,11 +472,11 @@ async fn unfreeze_quarantined_applies_only_after_approval(engine: Engine) {
     assert_eq!(submitted.body["kind"], "unfreeze_quarantined");
     assert_error(&prompt().await, StatusCode::LOCKED, "push_frozen");
     let id = submitted.body["id"].as_str().unwrap();
-    app.step_up(&alice).await;
+    app.step_up(&alice, id).await;
     assert_error(&approve(&app, &alice, id).await, StatusCode::FORBIDDEN, "self_approval_forbidden");
     assert_error(&prompt().await, StatusCode::LOCKED, "push_frozen");
 
-    app.step_up(&bob).await;
+    app.step_up(&bob, id).await;
     let approved = approve(&app, &bob, id).await;
     assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
     assert_eq!(approved.body["request"]["result"]["push"], "available");
@@ -494,7 +516,7 @@ async fn reset_privileged_factors_applies_only_after_approval(engine: Engine) {
     assert_eq!(submitted.status, StatusCode::ACCEPTED, "{}", submitted.body);
     assert!(app.store.has_any_factor(cfo.id).await.unwrap(), "nothing happens before the approval");
     let id = submitted.body["id"].as_str().unwrap();
-    app.step_up(&alice).await;
+    app.step_up(&alice, id).await;
     let approved = approve(&app, &alice, id).await;
     assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
     assert_eq!(approved.body["request"]["result"]["devices_revoked"], 1);
@@ -503,7 +525,7 @@ async fn reset_privileged_factors_applies_only_after_approval(engine: Engine) {
     assert_eq!((reset.1["devices_revoked"].as_u64(), reset.1["username"].as_str()), (Some(1), Some("cfo")));
     let prompt = app.post_json("/v1/challenges", &key, json!({ "username": "cfo" })).await;
     assert_ne!(prompt.status, StatusCode::CREATED, "no device left to prompt");
-    app.step_up(&bob).await;
+    app.step_up(&bob, id).await;
     assert_error(&approve(&app, &bob, id).await, StatusCode::CONFLICT, "request_not_pending");
 }
 

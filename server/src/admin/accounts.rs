@@ -19,6 +19,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
 
+use super::model::StepUpAction;
 use super::model::{
     AdminStatus, CEREMONY_TTL, INVITATION_TTL, MIN_ACTIVE_ADMINS, NameRefused, Role, UNKNOWN_SIGN_IN_WINDOW,
     admin_name, bootstrap_ttl_allowed,
@@ -151,11 +152,25 @@ impl From<&AdminPasskeyRecord> for AdminPasskeyView {
 /// What a ceremony is for: sealed with webauthn_rp's state, checked when it is answered.
 #[derive(Debug, Serialize, Deserialize)]
 enum Purpose {
-    Bootstrap { token_hash: Vec<u8>, name: String, handle: Vec<u8> },
-    Invitation { token_hash: Vec<u8>, admin: AdminId },
-    AddPasskey { admin: AdminId, name: String },
+    Bootstrap {
+        token_hash: Vec<u8>,
+        name: String,
+        handle: Vec<u8>,
+    },
+    Invitation {
+        token_hash: Vec<u8>,
+        admin: AdminId,
+    },
+    AddPasskey {
+        admin: AdminId,
+        name: String,
+    },
     SignIn,
-    StepUp { admin: AdminId },
+    /// The action the step-up is for (a `StepUpAction`'s text).
+    StepUp {
+        admin: AdminId,
+        action: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -396,11 +411,15 @@ impl AdminAccounts {
     }
 
     /// Begins a step-up: an assertion from one of this admin's active passkeys.
-    pub async fn begin_step_up(&self, principal: &AdminPrincipal) -> Result<serde_json::Value, AccountError> {
+    pub async fn begin_step_up(
+        &self,
+        principal: &AdminPrincipal,
+        action: &StepUpAction,
+    ) -> Result<serde_json::Value, AccountError> {
         let allowed = self.descriptors(principal.id).await?;
         let begun = ceremony::request_options(&self.webauthn, allowed, CEREMONY_TTL)?
             .ok_or(AccountError::PasskeyNotFound)?;
-        let purpose = Purpose::StepUp { admin: principal.id };
+        let purpose = Purpose::StepUp { admin: principal.id, action: action.as_str().to_owned() };
         self.keep(
             CeremonyKind::StepUp,
             Some(principal.id),
@@ -412,17 +431,21 @@ impl AdminAccounts {
         Ok(begun.options)
     }
 
-    /// Verifies a step-up assertion against this admin's own passkeys (the caller then records
-    /// the step-up on the session).
+    /// Verifies a step-up assertion against this admin's own passkeys; answers the action it
+    /// was begun for (the caller records the step-up, for that action only, on the session).
     pub async fn finish_step_up(
         &self,
         principal: &AdminPrincipal,
         credential: &serde_json::Value,
-    ) -> Result<(), AccountError> {
+    ) -> Result<StepUpAction, AccountError> {
         let sealed = self.take_with_session(principal, CeremonyKind::StepUp).await?;
-        if !matches!(sealed.purpose, Purpose::StepUp { admin } if admin == principal.id) {
+        let action = match &sealed.purpose {
+            Purpose::StepUp { admin, action } if *admin == principal.id => StepUpAction::parse(action),
+            _ => None,
+        };
+        let Some(action) = action else {
             return Err(AccountError::CeremonyInvalid);
-        }
+        };
         let admin = self.admin_of(principal).await?;
         let assertion = Assertion::parse(credential)?;
         let passkey = self.store.admin_passkey_by_credential_id(assertion.credential_id()).await?;
@@ -431,7 +454,8 @@ impl AdminAccounts {
         };
         let verified =
             assertion.verify(&self.webauthn, &sealed.server_state, stored_credential(&passkey, &admin));
-        self.store_assertion(&admin, &passkey, verified).await
+        self.store_assertion(&admin, &passkey, verified).await?;
+        Ok(action)
     }
 
     /// The admin's own passkeys.

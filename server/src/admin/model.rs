@@ -122,6 +122,47 @@ impl Default for SessionTimes {
     }
 }
 
+/// The one sensitive action a step-up is taken for (`approve_request:<id>`, `add_passkey`,
+/// `revoke_passkey:<id>`, …): a step-up is spent only by that action, so someone holding a
+/// stolen session cannot spend the admin's fresh assertion on something else (adding their own
+/// passkey, approving another request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUpAction(String);
+
+impl StepUpAction {
+    /// An action as the client names it: a lowercase verb, optionally `:` and an id.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (verb, object) = match text.split_once(':') {
+            Some((verb, object)) => (verb, Some(object)),
+            None => (text, None),
+        };
+        let verb_ok =
+            (1..=40).contains(&verb.len()) && verb.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        let object_ok = object.is_none_or(|o| {
+            (1..=80).contains(&o.len())
+                && o.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        });
+        (verb_ok && object_ok).then(|| Self(text.to_owned()))
+    }
+
+    /// Approving (or rejecting) the request `id`.
+    pub fn approve_request(id: crate::ids::AdminRequestId) -> Self {
+        Self(format!("approve_request:{id}"))
+    }
+
+    /// `verb` on `object` (an id or name), or `verb` alone.
+    pub fn on(verb: &'static str, object: Option<&str>) -> Self {
+        match object {
+            Some(object) => Self(format!("{verb}:{object}")),
+            None => Self(verb.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The smallest number of active admins the plane keeps: one admin alone could add a
 /// confederate and approve anything.
 pub const MIN_ACTIVE_ADMINS: u32 = 2;
@@ -421,6 +462,17 @@ mod tests {
         }
         assert_eq!(Role::parse("root"), None);
         assert_eq!(RequestKind::parse("delete_everyone"), None);
+    }
+
+    #[test]
+    fn step_up_actions_are_a_verb_and_perhaps_an_id() {
+        let id = crate::ids::AdminRequestId::random();
+        let approve = StepUpAction::approve_request(id);
+        assert_eq!(StepUpAction::parse(approve.as_str()), Some(approve.clone()));
+        assert_eq!(StepUpAction::parse("add_passkey").unwrap().as_str(), "add_passkey");
+        for bad in ["", "Approve", "approve request", "add_passkey:", "x:y z", ":id", "a:b:c"] {
+            assert_eq!(StepUpAction::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::model::{
     self, AdminStatus, DecisionRefused, INVITATION_TTL, LastAdmins, REMOVAL_DELAY, REQUEST_TTL, RequestKind,
-    RequestState, Role,
+    RequestState, Role, StepUpAction,
 };
 use super::request_json::admin_view;
 pub use super::request_json::{
@@ -235,7 +235,15 @@ impl AdminRequests {
         let fresh_since = now - self.step_up;
         match self
             .store
-            .approve_admin_request(id, principal.id, &principal.session_hash, fresh_since, now, audit)
+            .approve_admin_request(
+                id,
+                principal.id,
+                &principal.session_hash,
+                fresh_since,
+                StepUpAction::approve_request(id).as_str(),
+                now,
+                audit,
+            )
             .await?
         {
             Approval::Approved => {}

@@ -13,7 +13,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use super::model::{AdminStatus, Role, SessionTimes};
+use super::model::{AdminStatus, Role, SessionTimes, StepUpAction};
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
 use crate::ids::AdminId;
@@ -195,23 +195,32 @@ impl AdminSessions {
         Ok(())
     }
 
-    /// Records that the principal proved a passkey again just now.
-    pub async fn record_step_up(&self, principal: &AdminPrincipal) -> Result<(), SessionError> {
+    /// Records that the principal proved a passkey again just now, for `action` only.
+    pub async fn record_step_up(
+        &self,
+        principal: &AdminPrincipal,
+        action: &StepUpAction,
+    ) -> Result<(), SessionError> {
         let now = self.clock.now();
         let audit =
-            AuditEvent::new(now, principal.actor(), Action::AdminSteppedUp, Subject::Admin(principal.id));
-        match self.store.set_admin_step_up(&principal.session_hash, now, audit).await {
+            AuditEvent::new(now, principal.actor(), Action::AdminSteppedUp, Subject::Admin(principal.id))
+                .with_details(json!({ "for": action.as_str() }));
+        match self.store.set_admin_step_up(&principal.session_hash, now, action.as_str(), audit).await {
             Ok(()) => Ok(()),
             Err(StoreError::NotFound) => Err(SessionError::Expired),
             Err(error) => Err(error.into()),
         }
     }
 
-    /// Spends the principal's step-up for one sensitive action: refused unless the admin proved
-    /// a passkey within the step-up window and has not spent that proof yet.
-    pub async fn consume_step_up(&self, principal: &AdminPrincipal) -> Result<(), SessionError> {
+    /// Spends the principal's step-up on `action`: refused unless the admin proved a passkey
+    /// for this very action within the step-up window and has not spent that proof yet.
+    pub async fn consume_step_up(
+        &self,
+        principal: &AdminPrincipal,
+        action: &StepUpAction,
+    ) -> Result<(), SessionError> {
         let fresh_since = self.clock.now() - self.times.step_up;
-        if self.store.consume_admin_step_up(&principal.session_hash, fresh_since).await? {
+        if self.store.consume_admin_step_up(&principal.session_hash, fresh_since, action.as_str()).await? {
             Ok(())
         } else {
             Err(SessionError::StepUpRequired)

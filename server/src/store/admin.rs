@@ -121,20 +121,23 @@ pub trait AdminStore: Send + Sync + std::fmt::Debug {
         audit: AuditEvent,
     ) -> Result<bool, StoreError>;
 
-    /// Records a fresh step-up assertion on a live session, with its audit event.
+    /// Records a fresh step-up assertion on a live session, for the one action `action`
+    /// (`approve_request:<id>`, `add_passkey`, …), with its audit event.
     async fn set_admin_step_up(
         &self,
         id_hash: &[u8],
         at: OffsetDateTime,
+        action: &str,
         audit: AuditEvent,
     ) -> Result<(), StoreError>;
 
-    /// Spends the session's step-up if it happened after `fresh_since`: one assertion, one
-    /// sensitive action. `false` if there was none to spend.
+    /// Spends the session's step-up if it was taken for `action` after `fresh_since`: one
+    /// assertion, one sensitive action, the one it was taken for. `false` if there was none.
     async fn consume_admin_step_up(
         &self,
         id_hash: &[u8],
         fresh_since: OffsetDateTime,
+        action: &str,
     ) -> Result<bool, StoreError>;
 }
 
@@ -219,6 +222,7 @@ pub(super) const TOUCH_SESSION: &str = "UPDATE admin_sessions SET last_seen_at =
 pub(super) const REVOKE_SESSION: &str =
     "UPDATE admin_sessions SET revoked_at = $2 WHERE id_hash = $1 AND revoked_at IS NULL";
 pub(super) const SET_STEP_UP: &str =
-    "UPDATE admin_sessions SET step_up_at = $2 WHERE id_hash = $1 AND revoked_at IS NULL";
-pub(super) const CONSUME_STEP_UP: &str = "UPDATE admin_sessions SET step_up_at = NULL
-     WHERE id_hash = $1 AND revoked_at IS NULL AND step_up_at > $2";
+    "UPDATE admin_sessions SET step_up_at = $2, step_up_for = $3 WHERE id_hash = $1 AND revoked_at IS NULL";
+/// Spends a step-up taken for this very action ($3) and no other.
+pub(super) const CONSUME_STEP_UP: &str = "UPDATE admin_sessions SET step_up_at = NULL, step_up_for = NULL
+     WHERE id_hash = $1 AND revoked_at IS NULL AND step_up_at > $2 AND step_up_for = $3";

@@ -91,12 +91,16 @@ pub trait AdminRequestStore: Send + Sync + std::fmt::Debug {
 
     /// Spends the approver's step-up (fresh since `fresh_since`) and moves the request
     /// pending → approved, with its audit event, in one transaction: both or neither.
+    // The approval, the approver, and the step-up it spends (session, freshness, action) are
+    // one compare-and-set transaction; a struct for them would only rename the arguments.
+    #[allow(clippy::too_many_arguments)]
     async fn approve_admin_request(
         &self,
         id: AdminRequestId,
         approver: AdminId,
         session_hash: &[u8],
         fresh_since: OffsetDateTime,
+        step_up_action: &str,
         now: OffsetDateTime,
         audit: AuditEvent,
     ) -> Result<Approval, StoreError>;
@@ -219,9 +223,14 @@ pub(super) static REQUEST_PAGE: Sql = Sql::new(|| {
     )
 });
 
+/// Pending, unexpired, another admin's, and both admins still what they were: the approver an
+/// active admin now (not demoted or removed meanwhile), the requester still active (a removed
+/// admin's requests die with them).
 pub(super) const APPROVE: &str =
     "UPDATE admin_requests SET state = 'approved', decided_by = $2, decided_at = $3
-     WHERE id = $1 AND state = 'pending' AND expires_at > $3 AND requested_by <> $2";
+     WHERE id = $1 AND state = 'pending' AND expires_at > $3 AND requested_by <> $2
+       AND EXISTS (SELECT 1 FROM admins a WHERE a.id = $2 AND a.role = 'admin' AND a.status = 'active')
+       AND EXISTS (SELECT 1 FROM admins r WHERE r.id = admin_requests.requested_by AND r.status = 'active')";
 pub(super) const REJECT: &str =
     "UPDATE admin_requests SET state = 'rejected', decided_by = $2, decided_at = $3
      WHERE id = $1 AND state = 'pending' AND expires_at > $3 AND requested_by <> $2";

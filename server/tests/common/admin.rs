@@ -57,9 +57,9 @@ impl TestApp {
         AdminClient { id: admin.id, cookie: started.token.expose_secret().to_owned(), csrf: started.csrf }
     }
 
-    /// Records a fresh step-up (a passkey assertion just now) on the admin's session, as the
-    /// step-up ceremony does once the assertion verifies.
-    pub async fn step_up(&self, admin: &AdminClient) {
+    /// Records a fresh step-up (a passkey assertion just now) for `action` on the admin's
+    /// session, as the step-up ceremony does once the assertion verifies.
+    pub async fn step_up_for(&self, admin: &AdminClient, action: &str) {
         let now = self.clock_now();
         let audit = AuditEvent::new(
             now,
@@ -67,7 +67,12 @@ impl TestApp {
             Action::AdminSteppedUp,
             Subject::Admin(admin.id),
         );
-        self.store.set_admin_step_up(&secret_hash(&admin.cookie), now, audit).await.unwrap();
+        self.store.set_admin_step_up(&secret_hash(&admin.cookie), now, action, audit).await.unwrap();
+    }
+
+    /// A fresh step-up for approving (or rejecting) the request `id`.
+    pub async fn step_up(&self, admin: &AdminClient, request_id: &str) {
+        self.step_up_for(admin, &format!("approve_request:{request_id}")).await;
     }
 
     /// A request as the admin pages send it: the session cookie, and for a POST the CSRF token

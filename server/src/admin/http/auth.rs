@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use super::SessionView;
 use crate::admin::accounts::{AccountError, AdminPasskeyView, BegunCeremony, LOGIN_COOKIE};
 use crate::admin::model::CEREMONY_TTL;
+use crate::admin::model::StepUpAction;
 use crate::admin::sessions::SESSION_COOKIE;
 use crate::app::AppState;
 use crate::http::admin_session::role::AnyRole;
@@ -43,6 +44,14 @@ pub struct InvitationOptionsBody {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PasskeyOptionsBody {
     pub name: String,
+}
+
+/// What a step-up is for: `approve_request:<id>`, `add_passkey`, `revoke_passkey:<id>`, … The
+/// step-up is spent only by that action.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpBody {
+    pub action: String,
 }
 
 /// The browser's answer: `credential.toJSON()`.
@@ -257,18 +266,23 @@ async fn sign_in(
     start_session(&state, &headers, &admin, StatusCode::OK).await
 }
 
-/// Auth: admin session (any role), CSRF token. Request options for a step-up: one of this
-/// admin's passkeys.
+/// Auth: admin session (any role), CSRF token. Request options for a step-up for one action:
+/// one of this admin's passkeys.
 #[utoipa::path(
     post, path = "/admin/api/session/step-up/options", tag = "admin",
     security(("admin_session" = []), ("csrf" = [])),
-    responses((status = 200, body = CeremonyOptions))
+    request_body = StepUpBody,
+    responses((status = 200, body = CeremonyOptions), (status = 422, body = crate::http::ErrorBody))
 )]
 async fn step_up_options(
     State(state): State<AppState>,
     admin: AdminSession<AnyRole>,
+    ApiJson(body): ApiJson<StepUpBody>,
 ) -> Result<Response, ApiError> {
-    let options = state.admin.accounts.begin_step_up(&admin).await?;
+    let action = StepUpAction::parse(&body.action).ok_or_else(|| {
+        ApiError::invalid_request("action must name one action: a lowercase verb, optionally `:` and an id")
+    })?;
+    let options = state.admin.accounts.begin_step_up(&admin, &action).await?;
     Ok(Json(CeremonyOptions { public_key: options }).into_response())
 }
 
@@ -288,8 +302,8 @@ async fn step_up(
     admin: AdminSession<AnyRole>,
     ApiJson(body): ApiJson<CredentialBody>,
 ) -> Result<StatusCode, ApiError> {
-    state.admin.accounts.finish_step_up(&admin, &body.credential).await?;
-    state.admin.sessions.record_step_up(&admin).await?;
+    let action = state.admin.accounts.finish_step_up(&admin, &body.credential).await?;
+    state.admin.sessions.record_step_up(&admin, &action).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -340,7 +354,7 @@ async fn add_passkey(
     admin: AdminSession<AnyRole>,
     ApiJson(body): ApiJson<CredentialBody>,
 ) -> Result<(StatusCode, Json<AdminPasskeyView>), ApiError> {
-    state.admin.sessions.consume_step_up(&admin).await?;
+    state.admin.sessions.consume_step_up(&admin, &StepUpAction::on("add_passkey", None)).await?;
     let added = state.admin.accounts.finish_add_passkey(&admin, &body.credential).await?;
     Ok((StatusCode::CREATED, Json(added)))
 }
@@ -363,7 +377,8 @@ async fn revoke_passkey(
     admin: AdminSession<AnyRole>,
     ApiPath(id): ApiPath<AdminPasskeyId>,
 ) -> Result<StatusCode, ApiError> {
-    state.admin.sessions.consume_step_up(&admin).await?;
+    let action = StepUpAction::on("revoke_passkey", Some(&id.to_string()));
+    state.admin.sessions.consume_step_up(&admin, &action).await?;
     state.admin.accounts.revoke_passkey(&admin, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -206,14 +206,17 @@ async fn remove_admin(
     Ok(accepted(state.admin.requests.submit(&admin, payload).await?))
 }
 
-/// Auth: admin session (admin), CSRF token. Cancels a scheduled removal that is not yet due:
-/// the admin is active again and signs in anew.
+/// Auth: admin session (admin), CSRF token, a step-up taken for this cancellation (spent).
+/// Cancels a scheduled removal that is not yet due: the admin is active again and signs in
+/// anew. One admin may do it (the delay exists so one admin can rescue another removed by two
+/// compromised ones), but only with a fresh passkey, never with a stolen session alone.
 #[utoipa::path(
     post, path = "/admin/api/admins/{id}/removal/cancel", tag = "admin",
     security(("admin_session" = []), ("csrf" = [])),
     params(("id" = AdminId, Path)),
     responses(
         (status = 200, body = AdminView),
+        (status = 403, description = "`step_up_required`", body = ErrorBody),
         (status = 404, description = "`admin_not_found`", body = ErrorBody),
         (status = 409, description = "`removal_not_pending`: none, or already due", body = ErrorBody),
     )
@@ -223,6 +226,8 @@ async fn cancel_removal(
     admin: AdminSession<AdminOnly>,
     ApiPath(id): ApiPath<AdminId>,
 ) -> Result<Json<AdminView>, ApiError> {
+    let action = super::model::StepUpAction::on("cancel_removal", Some(&id.to_string()));
+    state.admin.sessions.consume_step_up(&admin, &action).await?;
     Ok(Json(state.admin.requests.cancel_removal(&admin, id).await?))
 }
 

@@ -204,11 +204,12 @@ impl AdminStore for PgStore {
         &self,
         id_hash: &[u8],
         at: OffsetDateTime,
+        action: &str,
         audit: AuditEvent,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        let set = sqlx::query(SET_STEP_UP).bind(id_hash).bind(at).execute(&mut *tx).await?;
+        let set = sqlx::query(SET_STEP_UP).bind(id_hash).bind(at).bind(action).execute(&mut *tx).await?;
         if set.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -220,10 +221,12 @@ impl AdminStore for PgStore {
         &self,
         id_hash: &[u8],
         fresh_since: OffsetDateTime,
+        action: &str,
     ) -> Result<bool, StoreError> {
         let spent = sqlx::query(CONSUME_STEP_UP)
             .bind(id_hash)
             .bind(fresh_since)
+            .bind(action)
             .execute(&mut *self.conn().await?)
             .await?;
         Ok(spent.rows_affected() == 1)

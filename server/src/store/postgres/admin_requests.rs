@@ -91,13 +91,18 @@ impl AdminRequestStore for PgStore {
         approver: AdminId,
         session_hash: &[u8],
         fresh_since: OffsetDateTime,
+        step_up_action: &str,
         now: OffsetDateTime,
         audit: AuditEvent,
     ) -> Result<Approval, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
-        let spent =
-            sqlx::query(CONSUME_STEP_UP).bind(session_hash).bind(fresh_since).execute(&mut *tx).await?;
+        let spent = sqlx::query(CONSUME_STEP_UP)
+            .bind(session_hash)
+            .bind(fresh_since)
+            .bind(step_up_action)
+            .execute(&mut *tx)
+            .await?;
         if spent.rows_affected() != 1 {
             return Ok(Approval::StepUpMissing);
         }

@@ -194,10 +194,16 @@ impl AdminStore for SqliteStore {
         &self,
         id_hash: &[u8],
         at: OffsetDateTime,
+        action: &str,
         audit: AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let set = sqlx::query(SET_STEP_UP).bind(id_hash).bind(unix_micros(at)).execute(&mut *tx).await?;
+        let set = sqlx::query(SET_STEP_UP)
+            .bind(id_hash)
+            .bind(unix_micros(at))
+            .bind(action)
+            .execute(&mut *tx)
+            .await?;
         if set.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -209,10 +215,12 @@ impl AdminStore for SqliteStore {
         &self,
         id_hash: &[u8],
         fresh_since: OffsetDateTime,
+        action: &str,
     ) -> Result<bool, StoreError> {
         let spent = sqlx::query(CONSUME_STEP_UP)
             .bind(id_hash)
             .bind(unix_micros(fresh_since))
+            .bind(action)
             .execute(&self.pool)
             .await?;
         Ok(spent.rows_affected() == 1)

@@ -92,6 +92,7 @@ impl AdminRequestStore for SqliteStore {
         approver: AdminId,
         session_hash: &[u8],
         fresh_since: OffsetDateTime,
+        step_up_action: &str,
         now: OffsetDateTime,
         audit: AuditEvent,
     ) -> Result<Approval, StoreError> {
@@ -99,6 +100,7 @@ impl AdminRequestStore for SqliteStore {
         let spent = sqlx::query(CONSUME_STEP_UP)
             .bind(session_hash)
             .bind(unix_micros(fresh_since))
+            .bind(step_up_action)
             .execute(&mut *tx)
             .await?;
         if spent.rows_affected() != 1 {
