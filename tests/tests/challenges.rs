@@ -149,9 +149,13 @@ async fn full_flows(engine: Engine) {
     assert_eq!(retry.status.code(), Some(1), "one attempt per challenge");
     assert_eq!(w.state_of(&id).await, "denied_wrong_number");
 
-    // The wrong number froze Alice's push (fatigue defence); her admin lifts it.
+    // The wrong number froze Alice's push (fatigue defence); her app lifts the timed freeze,
+    // but the ladder's counts stay (her next prompts would go out silently), so the operator
+    // resets it: the pushes below must reach the fake providers.
     let (status, _) = w.post("/v1/users/alice/unfreeze").await;
     assert_eq!(status, 200);
+    let reset = w.server.cli(&["users", "unfreeze", "--user", "alice"]);
+    assert!(reset.status.success(), "users unfreeze: {}", String::from_utf8_lossy(&reset.stderr));
 
     // Cancel.
     let (id, number) = w.start("alice").await;
