@@ -76,18 +76,6 @@ impl<R> Deref for AdminSession<R> {
     }
 }
 
-/// The value of the cookie `name`, if the request carries it.
-pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
-}
-
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD)
 }
@@ -96,7 +84,7 @@ impl<R: RoleRule> FromRequestParts<AppState> for AdminSession<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = cookie(&parts.headers, SESSION_COOKIE).ok_or(SessionError::Missing)?;
+        let token = super::extract::cookie(&parts.headers, SESSION_COOKIE).ok_or(SessionError::Missing)?;
         let sessions = &state.admin.sessions;
         let principal = sessions.authenticate(token).await?;
         if !is_safe(&parts.method) {

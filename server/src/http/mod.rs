@@ -28,4 +28,4 @@ pub use app_key::scope;
 pub use codes::Code;
 pub use device::{DeviceBody, SignedDevice, parse_json, parse_signed_json};
 pub use error::{ApiError, ErrorBody};
-pub use extract::{ApiJson, ApiPath, PeerAddr};
+pub use extract::{ApiJson, ApiPath, PeerAddr, cookie};

@@ -219,15 +219,7 @@ async fn begin(
 
 /// The secret this browser holds for sign-in `id` (its cookie), if any.
 fn browser_secret(headers: &HeaderMap, id: AuthorizationId) -> Option<String> {
-    let name = browser_cookie_name(id);
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_owned())
+    crate::http::cookie(headers, &browser_cookie_name(id)).map(str::to_owned)
 }
 
 fn sign_in_error(error: SignInError) -> Result<Response, ApiError> {

@@ -63,7 +63,7 @@ async fn session(
     admin: AdminSession<AnyRole>,
     headers: axum::http::HeaderMap,
 ) -> Json<SessionView> {
-    let token = crate::http::admin_session::cookie(&headers, SESSION_COOKIE).unwrap_or_default();
+    let token = crate::http::cookie(&headers, SESSION_COOKIE).unwrap_or_default();
     Json(SessionView {
         admin_id: admin.id,
         name: admin.name.clone(),

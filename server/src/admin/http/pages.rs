@@ -17,8 +17,9 @@ use crate::admin::dashboard::{
 };
 use crate::admin::sessions::SESSION_COOKIE;
 use crate::app::AppState;
+use crate::http::admin_session::AdminSession;
 use crate::http::admin_session::role::AnyRole;
-use crate::http::admin_session::{AdminSession, cookie};
+use crate::http::cookie;
 use crate::http::page::html;
 use crate::http::{ApiError, ApiPath};
 
