@@ -66,6 +66,8 @@ struct Live {
     session_hash: Vec<u8>,
     cursor: i64,
     ready: VecDeque<AlertView>,
+    /// The last page read was full: more alerts may wait after the cursor.
+    more: bool,
     newest: watch::Receiver<i64>,
     shutdown: watch::Receiver<bool>,
     ends_at: Instant,
@@ -91,13 +93,14 @@ pub async fn alerts(
         session_hash,
         cursor,
         ready: VecDeque::new(),
+        more: false,
         ends_at: Instant::now() + MAX_LIFE,
         recheck: tokio::time::interval_at(Instant::now() + RECHECK_EVERY, RECHECK_EVERY),
         plane,
     };
     if after.is_some() {
         // Resuming: what was raised while the browser was away comes first.
-        live.read_new().await?;
+        live.read_page().await?;
     }
     Ok(futures_util::stream::unfold(live, |mut live| async move {
         let next = live.next().await?;
@@ -114,6 +117,18 @@ impl Live {
             if *self.shutdown.borrow() {
                 return None;
             }
+            if self.more {
+                // A backlog (a stream resumed from long ago): one page at a time, the session
+                // checked before each, never the whole history in memory.
+                if !self.session_live().await {
+                    return None;
+                }
+                if let Err(error) = self.read_page().await {
+                    tracing::warn!(%error, "live alert stream ended: the alerts could not be read");
+                    return None;
+                }
+                continue;
+            }
             tokio::select! {
                 _ = self.shutdown.changed() => return None,
                 () = tokio::time::sleep_until(self.ends_at) => return None,
@@ -126,7 +141,7 @@ impl Live {
                     if changed.is_err() || !self.session_live().await {
                         return None;
                     }
-                    if let Err(error) = self.read_new().await {
+                    if let Err(error) = self.read_page().await {
                         tracing::warn!(%error, "live alert stream ended: the alerts could not be read");
                         return None;
                     }
@@ -145,16 +160,12 @@ impl Live {
         }
     }
 
-    /// Queues every alert after the cursor.
-    async fn read_new(&mut self) -> Result<(), DashboardError> {
-        loop {
-            let page = self.plane.dashboard.alerts_after(self.cursor, PAGE_LEN).await?;
-            let full = page.alerts.len() >= PAGE_LEN as usize;
-            self.cursor = page.next_after;
-            self.ready.extend(page.alerts);
-            if !full {
-                return Ok(());
-            }
-        }
+    /// Queues the next page of alerts after the cursor, and notes whether more may follow.
+    async fn read_page(&mut self) -> Result<(), DashboardError> {
+        let page = self.plane.dashboard.alerts_after(self.cursor, PAGE_LEN).await?;
+        self.more = page.alerts.len() >= PAGE_LEN as usize;
+        self.cursor = page.next_after;
+        self.ready.extend(page.alerts);
+        Ok(())
     }
 }
