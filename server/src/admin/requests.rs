@@ -192,10 +192,21 @@ impl AdminRequests {
         Ok(RequestView::from(&record))
     }
 
-    /// One request, settled first: expired if past due, applied if approved but not yet applied.
+    /// One request as it stands now (a pending one past its deadline reads as expired). A read
+    /// changes nothing: any role may read, and only an approval makes a change.
     pub async fn get(&self, id: AdminRequestId) -> Result<RequestView, AdminError> {
-        let record = self.settled(id).await?;
-        Ok(RequestView::from(&record))
+        let record = self.store.admin_request(id).await?.ok_or(AdminError::RequestNotFound)?;
+        Ok(self.as_now(&record))
+    }
+
+    /// The view of `record` now: a pending request past its deadline is expired, whether or
+    /// not that was written yet (the next decision on it writes it).
+    fn as_now(&self, record: &AdminRequestRecord) -> RequestView {
+        let mut view = RequestView::from(record);
+        if record.state == RequestState::Pending && self.clock.now() >= record.expires_at {
+            view.state = RequestState::Expired;
+        }
+        view
     }
 
     /// A page of requests, newest first.
@@ -205,18 +216,8 @@ impl AdminRequests {
         before: Option<RequestCursor>,
         limit: u32,
     ) -> Result<Vec<RequestView>, AdminError> {
-        let now = self.clock.now();
         let records = self.store.admin_requests(state, before, limit).await?;
-        let mut views = Vec::with_capacity(records.len());
-        for record in &records {
-            let mut view = RequestView::from(record);
-            if record.state == RequestState::Pending && now >= record.expires_at {
-                self.expire(record).await?;
-                view.state = RequestState::Expired;
-            }
-            views.push(view);
-        }
-        Ok(views)
+        Ok(records.iter().map(|record| self.as_now(record)).collect())
     }
 
     /// Approves another admin's request, spending the approver's step-up in the same
@@ -228,6 +229,19 @@ impl AdminRequests {
     ) -> Result<ApprovalView, AdminError> {
         let record = self.settled(id).await?;
         let now = self.clock.now();
+        if record.state == RequestState::Approved {
+            // Approved, never applied: the approver's process stopped in between. Another
+            // admin's approval attempt makes the change (the approval itself stands).
+            if !principal.role.permits(model::Permission::DecideRequest) {
+                return Err(AdminError::Role);
+            }
+            if principal.id == record.requested_by {
+                return Err(AdminError::SelfApproval);
+            }
+            let invitation = self.apply(&record).await?;
+            let record = self.store.admin_request(id).await?.ok_or(AdminError::RequestNotFound)?;
+            return Ok(ApprovalView { request: RequestView::from(&record), invitation });
+        }
         self.may_decide(principal, &record, now)?;
         let audit =
             AuditEvent::new(now, principal.actor(), Action::AdminRequestApproved, Subject::AdminRequest(id))
@@ -359,17 +373,15 @@ impl AdminRequests {
     }
 
     /// The request, with a lapsed pending one marked expired and an approved one applied.
+    /// The request before a decision on it (a POST): a pending one past its deadline is
+    /// written expired first.
     async fn settled(&self, id: AdminRequestId) -> Result<AdminRequestRecord, AdminError> {
         let record = self.store.admin_request(id).await?.ok_or(AdminError::RequestNotFound)?;
-        match record.state {
-            RequestState::Pending if self.clock.now() >= record.expires_at => self.expire(&record).await?,
-            RequestState::Approved => {
-                // Approved, never applied: the approver's process stopped in between.
-                self.apply(&record).await?;
-            }
-            _ => return Ok(record),
+        if record.state == RequestState::Pending && self.clock.now() >= record.expires_at {
+            self.expire(&record).await?;
+            return self.store.admin_request(id).await?.ok_or(AdminError::RequestNotFound);
         }
-        self.store.admin_request(id).await?.ok_or(AdminError::RequestNotFound)
+        Ok(record)
     }
 
     async fn expire(&self, record: &AdminRequestRecord) -> Result<(), AdminError> {
