@@ -688,7 +688,32 @@ async fn the_requests_page_lists_pending_requests_escaped(engine: Engine) {
     assert!(!html.contains(r#"data-action="unfreeze""#), "{html}");
 }
 
+/// Attack: any role reconnects with `Last-Event-ID: 0` (up to five streams a session) so the
+/// server reads the whole alert history into memory, and keeps delivering it after the session
+/// ends. A backlog is read a page at a time, in order, the session checked before each page.
+async fn a_resumed_stream_reads_its_backlog_a_page_at_a_time(engine: Engine) {
+    let app = app(engine).await;
+    let admin = app.signed_in_admin("alice", Role::Auditor).await;
+    for n in 0..120 {
+        raise(&app, &format!("{{\"n\":{n}}}")).await;
+    }
+    let (_, _, mut all) = Stream::open(&app, &admin, Some("0")).await;
+    for n in 0..120 {
+        let event = all.next(Duration::from_secs(10)).await.expect("the backlog, in order");
+        assert_eq!(event.data["details"]["n"], n);
+    }
+    drop(all);
+    let (_, _, mut cut) = Stream::open(&app, &admin, Some("0")).await;
+    for _ in 0..countersign::admin::dashboard::PAGE_LEN {
+        cut.next(Duration::from_secs(10)).await.expect("the first page");
+    }
+    let signed_out = app.admin_post(&admin, "/admin/api/session/sign-out", json!({})).await;
+    assert_eq!(signed_out.status, StatusCode::NO_CONTENT);
+    assert!(cut.next(Duration::from_secs(10)).await.is_none(), "no second page for a session that ended");
+}
+
 on_both_engines!(
+    a_resumed_stream_reads_its_backlog_a_page_at_a_time,
     the_requests_page_lists_pending_requests_escaped,
     apps_and_clients_are_listed_keyless_apps_labelled,
     overview_lists_a_user_under_attack,

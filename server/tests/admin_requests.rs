@@ -175,7 +175,10 @@ async fn approved_request_is_applied_once(engine: Engine) {
     assert_eq!(count_of(&app, "admin.request_applied").await, 1);
     assert_eq!(count_of(&app, "admin.role_changed").await, 1);
 
-    // Carol's step-up survived the refused approval; an approval left unapplied is applied on read.
+    // Carol's step-up survived the refused approval. An approval left unapplied (a crash in
+    // between) is not made by a read — any role reads, an auditor too — but by the next
+    // approval attempt of another admin.
+    let auditor = app.signed_in_admin("auditor", Role::Auditor).await;
     let invited_before = count_of(&app, "admin.invited").await;
     let crashed = invite(&app, &alice, "erin").await;
     let stuck = format!(
@@ -183,6 +186,10 @@ async fn approved_request_is_applied_once(engine: Engine) {
         bob.id
     );
     exec_sql(&app.db, &stuck).await.unwrap();
+    assert_eq!(state_of(&app, &auditor, &crashed).await, "approved", "a read changes nothing");
+    assert_eq!(count_of(&app, "admin.invited").await, invited_before);
+    assert_error(&approve(&app, &alice, &crashed).await, StatusCode::FORBIDDEN, "self_approval_forbidden");
+    assert_eq!(approve(&app, &carol, &crashed).await.status, StatusCode::OK);
     assert_eq!(state_of(&app, &carol, &crashed).await, "applied");
     assert_eq!(state_of(&app, &carol, &crashed).await, "applied");
     assert_eq!(count_of(&app, "admin.request_applied").await, 2);
@@ -529,7 +536,58 @@ async fn reset_privileged_factors_applies_only_after_approval(engine: Engine) {
     assert_error(&approve(&app, &bob, id).await, StatusCode::CONFLICT, "request_not_pending");
 }
 
+/// Attack: a rogue admin files a change (an invitation for an accomplice), is caught and
+/// removed, and counts on someone approving the request later from the list. A removed
+/// admin's pending requests can no longer be approved.
+async fn a_removed_admins_pending_request_cannot_be_approved(engine: Engine) {
+    let app = app(engine).await;
+    let (alice, bob, mallory) = three_admins(&app).await;
+    let dave = app.signed_in_admin("dave", Role::Admin).await;
+    let planted = invite(&app, &mallory, "accomplice").await;
+    let removal =
+        app.admin_post(&alice, &format!("/admin/api/admins/{}/remove", mallory.id), json!({})).await;
+    let removal = removal.body["id"].as_str().unwrap().to_owned();
+    app.step_up(&bob, &removal).await;
+    assert_eq!(approve(&app, &bob, &removal).await.status, StatusCode::OK);
+    app.step_up(&dave, &planted).await;
+    assert_error(&approve(&app, &dave, &planted).await, StatusCode::CONFLICT, "request_not_pending");
+    assert!(!app.store.admins().await.unwrap().iter().any(|a| a.name == "accomplice"), "nobody invited");
+}
+
+/// The approval is recorded only for an active admin, even by a caller that skipped the
+/// role check (an approver demoted or removed between the check and the write).
+async fn approval_by_an_admin_demoted_meanwhile_is_refused(engine: Engine) {
+    let app = app(engine).await;
+    let (alice, _bob, _carol) = three_admins(&app).await;
+    let id = invite(&app, &alice, "dave").await;
+    let agent = app.signed_in_admin("agent", Role::Helpdesk).await;
+    app.step_up(&agent, &id).await;
+    let now = app.clock_now();
+    let audit = AuditEvent::new(
+        now,
+        Actor::Admin { id: agent.id },
+        Action::AdminRequestApproved,
+        Subject::Admin(agent.id),
+    );
+    let outcome = app
+        .store
+        .approve_admin_request(
+            AdminRequestId(id.parse().unwrap()),
+            agent.id,
+            &secret_hash(&agent.cookie),
+            now - Duration::minutes(2),
+            &format!("approve_request:{id}"),
+            now,
+            audit,
+        )
+        .await;
+    assert_eq!(outcome.unwrap(), Approval::NotPending);
+    assert_eq!(state_of(&app, &alice, &id).await, "pending");
+}
+
 on_both_engines!(
+    a_removed_admins_pending_request_cannot_be_approved,
+    approval_by_an_admin_demoted_meanwhile_is_refused,
     reset_privileged_factors_applies_only_after_approval,
     self_approval_is_403,
     approval_without_fresh_passkey_is_403,
