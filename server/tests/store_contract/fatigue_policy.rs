@@ -11,12 +11,13 @@ use super::support::{Fixture, fixture};
 
 /// A pending request to hang the change on (the row names the request that made it).
 async fn request(f: &Fixture) -> AdminRequestId {
+    let id = AdminId::random();
     let admin = AdminRecord {
-        id: AdminId::random(),
-        name: "ada".into(),
+        id,
+        name: format!("ada-{id}"),
         role: Role::Admin,
         status: AdminStatus::Active,
-        webauthn_handle: b"ada".to_vec(),
+        webauthn_handle: id.0.as_bytes().to_vec(),
         created_at: f.now(),
         created_by: "cli".into(),
         removal_due_at: None,
