@@ -142,15 +142,14 @@ impl PolicyHandle {
     /// Re-reads the stored policy; the stored row, once there, wins over the config file. A
     /// row that does not parse or is out of bounds is an error (the caller keeps what it has).
     pub async fn refresh(&self, store: &dyn FatiguePolicyStore) -> Result<PolicyOrigin, StoreError> {
-        if let Some(stored) = store.fatigue_policy().await? {
-            if stored.version > self.describe().1.version() {
-                let policy: Policy = serde_json::from_str(&stored.settings)
-                    .map_err(|e| StoreError::Corrupt(format!("stored fatigue policy: {e}")))?;
-                policy.validate().map_err(|e| StoreError::Corrupt(format!("stored fatigue policy: {e}")))?;
-                let origin =
-                    PolicyOrigin::Request { request_id: stored.changed_by_request, version: stored.version };
-                self.set(policy, origin);
-            }
+        let stored = store.fatigue_policy().await?;
+        if let Some(stored) = stored.filter(|s| s.version > self.describe().1.version()) {
+            let policy: Policy = serde_json::from_str(&stored.settings)
+                .map_err(|e| StoreError::Corrupt(format!("stored fatigue policy: {e}")))?;
+            policy.validate().map_err(|e| StoreError::Corrupt(format!("stored fatigue policy: {e}")))?;
+            let origin =
+                PolicyOrigin::Request { request_id: stored.changed_by_request, version: stored.version };
+            self.set(policy, origin);
         }
         Ok(self.describe().1)
     }
