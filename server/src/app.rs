@@ -29,6 +29,7 @@ use crate::clock::Clock;
 use crate::devices::server_key::ServerSigningKey;
 use crate::devices::service::{DeviceService, DeviceSettings};
 use crate::factors::service::FactorService;
+use crate::fatigue::policy::{PolicyHandle, PolicyOrigin};
 use crate::fatigue::service::FatigueService;
 use crate::http::{ApiError, Code, ErrorBody};
 use crate::keycloak::service::KeycloakChannel;
@@ -117,7 +118,14 @@ impl AppState {
         let admin_times = SessionTimes::default();
         let admin_sessions = AdminSessions::new(Arc::clone(&store), Arc::clone(&clock), &master, admin_times);
         let public_url = device_settings.public_url.as_str().to_owned();
-        let fatigue_policy = challenge_settings.policy.clone();
+        let fatigue_policy = PolicyHandle::new(challenge_settings.policy.clone());
+        // A policy approved at run time (stored) wins over the config file's.
+        match fatigue_policy.refresh(store.as_ref()).await.map_err(StartupError::FatiguePolicy)? {
+            PolicyOrigin::Config => tracing::info!("fatigue policy: from the config file"),
+            PolicyOrigin::Request { request_id, version } => {
+                tracing::info!(%request_id, version, "fatigue policy: as changed by an approved request")
+            }
+        }
         let admin_accounts = AdminAccounts::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -131,11 +139,8 @@ impl AppState {
             server_key,
             device_settings,
         ));
-        let fatigue = Arc::new(FatigueService::new(
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            challenge_settings.policy.clone(),
-        ));
+        let fatigue =
+            Arc::new(FatigueService::new(Arc::clone(&store), Arc::clone(&clock), fatigue_policy.clone()));
         let admin_requests = AdminRequests::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -144,13 +149,16 @@ impl AppState {
         );
         let admin_origins = webauthn.origins.clone();
         let sign_in = SignInSettings { ttl: challenge_settings.ttl, waiters: Arc::new(Default::default()) };
-        let challenges = Arc::new(ChallengeService::new(
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            Arc::clone(&master),
-            Arc::clone(&devices),
-            challenge_settings,
-        ));
+        let challenges = Arc::new(
+            ChallengeService::new(
+                Arc::clone(&store),
+                Arc::clone(&clock),
+                Arc::clone(&master),
+                Arc::clone(&devices),
+                challenge_settings,
+            )
+            .with_policy(fatigue_policy.clone()),
+        );
         let user_store: Arc<dyn UserStore> = Arc::<dyn Store>::clone(&store);
         let users = Arc::new(UserService::new(user_store, Arc::clone(&clock)));
         let factors = Arc::new(FactorService::new(Arc::clone(&store), Arc::clone(&clock)));

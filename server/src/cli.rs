@@ -348,7 +348,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let fatigue = crate::fatigue::service::FatigueService::new(
                 store,
                 Arc::new(SystemClock),
-                settings.fatigue.clone(),
+                crate::fatigue::policy::PolicyHandle::new(settings.fatigue.clone()),
             );
             let standing = fatigue.unfreeze_reviewed(Actor::Cli, &user).await?;
             eprintln!("`{user}`: push {}", standing.push);

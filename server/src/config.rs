@@ -121,23 +121,23 @@ impl Default for FatigueConfig {
 
 impl FatigueConfig {
     fn policy(&self) -> Result<crate::fatigue::model::Policy, ConfigError> {
-        bounded("fatigue.push_budget", u64::from(self.push_budget), 1, 10)?;
-        bounded("fatigue.budget_window_secs", self.budget_window_secs, 60, 86_400)?;
-        bounded("fatigue.failures_before_freeze", self.failures_before_freeze as u64, 1, 10)?;
-        bounded("fatigue.freeze_secs", self.freeze_secs, 60, 86_400)?;
-        bounded("fatigue.max_freeze_secs", self.max_freeze_secs, self.freeze_secs, 7 * 86_400)?;
-        bounded("fatigue.hard_lock_after", self.hard_lock_after as u64, 10, 100)?;
-        bounded("fatigue.audible_per_day", u64::from(self.audible_per_day), 1, 20)?;
-        Ok(crate::fatigue::model::Policy {
+        let secs = |key: &'static str, value: u64| {
+            i64::try_from(value)
+                .map(time::Duration::seconds)
+                .map_err(|_| ConfigError::Invalid { key, problem: format!("is too large (got {value})") })
+        };
+        let policy = crate::fatigue::model::Policy {
             push_budget: self.push_budget,
-            budget_window: time::Duration::seconds(self.budget_window_secs as i64),
+            budget_window: secs("fatigue.budget_window_secs", self.budget_window_secs)?,
             failures_before_freeze: self.failures_before_freeze,
-            freeze: time::Duration::seconds(self.freeze_secs as i64),
-            max_freeze: time::Duration::seconds(self.max_freeze_secs as i64),
+            freeze: secs("fatigue.freeze_secs", self.freeze_secs)?,
+            max_freeze: secs("fatigue.max_freeze_secs", self.max_freeze_secs)?,
             hard_lock_after: self.hard_lock_after,
             audible_per_day: self.audible_per_day,
             ..crate::fatigue::model::Policy::default()
-        })
+        };
+        policy.validate().map_err(|e| ConfigError::Invalid { key: e.key, problem: e.problem })?;
+        Ok(policy)
     }
 }
 

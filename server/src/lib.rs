@@ -22,7 +22,7 @@
 //! | [`keycloak`] | Keycloak's CIBA HTTP authentication channel (`POST /keycloak/ciba`): realms (`[[keycloak.realms]]`), their signed bearer tokens, the number from `binding_message`, challenges charged to the realm's app, requests recorded by `jti` |
 //! | [`pages`]   | hosted pages (askama + one vanilla script, strict CSP): passkey registration (`/passkeys/enroll`) and sign-in (`/passkeys/sign-in`) |
 //! | [`admin`]   | the admin plane (`/admin`): admins (not users) who sign in with passkeys only, sessions (`__Host-` cookie, CSRF token, step-up), roles, four-eyes requests, the dashboard (overview, users, prompt timelines, audit viewer, apps; API and server-rendered pages) and its live alert stream (SSE) |
-//! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`, timeline, unfreeze) |
+//! | [`fatigue`] | push budget, escalation ladder, spray/silent rules, signals (`/v1/fatigue`, timeline, unfreeze), the run-time policy (`policy`: bounds, four-eyes changes) |
 //! | [`push`]    | APNs and FCM clients (HTTP/2), what a push may carry                    |
 //! | [`alerts`]  | security alerts (`AlertKind`) to a signed webhook                       |
 //! | [`callbacks`] | the callback outbox's delivery: CIBA pings and Keycloak outcomes, POSTed once a challenge is decided, retried until the request expires |

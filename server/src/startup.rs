@@ -159,6 +159,8 @@ pub enum StartupError {
     ClockSkew(#[from] SkewError),
     #[error("cannot watch challenge changes: {0}")]
     Watch(#[source] StoreError),
+    #[error("cannot read the stored fatigue policy: {0}")]
+    FatiguePolicy(#[source] StoreError),
     #[error("cannot start the callback delivery: {0}")]
     Callbacks(#[source] crate::fault::InternalError),
 }
@@ -264,6 +266,9 @@ async fn start_tasks(
     let mut running = Running::default();
     // Not switchable: the feed does nothing until an admin opens the live stream.
     running.0.push(Arc::clone(&state.admin.feed).spawn());
+    // Not switchable either: a policy change approved elsewhere must reach every instance.
+    let policy = state.fatigue.policy();
+    running.0.push(policy.spawn_refresh(Arc::clone(&state.store), crate::fatigue::policy::REFRESH_INTERVAL));
     if let Some(webhook) = alert_webhook.filter(|_| switches.alert_delivery) {
         let delivery = AlertDelivery::new(Arc::clone(&state.store), Arc::clone(&state.clock), webhook);
         running.0.push(Arc::new(delivery).spawn());

@@ -498,8 +498,8 @@ async fn unfreeze_quarantined_applies_only_after_approval(engine: Engine) {
         "user_not_found",
     );
     let policy = json!({ "kind": "fatigue_policy", "payload": {} });
-    let unsupported = app.admin_post(&alice, "/admin/api/requests/submit", policy).await;
-    assert_error(&unsupported, StatusCode::UNPROCESSABLE_ENTITY, "request_kind_unsupported");
+    let partial = app.admin_post(&alice, "/admin/api/requests/submit", policy).await;
+    assert_error(&partial, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     let malformed = json!({ "kind": "remove_admin", "payload": { "who": "bob" } });
     assert_error(
         &app.admin_post(&alice, "/admin/api/requests/submit", malformed).await,

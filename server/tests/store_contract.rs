@@ -25,6 +25,8 @@ mod dashboard_seed;
 mod devices;
 #[path = "store_contract/fatigue.rs"]
 mod fatigue;
+#[path = "store_contract/fatigue_policy.rs"]
+mod fatigue_policy;
 #[path = "store_contract/keycloak.rs"]
 mod keycloak;
 #[path = "store_contract/oidc_ciba.rs"]

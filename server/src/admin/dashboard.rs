@@ -20,7 +20,7 @@ pub use super::views::{
 use crate::audit::chain::StoredEvent;
 use crate::audit::{Action, Subject};
 use crate::clock::{Clock, from_unix_micros};
-use crate::fatigue::model::Policy;
+use crate::fatigue::policy::PolicyHandle;
 use crate::fatigue::report::{self, PushStanding};
 use crate::ids::{ChallengeId, UserId};
 use crate::store::{
@@ -64,7 +64,7 @@ pub struct AuditQuery {
 pub struct Dashboard {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    policy: Policy,
+    policy: PolicyHandle,
     charts: Mutex<Option<Charts>>,
     /// Push health with when it was computed: an aggregate over an hour of the outbox, cached
     /// like the charts.
@@ -72,7 +72,7 @@ pub struct Dashboard {
 }
 
 impl Dashboard {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: Policy) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: PolicyHandle) -> Self {
         Self { store, clock, policy, charts: Mutex::new(None), push_health: Mutex::new(None) }
     }
 
@@ -123,7 +123,9 @@ impl Dashboard {
         let troubled = self.store.troubled_users(200).await?;
         let ids: HashMap<String, UserId> = troubled.iter().map(|(u, _)| (u.username.clone(), u.id)).collect();
         let mut shown = Vec::new();
-        for user in report::worst_first(troubled, now, &self.policy).into_iter().take(UNDER_ATTACK_SHOWN) {
+        for user in
+            report::worst_first(troubled, now, &self.policy.current()).into_iter().take(UNDER_ATTACK_SHOWN)
+        {
             let last_source = match ids.get(&user.username) {
                 Some(id) => self.store.user_timeline(*id, None, 1).await?.into_iter().next().map(|row| {
                     Source { app_name: row.app_name, ip: row.ip, location: row.location, at: row.created_at }
@@ -223,7 +225,7 @@ impl Dashboard {
             .into_iter()
             .take(PAGE_LEN as usize)
             .map(|l| {
-                let standing = report::standing(&l.push, now, &self.policy);
+                let standing = report::standing(&l.push, now, &self.policy.current());
                 UserRow {
                     username: l.user.username,
                     display_name: l.user.display_name,
@@ -243,7 +245,7 @@ impl Dashboard {
         let cursor = before.map(parse_cursor).transpose()?;
         let user = self.find_user(username).await?;
         let push = self.store.push_state(user.id).await?;
-        let standing = report::standing(&push, self.clock.now(), &self.policy);
+        let standing = report::standing(&push, self.clock.now(), &self.policy.current());
         let rows = self.store.user_timeline(user.id, cursor, PAGE_LEN + 1).await?;
         let more = rows.len() > PAGE_LEN as usize;
         let rows: Vec<TimelineRow> = rows.into_iter().take(PAGE_LEN as usize).collect();

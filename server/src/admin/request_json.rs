@@ -42,7 +42,8 @@ pub enum RequestPayload {
     RemoveAdmin(RemoveAdmin),
     UnfreezeQuarantined(ForUser),
     ResetPrivilegedFactors(ForUser),
-    FatiguePolicy(Value),
+    /// The whole new policy (unknown fields refused).
+    FatiguePolicy(crate::fatigue::model::Policy),
 }
 
 impl RequestPayload {
@@ -67,7 +68,7 @@ impl RequestPayload {
             RequestKind::ResetPrivilegedFactors => {
                 RequestPayload::ResetPrivilegedFactors(serde_json::from_value(payload)?)
             }
-            RequestKind::FatiguePolicy => RequestPayload::FatiguePolicy(payload),
+            RequestKind::FatiguePolicy => RequestPayload::FatiguePolicy(serde_json::from_value(payload)?),
         })
     }
 
@@ -78,7 +79,7 @@ impl RequestPayload {
             RequestPayload::UnfreezeQuarantined(p) | RequestPayload::ResetPrivilegedFactors(p) => {
                 serde_json::to_value(p)
             }
-            RequestPayload::FatiguePolicy(v) => Ok(v.clone()),
+            RequestPayload::FatiguePolicy(p) => serde_json::to_value(p),
         };
         value.unwrap_or(Value::Null)
     }

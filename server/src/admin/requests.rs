@@ -496,7 +496,19 @@ impl AdminRequests {
                 });
                 Ok(Applied { result, invitation: None })
             }
-            RequestPayload::FatiguePolicy(_) => Err(AdminError::Unsupported(record.kind)),
+            RequestPayload::FatiguePolicy(policy) => {
+                policy.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
+                let event = AuditEvent::new(
+                    now,
+                    actor,
+                    Action::FatiguePolicyChanged,
+                    Subject::AdminRequest(record.id),
+                );
+                let handle = self.fatigue.policy();
+                let origin =
+                    handle.change(self.store.as_ref(), policy.clone(), record.id, event, now).await?;
+                Ok(Applied { result: json!({ "policy": policy, "origin": origin }), invitation: None })
+            }
         }
     }
 
@@ -574,7 +586,9 @@ impl AdminRequests {
             | RequestPayload::ResetPrivilegedFactors(ForUser { username }) => {
                 find_user(self.store.as_ref(), username).await?;
             }
-            RequestPayload::FatiguePolicy(_) => return Err(AdminError::Unsupported(payload.kind())),
+            RequestPayload::FatiguePolicy(policy) => {
+                policy.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
+            }
         }
         Ok(())
     }

@@ -26,6 +26,8 @@ pub enum AlertKind {
     AdminRemovalScheduled,
     /// An admin was created with a bootstrap token (`countersign admin bootstrap`).
     AdminBootstrapped,
+    /// An approved four-eyes request changed the fatigue policy.
+    FatiguePolicyChanged,
 }
 
 impl AlertKind {
@@ -41,6 +43,7 @@ impl AlertKind {
         AlertKind::AdminRequestPending,
         AlertKind::AdminRemovalScheduled,
         AlertKind::AdminBootstrapped,
+        AlertKind::FatiguePolicyChanged,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -55,6 +58,7 @@ impl AlertKind {
             AlertKind::AdminRequestPending => "admin_request_pending",
             AlertKind::AdminRemovalScheduled => "admin_removal_scheduled",
             AlertKind::AdminBootstrapped => "admin_bootstrapped",
+            AlertKind::FatiguePolicyChanged => "fatigue_policy_changed",
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
 use crate::devices::refusals::{Refusal, RefusalReason, Throttled, source_network};
 use crate::devices::service::{DeviceService, bad_signature, unix_seconds};
+use crate::fatigue::policy::PolicyHandle;
 use crate::fault::InternalError;
 use crate::ids::{ChallengeId, DeviceId};
 use crate::secrets::MasterKey;
@@ -195,6 +196,8 @@ pub struct ChallengeService {
     /// The database clock decides expiry; its measured offset says when to ask it.
     skew: Arc<ClockSkew>,
     settings: ChallengeSettings,
+    /// The fatigue policy in force (`settings.policy` is only where it starts).
+    policy: PolicyHandle,
 }
 
 fn sealing_context(id: ChallengeId) -> Vec<u8> {
@@ -220,8 +223,16 @@ impl ChallengeService {
             waiters: Arc::new(Waiters::default()),
             push_wakeup: Arc::new(tokio::sync::Notify::new()),
             skew,
+            policy: PolicyHandle::new(settings.policy.clone()),
             settings,
         }
+    }
+
+    /// Reads the fatigue policy through `handle` (shared with the other services), so a
+    /// four-eyes policy change applies here at once.
+    pub fn with_policy(mut self, handle: PolicyHandle) -> Self {
+        self.policy = handle;
+        self
     }
 
     /// This instance's clock against the database's (measured by `startup`, read by `/readyz`).
@@ -388,7 +399,7 @@ impl ChallengeService {
         };
         let created = match self
             .store
-            .create_challenge(record, &push_devices, event, &superseded, &self.settings.policy)
+            .create_challenge(record, &push_devices, event, &superseded, &self.policy.current())
             .await
         {
             Ok(created) => created,
@@ -467,7 +478,7 @@ impl ChallengeService {
             // Someone is prompting this user faster than any real sign-in does: an attack
             // incident on the user's standing (listed, prompts silent, one alert per incident).
             ChallengeError::PushRateLimited { .. } | ChallengeError::SourceRateLimited { .. } => {
-                self.store.record_refused_prompt(user.id, kind, now, event, &self.settings.policy).await?;
+                self.store.record_refused_prompt(user.id, kind, now, event, &self.policy.current()).await?;
             }
             _ => self.store.record_audit(event).await?,
         }
@@ -526,7 +537,7 @@ impl ChallengeService {
                 ChallengeTransition::Expire,
                 now,
                 event,
-                &self.settings.policy,
+                &self.policy.current(),
             )
             .await
         {
@@ -590,7 +601,7 @@ impl ChallengeService {
             Subject::Challenge(id),
         )
         .with_details(json!({ "challenge_id": id }));
-        match self.store.transition_challenge(id, transition, now, event, &self.settings.policy).await {
+        match self.store.transition_challenge(id, transition, now, event, &self.policy.current()).await {
             Ok(redeemed) => Ok(redeemed),
             Err(StoreError::NotFound) => {
                 let challenge = self.load_for_app(app, id).await?;
@@ -630,7 +641,7 @@ impl ChallengeService {
                 ChallengeTransition::Cancel { app_id: app.id },
                 now,
                 event,
-                &self.settings.policy,
+                &self.policy.current(),
             )
             .await
         {
@@ -795,7 +806,7 @@ impl ChallengeService {
                 DeviceDecision { challenge: id, user: challenge.user_id, device: device.id, counter, to },
                 now,
                 event,
-                &self.settings.policy,
+                &self.policy.current(),
             )
             .await
         {
@@ -876,7 +887,7 @@ impl ChallengeService {
     pub async fn expire_due(&self, limit: u32) -> Result<usize, ChallengeError> {
         let now = self.clock.now();
         let event = |c: &ChallengeRecord| expired_event(c, now);
-        let expired = self.store.expire_due_challenges(now, limit, &event, &self.settings.policy).await?;
+        let expired = self.store.expire_due_challenges(now, limit, &event, &self.policy.current()).await?;
         for challenge in &expired {
             self.waiters.decided(challenge);
         }

@@ -20,22 +20,29 @@ use crate::alerts::AlertKind;
 use crate::challenges::model::ChallengeState;
 use crate::ids::UserId;
 
-/// Tunables; `config` keeps them within safe bounds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Tunables; [`Policy::validate`] keeps them within safe bounds. As JSON, durations are
+/// whole seconds under `*_secs` names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Prompts per user per window.
     pub push_budget: u32,
+    #[serde(rename = "budget_window_secs", with = "super::policy::secs")]
     pub budget_window: Duration,
     /// Consecutive denials/timeouts before the first freeze.
     pub failures_before_freeze: i32,
+    #[serde(rename = "freeze_secs", with = "super::policy::secs")]
     pub freeze: Duration,
+    #[serde(rename = "max_freeze_secs", with = "super::policy::secs")]
     pub max_freeze: Duration,
     /// Window in which a second wrong number needs a stronger factor.
+    #[serde(rename = "wrong_number_window_secs", with = "super::policy::secs")]
     pub wrong_number_window: Duration,
     pub hard_lock_after: i32,
     /// Distinct users prompted from one source network within `spray_window` before that
     /// source is throttled. Offices share an egress address: keep this above a busy morning.
     pub spray_users: u32,
+    #[serde(rename = "spray_window_secs", with = "super::policy::secs")]
     pub spray_window: Duration,
     /// Consecutive failures after which new prompts are silent (no notification; the real
     /// user finds them by opening the app).
@@ -46,6 +53,7 @@ pub struct Policy {
     /// Audible (non-silent) prompts per user per rolling day; later ones are silent.
     pub audible_per_day: u32,
     /// How long an attack incident (refused prompts) lasts without a new refusal.
+    #[serde(rename = "incident_window_secs", with = "super::policy::secs")]
     pub incident_window: Duration,
 }
 

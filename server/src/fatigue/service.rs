@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::model::{self, Policy, PushState, Unfreezer};
+use super::model::{self, PushState, Unfreezer};
+use super::policy::PolicyHandle;
 use super::report::{self, PushStanding, TIMELINE_LEN, Timeline, UserUnderAttack};
 use crate::audit::{Action, Actor, AuditEvent, Subject};
 use crate::clock::Clock;
@@ -50,18 +51,23 @@ impl From<UserError> for FatigueError {
 pub struct FatigueService {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    policy: Policy,
+    policy: PolicyHandle,
 }
 
 impl FatigueService {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: Policy) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: PolicyHandle) -> Self {
         Self { store, clock, policy }
+    }
+
+    /// The policy in force, shared with the other services.
+    pub fn policy(&self) -> &PolicyHandle {
+        &self.policy
     }
 
     /// Users whose push standing is not clean, worst first.
     pub async fn users_under_attack(&self) -> Result<Vec<UserUnderAttack>, FatigueError> {
         let users = self.store.troubled_users(TROUBLED_USERS).await?;
-        Ok(report::worst_first(users, self.clock.now(), &self.policy))
+        Ok(report::worst_first(users, self.clock.now(), &self.policy.current()))
     }
 
     /// The user's standing and recent prompts with their warning flags, newest first.
@@ -153,6 +159,6 @@ impl FatigueService {
     }
 
     fn standing_of(&self, push: &PushState) -> PushStanding {
-        report::standing(push, self.clock.now(), &self.policy)
+        report::standing(push, self.clock.now(), &self.policy.current())
     }
 }

@@ -16,7 +16,8 @@
 //! requests by `jti`), [`AdminStore`] (`admin.rs`: the admin plane's admins, sessions and
 //! bootstrap tokens), [`AdminPasskeyStore`] (`admin_passkeys.rs`: admins' passkeys, ceremonies,
 //! invitations), [`AdminRequestStore`] (`admin_requests.rs`: four-eyes requests and the
-//! roster changes they make), [`HelpDeskStore`] (`helpdesk.rs`: caller verifications) and
+//! roster changes they make), [`HelpDeskStore`] (`helpdesk.rs`: caller verifications),
+//! [`FatiguePolicyStore`] (`fatigue_policy.rs`: the run-time fatigue policy) and
 //! [`DashboardStore`] (`dashboard.rs`: the admin dashboard's keyset-paged reads: alert feed,
 //! prompt charts, push health, user search, audit search, prompt timeline).
 //! [`Store`] only composes them (plus migrations, readiness, pool figures) for wiring; a service
@@ -44,6 +45,7 @@ mod codec;
 mod dashboard;
 mod devices;
 mod fatigue;
+mod fatigue_policy;
 mod helpdesk;
 mod keycloak;
 mod oidc_ciba;
@@ -90,6 +92,7 @@ pub use devices::{
     ApprovalProof, DeviceRecord, DeviceStore, EnrollmentRecord, NoticeRecord, ServerKeyRecord, StoredPush,
 };
 pub use fatigue::{FatigueStore, PushStateChange, Standing, StandingUpdate};
+pub use fatigue_policy::{FatiguePolicyStore, StoredPolicy};
 pub use helpdesk::{CallerVerification, HelpDeskStore};
 pub use keycloak::{Admission, KeycloakRequestRecord, KeycloakStore, RequestOutcome};
 pub use oidc_ciba::{CibaRequestRecord, CibaStore};
@@ -213,6 +216,7 @@ pub trait Store:
     + AdminPasskeyStore
     + DashboardStore
     + HelpDeskStore
+    + FatiguePolicyStore
     + AdminRequestStore
     + Send
     + Sync

@@ -311,7 +311,8 @@ pub struct SubmitBody {
     pub kind: RequestKind,
     /// `grant_role`: `{"admin_id", "role"}` or `{"name", "role"}`; `remove_admin`:
     /// `{"admin_id"}`; `unfreeze_quarantined` and `reset_privileged_factors`: `{"username"}`;
-    /// `fatigue_policy` is not supported yet (422 `request_kind_unsupported`).
+    /// `fatigue_policy`: the whole new policy as `GET /admin/api/policy` shows it (unknown
+    /// fields refused; a value out of bounds is 422 `invalid_request` naming the bound).
     #[schema(value_type = Object)]
     pub payload: Value,
 }
@@ -325,7 +326,7 @@ pub struct SubmitBody {
         (status = 202, description = "Pending a second admin's approval", body = RequestView),
         (status = 404, description = "`admin_not_found`, `user_not_found`", body = ErrorBody),
         (status = 409, description = "`last_admins`, `second_admin_required`, `admin_exists`", body = ErrorBody),
-        (status = 422, description = "A payload of the wrong shape, or `request_kind_unsupported`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: a payload of the wrong shape, or a policy out of bounds", body = ErrorBody),
     )
 )]
 async fn submit_request(
@@ -450,6 +451,20 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(approve_request))
         .routes(routes!(reject_request))
         .routes(routes!(cancel_request))
+        .routes(routes!(fatigue_policy))
+}
+
+/// Auth: admin session (any role). The fatigue policy in force on this instance (durations in
+/// whole seconds) and where it comes from: `{"source": "config"}` or
+/// `{"source": "request", "request_id", "version"}`. Change it with a `fatigue_policy` request.
+#[utoipa::path(
+    get, path = "/admin/api/policy", tag = "admin",
+    security(("admin_session" = [])),
+    responses((status = 200, description = "`{\"policy\": {...}, \"origin\": {...}}`", body = serde_json::Value))
+)]
+async fn fatigue_policy(State(state): State<AppState>, _admin: AdminSession<AnyRole>) -> Json<Value> {
+    let (policy, origin) = state.fatigue.policy().describe();
+    Json(serde_json::json!({ "policy": *policy, "origin": origin }))
 }
 
 /// The admin pages (HTML), each a thin layer over the same services as the API.

@@ -11,6 +11,7 @@ mod challenges;
 mod dashboard;
 mod devices;
 mod fatigue;
+mod fatigue_policy;
 mod helpdesk;
 mod keycloak;
 mod oidc_ciba;

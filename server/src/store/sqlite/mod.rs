@@ -15,6 +15,7 @@ mod challenges;
 mod dashboard;
 mod devices;
 mod fatigue;
+mod fatigue_policy;
 mod helpdesk;
 mod keycloak;
 mod oidc_ciba;
