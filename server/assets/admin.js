@@ -185,6 +185,111 @@ function showResult(element, state, text, link) {
   });
 })();
 
+// The user page: Revoke on a device or passkey row runs a step-up, then the revoke, and marks
+// the row (data-state revoked or failed).
+(function () {
+  const user = document.getElementById("user");
+  if (!user) {
+    return;
+  }
+  const base = "/admin/api/users/" + encodeURIComponent(user.dataset.username);
+  [
+    ["revoke-device", "/devices/", "revoke_user_device:"],
+    ["revoke-passkey", "/passkeys/", "revoke_user_passkey:"],
+  ].forEach(([action, kind, stepUpFor]) => {
+    document.querySelectorAll('button[data-action="' + action + '"]').forEach((button) => {
+      const row = button.closest("tr");
+      button.addEventListener("click", async () => {
+        button.disabled = true;
+        row.dataset.state = "working";
+        button.textContent = "Follow your browser's passkey prompt…";
+        try {
+          await stepUp(stepUpFor + button.dataset.id);
+          await adminPost(base + kind + encodeURIComponent(button.dataset.id) + "/revoke");
+          row.dataset.state = "revoked";
+          button.textContent = "Revoked";
+        } catch (error) {
+          row.dataset.state = "failed";
+          button.textContent = error.name === "NotAllowedError"
+            ? "Prompt cancelled: revoke again"
+            : "Failed (" + error.message + "): revoke again";
+          button.disabled = false;
+        }
+      });
+    });
+  });
+})();
+
+// The user page: "Verify caller" sends a number-matching push, shows the number for the agent
+// to read out, and follows the answer by long-polling; a verified caller can be sent a passkey
+// link (shown as text only).
+(function () {
+  const button = document.querySelector('button[data-action="verify-caller"]');
+  const number = document.getElementById("verification-number");
+  const result = document.getElementById("verification-result");
+  const linkButton = document.querySelector('button[data-action="passkey-link"]');
+  const link = document.getElementById("passkey-link");
+  if (!button || !number || !result || !linkButton || !link) {
+    return;
+  }
+  const base = "/admin/api/users/" + encodeURIComponent(button.dataset.username);
+  const words = {
+    verified: "Verified: the caller typed the number on their phone.",
+    wrong_number: "Wrong number: the caller typed another number. Do not trust this call.",
+    denied: "Denied on the phone.",
+    reported: "Reported as \"not me\" on the phone. Do not trust this call.",
+    expired: "No answer in time.",
+    cancelled: "Cancelled.",
+  };
+  let verificationId = null;
+
+  async function follow(id) {
+    for (;;) {
+      const response = await fetch("/admin/api/caller-verifications/" + encodeURIComponent(id) + "?wait=25",
+        { credentials: "same-origin" });
+      const json = await response.json().catch(() => ({}));
+      if (!response.ok) {
+        throw new Error(json.message || "The server answered " + response.status + ".");
+      }
+      if (json.state !== "pending") {
+        return json.state;
+      }
+    }
+  }
+
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    linkButton.hidden = true;
+    link.textContent = "";
+    number.textContent = "";
+    showResult(result, "working", "Sending the push…");
+    try {
+      const started = (await adminPost(base + "/caller-verifications")).json;
+      verificationId = started.id;
+      number.textContent = started.number;
+      showResult(result, "pending", "Read this number to the caller; waiting for their answer…");
+      const state = await follow(started.id);
+      showResult(result, state, words[state] || state);
+      linkButton.hidden = state !== "verified";
+    } catch (error) {
+      showResult(result, "failed", error.message);
+    }
+    button.disabled = false;
+  });
+
+  linkButton.addEventListener("click", async () => {
+    linkButton.disabled = true;
+    try {
+      const issued = (await adminPost(base + "/passkey-links", { verification_id: verificationId })).json;
+      showResult(link, "issued", issued.url);
+      linkButton.hidden = true;
+    } catch (error) {
+      showResult(link, "failed", error.message);
+    }
+    linkButton.disabled = false;
+  });
+})();
+
 // The requests page: Approve runs a step-up, then the approval, and marks the row.
 (function () {
   const rows = document.querySelectorAll("#requests tbody tr[data-request-id]");

@@ -712,8 +712,42 @@ async fn a_resumed_stream_reads_its_backlog_a_page_at_a_time(engine: Engine) {
     assert!(cut.next(Duration::from_secs(10)).await.is_none(), "no second page for a session that ended");
 }
 
+/// The user page offers Revoke (active factors only) and "Verify caller" to help desk, and no
+/// button at all to an auditor.
+async fn the_user_page_offers_revoke_and_verify_caller_to_helpdesk_only(engine: Engine) {
+    let app = app(engine).await;
+    let key = app.key("idp", SCOPES).await;
+    let _phone = enrolled_device(&app, &key, "erin", PushRegistration::None).await;
+    let devices = app.get("/v1/users/erin/devices", Some(&key)).await;
+    let id = devices.body[0]["id"].as_str().unwrap().to_owned();
+
+    let desk = app.signed_in_admin("desk", Role::Helpdesk).await;
+    let (status, _, html) = page(&app, &desk, "/admin/users/erin").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(&format!(r#"data-action="revoke-device" data-id="{id}""#)), "{html}");
+    assert!(html.contains(r#"data-action="verify-caller" data-username="erin""#), "{html}");
+    assert!(html.contains(r#"id="verification-number""#) && html.contains(r#"id="verification-result""#));
+    assert!(!html.contains("<script>") && !html.contains("style="), "no inline script or style (CSP)");
+
+    let reader = app.signed_in_admin("reader", Role::Auditor).await;
+    let (status, _, html) = page(&app, &reader, "/admin/users/erin").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(&format!(r#"data-device-id="{id}""#)), "the auditor still reads the devices");
+    for action in ["revoke-device", "revoke-passkey", "verify-caller", "passkey-link"] {
+        assert!(!html.contains(&format!(r#"data-action="{action}""#)), "{action} for an auditor: {html}");
+    }
+
+    // A revoked device keeps its row, without a Revoke button.
+    let revoked = app.delete(&format!("/v1/users/erin/devices/{id}"), &key).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.body);
+    let (_, _, html) = page(&app, &desk, "/admin/users/erin").await;
+    assert!(html.contains(&format!(r#"data-device-id="{id}""#)), "{html}");
+    assert!(!html.contains(r#"data-action="revoke-device""#), "no Revoke on a revoked device: {html}");
+}
+
 on_both_engines!(
     a_resumed_stream_reads_its_backlog_a_page_at_a_time,
+    the_user_page_offers_revoke_and_verify_caller_to_helpdesk_only,
     the_requests_page_lists_pending_requests_escaped,
     apps_and_clients_are_listed_keyless_apps_labelled,
     overview_lists_a_user_under_attack,

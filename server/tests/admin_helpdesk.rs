@@ -5,6 +5,8 @@
 
 #[macro_use]
 mod common;
+#[path = "common/soft_key.rs"]
+mod soft_key;
 
 use axum::http::StatusCode;
 use common::admin::AdminClient;
@@ -263,7 +265,134 @@ async fn an_agent_lifts_an_ordinary_freeze_at_once(engine: Engine) {
     assert_error(&reply, StatusCode::FORBIDDEN, "admin_role_required");
 }
 
+/// Who did `action`, each time, oldest first.
+async fn audit_actors(app: &TestApp, action: &str) -> Vec<String> {
+    countersign::audit::flush(app.store.as_ref()).await.unwrap();
+    let head = app.store.audit_head().await.unwrap();
+    let events = app.store.audit_events(0, head.seq, 100_000).await.unwrap();
+    events.into_iter().filter(|e| e.action == action).map(|e| e.actor).collect()
+}
+
+/// Attack: a caller claims a lost phone to get the real one cut off. Revoking a factor needs a
+/// fresh passkey of the agent (step-up, spent), touches only this user's factors, and is the
+/// agent's alone to do (an auditor cannot); the revoked phone is refused from then on.
+async fn an_agent_revokes_a_device_with_a_fresh_passkey_only(engine: Engine) {
+    let d = desk(engine).await;
+    let key = d.app.key("idp2", "users:write").await;
+    let bob = enrolled_device(&d.app, &key, "bob", PushRegistration::None).await;
+    let revoke = |user: &str, id: &str| format!("/admin/api/users/{user}/devices/{id}/revoke");
+    let alice_phone = d.phone.device_id();
+    let path = revoke("alice", alice_phone.as_str());
+    assert_error(
+        &d.app.admin_post(&d.agent, &path, json!({})).await,
+        StatusCode::FORBIDDEN,
+        "step_up_required",
+    );
+    assert_eq!(signed_get(&d.app, &d.phone, "/device/v1/challenges").await.status, StatusCode::OK);
+    let step_up = |id: &str| format!("revoke_user_device:{id}");
+    let auditor = d.app.signed_in_admin("auditor", Role::Auditor).await;
+    d.app.step_up_for(&auditor, &step_up(alice_phone.as_str())).await;
+    assert_error(
+        &d.app.admin_post(&auditor, &path, json!({})).await,
+        StatusCode::FORBIDDEN,
+        "admin_role_required",
+    );
+    // Another user's device under alice's name: not found, and bob's phone still works.
+    let foreign = revoke("alice", bob.device_id().as_str());
+    d.app.step_up_for(&d.agent, &step_up(bob.device_id().as_str())).await;
+    // A step-up taken for one device does not revoke another.
+    assert_error(
+        &d.app.admin_post(&d.agent, &path, json!({})).await,
+        StatusCode::FORBIDDEN,
+        "step_up_required",
+    );
+    assert_error(
+        &d.app.admin_post(&d.agent, &foreign, json!({})).await,
+        StatusCode::NOT_FOUND,
+        "device_not_found",
+    );
+    assert_eq!(signed_get(&d.app, &bob, "/device/v1/challenges").await.status, StatusCode::OK);
+    // The step-up above was spent by the refused attempt: one step-up, one action.
+    assert_error(
+        &d.app.admin_post(&d.agent, &foreign, json!({})).await,
+        StatusCode::FORBIDDEN,
+        "step_up_required",
+    );
+    d.app.step_up_for(&d.agent, &step_up(alice_phone.as_str())).await;
+    let revoked = d.app.admin_post(&d.agent, &path, json!({})).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.body);
+    assert_error(
+        &signed_get(&d.app, &d.phone, "/device/v1/challenges").await,
+        StatusCode::UNAUTHORIZED,
+        "device_revoked",
+    );
+    let actions = audit_actions(&d.app).await;
+    let event = actions.iter().find(|(a, _)| a == "device.revoked").unwrap();
+    assert_eq!(event.1["username"], "alice");
+    let actors = audit_actors(&d.app, "device.revoked").await;
+    assert_eq!(actors, vec![format!("admin:{}", d.agent.id)], "the agent is the actor");
+}
+
+/// The same for a passkey: step-up first, this user's only, an auditor never.
+async fn an_agent_revokes_a_passkey_with_a_fresh_passkey_only(engine: Engine) {
+    let d = desk(engine).await;
+    let key = d.app.key("portal", "users:read users:write").await;
+    let mut passkeys = Vec::new();
+    for username in ["carol", "dave"] {
+        let created = d.app.post_json("/v1/users", &key, json!({ "username": username })).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        let begun =
+            d.app.post_json(&format!("/v1/users/{username}/passkeys/registrations"), &key, json!({})).await;
+        assert_eq!(begun.status, StatusCode::CREATED, "{}", begun.body);
+        let credential = soft_key::SoftKey::new().create(&begun.body["public_key"]).await;
+        let path =
+            format!("/v1/users/{username}/passkeys/registrations/{}", begun.body["id"].as_str().unwrap());
+        let stored = d.app.post_json(&path, &key, credential).await;
+        assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+        passkeys.push(stored.body["id"].as_str().unwrap().to_owned());
+    }
+    let path = format!("/admin/api/users/carol/passkeys/{}/revoke", passkeys[0]);
+    assert_error(
+        &d.app.admin_post(&d.agent, &path, json!({})).await,
+        StatusCode::FORBIDDEN,
+        "step_up_required",
+    );
+    let step_up = |id: &str| format!("revoke_user_passkey:{id}");
+    let auditor = d.app.signed_in_admin("auditor", Role::Auditor).await;
+    d.app.step_up_for(&auditor, &step_up(&passkeys[0])).await;
+    assert_error(
+        &d.app.admin_post(&auditor, &path, json!({})).await,
+        StatusCode::FORBIDDEN,
+        "admin_role_required",
+    );
+    d.app.step_up_for(&d.agent, &step_up(&passkeys[1])).await;
+    let foreign = format!("/admin/api/users/carol/passkeys/{}/revoke", passkeys[1]);
+    assert_error(
+        &d.app.admin_post(&d.agent, &foreign, json!({})).await,
+        StatusCode::NOT_FOUND,
+        "passkey_not_found",
+    );
+    // A device's step-up does not revoke a passkey with the same id.
+    d.app.step_up_for(&d.agent, &format!("revoke_user_device:{}", passkeys[0])).await;
+    assert_error(
+        &d.app.admin_post(&d.agent, &path, json!({})).await,
+        StatusCode::FORBIDDEN,
+        "step_up_required",
+    );
+    d.app.step_up_for(&d.agent, &step_up(&passkeys[0])).await;
+    let revoked = d.app.admin_post(&d.agent, &path, json!({})).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.body);
+    let listed = d.app.get("/v1/users/carol/passkeys", Some(&key)).await;
+    assert!(listed.body[0]["revoked_at"].is_string(), "{}", listed.body);
+    let other = d.app.get("/v1/users/dave/passkeys", Some(&key)).await;
+    assert_eq!(other.body[0]["revoked_at"], Value::Null, "dave's passkey is untouched");
+    let actors = audit_actors(&d.app, "passkey.revoked").await;
+    assert_eq!(actors, vec![format!("admin:{}", d.agent.id)], "the agent is the actor");
+}
+
 on_both_engines!(
+    an_agent_revokes_a_device_with_a_fresh_passkey_only,
+    an_agent_revokes_a_passkey_with_a_fresh_passkey_only,
     quarantined_unfreeze_without_second_admin_is_202_pending_not_applied,
     an_agent_lifts_an_ordinary_freeze_at_once,
     helpdesk_link_for_a_privileged_user_needs_a_second_approver,

@@ -414,7 +414,7 @@ async fn revoke_passkey(
     app: AppKey<UsersWrite>,
     ApiPath((username, id)): ApiPath<(String, uuid::Uuid)>,
 ) -> Result<StatusCode, ApiError> {
-    state.passkeys.revoke(&app, &username, PasskeyId(id)).await?;
+    state.passkeys.revoke(app.actor(), &username, PasskeyId(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

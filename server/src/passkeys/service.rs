@@ -522,13 +522,13 @@ impl PasskeyService {
     /// bound to the user.
     pub async fn revoke(
         &self,
-        app: &AuthenticatedApp,
+        actor: Actor,
         username: &str,
         id: PasskeyId,
     ) -> Result<PasskeyRecord, PasskeyError> {
         let user = self.user(username).await?;
         let now: OffsetDateTime = self.clock.now();
-        let event = AuditEvent::new(now, app.actor(), Action::PasskeyRevoked, Subject::User(user.id))
+        let event = AuditEvent::new(now, actor, Action::PasskeyRevoked, Subject::User(user.id))
             .with_details(json!({ "passkey_id": id, "username": user.username }));
         match self.store.revoke_passkey(user.id, id, now, event).await {
             Err(StoreError::NotFound) => Err(PasskeyError::PasskeyNotFound),

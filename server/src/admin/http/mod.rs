@@ -7,6 +7,7 @@ mod audit_check;
 mod auth;
 pub mod auth_pages;
 mod dashboard;
+mod factors;
 mod helpdesk;
 mod pages;
 mod request_pages;
@@ -439,6 +440,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(auth::routes())
         .merge(audit_check::routes())
         .merge(helpdesk::routes())
+        .merge(factors::routes())
         .merge(dashboard::routes())
         .routes(routes!(list_admins))
         .routes(routes!(invite_admin))
