@@ -11,15 +11,26 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::admin::apps::{self as manage, ManageError};
 use crate::api_keys::Scopes;
-use crate::api_keys::service::{self as api_keys, AppAdminError};
+use crate::api_keys::service::AppAdminError;
 use crate::app::AppState;
 use crate::http::admin_session::AdminSession;
 use crate::http::admin_session::role::AdminOnly;
 use crate::http::{ApiError, ApiJson, ApiPath, Code, ErrorBody};
-use crate::oidc::client_admin::{self, ClientAdminError, NewClient};
+use crate::oidc::client_admin::{ClientAdminError, NewClient};
 use crate::oidc::clients::{self, AuthMethod, ClientId, ClientKeys, IdTokenAlg};
-use crate::oidc::keys::SigningAlg;
+
+impl From<ManageError> for ApiError {
+    fn from(error: ManageError) -> Self {
+        match error {
+            ManageError::App(e) => e.into(),
+            ManageError::Client(e) => e.into(),
+            ManageError::Keyless(_) => ApiError::new(Code::KeylessApp, error.to_string()),
+            ManageError::Keys(e) => ApiError::internal(&e),
+        }
+    }
+}
 
 impl From<AppAdminError> for ApiError {
     fn from(error: AppAdminError) -> Self {
@@ -98,9 +109,7 @@ async fn create_app(
         return Err(AppAdminError::NoScopes.into());
     }
     state.admin.sessions.consume_step_up(&admin).await?;
-    let (app, key) =
-        api_keys::create_app(state.store.as_ref(), state.clock.as_ref(), admin.actor(), &body.name, scopes)
-            .await?;
+    let (app, key) = manage::create_app(&state, admin.actor(), &body.name, scopes).await?;
     let scopes = app.scopes.to_string().split(' ').map(str::to_owned).collect();
     let view = CreatedAppView { name: app.name, scopes, api_key: key.expose_secret().to_owned() };
     Ok((StatusCode::CREATED, Json(view)))
@@ -124,18 +133,9 @@ async fn revoke_app(
     admin: AdminSession<AdminOnly>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<RevokedView>, ApiError> {
-    match state.store.app_by_name(&name).await? {
-        Some(app) if app.revoked_at.is_none() && app.scopes.is_empty() => {
-            return Err(ApiError::new(
-                Code::KeylessApp,
-                format!("`{name}` holds no key: revoke the OIDC client or realm it stands for instead"),
-            ));
-        }
-        Some(app) if app.revoked_at.is_none() => {}
-        _ => return Err(AppAdminError::NotFound(name).into()),
-    }
+    manage::check_revocable_app(&state, &name).await?;
     state.admin.sessions.consume_step_up(&admin).await?;
-    let app = api_keys::revoke_app(state.store.as_ref(), state.clock.as_ref(), admin.actor(), &name).await?;
+    let app = manage::revoke_app(&state, admin.actor(), &name).await?;
     Ok(Json(RevokedView { name: app.name, revoked: true }))
 }
 
@@ -217,16 +217,7 @@ async fn create_client(
 ) -> Result<(StatusCode, Json<CreatedClientView>), ApiError> {
     let new = new_client(body)?;
     state.admin.sessions.consume_step_up(&admin).await?;
-    if new.id_token_alg == IdTokenAlg::Rs256 {
-        // Published before the client exists, as the CLI does: its RP fetches the JWKS first.
-        state
-            .signing_keys
-            .ensure_signing_key(SigningAlg::Rs256, admin.actor())
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-    }
-    let created =
-        client_admin::create_client(state.store.as_ref(), state.clock.as_ref(), admin.actor(), new).await?;
+    let created = manage::create_client(&state, admin.actor(), new).await?;
     let client = created.client;
     let view = CreatedClientView {
         client_id: client.client_id.to_string(),
@@ -255,16 +246,9 @@ async fn revoke_client(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RevokedView>, ApiError> {
     let id = ClientId(id);
-    let active = client_admin::list_clients(state.store.as_ref())
-        .await?
-        .into_iter()
-        .any(|c| c.client_id == id && c.is_active());
-    if !active {
-        return Err(ClientAdminError::NotFound(id).into());
-    }
+    manage::check_revocable_client(&state, &id).await?;
     state.admin.sessions.consume_step_up(&admin).await?;
-    let client =
-        client_admin::revoke_client(state.store.as_ref(), state.clock.as_ref(), admin.actor(), &id).await?;
+    let client = manage::revoke_client(&state, admin.actor(), &id).await?;
     Ok(Json(RevokedView { name: client.name, revoked: true }))
 }
 
