@@ -21,6 +21,7 @@
 //! It changes other capabilities' state only through their services.
 
 pub mod accounts;
+pub mod apps;
 pub mod audit_check;
 pub mod dashboard;
 pub mod feed;

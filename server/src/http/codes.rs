@@ -197,6 +197,15 @@ codes! {
     CallerNotVerified = "caller_not_verified" => FORBIDDEN;
     /// A privileged user's factors change only through a four-eyes request.
     PrivilegedUser = "privileged_user" => FORBIDDEN;
+    /// An app of that name exists (active or revoked: names are never reused).
+    AppExists = "app_exists" => CONFLICT;
+    /// No active app has that name.
+    AppNotFound = "app_not_found" => NOT_FOUND;
+    /// The app holds no key (an OIDC client's, a Keycloak realm's, the help desk's): it lives and
+    /// ends with what it stands for, not here.
+    KeylessApp = "keyless_app" => CONFLICT;
+    /// No active OIDC client has that id.
+    ClientNotFound = "client_not_found" => NOT_FOUND;
 
     // The server.
     /// A fault: opaque to the client, logged with its cause.

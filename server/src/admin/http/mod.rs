@@ -3,6 +3,7 @@
 //! (`auth.rs`) that lead to one; state changes also need the session's CSRF token in
 //! `X-CSRF-Token` and an `Origin` of ours (see `crate::http::admin_session`).
 
+mod apps;
 mod audit_check;
 mod auth;
 pub mod auth_pages;
@@ -442,6 +443,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(helpdesk::routes())
         .merge(factors::routes())
         .merge(dashboard::routes())
+        .merge(apps::routes())
         .routes(routes!(list_admins))
         .routes(routes!(invite_admin))
         .routes(routes!(change_role))
