@@ -40,8 +40,12 @@ async fn an_admin_creates_and_revokes_an_app_with_a_fresh_passkey(engine: Engine
 
     let refused = app.admin_post(&admin, "/admin/api/apps", body.clone()).await;
     assert_error(&refused, StatusCode::FORBIDDEN, "step_up_required");
+    // A step-up taken for another app's creation does not create this one.
+    app.step_up_for(&admin, "create_app:other").await;
+    let refused = app.admin_post(&admin, "/admin/api/apps", body.clone()).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "step_up_required");
 
-    app.step_up(&admin).await;
+    app.step_up_for(&admin, "create_app:portal").await;
     let created = app.admin_post(&admin, "/admin/api/apps", body.clone()).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     assert_eq!(created.body["name"], "portal");
@@ -57,10 +61,11 @@ async fn an_admin_creates_and_revokes_an_app_with_a_fresh_passkey(engine: Engine
     let listed = app.admin_get(&admin, "/admin/api/apps").await;
     assert!(!listed.body.to_string().contains(&key), "{}", listed.body);
 
-    // The step-up was spent: revoking needs another.
+    // The step-up was spent, and was for creating: revoking needs its own.
+    app.step_up_for(&admin, "create_app:portal").await;
     let revoke = app.admin_post(&admin, "/admin/api/apps/portal/revoke", json!({})).await;
     assert_error(&revoke, StatusCode::FORBIDDEN, "step_up_required");
-    app.step_up(&admin).await;
+    app.step_up_for(&admin, "revoke_app:portal").await;
     let revoked = app.admin_post(&admin, "/admin/api/apps/portal/revoke", json!({})).await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
     assert_error(&app.get("/v1/users/alice", Some(&key)).await, StatusCode::UNAUTHORIZED, "api_key_revoked");
@@ -73,7 +78,7 @@ async fn helpdesk_and_auditor_cannot_create_or_revoke_apps(engine: Engine) {
     app.key("portal", "users:read").await;
     for (name, role) in [("desk", Role::Helpdesk), ("reader", Role::Auditor)] {
         let other = app.signed_in_admin(name, role).await;
-        app.step_up(&other).await;
+        app.step_up_for(&other, "create_app:x").await;
         let create =
             app.admin_post(&other, "/admin/api/apps", json!({ "name": "x", "scopes": ["users:read"] })).await;
         assert_error(&create, StatusCode::FORBIDDEN, "admin_role_required");
@@ -98,7 +103,7 @@ async fn keyless_apps_cannot_be_revoked_here(engine: Engine) {
     .unwrap();
     app.store.create_app(record, event).await.unwrap();
     let admin = app.signed_in_admin("root", Role::Admin).await;
-    app.step_up(&admin).await;
+    app.step_up_for(&admin, "revoke_app:sso-realm").await;
     let revoke = app.admin_post(&admin, "/admin/api/apps/sso-realm/revoke", json!({})).await;
     assert_error(&revoke, StatusCode::CONFLICT, "keyless_app");
     assert!(app.store.app_by_name("sso-realm").await.unwrap().unwrap().revoked_at.is_none());
@@ -127,11 +132,11 @@ async fn bad_app_input_is_422_and_a_taken_name_409(engine: Engine) {
         json!({ "name": "ok", "scopes": ["users:read"], "extra": 1 }),
         json!({ "name": "ok" }),
     ] {
-        app.step_up(&admin).await;
+        app.step_up_for(&admin, "create_app:ok").await;
         let reply = app.admin_post(&admin, "/admin/api/apps", body.clone()).await;
         assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     }
-    app.step_up(&admin).await;
+    app.step_up_for(&admin, "create_app:portal").await;
     let taken = app
         .admin_post(&admin, "/admin/api/apps", json!({ "name": "portal", "scopes": ["users:read"] }))
         .await;
@@ -142,7 +147,7 @@ async fn bad_app_input_is_422_and_a_taken_name_409(engine: Engine) {
         json!({ "name": "rp", "redirect_uris": [], "auth_method": "client_secret_basic" }),
         json!({ "name": "rp", "redirect_uris": ["https://rp.example/cb"], "auth_method": "client_secret_basic", "ciba": "shout" }),
     ] {
-        app.step_up(&admin).await;
+        app.step_up_for(&admin, "create_client").await;
         let reply = app.admin_post(&admin, "/admin/api/clients", body.clone()).await;
         assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     }
@@ -169,7 +174,7 @@ async fn an_admin_creates_and_revokes_an_oidc_client(engine: Engine) {
     });
     let refused = app.admin_post(&admin, "/admin/api/clients", body.clone()).await;
     assert_error(&refused, StatusCode::FORBIDDEN, "step_up_required");
-    app.step_up(&admin).await;
+    app.step_up_for(&admin, "create_client").await;
     let created = app.admin_post(&admin, "/admin/api/clients", body).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     let client_id = created.body["client_id"].as_str().unwrap().to_owned();
@@ -182,11 +187,11 @@ async fn an_admin_creates_and_revokes_an_oidc_client(engine: Engine) {
 
     let path = format!("/admin/api/clients/{client_id}/revoke");
     assert_error(&app.admin_post(&admin, &path, json!({})).await, StatusCode::FORBIDDEN, "step_up_required");
-    app.step_up(&admin).await;
+    app.step_up_for(&admin, &format!("revoke_client:{client_id}")).await;
     let revoked = app.admin_post(&admin, &path, json!({})).await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
     assert_eq!(token_error(&app, &client_id, &secret).await, "invalid_client");
-    app.step_up(&admin).await;
+    app.step_up_for(&admin, &format!("revoke_client:{client_id}")).await;
     assert_error(&app.admin_post(&admin, &path, json!({})).await, StatusCode::NOT_FOUND, "client_not_found");
     assert_audited_by(&app, &admin, &["oidc_client.created", "oidc_client.revoked"]).await;
 }

@@ -6,6 +6,6 @@ mod model;
 pub mod service;
 
 pub use model::{
-    GeneratedKey, RandomFailure, Scope, Scopes, UnknownScope, generate, hash_key, key_matches, parse_key_id,
-    random_urlsafe,
+    GeneratedKey, RandomFailure, Scope, Scopes, UnknownScope, generate, hash_key, is_valid_app_name,
+    key_matches, parse_key_id, random_urlsafe,
 };

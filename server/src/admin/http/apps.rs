@@ -12,7 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::admin::apps::{self as manage, ManageError};
+use crate::admin::model::StepUpAction;
 use crate::api_keys::Scopes;
+use crate::api_keys::is_valid_app_name;
 use crate::api_keys::service::AppAdminError;
 use crate::app::AppState;
 use crate::http::admin_session::AdminSession;
@@ -84,7 +86,7 @@ pub struct RevokedView {
     pub revoked: bool,
 }
 
-/// Auth: admin session (admin), CSRF token, a fresh step-up (spent). Creates an app with its
+/// Auth: admin session (admin), CSRF token, a fresh step-up taken for this change (spent). Creates an app with its
 /// API key, shown once.
 #[utoipa::path(
     post, path = "/admin/api/apps", tag = "admin",
@@ -108,14 +110,18 @@ async fn create_app(
     if scopes.is_empty() {
         return Err(AppAdminError::NoScopes.into());
     }
-    state.admin.sessions.consume_step_up(&admin).await?;
+    if !is_valid_app_name(&body.name) {
+        return Err(AppAdminError::InvalidName.into());
+    }
+    let action = StepUpAction::on("create_app", Some(&body.name));
+    state.admin.sessions.consume_step_up(&admin, &action).await?;
     let (app, key) = manage::create_app(&state, admin.actor(), &body.name, scopes).await?;
     let scopes = app.scopes.to_string().split(' ').map(str::to_owned).collect();
     let view = CreatedAppView { name: app.name, scopes, api_key: key.expose_secret().to_owned() };
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// Auth: admin session (admin), CSRF token, a fresh step-up (spent). Revokes an app's key at
+/// Auth: admin session (admin), CSRF token, a fresh step-up taken for this change (spent). Revokes an app's key at
 /// once. Keyless apps (OIDC clients', Keycloak realms', the help desk's) are refused.
 #[utoipa::path(
     post, path = "/admin/api/apps/{name}/revoke", tag = "admin",
@@ -134,7 +140,7 @@ async fn revoke_app(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<RevokedView>, ApiError> {
     manage::check_revocable_app(&state, &name).await?;
-    state.admin.sessions.consume_step_up(&admin).await?;
+    state.admin.sessions.consume_step_up(&admin, &StepUpAction::on("revoke_app", Some(&name))).await?;
     let app = manage::revoke_app(&state, admin.actor(), &name).await?;
     Ok(Json(RevokedView { name: app.name, revoked: true }))
 }
@@ -198,7 +204,7 @@ fn new_client(body: NewClientBody) -> Result<NewClient, ClientAdminError> {
     Ok(new)
 }
 
-/// Auth: admin session (admin), CSRF token, a fresh step-up (spent). Registers an OIDC client;
+/// Auth: admin session (admin), CSRF token, a fresh step-up taken for this change (spent). Registers an OIDC client;
 /// a secret-based client's secret is shown once.
 #[utoipa::path(
     post, path = "/admin/api/clients", tag = "admin",
@@ -216,7 +222,8 @@ async fn create_client(
     ApiJson(body): ApiJson<NewClientBody>,
 ) -> Result<(StatusCode, Json<CreatedClientView>), ApiError> {
     let new = new_client(body)?;
-    state.admin.sessions.consume_step_up(&admin).await?;
+    // The client id is drawn at creation, so the step-up names the verb alone.
+    state.admin.sessions.consume_step_up(&admin, &StepUpAction::on("create_client", None)).await?;
     let created = manage::create_client(&state, admin.actor(), new).await?;
     let client = created.client;
     let view = CreatedClientView {
@@ -228,7 +235,7 @@ async fn create_client(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// Auth: admin session (admin), CSRF token, a fresh step-up (spent). Revokes an OIDC client at
+/// Auth: admin session (admin), CSRF token, a fresh step-up taken for this change (spent). Revokes an OIDC client at
 /// once: it can no longer authenticate or start a sign-in.
 #[utoipa::path(
     post, path = "/admin/api/clients/{id}/revoke", tag = "admin",
@@ -247,7 +254,8 @@ async fn revoke_client(
 ) -> Result<Json<RevokedView>, ApiError> {
     let id = ClientId(id);
     manage::check_revocable_client(&state, &id).await?;
-    state.admin.sessions.consume_step_up(&admin).await?;
+    let action = StepUpAction::on("revoke_client", Some(&id.0));
+    state.admin.sessions.consume_step_up(&admin, &action).await?;
     let client = manage::revoke_client(&state, admin.actor(), &id).await?;
     Ok(Json(RevokedView { name: client.name, revoked: true }))
 }
