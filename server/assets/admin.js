@@ -36,6 +36,32 @@ async function stepUp(action) {
   await adminPost("/admin/api/session/step-up", { credential: credential.toJSON() });
 }
 
+// Revoke buttons (in table rows): each click runs a step-up for exactly that revoke
+// (`stepUpFor(button)`), then POSTs to `url(button)`, and marks the row (data-state revoked or
+// failed).
+function wireRevokeButtons(selector, stepUpFor, url) {
+  document.querySelectorAll(selector).forEach((button) => {
+    const row = button.closest("tr");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      row.dataset.state = "working";
+      button.textContent = "Follow your browser's passkey prompt…";
+      try {
+        await stepUp(stepUpFor(button));
+        await adminPost(url(button));
+        row.dataset.state = "revoked";
+        button.textContent = "Revoked";
+      } catch (error) {
+        row.dataset.state = "failed";
+        button.textContent = error.name === "NotAllowedError"
+          ? "Prompt cancelled: revoke again"
+          : "Failed (" + error.message + "): revoke again";
+        button.disabled = false;
+      }
+    });
+  });
+}
+
 function showResult(element, state, text, link) {
   element.dataset.state = state;
   element.textContent = text;
@@ -185,39 +211,17 @@ function showResult(element, state, text, link) {
   });
 })();
 
-// The user page: Revoke on a device or passkey row runs a step-up, then the revoke, and marks
-// the row (data-state revoked or failed).
+// The user page: Revoke on a device or passkey row.
 (function () {
   const user = document.getElementById("user");
   if (!user) {
     return;
   }
   const base = "/admin/api/users/" + encodeURIComponent(user.dataset.username);
-  [
-    ["revoke-device", "/devices/", "revoke_user_device:"],
-    ["revoke-passkey", "/passkeys/", "revoke_user_passkey:"],
-  ].forEach(([action, kind, stepUpFor]) => {
-    document.querySelectorAll('button[data-action="' + action + '"]').forEach((button) => {
-      const row = button.closest("tr");
-      button.addEventListener("click", async () => {
-        button.disabled = true;
-        row.dataset.state = "working";
-        button.textContent = "Follow your browser's passkey prompt…";
-        try {
-          await stepUp(stepUpFor + button.dataset.id);
-          await adminPost(base + kind + encodeURIComponent(button.dataset.id) + "/revoke");
-          row.dataset.state = "revoked";
-          button.textContent = "Revoked";
-        } catch (error) {
-          row.dataset.state = "failed";
-          button.textContent = error.name === "NotAllowedError"
-            ? "Prompt cancelled: revoke again"
-            : "Failed (" + error.message + "): revoke again";
-          button.disabled = false;
-        }
-      });
-    });
-  });
+  wireRevokeButtons('button[data-action="revoke-device"]', (b) => "revoke_user_device:" + b.dataset.id,
+    (b) => base + "/devices/" + encodeURIComponent(b.dataset.id) + "/revoke");
+  wireRevokeButtons('button[data-action="revoke-passkey"]', (b) => "revoke_user_passkey:" + b.dataset.id,
+    (b) => base + "/passkeys/" + encodeURIComponent(b.dataset.id) + "/revoke");
 })();
 
 // The user page: "Verify caller" sends a number-matching push, shows the number for the agent
@@ -287,6 +291,75 @@ function showResult(element, state, text, link) {
       showResult(link, "failed", error.message);
     }
     linkButton.disabled = false;
+  });
+})();
+
+// The apps page (admins only): the Revoke buttons and the create forms. Each change runs a
+// step-up for exactly that change, then calls the admin API; a new key or client secret is shown
+// once, as text, and never kept by the page.
+(function () {
+  wireRevokeButtons('button[data-action="revoke-app"]', (b) => "revoke_app:" + b.dataset.name,
+    (b) => "/admin/api/apps/" + encodeURIComponent(b.dataset.name) + "/revoke");
+  wireRevokeButtons('button[data-action="revoke-client"]', (b) => "revoke_client:" + b.dataset.clientId,
+    (b) => "/admin/api/clients/" + encodeURIComponent(b.dataset.clientId) + "/revoke");
+
+  // Runs `create` (step-up, then the POST) on submit, and shows the answer's secret line, which
+  // `reveal` fills.
+  function createForm(id, create, reveal) {
+    const form = document.getElementById(id);
+    if (!form) {
+      return;
+    }
+    const result = form.querySelector(".result");
+    const secret = form.querySelector(".secret");
+    const button = form.querySelector('button[type="submit"]');
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      button.disabled = true;
+      secret.hidden = true;
+      secret.querySelectorAll("code").forEach((code) => { code.textContent = ""; });
+      showResult(result, "working", "Follow your browser's passkey prompt…");
+      try {
+        const answer = (await create(new FormData(form))).json;
+        showResult(result, "created", "Created " + answer.name + ". Reload the page to see it listed.");
+        reveal(answer, secret);
+        secret.hidden = false;
+        form.reset();
+      } catch (error) {
+        showResult(result, "failed", error.name === "NotAllowedError"
+          ? "The passkey prompt was cancelled or timed out."
+          : error.message);
+      }
+      button.disabled = false;
+    });
+  }
+
+  createForm("create-app", async (data) => {
+    const name = String(data.get("name"));
+    await stepUp("create_app:" + name);
+    return adminPost("/admin/api/apps", { name, scopes: data.getAll("scopes").map(String) });
+  }, (answer, secret) => {
+    secret.querySelector(".value").textContent = answer.api_key;
+  });
+
+  createForm("create-client", async (data) => {
+    const text = (name) => String(data.get(name) || "").trim();
+    const body = {
+      name: text("name"),
+      redirect_uris: text("redirect_uris").split(/\s+/).filter((uri) => uri !== ""),
+      auth_method: text("auth_method"),
+      id_token_alg: text("id_token_alg"),
+    };
+    ["jwks_uri", "ciba", "notification_endpoint"].forEach((name) => {
+      if (text(name) !== "") {
+        body[name] = text(name);
+      }
+    });
+    await stepUp("create_client");
+    return adminPost("/admin/api/clients", body);
+  }, (answer, secret) => {
+    secret.querySelector(".client-id").textContent = answer.client_id;
+    secret.querySelector(".value").textContent = answer.client_secret || "(none: this client has no secret)";
   });
 })();
 

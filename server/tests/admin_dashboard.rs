@@ -588,8 +588,9 @@ fn the_dashboard_is_in_the_admin_openapi_document() {
 }
 
 /// Apps and OIDC clients are listed with their scopes (never a key or secret); the apps made
-/// for OIDC clients and Keycloak realms say they are keyless.
-async fn apps_and_clients_are_listed_keyless_apps_labelled(engine: Engine) {
+/// for OIDC clients and Keycloak realms say they are keyless. Only an admin gets the create
+/// forms and the Revoke buttons, and never a Revoke for a keyless or revoked app.
+async fn apps_and_clients_are_listed_keyless_apps_labelled_forms_for_admins_only(engine: Engine) {
     use countersign::oidc::client_admin::NewClient;
     use countersign::oidc::clients::{AuthMethod, CibaDelivery, ClientKeys, IdTokenAlg};
     let app = app(engine).await;
@@ -642,6 +643,34 @@ async fn apps_and_clients_are_listed_keyless_apps_labelled(engine: Engine) {
     assert!(html.contains(r#"<tr data-app="oidc-wiki" data-keyless="true">"#), "{html}");
     assert!(html.contains(r#"<tr data-app="portal" data-keyless="false">"#));
     assert!(html.contains(&format!(r#"data-client-id="{}""#, created.client.client_id.0)));
+    for form in ["create-app", "create-client", "revoke-app", "revoke-client"] {
+        assert!(!html.contains(form), "{form} for an auditor: {html}");
+    }
+
+    // An admin gets the forms (every scope offered) and a Revoke on each live app and client
+    // they may revoke: never on a keyless app, nor on one already revoked.
+    let root = app.signed_in_admin("root", Role::Admin).await;
+    let (status, _, html) = page(&app, &root, "/admin/apps").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(r#"<form id="create-app""#) && html.contains(r#"<form id="create-client""#));
+    for scope in countersign::api_keys::Scope::ALL {
+        assert!(html.contains(&format!(r#"value="{}""#, scope.as_str())), "{scope:?}");
+    }
+    assert!(html.contains(r#"data-action="revoke-app" data-name="portal""#), "{html}");
+    assert!(!html.contains(r#"data-action="revoke-app" data-name="oidc-wiki""#), "keyless: {html}");
+    let client_button =
+        format!(r#"data-action="revoke-client" data-client-id="{}""#, created.client.client_id.0);
+    assert!(html.contains(&client_button), "{html}");
+    assert!(!html.contains("<script>") && !html.contains("style="), "no inline script or style (CSP)");
+    app.step_up_for(&root, "revoke_app:portal").await;
+    let revoked = app.admin_post(&root, "/admin/api/apps/portal/revoke", json!({})).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    let (_, _, html) = page(&app, &root, "/admin/apps").await;
+    assert!(html.contains(r#"<tr data-app="portal" data-keyless="false">"#), "still listed");
+    assert!(!html.contains(r#"data-action="revoke-app""#), "no Revoke on a revoked app: {html}");
+    let desk = app.signed_in_admin("desk", Role::Helpdesk).await;
+    let (_, _, html) = page(&app, &desk, "/admin/apps").await;
+    assert!(!html.contains("create-app") && !html.contains("revoke-client"), "help desk: {html}");
 }
 
 /// The requests page lists a pending request, names who asked, and renders an attacker's
@@ -749,7 +778,7 @@ on_both_engines!(
     a_resumed_stream_reads_its_backlog_a_page_at_a_time,
     the_user_page_offers_revoke_and_verify_caller_to_helpdesk_only,
     the_requests_page_lists_pending_requests_escaped,
-    apps_and_clients_are_listed_keyless_apps_labelled,
+    apps_and_clients_are_listed_keyless_apps_labelled_forms_for_admins_only,
     overview_lists_a_user_under_attack,
     xss_everywhere_is_rendered_escaped,
     sse_requires_session,

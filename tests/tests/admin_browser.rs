@@ -2,8 +2,9 @@
 //! SQLite and PostgreSQL. Two admins bootstrap with passkeys (each browser its own virtual
 //! authenticator); a push-bombing of `victim` shows on A's overview through the live feed within
 //! 5 s; the phone's "not me" quarantines her; A asks to unfreeze (pending, four eyes); B approves
-//! with a fresh passkey assertion; push works again. Screenshots of each page go to
-//! `target/admin-screenshots/`; any browser console error fails the test.
+//! with a fresh passkey assertion; push works again. A second scenario runs the help desk's and
+//! the apps page's actions. Screenshots of each page go to `target/admin-screenshots/`; any
+//! browser console error fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
@@ -78,26 +79,46 @@ async fn prompt(server: &Server, key: &str) -> u16 {
     reply.status().as_u16()
 }
 
-/// The phone reports its oldest pending prompt as "not me".
-async fn report_not_me(server: &Server, phone: &mut TestDevice) {
+/// The phone answers its oldest pending prompt (`number` is what the user typed): the outcome.
+async fn answer_oldest(server: &Server, phone: &mut TestDevice, decision: Decision, number: &str) -> Value {
     let mut request = http().get(server.url("/device/v1/challenges"));
     for (name, value) in phone.sign_request("GET", "/device/v1/challenges", b"", unix_now()) {
         request = request.header(name, value);
     }
     let pending: PendingChallenges = request.send().await.unwrap().json().await.unwrap();
-    assert!(!pending.challenges.is_empty(), "the bombing left prompts on the phone");
+    assert!(!pending.challenges.is_empty(), "no prompt on the phone");
     let details = phone.verify_details(&pending.challenges[0]).clone();
-    let report = phone.answer(&details, Decision::Report, "");
+    let answer = phone.answer(&details, decision, number);
     let path = format!("/device/v1/challenges/{}/response", details.challenge_id.as_str());
     let reply = http()
         .post(server.url(&path))
         .header("content-type", "application/json")
-        .body(serde_json::to_vec(&report).unwrap())
+        .body(serde_json::to_vec(&answer).unwrap())
         .send()
         .await
         .unwrap();
     let body: Value = reply.json().await.unwrap();
-    assert_eq!(body["outcome"], "reported", "{body}");
+    body["outcome"].clone()
+}
+
+/// The phone's status when it lists its prompts (401 once the device is revoked).
+async fn phone_status(server: &Server, phone: &TestDevice) -> u16 {
+    let mut request = http().get(server.url("/device/v1/challenges"));
+    for (name, value) in phone.sign_request("GET", "/device/v1/challenges", b"", unix_now()) {
+        request = request.header(name, value);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// `GET /v1/users/victim` with `key`: the status.
+async fn key_status(server: &Server, key: &str) -> u16 {
+    http().get(server.url("/v1/users/victim")).bearer_auth(key).send().await.unwrap().status().as_u16()
+}
+
+/// A string the page's script computed.
+async fn page_text(browser: &Browser, selector: &str) -> String {
+    let script = "return document.querySelector(arguments[0]).textContent;";
+    serde_json::from_value(browser.eval(script, json!([selector])).await).unwrap()
 }
 
 /// The push budget counts a user's prompts in a window (15 minutes): the bombing's prompts
@@ -135,7 +156,7 @@ async fn two_admins_lift_a_not_me_quarantine_in_chromium(engine: Engine) {
         statuses.push(prompt(&server, &key).await);
     }
     assert!(statuses[..statuses.len() - 1].iter().all(|s| *s == 201), "{statuses:?}");
-    report_not_me(&server, &mut phone).await;
+    assert_eq!(answer_oldest(&server, &mut phone, Decision::Report, "").await, "reported");
     assert_eq!(prompt(&server, &key).await, 423, "quarantined: push frozen");
 
     a.wait_for(Until::Element("#under-attack tbody tr[data-username=victim]"), LIVE).await;
@@ -147,10 +168,8 @@ async fn two_admins_lift_a_not_me_quarantine_in_chromium(engine: Engine) {
     a.click("button[data-action=unfreeze]").await;
     let (state, text) = a.wait_for_state("#action-result", &["pending", "lifted", "failed"]).await;
     assert_eq!(state, "pending", "the page says: {text}");
-    let href: String = serde_json::from_value(
-        a.eval("return document.querySelector('#action-result a').getAttribute('href');", json!([])).await,
-    )
-    .unwrap();
+    let script = "return document.querySelector('#action-result a').getAttribute('href');";
+    let href: String = serde_json::from_value(a.eval(script, json!([])).await).unwrap();
     let id = href.rsplit("request-").next().unwrap().to_owned();
     a.screenshot(&screenshots().join(format!("user-{engine:?}.png"))).await;
     assert_eq!(prompt(&server, &key).await, 423, "nothing lifted before a second admin approves");
@@ -179,6 +198,94 @@ async fn two_admins_lift_a_not_me_quarantine_in_chromium(engine: Engine) {
     b.assert_no_console_errors().await;
     a.quit().await;
     b.quit().await;
+}
+
+/// One admin at the help desk and in the apps page, every change with a step-up from the
+/// browser's virtual authenticator: verify a caller by number matching (the phone types the
+/// number the page shows), issue them a passkey link, revoke their phone; create an app (its key
+/// shown once, working at once), revoke it (the key stops working); register an OIDC client and
+/// revoke it.
+async fn an_admin_verifies_a_caller_revokes_a_phone_and_manages_apps_in_chromium(engine: Engine) {
+    let server = Server::start(engine).await;
+    let key = create_app(&server, "portal", "users:read users:write challenges:read challenges:write");
+    let a = Browser::start().await;
+    bootstrap_admin(&server, &a, &bootstrap_token(&server), "alice").await;
+    let mut phone = enrolled_victim(&server, &key).await;
+
+    a.open(&page_url(&server, "/admin/users/victim")).await;
+    a.wait_for(Until::Element("h1#user[data-username=victim]"), PAGE).await;
+    a.click("button[data-action=verify-caller]").await;
+    a.wait_for(Until::Element("#verification-result[data-state=pending]"), PAGE).await;
+    let number = page_text(&a, "#verification-number").await;
+    assert!(
+        !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()),
+        "the number to read out: {number:?}"
+    );
+    assert_eq!(answer_oldest(&server, &mut phone, Decision::Approve, &number).await, "approved");
+    let (state, text) =
+        a.wait_for_state("#verification-result", &["verified", "wrong_number", "failed"]).await;
+    assert_eq!(state, "verified", "the page says: {text}");
+    a.click("button[data-action=passkey-link]").await;
+    let (state, link) = a.wait_for_state("#passkey-link", &["issued", "failed"]).await;
+    assert_eq!(state, "issued", "the page says: {link}");
+    assert!(link.starts_with("http") && link.contains("passkey"), "a link to hand over: {link}");
+    a.screenshot(&screenshots().join(format!("helpdesk-{engine:?}.png"))).await;
+
+    let device = phone.device_id().as_str().to_owned();
+    let row = format!("#devices tr[data-device-id='{device}']");
+    a.click(&format!("{row} button[data-action=revoke-device]")).await;
+    let (state, text) = a.wait_for_state(&row, &["revoked", "failed"]).await;
+    assert_eq!(state, "revoked", "the row says: {text}");
+    assert_eq!(phone_status(&server, &phone).await, 401, "the revoked phone is refused");
+
+    a.open(&page_url(&server, "/admin/apps")).await;
+    a.wait_for(Until::Element("form#create-app"), PAGE).await;
+    a.type_into("#create-app input[name=name]", "wiki-sync").await;
+    a.click("#create-app input[value='users:read']").await;
+    a.click("#create-app button[type=submit]").await;
+    let (state, text) = a.wait_for_state("#create-app .result", &["created", "failed"]).await;
+    assert_eq!(state, "created", "the form says: {text}");
+    let app_key = page_text(&a, "#create-app .secret .value").await;
+    assert_eq!(key_status(&server, &app_key).await, 200, "the new key works at once");
+
+    a.type_into("#create-client input[name=name]", "Wiki").await;
+    a.type_into("#create-client textarea[name=redirect_uris]", "https://wiki.example/callback").await;
+    a.click("#create-client button[type=submit]").await;
+    let (state, text) = a.wait_for_state("#create-client .result", &["created", "failed"]).await;
+    assert_eq!(state, "created", "the form says: {text}");
+    let client_id = page_text(&a, "#create-client .secret .client-id").await;
+    assert!(!page_text(&a, "#create-client .secret .value").await.is_empty(), "its secret, once");
+
+    a.open(&page_url(&server, "/admin/apps")).await;
+    let app_row = "#apps tr[data-app=wiki-sync]";
+    a.wait_for(Until::Element(app_row), PAGE).await;
+    a.screenshot(&screenshots().join(format!("apps-{engine:?}.png"))).await;
+    a.click(&format!("{app_row} button[data-action=revoke-app]")).await;
+    let (state, text) = a.wait_for_state(app_row, &["revoked", "failed"]).await;
+    assert_eq!(state, "revoked", "the row says: {text}");
+    assert_eq!(key_status(&server, &app_key).await, 401, "the revoked key is refused");
+    let client_row = format!("#clients tr[data-client-id='{client_id}']");
+    a.click(&format!("{client_row} button[data-action=revoke-client]")).await;
+    let (state, text) = a.wait_for_state(&client_row, &["revoked", "failed"]).await;
+    assert_eq!(state, "revoked", "the row says: {text}");
+
+    let listed = server.cli(&["clients", "list"]);
+    let listed = stdout_of(&listed);
+    let line = listed.lines().find(|l| l.contains(&client_id)).unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.contains("revoked"), "the client is revoked: {line}");
+
+    a.assert_no_console_errors().await;
+    a.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_admin_verifies_a_caller_revokes_a_phone_and_manages_apps_in_chromium() {
+    an_admin_verifies_a_caller_revokes_a_phone_and_manages_apps_in_chromium(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_admin_verifies_a_caller_revokes_a_phone_and_manages_apps_in_chromium() {
+    an_admin_verifies_a_caller_revokes_a_phone_and_manages_apps_in_chromium(Engine::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -617,6 +617,8 @@ struct AppsPage {
     chrome: Chrome,
     apps: Vec<AppView>,
     clients: Vec<ClientView>,
+    /// The scopes an app may be given, for the create form.
+    scopes: Vec<&'static str>,
 }
 
 impl AppsPage {
@@ -630,12 +632,14 @@ impl AppsPage {
 }
 
 /// Auth: admin session (any role); without one, a 401 page. Apps (keyless ones labelled) and
-/// OIDC clients, with their scopes.
+/// OIDC clients, with their scopes; for an admin, the forms that create them and the buttons
+/// that revoke them (the page's script calls the admin API, each change with a step-up).
 async fn apps_page(State(state): State<AppState>, session: Session, headers: HeaderMap) -> PageResult {
     let chrome = chrome(&state, session, &headers)?;
     let apps = state.admin.dashboard.apps().await?;
     let clients = state.admin.dashboard.clients().await?;
-    Ok(html(StatusCode::OK, &AppsPage { chrome, apps, clients })?)
+    let scopes = crate::api_keys::Scope::ALL.iter().map(|s| s.as_str()).collect();
+    Ok(html(StatusCode::OK, &AppsPage { chrome, apps, clients, scopes })?)
 }
 
 /// Auth: none. The admin pages' script (the live alert list).
