@@ -1,8 +1,8 @@
 // Countersign admin pages. No inline script (CSP): everything the pages do live is here.
 // The overview's alert list follows /admin/api/events (server-sent events) and, when an alert
 // names a user the under-attack table does not list yet, re-reads /admin/api/overview and
-// redraws the table. The user page's actions and the requests page's approvals POST to the
-// admin API with the page's CSRF token. Text is always set with textContent, never parsed as HTML.
+// redraws the table. The pages' actions (user, requests, policy, apps) POST to the admin API
+// with the page's CSRF token. Text is always set with textContent, never parsed as HTML.
 "use strict";
 
 // POSTs JSON with the session cookie and the page's CSRF token (<meta name="csrf-token">).
@@ -363,32 +363,89 @@ function showResult(element, state, text, link) {
   });
 })();
 
-// The requests page: Approve runs a step-up, then the approval, and marks the row.
+// The requests page: Approve runs a step-up, then the approval (a new admin's invitation link is
+// shown once, to the approver); Reject and Withdraw need no step-up (they change nothing but the
+// request). Each marks the row.
 (function () {
   const rows = document.querySelectorAll("#requests tbody tr[data-request-id]");
   rows.forEach((row) => {
-    const button = row.querySelector('button[data-action="approve"]');
     const outcome = row.querySelector(".outcome");
-    if (!button || !outcome) {
-      return;
-    }
-    button.addEventListener("click", async () => {
-      button.disabled = true;
-      row.dataset.state = "working";
-      outcome.textContent = "Follow your browser's passkey prompt…";
-      try {
-        await stepUp("approve_request:" + row.dataset.requestId);
-        const answer = await adminPost("/admin/api/requests/" + row.dataset.requestId + "/approve");
-        row.dataset.state = "approved";
-        outcome.textContent = "Approved (" + answer.json.request.state + ").";
-      } catch (error) {
-        row.dataset.state = "failed";
-        outcome.textContent = error.name === "NotAllowedError"
-          ? "The passkey prompt was cancelled or timed out."
-          : error.message;
-        button.disabled = false;
+    const path = "/admin/api/requests/" + row.dataset.requestId;
+    const buttons = row.querySelectorAll("button[data-action]");
+    function decide(action, run) {
+      const button = row.querySelector('button[data-action="' + action + '"]');
+      if (!button || !outcome) {
+        return;
       }
+      button.addEventListener("click", async () => {
+        buttons.forEach((b) => { b.disabled = true; });
+        row.dataset.state = "working";
+        try {
+          const said = await run();
+          row.dataset.state = said.state;
+          outcome.textContent = said.text;
+          if (said.link) {
+            const code = document.createElement("code");
+            code.className = "invitation";
+            code.textContent = said.link;
+            outcome.append(" ", code);
+          }
+        } catch (error) {
+          row.dataset.state = "failed";
+          outcome.textContent = error.name === "NotAllowedError"
+            ? "The passkey prompt was cancelled or timed out."
+            : error.message;
+          buttons.forEach((b) => { b.disabled = false; });
+        }
+      });
+    }
+    decide("approve", async () => {
+      outcome.textContent = "Follow your browser's passkey prompt…";
+      await stepUp("approve_request:" + row.dataset.requestId);
+      const answer = (await adminPost(path + "/approve")).json;
+      const invitation = answer.invitation;
+      return {
+        state: "approved",
+        text: "Approved (" + answer.request.state + ")."
+          + (invitation ? " Hand this one-time invitation link to the new admin (shown only now):" : ""),
+        link: invitation
+          ? location.origin + "/admin/invite?token=" + encodeURIComponent(invitation.token) : null,
+      };
     });
+    decide("reject", async () => {
+      await adminPost(path + "/reject");
+      return { state: "rejected", text: "Rejected." };
+    });
+    decide("withdraw", async () => {
+      await adminPost(path + "/cancel");
+      return { state: "withdrawn", text: "Withdrawn." };
+    });
+  });
+})();
+
+// The policy page: "Ask for this change" sends every setting as a whole new policy (a
+// `fatigue_policy` request); a second admin approves it on the requests page.
+(function () {
+  const form = document.getElementById("policy-change");
+  const result = form && form.querySelector(".result");
+  if (!form || !result) {
+    return;
+  }
+  const button = form.querySelector('button[type="submit"]');
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    button.disabled = true;
+    showResult(result, "working", "Asking…");
+    const payload = {};
+    form.querySelectorAll("input[name]").forEach((input) => { payload[input.name] = Number(input.value); });
+    try {
+      const answer = await adminPost("/admin/api/requests/submit", { kind: "fatigue_policy", payload });
+      showResult(result, "pending", "Asked: a second admin must approve request " + answer.json.id + ".",
+        { href: "/admin/requests#request-" + answer.json.id, text: "Open the request" });
+    } catch (error) {
+      showResult(result, "failed", error.message);
+    }
+    button.disabled = false;
   });
 })();
 

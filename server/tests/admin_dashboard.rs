@@ -693,13 +693,20 @@ async fn the_requests_page_lists_pending_requests_escaped(engine: Engine) {
     assert!(!html.contains("<img src=x"), "a raw img tag: {html}");
     assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "the payload, escaped: {html}");
     assert!(html.contains("&#34;&#62;&#60;img src=x onerror=alert(1)&#62;"), "the asker, escaped: {html}");
-    assert!(html.contains(r#"data-action="approve""#));
+    assert!(html.contains(r#"data-action="approve""#) && html.contains(r#"data-action="reject""#));
+    assert!(!html.contains(r#"data-action="withdraw""#), "not bob's to withdraw: {html}");
+    // The asker may withdraw their request, never decide it.
+    let (_, _, html) = page(&app, &asker, "/admin/requests").await;
+    assert!(html.contains(r#"data-action="withdraw""#), "{html}");
+    assert!(!html.contains(r#"data-action="approve""#) && !html.contains(r#"data-action="reject""#));
 
     let reader = app.signed_in_admin("reader", Role::Auditor).await;
     let (status, _, html) = page(&app, &reader, "/admin/requests").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains(&format!(r#"data-request-id="{id}""#)));
-    assert!(!html.contains(r#"data-action="approve""#), "an auditor decides nothing");
+    for action in ["approve", "reject", "withdraw"] {
+        assert!(!html.contains(&format!(r#"data-action="{action}""#)), "an auditor decides nothing");
+    }
 
     app.step_up(&decider, id).await;
     let rejected = app.admin_post(&decider, &format!("/admin/api/requests/{id}/reject"), json!({})).await;
@@ -774,8 +781,49 @@ async fn the_user_page_offers_revoke_and_verify_caller_to_helpdesk_only(engine: 
     assert!(!html.contains(r#"data-action="revoke-device""#), "no Revoke on a revoked device: {html}");
 }
 
+/// The policy page shows every setting in force and where it comes from; help desk and admins
+/// get the form that asks for a change (pending until a second admin approves), an auditor none.
+async fn the_policy_page_shows_the_policy_and_asks_for_changes(engine: Engine) {
+    let app = app(engine).await;
+    let alice = app.signed_in_admin("alice", Role::Admin).await;
+    let bob = app.signed_in_admin("bob", Role::Admin).await;
+    let reader = app.signed_in_admin("reader", Role::Auditor).await;
+    let shown = app.admin_get(&alice, "/admin/api/policy").await.body["policy"].clone();
+    let (status, headers, html) = page(&app, &alice, "/admin/policy").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(headers.contains_key(header::CONTENT_SECURITY_POLICY));
+    for (key, value) in shown.as_object().unwrap() {
+        let field = format!(r#"<input type="number" name="{key}" value="{value}""#);
+        assert!(html.contains(&field), "{field}: {html}");
+    }
+    assert!(html.contains(r#"900 <span class="quiet">(15 min)</span>"#), "durations in words: {html}");
+    assert!(html.contains("from the config file"), "{html}");
+    assert!(!html.contains("<script>") && !html.contains("style="), "no inline script or style (CSP)");
+    let (_, _, html) = page(&app, &reader, "/admin/policy").await;
+    assert!(html.contains(r#"<tr data-key="push_budget">"#), "the auditor reads it: {html}");
+    assert!(!html.contains("<input") && !html.contains(r#"type="submit""#), "and cannot ask: {html}");
+
+    let mut policy = shown.clone();
+    policy["push_budget"] = json!(3);
+    let body = json!({ "kind": "fatigue_policy", "payload": policy });
+    let id = app.admin_post(&alice, "/admin/api/requests/submit", body).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.step_up(&bob, &id).await;
+    let approved = app.admin_post(&bob, &format!("/admin/api/requests/{id}/approve"), json!({})).await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    let (_, _, html) = page(&app, &reader, "/admin/policy").await;
+    assert!(html.contains(&format!(r#"href="/admin/requests#request-{id}""#)), "{html}");
+    assert!(
+        html.contains(r#"<tr data-key="push_budget"><td><code>push_budget</code></td><td class="num">3"#),
+        "{html}"
+    );
+}
+
 on_both_engines!(
     a_resumed_stream_reads_its_backlog_a_page_at_a_time,
+    the_policy_page_shows_the_policy_and_asks_for_changes,
     the_user_page_offers_revoke_and_verify_caller_to_helpdesk_only,
     the_requests_page_lists_pending_requests_escaped,
     apps_and_clients_are_listed_keyless_apps_labelled_forms_for_admins_only,

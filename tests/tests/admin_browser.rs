@@ -2,9 +2,9 @@
 //! SQLite and PostgreSQL. Two admins bootstrap with passkeys (each browser its own virtual
 //! authenticator); a push-bombing of `victim` shows on A's overview through the live feed within
 //! 5 s; the phone's "not me" quarantines her; A asks to unfreeze (pending, four eyes); B approves
-//! with a fresh passkey assertion; push works again. A second scenario runs the help desk's and
-//! the apps page's actions. Screenshots of each page go to `target/admin-screenshots/`; any
-//! browser console error fails the test.
+//! with a fresh passkey assertion; push works again; A asks for a policy change, B rejects it.
+//! A second scenario runs the help desk's and the apps page's actions. Screenshots of each page
+//! go to `target/admin-screenshots/`; any browser console error fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
@@ -185,6 +185,23 @@ async fn two_admins_lift_a_not_me_quarantine_in_chromium(engine: Engine) {
 
     exec_sql(&server.database, age_prompts_sql(engine)).await.unwrap();
     assert_eq!(prompt(&server, &key).await, 201, "push works again");
+
+    // A asks for a lower push budget on the policy page; B rejects it on the requests page.
+    a.open(&page_url(&server, "/admin/policy")).await;
+    a.wait_for(Until::Element("form#policy-change input[name=push_budget]"), PAGE).await;
+    a.eval("document.querySelector('input[name=push_budget]').value = '3';", json!([])).await;
+    a.click("#policy-change button[type=submit]").await;
+    let (state, text) = a.wait_for_state("#policy-change .result", &["pending", "failed"]).await;
+    assert_eq!(state, "pending", "the policy page says: {text}");
+    a.screenshot(&screenshots().join(format!("policy-{engine:?}.png"))).await;
+    b.open(&page_url(&server, "/admin/requests")).await;
+    let row = "#requests tr[data-kind=fatigue_policy]";
+    b.wait_for(Until::Element(row), PAGE).await;
+    b.click(&format!("{row} button[data-action=reject]")).await;
+    let (state, text) = b.wait_for_state(row, &["rejected", "failed"]).await;
+    assert_eq!(state, "rejected", "the row says: {text}");
+    let policy = http().get(server.url("/admin/policy")).send().await.unwrap().status();
+    assert_eq!(policy, 401, "the policy page needs a session");
 
     b.open(&page_url(&server, "/admin/audit")).await;
     b.wait_for(Until::Element("main h1"), PAGE).await;

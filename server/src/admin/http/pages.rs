@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
 /// page's scripts send with state changes.
 #[derive(Debug)]
 pub(super) struct Chrome {
+    pub(super) id: crate::ids::AdminId,
     pub(super) csrf: String,
     pub(super) name: String,
     pub(super) role: &'static str,
@@ -57,6 +58,7 @@ pub(super) fn chrome(state: &AppState, session: Session, headers: &HeaderMap) ->
     let admin = session?;
     let token = cookie(headers, SESSION_COOKIE).unwrap_or_default();
     Ok(Chrome {
+        id: admin.id,
         csrf: state.admin.sessions.csrf_token(token),
         name: admin.name.clone(),
         role: admin.role.as_str(),
