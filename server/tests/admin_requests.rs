@@ -325,7 +325,8 @@ async fn concurrent_removals_never_leave_fewer_than_two(engine: Engine) {
 }
 
 /// Removal is soft and delayed: the admin is signed out at once, an alert goes out, any admin
-/// can take it back for 24 hours; after that the admin is removed.
+/// can take it back for 24 hours (with a step-up, and alerted too); after that the admin is
+/// removed.
 async fn admin_removal_is_soft_delayed_alerted_and_cancellable(engine: Engine) {
     let app = app(engine).await;
     let (alice, bob, carol) = three_admins(&app).await;
@@ -349,6 +350,7 @@ async fn admin_removal_is_soft_delayed_alerted_and_cancellable(engine: Engine) {
     let unproven = app.admin_post(&alice, &cancel_path, json!({})).await;
     assert_error(&unproven, StatusCode::FORBIDDEN, "step_up_required");
     assert_eq!(count_of(&app, "admin.removal_cancelled").await, 0, "a stolen session alone cannot cancel");
+    assert!(!alert_kinds(&app).await.contains(&"admin_removal_cancelled".to_owned()));
     app.step_up_for(&alice, &format!("cancel_removal:{}", carol.id)).await;
     let cancel = app.admin_post(&alice, &cancel_path, json!({})).await;
     assert_eq!(
@@ -358,6 +360,8 @@ async fn admin_removal_is_soft_delayed_alerted_and_cancellable(engine: Engine) {
         cancel.body
     );
     assert_eq!(count_of(&app, "admin.removal_cancelled").await, 1);
+    // One admin undid two admins' decision: everyone watching the alerts hears of it.
+    assert!(alert_kinds(&app).await.contains(&"admin_removal_cancelled".to_owned()));
     let carol = app.sign_in_admin(&app.store.admin(carol.id).await.unwrap().unwrap()).await;
     assert_eq!(app.admin_get(&carol, "/admin/api/session").await.status, StatusCode::OK);
 

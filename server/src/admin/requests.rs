@@ -321,7 +321,8 @@ impl AdminRequests {
         let audit =
             AuditEvent::new(now, principal.actor(), Action::AdminRemovalCancelled, Subject::Admin(admin_id))
                 .with_details(json!({ "cancelled_by": principal.id }));
-        if !self.store.cancel_admin_removal(admin_id, now, audit).await? {
+        let alert = json!({ "admin_id": admin_id, "cancelled_by": principal.id }).to_string();
+        if !self.store.cancel_admin_removal(admin_id, now, audit, &alert).await? {
             return Err(match self.store.admin(admin_id).await? {
                 None => AdminError::AdminNotFound,
                 Some(_) => AdminError::RemovalNotPending,

@@ -24,6 +24,9 @@ pub enum AlertKind {
     AdminRequestPending,
     /// An admin's removal was scheduled: signed out now, removed after the delay unless cancelled.
     AdminRemovalScheduled,
+    /// A scheduled admin removal was taken back by one admin (with a step-up): the other
+    /// admins should know, as it undoes two admins' decision.
+    AdminRemovalCancelled,
     /// An admin was created with a bootstrap token (`countersign admin bootstrap`).
     AdminBootstrapped,
     /// An approved four-eyes request changed the fatigue policy.
@@ -42,6 +45,7 @@ impl AlertKind {
         AlertKind::PossibleClone,
         AlertKind::AdminRequestPending,
         AlertKind::AdminRemovalScheduled,
+        AlertKind::AdminRemovalCancelled,
         AlertKind::AdminBootstrapped,
         AlertKind::FatiguePolicyChanged,
     ];
@@ -57,6 +61,7 @@ impl AlertKind {
             AlertKind::PossibleClone => "possible_clone",
             AlertKind::AdminRequestPending => "admin_request_pending",
             AlertKind::AdminRemovalScheduled => "admin_removal_scheduled",
+            AlertKind::AdminRemovalCancelled => "admin_removal_cancelled",
             AlertKind::AdminBootstrapped => "admin_bootstrapped",
             AlertKind::FatiguePolicyChanged => "fatigue_policy_changed",
         }

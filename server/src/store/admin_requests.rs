@@ -134,13 +134,14 @@ pub trait AdminRequestStore: Send + Sync + std::fmt::Debug {
         alert_details: &str,
     ) -> Result<RosterChange, StoreError>;
 
-    /// Takes back a removal that is not yet due: the admin is active again. `false` if there
-    /// was none to take back.
+    /// Takes back a removal that is not yet due: the admin is active again, and an
+    /// `admin_removal_cancelled` alert is raised. `false` if there was none to take back.
     async fn cancel_admin_removal(
         &self,
         id: AdminId,
         now: OffsetDateTime,
         audit: AuditEvent,
+        alert_details: &str,
     ) -> Result<bool, StoreError>;
 
     /// Creates an invited admin with a one-time invitation (its SHA-256); if an invited admin of

@@ -188,6 +188,7 @@ impl AdminRequestStore for PgStore {
         id: AdminId,
         now: OffsetDateTime,
         audit: AuditEvent,
+        alert_details: &str,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
@@ -195,6 +196,8 @@ impl AdminRequestStore for PgStore {
         if sqlx::query(CANCEL_REMOVAL).bind(id.0).bind(now).execute(&mut *tx).await?.rows_affected() != 1 {
             return Ok(false);
         }
+        insert_alert(&mut tx, AlertKind::AdminRemovalCancelled, &Subject::Admin(id), alert_details, now)
+            .await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(true)

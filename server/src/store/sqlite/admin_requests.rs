@@ -206,6 +206,7 @@ impl AdminRequestStore for SqliteStore {
         id: AdminId,
         now: OffsetDateTime,
         audit: AuditEvent,
+        alert_details: &str,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         lock_roster(&mut tx).await?;
@@ -219,6 +220,8 @@ impl AdminRequestStore for SqliteStore {
         {
             return Ok(false);
         }
+        insert_alert(&mut tx, AlertKind::AdminRemovalCancelled, &Subject::Admin(id), alert_details, now)
+            .await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(true)
