@@ -87,6 +87,11 @@ async fn a_verified_caller_gets_one_enrollment_link(engine: Engine) {
     let started = actions.iter().find(|(a, _)| a == "helpdesk.caller_verification_started").unwrap();
     assert_eq!(started.1["username"], "alice");
     assert!(actions.iter().any(|(a, _)| a == "helpdesk.enrollment_link_issued"));
+    // The link's own events (the approval redeemed, the registration begun) name the agent,
+    // written in the link's transaction.
+    let actor = vec![format!("admin:{}", d.agent.id)];
+    assert_eq!(audit_actors(&d.app, "passkey.registration_started").await, actor);
+    assert_eq!(audit_actors(&d.app, "challenge.redeemed").await, actor);
 }
 
 /// The number is the agent's to read out: it is in no audit event, and no other agent can see

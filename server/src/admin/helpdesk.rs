@@ -210,7 +210,8 @@ impl HelpDesk {
             return Err(HelpDeskError::PrivilegedUser);
         }
         let request = RegistrationRequest { approval: Some(verification), name };
-        let link = match self.passkeys.create_enrollment_link(self.app().await?, username, request).await {
+        let app = self.app().await?;
+        let link = match self.passkeys.create_helpdesk_link(app, agent.id, username, request).await {
             Ok(link) => link,
             Err(PasskeyError::ApprovalInvalid | PasskeyError::SecondFactorProofRequired) => {
                 return Err(HelpDeskError::CallerNotVerified);

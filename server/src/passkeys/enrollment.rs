@@ -61,6 +61,18 @@ impl PasskeyService {
         self.create_link(Issuer::App(app), username, request).await
     }
 
+    /// A help-desk agent's link for a caller they verified (`request.approval`, redeemed here),
+    /// through the help desk's keyless `app`; the agent is the actor of its events.
+    pub async fn create_helpdesk_link(
+        &self,
+        app: &AuthenticatedApp,
+        agent: crate::ids::AdminId,
+        username: &str,
+        request: RegistrationRequest,
+    ) -> Result<CreatedLink, PasskeyError> {
+        self.create_link(Issuer::HelpDesk { app, agent }, username, request).await
+    }
+
     /// `countersign enrollments passkey-link`: a link the operator hands over. Without
     /// `recovery` it is refused for a user who has a factor, like an app's.
     pub async fn create_operator_link(

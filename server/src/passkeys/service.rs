@@ -122,11 +122,17 @@ pub struct SignInSettings {
     pub waiters: Arc<crate::challenges::waiters::Waiters>,
 }
 
-/// Who begins a registration: an app (its REST calls and its enrollment links), or the
-/// operator from the command line (the admin plane will take this over, with four-eyes).
+/// Who begins a registration: an app (its REST calls and its enrollment links), a help-desk
+/// agent (a link for a caller they verified), or the operator from the command line.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Issuer<'a> {
     App(&'a AuthenticatedApp),
+    /// A help-desk agent, through the help desk's keyless app: the agent is the actor of every
+    /// event, in the ceremony's own transaction.
+    HelpDesk {
+        app: &'a AuthenticatedApp,
+        agent: crate::ids::AdminId,
+    },
     /// `recovery`: may add a passkey to a user who has a factor, without their approval.
     Operator {
         recovery: bool,
@@ -137,20 +143,21 @@ impl Issuer<'_> {
     fn actor(self) -> Actor {
         match self {
             Issuer::App(app) => app.actor(),
+            Issuer::HelpDesk { agent, .. } => Actor::Admin { id: agent },
             Issuer::Operator { .. } => Actor::Cli,
         }
     }
 
     fn app_id(self) -> Option<AppId> {
         match self {
-            Issuer::App(app) => Some(app.id),
+            Issuer::App(app) | Issuer::HelpDesk { app, .. } => Some(app.id),
             Issuer::Operator { .. } => None,
         }
     }
 
     fn app_name(self) -> Option<String> {
         match self {
-            Issuer::App(app) => Some(app.name.clone()),
+            Issuer::App(app) | Issuer::HelpDesk { app, .. } => Some(app.name.clone()),
             Issuer::Operator { .. } => None,
         }
     }
@@ -220,7 +227,7 @@ impl PasskeyService {
         let actor = issuer.actor();
         let proof = match (issuer, request.approval) {
             (Issuer::Operator { recovery: true }, None) => RegistrationProof::Operator,
-            (Issuer::App(app), Some(challenge)) => {
+            (Issuer::App(app) | Issuer::HelpDesk { app, .. }, Some(challenge)) => {
                 let proof = ApprovalProof {
                     challenge,
                     app_id: app.id,
