@@ -363,6 +363,118 @@ function showResult(element, state, text, link) {
   });
 })();
 
+// The admins page: inviting an admin, changing a role and removing an admin are four-eyes
+// requests (202: the page links to the request a second admin approves); cancelling a scheduled
+// removal (admins) and revoking or adding one's own passkey each run a step-up for exactly that
+// action first.
+(function () {
+  const roster = document.getElementById("admins");
+  if (!roster) {
+    return;
+  }
+
+  function pending(element, answer) {
+    showResult(element, "pending", "Pending: a second admin must approve on the Requests page (request "
+      + answer.json.id + ").", { href: "/admin/requests#request-" + answer.json.id, text: "Open the request" });
+  }
+
+  function failed(element, error) {
+    showResult(element, "failed", error.name === "NotAllowedError"
+      ? "The passkey prompt was cancelled or timed out."
+      : error.message);
+  }
+
+  const invite = document.getElementById("invite-admin");
+  if (invite) {
+    const result = invite.querySelector(".result");
+    const button = invite.querySelector('button[type="submit"]');
+    invite.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      button.disabled = true;
+      showResult(result, "working", "Asking…");
+      const data = new FormData(invite);
+      try {
+        pending(result, await adminPost("/admin/api/admins/invite",
+          { name: String(data.get("name")), role: String(data.get("role")) }));
+        invite.reset();
+      } catch (error) {
+        failed(result, error);
+      }
+      button.disabled = false;
+    });
+  }
+
+  roster.querySelectorAll("tbody tr[data-admin-id]").forEach((row) => {
+    const outcome = row.querySelector(".outcome");
+    const base = "/admin/api/admins/" + encodeURIComponent(row.dataset.adminId);
+    const buttons = row.querySelectorAll("button[data-action]");
+    function act(action, run) {
+      const button = row.querySelector('button[data-action="' + action + '"]');
+      if (!button || !outcome) {
+        return;
+      }
+      button.addEventListener("click", async () => {
+        buttons.forEach((b) => { b.disabled = true; });
+        showResult(outcome, "working", "Asking…");
+        try {
+          await run();
+        } catch (error) {
+          failed(outcome, error);
+        }
+        buttons.forEach((b) => { b.disabled = false; });
+      });
+    }
+    act("change-role", async () => {
+      const role = row.querySelector('select[name="role"]').value;
+      pending(outcome, await adminPost(base + "/role", { role }));
+    });
+    act("remove-admin", async () => {
+      pending(outcome, await adminPost(base + "/remove"));
+    });
+    act("cancel-removal", async () => {
+      showResult(outcome, "working", "Follow your browser's passkey prompt…");
+      await stepUp("cancel_removal:" + row.dataset.adminId);
+      const answer = (await adminPost(base + "/removal/cancel")).json;
+      showResult(outcome, "cancelled", "Removal cancelled: " + answer.name + " is " + answer.status
+        + " again and signs in anew.");
+    });
+  });
+
+  wireRevokeButtons('button[data-action="revoke-own-passkey"]', (b) => "revoke_passkey:" + b.dataset.id,
+    (b) => "/admin/api/passkeys/" + encodeURIComponent(b.dataset.id) + "/revoke");
+
+  // Adding a passkey: a step-up with a passkey the admin has, then the registration of the new
+  // one (the browser's own WebAuthn JSON helpers, as on the sign-in pages).
+  const add = document.getElementById("add-passkey");
+  if (add) {
+    const result = add.querySelector(".result");
+    const button = add.querySelector('button[type="submit"]');
+    add.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      button.disabled = true;
+      showResult(result, "working", "Confirm with a passkey you have…");
+      try {
+        if (!window.PublicKeyCredential || !PublicKeyCredential.parseCreationOptionsFromJSON) {
+          throw new Error("This browser cannot use passkeys here; try a current browser.");
+        }
+        await stepUp("add_passkey");
+        const name = String(new FormData(add).get("name"));
+        const options = (await adminPost("/admin/api/passkeys/options", { name })).json;
+        showResult(result, "working", "Now create the new passkey…");
+        const credential = await navigator.credentials.create({
+          publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(options.public_key),
+        });
+        const added = (await adminPost("/admin/api/passkeys", { credential: credential.toJSON() })).json;
+        showResult(result, "added", "Added " + added.name + ". Reload the page to see it listed.");
+        add.reset();
+      } catch (error) {
+        failed(result, error);
+      }
+      button.disabled = false;
+    });
+  }
+})();
+
 // The requests page: Approve runs a step-up, then the approval, and marks the row.
 (function () {
   const rows = document.querySelectorAll("#requests tbody tr[data-request-id]");
