@@ -384,19 +384,22 @@ function showResult(element, state, text, link) {
       : error.message);
   }
 
-  const invite = document.getElementById("invite-admin");
-  if (invite) {
-    const result = invite.querySelector(".result");
-    const button = invite.querySelector('button[type="submit"]');
-    invite.addEventListener("submit", async (event) => {
+  // A form whose submission runs `run(data, result)` (which shows its own outcome) instead of
+  // loading a page; a failure is shown in the form.
+  function onSubmit(id, working, run) {
+    const form = document.getElementById(id);
+    if (!form) {
+      return;
+    }
+    const result = form.querySelector(".result");
+    const button = form.querySelector('button[type="submit"]');
+    form.addEventListener("submit", async (event) => {
       event.preventDefault();
       button.disabled = true;
-      showResult(result, "working", "Asking…");
-      const data = new FormData(invite);
+      showResult(result, "working", working);
       try {
-        pending(result, await adminPost("/admin/api/admins/invite",
-          { name: String(data.get("name")), role: String(data.get("role")) }));
-        invite.reset();
+        await run(new FormData(form), result);
+        form.reset();
       } catch (error) {
         failed(result, error);
       }
@@ -404,10 +407,16 @@ function showResult(element, state, text, link) {
     });
   }
 
+  onSubmit("invite-admin", "Asking…", async (data, result) => {
+    pending(result, await adminPost("/admin/api/admins/invite",
+      { name: String(data.get("name")), role: String(data.get("role")) }));
+  });
+
   roster.querySelectorAll("tbody tr[data-admin-id]").forEach((row) => {
     const outcome = row.querySelector(".outcome");
     const base = "/admin/api/admins/" + encodeURIComponent(row.dataset.adminId);
     const buttons = row.querySelectorAll("button[data-action]");
+    // The row's buttons stay disabled once one has done its work: reload to act on it again.
     function act(action, run) {
       const button = row.querySelector('button[data-action="' + action + '"]');
       if (!button || !outcome) {
@@ -420,8 +429,8 @@ function showResult(element, state, text, link) {
           await run();
         } catch (error) {
           failed(outcome, error);
+          buttons.forEach((b) => { b.disabled = false; });
         }
-        buttons.forEach((b) => { b.disabled = false; });
       });
     }
     act("change-role", async () => {
@@ -445,34 +454,19 @@ function showResult(element, state, text, link) {
 
   // Adding a passkey: a step-up with a passkey the admin has, then the registration of the new
   // one (the browser's own WebAuthn JSON helpers, as on the sign-in pages).
-  const add = document.getElementById("add-passkey");
-  if (add) {
-    const result = add.querySelector(".result");
-    const button = add.querySelector('button[type="submit"]');
-    add.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      button.disabled = true;
-      showResult(result, "working", "Confirm with a passkey you have…");
-      try {
-        if (!window.PublicKeyCredential || !PublicKeyCredential.parseCreationOptionsFromJSON) {
-          throw new Error("This browser cannot use passkeys here; try a current browser.");
-        }
-        await stepUp("add_passkey");
-        const name = String(new FormData(add).get("name"));
-        const options = (await adminPost("/admin/api/passkeys/options", { name })).json;
-        showResult(result, "working", "Now create the new passkey…");
-        const credential = await navigator.credentials.create({
-          publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(options.public_key),
-        });
-        const added = (await adminPost("/admin/api/passkeys", { credential: credential.toJSON() })).json;
-        showResult(result, "added", "Added " + added.name + ". Reload the page to see it listed.");
-        add.reset();
-      } catch (error) {
-        failed(result, error);
-      }
-      button.disabled = false;
+  onSubmit("add-passkey", "Confirm with a passkey you have…", async (data, result) => {
+    if (!window.PublicKeyCredential || !PublicKeyCredential.parseCreationOptionsFromJSON) {
+      throw new Error("This browser cannot use passkeys here; try a current browser.");
+    }
+    await stepUp("add_passkey");
+    const options = (await adminPost("/admin/api/passkeys/options", { name: String(data.get("name")) })).json;
+    showResult(result, "working", "Now create the new passkey…");
+    const credential = await navigator.credentials.create({
+      publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(options.public_key),
     });
-  }
+    const added = (await adminPost("/admin/api/passkeys", { credential: credential.toJSON() })).json;
+    showResult(result, "added", "Added " + added.name + ". Reload the page to see it listed.");
+  });
 })();
 
 // The requests page: Approve runs a step-up, then the approval, and marks the row.

@@ -7,7 +7,7 @@
 mod common;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Request, StatusCode, header};
 use common::TestApp;
 use common::admin::AdminClient;
 use countersign::admin::model::Role;
@@ -30,16 +30,6 @@ const REVOKE_ACTION: &str = r#"data-action="revoke-own-passkey""#;
 
 async fn app(engine: Engine) -> TestApp {
     TestApp::build(engine, HttpLimits::default()).await
-}
-
-/// The page at `path` as the admin's browser gets it: status, headers, HTML.
-async fn page(app: &TestApp, admin: &AdminClient, path: &str) -> (StatusCode, HeaderMap, String) {
-    let response =
-        app.router.clone().oneshot(app.admin_request(Method::GET, path, admin, None)).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8(body.to_vec()).unwrap())
 }
 
 /// The table row of the admin or passkey `id` (from its `<tr` to its `</tr>`).
@@ -102,7 +92,7 @@ async fn the_admins_page_shows_the_roster_and_each_action_only_to_roles_that_may
     // `2026-01-02T03:04:05Z` as the page writes it: `2026-01-02 03:04:05`.
     let due_text = due.replace('T', " ").trim_end_matches('Z').to_owned();
 
-    let (status, headers, html) = page(&app, &root, "/admin/admins").await;
+    let (status, headers, html) = app.admin_page(&root, "/admin/admins").await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(headers.contains_key(header::CONTENT_SECURITY_POLICY));
     assert!(html.contains(r#"<a href="/admin/admins">Admins</a>"#), "in the nav: {html}");
@@ -121,14 +111,14 @@ async fn the_admins_page_shows_the_roster_and_each_action_only_to_roles_that_may
         assert!(html.contains(action), "{action} for an admin: {html}");
     }
 
-    let (status, _, html) = page(&app, &desk, "/admin/admins").await;
+    let (status, _, html) = app.admin_page(&desk, "/admin/admins").await;
     assert_eq!(status, StatusCode::OK, "{html}");
     for action in SUBMIT_ACTIONS {
         assert!(html.contains(action), "{action} for help desk: {html}");
     }
     assert!(!html.contains(CANCEL_ACTION), "help desk cannot cancel a removal: {html}");
 
-    let (status, _, html) = page(&app, &reader, "/admin/admins").await;
+    let (status, _, html) = app.admin_page(&reader, "/admin/admins").await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(html.contains(&format!(r#"data-admin-id="{}" data-status="removal_pending""#, leaver.id)));
     for action in SUBMIT_ACTIONS.iter().chain(&[CANCEL_ACTION]) {
@@ -139,7 +129,7 @@ async fn the_admins_page_shows_the_roster_and_each_action_only_to_roles_that_may
     // Past the delay the removal has taken effect: listed as removed, nothing to do on it.
     app.advance(time::Duration::hours(25)).await;
     let root = app.sign_in_admin(&app.store.admin(root.id).await.unwrap().unwrap()).await;
-    let (_, _, html) = page(&app, &root, "/admin/admins").await;
+    let (_, _, html) = app.admin_page(&root, "/admin/admins").await;
     let removed = row(&html, "data-admin-id", &leaver.id.to_string());
     assert!(
         removed.contains(r#"data-status="removed""#) && removed.contains("<td>removed</td>"),
@@ -157,7 +147,7 @@ async fn the_admins_page_lists_ones_own_passkeys_with_revoke_only_while_another_
     let first = passkey_of(&app, &reader, "laptop").await;
     let theirs = passkey_of(&app, &other, "not yours").await;
 
-    let (_, _, html) = page(&app, &reader, "/admin/admins").await;
+    let (_, _, html) = app.admin_page(&reader, "/admin/admins").await;
     assert!(row(&html, "data-passkey-id", &first.to_string()).contains("<td>laptop</td>"), "{html}");
     assert!(
         !html.contains(&theirs.to_string()) && !html.contains("not yours"),
@@ -167,7 +157,7 @@ async fn the_admins_page_lists_ones_own_passkeys_with_revoke_only_while_another_
     assert!(html.contains(r#"id="only-passkey""#) && html.contains(r#"<form id="add-passkey""#), "{html}");
 
     let second = passkey_of(&app, &reader, "phone").await;
-    let (_, _, html) = page(&app, &reader, "/admin/admins").await;
+    let (_, _, html) = app.admin_page(&reader, "/admin/admins").await;
     for id in [first, second] {
         let button = format!(r#"{REVOKE_ACTION} data-id="{id}""#);
         assert!(row(&html, "data-passkey-id", &id.to_string()).contains(&button), "{html}");
@@ -177,7 +167,7 @@ async fn the_admins_page_lists_ones_own_passkeys_with_revoke_only_while_another_
     app.step_up_for(&reader, &format!("revoke_passkey:{second}")).await;
     let revoked = app.admin_post(&reader, &format!("/admin/api/passkeys/{second}/revoke"), json!({})).await;
     assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.body);
-    let (_, _, html) = page(&app, &reader, "/admin/admins").await;
+    let (_, _, html) = app.admin_page(&reader, "/admin/admins").await;
     assert!(row(&html, "data-passkey-id", &second.to_string()).contains("<td>revoked</td>"), "{html}");
     assert!(!html.contains(REVOKE_ACTION), "one active passkey left: {html}");
 }
@@ -198,7 +188,7 @@ async fn the_admins_page_renders_attacker_names_escaped_and_needs_a_session(engi
     let approved = app.admin_post(&evil, &format!("/admin/api/requests/{request}/approve"), json!({})).await;
     assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
 
-    let (status, _, html) = page(&app, &evil, "/admin/admins").await;
+    let (status, _, html) = app.admin_page(&evil, "/admin/admins").await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(!html.contains("<script>alert") && !html.contains("<img src=x"), "raw markup: {html}");
     assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "the admin's name, escaped: {html}");
