@@ -196,7 +196,11 @@ async fn the_admins_page_renders_attacker_names_escaped_and_needs_a_session(engi
         html.contains("&#34;&#62;&#60;img src=x onerror=alert(1)&#62;"),
         "the invitee and passkey: {html}"
     );
-    assert!(html.contains(r#"data-status="invited""#), "the approved invitation is listed: {html}");
+    let invited = approved.body["invitation"]["admin_id"].as_str().unwrap();
+    let tr = row(&html, "data-admin-id", invited);
+    assert!(tr.contains(r#"data-status="invited""#), "the approved invitation is listed: {tr}");
+    assert!(tr.contains(r#"data-action="change-role""#), "an invited admin's role may change: {tr}");
+    assert!(!tr.contains(r#"data-action="remove-admin""#), "only an active admin can be removed: {tr}");
     assert!(!html.contains("<script>") && !html.contains("style="), "no inline script or style (CSP)");
 
     let anonymous =

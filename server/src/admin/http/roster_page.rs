@@ -34,8 +34,10 @@ struct AdminRow {
     /// The status in words, with when a scheduled removal takes effect.
     standing: String,
     created_at: String,
-    /// Invited or active: a role change or a removal may be asked for.
+    /// Invited or active: a role change may be asked for.
     changeable: bool,
+    /// Active: a removal may be asked for (the API refuses it for anyone else).
+    removable: bool,
     removal_pending: bool,
     is_me: bool,
 }
@@ -105,6 +107,7 @@ fn admin_row(admin: AdminView, me: AdminId) -> AdminRow {
         standing,
         created_at: time_text(admin.created_at),
         changeable: matches!(admin.status, AdminStatus::Invited | AdminStatus::Active),
+        removable: admin.status == AdminStatus::Active,
         removal_pending: admin.status == AdminStatus::RemovalPending,
         is_me: admin.id == me,
     }
