@@ -1,8 +1,8 @@
 // Countersign admin pages. No inline script (CSP): everything the pages do live is here.
 // The overview's alert list follows /admin/api/events (server-sent events) and, when an alert
 // names a user the under-attack table does not list yet, re-reads /admin/api/overview and
-// redraws the table. The pages' actions (user, requests, policy, apps) POST to the admin API
-// with the page's CSRF token. Text is always set with textContent, never parsed as HTML.
+// redraws the table. The pages' actions (user, admins, requests, policy, apps) POST to the admin
+// API with the page's CSRF token. Text is always set with textContent, never parsed as HTML.
 "use strict";
 
 // POSTs JSON with the session cookie and the page's CSRF token (<meta name="csrf-token">).
@@ -53,9 +53,7 @@ function wireRevokeButtons(selector, stepUpFor, url) {
         button.textContent = "Revoked";
       } catch (error) {
         row.dataset.state = "failed";
-        button.textContent = error.name === "NotAllowedError"
-          ? "Prompt cancelled: revoke again"
-          : "Failed (" + error.message + "): revoke again";
+        button.textContent = "Failed (" + failureText(error) + "): revoke again";
         button.disabled = false;
       }
     });
@@ -71,6 +69,40 @@ function showResult(element, state, text, link) {
     a.textContent = link.text;
     element.append(" ", a);
   }
+}
+
+// What a failed action says: a cancelled passkey prompt in words, anything else its message.
+function failureText(error) {
+  return error.name === "NotAllowedError" ? "The passkey prompt was cancelled or timed out." : error.message;
+}
+
+// A four-eyes request filed (202): says so and links to it on the requests page.
+function showPending(element, answer) {
+  showResult(element, "pending", "Pending: a second admin must approve on the Requests page (request "
+    + answer.json.id + ").", { href: "/admin/requests#request-" + answer.json.id, text: "Open the request" });
+}
+
+// A form whose submission runs `run(data, result)` (which shows its own outcome in the form's
+// `.result`) instead of loading a page; the form is reset after success, a failure shown.
+function onFormSubmit(id, working, run) {
+  const form = document.getElementById(id);
+  const result = form && form.querySelector(".result");
+  const button = form && form.querySelector('button[type="submit"]');
+  if (!form || !result || !button) {
+    return;
+  }
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    button.disabled = true;
+    showResult(result, "working", working);
+    try {
+      await run(new FormData(form), result);
+      form.reset();
+    } catch (error) {
+      showResult(result, "failed", failureText(error));
+    }
+    button.disabled = false;
+  });
 }
 
 (function () {
@@ -306,31 +338,14 @@ function showResult(element, state, text, link) {
   // Runs `create` (step-up, then the POST) on submit, and shows the answer's secret line, which
   // `reveal` fills.
   function createForm(id, create, reveal) {
-    const form = document.getElementById(id);
-    if (!form) {
-      return;
-    }
-    const result = form.querySelector(".result");
-    const secret = form.querySelector(".secret");
-    const button = form.querySelector('button[type="submit"]');
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      button.disabled = true;
+    const secret = document.querySelector("#" + id + " .secret");
+    onFormSubmit(id, "Follow your browser's passkey prompt…", async (data, result) => {
       secret.hidden = true;
       secret.querySelectorAll("code").forEach((code) => { code.textContent = ""; });
-      showResult(result, "working", "Follow your browser's passkey prompt…");
-      try {
-        const answer = (await create(new FormData(form))).json;
-        showResult(result, "created", "Created " + answer.name + ". Reload the page to see it listed.");
-        reveal(answer, secret);
-        secret.hidden = false;
-        form.reset();
-      } catch (error) {
-        showResult(result, "failed", error.name === "NotAllowedError"
-          ? "The passkey prompt was cancelled or timed out."
-          : error.message);
-      }
-      button.disabled = false;
+      const answer = (await create(data)).json;
+      showResult(result, "created", "Created " + answer.name + ". Reload the page to see it listed.");
+      reveal(answer, secret);
+      secret.hidden = false;
     });
   }
 
@@ -363,6 +378,78 @@ function showResult(element, state, text, link) {
   });
 })();
 
+// The admins page: inviting an admin, changing a role and removing an admin are four-eyes
+// requests (202: the page links to the request a second admin approves); cancelling a scheduled
+// removal (admins) and revoking or adding one's own passkey each run a step-up for exactly that
+// action first.
+(function () {
+  const roster = document.getElementById("admins");
+  if (!roster) {
+    return;
+  }
+
+  onFormSubmit("invite-admin", "Asking…", async (data, result) => {
+    showPending(result, await adminPost("/admin/api/admins/invite",
+      { name: String(data.get("name")), role: String(data.get("role")) }));
+  });
+
+  roster.querySelectorAll("tbody tr[data-admin-id]").forEach((row) => {
+    const outcome = row.querySelector(".outcome");
+    const base = "/admin/api/admins/" + encodeURIComponent(row.dataset.adminId);
+    const buttons = row.querySelectorAll("button[data-action]");
+    // The row's buttons stay disabled once one has done its work: reload to act on it again.
+    function act(action, run) {
+      const button = row.querySelector('button[data-action="' + action + '"]');
+      if (!button || !outcome) {
+        return;
+      }
+      button.addEventListener("click", async () => {
+        buttons.forEach((b) => { b.disabled = true; });
+        showResult(outcome, "working", "Asking…");
+        try {
+          await run();
+        } catch (error) {
+          showResult(outcome, "failed", failureText(error));
+          buttons.forEach((b) => { b.disabled = false; });
+        }
+      });
+    }
+    act("change-role", async () => {
+      const role = row.querySelector('select[name="role"]').value;
+      showPending(outcome, await adminPost(base + "/role", { role }));
+    });
+    act("remove-admin", async () => {
+      showPending(outcome, await adminPost(base + "/remove"));
+    });
+    act("cancel-removal", async () => {
+      showResult(outcome, "working", "Follow your browser's passkey prompt…");
+      await stepUp("cancel_removal:" + row.dataset.adminId);
+      const answer = (await adminPost(base + "/removal/cancel")).json;
+      showResult(outcome, "cancelled", "Removal cancelled: " + answer.name + " is " + answer.status
+        + " again and signs in anew.");
+    });
+  });
+
+  wireRevokeButtons('button[data-action="revoke-own-passkey"]', (b) => "revoke_passkey:" + b.dataset.id,
+    (b) => "/admin/api/passkeys/" + encodeURIComponent(b.dataset.id) + "/revoke");
+
+  // Adding a passkey: a step-up with a passkey the admin has, then the registration of the new
+  // one (the browser's own WebAuthn JSON helpers, as on the sign-in pages).
+  onFormSubmit("add-passkey", "Confirm with a passkey you have…", async (data, result) => {
+    if (!window.PublicKeyCredential || !PublicKeyCredential.parseCreationOptionsFromJSON) {
+      throw new Error("This browser cannot use passkeys here; try a current browser.");
+    }
+    await stepUp("add_passkey");
+    const options = (await adminPost("/admin/api/passkeys/options", { name: String(data.get("name")) })).json;
+    showResult(result, "working", "Now create the new passkey…");
+    const credential = await navigator.credentials.create({
+      publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(options.public_key),
+    });
+    const added = (await adminPost("/admin/api/passkeys", { credential: credential.toJSON() })).json;
+    showResult(result, "added", "Added " + added.name + ". Reload the page to see it listed.");
+  });
+})();
+
 // The requests page: Approve runs a step-up, then the approval (a new admin's invitation link is
 // shown once, to the approver); Reject and Withdraw need no step-up (they change nothing but the
 // request). Each marks the row.
@@ -392,9 +479,7 @@ function showResult(element, state, text, link) {
           }
         } catch (error) {
           row.dataset.state = "failed";
-          outcome.textContent = error.name === "NotAllowedError"
-            ? "The passkey prompt was cancelled or timed out."
-            : error.message;
+          outcome.textContent = failureText(error);
           buttons.forEach((b) => { b.disabled = false; });
         }
       });
@@ -425,29 +510,11 @@ function showResult(element, state, text, link) {
 
 // The policy page: "Ask for this change" sends every setting as a whole new policy (a
 // `fatigue_policy` request); a second admin approves it on the requests page.
-(function () {
-  const form = document.getElementById("policy-change");
-  const result = form && form.querySelector(".result");
-  if (!form || !result) {
-    return;
-  }
-  const button = form.querySelector('button[type="submit"]');
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    button.disabled = true;
-    showResult(result, "working", "Asking…");
-    const payload = {};
-    form.querySelectorAll("input[name]").forEach((input) => { payload[input.name] = Number(input.value); });
-    try {
-      const answer = await adminPost("/admin/api/requests/submit", { kind: "fatigue_policy", payload });
-      showResult(result, "pending", "Asked: a second admin must approve request " + answer.json.id + ".",
-        { href: "/admin/requests#request-" + answer.json.id, text: "Open the request" });
-    } catch (error) {
-      showResult(result, "failed", error.message);
-    }
-    button.disabled = false;
-  });
-})();
+onFormSubmit("policy-change", "Asking…", async (data, result) => {
+  const payload = {};
+  data.forEach((value, name) => { payload[name] = Number(value); });
+  showPending(result, await adminPost("/admin/api/requests/submit", { kind: "fatigue_policy", payload }));
+});
 
 // The audit page: "Verify now" walks the whole chain on the server (in the background) and
 // follows it until it is done.

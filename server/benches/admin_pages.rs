@@ -82,6 +82,9 @@ async fn main() {
         ("audit by action", "/admin/audit?action=fatigue.prompt_refused".to_owned()),
         ("audit by subject", "/admin/audit?subject=network:bench-5".to_owned()),
         ("apps", "/admin/apps".to_owned()),
+        ("requests", "/admin/requests".to_owned()),
+        ("policy", "/admin/policy".to_owned()),
+        ("admins", "/admin/admins".to_owned()),
         ("overview API", "/admin/api/overview".to_owned()),
     ];
     let mut over = Vec::new();

@@ -53,12 +53,7 @@ async fn bomb(app: &TestApp, key: &str, username: &str) {
 
 /// The page at `path` as the admin's browser gets it: status, headers, HTML.
 async fn page(app: &TestApp, admin: &AdminClient, path: &str) -> (StatusCode, HeaderMap, String) {
-    let response =
-        app.router.clone().oneshot(app.admin_request(Method::GET, path, admin, None)).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    app.admin_page(admin, path).await
 }
 
 /// One server-sent event.

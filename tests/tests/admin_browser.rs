@@ -3,8 +3,9 @@
 //! authenticator); a push-bombing of `victim` shows on A's overview through the live feed within
 //! 5 s; the phone's "not me" quarantines her; A asks to unfreeze (pending, four eyes); B approves
 //! with a fresh passkey assertion; push works again; A asks for a policy change, B rejects it.
-//! A second scenario runs the help desk's and the apps page's actions. Screenshots of each page
-//! go to `target/admin-screenshots/`; any browser console error fails the test.
+//! A second scenario runs the help desk's and the apps page's actions; a third, the admins page's
+//! (an invitation through four eyes, last_admins refused). Screenshots of each page go to
+//! `target/admin-screenshots/`; any browser console error fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
@@ -295,6 +296,68 @@ async fn an_admin_verifies_a_caller_revokes_a_phone_and_manages_apps_in_chromium
     a.quit().await;
 }
 
+/// The id of the roster row on the admins page whose name cell reads `name`.
+async fn admin_row_id(browser: &Browser, name: &str) -> String {
+    let script = "return Array.from(document.querySelectorAll('#admins tbody tr[data-admin-id]'))
+        .find((row) => row.cells[0].firstChild.textContent.trim() === arguments[0])?.dataset.adminId ?? null;";
+    let id = browser.eval(script, json!([name])).await;
+    id.as_str().unwrap_or_else(|| panic!("no roster row for {name}: {id}")).to_owned()
+}
+
+/// The admins page with two bootstrapped admins: A invites "carol" (help desk) from the page,
+/// which files a four-eyes request; B approves it on the requests page and is shown carol's
+/// one-time invitation link; carol is listed as invited. A then asks to remove B: refused on
+/// the page (409 `last_admins`), since only two admins are active.
+async fn two_admins_invite_a_third_and_cannot_remove_each_other_in_chromium(engine: Engine) {
+    let server = Server::start(engine).await;
+    let tokens = [bootstrap_token(&server), bootstrap_token(&server)];
+    let a = Browser::start().await;
+    let b = Browser::start().await;
+    bootstrap_admin(&server, &a, &tokens[0], "alice").await;
+    bootstrap_admin(&server, &b, &tokens[1], "bob").await;
+
+    a.open(&page_url(&server, "/admin/admins")).await;
+    a.wait_for(Until::Element("form#invite-admin"), PAGE).await;
+    a.type_into("#invite-admin input[name=name]", "carol").await;
+    a.click("#invite-admin select[name=role] option[value=helpdesk]").await;
+    a.click("#invite-admin button[type=submit]").await;
+    let (state, text) = a.wait_for_state("#invite-admin .result", &["pending", "failed"]).await;
+    assert_eq!(state, "pending", "the form says: {text}");
+    let script = "return document.querySelector('#invite-admin .result a').getAttribute('href');";
+    let href: String = serde_json::from_value(a.eval(script, json!([])).await).unwrap();
+    let id = href.strip_prefix("/admin/requests#request-").unwrap_or_else(|| panic!("{href}")).to_owned();
+
+    b.open(&page_url(&server, "/admin/requests")).await;
+    let row = format!("#requests tr[data-request-id='{id}'][data-kind=grant_role]");
+    b.wait_for(Until::Element(&row), PAGE).await;
+    b.click(&format!("{row} button[data-action=approve]")).await;
+    let (state, text) = b.wait_for_state(&row, &["approved", "failed"]).await;
+    assert_eq!(state, "approved", "the row says: {text}");
+    assert!(text.contains("/admin/invite?token="), "the invitation link, shown to the approver: {text}");
+
+    a.open(&page_url(&server, "/admin/admins")).await;
+    a.wait_for(Until::Element("#admins tbody tr[data-status=invited]"), PAGE).await;
+    let carol = admin_row_id(&a, "carol").await;
+    let carol_row = format!("#admins tr[data-admin-id='{carol}']");
+    assert!(page_text(&a, &carol_row).await.contains("helpdesk"), "carol is help desk");
+    let bob = admin_row_id(&a, "bob").await;
+    let bob_row = format!("#admins tr[data-admin-id='{bob}']");
+    a.click(&format!("{bob_row} button[data-action=remove-admin]")).await;
+    let outcome = format!("{bob_row} .outcome");
+    let (state, text) = a.wait_for_state(&outcome, &["pending", "failed"]).await;
+    assert_eq!(state, "failed", "the row says: {text}");
+    assert!(text.contains("at least 2 must remain"), "last_admins, as the API says it: {text}");
+    a.screenshot(&screenshots().join(format!("admins-{engine:?}.png"))).await;
+    // The 409 is refused on purpose, which Chromium logs as a failed load: that error only.
+    let errors = a.take_console_errors().await;
+    assert!(errors.len() == 1 && errors[0].contains("/remove") && errors[0].contains("409"), "{errors:#?}");
+
+    a.assert_no_console_errors().await;
+    b.assert_no_console_errors().await;
+    a.quit().await;
+    b.quit().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_an_admin_verifies_a_caller_revokes_a_phone_and_manages_apps_in_chromium() {
     an_admin_verifies_a_caller_revokes_a_phone_and_manages_apps_in_chromium(Engine::Sqlite).await;
@@ -313,4 +376,14 @@ async fn sqlite_two_admins_lift_a_not_me_quarantine_in_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_admins_lift_a_not_me_quarantine_in_chromium() {
     two_admins_lift_a_not_me_quarantine_in_chromium(Engine::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_admins_invite_a_third_and_cannot_remove_each_other_in_chromium() {
+    two_admins_invite_a_third_and_cannot_remove_each_other_in_chromium(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_admins_invite_a_third_and_cannot_remove_each_other_in_chromium() {
+    two_admins_invite_a_third_and_cannot_remove_each_other_in_chromium(Engine::Postgres).await;
 }

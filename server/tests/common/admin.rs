@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use axum::body::Body;
-use axum::http::{Method, Request, header};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use countersign::admin::model::{AdminStatus, Role};
 use countersign::admin::sessions::{CSRF_HEADER, SESSION_COOKIE, secret_hash};
 use countersign::audit::{Action, Actor, AuditEvent, Subject};
@@ -109,5 +109,15 @@ impl TestApp {
 
     pub async fn admin_post(&self, admin: &AdminClient, path: &str, body: Value) -> Reply {
         self.send(self.admin_request(Method::POST, path, admin, Some(body))).await
+    }
+
+    /// The page at `path` as the admin's browser gets it: status, headers, HTML.
+    pub async fn admin_page(&self, admin: &AdminClient, path: &str) -> (StatusCode, HeaderMap, String) {
+        let reply = self.admin_get(admin, path).await;
+        let html = match reply.body {
+            Value::String(html) => html,
+            json => json.to_string(),
+        };
+        (reply.status, reply.headers, html)
     }
 }

@@ -12,6 +12,7 @@ mod factors;
 mod helpdesk;
 mod pages;
 mod request_pages;
+mod roster_page;
 
 pub use helpdesk::VERIFICATION_ROUTE;
 
@@ -473,7 +474,7 @@ async fn fatigue_policy(State(state): State<AppState>, _admin: AdminSession<AnyR
 
 /// The admin pages (HTML), each a thin layer over the same services as the API.
 pub fn page_routes() -> axum::Router<AppState> {
-    pages::routes().merge(request_pages::routes())
+    pages::routes().merge(request_pages::routes()).merge(roster_page::routes())
 }
 
 /// The OpenAPI document of the admin API, as served at `/admin/api/openapi.json`.
