@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::StoreError;
+use super::codec::Columns;
 use crate::audit::AuditEvent;
 use crate::ids::AdminRequestId;
 
@@ -41,3 +42,13 @@ pub(super) const WRITE: &str = "INSERT INTO fatigue_policy (id, version, setting
      VALUES (1, 1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET version = fatigue_policy.version + 1, \
      settings = excluded.settings, changed_by_request = excluded.changed_by_request, \
      changed_at = excluded.changed_at RETURNING version";
+
+/// The stored policy from a `READ` row, alike on both engines.
+pub(super) fn policy_from_row<R: Columns>(row: &R) -> Result<StoredPolicy, StoreError> {
+    Ok(StoredPolicy {
+        version: row.value("version")?,
+        settings: row.value("settings")?,
+        changed_by_request: AdminRequestId(row.id("changed_by_request")?),
+        changed_at: row.time("changed_at")?,
+    })
+}

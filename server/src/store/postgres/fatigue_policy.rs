@@ -1,7 +1,7 @@
 //! The run-time fatigue policy.
 
 use async_trait::async_trait;
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 use time::OffsetDateTime;
 
 use super::PgStore;
@@ -10,20 +10,14 @@ use crate::alerts::AlertKind;
 use crate::audit::{AuditEvent, Subject};
 use crate::ids::AdminRequestId;
 use crate::store::StoreError;
-use crate::store::codec::Columns;
-use crate::store::fatigue_policy::{FatiguePolicyStore, READ, StoredPolicy, WRITE};
+use crate::store::fatigue_policy::{FatiguePolicyStore, READ, StoredPolicy, WRITE, policy_from_row};
 
 #[async_trait]
 impl FatiguePolicyStore for PgStore {
     async fn fatigue_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {
         let row = sqlx::query(READ).fetch_optional(&mut *self.conn().await?).await?;
         let Some(row) = row else { return Ok(None) };
-        Ok(Some(StoredPolicy {
-            version: row.try_get("version")?,
-            settings: row.try_get("settings")?,
-            changed_by_request: AdminRequestId(row.id("changed_by_request")?),
-            changed_at: row.time("changed_at")?,
-        }))
+        Ok(Some(policy_from_row(&row)?))
     }
 
     async fn set_fatigue_policy(

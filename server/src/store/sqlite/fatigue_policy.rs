@@ -1,7 +1,6 @@
 //! The run-time fatigue policy.
 
 use async_trait::async_trait;
-use sqlx::Row;
 use time::OffsetDateTime;
 
 use super::SqliteStore;
@@ -11,19 +10,13 @@ use crate::audit::{AuditEvent, Subject};
 use crate::clock::unix_micros;
 use crate::ids::AdminRequestId;
 use crate::store::StoreError;
-use crate::store::codec::Columns;
-use crate::store::fatigue_policy::{FatiguePolicyStore, READ, StoredPolicy, WRITE};
+use crate::store::fatigue_policy::{FatiguePolicyStore, READ, StoredPolicy, WRITE, policy_from_row};
 
 #[async_trait]
 impl FatiguePolicyStore for SqliteStore {
     async fn fatigue_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {
         let Some(row) = sqlx::query(READ).fetch_optional(&self.pool).await? else { return Ok(None) };
-        Ok(Some(StoredPolicy {
-            version: row.try_get("version")?,
-            settings: row.try_get("settings")?,
-            changed_by_request: AdminRequestId(row.id("changed_by_request")?),
-            changed_at: row.time("changed_at")?,
-        }))
+        Ok(Some(policy_from_row(&row)?))
     }
 
     async fn set_fatigue_policy(
