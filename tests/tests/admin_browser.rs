@@ -162,6 +162,9 @@ async fn two_admins_lift_a_not_me_quarantine_in_chromium(engine: Engine) {
 
     a.wait_for(Until::Element("#under-attack tbody tr[data-username=victim]"), LIVE).await;
     a.screenshot(&screenshots().join(format!("overview-{engine:?}.png"))).await;
+    a.open(&page_url(&server, "/admin/users")).await;
+    a.wait_for(Until::Element("#users tr[data-username=victim]"), PAGE).await;
+    a.screenshot(&screenshots().join(format!("users-{engine:?}.png"))).await;
 
     // A asks to unfreeze: a "not me" quarantine is not one admin's to lift.
     a.open(&page_url(&server, "/admin/users/victim")).await;
