@@ -708,6 +708,42 @@ async fn an_invited_admin_registers_once(engine: Engine) {
     assert_eq!(sign_in(&app, &mut key, &[]).await.status, StatusCode::OK);
 }
 
+/// Attack: an invitation link leaks (or the wrong person was invited) before it is redeemed.
+/// Removing the invited admin (four eyes) withdraws it at once, not after the 24-hour removal
+/// delay: the link is unknown from then on and the invitee never becomes an admin.
+async fn removing_an_invited_admin_withdraws_the_invitation_at_once(engine: Engine) {
+    let app = app(engine).await;
+    let alice = app.signed_in_admin("alice", Role::Admin).await;
+    let bob = app.signed_in_admin("bob", Role::Admin).await;
+    let invite = json!({ "name": "mallory", "role": "admin" });
+    let asked = app.admin_post(&alice, "/admin/api/admins/invite", invite).await;
+    let id = asked.body["id"].as_str().unwrap().to_owned();
+    app.step_up(&bob, &id).await;
+    let approved = app.admin_post(&bob, &format!("/admin/api/requests/{id}/approve"), json!({})).await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    let token = approved.body["invitation"]["token"].as_str().unwrap().to_owned();
+    let invited = approved.body["invitation"]["admin_id"].as_str().unwrap().to_owned();
+    let options = || app.send(browser_post("/admin/api/invite/options", json!({ "token": token }), &[]));
+    assert_eq!(options().await.status, StatusCode::OK, "the link works until withdrawn");
+
+    let removal = app.admin_post(&bob, &format!("/admin/api/admins/{invited}/remove"), json!({})).await;
+    assert_eq!(removal.status, StatusCode::ACCEPTED, "{}", removal.body);
+    let id = removal.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(options().await.status, StatusCode::OK, "nothing changes before a second admin approves");
+    app.step_up(&alice, &id).await;
+    let approved = app.admin_post(&alice, &format!("/admin/api/requests/{id}/approve"), json!({})).await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert_eq!(approved.body["request"]["result"]["status"], "removed", "{}", approved.body);
+
+    assert_error(&options().await, StatusCode::NOT_FOUND, "invitation_invalid");
+    let admins = app.admin_get(&alice, "/admin/api/admins").await.body;
+    let listed = admins.as_array().unwrap().iter().find(|a| a["name"] == "mallory").unwrap().clone();
+    assert_eq!(listed["status"], "removed", "{listed}");
+    let events = audit_actions(&app).await;
+    assert_eq!(count(&events, "admin.invitation_withdrawn"), 1);
+    assert_eq!(count(&events, "admin.removal_scheduled"), 0, "no delay for an invitation");
+}
+
 /// The sign-in pages: served without a session, under the strict CSP (their one script is ours,
 /// nothing inline), never cached or framed, each naming its ceremony and starting `ready`.
 async fn admin_sign_in_pages_are_served_under_the_strict_policy(engine: Engine) {
@@ -852,4 +888,5 @@ on_both_engines!(
     unknown_passkey_sign_ins_are_aggregated,
     last_own_passkey_cannot_be_revoked,
     an_invited_admin_registers_once,
+    removing_an_invited_admin_withdraws_the_invitation_at_once,
 );

@@ -464,6 +464,21 @@ impl AdminRequests {
             }
             RequestPayload::GrantRole(_) => Err(AdminError::Invalid("grant_role names no admin".into())),
             RequestPayload::RemoveAdmin(RemoveAdmin { admin_id }) => {
+                // An invitation not yet redeemed is withdrawn at once: nobody holds a session
+                // to end, and a leaked invitation link must stop working now, not in 24 hours.
+                let withdrawn = AuditEvent::new(
+                    now,
+                    actor.clone(),
+                    Action::AdminInvitationWithdrawn,
+                    Subject::Admin(*admin_id),
+                )
+                .with_details(json!({ "request": details }));
+                if self.store.withdraw_invitation(*admin_id, withdrawn).await? {
+                    return Ok(Applied {
+                        result: json!({ "admin_id": admin_id, "status": "removed" }),
+                        invitation: None,
+                    });
+                }
                 let due_at = now + REMOVAL_DELAY;
                 let audit =
                     AuditEvent::new(now, actor, Action::AdminRemovalScheduled, Subject::Admin(*admin_id))
@@ -578,8 +593,8 @@ impl AdminRequests {
             }
             RequestPayload::RemoveAdmin(RemoveAdmin { admin_id }) => {
                 let target = self.live_admin(*admin_id).await?;
-                if target.status != AdminStatus::Active {
-                    return Err(AdminError::Invalid("only an active admin can be removed".into()));
+                if !matches!(target.status, AdminStatus::Active | AdminStatus::Invited) {
+                    return Err(AdminError::Invalid("only an active or invited admin can be removed".into()));
                 }
                 model::roster_change(active, target.role, target.status, None)?;
             }

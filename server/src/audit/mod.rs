@@ -221,6 +221,8 @@ pub enum Action {
     /// An admin's removal was scheduled: their sessions end now, the removal takes effect after the delay.
     AdminRemovalScheduled,
     AdminRemovalCancelled,
+    /// An invited admin was removed before redeeming the invitation: it can never be used.
+    AdminInvitationWithdrawn,
     FatiguePolicyChanged,
     /// An app asked to lift a freeze only an admin may lift (a "not me" quarantine, a hard lock).
     UnfreezeRefused,
@@ -300,6 +302,7 @@ impl Action {
             Action::AdminRoleChanged => "admin.role_changed",
             Action::AdminRemovalScheduled => "admin.removal_scheduled",
             Action::AdminRemovalCancelled => "admin.removal_cancelled",
+            Action::AdminInvitationWithdrawn => "admin.invitation_withdrawn",
             Action::FatiguePolicyChanged => "fatigue.policy_changed",
             Action::UnfreezeRefused => "fatigue.unfreeze_refused",
             Action::CallerVerificationStarted => "helpdesk.caller_verification_started",

@@ -144,6 +144,11 @@ pub trait AdminRequestStore: Send + Sync + std::fmt::Debug {
         alert_details: &str,
     ) -> Result<bool, StoreError>;
 
+    /// Removes an admin who is still invited (no passkey yet) at once, and deletes their
+    /// invitations so the link can never be redeemed. `false` if the admin is not invited (the
+    /// invitation was redeemed first: remove them as an active admin).
+    async fn withdraw_invitation(&self, id: AdminId, audit: AuditEvent) -> Result<bool, StoreError>;
+
     /// Creates an invited admin with a one-time invitation (its SHA-256); if an invited admin of
     /// that name exists already (an invitation applied before a crash), it gets a new
     /// invitation instead. Returns the admin's id; `Conflict(AdminName)` if the name belongs to
@@ -255,6 +260,9 @@ pub(super) const REVOKE_ALL_SESSIONS: &str =
     "UPDATE admin_sessions SET revoked_at = $2 WHERE admin_id = $1 AND revoked_at IS NULL";
 pub(super) const CANCEL_REMOVAL: &str = "UPDATE admins SET status = 'active', removal_due_at = NULL
      WHERE id = $1 AND status = 'removal_pending' AND removal_due_at > $2";
+pub(super) const REMOVE_INVITED: &str =
+    "UPDATE admins SET status = 'removed' WHERE id = $1 AND status = 'invited'";
+pub(super) const DELETE_INVITATIONS: &str = "DELETE FROM admin_invitations WHERE admin_id = $1";
 pub(super) const ADMIN_BY_NAME: &str = "SELECT id, status FROM admins WHERE name = $1";
 pub(super) const INSERT_INVITATION: &str =
     "INSERT INTO admin_invitations (token_hash, admin_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";

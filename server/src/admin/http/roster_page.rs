@@ -36,7 +36,8 @@ struct AdminRow {
     created_at: String,
     /// Invited or active: a role change may be asked for.
     changeable: bool,
-    /// Active: a removal may be asked for (the API refuses it for anyone else).
+    /// Invited or active: a removal may be asked for (an invited admin's withdraws the
+    /// invitation; the API refuses it for anyone else).
     removable: bool,
     removal_pending: bool,
     is_me: bool,
@@ -107,7 +108,7 @@ fn admin_row(admin: AdminView, me: AdminId) -> AdminRow {
         standing,
         created_at: time_text(admin.created_at),
         changeable: matches!(admin.status, AdminStatus::Invited | AdminStatus::Active),
-        removable: admin.status == AdminStatus::Active,
+        removable: matches!(admin.status, AdminStatus::Invited | AdminStatus::Active),
         removal_pending: admin.status == AdminStatus::RemovalPending,
         is_me: admin.id == me,
     }

@@ -16,9 +16,9 @@ use crate::store::AdminRecord;
 use crate::store::admin::CONSUME_STEP_UP;
 use crate::store::admin_requests::{
     ADMIN_BY_NAME, ADMIN_FOR_CHANGE, APPLIED, APPLY_REFUSED, APPROVE, AdminRequestRecord, AdminRequestStore,
-    Approval, CANCEL, CANCEL_REMOVAL, EXPIRE, INSERT_INVITATION, INSERT_REQUEST, REJECT, REQUEST_BY_ID,
-    REQUEST_PAGE, REVOKE_ALL_SESSIONS, RequestCursor, RosterChange, SCHEDULE_REMOVAL, SET_ROLE, Transition,
-    first_page, request_from_row, roster_plan, target_from_row,
+    Approval, CANCEL, CANCEL_REMOVAL, DELETE_INVITATIONS, EXPIRE, INSERT_INVITATION, INSERT_REQUEST, REJECT,
+    REMOVE_INVITED, REQUEST_BY_ID, REQUEST_PAGE, REVOKE_ALL_SESSIONS, RequestCursor, RosterChange,
+    SCHEDULE_REMOVAL, SET_ROLE, Transition, first_page, request_from_row, roster_plan, target_from_row,
 };
 use crate::store::{Conflict, StoreError};
 
@@ -222,6 +222,17 @@ impl AdminRequestStore for SqliteStore {
         }
         insert_alert(&mut tx, AlertKind::AdminRemovalCancelled, &Subject::Admin(id), alert_details, now)
             .await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(true)
+    }
+
+    async fn withdraw_invitation(&self, id: AdminId, audit: AuditEvent) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if sqlx::query(REMOVE_INVITED).bind(id.0.to_string()).execute(&mut *tx).await?.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(DELETE_INVITATIONS).bind(id.0.to_string()).execute(&mut *tx).await?;
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(true)
