@@ -92,6 +92,10 @@ async fn a_verified_caller_gets_one_enrollment_link(engine: Engine) {
     let actor = vec![format!("admin:{}", d.agent.id)];
     assert_eq!(audit_actors(&d.app, "passkey.registration_started").await, actor);
     assert_eq!(audit_actors(&d.app, "challenge.redeemed").await, actor);
+    let alerts = d.app.store.alerts_after(0, 100).await.unwrap();
+    let announced: Vec<_> = alerts.iter().filter(|a| a.kind == "helpdesk_passkey_link_issued").collect();
+    assert_eq!(announced.len(), 1, "every help-desk link is announced: {alerts:?}");
+    assert!(announced[0].details.contains("alice") && !announced[0].details.contains("code="));
 }
 
 /// The number is the agent's to read out: it is in no audit event, and no other agent can see

@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
 use super::sessions::AdminPrincipal;
+use crate::alerts::AlertKind;
 use crate::api_keys::service::{AuthenticatedApp, keyless_app};
 use crate::audit::{Action, AuditEvent, Subject};
 use crate::challenges::model::ChallengeState;
@@ -225,7 +226,15 @@ impl HelpDesk {
             Subject::Challenge(verification),
         )
         .with_details(json!({ "username": username, "kind": "passkey", "expires_at": link.expires_at.unix_timestamp() }));
+        let now = audit.occurred_at;
         self.store.record_audit(audit).await?;
+        // Talking a help desk into a new factor is how accounts are taken over: every link is
+        // announced, so the user's team and the security team can object while it is fresh.
+        let details = json!({ "username": username, "agent": agent.id, "verification": verification });
+        let subject = Subject::Challenge(verification);
+        self.store
+            .raise_alert(AlertKind::HelpdeskPasskeyLinkIssued, &subject, &details.to_string(), now)
+            .await?;
         Ok((link.url, link.expires_at))
     }
 

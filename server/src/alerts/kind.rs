@@ -27,6 +27,8 @@ pub enum AlertKind {
     /// A scheduled admin removal was taken back by one admin (with a step-up): the other
     /// admins should know, as it undoes two admins' decision.
     AdminRemovalCancelled,
+    /// A help-desk agent issued a passkey enrollment link for a caller they verified.
+    HelpdeskPasskeyLinkIssued,
     /// An admin was created with a bootstrap token (`countersign admin bootstrap`).
     AdminBootstrapped,
     /// An approved four-eyes request changed the fatigue policy.
@@ -46,6 +48,7 @@ impl AlertKind {
         AlertKind::AdminRequestPending,
         AlertKind::AdminRemovalScheduled,
         AlertKind::AdminRemovalCancelled,
+        AlertKind::HelpdeskPasskeyLinkIssued,
         AlertKind::AdminBootstrapped,
         AlertKind::FatiguePolicyChanged,
     ];
@@ -62,6 +65,7 @@ impl AlertKind {
             AlertKind::AdminRequestPending => "admin_request_pending",
             AlertKind::AdminRemovalScheduled => "admin_removal_scheduled",
             AlertKind::AdminRemovalCancelled => "admin_removal_cancelled",
+            AlertKind::HelpdeskPasskeyLinkIssued => "helpdesk_passkey_link_issued",
             AlertKind::AdminBootstrapped => "admin_bootstrapped",
             AlertKind::FatiguePolicyChanged => "fatigue_policy_changed",
         }
