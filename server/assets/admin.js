@@ -421,6 +421,12 @@ function onFormSubmit(id, working, run) {
     act("remove-admin", async () => {
       showPending(outcome, await adminPost(base + "/remove"));
     });
+    act("end-sessions", async () => {
+      showResult(outcome, "working", "Follow your browser's passkey prompt…");
+      await stepUp("end_sessions:" + row.dataset.adminId);
+      const answer = (await adminPost(base + "/sessions/end")).json;
+      showResult(outcome, "ended", "Ended " + answer.ended + " session(s): they sign in again with a passkey.");
+    });
     act("cancel-removal", async () => {
       showResult(outcome, "working", "Follow your browser's passkey prompt…");
       await stepUp("cancel_removal:" + row.dataset.adminId);

@@ -26,6 +26,7 @@ const XSS: [&str; 2] = ["<script>alert(1)</script>", "\"><img src=x onerror=aler
 const SUBMIT_ACTIONS: [&str; 3] =
     [r#"id="invite-admin""#, r#"data-action="change-role""#, r#"data-action="remove-admin""#];
 const CANCEL_ACTION: &str = r#"data-action="cancel-removal""#;
+const END_SESSIONS: &str = r#"data-action="end-sessions""#;
 const REVOKE_ACTION: &str = r#"data-action="revoke-own-passkey""#;
 
 async fn app(engine: Engine) -> TestApp {
@@ -107,6 +108,8 @@ async fn the_admins_page_shows_the_roster_and_each_action_only_to_roles_that_may
     assert!(leaving.contains(&format!("removal scheduled: takes effect {due_text} UTC")), "{leaving}");
     assert!(leaving.contains(CANCEL_ACTION), "an admin may cancel: {leaving}");
     assert!(!leaving.contains(r#"data-action="remove-admin""#), "already leaving: {leaving}");
+    assert!(!leaving.contains(END_SESSIONS), "signed out already: {leaving}");
+    assert!(html.contains(END_SESSIONS), "an admin may end an active admin's sessions: {html}");
     for action in SUBMIT_ACTIONS {
         assert!(html.contains(action), "{action} for an admin: {html}");
     }
@@ -117,11 +120,12 @@ async fn the_admins_page_shows_the_roster_and_each_action_only_to_roles_that_may
         assert!(html.contains(action), "{action} for help desk: {html}");
     }
     assert!(!html.contains(CANCEL_ACTION), "help desk cannot cancel a removal: {html}");
+    assert!(!html.contains(END_SESSIONS), "help desk cannot end sessions: {html}");
 
     let (status, _, html) = app.admin_page(&reader, "/admin/admins").await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(html.contains(&format!(r#"data-admin-id="{}" data-status="removal_pending""#, leaver.id)));
-    for action in SUBMIT_ACTIONS.iter().chain(&[CANCEL_ACTION]) {
+    for action in SUBMIT_ACTIONS.iter().chain(&[CANCEL_ACTION, END_SESSIONS]) {
         assert!(!html.contains(action), "{action} for an auditor: {html}");
     }
     assert!(!html.contains("<select"), "no role picker for an auditor: {html}");

@@ -249,7 +249,53 @@ async fn same_site_sibling_page_cannot_keep_an_admin_session_alive(engine: Engin
     assert_error(&reply, StatusCode::UNAUTHORIZED, "admin_session_expired");
 }
 
+/// Attack: an admin's session cookie is stolen (or their laptop lost). Another admin ends every
+/// session of theirs at once, with a step-up for exactly that (the thief's own stolen session
+/// cannot do it to the others); help desk cannot; the victim signs in again with a passkey.
+async fn an_admin_ends_a_stolen_session_of_another_admin(engine: Engine) {
+    let app = app(engine).await;
+    let alice = app.signed_in_admin("alice", Role::Admin).await;
+    let bob = app.signed_in_admin("bob", Role::Admin).await;
+    let stolen = app.sign_in_admin(&app.store.admin(bob.id).await.unwrap().unwrap()).await;
+    let path = format!("/admin/api/admins/{}/sessions/end", bob.id);
+
+    assert_error(&app.admin_post(&alice, &path, json!({})).await, StatusCode::FORBIDDEN, "step_up_required");
+    app.step_up_for(&alice, &format!("end_sessions:{}", alice.id)).await;
+    assert_error(&app.admin_post(&alice, &path, json!({})).await, StatusCode::FORBIDDEN, "step_up_required");
+    let desk = app.signed_in_admin("desk", Role::Helpdesk).await;
+    app.step_up_for(&desk, &format!("end_sessions:{}", bob.id)).await;
+    assert_error(
+        &app.admin_post(&desk, &path, json!({})).await,
+        StatusCode::FORBIDDEN,
+        "admin_role_required",
+    );
+    assert_eq!(app.admin_get(&stolen, "/admin/api/session").await.status, StatusCode::OK);
+
+    app.step_up_for(&alice, &format!("end_sessions:{}", bob.id)).await;
+    let ended = app.admin_post(&alice, &path, json!({})).await;
+    assert_eq!((ended.status, &ended.body["ended"]), (StatusCode::OK, &json!(2)), "{}", ended.body);
+    for session in [&bob, &stolen] {
+        assert_error(
+            &app.admin_get(session, "/admin/api/session").await,
+            StatusCode::UNAUTHORIZED,
+            "admin_session_expired",
+        );
+    }
+    assert_eq!(app.admin_get(&alice, "/admin/api/session").await.status, StatusCode::OK, "only bob's");
+    let again = app.sign_in_admin(&app.store.admin(bob.id).await.unwrap().unwrap()).await;
+    assert_eq!(app.admin_get(&again, "/admin/api/session").await.status, StatusCode::OK);
+    let ended: Vec<_> =
+        audit_actions(&app).await.into_iter().filter(|(a, _)| a == "admin.sessions_ended").collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0].1["ended_by"], json!(alice.id));
+
+    let nobody = format!("/admin/api/admins/{}/sessions/end", uuid::Uuid::new_v4());
+    app.step_up_for(&alice, &format!("end_sessions:{}", nobody.split('/').nth(4).unwrap())).await;
+    assert_error(&app.admin_post(&alice, &nobody, json!({})).await, StatusCode::NOT_FOUND, "admin_not_found");
+}
+
 on_both_engines!(
+    an_admin_ends_a_stolen_session_of_another_admin,
     same_site_sibling_page_cannot_keep_an_admin_session_alive,
     session_names_the_admin_and_its_csrf_token,
     admin_post_without_csrf_token_is_403,

@@ -3,9 +3,10 @@
 //! authenticator); a push-bombing of `victim` shows on A's overview through the live feed within
 //! 5 s; the phone's "not me" quarantines her; A asks to unfreeze (pending, four eyes); B approves
 //! with a fresh passkey assertion; push works again; A asks for a policy change, B rejects it.
-//! A second scenario runs the help desk's and the apps page's actions; a third, the admins page's
-//! (an invitation through four eyes, last_admins refused). Screenshots of each page go to
-//! `target/admin-screenshots/`; any browser console error fails the test.
+//! A second scenario runs the help desk's and the apps page's actions; a third, the admins
+//! page's (an invitation through four eyes, last_admins refused, another admin's sessions
+//! ended). Screenshots of each page go to `target/admin-screenshots/`; any browser console
+//! error fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
@@ -354,6 +355,17 @@ async fn two_admins_invite_a_third_and_cannot_remove_each_other_in_chromium(engi
     // The 409 is refused on purpose, which Chromium logs as a failed load: that error only.
     let errors = a.take_console_errors().await;
     assert!(errors.len() == 1 && errors[0].contains("/remove") && errors[0].contains("409"), "{errors:#?}");
+
+    // B's session is presumed stolen: A ends it (with a passkey); B's next page is signed out.
+    a.click(&format!("{bob_row} button[data-action=end-sessions]")).await;
+    let (state, text) = a.wait_for_state(&outcome, &["ended", "failed"]).await;
+    assert_eq!(state, "ended", "the row says: {text}");
+    b.open(&page_url(&server, "/admin")).await;
+    b.wait_for(Until::Element("#error[data-code]"), PAGE).await;
+    let code = b.eval("return document.getElementById('error').dataset.code;", json!([])).await;
+    assert_eq!(code, json!("admin_session_expired"), "B is signed out");
+    let errors = b.take_console_errors().await;
+    assert!(errors.iter().all(|e| e.contains("401")), "only the signed-out page's status: {errors:#?}");
 
     a.assert_no_console_errors().await;
     b.assert_no_console_errors().await;

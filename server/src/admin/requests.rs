@@ -332,6 +332,22 @@ impl AdminRequests {
         Ok(admin_view(&admin, now))
     }
 
+    /// Ends every session of the admin `admin_id` now (a stolen cookie, a lost laptop): they
+    /// sign in again with a passkey. One admin may do it, with a step-up taken for it; it
+    /// takes nothing away that a passkey does not give back. Returns how many were live.
+    pub async fn end_sessions(
+        &self,
+        principal: &AdminPrincipal,
+        admin_id: AdminId,
+    ) -> Result<u64, AdminError> {
+        self.store.admin(admin_id).await?.ok_or(AdminError::AdminNotFound)?;
+        let now = self.clock.now();
+        let audit =
+            AuditEvent::new(now, principal.actor(), Action::AdminSessionsEnded, Subject::Admin(admin_id))
+                .with_details(json!({ "ended_by": principal.id }));
+        Ok(self.store.revoke_all_admin_sessions(admin_id, now, audit).await?)
+    }
+
     fn may_decide(
         &self,
         principal: &AdminPrincipal,

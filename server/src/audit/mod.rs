@@ -221,6 +221,8 @@ pub enum Action {
     /// An admin's removal was scheduled: their sessions end now, the removal takes effect after the delay.
     AdminRemovalScheduled,
     AdminRemovalCancelled,
+    /// Every session of an admin was ended by an admin.
+    AdminSessionsEnded,
     /// An invited admin was removed before redeeming the invitation: it can never be used.
     AdminInvitationWithdrawn,
     FatiguePolicyChanged,
@@ -303,6 +305,7 @@ impl Action {
             Action::AdminRemovalScheduled => "admin.removal_scheduled",
             Action::AdminRemovalCancelled => "admin.removal_cancelled",
             Action::AdminInvitationWithdrawn => "admin.invitation_withdrawn",
+            Action::AdminSessionsEnded => "admin.sessions_ended",
             Action::FatiguePolicyChanged => "fatigue.policy_changed",
             Action::UnfreezeRefused => "fatigue.unfreeze_refused",
             Action::CallerVerificationStarted => "helpdesk.caller_verification_started",

@@ -121,6 +121,15 @@ pub trait AdminStore: Send + Sync + std::fmt::Debug {
         audit: AuditEvent,
     ) -> Result<bool, StoreError>;
 
+    /// Revokes every live session of the admin `id` with its audit event, in one transaction;
+    /// returns how many were live.
+    async fn revoke_all_admin_sessions(
+        &self,
+        id: AdminId,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<u64, StoreError>;
+
     /// Records a fresh step-up assertion on a live session, for the one action `action`
     /// (`approve_request:<id>`, `add_passkey`, …), with its audit event.
     async fn set_admin_step_up(

@@ -234,6 +234,30 @@ async fn cancel_removal(
     Ok(Json(state.admin.requests.cancel_removal(&admin, id).await?))
 }
 
+/// Auth: admin session (admin), CSRF token, a step-up taken for this (spent). Ends every live
+/// session of an admin at once (one's own too): a stolen cookie stops working, and the admin
+/// signs in again with a passkey.
+#[utoipa::path(
+    post, path = "/admin/api/admins/{id}/sessions/end", tag = "admin",
+    security(("admin_session" = []), ("csrf" = [])),
+    params(("id" = AdminId, Path)),
+    responses(
+        (status = 200, description = "`{\"ended\": n}`: how many sessions were live", body = serde_json::Value),
+        (status = 403, description = "`step_up_required`, `admin_role_required`", body = ErrorBody),
+        (status = 404, description = "`admin_not_found`", body = ErrorBody),
+    )
+)]
+async fn end_sessions(
+    State(state): State<AppState>,
+    admin: AdminSession<AdminOnly>,
+    ApiPath(id): ApiPath<AdminId>,
+) -> Result<Json<Value>, ApiError> {
+    let action = super::model::StepUpAction::on("end_sessions", Some(&id.to_string()));
+    state.admin.sessions.consume_step_up(&admin, &action).await?;
+    let ended = state.admin.requests.end_sessions(&admin, id).await?;
+    Ok(Json(serde_json::json!({ "ended": ended })))
+}
+
 /// Which requests to list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -450,6 +474,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(change_role))
         .routes(routes!(remove_admin))
         .routes(routes!(cancel_removal))
+        .routes(routes!(end_sessions))
         .routes(routes!(list_requests))
         .routes(routes!(get_request))
         .routes(routes!(submit_request))

@@ -17,6 +17,7 @@ use crate::store::admin::{
     admin_from_row, session_from_row,
 };
 use crate::store::admin_passkeys::{AdminPasskeyRecord, judge_bootstrap_token};
+use crate::store::admin_requests::REVOKE_ALL_SESSIONS;
 use crate::store::{StoreError, map_unique_violation};
 
 pub(super) async fn insert_admin(conn: &mut PgConnection, a: &AdminRecord) -> Result<(), StoreError> {
@@ -198,6 +199,20 @@ impl AdminStore for PgStore {
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(true)
+    }
+
+    async fn revoke_all_admin_sessions(
+        &self,
+        id: AdminId,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        let ended = sqlx::query(REVOKE_ALL_SESSIONS).bind(id.0).bind(now).execute(&mut *tx).await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(ended.rows_affected())
     }
 
     async fn set_admin_step_up(

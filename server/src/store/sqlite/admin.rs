@@ -18,6 +18,7 @@ use crate::store::admin::{
     admin_from_row, session_from_row,
 };
 use crate::store::admin_passkeys::{AdminPasskeyRecord, judge_bootstrap_token};
+use crate::store::admin_requests::REVOKE_ALL_SESSIONS;
 use crate::store::{StoreError, map_unique_violation};
 
 pub(super) async fn insert_admin(conn: &mut SqliteConnection, a: &AdminRecord) -> Result<(), StoreError> {
@@ -188,6 +189,23 @@ impl AdminStore for SqliteStore {
         self.append_audit(&mut tx, &audit).await?;
         self.commit(tx).await?;
         Ok(true)
+    }
+
+    async fn revoke_all_admin_sessions(
+        &self,
+        id: AdminId,
+        now: OffsetDateTime,
+        audit: AuditEvent,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let ended = sqlx::query(REVOKE_ALL_SESSIONS)
+            .bind(id.0.to_string())
+            .bind(unix_micros(now))
+            .execute(&mut *tx)
+            .await?;
+        self.append_audit(&mut tx, &audit).await?;
+        self.commit(tx).await?;
+        Ok(ended.rows_affected())
     }
 
     async fn set_admin_step_up(
