@@ -456,9 +456,9 @@ function onFormSubmit(id, working, run) {
   });
 })();
 
-// The requests page: Approve runs a step-up, then the approval (a new admin's invitation link is
-// shown once, to the approver); Reject and Withdraw need no step-up (they change nothing but the
-// request). Each marks the row.
+// The requests page: Approve and Reject each run a step-up for this request, then the decision
+// (an approved invitation's link is shown once, to the approver); Withdraw, one's own request,
+// needs none. Each marks the row.
 (function () {
   const rows = document.querySelectorAll("#requests tbody tr[data-request-id]");
   rows.forEach((row) => {
@@ -504,6 +504,8 @@ function onFormSubmit(id, working, run) {
       };
     });
     decide("reject", async () => {
+      outcome.textContent = "Follow your browser's passkey prompt…";
+      await stepUp("approve_request:" + row.dataset.requestId);
       await adminPost(path + "/reject");
       return { state: "rejected", text: "Rejected." };
     });

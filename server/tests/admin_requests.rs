@@ -71,6 +71,34 @@ async fn alert_kinds(app: &TestApp) -> Vec<String> {
     kinds
 }
 
+/// Attack: one admin session is stolen. The real admins ask to remove the thief's confederate;
+/// the thief rejects it at once, and every time after. A rejection is a decision like an
+/// approval: it needs a fresh passkey assertion taken for that request, which the thief has not.
+async fn a_stolen_session_cannot_veto_requests_without_a_fresh_passkey(engine: Engine) {
+    let app = app(engine).await;
+    let (alice, bob, thief) = three_admins(&app).await;
+    let removal = app.admin_post(&alice, &format!("/admin/api/admins/{}/remove", bob.id), json!({})).await;
+    let id = removal.body["id"].as_str().unwrap().to_owned();
+    let reject = format!("/admin/api/requests/{id}/reject");
+    assert_error(
+        &app.admin_post(&thief, &reject, json!({})).await,
+        StatusCode::FORBIDDEN,
+        "step_up_required",
+    );
+    let other = invite(&app, &alice, "dave").await;
+    app.step_up(&thief, &other).await;
+    let elsewhere = app.admin_post(&thief, &reject, json!({})).await;
+    assert_error(&elsewhere, StatusCode::FORBIDDEN, "step_up_required");
+    assert_eq!(state_of(&app, &alice, &id).await, "pending", "not vetoed");
+    assert_eq!(count_of(&app, "admin.request_rejected").await, 0);
+
+    // With a passkey assertion for this request, a rejection stands (and spends it).
+    app.step_up(&thief, &id).await;
+    let rejected = app.admin_post(&thief, &reject, json!({})).await;
+    assert_eq!(rejected.status, StatusCode::OK, "{}", rejected.body);
+    assert_eq!(state_of(&app, &alice, &id).await, "rejected");
+}
+
 /// Attack: an admin who asked for a change approves it themselves (one stolen admin session
 /// would then be enough). Refused by the service, and by the database itself.
 async fn self_approval_is_403(engine: Engine) {
@@ -590,6 +618,7 @@ async fn approval_by_an_admin_demoted_meanwhile_is_refused(engine: Engine) {
 }
 
 on_both_engines!(
+    a_stolen_session_cannot_veto_requests_without_a_fresh_passkey,
     a_removed_admins_pending_request_cannot_be_approved,
     approval_by_an_admin_demoted_meanwhile_is_refused,
     reset_privileged_factors_applies_only_after_approval,

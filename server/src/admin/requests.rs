@@ -282,6 +282,16 @@ impl AdminRequests {
         let record = self.settled(id).await?;
         let now = self.clock.now();
         self.may_decide(principal, &record, now)?;
+        // A rejection is a decision too: without a fresh passkey, one stolen admin session could
+        // veto every defensive request (removing its confederate, lifting a quarantine).
+        let action = StepUpAction::approve_request(id);
+        if !self
+            .store
+            .consume_admin_step_up(&principal.session_hash, now - self.step_up, action.as_str())
+            .await?
+        {
+            return Err(AdminError::StepUpRequired);
+        }
         let audit =
             AuditEvent::new(now, principal.actor(), Action::AdminRequestRejected, Subject::AdminRequest(id))
                 .with_details(decision_details(&record, principal.id));

@@ -388,14 +388,15 @@ async fn approve_request(
     Ok(Json(state.admin.requests.approve(&admin, id).await?))
 }
 
-/// Auth: admin session (admin, not the requester), CSRF token. Rejects a request.
+/// Auth: admin session (admin, not the requester), CSRF token, step-up taken for this request
+/// (`approve_request:<id>`, spent by this rejection). Rejects a request.
 #[utoipa::path(
     post, path = "/admin/api/requests/{id}/reject", tag = "admin",
     security(("admin_session" = []), ("csrf" = [])),
     params(("id" = AdminRequestId, Path)),
     responses(
         (status = 200, body = RequestView),
-        (status = 403, description = "`self_approval_forbidden`, `admin_role_required`", body = ErrorBody),
+        (status = 403, description = "`self_approval_forbidden`, `step_up_required`, `admin_role_required`", body = ErrorBody),
         (status = 409, description = "`request_not_pending`", body = ErrorBody),
         (status = 410, description = "`admin_request_expired`", body = ErrorBody),
     )
