@@ -11,7 +11,7 @@ use common::admin::AdminClient;
 use common::{TestApp, assert_error, audit_actions, enrolled_device};
 use countersign::admin::model::Role;
 use countersign::app::HttpLimits;
-use countersign_e2e::Engine;
+use countersign_e2e::{Engine, exec_sql};
 use countersign_mobile_protocol::PushRegistration;
 use serde_json::{Value, json};
 
@@ -115,7 +115,32 @@ async fn policy_change_reaches_another_instance(engine: Engine) {
     assert_eq!(restarted.state.fatigue.policy().current().push_budget, 2, "the stored policy wins at start");
 }
 
+/// Attack: someone with write access to the database (not to the admin plane) raises the push
+/// budget out of bounds, skipping four eyes. A stored policy is checked against the same bounds
+/// on every read: the refresh refuses it and the policy in force stays.
+async fn a_tampered_stored_policy_is_refused_and_the_one_in_force_stays(engine: Engine) {
+    let app = app(engine).await;
+    let other = app.another_instance(time::Duration::ZERO).await;
+    let alice = app.signed_in_admin("alice", Role::Admin).await;
+    let bob = app.signed_in_admin("bob", Role::Admin).await;
+    let payload = policy_with_budget(&app, &alice, 2).await;
+    let id = submit(&app, &alice, payload).await.body["id"].as_str().unwrap().to_owned();
+    app.step_up(&bob, &id).await;
+    let approved = app.admin_post(&bob, &format!("/admin/api/requests/{id}/approve"), json!({})).await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    let handle = other.state.fatigue.policy();
+    handle.refresh(other.store.as_ref()).await.unwrap();
+    assert_eq!(handle.current().push_budget, 2);
+
+    let tamper = "UPDATE fatigue_policy SET version = version + 1, \
+                  settings = REPLACE(settings, '\"push_budget\":2', '\"push_budget\":1000')";
+    exec_sql(&app.db, tamper).await.unwrap();
+    assert!(handle.refresh(other.store.as_ref()).await.is_err(), "an out-of-bounds row is refused");
+    assert_eq!(handle.current().push_budget, 2, "the policy in force stays");
+}
+
 on_both_engines!(
+    a_tampered_stored_policy_is_refused_and_the_one_in_force_stays,
     policy_change_out_of_bounds_is_422,
     a_policy_change_applies_only_after_a_second_admin,
     policy_change_reaches_another_instance,
