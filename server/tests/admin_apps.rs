@@ -152,6 +152,15 @@ async fn bad_app_input_is_422_and_a_taken_name_409(engine: Engine) {
         assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     }
     assert!(app.store.app_by_name("ok").await.unwrap().is_none());
+
+    // A refused body does not spend the step-up: the admin fixes a typo without a new prompt.
+    app.step_up_for(&admin, "create_app:ok").await;
+    let typo =
+        app.admin_post(&admin, "/admin/api/apps", json!({ "name": "ok", "scopes": ["users:raed"] })).await;
+    assert_error(&typo, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let fixed =
+        app.admin_post(&admin, "/admin/api/apps", json!({ "name": "ok", "scopes": ["users:read"] })).await;
+    assert_eq!(fixed.status, StatusCode::CREATED, "{}", fixed.body);
 }
 
 /// A token request with a bogus code: a client that authenticates gets `invalid_grant`, one
